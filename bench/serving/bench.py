@@ -1,0 +1,417 @@
+"""Serving: chronoml's gateway against `mlflow models serve` and an empty ASGI app.
+
+One registered GradientBoostingClassifier on 30 numeric features. In turn,
+on the same machine and with the same closed-loop load generator (wrk:
+16 connections, single-row requests, fixed duration; then 1000-row
+requests), this serves it with:
+
+- ``mlflow models serve --env-manager local`` (MLflow's own server),
+- ``chronoml server`` with durable logging (SQLite, synchronous=FULL) and a
+  90/10 A/B split between two versions, sticky by a unit header,
+- an empty ASGI app on the same HTTP stack that returns a constant (the
+  ceiling of the stack: no parsing, no model, no log).
+
+It prints throughput, p50 and p99 latency, and server CPU per request
+(user+system time of the server's processes over the run) for each, the
+ratios the goals are stated in, and whether each goal is met:
+
+- chronoml >= 20x mlflow's throughput, p99 <= 1/10 of mlflow's,
+- chronoml >= 50% of the empty app's throughput,
+- <= 1 ms server CPU per single-row request, logging included,
+- a 1000-row request in <= 5 ms (p50, one connection).
+
+    .venv/bin/python bench/serving/bench.py                 # about 8 minutes
+    .venv/bin/python bench/serving/bench.py --duration 5 --skip-mlflow
+
+Needs ``wrk`` (``apt-get install wrk``). Exit code 0: every goal met; 2:
+some goal missed; 1: the benchmark could not run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+VENV_BIN = Path(sys.executable).parent
+FEATURES = [f"f{i:02d}" for i in range(30)]
+EMPTY_APP = """
+async def app(scope, receive, send):
+    if scope["type"] == "lifespan":
+        while True:
+            m = await receive()
+            if m["type"] == "lifespan.startup":
+                await send({"type": "lifespan.startup.complete"})
+            elif m["type"] == "lifespan.shutdown":
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+    while (await receive()).get("more_body"):
+        pass
+    body = b'{"predictions": [0]}'
+    await send({"type": "http.response.start", "status": 200,
+                "headers": [(b"content-type", b"application/json"),
+                            (b"content-length", str(len(body)).encode())]})
+    await send({"type": "http.response.body", "body": body})
+"""
+WRK_SCRIPT = """
+wrk.method = "POST"
+wrk.headers["Content-Type"] = "application/json"
+local body = io.open(os.getenv("BENCH_BODY")):read("*a")
+local counter = 0
+request = function()
+  counter = counter + 1
+  wrk.headers["X-Chronoml-Unit"] = "customer-" .. (counter % 100000)
+  return wrk.format(nil, nil, nil, body)
+end
+"""
+
+
+@dataclass
+class Run:
+    server: str
+    load: str
+    requests: int
+    rps: float
+    p50_ms: float
+    p99_ms: float
+    cpu_ms_per_req: float
+    errors: int
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def tree_cpu_seconds(pid: int) -> float:
+    """User+system CPU of ``pid`` and its descendants (Linux /proc)."""
+    tick = os.sysconf("SC_CLK_TCK")
+    children: dict[int, list[int]] = {}
+    stats: dict[int, list[str]] = {}
+    for d in os.listdir("/proc"):
+        if not d.isdigit():
+            continue
+        try:
+            raw = Path(f"/proc/{d}/stat").read_text()
+        except OSError:
+            continue
+        fields = raw[raw.rindex(")") + 2 :].split()
+        stats[int(d)] = fields
+        children.setdefault(int(fields[1]), []).append(int(d))
+    total = 0.0
+    todo = [pid]
+    while todo:
+        p = todo.pop()
+        if p in stats:
+            f = stats[p]
+            total += (int(f[11]) + int(f[12])) / tick  # utime, stime
+        todo.extend(children.get(p, []))
+    return total
+
+
+def wait_http(url: str, proc: subprocess.Popen[bytes], timeout: float = 90) -> None:
+    import httpx
+
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"server exited with {proc.returncode}")
+        try:
+            if httpx.get(url, timeout=2).status_code < 500:
+                return
+        except httpx.TransportError:
+            pass
+        time.sleep(0.2)
+    raise RuntimeError(f"{url} did not come up")
+
+
+def wrk(url: str, body: Path, connections: int, duration: float, work: Path) -> dict[str, Any]:
+    script = work / "post.lua"
+    script.write_text(WRK_SCRIPT)
+    out = subprocess.run(
+        [
+            "wrk",
+            "-t1",
+            f"-c{connections}",
+            f"-d{duration:g}s",
+            "--timeout",
+            "10s",
+            "--latency",
+            "-s",
+            str(script),
+            url,
+        ],
+        env={**os.environ, "BENCH_BODY": str(body)},
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+
+    def ms(label: str) -> float:
+        m = re.search(rf"^\s+{label}%\s+([\d.]+)(us|ms|s)\s*$", out, re.M)
+        if m is None:
+            raise RuntimeError(f"no {label}% in wrk output:\n{out}")
+        v = float(m.group(1))
+        return {"us": v / 1000, "ms": v, "s": v * 1000}[m.group(2)]
+
+    reqs = int(re.search(r"(\d+) requests in", out).group(1))  # type: ignore[union-attr]
+    errs = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    sock = re.search(r"Socket errors: .*timeout (\d+)", out)
+    return {
+        "requests": reqs,
+        "rps": float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1)),  # type: ignore[union-attr]
+        "p50": ms("50"),
+        "p99": ms("99"),
+        "errors": (int(errs.group(1)) if errs else 0) + (int(sock.group(1)) if sock else 0),
+        "raw": out,
+    }
+
+
+def setup(work: Path) -> dict[str, str]:
+    """Train, register two versions, deploy chronoml's 90/10 split; returns the env."""
+    env = {
+        **os.environ,
+        "CHRONOML_HOME": str(work / "home"),
+        "MLFLOW_TRACKING_URI": f"sqlite:///{work / 'mlflow.db'}",
+        "MLFLOW_DISABLE_TELEMETRY": "true",
+        "DO_NOT_TRACK": "true",
+        "PATH": f"{VENV_BIN}{os.pathsep}{os.environ.get('PATH', '')}",
+    }
+    code = f"""
+import mlflow, sklearn, numpy as np, pandas as pd
+from mlflow.models import infer_signature
+from sklearn.datasets import make_classification
+from sklearn.ensemble import GradientBoostingClassifier
+import chronoml
+X, y = make_classification(n_samples=4000, n_features=30, n_informative=12, random_state=0)
+X = pd.DataFrame(X, columns={FEATURES!r})
+chronoml.setup_mlflow("bench")
+snap = chronoml.snapshot(X.assign(label=y), name="bench")
+for seed in (0, 1):
+    m = GradientBoostingClassifier(n_estimators=100, max_depth=3, random_state=seed).fit(X, y)
+    with mlflow.start_run():
+        chronoml.log_snapshot(snap)
+        mlflow.sklearn.log_model(m, name="model", registered_model_name="bench",
+            signature=infer_signature(X.head(), y[:5]), serialization_format="cloudpickle",
+            pip_requirements=[f"scikit-learn=={{sklearn.__version__}}"])
+X.head(1000).to_json({str(work / "rows.json")!r}, orient="split", index=False)
+"""
+    subprocess.run([sys.executable, "-c", code], env=env, check=True, cwd=work)
+    cli = [str(VENV_BIN / "chronoml")]
+    for args in (
+        ["deploy", "bench", "models:/bench/1"],
+        ["deploy", "bench", "models:/bench/2", "--weight", "10"],
+    ):
+        subprocess.run([*cli, *args], env=env, check=True, cwd=work, stdout=subprocess.DEVNULL)
+    return env
+
+
+def bodies(work: Path) -> tuple[Path, Path]:
+    split = json.loads((work / "rows.json").read_text())
+    one, many = work / "one.json", work / "many.json"
+    one.write_text(
+        json.dumps({"dataframe_split": {"columns": split["columns"], "data": split["data"][:1]}})
+    )
+    many.write_text(
+        json.dumps({"dataframe_split": {"columns": split["columns"], "data": split["data"][:1000]}})
+    )
+    return one, many
+
+
+def serve(
+    name: str, port: int, env: dict[str, str], work: Path, workers: int
+) -> tuple[subprocess.Popen[bytes], str, str]:
+    """Start one server; returns it, the scoring URL and a URL to poll for readiness."""
+    base = f"http://127.0.0.1:{port}"
+    log = open(work / f"{name}.log", "wb")  # noqa: SIM115 - closed with the process
+    if name == "mlflow":
+        cmd = [
+            str(VENV_BIN / "mlflow"),
+            "models",
+            "serve",
+            "-m",
+            "models:/bench/1",
+            "--env-manager",
+            "local",
+            "-h",
+            "127.0.0.1",
+            "-p",
+            str(port),
+        ]
+        url, ready = f"{base}/invocations", f"{base}/ping"
+    elif name == "chronoml":
+        cmd = [
+            str(VENV_BIN / "chronoml"),
+            "server",
+            "--port",
+            str(port),
+            "--log-level",
+            "warning",
+            "--workers",
+            str(workers),
+        ]
+        url, ready = f"{base}/v1/endpoints/bench/predict", f"{base}/health"
+    else:
+        (work / "empty_app.py").write_text(EMPTY_APP)
+        cmd = [
+            sys.executable,
+            "-m",
+            "uvicorn",
+            "empty_app:app",
+            "--port",
+            str(port),
+            "--log-level",
+            "warning",
+            "--no-access-log",
+            "--loop",
+            "uvloop",
+            "--http",
+            "httptools",
+            "--workers",
+            str(workers),
+        ]
+        url, ready = f"{base}/", f"{base}/"
+    proc = subprocess.Popen(
+        cmd, env=env, cwd=work, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+    )
+    wait_http(ready, proc)
+    return proc, url, ready
+
+
+def stop(proc: subprocess.Popen[bytes]) -> None:
+    try:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(30)
+    except (ProcessLookupError, subprocess.TimeoutExpired):
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(10)
+
+
+def measure(
+    name: str,
+    env: dict[str, str],
+    work: Path,
+    one: Path,
+    many: Path,
+    duration: float,
+    workers: int,
+    repeats: int,
+) -> list[Run]:
+    port = free_port()
+    proc, url, _ = serve(name, port, env, work, workers)
+    runs: list[Run] = []
+    try:
+        wrk(url, one, 16, 2, work)  # warm up
+        for load, body, conns in (("1 row x16", one, 16), ("1000 rows x1", many, 1)):
+            got = []
+            for _ in range(repeats):
+                cpu0 = tree_cpu_seconds(proc.pid)
+                r = wrk(url, body, conns, duration, work)
+                cpu = tree_cpu_seconds(proc.pid) - cpu0
+                got.append(
+                    Run(
+                        name,
+                        load,
+                        r["requests"],
+                        r["rps"],
+                        r["p50"],
+                        r["p99"],
+                        1000 * cpu / max(r["requests"], 1),
+                        r["errors"],
+                    )
+                )
+            runs.append(
+                Run(
+                    name,
+                    load,
+                    int(statistics.median(g.requests for g in got)),
+                    statistics.median(g.rps for g in got),
+                    statistics.median(g.p50_ms for g in got),
+                    statistics.median(g.p99_ms for g in got),
+                    statistics.median(g.cpu_ms_per_req for g in got),
+                    sum(g.errors for g in got),
+                )
+            )
+    finally:
+        stop(proc)
+    return runs
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    ap.add_argument("--duration", type=float, default=10, help="seconds per load run [10]")
+    ap.add_argument("--repeats", type=int, default=3, help="runs per load, median reported [3]")
+    ap.add_argument(
+        "--workers", type=int, default=1, help="server processes for chronoml and the empty app [1]"
+    )
+    ap.add_argument("--skip-mlflow", action="store_true")
+    ap.add_argument("--keep", action="store_true", help="keep the work folder")
+    args = ap.parse_args(argv)
+    if shutil.which("wrk") is None:
+        print("needs wrk: apt-get install wrk", file=sys.stderr)
+        return 1
+    work = Path(tempfile.mkdtemp(prefix="chronoml-bench-serving-"))
+    try:
+        env = setup(work)
+        one, many = bodies(work)
+        runs: list[Run] = []
+        names = ["empty", "chronoml"] + ([] if args.skip_mlflow else ["mlflow"])
+        for name in names:
+            runs += measure(name, env, work, one, many, args.duration, args.workers, args.repeats)
+        return report(runs, work)
+    finally:
+        if args.keep:
+            print(f"work folder kept: {work}")
+        else:
+            shutil.rmtree(work, ignore_errors=True)
+
+
+def report(runs: list[Run], work: Path) -> int:
+    print(
+        f"{'server':<10} {'load':<14} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'CPU ms/req':>11} {'errors':>7}"
+    )
+    for r in runs:
+        print(
+            f"{r.server:<10} {r.load:<14} {r.rps:>9.0f} {r.p50_ms:>8.2f} {r.p99_ms:>8.2f} {r.cpu_ms_per_req:>11.3f} {r.errors:>7}"
+        )
+    by = {(r.server, r.load): r for r in runs}
+    c1, cn = by[("chronoml", "1 row x16")], by[("chronoml", "1000 rows x1")]
+    e1 = by[("empty", "1 row x16")]
+    goals: list[tuple[str, float, str, bool]] = []
+    if ("mlflow", "1 row x16") in by:
+        m1, mn = by[("mlflow", "1 row x16")], by[("mlflow", "1000 rows x1")]
+        goals.append(("throughput vs mlflow", c1.rps / m1.rps, ">= 20x", c1.rps >= 20 * m1.rps))
+        goals.append(
+            ("p99 vs mlflow", c1.p99_ms / m1.p99_ms, "<= 0.1", c1.p99_ms <= m1.p99_ms / 10)
+        )
+        goals.append(("1000 rows: p50 vs mlflow", cn.p50_ms / mn.p50_ms, "(info)", True))
+    goals.append(("throughput vs empty app", c1.rps / e1.rps, ">= 0.5", c1.rps >= 0.5 * e1.rps))
+    goals.append(
+        ("CPU ms per 1-row request", c1.cpu_ms_per_req, "<= 1 ms", c1.cpu_ms_per_req <= 1.0)
+    )
+    goals.append(("1000-row request p50 ms", cn.p50_ms, "<= 5 ms", cn.p50_ms <= 5.0))
+    print()
+    for what, value, goal, ok in goals:
+        print(f"{what:<28} {value:>8.3f}  goal {goal:<8} {'met' if ok else 'NOT met'}")
+    bad = [r for r in runs if r.errors]
+    if bad:
+        print(f"errors during runs: {[(r.server, r.load, r.errors) for r in bad]}; logs in {work}")
+    return 0 if all(ok for *_, ok in goals) and not bad else 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,89 @@
+"""chronoml: which model was live, trained on what, decided what, and why.
+
+The public Python API::
+
+    import chronoml, mlflow
+    chronoml.setup_mlflow()                          # MLflow store inside CHRONOML_HOME
+    snap = chronoml.snapshot(df, name="customers")   # Snapshot(id="sha256:...", ...)
+    with mlflow.start_run():
+        chronoml.log_snapshot(snap)
+        mlflow.sklearn.log_model(model, name="model", registered_model_name="churn", ...)
+    cm = chronoml.open()
+    cm.deploy("churn", "models:/churn/1")
+    cm.status("churn", at=chronoml.parse_time("2026-03-03T14:02"))
+"""
+
+from __future__ import annotations
+
+import os
+from typing import TYPE_CHECKING, Any
+
+from chronoml.settings import Settings
+from chronoml.timeutil import parse_time
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from chronoml.service import Chronoml
+    from chronoml.snapshots import Snapshot, SnapshotError
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "Settings",
+    "Snapshot",
+    "SnapshotError",
+    "__version__",
+    "log_snapshot",
+    "open",
+    "parse_time",
+    "setup_mlflow",
+    "snapshot",
+]
+
+
+def open(settings: Settings | None = None) -> Chronoml:
+    """Open chronoml on ``CHRONOML_HOME`` / ``CHRONOML_STORE`` (or ``settings``)."""
+    from chronoml.service import Chronoml
+
+    return Chronoml.open(settings)
+
+
+def snapshot(
+    data: pd.DataFrame | str | os.PathLike[str], name: str, *, settings: Settings | None = None
+) -> Snapshot:
+    """Store an immutable copy of ``data`` (a DataFrame or CSV/Parquet path).
+
+    Returns a :class:`Snapshot` whose id is ``sha256:`` over every value.
+    """
+    from chronoml import snapshots
+
+    cm = open(settings)
+    try:
+        return snapshots.take(cm.store, data, name)
+    finally:
+        cm.close()
+
+
+def log_snapshot(snap: Snapshot) -> None:
+    """Link the active MLflow run, and the versions it registers, to ``snap``."""
+    from chronoml.registry import log_snapshot as _log
+
+    _log(snap)
+
+
+def setup_mlflow(experiment: str = "chronoml", settings: Settings | None = None) -> str:
+    """Point ``mlflow`` at chronoml's MLflow store and set ``experiment``; returns the URI."""
+    from chronoml.registry import setup_mlflow as _setup
+
+    return _setup(experiment, settings)
+
+
+def __getattr__(name: str) -> Any:
+    # pandas and numpy load only when a snapshot is touched: `chronoml --help`
+    # and other light commands stay fast
+    if name in ("Snapshot", "SnapshotError"):
+        from chronoml import snapshots
+
+        return getattr(snapshots, name)
+    raise AttributeError(f"module 'chronoml' has no attribute {name!r}")

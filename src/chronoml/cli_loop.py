@@ -1,0 +1,696 @@
+"""CLI commands that close the loop: ``experiment``, ``retrain ...``, ``jobs``, ``job``, ``approve``."""
+
+from __future__ import annotations
+
+import os
+from typing import TYPE_CHECKING, Any
+
+import click
+
+from chronoml.cli import Fail, _chronoml, _json, cli, json_option
+
+if TYPE_CHECKING:
+    from chronoml.retrain.jobs import Job
+
+
+def _duration(text: str, option: str) -> int:
+    from chronoml.timeutil import parse_duration
+
+    try:
+        return parse_duration(text)
+    except ValueError as exc:
+        raise Fail(f"{option}: {exc}") from None
+
+
+def _num(x: Any, fmt: str = ".4g") -> str:
+    return "n/a" if x is None else format(x, fmt)
+
+
+# --- experiment ------------------------------------------------------------------
+
+
+@cli.command()
+@click.argument("endpoint")
+@click.option("--window", default="1h", show_default=True, help="Look back this long: 30m, 1h, 7d.")
+@click.option("--from", "start", help="Window start (ISO 8601); overrides --window.")
+@click.option("--to", "end", help="Window end (ISO 8601) [default: now].")
+@click.option(
+    "--metric",
+    default="accuracy",
+    show_default=True,
+    help="accuracy (a rate), abs_error, squared_error (means, lower is better), or label: "
+    "the label itself, a business metric sent as feedback (a rate if 0/1, else a mean).",
+)
+@click.option(
+    "--lower-is-better", is_flag=True, help="For --metric label: lower values are better."
+)
+@click.option("--alpha", default=0.05, show_default=True, type=click.FloatRange(0, 1))
+@click.option(
+    "--min-samples",
+    default=100,
+    show_default=True,
+    type=click.IntRange(1),
+    help="Labelled outcomes per variant before any verdict.",
+)
+@click.option(
+    "--margin",
+    type=click.FloatRange(0),
+    help="Call it 'no difference' once the effect is known to lie within +/- this.",
+)
+@json_option
+@click.pass_context
+def experiment(
+    ctx: click.Context,
+    endpoint: str,
+    window: str,
+    start: str | None,
+    end: str | None,
+    metric: str,
+    lower_is_better: bool,
+    alpha: float,
+    min_samples: int,
+    margin: float | None,
+    as_json: bool,
+) -> None:
+    """A/B analysis of ENDPOINT's variants over a window, from logged outcomes.
+
+    Each challenger is compared with the champion (the answering variant that
+    went live first) on the decisions made while both were live: sample sizes,
+    effect with its confidence interval, the fixed-horizon p-value and the
+    always-valid (sequential, safe to peek) p-value, a sample-ratio check
+    against the ledger weights, the minimum detectable effect and a verdict.
+    """
+    from chronoml.experiments import ExperimentError
+    from chronoml.experiments import experiment as run
+    from chronoml.timeutil import now_us, parse_time
+
+    try:
+        stop = parse_time(end) if end else now_us()
+        begin = parse_time(start) if start else stop - _duration(window, "--window")
+    except ValueError as exc:
+        raise Fail(str(exc)) from None
+    with _chronoml(ctx) as cm:
+        cm.status(endpoint)  # unknown endpoint: a clean error
+        try:
+            report = run(
+                cm.store,
+                endpoint,
+                begin,
+                stop,
+                metric=metric,
+                alpha=alpha,
+                min_samples=min_samples,
+                equivalence_margin=margin,
+                higher_is_better=False if lower_is_better else None,
+            )
+        except ExperimentError as exc:
+            raise Fail(exc.message) from None
+    if as_json:
+        _json(report)
+        return
+    click.echo(format_experiment(report))
+
+
+def format_experiment(r: dict[str, Any]) -> str:
+    m = r["metric"]
+    lines = [
+        f"{r['endpoint']}: {r['window']['from']} to {r['window']['to']}, metric {m['name']} "
+        f"({'higher' if m['higher_is_better'] else 'lower'} is better), alpha {r['alpha']:g}",
+        f"  sequential method: {r['sequential_method']}",
+    ]
+    if r.get("note"):
+        lines.append(f"  {r['note']}")
+    for s in r.get("skipped", []):
+        role = "shadow" if s["shadow"] else "answering"
+        lines.append(f"  {s['variant']} ({role}): not compared: {s['reason']}")
+    for c in r["comparisons"]:
+        a, b = c["control"], c["treatment"]
+        lines.append(
+            f"  {b['variant']} ({'shadow' if b['shadow'] else 'answering'}) vs champion "
+            f"{a['variant']} [{c['design']}]"
+        )
+        lines.append(
+            f"    A {a['variant']:<24} {a['labelled']:>6} outcomes of {a['decisions']} decisions"
+        )
+        lines.append(
+            f"    B {b['variant']:<24} {b['labelled']:>6} outcomes of {b['decisions']} decisions"
+        )
+        ci, cs = c["confidence_interval"], c["confidence_sequence"]
+        rel = c["relative_effect"]
+        lines.append(
+            f"    A {m['name']} {_num(a['estimate'])}, B {_num(b['estimate'])}: effect B-A "
+            f"{_num(c['effect'])} (relative {'n/a' if rel is None else format(rel, '+.1%')}); "
+            f"{c['test']}: p={_num(c['p_value'], '.3g')}, "
+            f"{c['confidence_level']:.0%} CI [{_num(ci['low'])}, {_num(ci['high'])}]"
+        )
+        lines.append(
+            f"    always-valid p={_num(c['always_valid_p_value'], '.3g')}, confidence sequence "
+            f"[{_num(cs['low'])}, {_num(cs['high'])}]"
+        )
+        srm = c["srm"]
+        lines.append(
+            f"    sample ratio: observed {srm['observed'][0]}:{srm['observed'][1]}, expected "
+            f"{srm['expected_shares'][0]:.3g}:{srm['expected_shares'][1]:.3g} "
+            f"(p={_num(srm['p_value'], '.3g')}{', MISMATCH' if srm['mismatch'] else ''})"
+        )
+        lines.append(
+            f"    minimum detectable effect now: {_num(c['mde'])} (fixed horizon), "
+            f"{_num(c['mde_sequential'])} (sequential)"
+        )
+        lines.append(f"    verdict: {c['verdict']}: {c['reason']}")
+    return "\n".join(lines)
+
+
+# --- retrain ---------------------------------------------------------------------
+
+
+class _RetrainGroup(click.Group):
+    """``chronoml retrain ENDPOINT`` is ``chronoml retrain run ENDPOINT``."""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        if args and args[0] not in self.commands and not args[0].startswith("-"):
+            args = ["run", *args]
+        return super().parse_args(ctx, args)
+
+
+@cli.group(cls=_RetrainGroup)
+def retrain() -> None:
+    """Retrain an endpoint now (chronoml retrain ENDPOINT), or configure how and when.
+
+    A job snapshots fresh data, runs the training entrypoint with the
+    snapshot id, checks a new version was registered and linked to that
+    snapshot, deploys it as a shadow or canary, compares it with the champion
+    and promotes it or rolls it back, every step on the ledger.
+    """
+
+
+def _params(values: tuple[str, ...]) -> dict[str, str]:
+    out = {}
+    for v in values:
+        k, sep, val = v.partition("=")
+        if not sep or not k:
+            raise Fail(f"-P takes KEY=VALUE, got {v!r}")
+        out[k] = val
+    return out
+
+
+@retrain.command("configure")
+@click.argument("endpoint")
+@click.option(
+    "--project",
+    type=click.Path(exists=True, file_okay=False),
+    help="An MLflow Project folder: run as mlflow run DIR -P data_version=SNAPSHOT_ID --env-manager local.",
+)
+@click.option("--entry-point", default="main", show_default=True, help="The project's entry point.")
+@click.option(
+    "--callable",
+    "target",
+    metavar="MODULE:FUNCTION",
+    help="A Python function called as function(data_version=SNAPSHOT_ID, **params) in a child process.",
+)
+@click.option(
+    "-P",
+    "--param",
+    "params",
+    multiple=True,
+    metavar="KEY=VALUE",
+    help="A parameter for the entrypoint (repeatable).",
+)
+@click.option(
+    "--workdir",
+    type=click.Path(exists=True, file_okay=False),
+    help="Where the entrypoint runs (on its import path) [default: here].",
+)
+@click.option(
+    "--data",
+    "data_path",
+    type=click.Path(dir_okay=False),
+    help="CSV or Parquet file of fresh training data, snapshotted at each job.",
+)
+@click.option(
+    "--query", help="SQL whose result is the fresh training data, snapshotted at each job."
+)
+@click.option("--query-url", help="Database the query runs on [default: chronoml's store].")
+@click.option("--snapshot-name", help="Name of the training snapshots [default: ENDPOINT].")
+@click.option("--model", help="Registered model the entrypoint trains [default: the champion's].")
+@click.option(
+    "--timeout", default="30m", show_default=True, help="Kill the entrypoint after this long."
+)
+@click.option(
+    "--policy",
+    type=click.Choice(["shadow", "canary"]),
+    default="shadow",
+    show_default=True,
+    help="How the new version is tried.",
+)
+@click.option(
+    "--share",
+    default=10.0,
+    show_default=True,
+    type=float,
+    help="Percent of the traffic a canary answers.",
+)
+@click.option(
+    "--approval",
+    type=click.Choice(["auto", "manual"]),
+    default="auto",
+    show_default=True,
+    help="manual: promotions wait for chronoml approve.",
+)
+@click.option(
+    "--metric",
+    default="accuracy",
+    show_default=True,
+    help="Outcome metric: accuracy, abs_error, squared_error or label (canary only).",
+)
+@click.option(
+    "--margin",
+    default=0.01,
+    show_default=True,
+    type=float,
+    help="How much worse than the champion (metric units) still counts as no worse.",
+)
+@click.option("--alpha", default=0.05, show_default=True, type=float)
+@click.option(
+    "--min-samples",
+    default=100,
+    show_default=True,
+    type=int,
+    help="Labelled outcomes per arm before a verdict.",
+)
+@click.option("--max-samples", type=int, help="Per arm: reaching it without a verdict rolls back.")
+@click.option(
+    "--max-duration", default="7d", show_default=True, help="No verdict by then: roll back."
+)
+@click.option(
+    "--max-error-rate-increase",
+    default=0.01,
+    show_default=True,
+    type=float,
+    help="Guardrail: the challenger's error rate over the champion's.",
+)
+@click.option(
+    "--max-p99-ratio",
+    default=1.5,
+    show_default=True,
+    type=float,
+    help="Guardrail: the challenger's p99 latency over the champion's.",
+)
+@click.option(
+    "--canary-max-error-rate",
+    default=0.02,
+    show_default=True,
+    type=float,
+    help="A canary's live guardrail in the gateway: share of its requests that may fail.",
+)
+@click.option(
+    "--canary-max-p99-ms",
+    default=250.0,
+    show_default=True,
+    type=float,
+    help="A canary's live guardrail in the gateway: its p99 latency in ms.",
+)
+@click.option(
+    "--holdout",
+    type=click.Path(exists=True, dir_okay=False),
+    help="Labelled CSV/Parquet the new version must do well on before it is deployed.",
+)
+@click.option(
+    "--label-column", default="target", show_default=True, help="The holdout's label column."
+)
+@click.option(
+    "--min-score",
+    type=float,
+    help="The least holdout score (most, for errors) a new version needs.",
+)
+@click.option("--every", help="Also retrain on a schedule, this often (e.g. 7d).")
+@json_option
+@click.pass_context
+def retrain_configure(
+    ctx: click.Context,
+    endpoint: str,
+    project: str | None,
+    entry_point: str,
+    target: str | None,
+    params: tuple[str, ...],
+    workdir: str | None,
+    data_path: str | None,
+    query: str | None,
+    query_url: str | None,
+    snapshot_name: str | None,
+    model: str | None,
+    timeout: str,
+    policy: str,
+    share: float,
+    approval: str,
+    metric: str,
+    margin: float,
+    alpha: float,
+    min_samples: int,
+    max_samples: int | None,
+    max_duration: str,
+    max_error_rate_increase: float,
+    max_p99_ratio: float,
+    canary_max_error_rate: float,
+    canary_max_p99_ms: float,
+    holdout: str | None,
+    label_column: str,
+    min_score: float | None,
+    every: str | None,
+    as_json: bool,
+) -> None:
+    """Declare how ENDPOINT is retrained: entrypoint, fresh data, challenger policy, schedule.
+
+    Give --project DIR or --callable MODULE:FUNCTION, and --data PATH or
+    --query SQL. Replaces the endpoint's previous configuration; running jobs
+    keep the one they started with.
+    """
+    from chronoml.domain.challenger import Policy, PolicyError
+    from chronoml.retrain import config as RC
+
+    if (project is None) == (target is None):
+        raise Fail("give the entrypoint as --project DIR or --callable MODULE:FUNCTION")
+    here = os.path.abspath(workdir or os.getcwd())
+    try:
+        ep = RC.Entrypoint(
+            kind="project" if project else "callable",
+            target=os.path.abspath(project) if project else str(target),
+            params=_params(params),
+            entry_point=entry_point,
+            workdir=here,
+        )
+        data = RC.DataSource(
+            path=os.path.abspath(data_path) if data_path else None,
+            query=query,
+            query_url=query_url,
+            name=snapshot_name or endpoint,
+        )
+        pol = Policy(
+            deploy=policy,
+            share=share,
+            approval=approval,
+            metric=metric,
+            margin=margin,
+            alpha=alpha,
+            min_samples=min_samples,
+            max_samples=max_samples,
+            max_duration_us=_duration(max_duration, "--max-duration"),
+            max_error_rate_increase=max_error_rate_increase,
+            max_p99_ratio=max_p99_ratio,
+            canary_max_error_rate=canary_max_error_rate,
+            canary_max_p99_ms=canary_max_p99_ms,
+        )
+        cfg = RC.RetrainConfig(
+            endpoint=endpoint,
+            entrypoint=ep,
+            data=data,
+            policy=pol,
+            model=model,
+            timeout_us=_duration(timeout, "--timeout"),
+            holdout=RC.Holdout(os.path.abspath(holdout), label_column, min_score)
+            if holdout
+            else None,
+            every_us=_duration(every, "--every") if every else None,
+        )
+    except (RC.ConfigError, PolicyError) as exc:
+        raise Fail(f"{exc.message} ({exc.field})" if exc.field else exc.message) from None
+    with _chronoml(ctx) as cm:
+        cm.status(endpoint)
+        RC.put(cm.store, cfg)
+    if as_json:
+        _json(cfg.to_dict())
+        return
+    click.echo(format_config(cfg.to_dict()))
+
+
+def format_config(d: dict[str, Any]) -> str:
+    e, data, p = d["entrypoint"], d["data"], d["policy"]
+    if e["kind"] == "project":
+        how = f"mlflow run {e['target']} -e {e['entry_point']} -P data_version=SNAPSHOT_ID"
+    else:
+        how = f"{e['target']}(data_version=SNAPSHOT_ID)"
+    how += "".join(f" {k}={v}" for k, v in e["params"].items())
+    src = f"file {data['path']}" if data["path"] else f"query {data['query']!r}"
+    lines = [
+        f"retraining of {d['endpoint']}:",
+        f"  entrypoint  {how} (in {e['workdir']}, timeout {d['timeout_us'] / 1e6:g} s)",
+        f"  data        {src}, snapshots named {data['name']}",
+        f"  model       {d['model'] or 'the champion' + chr(39) + 's registered model'}",
+        f"  challenger  {p['deploy']}"
+        + (f" at {p['share']:g}%" if p["deploy"] == "canary" else "")
+        + f", {p['approval']} approval, judged on {p['metric']} (margin {p['margin']:g}, "
+        f"alpha {p['alpha']:g}, {p['min_samples']} outcomes per arm, at most "
+        f"{p['max_duration_us'] / 3.6e9:g} h)",
+        f"  guardrails  error rate +{p['max_error_rate_increase']:g}, p99 x{p['max_p99_ratio']:g}",
+    ]
+    if d.get("holdout"):
+        h = d["holdout"]
+        lines.append(f"  holdout     {h['path']} (label {h['label_column']}, min {h['min_score']})")
+    if d.get("every_us"):
+        lines.append(f"  schedule    every {d['every_us'] / 3.6e9:g} h")
+    return "\n".join(lines)
+
+
+@retrain.command("show")
+@click.argument("endpoint")
+@json_option
+@click.pass_context
+def retrain_show(ctx: click.Context, endpoint: str, as_json: bool) -> None:
+    """Show how ENDPOINT is retrained."""
+    from chronoml.retrain import config as RC
+
+    with _chronoml(ctx) as cm:
+        cfg = RC.get(cm.store, endpoint)
+    if cfg is None:
+        raise Fail(f"no retraining configured for {endpoint!r}")
+    if as_json:
+        _json(cfg.to_dict())
+    else:
+        click.echo(format_config(cfg.to_dict()))
+
+
+@retrain.command("remove")
+@click.argument("endpoint")
+@click.pass_context
+def retrain_remove(ctx: click.Context, endpoint: str) -> None:
+    """Remove ENDPOINT's retraining configuration (jobs already started go on)."""
+    from chronoml.retrain import config as RC
+
+    with _chronoml(ctx) as cm:
+        if not RC.remove(cm.store, endpoint):
+            raise Fail(f"no retraining configured for {endpoint!r}")
+    click.echo(f"removed the retraining configuration of {endpoint}")
+
+
+def _progress(job: Job) -> None:
+    click.echo(
+        f"job {job.id}: {job.status.replace('_', ' ')}, step {job.step}"
+        + (f" ({job.reason})" if job.reason and job.status != "evaluating" else "")
+    )
+
+
+@retrain.command("run")
+@click.argument("endpoint")
+@click.option(
+    "--no-wait",
+    is_flag=True,
+    help="Only queue the job: chronoml server (or retrain worker) runs it.",
+)
+@click.option("--actor", help="Who starts it [default: CHRONOML_ACTOR or your user name].")
+@click.pass_context
+def retrain_run(ctx: click.Context, endpoint: str, no_wait: bool, actor: str | None) -> None:
+    """Retrain ENDPOINT now: queue a job and run it here up to the evaluation.
+
+    The evaluation against the champion goes on at every pass of chronoml
+    server or chronoml retrain worker. With an unfinished job on ENDPOINT,
+    no second one starts.
+    """
+    from chronoml.retrain.runner import JobRunner
+
+    with _chronoml(ctx) as cm:
+        cm.status(endpoint)
+        runner = JobRunner(cm, on_step=_progress)
+        job, created = runner.start_job(endpoint, cm.actor(actor))
+        if not created:
+            click.echo(
+                f"job {job.id} of {endpoint} is already {job.status.replace('_', ' ')} "
+                f"(step {job.step}): not started again"
+            )
+            return
+        click.echo(f"job {job.id} queued for {endpoint}")
+        if no_wait:
+            return
+        job = runner.advance(job.id)
+    click.echo(format_job(job.to_dict(), []))
+    if job.status == "failed":
+        raise Fail(f"job {job.id} failed: {job.reason}")
+
+
+@retrain.command("worker")
+@click.option("--once", is_flag=True, help="One pass, then exit (for cron).")
+@click.option(
+    "--interval",
+    default=10.0,
+    show_default=True,
+    type=click.FloatRange(0.1),
+    help="Seconds between passes.",
+)
+@click.pass_context
+def retrain_worker(ctx: click.Context, once: bool, interval: float) -> None:
+    """Advance retraining jobs (scheduled ones too) without a server.
+
+    chronoml server does this already; use this for a store with no server.
+    """
+    import time
+
+    from chronoml.retrain.runner import JobRunner
+
+    with _chronoml(ctx) as cm:
+        runner = JobRunner(cm, on_step=_progress)
+        while True:
+            runner.run_once()
+            if once:
+                return
+            time.sleep(interval)
+
+
+# --- jobs --------------------------------------------------------------------------
+
+
+@cli.command()
+@click.argument("endpoint", required=False)
+@click.option("--limit", default=20, show_default=True, type=click.IntRange(1))
+@json_option
+@click.pass_context
+def jobs(ctx: click.Context, endpoint: str | None, limit: int, as_json: bool) -> None:
+    """Retraining jobs, newest first (of ENDPOINT, or all)."""
+    from chronoml.retrain import jobs as J
+
+    with _chronoml(ctx) as cm:
+        found = J.listing(cm.store, endpoint, limit)
+    if as_json:
+        _json([j.to_dict() for j in found])
+        return
+    if not found:
+        click.echo("no retraining jobs")
+    for j in found:
+        model = f"{j.model_name} v{j.model_version}" if j.model_version else "-"
+        click.echo(
+            f"#{j.id:<4} {j.endpoint:<16} {j.status:<17} {j.step:<9} {model:<16} "
+            f"{_trigger(j.trigger):<28} {j.reason or ''}"
+        )
+
+
+def _trigger(t: Any) -> str:
+    kind = t.get("kind")
+    if kind == "alert":
+        return f"alert {t.get('rule')}"
+    if kind == "manual":
+        return f"by {t.get('actor')}"
+    return str(kind)
+
+
+@cli.command()
+@click.argument("job_id", type=int)
+@click.option("--log", "show_log", is_flag=True, help="Print the entrypoint's captured output.")
+@json_option
+@click.pass_context
+def job(ctx: click.Context, job_id: int, show_log: bool, as_json: bool) -> None:
+    """One retraining job: its steps, evidence and outcome (and --log its output)."""
+    from chronoml.retrain import jobs as J
+
+    with _chronoml(ctx) as cm:
+        found = J.get(cm.store, job_id)
+        if found is None:
+            raise Fail(f"unknown job {job_id}")
+        steps = J.steps(cm.store, job_id)
+    if as_json:
+        _json({**found.to_dict(log=show_log), "steps": steps})
+        return
+    if show_log:
+        click.echo(found.log or "(no output captured)", nl=not (found.log or "").endswith("\n"))
+        return
+    click.echo(format_job(found.to_dict(), steps))
+
+
+def format_job(d: dict[str, Any], steps: list[dict[str, Any]]) -> str:
+    lines = [
+        f"job {d['id']} of {d['endpoint']}: {d['status'].replace('_', ' ')} (step {d['step']}), "
+        f"started {d['created_at']} ({_trigger(d['trigger'])})"
+    ]
+    if d["snapshot_id"]:
+        lines.append(f"  data      {d['snapshot_id']}")
+    if d["model"]:
+        m = d["model"]
+        lines.append(f"  model     {m['name']} v{m['version']} (run {m['run_id']})")
+    if d["challenger"]:
+        lines.append(
+            f"  deployed  {d['challenger']} (ledger #{d['deploy_seq']}) against {d['champion']}"
+        )
+    ev = d.get("evaluation")
+    if ev:
+        c = ev["comparison"]
+        lines.append(
+            f"  evaluated {ev['window']['from']} to {ev['window']['to']} on {ev['metric']}: "
+            f"{c['verdict']} (effect {_num(c['effect'])}, "
+            f"always-valid p={_num(c['always_valid_p_value'], '.3g')}, "
+            f"n={c['control']['labelled']}/{c['treatment']['labelled']})"
+        )
+        lines.append(f"  decision  {ev['decision']['action']}: {ev['decision']['reason']}")
+    if d["reason"] and d["status"] in ("failed", "promoted", "rolled_back"):
+        lines.append(
+            f"  outcome   {d['reason']}"
+            + (f" (ledger #{d['final_seq']})" if d["final_seq"] else "")
+        )
+    for s in steps:
+        extra = ""
+        det = s.get("detail") or {}
+        if s["status"] == "failed":
+            extra = det.get("reason", "")
+        elif s["step"] == "snapshot" and det.get("snapshot"):
+            extra = f"{det['snapshot']['id']} ({det['snapshot']['rows']} rows)"
+        elif s["step"] == "train" and s["status"] == "done":
+            extra = f"{det.get('seconds')} s"
+        elif s["step"] == "register":
+            extra = f"{det.get('model')} v{det.get('version')}"
+        at = s.get("ledger_seq") or det.get("event")
+        seq = f" ledger #{at}" if at else ""
+        lines.append(f"  {s['at']}  {s['step']:<9} {s['status']:<8}{seq} {extra}".rstrip())
+    if d["status"] == "evaluating":
+        lines.append(
+            "  the evaluation goes on at every pass of chronoml server or chronoml retrain worker"
+        )
+    if d["status"] == "awaiting_approval":
+        lines.append(f"  waiting for: chronoml approve {d['endpoint']} {d['id']} (or --reject)")
+    return "\n".join(lines)
+
+
+@cli.command()
+@click.argument("endpoint")
+@click.argument("job_id", type=int)
+@click.option("--reject", is_flag=True, help="Roll the challenger back instead of promoting it.")
+@click.option("--reason", help="Why (recorded on the ledger).")
+@click.option("--actor", help="Who approves [default: CHRONOML_ACTOR or your user name].")
+@click.pass_context
+def approve(
+    ctx: click.Context,
+    endpoint: str,
+    job_id: int,
+    reject: bool,
+    reason: str | None,
+    actor: str | None,
+) -> None:
+    """Promote the challenger of a job awaiting approval (or --reject: roll it back)."""
+    from chronoml.retrain.runner import JobRunner
+    from chronoml.retrain.runner import approve as answer
+    from chronoml.store import ledger as SL
+
+    with _chronoml(ctx) as cm:
+        j = answer(cm, endpoint, job_id, cm.actor(actor), reject=reject, reason=reason)
+        j = JobRunner(cm).advance(j.id)
+        events = [e for e in SL.history(cm.store, endpoint) if e.seq >= (j.verdict_seq or 0)]
+    from chronoml.cli import _print_event
+
+    for e in events[1:]:
+        _print_event(e)
+    click.echo(f"job {j.id}: {j.status.replace('_', ' ')}")

@@ -1,0 +1,174 @@
+"""CLI commands for labels and quality: ``chronoml feedback ...``, ``chronoml quality``."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import click
+
+from chronoml.cli import Fail, _chronoml, _json, cli, json_option
+
+
+@cli.group()
+def feedback() -> None:
+    """Attach late-arriving labels to logged decisions."""
+
+
+@feedback.command("import")
+@click.argument("path", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option(
+    "--update", is_flag=True, help="Allow changing existing labels (the old ones stay in history)."
+)
+@click.option("--actor", help="Who provides the labels.")
+@click.pass_context
+def feedback_import(ctx: click.Context, path: Path, update: bool, actor: str | None) -> None:
+    """Import labels from a CSV or Parquet file: decision_id, label[, time]. All or nothing."""
+    from chronoml.monitor import feedback as fb
+
+    try:
+        labels = fb.read_file(path)
+        with _chronoml(ctx) as cm:
+            result = cm.feedback(
+                [(x.decision_id, x.label, x.observed_at) for x in labels],
+                update=update,
+                actor=actor,
+            )
+    except fb.FeedbackError as exc:
+        raise Fail(exc.message) from None
+    click.echo(f"{result['labelled']} labelled, {result['updated']} updated from {path}")
+
+
+@feedback.command("add")
+@click.argument("decision_id")
+@click.argument("label")
+@click.option(
+    "--update", is_flag=True, help="Change an existing label (the old one stays in history)."
+)
+@click.option("--actor", help="Who provides the label.")
+@click.pass_context
+def feedback_add(
+    ctx: click.Context, decision_id: str, label: str, update: bool, actor: str | None
+) -> None:
+    """Label one decision. LABEL is read as JSON when it parses (1, 2.5, "yes"), else as text."""
+    from chronoml.monitor import feedback as fb
+
+    try:
+        value: Any = json.loads(label)
+    except json.JSONDecodeError:
+        value = label
+    try:
+        with _chronoml(ctx) as cm:
+            result = cm.feedback([(decision_id, value, None)], update=update, actor=actor)
+    except fb.FeedbackError as exc:
+        raise Fail(exc.message) from None
+    click.echo("updated" if result["updated"] else "labelled")
+
+
+@cli.command()
+@click.argument("endpoint")
+@click.option(
+    "--window", "window", default="1h", show_default=True, help="Look back this long: 30m, 1h, 7d."
+)
+@click.option("--from", "start", help="Window start (ISO 8601); overrides --window.")
+@click.option("--to", "end", help="Window end (ISO 8601) [default: now].")
+@click.option("--variant", help="Only this variant's decisions.")
+@json_option
+@click.pass_context
+def quality(
+    ctx: click.Context,
+    endpoint: str,
+    window: str,
+    start: str | None,
+    end: str | None,
+    variant: str | None,
+    as_json: bool,
+) -> None:
+    """Quality of ENDPOINT's labelled decisions per variant and version, with label coverage."""
+    from chronoml.timeutil import parse_duration, parse_time
+
+    with _chronoml(ctx) as cm:
+        rep = cm.quality(
+            endpoint,
+            window_us=parse_duration(window),
+            start=parse_time(start) if start else None,
+            end=parse_time(end) if end else None,
+            variant=variant,
+        )
+    if as_json:
+        _json(rep)
+        return
+    w = rep["window"]
+    click.echo(f"{rep['endpoint']}: {w['rows']} decisions from {w['from']} to {w['to']}")
+    for v in rep["variants"]:
+        cov = v["label_coverage"]
+        click.echo(
+            f"  {v['variant']} (v{v['model']['version']}): {v['labelled']}/{v['decisions']} labelled"
+            f" ({0 if cov is None else cov:.0%})"
+        )
+        for k, val in v["metrics"].items():
+            if isinstance(val, float):
+                click.echo(f"    {k:<10} {val:.4f}")
+
+
+@cli.group()
+def monitor() -> None:
+    """Scheduled monitoring: run a pass now, or read the monitoring history."""
+
+
+@monitor.command("run")
+@click.option(
+    "--window", "window", default="1h", show_default=True, help="Window to compute, ending now."
+)
+@click.option("--no-mlflow", is_flag=True, help="Do not mirror the results to MLflow.")
+@json_option
+@click.pass_context
+def monitor_run(ctx: click.Context, window: str, no_mlflow: bool, as_json: bool) -> None:
+    """Compute the last window of every endpoint, store it, mirror it to MLflow."""
+    from chronoml.monitor.scheduler import Monitor
+    from chronoml.timeutil import parse_duration
+
+    with _chronoml(ctx) as cm:
+        results = Monitor(
+            cm, window_us=parse_duration(window), mirror_to_mlflow=not no_mlflow
+        ).run_once()
+    rows: list[dict[str, Any]] = [
+        {
+            "endpoint": r.endpoint,
+            "variant": r.variant,
+            "version": r.model_version,
+            "metrics": r.metrics,
+        }
+        for r in results
+    ]
+    if as_json:
+        _json(rows)
+        return
+    for r in rows:
+        m = r["metrics"]
+        keys = ("decisions", "dataset_drift", "drifted_share", "latency_p99_ms", "label_coverage")
+        shown = ", ".join(f"{k}={m[k]:.4g}" for k in keys if m.get(k) is not None)
+        click.echo(f"{r['endpoint']} {r['variant']} v{r['version']}: {shown}")
+
+
+@monitor.command("history")
+@click.argument("endpoint")
+@click.option("--metric", help="Only this metric, e.g. drifted_share or quality:accuracy.")
+@json_option
+@click.pass_context
+def monitor_history(ctx: click.Context, endpoint: str, metric: str | None, as_json: bool) -> None:
+    """The stored monitoring results of ENDPOINT, oldest first."""
+    from chronoml.monitor.scheduler import history
+
+    with _chronoml(ctx) as cm:
+        cm.status(endpoint)
+        rows = history(cm, endpoint, metric)
+    if as_json:
+        _json(rows)
+        return
+    for r in rows:
+        value = "n/a" if r["value"] is None else f"{r['value']:.4g}"
+        click.echo(
+            f"{r['window']['to']}  {r['variant']:<20} v{r['model']['version']:<4} {r['metric']:<28} {value}"
+        )

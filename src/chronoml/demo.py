@@ -1,0 +1,179 @@
+"""``chronoml demo``: the main job end to end on scikit-learn's breast-cancer data."""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from typing import Any
+
+import click
+
+from chronoml.settings import Settings
+
+ENDPOINT = "cancer"
+MODEL = "cancer-classifier"
+
+
+def _port_free(host: str, port: int) -> bool:
+    with socket.socket() as s:
+        try:
+            s.bind((host, port))
+        except OSError:
+            return False
+    return True
+
+
+def _train_and_register(df: Any, snap: Any, estimator: Any, run_name: str) -> str:
+    import mlflow
+    import sklearn
+    from mlflow.models import infer_signature
+
+    import chronoml
+
+    X = df.drop(columns=["target"])
+    y = df["target"]
+    estimator.fit(X, y)
+    with mlflow.start_run(run_name=run_name):
+        chronoml.log_snapshot(snap)
+        mlflow.log_param("estimator", type(estimator).__name__)
+        mlflow.log_metric("train_accuracy", float(estimator.score(X, y)))
+        info = mlflow.sklearn.log_model(
+            estimator,
+            name="model",
+            registered_model_name=MODEL,
+            signature=infer_signature(X.head(5), estimator.predict(X.head(5))),
+            input_example=X.head(3),
+            # explicit requirements: inferring them costs seconds per model
+            pip_requirements=[f"scikit-learn=={sklearn.__version__}"],
+            serialization_format="cloudpickle",
+        )
+    return str(info.registered_model_version)
+
+
+def run(
+    settings: Settings, *, host: str = "127.0.0.1", port: int = 8000, serve: bool = True
+) -> None:
+    """Run the walkthrough; with ``serve`` keep the server up until Ctrl-C."""
+    import httpx
+    import uvicorn
+    from sklearn.datasets import load_breast_cancer
+    from sklearn.ensemble import GradientBoostingClassifier
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    import chronoml
+    from chronoml.cli import format_decision, format_history, format_status
+    from chronoml.gateway.app import create_app
+    from chronoml.service import Chronoml
+    from chronoml.timeutil import iso, now_us
+
+    if not _port_free(host, port):
+        raise RuntimeError(f"port {port} on {host} is in use: stop what runs there or pass --port")
+
+    say = click.echo
+    cm = Chronoml.open(settings)
+    chronoml.setup_mlflow("chronoml-demo", settings)
+    say(f"chronoml home: {settings.home}")
+
+    app = create_app(settings, cm)
+    server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, name="chronoml-server", daemon=True)
+    thread.start()
+    while not server.started:
+        if not thread.is_alive():
+            raise RuntimeError("the server did not start")
+        time.sleep(0.05)
+    base = f"http://{host}:{port}"
+    http = httpx.Client(base_url=base, timeout=30)
+
+    data = load_breast_cancer(as_frame=True).frame
+    features = data.drop(columns=["target"])
+
+    def traffic(n: int, offset: int) -> list[dict[str, Any]]:
+        answers = []
+        for i in range(n):
+            row = features.iloc[[(offset + i) % len(features)]]
+            body = {"dataframe_split": {"columns": list(row.columns), "data": row.values.tolist()}}
+            r = http.post(
+                f"/v1/endpoints/{ENDPOINT}/predict",
+                json=body,
+                headers={"X-Chronoml-Unit": f"patient-{offset + i:04d}"},
+            )
+            r.raise_for_status()
+            answers.append(r.json())
+        return answers
+
+    def deploy(spec: dict[str, Any]) -> None:
+        r = http.put(f"/v1/endpoints/{ENDPOINT}", json=spec, headers={"X-Chronoml-Actor": "demo"})
+        if r.status_code != 200:
+            raise RuntimeError(f"deploy failed: {r.text}")
+        ev = r.json()["event"]
+        say(f"  ledger #{ev['seq']} {ev['effective_at']}: {ev['summary']}  [{ev['hash'][:12]}]")
+
+    say("\n1. Snapshot clinic A's data and train version 1 (logistic regression)")
+    snap_a = chronoml.snapshot(data.iloc[:300], name="cancer-clinic-a", settings=settings)
+    say(f"  snapshot {snap_a.id} ({snap_a.rows} rows)")
+    v1 = _train_and_register(
+        data.iloc[:300],
+        snap_a,
+        make_pipeline(StandardScaler(), LogisticRegression(max_iter=500)),
+        "v1-logreg",
+    )
+    say(f"  registered {MODEL} v{v1}")
+
+    say(f"\n2. Deploy it to endpoint '{ENDPOINT}' and send 20 predictions over HTTP")
+    deploy({"model_uri": f"models:/{MODEL}/{v1}"})
+    traffic(20, 0)
+    moment_1 = now_us()
+    time.sleep(0.05)
+
+    say("\n3. Snapshot clinics A+B and train version 2 (gradient boosting)")
+    snap_b = chronoml.snapshot(data, name="cancer-clinics-a-b", settings=settings)
+    say(f"  snapshot {snap_b.id} ({snap_b.rows} rows)")
+    v2 = _train_and_register(data, snap_b, GradientBoostingClassifier(random_state=0), "v2-gbm")
+    say(f"  registered {MODEL} v{v2}")
+
+    say("\n4. Deploy version 2 beside version 1 at 50/50 and send 40 more predictions")
+    deploy({"model_uri": f"models:/{MODEL}/{v2}", "weight": 50})
+    answers = traffic(40, 20)
+    moment_2 = now_us()
+    by_variant: dict[str, int] = {}
+    for a in answers:
+        by_variant[a["variant"]] = by_variant.get(a["variant"], 0) + 1
+    say("  answered by: " + ", ".join(f"{k} {n}" for k, n in sorted(by_variant.items())))
+
+    say(f"\n5. What was live at {iso(moment_1)}?")
+    say(format_status(cm.status(ENDPOINT, moment_1)))
+    say(f"\n   ... and at {iso(moment_2)}?")
+    say(format_status(cm.status(ENDPOINT, moment_2)))
+
+    say(f"\n6. The history of '{ENDPOINT}'")
+    say(format_history(cm.history(ENDPOINT)))
+
+    pick = next((a for a in answers if a["model"]["version"] == v2), answers[0])
+    say("\n7. The full lineage of one decision")
+    say(format_decision(cm.decision(pick["decision_ids"][0])))
+
+    say("\n8. The ledger verifies")
+    report = cm.verify()
+    say(f"  {'ok' if report.ok else 'FAILED'}: {report.events} events, head {report.head[:16]}")
+    http.close()
+
+    if not serve:
+        server.should_exit = True
+        thread.join(10)
+        cm.close()
+        return
+    say(f"\nchronoml server is running on {base} (dashboard at {base}/, Ctrl-C to stop). Try:")
+    say(f"  curl {base}/v1/endpoints/{ENDPOINT}")
+    say(f"  chronoml status {ENDPOINT} --at {iso(moment_1)}")
+    try:
+        while thread.is_alive():
+            thread.join(0.5)
+    except KeyboardInterrupt:
+        server.should_exit = True
+        thread.join(10)
+    finally:
+        cm.close()

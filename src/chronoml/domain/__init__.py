@@ -1,0 +1,1 @@
+"""Pure domain logic: plain functions and dataclasses, no I/O imports."""

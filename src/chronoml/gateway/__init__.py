@@ -1,0 +1,1 @@
+"""The prediction gateway and REST API."""

@@ -1,0 +1,66 @@
+"""REST routes for alert rules and their webhook deliveries."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import orjson
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from chronoml.domain.alerts import RuleError
+from chronoml.monitor import outbox
+from chronoml.monitor.alerts import AlertEngine
+
+if TYPE_CHECKING:
+    from chronoml.gateway.app import Gateway
+
+
+def routes(gw: Gateway) -> list[Route]:
+    """``GET /v1/alerts``, ``GET /v1/alerts/outbox``, ``PUT`` and ``DELETE /v1/alerts/{name}``."""
+    from chronoml.gateway.app import JSON, error
+
+    def engine() -> AlertEngine:
+        running = getattr(gw, "alerts", None)
+        return running if isinstance(running, AlertEngine) else AlertEngine(gw.cm.store)
+
+    async def list_alerts(request: Request) -> Response:
+        return JSON({"rules": await run_in_threadpool(engine().status)})
+
+    async def outbox_status(request: Request) -> Response:
+        return JSON(await run_in_threadpool(outbox.status, gw.cm.store))
+
+    async def put_alert(request: Request) -> Response:
+        if not gw._authorised(request):
+            return error(401, "unauthorised", "this server needs a bearer token for changes")
+        name = request.path_params["name"]
+        try:
+            spec = orjson.loads(await request.body())
+        except orjson.JSONDecodeError as exc:
+            return error(400, "bad_json", f"body is not valid JSON: {exc}")
+        if not isinstance(spec, dict):
+            return error(400, "bad_body", "body must be a JSON object (a rule)")
+        eng = engine()
+        try:
+            rule = await run_in_threadpool(eng.put, spec, name)
+        except RuleError as exc:
+            return error(422, "bad_rule", exc.message, exc.field)
+        states = await run_in_threadpool(eng.status)
+        return JSON({"rule": next(s for s in states if s["name"] == rule.name)})
+
+    async def delete_alert(request: Request) -> Response:
+        if not gw._authorised(request):
+            return error(401, "unauthorised", "this server needs a bearer token for changes")
+        name = request.path_params["name"]
+        if not await run_in_threadpool(engine().remove, name):
+            return error(404, "not_found", f"no alert rule named {name!r}")
+        return JSON({"deleted": name})
+
+    return [
+        Route("/v1/alerts", list_alerts, methods=["GET"]),
+        Route("/v1/alerts/outbox", outbox_status, methods=["GET"]),
+        Route("/v1/alerts/{name}", put_alert, methods=["PUT"]),
+        Route("/v1/alerts/{name}", delete_alert, methods=["DELETE"]),
+    ]

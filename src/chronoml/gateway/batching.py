@@ -1,0 +1,298 @@
+"""Micro-batching: concurrent requests for one variant share one ``predict``.
+
+Each served model version has a :class:`Batcher` with a thread of its own.
+Requests queue their rows; the batcher takes what is queued (up to
+``max_batch_rows``, waiting at most ``max_wait_s`` for more), runs the
+model once on the stacked rows, splits the outputs back in order, and hands
+all the batch's decision rows to the log in one piece. It does not wait for
+that commit before starting the next batch, so predicting and committing
+overlap; each request is answered once its own rows are committed.
+
+A model that fails or hangs only affects its own batcher: its requests get
+an error or time out, and a full queue is refused at once, while other
+endpoints keep their own threads.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import logging
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import orjson
+import pandas as pd
+
+from chronoml.gateway import inputs
+from chronoml.gateway.log import DecisionLog
+from chronoml.gateway.models import LoadedModel
+from chronoml.ids import new_ids
+from chronoml.store import decisions as D
+from chronoml.store.database import StoreError
+
+log = logging.getLogger("chronoml.batching")
+
+
+class ModelFailed(RuntimeError):
+    """The model raised, or returned something that is not one output per row."""
+
+
+class Overloaded(RuntimeError):
+    """The variant's queue is full: refused without queueing."""
+
+
+@dataclass
+class Job:
+    """One request's rows waiting for a batch."""
+
+    n: int
+    mat: np.ndarray[Any, Any] | None  # float64 rows in schema order (the fast path)
+    frame: pd.DataFrame | None  # or a conformed frame
+    unit: str | None
+    ts: int  # when it was routed, microseconds
+    t0: float  # perf_counter at arrival, for latency
+    event_seq: int
+    shadow: bool
+    fut: asyncio.Future[Result] = field(repr=False)
+    # ?explain=true: given the job's decision ids, explanation rows to commit with them
+    explain: Callable[[list[str]], Sequence[tuple[Any, ...]]] | None = None
+
+
+@dataclass(frozen=True)
+class Result:
+    ids: list[str]
+    outputs: list[Any]
+    batch_rows: int
+
+
+@dataclass(frozen=True)
+class BatchSettings:
+    max_batch_rows: int = 256
+    max_wait_s: float = 0.0
+    max_queue_rows: int = 20_000
+
+
+class Batcher:
+    """Coalesces one variant's concurrent requests into single ``predict`` calls."""
+
+    def __init__(
+        self,
+        endpoint: str,
+        variant: str,
+        model: LoadedModel,
+        log_: DecisionLog,
+        ensure_layout: Callable[[str, inputs.Schema], None],
+        settings: BatchSettings,
+        on_batch: Callable[[str, str, int, int], None] | None = None,
+    ) -> None:
+        self.endpoint = endpoint
+        self.variant = variant
+        self.model = model
+        self.log = log_
+        self.ensure_layout = ensure_layout
+        self.settings = settings
+        self.on_batch = on_batch
+        self.names = [c for c, _ in model.schema] if model.schema is not None else None
+        # built once: a frame's column index of plain objects (not Arrow strings),
+        # which the model's feature-name check reads cheaply
+        self.columns = pd.Index(self.names, dtype=object) if self.names is not None else None
+        self.layout = inputs.layout_id(model.schema) if model.schema is not None else None
+        self._layouts: set[str] = set()
+        self._queue: collections.deque[Job] = collections.deque()
+        self._queued_rows = 0
+        self._wake = asyncio.Event()
+        self._executor = ThreadPoolExecutor(1, thread_name_prefix=f"chronoml-model-{endpoint}")
+        self._task: asyncio.Task[None] | None = None
+        self._inflight: set[asyncio.Task[None]] = set()
+
+    # --- the request side ----------------------------------------------------
+
+    def submit(self, job: Job) -> asyncio.Future[Result]:
+        if self._queued_rows + job.n > self.settings.max_queue_rows and self._queue:
+            raise Overloaded(
+                f"{self.endpoint}/{self.variant} has {self._queued_rows} rows waiting "
+                f"(at most {self.settings.max_queue_rows})"
+            )
+        self._queue.append(job)
+        self._queued_rows += job.n
+        if self._task is None:
+            self._task = asyncio.get_running_loop().create_task(self._run())
+        self._wake.set()
+        return job.fut
+
+    @property
+    def queued_rows(self) -> int:
+        return self._queued_rows
+
+    # --- the batch side --------------------------------------------------------
+
+    async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            if not self._queue:
+                self._wake.clear()
+                await self._wake.wait()
+            if self.settings.max_wait_s > 0 and self._queued_rows < self.settings.max_batch_rows:
+                await asyncio.sleep(self.settings.max_wait_s)
+            jobs = self._take()
+            if not jobs:
+                continue
+            try:
+                commit, results = await loop.run_in_executor(self._executor, self._compute, jobs)
+            except Exception as exc:  # a bug of ours: fail the batch, keep serving
+                log.exception("batch on %s/%s failed", self.endpoint, self.variant)
+                for j in jobs:
+                    if not j.fut.done():
+                        j.fut.set_exception(exc)
+                continue
+            if commit is None:
+                _settle(jobs, results, None)
+                continue
+            task = loop.create_task(self._settle_after(commit, jobs, results))
+            self._inflight.add(task)
+            task.add_done_callback(self._inflight.discard)
+
+    def _take(self) -> list[Job]:
+        jobs: list[Job] = []
+        rows = 0
+        while self._queue and (not jobs or rows + self._queue[0].n <= self.settings.max_batch_rows):
+            j = self._queue.popleft()
+            self._queued_rows -= j.n
+            if j.fut.done():  # its caller gave up while it waited
+                continue
+            jobs.append(j)
+            rows += j.n
+        return jobs
+
+    async def _settle_after(
+        self, commit: Any, jobs: list[Job], results: list[Result | BaseException]
+    ) -> None:
+        try:
+            await asyncio.wrap_future(commit)
+        except Exception as exc:
+            _settle(jobs, results, StoreError(str(exc).splitlines()[0] if str(exc) else repr(exc)))
+        else:
+            _settle(jobs, results, None)
+
+    def _compute(self, jobs: list[Job]) -> tuple[Any, list[Result | BaseException]]:
+        """In the model's thread: predict, encode, and queue the decisions for the log."""
+        parts: list[Any]
+        try:
+            parts = [self._predict(jobs)]
+        except ModelFailed as exc:
+            if len(jobs) == 1:
+                parts = [exc]
+            else:
+                # one request's rows may be what the model chokes on: retry each
+                # alone so the others still get their answers
+                parts = []
+                for j in jobs:
+                    try:
+                        parts.append(self._predict([j]))
+                    except ModelFailed as one:
+                        parts.append(one)
+        rows: list[D.DecisionTuple] = []
+        explanations: list[tuple[Any, ...]] = []
+        results: list[Result | BaseException] = []
+        batch_rows = sum(j.n for j in jobs)
+        done = time.perf_counter()
+        for part in parts:
+            if isinstance(part, BaseException):
+                results.append(part)
+                continue
+            part_jobs, layout, packed, texts, outputs, nums = part
+            off = 0
+            fresh = iter(new_ids(sum(j.n + 1 for j in part_jobs)))
+            for j in part_jobs:
+                request_id = next(fresh)
+                ids = [next(fresh) for _ in range(j.n)]
+                if j.explain is not None:
+                    explanations.extend(j.explain(ids))
+                latency_ms = (done - j.t0) * 1000
+                m = self.model.ref
+                for i in range(j.n):
+                    r = off + i
+                    rows.append(
+                        (
+                            ids[i],
+                            j.ts,
+                            self.endpoint,
+                            self.variant,
+                            m.name,
+                            m.version,
+                            j.event_seq,
+                            j.shadow,
+                            j.unit,
+                            request_id,
+                            layout,
+                            packed[r],
+                            texts[r],
+                            orjson.dumps(outputs[r], option=orjson.OPT_SERIALIZE_NUMPY).decode(),
+                            nums[r],
+                            latency_ms,
+                        )
+                    )
+                results.append(Result(ids, outputs[off : off + j.n], batch_rows))
+                off += j.n
+        if self.on_batch is not None:
+            self.on_batch(self.endpoint, self.variant, len(jobs), batch_rows)
+        if not rows:
+            return None, results
+        return self.log.submit(rows, explanations), results
+
+    def _predict(
+        self, jobs: Sequence[Job]
+    ) -> tuple[Sequence[Job], str, list[bytes], list[str | None], list[Any], list[float | None]]:
+        schema = self.model.schema
+        n = sum(j.n for j in jobs)
+        if schema is not None and all(j.mat is not None for j in jobs):
+            mats = [j.mat for j in jobs if j.mat is not None]
+            mat = mats[0] if len(mats) == 1 else np.concatenate(mats)
+            x: Any = pd.DataFrame(mat, columns=self.columns, copy=False)
+            packed = inputs.pack_rows(mat)
+            texts: list[str | None] = [None] * n
+        else:
+            frames = [j.frame if j.frame is not None else self._frame(j) for j in jobs]
+            x = frames[0] if len(frames) == 1 else pd.concat(frames, ignore_index=True)
+            schema = schema or inputs.schema_from_frame(x)
+            packed, texts = inputs.encode(x, schema)
+        layout = self.layout or inputs.layout_id(schema)
+        if layout not in self._layouts:
+            try:
+                self.ensure_layout(layout, schema)
+            except Exception as exc:
+                raise StoreError(str(exc).splitlines()[0]) from exc
+            self._layouts.add(layout)
+        try:
+            pred = self.model.predict(x)
+            outputs, nums = inputs.encode_outputs(pred, n)
+        except Exception as exc:
+            raise ModelFailed(str(exc) or type(exc).__name__) from exc
+        return jobs, layout, packed, texts, outputs, nums
+
+    def _frame(self, j: Job) -> pd.DataFrame:
+        return pd.DataFrame(j.mat, columns=self.names)
+
+    def close(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+        self._executor.shutdown(wait=False, cancel_futures=True)
+
+
+def _settle(
+    jobs: list[Job], results: list[Result | BaseException], err: BaseException | None
+) -> None:
+    for j, res in zip(jobs, results, strict=True):
+        if j.fut.done():  # the caller gave up (timeout, disconnect)
+            continue
+        if err is not None and isinstance(res, Result):
+            j.fut.set_exception(err)
+        elif isinstance(res, BaseException):
+            j.fut.set_exception(res)
+        else:
+            j.fut.set_result(res)

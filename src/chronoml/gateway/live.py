@@ -1,0 +1,120 @@
+"""What this server is serving, kept in step with the ledger.
+
+A watcher polls the ledger head; when it moves, the changed endpoints are
+re-read and their models loaded (digest-checked) before the switch, so a
+request never meets a variant whose model is not ready.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from dataclasses import dataclass, field
+
+from chronoml.domain import ledger as L
+from chronoml.domain.canary import Guardrails
+from chronoml.domain.routing import Router
+from chronoml.gateway.models import LoadedModel, load_model
+from chronoml.registry import Registry
+from chronoml.store import ledger as SL
+from chronoml.store.database import Store
+from chronoml.timeutil import now_us
+
+log = logging.getLogger("chronoml.live")
+
+
+@dataclass(frozen=True)
+class Canary:
+    """The endpoint's latest change is this canary deploy: judge its variant."""
+
+    variant: str
+    seq: int
+    guardrails: Guardrails
+
+
+@dataclass(frozen=True)
+class LiveEndpoint:
+    state: L.EndpointState
+    models: dict[str, LoadedModel]
+    router: Router
+    canary: Canary | None = None
+
+
+@dataclass
+class Live:
+    """The serving table: endpoint -> state and loaded models."""
+
+    store: Store
+    registry: Registry
+    endpoints: dict[str, LiveEndpoint] = field(default_factory=dict)
+    errors: dict[str, str] = field(default_factory=dict)
+    seen_seq: int = -1
+    _cache: dict[str, LoadedModel] = field(default_factory=dict)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+    _stop: threading.Event = field(default_factory=threading.Event)
+    _thread: threading.Thread | None = None
+
+    def get(self, endpoint: str) -> LiveEndpoint | None:
+        return self.endpoints.get(endpoint)
+
+    def refresh(self) -> bool:
+        """Catch up with the ledger; True if anything changed."""
+        with self._lock:
+            head_seq, _ = SL.head(self.store)
+            if head_seq == self.seen_seq:
+                return False
+            if self.seen_seq < 0:
+                changed = set(SL.endpoints(self.store))
+            else:
+                changed = SL.changed_since(self.store, self.seen_seq)
+            t = now_us()
+            for name in changed:
+                ev = SL.state_event_at(self.store, name, t)
+                state = L.state_of(ev, name)
+                canary = None
+                if ev is not None and ev.kind == "deploy" and ev.payload.get("canary"):
+                    canary = Canary(
+                        ev.payload["variant"]["variant"],
+                        ev.seq,
+                        Guardrails.from_dict(ev.payload["canary"]),
+                    )
+                try:
+                    models = {v.name: self._load(v.model) for v in state.variants}
+                except Exception as exc:
+                    self.errors[name] = f"cannot load models for {name}: {exc}"
+                    log.error(self.errors[name])
+                    continue
+                self.errors.pop(name, None)
+                table = dict(self.endpoints)
+                if state.variants:
+                    table[name] = LiveEndpoint(state, models, Router(state.variants), canary)
+                else:
+                    table.pop(name, None)
+                self.endpoints = table  # swap: readers see old or new, never half
+            self.seen_seq = head_seq
+            return True
+
+    def _load(self, ref: L.ModelRef) -> LoadedModel:
+        cached = self._cache.get(ref.artifact_digest)
+        if cached is not None and cached.ref.name == ref.name and cached.ref.version == ref.version:
+            return cached
+        path = self.registry.fetch(ref)
+        model = load_model(ref, path)
+        self._cache[ref.artifact_digest] = model
+        return model
+
+    def start(self, interval_s: float) -> None:
+        def loop() -> None:
+            while not self._stop.wait(interval_s):
+                try:
+                    self.refresh()
+                except Exception as exc:  # store briefly unavailable: try again next tick
+                    log.warning("ledger watch failed: %s", exc)
+
+        self._thread = threading.Thread(target=loop, name="chronoml-ledger-watch", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(5)

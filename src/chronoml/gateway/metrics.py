@@ -1,0 +1,113 @@
+"""Prometheus metrics of one server process."""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
+
+_LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
+
+
+class Outcomes(Protocol):
+    def count(self, endpoint: str, variant: str, status: int) -> None: ...
+
+    def latency(self, endpoint: str, variant: str, seconds: float) -> None: ...
+
+
+class Metrics:
+    """Requests, errors and latency per endpoint, variant and version; log writes."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        self._window_counts: dict[tuple[str, str], list[int]] = {}
+        labels = ("endpoint", "variant", "version")
+        self.requests = Counter(
+            "chronoml_requests", "Prediction requests", (*labels, "status"), registry=self.registry
+        )
+        self.latency = Histogram(
+            "chronoml_request_seconds",
+            "Prediction latency, including the durable log write",
+            labels,
+            buckets=_LATENCY_BUCKETS,
+            registry=self.registry,
+        )
+        self.commit_rows = Histogram(
+            "chronoml_log_commit_rows",
+            "Decisions written per log commit",
+            buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 4096),
+            registry=self.registry,
+        )
+        self.commit_seconds = Histogram(
+            "chronoml_log_commit_seconds",
+            "Time to commit one group of decisions",
+            buckets=_LATENCY_BUCKETS,
+            registry=self.registry,
+        )
+        self.batch_rows = Histogram(
+            "chronoml_batch_rows",
+            "Rows per predict call (micro-batches)",
+            ("endpoint", "variant"),
+            buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 4096),
+            registry=self.registry,
+        )
+        self.batch_requests = Histogram(
+            "chronoml_batch_requests",
+            "Requests coalesced into one predict call",
+            ("endpoint", "variant"),
+            buckets=(1, 2, 4, 8, 16, 32, 64, 128),
+            registry=self.registry,
+        )
+        self.shadow_dropped = Counter(
+            "chronoml_shadow_dropped",
+            "Shadow copies dropped because the shadow variant's queue was full",
+            ("endpoint", "variant"),
+            registry=self.registry,
+        )
+        self.canary_rollbacks = Counter(
+            "chronoml_canary_rollbacks",
+            "Canaries this process rolled back, by the guardrail they breached",
+            ("endpoint", "guardrail"),
+            registry=self.registry,
+        )
+        # who else wants each request's outcome (the canary guardrails)
+        self.listener: Outcomes | None = None
+        self.queue_depth = Gauge(
+            "chronoml_log_queue_depth",
+            "Requests waiting for their decisions to commit",
+            registry=self.registry,
+        )
+
+    def count(self, endpoint: str, variant: str, version: str, status: int) -> None:
+        self.requests.labels(endpoint, variant, version, str(status)).inc()
+        tally = self._window_counts.setdefault((endpoint, variant), [0, 0])
+        tally[0] += 1
+        if status >= 500:
+            tally[1] += 1
+        if self.listener is not None:
+            self.listener.count(endpoint, variant, status)
+
+    def take_counts(self, endpoint: str, variant: str) -> tuple[int, int]:
+        """Requests and server errors of a variant since the last call (for monitoring windows)."""
+        total, errors = self._window_counts.pop((endpoint, variant), [0, 0])
+        return total, errors
+
+    def observe_latency(self, endpoint: str, variant: str, version: str, seconds: float) -> None:
+        self.latency.labels(endpoint, variant, version).observe(seconds)
+        if self.listener is not None:
+            self.listener.latency(endpoint, variant, seconds)
+
+    def observe_rollback(self, endpoint: str, guardrail: str) -> None:
+        self.canary_rollbacks.labels(endpoint, guardrail).inc()
+
+    def observe_batch(self, endpoint: str, variant: str, requests: int, rows: int) -> None:
+        self.batch_requests.labels(endpoint, variant).observe(requests)
+        self.batch_rows.labels(endpoint, variant).observe(rows)
+
+    def observe_commit(self, rows: int, seconds: float) -> None:
+        self.commit_rows.observe(rows)
+        self.commit_seconds.observe(seconds)
+
+    def render(self) -> tuple[bytes, str]:
+        return generate_latest(self.registry), CONTENT_TYPE_LATEST

@@ -1,0 +1,119 @@
+"""REST routes for feedback and quality."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import orjson
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from chronoml.service import NotFound, Refused
+from chronoml.timeutil import parse_duration, parse_time
+
+if TYPE_CHECKING:
+    from chronoml.gateway.app import Gateway
+
+
+def window_args(request: Request) -> dict[str, Any]:
+    """``window``, ``from``, ``to`` and ``variant`` query parameters; ValueError if bad."""
+    q = request.query_params
+    kw: dict[str, Any] = {"variant": q.get("variant")}
+    if q.get("window"):
+        kw["window_us"] = parse_duration(q["window"])
+    if q.get("from"):
+        kw["start"] = parse_time(q["from"])
+    if q.get("to"):
+        kw["end"] = parse_time(q["to"])
+    return kw
+
+
+def routes(gw: Gateway) -> list[Route]:
+    from chronoml.gateway.app import JSON, error
+    from chronoml.monitor.feedback import FeedbackError
+
+    async def post_feedback(request: Request) -> Response:
+        if not gw._authorised(request):
+            return error(401, "unauthorised", "this server needs a bearer token for changes")
+        try:
+            body = orjson.loads(await request.body())
+        except orjson.JSONDecodeError as exc:
+            return error(400, "bad_json", f"body is not valid JSON: {exc}")
+        if not isinstance(body, dict):
+            return error(400, "bad_body", "body must be a JSON object")
+        items = body.get("labels", [body] if "decision_id" in body else None)
+        if not isinstance(items, list) or not items:
+            return error(
+                422, "bad_input", "give decision_id and label (or labels: [...])", "decision_id"
+            )
+        labels = []
+        for i, it in enumerate(items):
+            if not isinstance(it, dict) or "decision_id" not in it or "label" not in it:
+                return error(422, "bad_input", f"label {i}: needs decision_id and label", "label")
+            try:
+                t = parse_time(it["time"]) if it.get("time") else None
+            except ValueError as exc:
+                return error(422, "bad_input", str(exc), "time")
+            labels.append((str(it["decision_id"]), it["label"], t))
+        update = bool(body.get("update", False))
+        try:
+            result = await run_in_threadpool(
+                lambda: gw.cm.feedback(labels, update=update, actor=gw._actor(request))
+            )
+        except FeedbackError as exc:
+            return error(exc.status, "bad_feedback", exc.message, exc.field)
+        return JSON(result)
+
+    async def get_quality(request: Request) -> Response:
+        try:
+            kw = window_args(request)
+        except ValueError as exc:
+            return error(400, "bad_query", str(exc))
+        endpoint = request.path_params["endpoint"]
+        try:
+            return JSON(await run_in_threadpool(lambda: gw.cm.quality(endpoint, **kw)))
+        except NotFound as exc:
+            return error(404, "not_found", str(exc))
+        except Refused as exc:
+            return error(400, "bad_query", exc.message, exc.field)
+
+    async def get_monitoring(request: Request) -> Response:
+        from chronoml.monitor.scheduler import history
+
+        endpoint = request.path_params["endpoint"]
+        try:
+            await run_in_threadpool(gw.cm.status, endpoint)
+        except NotFound as exc:
+            return error(404, "not_found", str(exc))
+        metric = request.query_params.get("metric")
+        rows = await run_in_threadpool(lambda: history(gw.cm, endpoint, metric))
+        return JSON({"endpoint": endpoint, "results": rows})
+
+    async def run_monitoring(request: Request) -> Response:
+        if not gw._authorised(request):
+            return error(401, "unauthorised", "this server needs a bearer token for changes")
+        if gw.monitor is None:
+            return error(503, "not_ready", "monitoring is not running")
+        results = await run_in_threadpool(gw.monitor.run_once)
+        return JSON(
+            {
+                "results": [
+                    {
+                        "endpoint": r.endpoint,
+                        "variant": r.variant,
+                        "version": r.model_version,
+                        "metrics": r.metrics,
+                    }
+                    for r in results
+                ]
+            }
+        )
+
+    return [
+        Route("/v1/monitoring/run", run_monitoring, methods=["POST"]),
+        Route("/v1/endpoints/{endpoint}/monitoring", get_monitoring, methods=["GET"]),
+        Route("/v1/feedback", post_feedback, methods=["POST"]),
+        Route("/v1/endpoints/{endpoint}/quality", get_quality, methods=["GET"]),
+    ]

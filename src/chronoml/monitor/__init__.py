@@ -1,0 +1,1 @@
+"""Monitoring: reference profiles and drift reports over the decision log."""

@@ -1,0 +1,178 @@
+"""Drift reports over the decision log, against each version's reference profile.
+
+The profile is built once, when a version is deployed, from its training
+snapshot (the features the model takes, and the model's predictions on that
+data). A report reads the window's decisions column by column and compares
+each variant's rows with the profile of the version that decided them.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from chronoml.domain.drift import drift_report
+from chronoml.domain.profile import PREDICTION, Profile, build_profile
+from chronoml.store import decisions as D
+from chronoml.timeutil import iso
+
+if TYPE_CHECKING:
+    from chronoml.domain.ledger import ModelRef
+    from chronoml.gateway.models import LoadedModel
+    from chronoml.store.database import Store
+
+log = logging.getLogger("chronoml.monitor")
+
+
+def ensure_profile(store: Store, model: LoadedModel) -> str | None:
+    """Build and store the reference profile of ``model`` if it has none.
+
+    Returns why no profile could be built (``None`` when one exists): the
+    training snapshot must be in this store with its stored copy.
+    """
+    from chronoml import snapshots
+
+    ref = model.ref
+    if store.get_profile(ref.artifact_digest) is not None:
+        return None
+    snap_info = ref.data_snapshot
+    if not snap_info:
+        return "the version is not linked to a data snapshot"
+    snap = store.get_snapshot(str(snap_info["id"]))
+    if snap is None or not snap.path:
+        return f"its training snapshot {snap_info['id']} is not in this store"
+    df = snapshots.load(snap)
+    columns = [c for c, _ in model.schema] if model.schema else [c for c in df.columns]
+    missing = [c for c in columns if c not in df.columns]
+    if missing:
+        return f"its training snapshot lacks the model input {missing[0]!r}"
+    features = df[columns]
+    predictions: Any = None
+    try:
+        predictions = np.asarray(model.predict(features))
+        if predictions.ndim != 1:
+            predictions = None
+    except Exception as exc:  # a profile without the prediction is still useful
+        log.warning("profile of %s v%s: predictions failed: %s", ref.name, ref.version, exc)
+    profile = build_profile(features, predictions)
+    store.put_profile(ref.artifact_digest, ref.name, ref.version, snap.id, profile.to_bytes())
+    return None
+
+
+def drift(
+    store: Store,
+    layouts: D.Layouts,
+    endpoint: str,
+    start: int,
+    end: int,
+    models: dict[tuple[str, str], ModelRef],
+    *,
+    variant: str | None = None,
+    overrides: dict[str, dict[str, Any]] | None = None,
+) -> dict[str, Any]:
+    """The drift report of ``endpoint`` over ``[start, end)``, per variant and version.
+
+    ``overrides`` maps a feature (or ``prediction``) to ``{"method", "threshold"}``.
+
+    ``models`` maps (variant, version) to the model that served them. The
+    top-level verdict is that of the variant with most decisions.
+    """
+    w = D.window(store, layouts, endpoint, start, end, variant=variant)
+    out: dict[str, Any] = {
+        "endpoint": endpoint,
+        "window": {"from": iso(start), "to": iso(end), "rows": w.rows},
+        "variants": [],
+    }
+    groups: dict[tuple[str, str], np.ndarray[Any, Any] | None] = {}
+    if w.rows and (w.variants == w.variants[0]).all() and (w.versions == w.versions[0]).all():
+        # one variant and version (the usual window): no per-row selection
+        groups[(w.variants[0], w.versions[0])] = None
+    else:
+        for key in dict.fromkeys(zip(w.variants.tolist(), w.versions.tolist(), strict=True)):
+            groups[key] = np.flatnonzero((w.variants == key[0]) & (w.versions == key[1]))
+
+    def size(idx: np.ndarray[Any, Any] | None) -> int:
+        return w.rows if idx is None else len(idx)
+
+    for (vname, version), idx in sorted(groups.items(), key=lambda kv: -size(kv[1])):
+        ref = models.get((vname, version))
+        entry: dict[str, Any] = {"variant": vname, "model": {"version": version}, "rows": size(idx)}
+        raw = store.get_profile(ref.artifact_digest) if ref is not None else None
+        if ref is not None:
+            entry["model"] = {"name": ref.name, "version": ref.version}
+        if raw is None:
+            entry["error"] = (
+                "no reference profile for this version (is its training snapshot in this store?)"
+            )
+            out["variants"].append(entry)
+            continue
+        profile = Profile.from_bytes(raw)
+        current = w.columns if idx is None else {c: v[idx] for c, v in w.columns.items()}
+        outputs = w.outputs if idx is None else w.outputs[idx]
+        feats = {k: v for k, v in (overrides or {}).items() if k != PREDICTION}
+        report = drift_report(
+            profile,
+            current,
+            outputs,
+            overrides=feats,
+            prediction_override=(overrides or {}).get(PREDICTION),
+            workers=2,
+        )
+        entry.update(report.to_dict())
+        out["variants"].append(entry)
+    main = next((v for v in out["variants"] if "features" in v), None)
+    if main is None:
+        out.update(
+            {
+                "features": [],
+                "prediction": None,
+                "drifted_share": None,
+                "dataset_drift": False,
+                "empty": w.rows == 0,
+                "message": "no decisions in this window" if w.rows == 0 else "no reference profile",
+            }
+        )
+    else:
+        out.update(
+            {
+                "features": main["features"],
+                "prediction": main["prediction"],
+                "drifted_share": main["drifted_share"],
+                "dataset_drift": main["dataset_drift"],
+                "empty": False,
+            }
+        )
+    return out
+
+
+def parse_overrides(methods: list[str], thresholds: list[str]) -> dict[str, dict[str, Any]]:
+    """``feature=method`` and ``feature=threshold`` pairs into an overrides map."""
+    from chronoml.domain.drift import METHODS
+
+    out: dict[str, dict[str, Any]] = {}
+    for item in methods:
+        name, sep, method = item.rpartition("=")
+        if not sep or not name or method not in METHODS:
+            raise ValueError(
+                f"expected FEATURE=METHOD with METHOD one of {', '.join(METHODS)}; got {item!r}"
+            )
+        out.setdefault(name, {})["method"] = method
+    for item in thresholds:
+        name, sep, value = item.rpartition("=")
+        try:
+            if not sep or not name:
+                raise ValueError
+            out.setdefault(name, {})["threshold"] = float(value)
+        except ValueError:
+            raise ValueError(f"expected FEATURE=THRESHOLD (a number); got {item!r}") from None
+    return out
+
+
+def to_html(report: dict[str, Any]) -> str:
+    """A self-contained HTML page of a drift report (no scripts, no network)."""
+    from jinja2 import Environment, PackageLoader, select_autoescape
+
+    env = Environment(loader=PackageLoader("chronoml", "templates"), autoescape=select_autoescape())
+    return env.get_template("drift_report.html").render(r=report)

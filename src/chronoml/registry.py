@@ -1,0 +1,245 @@
+"""The MLflow bridge: URIs, versions, runs, artifacts and their digests.
+
+MLflow stays the registry and run store; chronoml reads through its client.
+``mlflow`` is imported lazily (it costs about 1.6 s) so the CLI starts fast.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import shutil
+import tempfile
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from chronoml.domain.ledger import ModelRef
+from chronoml.settings import Settings
+from chronoml.snapshots import Snapshot
+
+if TYPE_CHECKING:
+    from mlflow.tracking import MlflowClient
+
+SNAPSHOT_TAG = "chronoml.snapshot.id"
+SNAPSHOT_NAME_TAG = "chronoml.snapshot.name"
+SNAPSHOT_ROWS_TAG = "chronoml.snapshot.rows"
+SNAPSHOT_CREATED_TAG = "chronoml.snapshot.created_at"
+CODE_VERSION_TAG = "chronoml.code_version"
+GIT_COMMIT_TAG = "mlflow.source.git.commit"
+
+_URI = re.compile(r"^models:/(?P<name>[^/@]+)(?:/(?P<version>[^/]+)|@(?P<alias>[^/]+))/?$")
+
+
+class RegistryError(LookupError):
+    """A model URI that cannot be resolved, or an artifact that cannot be trusted."""
+
+
+def quiet_mlflow_env() -> None:
+    """Turn MLflow's telemetry off for this process and every child it starts."""
+    os.environ["MLFLOW_DISABLE_TELEMETRY"] = "true"
+    os.environ["DO_NOT_TRACK"] = "true"
+    # MLflow warns about its own deprecations at import; they are not ours to fix.
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+
+
+def configure(settings: Settings) -> None:
+    """Point the ``mlflow`` client of this process at chronoml's MLflow store."""
+    quiet_mlflow_env()
+    import mlflow
+
+    settings.home.mkdir(parents=True, exist_ok=True)
+    mlflow.set_tracking_uri(settings.tracking_uri)
+    mlflow.set_registry_uri(settings.registry_uri)
+
+
+def setup_mlflow(experiment: str = "chronoml", settings: Settings | None = None) -> str:
+    """Configure MLflow for training runs chronoml can deploy; returns the tracking URI.
+
+    Uses ``MLFLOW_TRACKING_URI`` when set, else the SQLite store inside
+    ``CHRONOML_HOME``, and creates ``experiment`` with its artifacts in the
+    home folder (not in ``./mlruns`` of the current directory).
+    """
+    s = settings or Settings.from_env()
+    configure(s)
+    import mlflow
+
+    exp = mlflow.get_experiment_by_name(experiment)
+    if exp is None:
+        location = None
+        if s.mlflow_tracking_uri is None:
+            location = (s.artifact_root / experiment).as_uri()
+        mlflow.create_experiment(experiment, artifact_location=location)
+    mlflow.set_experiment(experiment)
+    return s.tracking_uri
+
+
+def log_snapshot(snap: Snapshot, context: str = "training") -> None:
+    """Link the active MLflow run (and every version it registers) to ``snap``.
+
+    Tags the run with the full snapshot id and logs the snapshot as a run
+    input. MLflow's dataset digest column holds at most 36 characters, so it
+    gets the first 32 hex digits; the tags carry the full id.
+    """
+    import mlflow
+    from mlflow.data.dataset_source_registry import resolve_dataset_source
+    from mlflow.data.meta_dataset import MetaDataset
+
+    run = mlflow.active_run()
+    if run is None:
+        raise RuntimeError(
+            "log_snapshot needs an active MLflow run: call it inside mlflow.start_run()"
+        )
+    mlflow.set_tags(
+        {
+            SNAPSHOT_TAG: snap.id,
+            SNAPSHOT_NAME_TAG: snap.name,
+            SNAPSHOT_ROWS_TAG: str(snap.rows),
+            SNAPSHOT_CREATED_TAG: str(snap.created_at),
+        }
+    )
+    if snap.path:
+        with warnings.catch_warnings():
+            # MLflow registers the local-file source twice and says so; harmless
+            warnings.simplefilter("ignore", UserWarning)
+            source = resolve_dataset_source(Path(snap.path).as_uri())
+        dataset = MetaDataset(source=source, name=snap.name, digest=snap.id.split(":", 1)[1][:32])  # type: ignore[abstract]
+        mlflow.log_input(dataset, context=context, tags={SNAPSHOT_TAG: snap.id})
+
+
+def artifact_digest(folder: str | os.PathLike[str]) -> str:
+    """sha256 over every file of an artifact folder: relative path, size, content hash."""
+    root = Path(folder)
+    if not root.is_dir():
+        raise RegistryError(f"artifact folder {root} does not exist")
+    h = hashlib.sha256(b"chronoml.artifact.v1\x00")
+    files = sorted(p for p in root.rglob("*") if p.is_file())
+    for p in files:
+        rel = p.relative_to(root).as_posix().encode()
+        fh = hashlib.sha256()
+        with open(p, "rb") as f:
+            for chunk in iter(lambda: f.read(1 << 20), b""):
+                fh.update(chunk)
+        h.update(len(rel).to_bytes(8, "little") + rel)
+        h.update(p.stat().st_size.to_bytes(8, "little"))
+        h.update(fh.digest())
+    return "sha256:" + h.hexdigest()
+
+
+@dataclass(frozen=True)
+class Resolved:
+    """A model URI resolved to one registered version, with its lineage."""
+
+    ref: ModelRef
+    linked: bool  # whether the version's run is linked to a data snapshot
+    archive: Path
+
+
+class Registry:
+    """Reads MLflow through its client and keeps verified copies of deployed models."""
+
+    def __init__(self, settings: Settings, client: MlflowClient | None = None) -> None:
+        self.settings = settings
+        if client is None:
+            configure(settings)
+            from mlflow.tracking import MlflowClient
+
+            client = MlflowClient(settings.tracking_uri, settings.registry_uri)
+        self.client = client
+        self.archive_root = settings.home / "models"
+
+    def resolve(self, uri: str) -> Resolved:
+        """Resolve ``models:/name/N`` or ``models:/name@alias``, archive and digest it."""
+        from mlflow.exceptions import MlflowException
+
+        m = _URI.match(uri.strip())
+        if m is None:
+            raise RegistryError(
+                f"{uri!r} is not a registered-model URI; use models:/NAME/VERSION or "
+                "models:/NAME@ALIAS (register the model first: chronoml deploys versions)"
+            )
+        name = m["name"]
+        try:
+            if m["alias"]:
+                mv = self.client.get_model_version_by_alias(name, m["alias"])
+            elif m["version"] == "latest":
+                versions = self.client.search_model_versions(f"name='{name}'")
+                if not versions:
+                    raise RegistryError(f"model URI {uri} not found: {name!r} has no versions")
+                mv = max(versions, key=lambda v: int(v.version))
+            else:
+                mv = self.client.get_model_version(name, m["version"])
+        except MlflowException as exc:
+            raise RegistryError(f"model URI {uri} not found: {exc.message}") from None
+        tags: dict[str, str] = {}
+        if mv.run_id:
+            try:
+                tags = dict(self.client.get_run(mv.run_id).data.tags)
+            except MlflowException:
+                tags = {}
+        snapshot: dict[str, Any] | None = None
+        if SNAPSHOT_TAG in tags:
+            from chronoml.timeutil import iso
+
+            created = tags.get(SNAPSHOT_CREATED_TAG)
+            snapshot = {
+                "id": tags[SNAPSHOT_TAG],
+                "name": tags.get(SNAPSHOT_NAME_TAG),
+                "rows": int(tags[SNAPSHOT_ROWS_TAG]) if SNAPSHOT_ROWS_TAG in tags else None,
+                "created_at": iso(int(created)) if created else None,
+            }
+        code_version = tags.get(CODE_VERSION_TAG) or tags.get(GIT_COMMIT_TAG)
+        source = f"models:/{name}/{mv.version}"
+        archive, digest = self._archive(source)
+        ref = ModelRef(
+            name=name,
+            version=str(mv.version),
+            run_id=mv.run_id,
+            artifact_digest=digest,
+            artifact_uri=self.client.get_model_version_download_uri(name, str(mv.version)),
+            data_snapshot=snapshot,
+            code_version=code_version,
+        )
+        return Resolved(ref=ref, linked=snapshot is not None, archive=archive)
+
+    def _archive(self, source: str) -> tuple[Path, str]:
+        """Copy the artifact into the archive, named by its digest; return both."""
+        import mlflow.artifacts
+
+        self.archive_root.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(dir=self.archive_root, prefix=".incoming-"))
+        try:
+            local = Path(
+                mlflow.artifacts.download_artifacts(artifact_uri=source, dst_path=str(tmp))
+            )
+            digest = artifact_digest(local)
+            dest = self.archive_root / digest.split(":", 1)[1]
+            if not dest.exists():
+                os.replace(local, dest)
+            return dest, digest
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+
+    def fetch(self, ref: ModelRef) -> Path:
+        """The archived artifact for ``ref``, its digest checked.
+
+        Falls back to downloading from MLflow when this machine has no
+        archived copy; either way the bytes must match the recorded digest.
+        """
+        dest = self.archive_root / ref.artifact_digest.split(":", 1)[1]
+        if not dest.exists():
+            _, _ = self._archive(f"models:/{ref.name}/{ref.version}")
+        if not dest.exists():
+            raise RegistryError(
+                f"artifact of {ref.name} v{ref.version} no longer matches the digest recorded "
+                f"at deploy ({ref.artifact_digest}); refusing to load it"
+            )
+        found = artifact_digest(dest)
+        if found != ref.artifact_digest:
+            raise RegistryError(
+                f"artifact {dest} of {ref.name} v{ref.version} fails its digest check: "
+                f"recorded {ref.artifact_digest}, found {found}"
+            )
+        return dest

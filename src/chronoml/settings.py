@@ -1,0 +1,77 @@
+"""Configuration, read once into a typed object and passed down explicitly."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything chronoml needs to know about where things live.
+
+    ``home`` holds the embedded store (SQLite), the MLflow store and
+    artifacts, snapshot copies and archived models. ``store_url`` overrides
+    the chronoml database (e.g. ``postgresql+psycopg://host/db``);
+    ``mlflow_tracking_uri`` overrides MLflow's.
+    """
+
+    home: Path = field(default_factory=lambda: Path(".chronoml"))
+    store_url: str | None = None
+    mlflow_tracking_uri: str | None = None
+    mlflow_registry_uri: str | None = None
+    token: str | None = None
+    actor: str | None = None
+    poll_interval_s: float = 0.25
+    max_body_bytes: int = 16 * 1024 * 1024
+    max_rows: int = 10_000
+    # serving: micro-batching, isolation, protocols
+    max_batch_rows: int = 256  # rows one predict call takes at most
+    max_wait_ms: float = (
+        0.0  # extra wait for a batch to fill (0: batches form while the model is busy)
+    )
+    max_queue_rows: int = 20_000  # rows waiting per variant before requests get 503
+    predict_timeout_s: float = 10.0  # a request whose model has not answered by then gets 504
+    default_endpoint: str | None = None  # the endpoint /invocations serves
+    monitor_interval_s: float = 300.0  # 0 turns scheduled monitoring off
+    monitor_window_us: int = 3_600_000_000
+    monitor_mlflow: bool = True  # mirror monitoring results to MLflow as metrics
+    retrain_interval_s: float = 10.0  # how often the server advances retraining jobs (0: never)
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None, **overrides: object) -> Settings:
+        e = os.environ if env is None else env
+        values: dict[str, object] = {
+            "home": Path(e.get("CHRONOML_HOME", ".chronoml")),
+            "store_url": e.get("CHRONOML_STORE") or None,
+            "mlflow_tracking_uri": e.get("MLFLOW_TRACKING_URI") or None,
+            "mlflow_registry_uri": e.get("MLFLOW_REGISTRY_URI") or None,
+            "token": e.get("CHRONOML_TOKEN") or None,
+            "actor": e.get("CHRONOML_ACTOR") or None,
+        }
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        home = Path(str(values["home"])).expanduser().resolve()
+        values["home"] = home
+        return cls(**values)  # type: ignore[arg-type]
+
+    @property
+    def database_url(self) -> str:
+        return self.store_url or f"sqlite:///{self.home / 'chronoml.db'}"
+
+    @property
+    def tracking_uri(self) -> str:
+        return self.mlflow_tracking_uri or f"sqlite:///{self.home / 'mlflow.db'}"
+
+    @property
+    def registry_uri(self) -> str:
+        return self.mlflow_registry_uri or self.tracking_uri
+
+    @property
+    def artifact_root(self) -> Path:
+        return self.home / "mlartifacts"
+
+    @property
+    def embedded(self) -> bool:
+        return self.store_url is None or self.store_url.startswith("sqlite")

@@ -1,0 +1,213 @@
+"""The one object that owns chronoml's database connections.
+
+SQLite (the embedded default) runs in WAL mode with ``synchronous=FULL``:
+a commit is on disk when it returns. Write transactions take SQLite's write
+lock up front (``BEGIN IMMEDIATE``) so two writers never both read a stale
+ledger head; on PostgreSQL the head row is locked with ``FOR UPDATE``.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Connection, Engine, create_engine, event, inspect, select, text
+from sqlalchemy.exc import OperationalError, ProgrammingError
+
+from chronoml.snapshots import Snapshot
+from chronoml.store import schema
+
+# The Alembic revision this code expects; tests check it matches the scripts.
+HEAD_REVISION = "0006"
+
+MIGRATIONS = Path(__file__).parent / "migrations"
+
+
+class StoreError(RuntimeError):
+    """The store is unreachable, or its schema is not the one this code expects."""
+
+
+class Store:
+    """chronoml's database: ledger, snapshots, decisions.
+
+    Construct with :meth:`open`; nothing is created or migrated implicitly:
+    run :meth:`upgrade` (``chronoml db upgrade``) for that.
+    """
+
+    def __init__(self, engine: Engine, home: Path) -> None:
+        self.engine = engine
+        self.home = home
+        self.is_sqlite = engine.dialect.name == "sqlite"
+
+    @classmethod
+    def open(cls, url: str, home: Path) -> Store:
+        if url.startswith("sqlite"):
+            engine = create_engine(
+                url,
+                connect_args={"timeout": 30, "check_same_thread": False},
+                pool_size=8,
+                max_overflow=16,
+            )
+            _sqlite_pragmas(engine)
+        else:
+            engine = create_engine(url, pool_size=8, max_overflow=16, pool_pre_ping=True)
+        return cls(engine, home)
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    # --- transactions ------------------------------------------------------
+
+    @contextmanager
+    def write(self) -> Iterator[Connection]:
+        """A write transaction; on SQLite it holds the write lock from the start."""
+        with self.engine.connect() as conn:
+            if self.is_sqlite:
+                conn.execution_options(sqlite_begin="BEGIN IMMEDIATE")
+            with conn.begin():
+                yield conn
+
+    @contextmanager
+    def read(self) -> Iterator[Connection]:
+        with self.engine.connect() as conn, conn.begin():
+            yield conn
+
+    # --- schema ------------------------------------------------------------
+
+    def revision(self) -> str | None:
+        """The schema revision in the database, or None if it has none."""
+        try:
+            with self.engine.connect() as conn:
+                if not inspect(conn).has_table("alembic_version"):
+                    return None
+                return conn.execute(text("SELECT version_num FROM alembic_version")).scalar()
+        except OperationalError as exc:
+            raise StoreError(f"cannot reach the store: {exc.orig}") from exc
+
+    def check_schema(self) -> None:
+        rev = self.revision()
+        if rev != HEAD_REVISION:
+            found = "no schema" if rev is None else f"schema revision {rev}"
+            raise StoreError(
+                f"the store has {found}, this chronoml needs {HEAD_REVISION}: "
+                "run `chronoml db upgrade`"
+            )
+
+    def upgrade(self, revision: str = "head") -> str:
+        """Apply migrations up to ``revision``; returns the revision reached."""
+        from alembic import command
+        from alembic.config import Config
+
+        self.home.mkdir(parents=True, exist_ok=True)
+        cfg = Config()
+        cfg.set_main_option("script_location", str(MIGRATIONS))
+        with self.engine.begin() as conn:
+            cfg.attributes["connection"] = conn
+            command.upgrade(cfg, revision)
+        rev = self.revision()
+        assert rev is not None
+        return rev
+
+    # --- snapshots ---------------------------------------------------------
+
+    def put_snapshot(self, snap: Snapshot) -> Snapshot:
+        """Record a snapshot; if its id is already recorded, return that one."""
+        t = schema.snapshots
+        with self.write() as conn:
+            row = conn.execute(select(t).where(t.c.id == snap.id)).mappings().first()
+            if row is not None:
+                return _snapshot(row)
+            conn.execute(
+                t.insert().values(
+                    id=snap.id,
+                    name=snap.name,
+                    rows=snap.rows,
+                    columns=json.dumps([list(c) for c in snap.columns]),
+                    created_at=snap.created_at,
+                    path=snap.path,
+                )
+            )
+        return snap
+
+    def get_snapshot(self, snapshot_id: str) -> Snapshot | None:
+        t = schema.snapshots
+        with self.read() as conn:
+            row = conn.execute(select(t).where(t.c.id == snapshot_id)).mappings().first()
+        return _snapshot(row) if row is not None else None
+
+    def put_profile(
+        self, digest: str, name: str, version: str, snapshot_id: str, data: bytes
+    ) -> None:
+        """Store a version's reference profile (once; a second call keeps the first)."""
+        import time
+
+        t = schema.profiles
+        with self.write() as conn:
+            if conn.execute(
+                select(t.c.artifact_digest).where(t.c.artifact_digest == digest)
+            ).first():
+                return
+            conn.execute(
+                t.insert().values(
+                    artifact_digest=digest,
+                    model_name=name,
+                    model_version=version,
+                    snapshot_id=snapshot_id,
+                    created_at=time.time_ns() // 1000,
+                    data=data,
+                )
+            )
+
+    def get_profile(self, digest: str) -> bytes | None:
+        t = schema.profiles
+        with self.read() as conn:
+            return conn.execute(select(t.c.data).where(t.c.artifact_digest == digest)).scalar()
+
+    def list_snapshots(self) -> list[Snapshot]:
+        t = schema.snapshots
+        with self.read() as conn:
+            rows = conn.execute(select(t).order_by(t.c.created_at)).mappings().all()
+        return [_snapshot(r) for r in rows]
+
+
+def _snapshot(row: Any) -> Snapshot:
+    return Snapshot(
+        id=row["id"],
+        name=row["name"],
+        rows=row["rows"],
+        created_at=row["created_at"],
+        columns=tuple(tuple(c) for c in json.loads(row["columns"])),
+        path=row["path"],
+    )
+
+
+def _sqlite_pragmas(engine: Engine) -> None:
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_conn: Any, _record: Any) -> None:
+        # we issue BEGIN ourselves (below), so the driver must not
+        dbapi_conn.isolation_level = None
+        cur = dbapi_conn.cursor()
+        cur.execute("PRAGMA journal_mode=WAL")
+        cur.execute("PRAGMA synchronous=FULL")
+        cur.execute("PRAGMA busy_timeout=30000")
+        cur.execute("PRAGMA foreign_keys=ON")
+        cur.close()
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(conn: Connection) -> None:
+        conn.exec_driver_sql(conn.get_execution_options().get("sqlite_begin", "BEGIN"))
+
+
+def reachable(url: str) -> tuple[bool, str]:
+    """Whether a database URL answers; the reason when it does not."""
+    try:
+        eng = create_engine(url)
+        with eng.connect() as conn:
+            conn.execute(text("SELECT 1"))
+        eng.dispose()
+        return True, ""
+    except (OperationalError, ProgrammingError, ImportError) as exc:
+        return False, str(exc).splitlines()[0]

@@ -1,0 +1,334 @@
+"""Decision log persistence: group inserts, lookup by id, and columnar window reads."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import orjson
+from sqlalchemy import bindparam, func, select
+from sqlalchemy.exc import IntegrityError
+
+from chronoml.gateway.inputs import NUMERIC_KINDS, Schema
+from chronoml.store import schema
+from chronoml.store.database import Store
+
+D = schema.decisions
+IL = schema.input_layouts
+
+
+@dataclass(frozen=True)
+class DecisionRow:
+    """One logged prediction as stored."""
+
+    id: str
+    ts: int
+    endpoint: str
+    variant: str
+    model_name: str
+    model_version: str
+    event_seq: int
+    shadow: bool
+    unit: str | None
+    request_id: str
+    layout: str
+    num: bytes
+    txt: str | None
+    output: str
+    output_num: float | None
+    latency_ms: float
+
+
+class Layouts:
+    """Interns input schemas; a small cache in front of ``input_layouts``."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+        self._known: dict[str, Schema] = {}
+
+    def ensure(self, layout: str, sch: Schema) -> None:
+        if layout in self._known:
+            return
+        try:
+            with self.store.write() as conn:
+                exists = conn.execute(select(IL.c.id).where(IL.c.id == layout)).first()
+                if exists is None:
+                    conn.execute(
+                        IL.insert().values(
+                            id=layout, columns=orjson.dumps([list(c) for c in sch]).decode()
+                        )
+                    )
+        except IntegrityError:
+            pass  # another thread or process interned the same layout first
+        self._known[layout] = sch
+
+    def get(self, layout: str) -> Schema:
+        if layout not in self._known:
+            with self.store.read() as conn:
+                raw = conn.execute(select(IL.c.columns).where(IL.c.id == layout)).scalar_one()
+            self._known[layout] = tuple((c, k) for c, k in orjson.loads(raw))
+        return self._known[layout]
+
+
+def insert_many(store: Store, rows: Sequence[DecisionRow]) -> None:
+    """Write rows in one transaction: committed (and on SQLite fsync'd) on return."""
+    if not rows:
+        return
+    payload = [r.__dict__ for r in rows]
+    with store.engine.connect() as conn, conn.begin():
+        conn.execute(D.insert(), payload)
+
+
+_GET = select(D).where(D.c.id == bindparam("id"))
+
+
+def get(store: Store, decision_id: str) -> DecisionRow | None:
+    with store.engine.connect() as conn:
+        return get_in(conn, decision_id)
+
+
+def get_in(conn: Any, decision_id: str) -> DecisionRow | None:
+    """The decision row, on a connection the caller holds."""
+    row = conn.execute(_GET, {"id": decision_id}).mappings().first()
+    return DecisionRow(**row) if row is not None else None
+
+
+def count(store: Store, endpoint: str | None = None) -> int:
+    q = select(func.count()).select_from(D)
+    if endpoint is not None:
+        q = q.where(D.c.endpoint == endpoint)
+    with store.read() as conn:
+        return int(conn.execute(q).scalar_one())
+
+
+@dataclass
+class Window:
+    """A window of decisions read column by column.
+
+    ``variants`` and ``versions`` give, per row, who decided it; rows are
+    grouped by variant and version (in time order within a group).
+    """
+
+    rows: int
+    columns: dict[str, np.ndarray[Any, Any]]
+    outputs: np.ndarray[Any, Any]
+    variants: np.ndarray[Any, Any]
+    versions: np.ndarray[Any, Any]
+
+
+def window(
+    store: Store,
+    layouts: Layouts,
+    endpoint: str,
+    start: int,
+    end: int,
+    *,
+    variant: str | None = None,
+    include_shadow: bool = False,
+) -> Window:
+    """Decisions of ``endpoint`` with ``start <= ts < end`` as columns.
+
+    One query per (variant, version, layout) fetches only the packed inputs
+    and the numeric output; the packed rows are joined into one buffer and
+    viewed as a matrix, with no per-value parsing.
+    """
+    from chronoml.store import blocks
+
+    # history below the endpoint's watermark comes from columnar blocks
+    parts, raw_start = blocks.read(
+        store, layouts, endpoint, start, end, variant=variant, include_shadow=include_shadow
+    )
+    where = [D.c.endpoint == endpoint, D.c.ts >= raw_start, D.c.ts < end]
+    if variant is not None:
+        where.append(D.c.variant == variant)
+    if not include_shadow:
+        where.append(D.c.shadow.is_(False))
+    key = (D.c.variant, D.c.model_version, D.c.layout)
+    with store.engine.connect() as conn:
+        groups = conn.execute(select(*key, func.count()).where(*where).group_by(*key)).all()
+    for vname, version, layout, _n in groups:
+        sch = layouts.get(layout)
+        numeric = [c for c, k in sch if k in NUMERIC_KINDS]
+        other = [c for c, k in sch if k not in NUMERIC_KINDS]
+        cols = [D.c.num, D.c.output_num] + ([D.c.txt] if other else [])
+        match = [*where, D.c.variant == vname, D.c.model_version == version, D.c.layout == layout]
+        q = select(*cols).where(*match).order_by(D.c.ts)
+        with store.engine.connect() as conn:
+            # the driver's own tuples: no per-row result processing
+            data = conn.execute(q).cursor.fetchall()  # type: ignore[union-attr]
+        n = len(data)
+        got = _columns(
+            sch,
+            n,
+            b"".join([r[0] for r in data]) if numeric else b"",
+            "[" + ",".join(r[2] or "[]" for r in data) + "]" if other else None,
+        )
+        # None (a non-numeric output) becomes NaN
+        outs = np.array([r[1] for r in data], dtype=np.float64)
+        parts.append((vname, version, got, outs))
+    total = sum(len(p[3]) for p in parts)
+    names = list(dict.fromkeys(c for p in parts for c in p[2]))
+    columns: dict[str, np.ndarray[Any, Any]] = {}
+    for c in names:
+        chunks = []
+        for _, _, got, outs in parts:
+            if c in got:
+                chunks.append(got[c])
+            else:  # a layout without this column: missing values
+                chunks.append(np.full(len(outs), np.nan))
+        columns[c] = np.concatenate(chunks) if len(chunks) > 1 else chunks[0]
+    return Window(
+        rows=total,
+        columns=columns,
+        outputs=np.concatenate([p[3] for p in parts]) if parts else np.empty(0),
+        variants=np.repeat(
+            np.array([p[0] for p in parts], dtype=object), [len(p[3]) for p in parts]
+        ),
+        versions=np.repeat(
+            np.array([p[1] for p in parts], dtype=object), [len(p[3]) for p in parts]
+        ),
+    )
+
+
+def _columns(sch: Schema, n: int, num: bytes, txt: str | None) -> dict[str, np.ndarray[Any, Any]]:
+    """Decode ``n`` packed rows: the numeric matrix and the JSON array of the other values."""
+    numeric = [(c, k) for c, k in sch if k in NUMERIC_KINDS]
+    other = [c for c, k in sch if k not in NUMERIC_KINDS]
+    got: dict[str, np.ndarray[Any, Any]] = {}
+    if numeric:
+        mat = np.frombuffer(num, dtype="<f8").reshape(n, len(numeric))
+        for j, (c, k) in enumerate(numeric):
+            col = mat[:, j]
+            got[c] = col.view("<i8").astype(np.float64) if k == "int" else col
+    if other:
+        flat = orjson.loads(txt or "[]")
+        try:  # the usual case, every row complete: transpose in C
+            by_column: list[Any] = list(zip(*flat, strict=True)) if flat else [()] * len(other)
+        except ValueError:
+            by_column = [
+                [row[j] if j < len(row) else None for row in flat] for j in range(len(other))
+            ]
+        for j, c in enumerate(other):
+            arr = np.empty(n, dtype=object)
+            arr[:] = by_column[j]
+            got[c] = arr
+    return got
+
+
+# --- the fast write path of the gateway ---------------------------------------
+
+# Column order of the tuples the gateway hands to :class:`Appender`.
+COLUMNS = (
+    "id",
+    "ts",
+    "endpoint",
+    "variant",
+    "model_name",
+    "model_version",
+    "event_seq",
+    "shadow",
+    "unit",
+    "request_id",
+    "layout",
+    "num",
+    "txt",
+    "output",
+    "output_num",
+    "latency_ms",
+)
+DecisionTuple = tuple[
+    str, int, str, str, str, str, int, bool, str | None, str, str, bytes, str | None, str,
+    float | None, float,
+]  # fmt: skip
+
+
+class Appender:
+    """Appends decision tuples in one transaction per call, on a connection of its own.
+
+    Below SQLAlchemy on purpose: the driver's own ``executemany`` (SQLite) or
+    ``COPY`` (PostgreSQL) is several times cheaper per row, and this is the
+    path every prediction takes. A failed call drops the connection, so the
+    next one reconnects: the log recovers when the store comes back.
+    On SQLite this connection never checkpoints the WAL itself
+    (:meth:`checkpoint` does, from another thread), so no commit waits for one.
+    """
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+        self._conn: Any = None
+        cols = ", ".join(COLUMNS)
+        self._sqlite_sql = (
+            f"INSERT INTO decisions ({cols}) VALUES ({', '.join('?' * len(COLUMNS))})"
+        )
+        self._copy_sql = f"COPY decisions ({cols}) FROM STDIN"
+        # explanations computed with the request (?explain=true) commit with its decisions
+        ecols = [c.name for c in schema.explanations.c]
+        self._explain_sql = (
+            f"INSERT INTO explanations ({', '.join(ecols)}) VALUES ({', '.join('?' * len(ecols))})"
+        )
+        self._explain_pg_sql = self._explain_sql.replace("?", "%s")
+
+    def _connection(self) -> Any:
+        if self._conn is None:
+            raw = self.store.engine.raw_connection()
+            if self.store.is_sqlite:
+                raw.driver_connection.execute("PRAGMA wal_autocheckpoint=0")  # type: ignore[union-attr]
+            self._conn = raw
+        return self._conn
+
+    def append(
+        self, rows: Sequence[DecisionTuple], explanations: Sequence[tuple[Any, ...]] = ()
+    ) -> None:
+        """Committed (and on SQLite fsync'd) on return, with ``explanations``; raises if not."""
+        if not rows:
+            return
+        conn = self._connection()
+        try:
+            if self.store.is_sqlite:
+                db = conn.driver_connection
+                db.execute("BEGIN IMMEDIATE")
+                try:
+                    db.executemany(self._sqlite_sql, rows)
+                    if explanations:
+                        db.executemany(self._explain_sql, explanations)
+                    db.execute("COMMIT")
+                except BaseException:
+                    if db.in_transaction:
+                        db.execute("ROLLBACK")
+                    raise
+            else:
+                db = conn.driver_connection
+                with db.cursor() as cur, cur.copy(self._copy_sql) as copy:
+                    for r in rows:
+                        copy.write_row(r)
+                if explanations:
+                    with db.cursor() as cur:
+                        cur.executemany(self._explain_pg_sql, explanations)
+                db.commit()
+        except BaseException:
+            self.close(broken=True)
+            raise
+
+    def checkpoint(self) -> None:
+        """Move committed WAL pages into the database file (SQLite; a no-op elsewhere)."""
+        if not self.store.is_sqlite:
+            return
+        raw = self.store.engine.raw_connection()
+        try:
+            raw.driver_connection.execute("PRAGMA wal_checkpoint(PASSIVE)")  # type: ignore[union-attr]
+        finally:
+            raw.close()
+
+    def close(self, broken: bool = False) -> None:
+        conn, self._conn = self._conn, None
+        if conn is None:
+            return
+        try:
+            if broken:
+                conn.invalidate()
+            else:
+                conn.close()
+        except Exception:  # already gone; nothing to give back to the pool
+            pass

@@ -1,0 +1,292 @@
+"""chronoml's tables (SQLAlchemy Core). Changes go through Alembic migrations."""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    Column,
+    Float,
+    Index,
+    Integer,
+    LargeBinary,
+    MetaData,
+    PrimaryKeyConstraint,
+    String,
+    Table,
+    Text,
+)
+
+metadata = MetaData()
+
+# The ledger: one linear hash chain. UNIQUE(prev_hash) makes a fork impossible
+# even if two writers got past the head lock.
+ledger_events = Table(
+    "ledger_events",
+    metadata,
+    Column("seq", BigInteger, primary_key=True, autoincrement=False),
+    Column("hash", String(64), nullable=False, unique=True),
+    Column("prev_hash", String(64), nullable=False, unique=True),
+    Column("kind", String(32), nullable=False),
+    Column("endpoint", String(200), nullable=False),
+    Column("actor", String(200), nullable=False),
+    Column("recorded_at", BigInteger, nullable=False),
+    Column("effective_at", BigInteger, nullable=False),
+    Column("payload", Text, nullable=False),
+    Column("state", Text, nullable=True),
+    Column("back", BigInteger, nullable=True),
+    Column("sets_state", Boolean, nullable=False),
+)
+# state_at(endpoint, t): one descending seek on this index
+Index(
+    "ix_ledger_state",
+    ledger_events.c.endpoint,
+    ledger_events.c.sets_state,
+    ledger_events.c.effective_at,
+    ledger_events.c.seq,
+)
+Index("ix_ledger_endpoint_seq", ledger_events.c.endpoint, ledger_events.c.seq)
+
+# One row; writers lock it to append to the chain in order.
+ledger_head = Table(
+    "ledger_head",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=False),
+    Column("seq", BigInteger, nullable=False),
+    Column("hash", String(64), nullable=False),
+)
+
+snapshots = Table(
+    "snapshots",
+    metadata,
+    Column("id", String(71), primary_key=True),
+    Column("name", String(200), nullable=False),
+    Column("rows", BigInteger, nullable=False),
+    Column("columns", Text, nullable=False),
+    Column("created_at", BigInteger, nullable=False),
+    Column("path", Text, nullable=True),
+)
+
+# The column layout of logged inputs. Numeric columns of a decision are
+# packed as 8-byte values in `decisions.num` (float64, or int64 bits for
+# integer columns) so a window reads back as one matrix; other values go,
+# in order, to a JSON array in `decisions.txt`.
+input_layouts = Table(
+    "input_layouts",
+    metadata,
+    Column("id", String(16), primary_key=True),
+    Column("columns", Text, nullable=False),
+)
+
+decisions = Table(
+    "decisions",
+    metadata,
+    Column("id", String(36), primary_key=True),
+    Column("ts", BigInteger, nullable=False),
+    Column("endpoint", String(200), nullable=False),
+    Column("variant", String(200), nullable=False),
+    Column("model_name", String(200), nullable=False),
+    Column("model_version", String(32), nullable=False),
+    Column("event_seq", BigInteger, nullable=False),
+    Column("shadow", Boolean, nullable=False),
+    Column("unit", String(200), nullable=True),
+    Column("request_id", String(36), nullable=False),
+    Column("layout", String(16), nullable=False),
+    Column("num", LargeBinary, nullable=False),
+    Column("txt", Text, nullable=True),
+    Column("output", Text, nullable=False),
+    Column("output_num", Float, nullable=True),
+    Column("latency_ms", Float, nullable=False),
+)
+Index("ix_decisions_endpoint_ts", decisions.c.endpoint, decisions.c.ts)
+
+# The reference profile of a deployed artifact: built once from its training
+# snapshot (features and the model's predictions on it), read by every report.
+profiles = Table(
+    "profiles",
+    metadata,
+    Column("artifact_digest", String(71), primary_key=True),
+    Column("model_name", String(200), nullable=False),
+    Column("model_version", String(32), nullable=False),
+    Column("snapshot_id", String(71), nullable=False),
+    Column("created_at", BigInteger, nullable=False),
+    Column("data", LargeBinary, nullable=False),
+)
+
+# Late-arriving labels. Append-only: a second label for a decision is a new
+# row (an explicit update), so the earlier value stays in history.
+feedback = Table(
+    "feedback",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("decision_id", String(36), nullable=False),
+    Column("label", Text, nullable=False),
+    Column("label_num", Float, nullable=True),
+    Column("observed_at", BigInteger, nullable=True),
+    Column("recorded_at", BigInteger, nullable=False),
+    Column("actor", String(200), nullable=False),
+)
+Index("ix_feedback_decision", feedback.c.decision_id, feedback.c.id)
+
+# SHAP explanations stored with their decision.
+explanations = Table(
+    "explanations",
+    metadata,
+    Column("decision_id", String(36), primary_key=True),
+    Column("explainer", String(64), nullable=False),
+    Column("output_scale", String(32), nullable=False),
+    Column("base_value", Float, nullable=False),
+    Column("contributions", Text, nullable=False),
+    Column("background", Text, nullable=False),
+    Column("created_at", BigInteger, nullable=False),
+)
+
+# Every monitored number of every window, per endpoint, variant and version.
+monitor_results = Table(
+    "monitor_results",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("endpoint", String(200), nullable=False),
+    Column("variant", String(200), nullable=False),
+    Column("model_name", String(200), nullable=False),
+    Column("model_version", String(32), nullable=False),
+    Column("window_start", BigInteger, nullable=False),
+    Column("window_end", BigInteger, nullable=False),
+    Column("metric", String(200), nullable=False),
+    Column("value", Float, nullable=True),
+    Column("created_at", BigInteger, nullable=False),
+)
+Index(
+    "ix_monitor_results_endpoint",
+    monitor_results.c.endpoint,
+    monitor_results.c.metric,
+    monitor_results.c.window_end,
+)
+
+alert_rules = Table(
+    "alert_rules",
+    metadata,
+    Column("name", String(200), primary_key=True),
+    Column("spec", Text, nullable=False),
+    Column("created_at", BigInteger, nullable=False),
+    Column("updated_at", BigInteger, nullable=False),
+)
+
+# Whether a rule is firing for a subject (endpoint/variant), for cooldowns
+# and for recording both firing and resolving.
+alert_state = Table(
+    "alert_state",
+    metadata,
+    Column("rule", String(200), nullable=False),
+    Column("subject", String(400), nullable=False),
+    Column("firing", Boolean, nullable=False),
+    Column("since", BigInteger, nullable=False),
+    Column("last_fired_at", BigInteger, nullable=True),
+    Column("last_value", Float, nullable=True),
+    PrimaryKeyConstraint("rule", "subject"),
+)
+
+# Deliveries (webhooks) written in the same transaction as what caused them
+# and retried with backoff until delivered: a restart loses nothing.
+outbox = Table(
+    "outbox",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("kind", String(32), nullable=False),
+    Column("target", Text, nullable=False),
+    Column("payload", Text, nullable=False),
+    Column("created_at", BigInteger, nullable=False),
+    Column("attempts", Integer, nullable=False),
+    Column("next_attempt_at", BigInteger, nullable=False),
+    Column("delivered_at", BigInteger, nullable=True),
+    Column("last_error", Text, nullable=True),
+)
+Index("ix_outbox_pending", outbox.c.delivered_at, outbox.c.next_attempt_at)
+
+# Retraining: what to run per endpoint, and when next on a schedule.
+retrain_configs = Table(
+    "retrain_configs",
+    metadata,
+    Column("endpoint", String(200), primary_key=True),
+    Column("spec", Text, nullable=False),
+    Column("created_at", BigInteger, nullable=False),
+    Column("updated_at", BigInteger, nullable=False),
+    Column("next_run_at", BigInteger, nullable=True),
+)
+
+# Durable retraining jobs. `active` holds the endpoint while the job is
+# unfinished and NULL after, so UNIQUE allows one unfinished job per endpoint.
+# A worker holds `lease_owner` until `lease_until` while it advances a job.
+jobs = Table(
+    "jobs",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("endpoint", String(200), nullable=False),
+    Column("active", String(200), nullable=True, unique=True),
+    Column("status", String(32), nullable=False),
+    Column("step", String(32), nullable=False),
+    Column("step_state", String(16), nullable=False),
+    Column("trigger", Text, nullable=False),
+    Column("spec", Text, nullable=False),
+    Column("created_at", BigInteger, nullable=False),
+    Column("updated_at", BigInteger, nullable=False),
+    Column("finished_at", BigInteger, nullable=True),
+    Column("lease_owner", String(200), nullable=True),
+    Column("lease_until", BigInteger, nullable=True),
+    Column("snapshot_id", String(71), nullable=True),
+    Column("model_name", String(200), nullable=True),
+    Column("model_version", String(32), nullable=True),
+    Column("run_id", String(64), nullable=True),
+    Column("champion", String(200), nullable=True),
+    Column("challenger", String(200), nullable=True),
+    Column("deploy_seq", BigInteger, nullable=True),
+    Column("verdict_seq", BigInteger, nullable=True),
+    Column("final_seq", BigInteger, nullable=True),
+    Column("evaluation", Text, nullable=True),
+    Column("reason", Text, nullable=True),
+    Column("log", Text, nullable=True),
+)
+Index("ix_jobs_endpoint", jobs.c.endpoint, jobs.c.id)
+
+job_steps = Table(
+    "job_steps",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("job_id", Integer, nullable=False),
+    Column("at", BigInteger, nullable=False),
+    Column("step", String(32), nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("detail", Text, nullable=True),
+    Column("ledger_seq", BigInteger, nullable=True),
+)
+Index("ix_job_steps_job", job_steps.c.job_id, job_steps.c.id)
+
+# The decision log's history compacted into columnar blocks: every decision of
+# an endpoint with ts < its watermark is in exactly one block, so a window of
+# a million decisions reads as a few dozen rows instead of a million.
+decision_blocks = Table(
+    "decision_blocks",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("endpoint", String(200), nullable=False),
+    Column("variant", String(200), nullable=False),
+    Column("model_version", String(32), nullable=False),
+    Column("layout", String(16), nullable=False),
+    Column("shadow", Boolean, nullable=False),
+    Column("ts_min", BigInteger, nullable=False),
+    Column("ts_max", BigInteger, nullable=False),
+    Column("rows", Integer, nullable=False),
+    Column("ts", LargeBinary, nullable=False),
+    Column("num", LargeBinary, nullable=False),
+    Column("txt", Text, nullable=True),
+    Column("codes", LargeBinary, nullable=True),
+    Column("outputs", LargeBinary, nullable=False),
+)
+Index("ix_decision_blocks_endpoint", decision_blocks.c.endpoint, decision_blocks.c.ts_max)
+
+block_watermarks = Table(
+    "block_watermarks",
+    metadata,
+    Column("endpoint", String(200), primary_key=True),
+    Column("compacted_to", BigInteger, nullable=False),
+)

@@ -1,0 +1,149 @@
+"""Shared fixtures: real SQLite files, a real PostgreSQL schema, a real MLflow store."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+os.environ["MLFLOW_DISABLE_TELEMETRY"] = "true"
+os.environ["DO_NOT_TRACK"] = "true"
+
+PG_ADMIN_URL = os.environ.get(
+    "CHRONOML_TEST_PG", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
+)
+
+
+def _pg_reachable() -> tuple[bool, str]:
+    from chronoml.store.database import reachable
+
+    return reachable(PG_ADMIN_URL)
+
+
+_PG = None
+
+
+def pg_available() -> bool:
+    """PostgreSQL is required in CI; elsewhere its tests skip with the reason."""
+    global _PG
+    if _PG is None:
+        _PG = _pg_reachable()
+    ok, why = _PG
+    if not ok:
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"PostgreSQL at {PG_ADMIN_URL} is required in CI: {why}")
+        pytest.skip(f"no PostgreSQL at {PG_ADMIN_URL} ({why}); set CHRONOML_TEST_PG to run these")
+    return True
+
+
+@pytest.fixture
+def pg_url() -> Iterator[str]:
+    """A fresh PostgreSQL schema of its own, dropped afterwards."""
+    pg_available()
+    from sqlalchemy import create_engine, text
+
+    schema = "t_" + uuid.uuid4().hex[:12]
+    admin = create_engine(PG_ADMIN_URL)
+    with admin.begin() as conn:
+        conn.execute(text(f"CREATE SCHEMA {schema}"))
+    try:
+        yield f"{PG_ADMIN_URL}?options=-csearch_path%3D{schema}"
+    finally:
+        with admin.begin() as conn:
+            conn.execute(text(f"DROP SCHEMA {schema} CASCADE"))
+        admin.dispose()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """Each test using this runs on both stores."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'home' / 'chronoml.db'}"
+    return str(request.getfixturevalue("pg_url"))
+
+
+@dataclass(frozen=True)
+class Models:
+    """Registered versions shared by the session's tests."""
+
+    tracking_uri: str
+    name: str
+    linked_v1: str
+    linked_v2: str
+    unlinked_v3: str
+    columns: list[str]
+    snapshot_id: str
+
+
+@pytest.fixture(scope="session")
+def models(tmp_path_factory: pytest.TempPathFactory) -> Models:
+    """Train and register three versions once: two linked to snapshots, one not."""
+    import mlflow
+    import sklearn
+    from mlflow.models import infer_signature
+    from sklearn.datasets import load_breast_cancer
+    from sklearn.ensemble import GradientBoostingClassifier
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    import chronoml
+    from chronoml.settings import Settings
+
+    root = tmp_path_factory.mktemp("mlflow")
+    tracking = f"sqlite:///{root / 'mlflow.db'}"
+    s = Settings.from_env({}, home=root / "home", mlflow_tracking_uri=tracking)
+    mlflow.set_tracking_uri(tracking)
+    mlflow.set_registry_uri(tracking)
+    exp = mlflow.create_experiment("tests", artifact_location=(root / "artifacts").as_uri())
+    data = load_breast_cancer(as_frame=True).frame
+    X, y = data.drop(columns=["target"]), data["target"]
+    snap = chronoml.snapshot(data, name="cancer", settings=s)
+
+    def register(estimator: object, link: bool) -> str:
+        estimator.fit(X, y)  # type: ignore[attr-defined]
+        with mlflow.start_run(experiment_id=exp):
+            if link:
+                chronoml.log_snapshot(snap)
+            info = mlflow.sklearn.log_model(
+                estimator,
+                name="model",
+                registered_model_name="cancer",
+                signature=infer_signature(X.head(), y.head()),
+                pip_requirements=[f"scikit-learn=={sklearn.__version__}"],
+                serialization_format="cloudpickle",
+            )
+        return str(info.registered_model_version)
+
+    v1 = register(make_pipeline(StandardScaler(), LogisticRegression(max_iter=500)), True)
+    v2 = register(GradientBoostingClassifier(n_estimators=20, random_state=0), True)
+    v3 = register(make_pipeline(StandardScaler(), LogisticRegression(C=0.5, max_iter=500)), False)
+    return Models(tracking, "cancer", v1, v2, v3, list(X.columns), snap.id)
+
+
+@pytest.fixture
+def settings(tmp_path: Path, store_url: str, models: Models) -> object:
+    from chronoml.settings import Settings
+
+    return Settings.from_env(
+        {},
+        home=tmp_path / "home",
+        store_url=None if store_url.startswith("sqlite") else store_url,
+        mlflow_tracking_uri=models.tracking_uri,
+    )
+
+
+@pytest.fixture
+def cm(settings: object) -> Iterator[object]:
+    from chronoml.service import Chronoml
+    from chronoml.store import Store
+
+    store = Store.open(settings.database_url, settings.home)  # type: ignore[attr-defined]
+    store.upgrade()
+    c = Chronoml(settings, store)  # type: ignore[arg-type]
+    yield c
+    c.close()

@@ -1,0 +1,182 @@
+"""The CLI end to end: CliRunner in process, and a real server process over HTTP."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from click.testing import CliRunner
+from sklearn.datasets import load_breast_cancer
+
+from chronoml.cli import cli
+
+X = load_breast_cancer(as_frame=True).frame.drop(columns=["target"])
+
+
+def run(settings: Any, *args: str) -> Any:
+    env = {"MLFLOW_TRACKING_URI": settings.tracking_uri, "CHRONOML_STORE": settings.store_url or ""}
+    return CliRunner().invoke(
+        cli, ["--home", str(settings.home), *args], env=env, catch_exceptions=False
+    )
+
+
+def test_help_lists_every_command() -> None:
+    out = CliRunner().invoke(cli, ["--help"]).output
+    for cmd in (
+        "server",
+        "snapshot",
+        "deploy",
+        "rollback",
+        "status",
+        "history",
+        "decision",
+        "audit",
+        "db",
+        "demo",
+    ):
+        assert re.search(rf"^\s+{cmd}\s", out, re.M), cmd
+
+
+def test_deploy_status_history_rollback(cm: Any, settings: Any, models: Any) -> None:
+    r = run(settings, "deploy", "cancer", f"models:/cancer/{models.linked_v1}", "--actor", "alice")
+    assert r.exit_code == 0, r.output
+    assert re.match(
+        r"ledger #1 .* alice  cancer: deploy cancer v\d+ as cancer-v\d+ as the only variant",
+        r.output,
+    )
+    t_after_first = time.time()
+    time.sleep(0.01)
+    r = run(settings, "deploy", "cancer", f"models:/cancer/{models.linked_v2}", "--weight", "20")
+    assert r.exit_code == 0 and "at 20%" in r.output
+
+    then = (
+        time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(t_after_first))
+        + f".{int(t_after_first % 1 * 1e6):06d}"
+    )
+    r = run(settings, "status", "cancer", "--at", then, "--json")
+    st = json.loads(r.output)
+    assert [(v["model"]["version"], v["weight"]) for v in st["variants"]] == [
+        (models.linked_v1, 100)
+    ]
+    r = run(settings, "status", "cancer")
+    assert "80%" in r.output and "20%" in r.output and models.snapshot_id in r.output
+
+    r = run(settings, "rollback", "cancer", "--reason", "p99 too high")
+    assert (
+        r.exit_code == 0 and "rollback to the configuration of event 1 (p99 too high)" in r.output
+    )
+    r = run(settings, "history", "cancer")
+    lines = r.output.strip().splitlines()
+    assert len(lines) == 3 and "alice" in lines[0] and "rollback" in lines[2]
+    r = run(settings, "audit", "verify")
+    assert r.exit_code == 0 and r.output.startswith("ok: 3 events")
+
+
+def test_errors_exit_1_with_a_message(cm: Any, settings: Any, models: Any) -> None:
+    r = run(settings, "status", "ghost")
+    assert r.exit_code == 1 and "unknown endpoint 'ghost'" in r.output
+    r = run(settings, "decision", "0190aaaa-0000-7000-8000-000000000000")
+    assert r.exit_code == 1 and "unknown decision" in r.output
+    r = run(settings, "deploy", "cancer", "models:/nope/1")
+    assert r.exit_code == 1 and "models:/nope/1" in r.output
+    r = run(settings, "deploy", "cancer", f"models:/cancer/{models.unlinked_v3}")
+    assert r.exit_code == 1 and "--allow-unlinked-data" in r.output
+    r = run(
+        settings,
+        "deploy",
+        "cancer",
+        f"models:/cancer/{models.unlinked_v3}",
+        "--allow-unlinked-data",
+    )
+    assert r.exit_code == 0 and "no linked data snapshot" in r.output
+    r = run(settings, "status", "cancer", "--at", "yesterday-ish")
+    assert r.exit_code == 1 and "ISO 8601" in r.output
+    r = run(settings, "weights", "cancer", f"cancer-v{models.unlinked_v3}=70")
+    assert r.exit_code == 1 and "add up to 100" in r.output
+
+
+def test_audit_verify_names_a_tampered_event(cm: Any, settings: Any, models: Any) -> None:
+    for v in (models.linked_v1, models.linked_v2):
+        assert run(settings, "deploy", "cancer", f"models:/cancer/{v}").exit_code == 0
+    with cm.store.engine.begin() as conn:
+        if cm.store.is_sqlite:
+            conn.exec_driver_sql("DROP TRIGGER ledger_no_update")
+        else:
+            conn.exec_driver_sql("DROP TRIGGER ledger_append_only ON ledger_events")
+        conn.exec_driver_sql("UPDATE ledger_events SET actor = 'mallory' WHERE seq = 1")
+    r = run(settings, "audit", "verify")
+    assert r.exit_code == 1 and "ledger event #1" in r.output
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.mark.slow
+def test_real_server_picks_up_a_cli_deploy_within_a_second(
+    cm: Any, settings: Any, models: Any, tmp_path: Path
+) -> None:
+    port = _free_port()
+    env = {
+        **os.environ,
+        "CHRONOML_HOME": str(settings.home),
+        "MLFLOW_TRACKING_URI": settings.tracking_uri,
+        "CHRONOML_STORE": settings.store_url or "",
+    }
+    exe = [sys.executable, "-m", "chronoml.cli"]
+    proc = subprocess.Popen(
+        [*exe, "server", "--port", str(port), "--log-level", "warning"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        base = f"http://127.0.0.1:{port}"
+        deadline = time.time() + 120
+        while True:
+            try:
+                if httpx.get(f"{base}/health").status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            assert proc.poll() is None, proc.stdout.read().decode() if proc.stdout else ""
+            assert time.time() < deadline, "server did not start"
+            time.sleep(0.1)
+        body = {"dataframe_split": {"columns": list(X.columns), "data": X.iloc[:2].values.tolist()}}
+        assert httpx.post(f"{base}/v1/endpoints/cancer/predict", json=body).status_code == 404
+        out = subprocess.run(
+            [*exe, "deploy", "cancer", f"models:/cancer/{models.linked_v1}"],
+            env=env,
+            capture_output=True,
+            text=True,
+        )
+        assert out.returncode == 0, out.stderr
+        deployed_at = time.time()
+        while True:
+            r = httpx.post(f"{base}/v1/endpoints/cancer/predict", json=body)
+            if r.status_code == 200:
+                break
+            assert time.time() - deployed_at < 1.0, "deploy not live within one second"
+            time.sleep(0.02)
+        ids = r.json()["decision_ids"]
+        d = httpx.get(f"{base}/v1/decisions/{ids[0]}").json()
+        assert (
+            d["model"]["version"] == models.linked_v1
+            and d["data_snapshot"]["id"] == models.snapshot_id
+        )
+    finally:
+        proc.terminate()
+        proc.wait(15)
+        if proc.stdout is not None:
+            proc.stdout.close()
