@@ -11,6 +11,8 @@ import sys
 from collections import Counter
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from chronoml.domain.ledger import TOTAL_WEIGHT, ModelRef, Variant, apply_deploy, apply_weights
 from chronoml.domain.routing import bucket, pick, route
@@ -217,3 +219,63 @@ def test_a_change_that_leaves_only_shadows_is_refused() -> None:
         L.plan(1, first.hash, [first], change(variant("a", 0, shadow=True)), 2)
     ok = L.plan(1, first.hash, [first], change(variant("s", 0, shadow=True)), 2)
     assert [v.shadow for v in ok.state or ()] == [False, True]
+
+
+def _rebalance_one_bucket_at_a_time(
+    old: dict[str, tuple[tuple[int, int], ...]], new: list[tuple[str, int]], total: int
+) -> dict[str, tuple[tuple[int, int], ...]]:
+    """The rule of `rebalance`, spelled out bucket by bucket (the reference)."""
+    owner: list[str | None] = [None] * total
+    target = dict(new)
+    held: dict[str, list[int]] = {name: [] for name in target}
+    for name, ranges in old.items():
+        if name in target:
+            for start, end in ranges:
+                for b in range(max(start, 0), min(end, total)):
+                    if owner[b] is None:
+                        owner[b] = name
+                        held[name].append(b)
+    for name, w in new:
+        mine = sorted(held[name])
+        while len(mine) > w:
+            owner[mine.pop()] = None
+        held[name] = mine
+    free = iter([b for b in range(total) if owner[b] is None])
+    for name, w in new:
+        for _ in range(w - len(held[name])):
+            slot = next(free, None)
+            if slot is not None:
+                owner[slot] = name
+    out: dict[str, list[tuple[int, int]]] = {name: [] for name in target}
+    for b, who in enumerate(owner):
+        if who is not None:
+            r = out[who]
+            r[-1:] = [(r[-1][0], b + 1)] if r and r[-1][1] == b else [*r[-1:], (b, b + 1)]
+    return {name: tuple(r) for name, r in out.items()}
+
+
+@given(st.data())
+@settings(max_examples=300, deadline=None)
+def test_rebalance_on_ranges_equals_the_bucket_by_bucket_rule(data: st.DataObject) -> None:
+    from chronoml.domain.buckets import rebalance
+
+    total = data.draw(st.integers(1, 60))
+    names = ["a", "b", "c", "d"]
+    old = {
+        name: tuple(
+            sorted(
+                data.draw(
+                    st.lists(
+                        st.tuples(st.integers(-3, total + 3), st.integers(0, 8)).map(
+                            lambda t: (t[0], t[0] + t[1])
+                        ),
+                        max_size=4,
+                    )
+                )
+            )
+        )
+        for name in data.draw(st.lists(st.sampled_from(names), unique=True))
+    }
+    chosen = data.draw(st.lists(st.sampled_from(names), unique=True, min_size=1))
+    new = [(name, data.draw(st.integers(0, total))) for name in chosen]
+    assert rebalance(old, new, total) == _rebalance_one_bucket_at_a_time(old, new, total)

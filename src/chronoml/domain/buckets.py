@@ -39,43 +39,73 @@ def rebalance(
 
     Every bucket ends up with exactly one owner when the weights add up to
     ``total``; a variant keeps every bucket it had up to its new count.
+    Works on ranges, never on single buckets: its cost grows with the number
+    of ranges, not with ``total``.
     """
-    owner: list[str | None] = [None] * total
     target = {name: w for name, w in new}
-    held: dict[str, list[int]] = {name: [] for name, _ in new}
+    taken: list[tuple[int, int]] = []  # every range claimed so far, any owner
+    held: dict[str, list[tuple[int, int]]] = {name: [] for name in target}
     for name, ranges in old.items():
         if name not in target:
             continue  # it left: its buckets are free
         for start, end in ranges:
-            for b in range(max(start, 0), min(end, total)):
-                if owner[b] is None:
-                    owner[b] = name
-                    held[name].append(b)
+            for piece in _minus((max(start, 0), min(end, total)), taken):
+                held[name].append(piece)
+                taken.append(piece)
+    for name, w in new:  # shrinking: give up the highest buckets first
+        held[name] = _lowest(held[name], w)
+    free = _minus((0, total), [r for rs in held.values() for r in rs])
     for name, w in new:
-        mine = sorted(held[name])
-        while len(mine) > w:  # shrinking: give up the highest buckets first
-            owner[mine.pop()] = None
-        held[name] = mine
-    free = iter([b for b in range(total) if owner[b] is None])
-    for name, w in new:
-        for _ in range(w - len(held[name])):
-            slot = next(free, None)
-            if slot is None:
-                break
-            owner[slot] = name
-    return _ranges(owner, target)
+        want = w - size(tuple(held[name]))
+        while want > 0 and free:
+            start, end = free[0]
+            take = min(want, end - start)
+            held[name].append((start, start + take))
+            want -= take
+            if start + take == end:
+                free.pop(0)
+            else:
+                free[0] = (start + take, end)
+    return {name: _merged(held[name]) for name in target}
 
 
-def _ranges(owner: Sequence[str | None], names: Mapping[str, int]) -> dict[str, Ranges]:
-    out: dict[str, list[tuple[int, int]]] = {name: [] for name in names}
-    start = 0
-    for b in range(1, len(owner) + 1):
-        if b == len(owner) or owner[b] != owner[start]:
-            who = owner[start]
-            if who is not None:
-                out[who].append((start, b))
-            start = b
-    return {name: tuple(r) for name, r in out.items()}
+def _minus(span: tuple[int, int], cut: Sequence[tuple[int, int]]) -> list[tuple[int, int]]:
+    """The parts of ``span`` outside every range of ``cut``, ascending."""
+    parts = [span] if span[0] < span[1] else []
+    for c0, c1 in sorted(cut):
+        rest: list[tuple[int, int]] = []
+        for p0, p1 in parts:
+            if c1 <= p0 or p1 <= c0:
+                rest.append((p0, p1))
+                continue
+            if p0 < c0:
+                rest.append((p0, c0))
+            if c1 < p1:
+                rest.append((c1, p1))
+        parts = rest
+    return parts
+
+
+def _lowest(ranges: Sequence[tuple[int, int]], count: int) -> list[tuple[int, int]]:
+    """The lowest ``count`` buckets of ``ranges``."""
+    out: list[tuple[int, int]] = []
+    for start, end in sorted(ranges):
+        if count <= 0:
+            break
+        take = min(count, end - start)
+        out.append((start, start + take))
+        count -= take
+    return out
+
+
+def _merged(ranges: Sequence[tuple[int, int]]) -> Ranges:
+    out: list[tuple[int, int]] = []
+    for start, end in sorted(ranges):
+        if out and out[-1][1] == start:
+            out[-1] = (out[-1][0], end)
+        else:
+            out.append((start, end))
+    return tuple(out)
 
 
 def size(ranges: Ranges) -> int:
