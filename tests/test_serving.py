@@ -191,7 +191,10 @@ def test_a_slow_or_failing_model_only_fails_its_own_requests(
         for e, fn in (("slow", stuck), ("broken", broken)):
             (model,) = live.get(e).models.values()
             live.endpoints[e] = replace(
-                live.get(e), models={v: replace(model, predict=fn) for v in live.get(e).models}
+                live.get(e),
+                models={
+                    v: replace(model, predict=fn, predict_matrix=None) for v in live.get(e).models
+                },
             )
         body = split_body(X.iloc[:2])
         with ThreadPoolExecutor(4) as pool:
@@ -223,7 +226,7 @@ def test_a_request_that_breaks_the_model_does_not_fail_its_batch_mates(
             return real(df)
 
         live.endpoints["cancer"] = replace(
-            live.get("cancer"), models={name: replace(model, predict=picky)}
+            live.get("cancer"), models={name: replace(model, predict=picky, predict_matrix=None)}
         )
         poison = X.iloc[:1].assign(**{"mean radius": -1.0})
         bodies = [split_body(X.iloc[i : i + 1]) for i in range(6)] + [split_body(poison)]
@@ -297,7 +300,7 @@ def _inject(client: TestClient, variant: str, fn: Any) -> None:
     live = gateway(client).live
     le = live.get("cancer")
     models = dict(le.models)
-    models[variant] = replace(models[variant], predict=fn)
+    models[variant] = replace(models[variant], predict=fn, predict_matrix=None)
     live.endpoints["cancer"] = replace(le, models=models)
 
 

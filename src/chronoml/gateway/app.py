@@ -39,11 +39,22 @@ from chronoml.timeutil import now_us, parse_time
 log = logging.getLogger("chronoml.gateway")
 
 
+_JSON_OPTIONS = orjson.OPT_SERIALIZE_NUMPY | orjson.OPT_NON_STR_KEYS
+
+
 class JSON(Response):
     media_type = "application/json"
 
     def render(self, content: Any) -> bytes:
-        return orjson.dumps(content, option=orjson.OPT_SERIALIZE_NUMPY | orjson.OPT_NON_STR_KEYS)
+        return orjson.dumps(content, option=_JSON_OPTIONS)
+
+
+def error_body(status: int, code: str, message: str, field: str | None = None) -> tuple[int, bytes]:
+    """An error's status and JSON body: ``{"error": {"code", "message", "field"}}``."""
+    body: dict[str, Any] = {"code": code, "message": message}
+    if field is not None:
+        body["field"] = field
+    return status, orjson.dumps({"error": body}, option=_JSON_OPTIONS)
 
 
 def error(status: int, code: str, message: str, field: str | None = None) -> JSON:
@@ -158,13 +169,17 @@ class Gateway:
         """MLflow's scoring URL, answered by the configured default endpoint."""
         endpoint = self.settings.default_endpoint
         if endpoint is None:
-            return error(
-                404,
-                "no_default_endpoint",
-                "POST /invocations needs a default endpoint: start the server with "
-                "--default-endpoint NAME, or use /v1/endpoints/{endpoint}/predict",
-            )
+            status, payload = self.no_default_endpoint()
+            return Response(payload, status_code=status, media_type=JSON.media_type)
         return await self.predict_on(request, endpoint)
+
+    def no_default_endpoint(self) -> tuple[int, bytes]:
+        return error_body(
+            404,
+            "no_default_endpoint",
+            "POST /invocations needs a default endpoint: start the server with "
+            "--default-endpoint NAME, or use /v1/endpoints/{endpoint}/predict",
+        )
 
     async def ping(self, request: Request) -> Response:
         return JSON({"status": "ok"})
@@ -175,17 +190,33 @@ class Gateway:
         body = await self._body(request)
         if isinstance(body, Response):
             return body
+        unit = request.headers.get("x-chronoml-unit")
+        status, payload = await self.answer(endpoint, body, unit, arrived, request)
+        return Response(payload, status_code=status, media_type=JSON.media_type)
+
+    async def answer(
+        self,
+        endpoint: str,
+        body: bytes,
+        unit: str | None,
+        arrived: float,
+        request: Request | None = None,
+    ) -> tuple[int, bytes]:
+        """The status and JSON body answering a scoring request on ``endpoint``.
+
+        Shared by the routed view and the raw ASGI path (:mod:`chronoml.gateway.fast`);
+        ``request`` carries the query (``?explain=``), None when there is none.
+        """
         live = self.live.get(endpoint)
         if live is None:
             exists = await run_in_threadpool(SL.exists, self.cm.store, endpoint)
             if exists:
-                return error(409, "nothing_live", f"endpoint {endpoint!r} has nothing live")
-            return error(404, "unknown_endpoint", f"unknown endpoint {endpoint!r}")
-        unit = request.headers.get("x-chronoml-unit")
+                return error_body(409, "nothing_live", f"endpoint {endpoint!r} has nothing live")
+            return error_body(404, "unknown_endpoint", f"unknown endpoint {endpoint!r}")
         try:
             variant = live.router.route(endpoint, unit)
         except routing.NothingAnswers:
-            return error(
+            return error_body(
                 409,
                 "nothing_answers",
                 f"endpoint {endpoint!r} has only shadow variants: nothing answers",
@@ -194,15 +225,18 @@ class Gateway:
         try:
             mat, frame, n = self._rows(body, model)
         except inputs.InputError as exc:
-            return error(exc.status, "bad_input", exc.message, exc.field)
+            return error_body(exc.status, "bad_input", exc.message, exc.field)
         if n > self.settings.max_rows:
-            return error(
+            return error_body(
                 413, "too_many_rows", f"{n} rows; at most {self.settings.max_rows} per request"
             )
         # ?explain=true: explained before anything is logged (an unexplainable model logs nothing)
-        explained = await explain_views.inline(self, request, model, mat, frame)
-        if isinstance(explained, Response):
-            return explained
+        explained = None
+        if request is not None:
+            got = await explain_views.inline(self, request, model, mat, frame)
+            if isinstance(got, Response):
+                return got.status_code, bytes(got.body)
+            explained = got
         ts = now_us()
         labels = (endpoint, variant.name, model.ref.version)
         try:
@@ -212,13 +246,13 @@ class Gateway:
             )  # fmt: skip
         except StoreError as exc:
             self.metrics.count(*labels, 503)
-            return error(503, "store_unavailable", f"decision log unavailable: {exc}")
+            return error_body(503, "store_unavailable", f"decision log unavailable: {exc}")
         except batching.Overloaded as exc:
             self.metrics.count(*labels, 503)
-            return error(503, "overloaded", f"too many requests waiting: {exc}")
+            return error_body(503, "overloaded", f"too many requests waiting: {exc}")
         except TimeoutError:
             self.metrics.count(*labels, 504)
-            return error(
+            return error_body(
                 504,
                 "model_timeout",
                 f"model {model.ref.name} v{model.ref.version} did not answer within "
@@ -226,22 +260,22 @@ class Gateway:
             )
         except batching.ModelFailed as exc:
             self.metrics.count(*labels, 500)
-            return error(
+            return error_body(
                 500, "model_error", f"model {model.ref.name} v{model.ref.version} failed: {exc}"
             )
         self.metrics.count(*labels, 200)
         self.metrics.observe_latency(*labels, time.perf_counter() - arrived)
         if live.state.shadows:
             self._shadow(live, body, model, mat, frame, n, unit, ts)
-        return JSON(
-            {
-                "predictions": res.outputs,
-                "decision_ids": res.ids,
-                "model": {"name": model.ref.name, "version": model.ref.version},
-                "variant": variant.name,
-                **explain_views.response(res.ids, explained),
-            }
-        )
+        answer: dict[str, Any] = {
+            "predictions": res.outputs,
+            "decision_ids": res.ids,
+            "model": {"name": model.ref.name, "version": model.ref.version},
+            "variant": variant.name,
+        }
+        if explained is not None:
+            answer.update(explain_views.response(res.ids, explained))
+        return 200, orjson.dumps(answer, option=_JSON_OPTIONS)
 
     def _rows(
         self, body: bytes, model: LoadedModel
@@ -306,7 +340,12 @@ class Gateway:
             explain=explain,
         )
         fut = self._batcher(live.state.endpoint, variant, model).submit(job)
-        return await asyncio.wait_for(fut, self.settings.predict_timeout_s)
+        # one timer rather than wait_for's extra future and callbacks per request
+        timer = asyncio.get_running_loop().call_later(self.settings.predict_timeout_s, _expire, fut)
+        try:
+            return await fut
+        finally:
+            timer.cancel()
 
     def _shadow(
         self,
@@ -520,6 +559,11 @@ class Gateway:
         return HTMLResponse(html)
 
 
+def _expire(fut: asyncio.Future[Any]) -> None:
+    if not fut.done():
+        fut.set_exception(TimeoutError())
+
+
 def create_app(settings: Settings, cm: Chronoml | None = None) -> Starlette:
     """Build the ASGI app. The store must be migrated (``chronoml db upgrade``)."""
     from chronoml.gateway import v2
@@ -566,7 +610,9 @@ def create_app(settings: Settings, cm: Chronoml | None = None) -> Starlette:
     from chronoml.gateway import loop_views
 
     routes += loop_views.routes(gw)
-    app = Starlette(routes=routes, lifespan=lifespan)
+    from chronoml.gateway.fast import GatewayApp
+
+    app = GatewayApp(gw, routes=routes, lifespan=lifespan)
     app.state.gateway = gw
     return app
 

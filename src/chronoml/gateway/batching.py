@@ -250,10 +250,15 @@ class Batcher:
     ) -> tuple[Sequence[Job], str, list[bytes], list[str | None], list[Any], list[float | None]]:
         schema = self.model.schema
         n = sum(j.n for j in jobs)
+        predict: Callable[[Any], Any] = self.model.predict
         if schema is not None and all(j.mat is not None for j in jobs):
             mats = [j.mat for j in jobs if j.mat is not None]
             mat = mats[0] if len(mats) == 1 else np.concatenate(mats)
-            x: Any = pd.DataFrame(mat, columns=self.columns, copy=False)
+            if self.model.predict_matrix is not None:
+                x: Any = mat
+                predict = self.model.predict_matrix
+            else:
+                x = pd.DataFrame(mat, columns=self.columns, copy=False)
             packed = inputs.pack_rows(mat)
             texts: list[str | None] = [None] * n
         else:
@@ -269,7 +274,7 @@ class Batcher:
                 raise StoreError(str(exc).splitlines()[0]) from exc
             self._layouts.add(layout)
         try:
-            pred = self.model.predict(x)
+            pred = predict(x)
             outputs, nums = inputs.encode_outputs(pred, n)
         except Exception as exc:
             raise ModelFailed(str(exc) or type(exc).__name__) from exc

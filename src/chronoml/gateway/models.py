@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from chronoml.domain.ledger import ModelRef
@@ -27,6 +28,9 @@ class LoadedModel:
     predict: Callable[[pd.DataFrame], Any]
     flavor: str
     raw: Any
+    # the same model called on a float64 matrix in schema order, when that is
+    # known to give what ``predict`` gives on the frame (see matrix_predictor)
+    predict_matrix: Callable[[np.ndarray[Any, Any]], Any] | None = None
 
 
 def load_model(ref: ModelRef, path: Path) -> LoadedModel:
@@ -40,6 +44,7 @@ def load_model(ref: ModelRef, path: Path) -> LoadedModel:
     loader = meta.flavors.get("python_function", {}).get("loader_module", "")
     predict: Callable[[pd.DataFrame], Any] = pyfunc_model.predict
     raw: Any = None
+    predict_matrix: Callable[[np.ndarray[Any, Any]], Any] | None = None
     flavor = loader.rsplit(".", 1)[-1] or "pyfunc"
     if loader == "mlflow.sklearn" and schema is not None:
         # Inputs were already checked against the signature; the sklearn
@@ -52,7 +57,96 @@ def load_model(ref: ModelRef, path: Path) -> LoadedModel:
             # fitted on a bare array: give it one, as it was trained
             fitted_on_array = raw.predict
             predict = lambda df: fitted_on_array(df.to_numpy())  # noqa: E731
-    return LoadedModel(ref=ref, path=path, schema=schema, predict=predict, flavor=flavor, raw=raw)
+        predict_matrix = matrix_predictor(raw, schema)
+    return LoadedModel(
+        ref=ref,
+        path=path,
+        schema=schema,
+        predict=predict,
+        flavor=flavor,
+        raw=raw,
+        predict_matrix=predict_matrix,
+    )
+
+
+_PROBE_ROWS = 8
+
+
+def matrix_predictor(raw: Any, schema: Schema) -> Callable[[np.ndarray[Any, Any]], Any] | None:
+    """``raw.predict`` for a float64 matrix whose columns are ``schema``'s, or None.
+
+    scikit-learn checks a frame's column names and dtypes on every call, which
+    costs more than predicting a few rows. When every input is a double and
+    the model was fitted on exactly these columns in this order, the gateway
+    already holds the rows as a matrix in that order; a shallow copy of the
+    model without its recorded feature names takes it as is. That is only
+    used if it predicts what the frame path predicts, without a warning, on
+    a probe of random rows; anything else (a column transformer that selects
+    by name, a later step fitted on a frame, another order) keeps the frame.
+    """
+    if not all(kind == "float" for _, kind in schema):
+        return None
+    names = [c for c, _ in schema]
+    fitted = getattr(raw, "feature_names_in_", None)
+    if fitted is None:
+        bare: Any = raw
+    elif [str(c) for c in fitted] != names:
+        return None
+    else:
+        bare = _without_feature_names(raw)
+        if bare is None:
+            return None
+    probe = np.random.default_rng(0).standard_normal((_PROBE_ROWS, len(names)))
+    frame = pd.DataFrame(probe, columns=pd.Index(names, dtype=object))
+    import warnings
+
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            want = raw.predict(frame) if fitted is not None else raw.predict(probe)
+            got = bare.predict(probe.copy())
+    except Exception:  # the probe itself is out of the model's domain: keep the frame
+        return None
+    if caught or not _same(want, got):
+        return None
+    fn: Callable[[np.ndarray[Any, Any]], Any] = bare.predict
+    return fn
+
+
+def _without_feature_names(est: Any) -> Any:
+    """A shallow copy of ``est`` that does not check feature names, or None."""
+    from sklearn.pipeline import Pipeline
+
+    if isinstance(est, Pipeline):
+        if not est.steps:
+            return None
+        name, first = est.steps[0]
+        bare_first = _without_feature_names(first)
+        if bare_first is None:
+            return None
+        copy = _shallow_copy(est)
+        copy.steps = [(name, bare_first), *est.steps[1:]]
+        return copy
+    if "feature_names_in_" not in vars(est):  # a property of a meta-estimator
+        return None
+    copy = _shallow_copy(est)
+    del copy.feature_names_in_
+    return copy
+
+
+def _shallow_copy(est: Any) -> Any:
+    copy = object.__new__(type(est))
+    copy.__dict__.update(vars(est))
+    return copy
+
+
+def _same(a: Any, b: Any) -> bool:
+    a, b = np.asarray(a), np.asarray(b)
+    if a.shape != b.shape or a.dtype != b.dtype:
+        return False
+    if a.dtype.kind == "f":
+        return bool(np.array_equal(a, b, equal_nan=True))
+    return bool(np.array_equal(a, b))
 
 
 def warm_up() -> None:

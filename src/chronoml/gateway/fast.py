@@ -1,0 +1,123 @@
+"""The raw ASGI path for scoring requests.
+
+``POST /v1/endpoints/{endpoint}/predict`` and ``POST /invocations`` are most
+of a gateway's traffic. Starlette's middleware, router, request and response
+objects cost about as much CPU per single-row request as the model does, so
+these two routes (without a query string) are answered here, straight from
+the ASGI messages, by the same :meth:`Gateway.answer` the routed views use:
+the same statuses, error bodies, limits and metrics. Everything else,
+including a predict with ``?explain=``, goes through Starlette as before.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import TYPE_CHECKING, Any
+
+from starlette.applications import Starlette
+from starlette.types import Receive, Scope, Send
+
+if TYPE_CHECKING:
+    from chronoml.gateway.app import Gateway
+
+_PREFIX = "/v1/endpoints/"
+_SUFFIX = "/predict"
+_JSON = b"application/json"
+_INTERNAL_ERROR = b"Internal Server Error"
+
+
+class GatewayApp(Starlette):
+    """Starlette with a raw fast path for scoring requests."""
+
+    def __init__(self, gateway: Gateway, **kw: Any) -> None:
+        super().__init__(**kw)
+        self.gateway = gateway
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if (
+            scope["type"] == "http"
+            and scope["method"] == "POST"
+            and not scope.get("query_string")
+            and not scope.get("root_path")
+        ):
+            path: str = scope["path"]
+            if path == "/invocations":
+                await self._serve(scope, receive, send, None)
+                return
+            if path.startswith(_PREFIX) and path.endswith(_SUFFIX):
+                endpoint = path[len(_PREFIX) : -len(_SUFFIX)]
+                if endpoint and "/" not in endpoint:
+                    await self._serve(scope, receive, send, endpoint)
+                    return
+        await super().__call__(scope, receive, send)
+
+    async def _serve(
+        self, scope: Scope, receive: Receive, send: Send, endpoint: str | None
+    ) -> None:
+        started = False
+
+        async def respond(status: int, payload: bytes, ctype: bytes = _JSON) -> None:
+            nonlocal started
+            started = True
+            await send(
+                {
+                    "type": "http.response.start",
+                    "status": status,
+                    "headers": [
+                        (b"content-length", str(len(payload)).encode()),
+                        (b"content-type", ctype),
+                    ],
+                }
+            )
+            await send({"type": "http.response.body", "body": payload})
+
+        try:
+            await self._predict(scope, receive, respond, endpoint)
+        except Exception:
+            # as Starlette's ServerErrorMiddleware does: answer 500, then let the server log it
+            if not started:
+                await respond(500, _INTERNAL_ERROR, b"text/plain; charset=utf-8")
+            raise
+
+    async def _predict(
+        self, scope: Scope, receive: Receive, respond: Any, endpoint: str | None
+    ) -> None:
+        from chronoml.gateway.app import error_body
+
+        gw = self.gateway
+        arrived = time.perf_counter()
+        if endpoint is None:
+            endpoint = gw.settings.default_endpoint
+            if endpoint is None:
+                await respond(*gw.no_default_endpoint())
+                return
+        declared = unit = None
+        for name, value in scope["headers"]:
+            # the first of each, as Starlette's Headers.get gives it
+            if name == b"content-length" and declared is None:
+                declared = value
+            elif name == b"x-chronoml-unit" and unit is None:
+                unit = value.decode("latin-1")
+        limit = gw.settings.max_body_bytes
+        if declared is not None and declared.isdigit() and int(declared) > limit:
+            await respond(*error_body(413, "body_too_large", f"request body over {limit} bytes"))
+            return
+        chunks: list[bytes] = []
+        size = 0
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                return  # the client is gone: nobody to answer
+            chunk = message.get("body", b"")
+            if chunk:
+                size += len(chunk)
+                if size > limit:
+                    await respond(
+                        *error_body(413, "body_too_large", f"request body over {limit} bytes")
+                    )
+                    return
+                chunks.append(chunk)
+            if not message.get("more_body", False):
+                break
+        body = chunks[0] if len(chunks) == 1 else b"".join(chunks)
+        await respond(*await gw.answer(endpoint, body, unit, arrived))
