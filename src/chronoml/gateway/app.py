@@ -129,6 +129,8 @@ class Gateway:
         if self.outbox is not None:
             self.outbox.stop()
         self.live.stop()
+        for b in self._batchers.values():
+            b.close()
         if self.log is not None:
             self.log.close()
 

@@ -17,10 +17,12 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import logging
+import queue
+import threading
 import time
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -104,83 +106,82 @@ class Batcher:
         self.layout = inputs.layout_id(model.schema) if model.schema is not None else None
         self._layouts: set[str] = set()
         self._queue: collections.deque[Job] = collections.deque()
-        self._queued_rows = 0
-        self._wake = asyncio.Event()
-        self._executor = ThreadPoolExecutor(1, thread_name_prefix=f"chronoml-model-{endpoint}")
-        self._task: asyncio.Task[None] | None = None
-        self._inflight: set[asyncio.Task[None]] = set()
+        # rows queued and rows taken, each counted by one thread only
+        self._put_rows = 0
+        self._taken_rows = 0
+        # the model thread sleeps on this when the queue is empty; a request
+        # wakes it only then, so a busy thread takes no signal per request
+        self._wake: queue.SimpleQueue[bool] = queue.SimpleQueue()
+        self._idle = False
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
 
-    # --- the request side ----------------------------------------------------
+    # --- the request side (the event loop's thread) ---------------------------
 
     def submit(self, job: Job) -> asyncio.Future[Result]:
-        if self._queued_rows + job.n > self.settings.max_queue_rows and self._queue:
+        queued = self._put_rows - self._taken_rows
+        if queued + job.n > self.settings.max_queue_rows and self._queue:
             raise Overloaded(
-                f"{self.endpoint}/{self.variant} has {self._queued_rows} rows waiting "
+                f"{self.endpoint}/{self.variant} has {queued} rows waiting "
                 f"(at most {self.settings.max_queue_rows})"
             )
         self._queue.append(job)
-        self._queued_rows += job.n
-        if self._task is None:
-            self._task = asyncio.get_running_loop().create_task(self._run())
-        self._wake.set()
+        self._put_rows += job.n
+        if self._thread is None:
+            self._loop = asyncio.get_running_loop()
+            self._thread = threading.Thread(
+                target=self._run, name=f"chronoml-model-{self.endpoint}", daemon=True
+            )
+            self._thread.start()
+        elif self._idle:
+            self._idle = False
+            self._wake.put(True)
         return job.fut
 
     @property
     def queued_rows(self) -> int:
-        return self._queued_rows
+        return self._put_rows - self._taken_rows
 
-    # --- the batch side --------------------------------------------------------
+    # --- the batch side (the model's thread) -------------------------------------
 
-    async def _run(self) -> None:
-        loop = asyncio.get_running_loop()
+    def _run(self) -> None:
+        loop = self._loop
+        assert loop is not None
         while True:
             if not self._queue:
-                self._wake.clear()
-                await self._wake.wait()
-            if self.settings.max_wait_s > 0 and self._queued_rows < self.settings.max_batch_rows:
-                await asyncio.sleep(self.settings.max_wait_s)
+                self._idle = True
+                # checked again after saying so: a job queued in between is not missed
+                # (its request may also have sent a wake-up, which a later wait eats)
+                if not self._queue and not self._wake.get():
+                    return  # close()
+                self._idle = False
+                continue
+            if self.settings.max_wait_s > 0 and self.queued_rows < self.settings.max_batch_rows:
+                time.sleep(self.settings.max_wait_s)
             jobs = self._take()
             if not jobs:
                 continue
             try:
-                commit, results = await loop.run_in_executor(self._executor, self._compute, jobs)
+                self._compute(jobs, loop)
             except Exception as exc:  # a bug of ours: fail the batch, keep serving
                 log.exception("batch on %s/%s failed", self.endpoint, self.variant)
-                for j in jobs:
-                    if not j.fut.done():
-                        j.fut.set_exception(exc)
-                continue
-            if commit is None:
-                _settle(jobs, results, None)
-                continue
-            task = loop.create_task(self._settle_after(commit, jobs, results))
-            self._inflight.add(task)
-            task.add_done_callback(self._inflight.discard)
+                _call_soon(loop, _fail, jobs, exc)
 
     def _take(self) -> list[Job]:
         jobs: list[Job] = []
         rows = 0
         while self._queue and (not jobs or rows + self._queue[0].n <= self.settings.max_batch_rows):
             j = self._queue.popleft()
-            self._queued_rows -= j.n
+            self._taken_rows += j.n
             if j.fut.done():  # its caller gave up while it waited
                 continue
             jobs.append(j)
             rows += j.n
         return jobs
 
-    async def _settle_after(
-        self, commit: Any, jobs: list[Job], results: list[Result | BaseException]
-    ) -> None:
-        try:
-            await asyncio.wrap_future(commit)
-        except Exception as exc:
-            _settle(jobs, results, StoreError(str(exc).splitlines()[0] if str(exc) else repr(exc)))
-        else:
-            _settle(jobs, results, None)
-
-    def _compute(self, jobs: list[Job]) -> tuple[Any, list[Result | BaseException]]:
-        """In the model's thread: predict, encode, and queue the decisions for the log."""
+    def _compute(self, jobs: list[Job], loop: asyncio.AbstractEventLoop) -> None:
+        """Predict, encode, and queue the decisions for the log; the jobs are settled on
+        ``loop`` once their rows are committed."""
         parts: list[Any]
         try:
             parts = [self._predict(jobs)]
@@ -242,8 +243,15 @@ class Batcher:
         if self.on_batch is not None:
             self.on_batch(self.endpoint, self.variant, len(jobs), batch_rows)
         if not rows:
-            return None, results
-        return self.log.submit(rows, explanations), results
+            _call_soon(loop, _settle, jobs, results, None)
+            return
+
+        def committed(err: BaseException | None) -> None:
+            if err is not None:
+                err = StoreError(str(err).splitlines()[0] if str(err) else repr(err))
+            _call_soon(loop, _settle, jobs, results, err)
+
+        self.log.submit(rows, explanations, committed)
 
     def _predict(
         self, jobs: Sequence[Job]
@@ -284,9 +292,20 @@ class Batcher:
         return pd.DataFrame(j.mat, columns=self.names)
 
     def close(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-        self._executor.shutdown(wait=False, cancel_futures=True)
+        """Stop the model's thread once it is idle (queued jobs are not answered)."""
+        self._queue.clear()
+        self._wake.put(False)
+
+
+def _call_soon(loop: asyncio.AbstractEventLoop, fn: Callable[..., None], *args: Any) -> None:
+    with contextlib.suppress(RuntimeError):  # the loop is closed: nobody waits any more
+        loop.call_soon_threadsafe(fn, *args)
+
+
+def _fail(jobs: list[Job], exc: BaseException) -> None:
+    for j in jobs:
+        if not j.fut.done():
+            j.fut.set_exception(exc)
 
 
 def _settle(

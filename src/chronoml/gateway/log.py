@@ -14,7 +14,6 @@ import queue
 import threading
 import time
 from collections.abc import Callable, Sequence
-from concurrent.futures import Future
 from typing import Any
 
 from chronoml.store import decisions as D
@@ -22,7 +21,9 @@ from chronoml.store.database import Store
 
 log = logging.getLogger("chronoml.log")
 
-_Item = tuple[Sequence[D.DecisionTuple], Sequence[tuple[Any, ...]], "Future[None]"]
+# called in the writer's thread once the rows are committed (None) or not (the error)
+Done = Callable[[BaseException | None], None]
+_Item = tuple[Sequence[D.DecisionTuple], Sequence[tuple[Any, ...]], Done]
 
 CHECKPOINT_INTERVAL_S = 1.0
 
@@ -59,17 +60,19 @@ class DecisionLog:
         return self._pending
 
     def submit(
-        self, rows: Sequence[D.DecisionTuple], explanations: Sequence[tuple[Any, ...]] = ()
-    ) -> Future[None]:
-        """Queue rows (and their explanations); the future completes once they are committed."""
-        fut: Future[None] = Future()
+        self,
+        rows: Sequence[D.DecisionTuple],
+        explanations: Sequence[tuple[Any, ...]],
+        done: Done,
+    ) -> None:
+        """Queue rows (and their explanations); ``done`` is called once they are committed,
+        with None, or with the error if they could not be."""
         if self._closed.is_set():
-            fut.set_exception(RuntimeError("the decision log is closed"))
-            return fut
+            done(RuntimeError("the decision log is closed"))
+            return
         with self._lock:
             self._pending += 1
-        self._q.put((rows, explanations, fut))
-        return fut
+        self._q.put((rows, explanations, done))
 
     def close(self, timeout: float = 30.0) -> None:
         """Flush everything queued, then stop."""
@@ -107,16 +110,18 @@ class DecisionLog:
                 self._appender.append(rows, explanations)
             except Exception as exc:  # the store is down: every waiter learns it
                 log.error("decision log write failed: %s", str(exc).splitlines()[0])
-                for _, _, fut in batch:
-                    fut.set_exception(exc)
+                outcome: BaseException | None = exc
             else:
-                for _, _, fut in batch:
-                    fut.set_result(None)
+                outcome = None
                 if self.on_commit is not None:
                     self.on_commit(len(rows), time.perf_counter() - t0)
-            finally:
-                with self._lock:
-                    self._pending -= len(batch)
+            with self._lock:
+                self._pending -= len(batch)
+            for _, _, done in batch:
+                try:
+                    done(outcome)
+                except Exception:  # one waiter's bug must not stop the writer
+                    log.exception("decision log callback failed")
 
     def _checkpoint_loop(self) -> None:
         while not self._closed.wait(CHECKPOINT_INTERVAL_S):
