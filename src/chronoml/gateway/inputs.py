@@ -9,6 +9,7 @@ reads back as one matrix), strings as a JSON array.
 from __future__ import annotations
 
 import hashlib
+import itertools
 import math
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -328,9 +329,16 @@ def float_matrix(body: bytes, schema: Schema | None) -> np.ndarray[Any, Any] | N
     which then gets its precise error from :func:`parse_body` and
     :func:`conform`) takes the general path.
     """
-    if schema is None or not all(k == "float" for _, k in schema):
+    if schema is None:
         return None
-    if b"true" in body or b"false" in body or b"null" in body:
+    names = _float_names(schema)
+    if names is None:
+        return None
+    # What is left once digits, signs, points, exponents, commas, brackets and
+    # blanks are gone: the keys, the column names and any other value. One
+    # pass over the body instead of a search for each thing to refuse.
+    rest = body.translate(None, _NUMERIC_BYTES)
+    if b"tru" in rest or b"fals" in rest or b"null" in rest:
         return None  # booleans and nulls take the general path, which says what is wrong
     try:
         obj = orjson.loads(body)
@@ -338,10 +346,9 @@ def float_matrix(body: bytes, schema: Schema | None) -> np.ndarray[Any, Any] | N
         return None
     if not isinstance(obj, dict) or len(obj) != 1:
         return None
-    names = [c for c, _ in schema]
     if "dataframe_split" in obj:
         data = obj["dataframe_split"]
-        if not isinstance(data, dict) or set(data) - {"columns", "data", "index"}:
+        if not isinstance(data, dict) or any(k not in _SPLIT_KEYS for k in data):
             return None
         rows, columns = data.get("data"), data.get("columns")
         if (
@@ -358,19 +365,51 @@ def float_matrix(body: bytes, schema: Schema | None) -> np.ndarray[Any, Any] | N
         return None
     if not isinstance(rows, list) or not rows or not isinstance(rows[0], list):
         return None
-    if body.count(b'"') != 2 * keys:
+    if rest.count(b'"') != 2 * keys:
         return None  # a quoted value ("1.5"): numpy would take it, the general path refuses it
+    k = len(names)
     try:
-        # strings and nested values fail to convert; the general path then says why
-        mat = np.array(rows, dtype=np.float64)
+        if len(rows) == 1:
+            mat = np.array(rows, dtype=np.float64)
+        else:
+            # every row as long as the first, then one pass over the values;
+            # strings and nested values fail to convert and take the general path
+            if not all(type(r) is list and len(r) == k for r in rows):
+                return None
+            flat = itertools.chain.from_iterable(rows)
+            mat = np.fromiter(flat, dtype=np.float64, count=len(rows) * k).reshape(len(rows), k)
     except (TypeError, ValueError):
         return None
-    if mat.ndim != 2 or mat.shape[1] != len(names):
+    if mat.ndim != 2 or mat.shape[1] != k:
         return None
     if columns is not None and columns != names:
         order = [columns.index(c) for c in names]
         mat = np.ascontiguousarray(mat[:, order])
     return mat
+
+
+# bytes a JSON body of numbers is made of, besides its keys and names
+_NUMERIC_BYTES = b"0123456789+-.eE,[] \t\r\n"
+_SPLIT_KEYS = frozenset({"columns", "data", "index"})
+
+
+_float_schemas: dict[int, tuple[Schema, list[str] | None]] = {}
+
+
+def _float_names(schema: Schema) -> list[str] | None:
+    """The column names of an all-double schema (never changed by callers), else None.
+
+    Remembered by the schema object's identity: hashing a schema of many columns
+    on every request costs more than the lookup saves.
+    """
+    got = _float_schemas.get(id(schema))
+    if got is not None and got[0] is schema:
+        return got[1]
+    names = [c for c, _ in schema] if all(k == "float" for _, k in schema) else None
+    if len(_float_schemas) >= 1024:
+        _float_schemas.clear()
+    _float_schemas[id(schema)] = (schema, names)
+    return names
 
 
 def pack_rows(mat: np.ndarray[Any, Any]) -> list[bytes]:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Protocol
+from typing import Any, Protocol
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
@@ -73,6 +73,10 @@ class Metrics:
         )
         # who else wants each request's outcome (the canary guardrails)
         self.listener: Outcomes | None = None
+        # labelled children by their labels: labels() takes a lock and checks
+        # its arguments on every call, this is one dict lookup
+        self._counted: dict[tuple[str, str, str, int], Any] = {}
+        self._timed: dict[tuple[str, str, str], Any] = {}
         self.queue_depth = Gauge(
             "chronoml_log_queue_depth",
             "Requests waiting for their decisions to commit",
@@ -80,7 +84,13 @@ class Metrics:
         )
 
     def count(self, endpoint: str, variant: str, version: str, status: int) -> None:
-        self.requests.labels(endpoint, variant, version, str(status)).inc()
+        key = (endpoint, variant, version, status)
+        child = self._counted.get(key)
+        if child is None:
+            child = self._counted[key] = self.requests.labels(
+                endpoint, variant, version, str(status)
+            )
+        child.inc()
         tally = self._window_counts.setdefault((endpoint, variant), [0, 0])
         tally[0] += 1
         if status >= 500:
@@ -94,7 +104,11 @@ class Metrics:
         return total, errors
 
     def observe_latency(self, endpoint: str, variant: str, version: str, seconds: float) -> None:
-        self.latency.labels(endpoint, variant, version).observe(seconds)
+        key = (endpoint, variant, version)
+        child = self._timed.get(key)
+        if child is None:
+            child = self._timed[key] = self.latency.labels(endpoint, variant, version)
+        child.observe(seconds)
         if self.listener is not None:
             self.listener.latency(endpoint, variant, seconds)
 
