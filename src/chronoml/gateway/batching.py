@@ -24,6 +24,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from itertools import repeat
 from typing import Any
 
 import numpy as np
@@ -207,39 +208,41 @@ class Batcher:
                 results.append(part)
                 continue
             part_jobs, layout, packed, texts, outputs, nums = part
-            off = 0
-            fresh = iter(new_ids(sum(j.n + 1 for j in part_jobs)))
+            shown = _output_texts(outputs)
+            m = self.model.ref
+            fresh = new_ids(sum(j.n + 1 for j in part_jobs))
+            off = 0  # into the part's rows
+            at = 0  # into its fresh ids: each request's id, then its decisions'
             for j in part_jobs:
-                request_id = next(fresh)
-                ids = [next(fresh) for _ in range(j.n)]
+                request_id = fresh[at]
+                ids = fresh[at + 1 : at + 1 + j.n]
+                at += 1 + j.n
                 if j.explain is not None:
                     explanations.extend(j.explain(ids))
-                latency_ms = (done - j.t0) * 1000
-                m = self.model.ref
-                for i in range(j.n):
-                    r = off + i
-                    rows.append(
-                        (
-                            ids[i],
-                            j.ts,
-                            self.endpoint,
-                            self.variant,
-                            m.name,
-                            m.version,
-                            j.event_seq,
-                            j.shadow,
-                            j.unit,
-                            request_id,
-                            layout,
-                            packed[r],
-                            texts[r],
-                            orjson.dumps(outputs[r], option=orjson.OPT_SERIALIZE_NUMPY).decode(),
-                            nums[r],
-                            latency_ms,
-                        )
+                end = off + j.n
+                # the tuples in D.COLUMNS order, built by zip rather than one by one
+                rows.extend(
+                    zip(
+                        ids,
+                        repeat(j.ts),
+                        repeat(self.endpoint),
+                        repeat(self.variant),
+                        repeat(m.name),
+                        repeat(m.version),
+                        repeat(j.event_seq),
+                        repeat(j.shadow),
+                        repeat(j.unit),
+                        repeat(request_id),
+                        repeat(layout),
+                        packed[off:end],
+                        texts[off:end],
+                        shown[off:end],
+                        nums[off:end],
+                        repeat((done - j.t0) * 1000),
                     )
-                results.append(Result(ids, outputs[off : off + j.n], batch_rows))
-                off += j.n
+                )
+                results.append(Result(ids, outputs[off:end], batch_rows))
+                off = end
         if self.on_batch is not None:
             self.on_batch(self.endpoint, self.variant, len(jobs), batch_rows)
         if not rows:
@@ -306,6 +309,17 @@ def _fail(jobs: list[Job], exc: BaseException) -> None:
     for j in jobs:
         if not j.fut.done():
             j.fut.set_exception(exc)
+
+
+_SCALARS = (int, float, bool)
+
+
+def _output_texts(outputs: list[Any]) -> list[str]:
+    """Each output as its JSON text, for the log's ``output`` column."""
+    if all(type(v) in _SCALARS for v in outputs):
+        # numbers hold no comma: one dump of the list, cut at the commas
+        return orjson.dumps(outputs).decode()[1:-1].split(",")
+    return [orjson.dumps(v, option=orjson.OPT_SERIALIZE_NUMPY).decode() for v in outputs]
 
 
 def _settle(
