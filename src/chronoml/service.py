@@ -280,16 +280,21 @@ class Chronoml:
         from chronoml.monitor import feedback as fb
         from chronoml.store import explanations as stored_explanations
 
-        # one connection for the whole lineage: each lookup is one index seek
-        with self.store.read() as conn:
+        # One connection for the whole lineage; each read is one index seek on
+        # rows that never change, and ledger events come from the store's cache.
+        with self.store.lookup() as conn:
             row = D.get_in(conn, decision_id)
             if row is None:
                 raise NotFound(f"unknown decision {decision_id!r}")
-            state_event = SL.get_event(conn, row.event_seq)
+            state_event = SL.cached_event(self.store, conn, row.event_seq)
             variant = None
             if state_event is not None and state_event.state is not None:
                 variant = next((v for v in state_event.state if v.name == row.variant), None)
-            deploy_event = SL.get_event(conn, variant.since) if variant and variant.since else None
+            deploy_event = (
+                SL.cached_event(self.store, conn, variant.since)
+                if variant and variant.since
+                else None
+            )
             labels = fb.history_in(conn, row.id)
             explanation = stored_explanations.get_in(conn, row.id)
         sch = self.layouts.get(row.layout)

@@ -41,6 +41,18 @@ class Store:
         self.engine = engine
         self.home = home
         self.is_sqlite = engine.dialect.name == "sqlite"
+        # Parsed ledger events by seq. An event never changes once written
+        # (triggers refuse UPDATE and DELETE), so a cached copy stays true.
+        self.events: dict[int, Any] = {}
+        self.closed = False
+
+        @event.listens_for(engine, "checkin")
+        def _close_after_close(dbapi_conn: Any, record: Any) -> None:
+            # A thread still busy when the store closed gives its connection
+            # back later: close it then, or it would stay open until garbage
+            # collection (dispose only closes the connections in the pool).
+            if self.closed and dbapi_conn is not None:
+                record.invalidate()
 
     @classmethod
     def open(cls, url: str, home: Path) -> Store:
@@ -53,10 +65,16 @@ class Store:
             )
             _sqlite_pragmas(engine)
         else:
-            engine = create_engine(url, pool_size=8, max_overflow=16, pool_pre_ping=True)
+            # No pre-ping: it costs a round trip on every checkout. A connection
+            # the server dropped fails its first statement instead, and that
+            # disconnect invalidates every pooled connection opened before it,
+            # so the next checkout reconnects (the gateway answers 503 once).
+            engine = create_engine(url, pool_size=8, max_overflow=16, pool_recycle=1800)
         return cls(engine, home)
 
     def close(self) -> None:
+        """Close every pooled connection, and each busy one when it comes back."""
+        self.closed = True
         self.engine.dispose()
 
     # --- transactions ------------------------------------------------------
@@ -72,7 +90,22 @@ class Store:
 
     @contextmanager
     def read(self) -> Iterator[Connection]:
+        """A read transaction: every statement in it sees the same snapshot."""
         with self.engine.connect() as conn, conn.begin():
+            yield conn
+
+    @contextmanager
+    def lookup(self) -> Iterator[Connection]:
+        """A connection for reads of rows that never change once written.
+
+        On PostgreSQL it runs in autocommit: no BEGIN and no ROLLBACK round
+        trips around a one-row seek. Statements on it do not share a snapshot,
+        so use :meth:`read` where they must agree (a window spanning
+        compacted blocks and raw rows, say).
+        """
+        with self.engine.connect() as conn:
+            if not self.is_sqlite:
+                conn.execution_options(isolation_level="AUTOCOMMIT")
             yield conn
 
     # --- schema ------------------------------------------------------------

@@ -125,6 +125,21 @@ def get_event(conn: Connection, seq: int) -> L.LedgerEvent | None:
     return _row_to_event(row) if row is not None else None
 
 
+_CACHED_EVENTS = 65_536
+
+
+def cached_event(store: Store, conn: Connection, seq: int) -> L.LedgerEvent | None:
+    """:func:`get_event` through the store's cache of immutable events."""
+    ev = store.events.get(seq)
+    if ev is None:
+        ev = get_event(conn, seq)
+        if ev is not None:
+            if len(store.events) >= _CACHED_EVENTS:
+                store.events.clear()
+            store.events[seq] = ev
+    return ev
+
+
 def event(store: Store, seq: int) -> L.LedgerEvent | None:
     with store.read() as conn:
         return get_event(conn, seq)
@@ -156,7 +171,7 @@ _EVENT = select(E).where(E.c.seq == bindparam("seq"))
 
 def state_at(store: Store, endpoint: str, t: int) -> L.EndpointState:
     """What was live on ``endpoint`` at ``t``: one seek on ix_ledger_state."""
-    with store.engine.connect() as conn:
+    with store.lookup() as conn:
         row = conn.execute(_STATE_AT, {"endpoint": endpoint, "t": t}).first()
     if row is None:
         return L.EndpointState(endpoint)
@@ -166,7 +181,7 @@ def state_at(store: Store, endpoint: str, t: int) -> L.EndpointState:
 
 def state_event_at(store: Store, endpoint: str, t: int) -> L.LedgerEvent | None:
     """The event whose state was in force on ``endpoint`` at ``t``."""
-    with store.engine.connect() as conn:
+    with store.lookup() as conn:
         row = conn.execute(_STATE_EVENT_AT, {"endpoint": endpoint, "t": t}).mappings().first()
     return _row_to_event(row) if row is not None else None
 
