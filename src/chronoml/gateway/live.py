@@ -7,9 +7,11 @@ request never meets a variant whose model is not ready.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 from dataclasses import dataclass, field
+from typing import Any
 
 from chronoml.domain import ledger as L
 from chronoml.domain.canary import Guardrails
@@ -53,6 +55,10 @@ class Live:
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _stop: threading.Event = field(default_factory=threading.Event)
     _thread: threading.Thread | None = None
+    _head: HeadReader = field(init=False)
+
+    def __post_init__(self) -> None:
+        self._head = HeadReader(self.store)
 
     def get(self, endpoint: str) -> LiveEndpoint | None:
         return self.endpoints.get(endpoint)
@@ -60,7 +66,7 @@ class Live:
     def refresh(self) -> bool:
         """Catch up with the ledger; True if anything changed."""
         with self._lock:
-            head_seq, _ = SL.head(self.store)
+            head_seq = self._head.seq()
             if head_seq == self.seen_seq:
                 return False
             if self.seen_seq < 0:
@@ -118,3 +124,52 @@ class Live:
         self._stop.set()
         if self._thread is not None:
             self._thread.join(5)
+        with self._lock:
+            self._head.close()
+
+
+class HeadReader:
+    """The ledger head's seq, read on a connection of its own, below SQLAlchemy.
+
+    The watcher asks several times a second on every server; most answers
+    are "unchanged", so the question is one prepared query on a held driver
+    connection in autocommit (no transaction left open to hold back a WAL
+    checkpoint). A failed read drops the connection; the next one reconnects.
+    """
+
+    _SQL = "SELECT seq FROM ledger_head WHERE id = 1"
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+        self._conn: Any = None
+
+    def seq(self) -> int:
+        if self._conn is None:
+            conn = self.store.engine.raw_connection()
+            if not self.store.is_sqlite:  # SQLite's connections already run in autocommit
+                conn.driver_connection.autocommit = True  # type: ignore[union-attr]
+            self._conn = conn
+        try:
+            cur = self._conn.driver_connection.cursor()
+            try:
+                cur.execute(self._SQL)
+                row = cur.fetchone()
+            finally:
+                cur.close()
+        except BaseException:
+            self.close(broken=True)
+            raise
+        if row is None:
+            raise RuntimeError("the store has no ledger head: run chronoml db upgrade")
+        return int(row[0])
+
+    def close(self, broken: bool = False) -> None:
+        conn, self._conn = self._conn, None
+        if conn is None:
+            return
+        with contextlib.suppress(Exception):  # already gone
+            if broken or not self.store.is_sqlite:
+                # not handed back to the pool: its autocommit setting stays with it
+                conn.invalidate()
+            else:
+                conn.close()
