@@ -180,3 +180,19 @@ def test_real_server_picks_up_a_cli_deploy_within_a_second(
         proc.wait(15)
         if proc.stdout is not None:
             proc.stdout.close()
+
+
+@pytest.mark.parametrize("command", ["drift", "quality", "experiment", "replay", "importance"])
+@pytest.mark.parametrize(
+    ("args", "says"),
+    [
+        (["--window", "soon"], "--window: not a duration: 'soon'"),
+        (["--from", "yesterday"], "--from:"),
+        (["--to", "2026-13-01"], "--to:"),
+    ],
+)
+def test_every_time_range_option_names_what_it_cannot_read(
+    command: str, args: list[str], says: str, tmp_path: Path
+) -> None:
+    r = CliRunner().invoke(cli, ["--home", str(tmp_path), command, "cancer", *args])
+    assert r.exit_code == 1 and says in r.output, r.output

@@ -81,6 +81,52 @@ def _json(obj: Any) -> None:
 json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON instead of text.")
 
 
+def window_options(*, variant: bool = False) -> Callable[[F], F]:
+    """``--window/--from/--to`` (and ``--variant``) for commands that read a time range.
+
+    The command receives ``window``, ``start`` and ``end`` (and ``variant``);
+    :func:`window_bounds` turns the first three into microseconds.
+    """
+    opts = [
+        click.option(
+            "--window",
+            default="1h",
+            show_default=True,
+            help="Look back this long from --to: 30s, 15m, 1h, 7d.",
+        ),
+        click.option("--from", "start", help="Range start (ISO 8601); overrides --window."),
+        click.option("--to", "end", help="Range end (ISO 8601) [default: now]."),
+    ]
+    if variant:
+        opts.append(click.option("--variant", help="Only this variant's decisions."))
+
+    def wrap(f: F) -> F:
+        for opt in reversed(opts):
+            f = opt(f)
+        return f
+
+    return wrap
+
+
+def window_bounds(window: str, start: str | None, end: str | None) -> tuple[int, int]:
+    """``[begin, stop)`` in microseconds: ``--to`` (default now) back ``--window``, or ``--from``."""
+    from chronoml.timeutil import now_us, parse_duration, parse_time
+
+    def parsed(option: str, parse: Callable[[str], int], text: str) -> int:
+        try:
+            return parse(text)
+        except ValueError as exc:
+            raise Fail(f"{option}: {exc}") from None
+
+    stop = parsed("--to", parse_time, end) if end else now_us()
+    begin = (
+        parsed("--from", parse_time, start)
+        if start
+        else stop - parsed("--window", parse_duration, window)
+    )
+    return begin, stop
+
+
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.option(
     "--home",
@@ -535,12 +581,7 @@ def format_decision(d: dict[str, Any]) -> str:
 
 @cli.command()
 @click.argument("endpoint")
-@click.option(
-    "--window", "window", default="1h", show_default=True, help="Look back this long: 30m, 1h, 7d."
-)
-@click.option("--from", "start", help="Window start (ISO 8601); overrides --window.")
-@click.option("--to", "end", help="Window end (ISO 8601) [default: now].")
-@click.option("--variant", help="Only this variant's decisions.")
+@window_options(variant=True)
 @click.option(
     "--method",
     "methods",
@@ -575,14 +616,13 @@ def drift(
     and chi-square at p < 0.05 below; dataset drift when half the features drift.
     """
     from chronoml.monitor.reports import parse_overrides, to_html
-    from chronoml.timeutil import parse_duration, parse_time
 
+    begin, stop = window_bounds(window, start, end)
     with _chronoml(ctx) as cm:
         rep = cm.drift(
             endpoint,
-            window_us=parse_duration(window),
-            start=parse_time(start) if start else None,
-            end=parse_time(end) if end else None,
+            start=begin,
+            end=stop,
             variant=variant,
             overrides=parse_overrides(list(methods), list(thresholds)),
         )

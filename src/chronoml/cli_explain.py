@@ -15,7 +15,16 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from chronoml.cli import Fail, _chronoml, _json, cli, format_decision, json_option
+from chronoml.cli import (
+    Fail,
+    _chronoml,
+    _json,
+    cli,
+    format_decision,
+    json_option,
+    window_bounds,
+    window_options,
+)
 
 if TYPE_CHECKING:
     from chronoml.archive import Models
@@ -60,32 +69,6 @@ class _Bar:
         if self.bar is not None:
             self.bar.__exit__(None, None, None)
             self.bar = None
-
-
-def _range(window: str, start: str | None, end: str | None) -> tuple[int, int]:
-    from chronoml.timeutil import now_us, parse_duration, parse_time
-
-    stop = parse_time(end) if end else now_us()
-    begin = parse_time(start) if start else stop - parse_duration(window)
-    return begin, stop
-
-
-window_options = [
-    click.option(
-        "--window",
-        default="1h",
-        show_default=True,
-        help="Look back this long from --to: 30m, 1h, 7d.",
-    ),
-    click.option("--from", "start", help="Range start (ISO 8601); overrides --window."),
-    click.option("--to", "end", help="Range end (ISO 8601) [default: now]."),
-]
-
-
-def _with_window(f: Any) -> Any:
-    for opt in reversed(window_options):
-        f = opt(f)
-    return f
 
 
 # --- decision ID --explain / --replay --------------------------------------------
@@ -160,7 +143,7 @@ def format_replay(r: dict[str, Any]) -> str:
 
 @cli.command("replay")
 @click.argument("endpoint")
-@_with_window
+@window_options()
 @click.option("--sample", type=int, help="Replay a random sample of N decisions instead of all.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the sample.")
 @json_option
@@ -183,10 +166,10 @@ def replay_cmd(
     """
     from chronoml.replay import replay_range
 
+    begin, stop = window_bounds(window, start, end)
     bar = _Bar("replaying", not as_json)
     try:
         with _audit(ctx) as (cm, models):
-            begin, stop = _range(window, start, end)
             rep = replay_range(
                 cm,
                 models,
@@ -335,7 +318,7 @@ def _shares(d: dict[str, float]) -> str:
 
 @cli.command("importance")
 @click.argument("endpoint")
-@_with_window
+@window_options()
 @click.option("--version", "version", help="Only this model version.")
 @click.option(
     "--sample",
@@ -368,8 +351,8 @@ def importance_cmd(
     """
     from chronoml.explanations import importance
 
+    begin, stop = window_bounds(window, start, end)
     with _audit(ctx) as (cm, models):
-        begin, stop = _range(window, start, end)
         rep = importance(cm, models, endpoint, begin, stop, version=version, sample=sample)
     if html_path is not None:
         from chronoml.importance_html import render

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from chronoml.cli import Fail, _chronoml, _json, cli, json_option
+from chronoml.cli import Fail, _chronoml, _json, cli, json_option, window_bounds, window_options
 
 if TYPE_CHECKING:
     from chronoml.retrain.jobs import Job
@@ -31,9 +31,7 @@ def _num(x: Any, fmt: str = ".4g") -> str:
 
 @cli.command()
 @click.argument("endpoint")
-@click.option("--window", default="1h", show_default=True, help="Look back this long: 30m, 1h, 7d.")
-@click.option("--from", "start", help="Window start (ISO 8601); overrides --window.")
-@click.option("--to", "end", help="Window end (ISO 8601) [default: now].")
+@window_options()
 @click.option(
     "--metric",
     default="accuracy",
@@ -82,13 +80,8 @@ def experiment(
     """
     from chronoml.experiments import ExperimentError
     from chronoml.experiments import experiment as run
-    from chronoml.timeutil import now_us, parse_time
 
-    try:
-        stop = parse_time(end) if end else now_us()
-        begin = parse_time(start) if start else stop - _duration(window, "--window")
-    except ValueError as exc:
-        raise Fail(str(exc)) from None
+    begin, stop = window_bounds(window, start, end)
     with _chronoml(ctx) as cm:
         cm.status(endpoint)  # unknown endpoint: a clean error
         try:

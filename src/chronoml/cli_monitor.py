@@ -8,7 +8,7 @@ from typing import Any
 
 import click
 
-from chronoml.cli import Fail, _chronoml, _json, cli, json_option
+from chronoml.cli import Fail, _chronoml, _json, cli, json_option, window_bounds, window_options
 
 
 @cli.group()
@@ -68,12 +68,7 @@ def feedback_add(
 
 @cli.command()
 @click.argument("endpoint")
-@click.option(
-    "--window", "window", default="1h", show_default=True, help="Look back this long: 30m, 1h, 7d."
-)
-@click.option("--from", "start", help="Window start (ISO 8601); overrides --window.")
-@click.option("--to", "end", help="Window end (ISO 8601) [default: now].")
-@click.option("--variant", help="Only this variant's decisions.")
+@window_options(variant=True)
 @json_option
 @click.pass_context
 def quality(
@@ -86,14 +81,12 @@ def quality(
     as_json: bool,
 ) -> None:
     """Quality of ENDPOINT's labelled decisions per variant and version, with label coverage."""
-    from chronoml.timeutil import parse_duration, parse_time
-
+    begin, stop = window_bounds(window, start, end)
     with _chronoml(ctx) as cm:
         rep = cm.quality(
             endpoint,
-            window_us=parse_duration(window),
-            start=parse_time(start) if start else None,
-            end=parse_time(end) if end else None,
+            start=begin,
+            end=stop,
             variant=variant,
         )
     if as_json:
