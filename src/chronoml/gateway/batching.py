@@ -114,6 +114,7 @@ class Batcher:
         # wakes it only then, so a busy thread takes no signal per request
         self._wake: queue.SimpleQueue[bool] = queue.SimpleQueue()
         self._idle = False
+        self._wake_soon = False
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
 
@@ -134,10 +135,19 @@ class Batcher:
                 target=self._run, name=f"chronoml-model-{self.endpoint}", daemon=True
             )
             self._thread.start()
-        elif self._idle:
+        elif self._idle and not self._wake_soon:
+            # Woken after the requests already readable in this turn of the event
+            # loop have queued too, not at the first one: the batch takes them all,
+            # and the model's per-call overhead is paid once for them.
+            self._wake_soon = True
+            self._loop.call_soon(self._wake_up)  # type: ignore[union-attr]
+        return job.fut
+
+    def _wake_up(self) -> None:
+        self._wake_soon = False
+        if self._idle:
             self._idle = False
             self._wake.put(True)
-        return job.fut
 
     @property
     def queued_rows(self) -> int:

@@ -109,8 +109,21 @@ def matrix_predictor(raw: Any, schema: Schema) -> Callable[[np.ndarray[Any, Any]
         return None
     if caught or not _same(want, got):
         return None
-    fn: Callable[[np.ndarray[Any, Any]], Any] = bare.predict
-    return fn
+    return _finite_fast(bare.predict)
+
+
+def _finite_fast(predict: Callable[[Any], Any]) -> Callable[[np.ndarray[Any, Any]], Any]:
+    """``predict``, told to skip scikit-learn's own NaN and infinity scan when the
+    matrix has none (one vectorised check here instead of its slower one)."""
+    import sklearn
+
+    def run(mat: np.ndarray[Any, Any]) -> Any:
+        if not np.isfinite(mat).all():
+            return predict(mat)  # its own check then says what is wrong
+        with sklearn.config_context(assume_finite=True):
+            return predict(mat)
+
+    return run
 
 
 def _without_feature_names(est: Any) -> Any:
