@@ -196,3 +196,25 @@ def test_every_time_range_option_names_what_it_cannot_read(
 ) -> None:
     r = CliRunner().invoke(cli, ["--home", str(tmp_path), command, "cancer", *args])
     assert r.exit_code == 1 and says in r.output, r.output
+
+
+@pytest.mark.parametrize(("preset", "expected"), [(None, "PASSIVE"), ("ACTIVE", "ACTIVE")])
+def test_the_server_keeps_openmp_threads_from_spinning_unless_told_otherwise(
+    preset: str | None, expected: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import chronoml.cli as cli_module
+    from chronoml.store import Store
+
+    store = Store.open(f"sqlite:///{tmp_path / 'chronoml.db'}", tmp_path)
+    store.upgrade()
+    store.close()
+    monkeypatch.setenv("OMP_WAIT_POLICY", preset or "")  # restored after the test
+    if preset is None:
+        monkeypatch.delenv("OMP_WAIT_POLICY")
+    seen: list[str | None] = []
+    monkeypatch.setattr(
+        cli_module, "_serve", lambda *a, **k: seen.append(os.environ.get("OMP_WAIT_POLICY"))
+    )
+    r = CliRunner().invoke(cli, ["--home", str(tmp_path), "server"])
+    assert r.exit_code == 0, r.output
+    assert seen == [expected]

@@ -217,8 +217,17 @@ def server(
     alerts_file: Path | None,
     log_level: str,
 ) -> None:
-    """Serve the REST API, the prediction gateway and the dashboard."""
+    """Serve the REST API, the prediction gateway and the dashboard.
+
+    Sets OMP_WAIT_POLICY=PASSIVE unless it is set: OpenMP threads (LightGBM,
+    XGBoost) that spin after each small predict take the CPU from the rest
+    of the server.
+    """
+    import os
     from dataclasses import replace
+
+    # before any model library loads its OpenMP runtime, here or in workers
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
     from chronoml.timeutil import parse_duration
 
