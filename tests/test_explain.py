@@ -40,6 +40,7 @@ class Extra:
 
     lgbm: str  # LightGBM through the mlflow.lightgbm flavor, linked to the snapshot
     narrow: str  # a logistic regression on two columns plus one the logs never saw
+    xgb: str  # XGBoost's scikit-learn API through the mlflow.xgboost flavor, linked
 
 
 @pytest.fixture(scope="session")
@@ -89,7 +90,22 @@ def extra(models: Any, tmp_path_factory: pytest.TempPathFactory) -> Extra:
         )
     narrow = str(info.registered_model_version)
 
-    return Extra(lgbm, narrow)
+    import xgboost
+
+    est = xgboost.XGBClassifier(n_estimators=30, max_depth=3, random_state=0, n_jobs=1)
+    est.fit(X, Y)
+    with mlflow.start_run(experiment_id=exp.experiment_id):
+        chronoml.log_snapshot(snap)
+        info = mlflow.xgboost.log_model(
+            est,
+            name="model",
+            registered_model_name="cancer-xgb",
+            signature=infer_signature(X.head(), Y.head()),
+            pip_requirements=[f"xgboost=={xgboost.__version__}", *sk_req],
+        )
+    xgb = str(info.registered_model_version)
+
+    return Extra(lgbm, narrow, xgb)
 
 
 @pytest.fixture
@@ -167,6 +183,34 @@ def test_tree_explanations_add_up_on_sklearn_and_lightgbm(
     # LightGBM: the values are what shap.TreeExplainer itself computes
     sv = np.asarray(shap.TreeExplainer(lgb)(rows.to_numpy()).values)
     assert np.allclose(sv[0], list(exps[0]["contributions"].values()), atol=1e-12)
+
+
+def test_tree_explanations_add_up_on_xgboost(client: TestClient, cm: Any, extra: Extra) -> None:
+    import mlflow.xgboost
+    import xgboost
+
+    from chronoml.explain import import_shap
+
+    shap = import_shap()
+    rows = X.iloc[10:15]
+    deploy(client, f"models:/cancer-xgb/{extra.xgb}", endpoint="xgb")
+    est = mlflow.xgboost.load_model(f"models:/cancer-xgb/{extra.xgb}")
+    assert isinstance(est, xgboost.XGBClassifier)
+    margin = est.predict(rows, output_margin=True)
+    body = predict(client, rows, "xgb", explain=True)
+    exps = body["explanations"]
+    assert len(exps) == len(rows)
+    for e, want in zip(exps, margin, strict=True):
+        assert e["explainer"] == "shap.TreeExplainer"
+        assert e["output_scale"] == "log_odds" and e["class"] == 1
+        assert e["output_value"] == pytest.approx(float(want), abs=1e-5)
+        assert adds_up(e) <= 1e-6
+        assert list(e["contributions"]) == list(X.columns)
+    sv = np.asarray(shap.TreeExplainer(est)(rows).values)
+    assert np.allclose(sv[-1], list(exps[-1]["contributions"].values()), atol=1e-9)
+    # the stored explanation is the one returned, and the lineage carries it
+    stored = client.get(f"/v1/decisions/{body['decision_ids'][0]}/explanation").json()
+    assert stored["contributions"] == exps[0]["contributions"]
 
 
 @SQLITE_ONLY
