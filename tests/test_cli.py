@@ -218,3 +218,30 @@ def test_the_server_keeps_openmp_threads_from_spinning_unless_told_otherwise(
     r = CliRunner().invoke(cli, ["--home", str(tmp_path), "server"])
     assert r.exit_code == 0, r.output
     assert seen == [expected]
+
+
+def test_server_options_reach_the_settings_its_workers_get(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import chronoml.cli as cli_module
+    from chronoml.store import Store
+
+    store = Store.open(f"sqlite:///{tmp_path / 'chronoml.db'}", tmp_path)
+    store.upgrade()
+    store.close()
+    seen: list[Any] = []
+    monkeypatch.setattr(cli_module, "_serve", lambda cm, *a, **k: seen.append(cm.settings))
+    args = [
+        "--home",
+        str(tmp_path),
+        "server",
+        "--retrain-interval",
+        "0",
+        "--monitor-interval",
+        "60",
+    ]
+    r = CliRunner().invoke(cli, args)
+    assert r.exit_code == 0, r.output
+    assert seen[0].retrain_interval_s == 0 and seen[0].monitor_interval_s == 60
+    r = CliRunner().invoke(cli, ["--home", str(tmp_path), "server", "--retrain-interval", "-1"])
+    assert r.exit_code == 2 and "--retrain-interval" in r.output

@@ -196,6 +196,14 @@ def cli(ctx: click.Context, home: Path | None, store: str | None) -> None:
     "--monitor-window", default="1h", show_default=True, help="Window each monitoring pass covers."
 )
 @click.option(
+    "--retrain-interval",
+    type=click.FloatRange(0),
+    default=10.0,
+    show_default=True,
+    help="Seconds between checks for due and queued retraining jobs, which this server then "
+    "runs; 0: never (leave them to `chronoml retrain worker`).",
+)
+@click.option(
     "--alerts",
     "alerts_file",
     type=click.Path(exists=True, dir_okay=False, path_type=Path),
@@ -214,6 +222,7 @@ def server(
     default_endpoint: str | None,
     monitor_interval: float,
     monitor_window: str,
+    retrain_interval: float,
     alerts_file: Path | None,
     log_level: str,
 ) -> None:
@@ -248,6 +257,7 @@ def server(
             default_endpoint=default_endpoint,
             monitor_interval_s=monitor_interval,
             monitor_window_us=window_us,
+            retrain_interval_s=retrain_interval,
         )
         _serve(cm, host, port, log_level, workers)
 
