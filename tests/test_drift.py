@@ -19,14 +19,7 @@ from hypothesis import strategies as st
 from scipy import stats
 from scipy.spatial import distance
 
-from chronoml.domain.drift import (
-    DriftOverride,
-    DriftReport,
-    _ks_statistic,
-    _Sample,
-    _wasserstein,
-    drift_report,
-)
+from chronoml.domain.drift import DriftOverride, DriftReport, drift_report
 from chronoml.domain.profile import (
     CategoricalProfile,
     NumericProfile,
@@ -34,6 +27,7 @@ from chronoml.domain.profile import (
     build_profile,
     sorted_distinct,
 )
+from chronoml.domain.sorted_stats import Sample, ks_statistic, wasserstein
 
 # -- helpers ----------------------------------------------------------------------------
 
@@ -211,13 +205,13 @@ def test_sorted_array_kernels_equal_scipy(ref: list[float], cur: list[float]) ->
     """The Wasserstein and KS kernels on samples with ties, repeats and odd sizes."""
     r, c = np.array(ref), np.array(cur)
     values, counts = sorted_distinct(r)
-    reference = _Sample(values, counts, r.size, integer=False)
+    reference = Sample(values, counts, r.size, integer=False)
     cv, cc = sorted_distinct(c)
     w = stats.wasserstein_distance(r, c)
-    assert _wasserstein(reference, np.sort(c)) == pytest.approx(w, rel=1e-9, abs=1e-9 * (1 + w))
+    assert wasserstein(reference, np.sort(c)) == pytest.approx(w, rel=1e-9, abs=1e-9 * (1 + w))
     with np.errstate(divide="ignore"):  # scipy's p-value for tiny samples; d is what counts
         d = stats.ks_2samp(r, c, method="asymp").statistic
-    assert _ks_statistic(reference, _Sample(cv, cc, c.size, integer=False)) == d
+    assert ks_statistic(reference, Sample(cv, cc, c.size, integer=False)) == d
 
 
 @pytest.mark.parametrize(("n_ref", "n_cur"), [(12_000, 30_000), (50_000, 11_000)])
