@@ -59,8 +59,13 @@ class Canaries:
             w = self._watches[endpoint] = _Watch(le.canary)
         return w
 
+    def _judged(self, endpoint: str, variant: str) -> bool:
+        """Whether the variant is a live canary, asked without the lock (most are not)."""
+        le = self.live.get(endpoint)
+        return le is not None and le.canary is not None and le.canary.variant == variant
+
     def count(self, endpoint: str, variant: str, status: int) -> None:
-        if status not in _JUDGED:
+        if status not in _JUDGED or not self._judged(endpoint, variant):
             return
         with self._lock:
             w = self._watch(endpoint, variant)
@@ -72,6 +77,8 @@ class Canaries:
                 self._judge(endpoint, w)
 
     def latency(self, endpoint: str, variant: str, seconds: float) -> None:
+        if not self._judged(endpoint, variant):
+            return
         with self._lock:
             w = self._watch(endpoint, variant)
             if w is None or w.tripped:

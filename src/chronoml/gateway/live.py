@@ -40,6 +40,11 @@ class LiveEndpoint:
     models: dict[str, LoadedModel]
     router: Router
     canary: Canary | None = None
+    # the state's shadow variants, looked up once rather than on every request
+    shadows: tuple[L.Variant, ...] = field(init=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "shadows", self.state.shadows)
 
 
 @dataclass
