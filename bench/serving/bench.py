@@ -30,6 +30,7 @@ some goal missed; 1: the benchmark could not run.
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import os
 import re
@@ -317,6 +318,8 @@ def measure(
     try:
         wrk(url, one, 16, 2, work)  # warm up
         for load, body, conns in (("1 row x16", one, 16), ("1000 rows x1", many, 1)):
+            if name == "chronoml" and load != "1 row x16":
+                batches(url)
             got = []
             for _ in range(repeats):
                 cpu0 = tree_cpu_seconds(proc.pid)
@@ -351,6 +354,23 @@ def measure(
     return runs
 
 
+def batches(url: str) -> None:
+    """Print how many requests chronoml's predict calls held on average, per variant."""
+    import httpx
+
+    text = httpx.get(url.split("/v1/")[0] + "/metrics", timeout=10).text
+    got: dict[str, dict[str, float]] = {}
+    for m in re.finditer(
+        r'^chronoml_batch_requests_(sum|count)\{endpoint="[^"]*",variant="([^"]*)"\} (\S+)$',
+        text,
+        re.M,
+    ):
+        got.setdefault(m.group(2), {})[m.group(1)] = float(m.group(3))
+    for variant, v in sorted(got.items()):
+        if v.get("count"):
+            print(f"chronoml {variant}: {v['sum'] / v['count']:.1f} requests per predict call")
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("--duration", type=float, default=10, help="seconds per load run [10]")
@@ -363,6 +383,15 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     if shutil.which("wrk") is None:
         print("needs wrk: apt-get install wrk", file=sys.stderr)
+        return 1
+    # the HTTP stack every server here runs on; uvicorn falls back to asyncio
+    # and h11 without them, which would measure a different (slower) stack
+    missing = [m for m in ("uvloop", "httptools") if importlib.util.find_spec(m) is None]
+    if missing:
+        print(
+            f"needs {' and '.join(missing)}: .venv/bin/pip install uvloop httptools",
+            file=sys.stderr,
+        )
         return 1
     work = Path(tempfile.mkdtemp(prefix="chronoml-bench-serving-"))
     try:

@@ -77,6 +77,7 @@ class Metrics:
         # its arguments on every call, this is one dict lookup
         self._counted: dict[tuple[str, str, str, int], Any] = {}
         self._timed: dict[tuple[str, str, str], Any] = {}
+        self._batched: dict[tuple[str, str], tuple[Any, Any]] = {}
         self.queue_depth = Gauge(
             "chronoml_log_queue_depth",
             "Requests waiting for their decisions to commit",
@@ -116,8 +117,15 @@ class Metrics:
         self.canary_rollbacks.labels(endpoint, guardrail).inc()
 
     def observe_batch(self, endpoint: str, variant: str, requests: int, rows: int) -> None:
-        self.batch_requests.labels(endpoint, variant).observe(requests)
-        self.batch_rows.labels(endpoint, variant).observe(rows)
+        key = (endpoint, variant)
+        children = self._batched.get(key)
+        if children is None:
+            children = self._batched[key] = (
+                self.batch_requests.labels(endpoint, variant),
+                self.batch_rows.labels(endpoint, variant),
+            )
+        children[0].observe(requests)
+        children[1].observe(rows)
 
     def observe_commit(self, rows: int, seconds: float) -> None:
         self.commit_rows.observe(rows)

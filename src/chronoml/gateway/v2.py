@@ -231,7 +231,7 @@ def routes(gw: Gateway) -> list[Route]:
             return _error(500, f"model {model.ref.name} v{model.ref.version} failed: {exc}")
         gw.metrics.count(*labels, 200)
         gw.metrics.observe_latency(*labels, time.perf_counter() - arrived)
-        if le.state.shadows:
+        if le.shadows:
             gw._shadow(le, b"", model, mat, frame, n, unit, ts)
         out: dict[str, Any] = {
             "model_name": e,
