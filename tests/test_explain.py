@@ -65,45 +65,32 @@ def extra(models: Any, tmp_path_factory: pytest.TempPathFactory) -> Extra:
     snap = chronoml.snapshot(DATA, name="cancer", settings=s)
     sk_req = [f"scikit-learn=={sklearn.__version__}"]
 
+    def register(flavor: Any, est: Any, name: str, x: pd.DataFrame, reqs: list[str]) -> str:
+        """Log ``est`` with ``flavor``, linked to the snapshot; its registered version."""
+        with mlflow.start_run(experiment_id=exp.experiment_id):
+            chronoml.log_snapshot(snap)
+            info = flavor.log_model(
+                est,
+                name="model",
+                registered_model_name=name,
+                signature=infer_signature(x.head(), Y.head()),
+                pip_requirements=[*reqs, *sk_req],
+            )
+        return str(info.registered_model_version)
+
     est = lightgbm.LGBMClassifier(n_estimators=40, num_leaves=8, random_state=0, verbose=-1)
     est.fit(X.to_numpy(), Y.to_numpy())  # on an array: LightGBM would rename columns with spaces
-    with mlflow.start_run(experiment_id=exp.experiment_id):
-        chronoml.log_snapshot(snap)
-        info = mlflow.lightgbm.log_model(
-            est,
-            name="model",
-            registered_model_name="cancer-lgbm",
-            signature=infer_signature(X.head(), Y.head()),
-            pip_requirements=[f"lightgbm=={lightgbm.__version__}", *sk_req],
-        )
-    lgbm = str(info.registered_model_version)
+    lgbm = register(mlflow.lightgbm, est, "cancer-lgbm", X, [f"lightgbm=={lightgbm.__version__}"])
 
     narrow_x = X[["mean radius", "mean texture"]].assign(colour=1.0)
-    with mlflow.start_run(experiment_id=exp.experiment_id):
-        chronoml.log_snapshot(snap)
-        info = mlflow.sklearn.log_model(
-            make_pipeline(StandardScaler(), LogisticRegression()).fit(narrow_x, Y),
-            name="model",
-            registered_model_name="cancer-narrow",
-            signature=infer_signature(narrow_x.head(), Y.head()),
-            pip_requirements=sk_req,
-        )
-    narrow = str(info.registered_model_version)
+    est = make_pipeline(StandardScaler(), LogisticRegression()).fit(narrow_x, Y)
+    narrow = register(mlflow.sklearn, est, "cancer-narrow", narrow_x, [])
 
     import xgboost
 
     est = xgboost.XGBClassifier(n_estimators=30, max_depth=3, random_state=0, n_jobs=1)
     est.fit(X, Y)
-    with mlflow.start_run(experiment_id=exp.experiment_id):
-        chronoml.log_snapshot(snap)
-        info = mlflow.xgboost.log_model(
-            est,
-            name="model",
-            registered_model_name="cancer-xgb",
-            signature=infer_signature(X.head(), Y.head()),
-            pip_requirements=[f"xgboost=={xgboost.__version__}", *sk_req],
-        )
-    xgb = str(info.registered_model_version)
+    xgb = register(mlflow.xgboost, est, "cancer-xgb", X, [f"xgboost=={xgboost.__version__}"])
 
     return Extra(lgbm, narrow, xgb)
 
