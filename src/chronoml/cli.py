@@ -39,6 +39,11 @@ def _settings(ctx: click.Context) -> Settings:
     return Settings.from_env(home=obj.get("home"), store_url=obj.get("store"))
 
 
+def _where(s: Settings) -> str:
+    """Where the store is, for messages: the database host, or the home folder."""
+    return s.store_url.split("@")[-1] if s.store_url else str(s.home)
+
+
 @contextmanager
 def _chronoml(ctx: click.Context) -> Iterator[Chronoml]:
     """Open chronoml, translating its errors into clean CLI failures."""
@@ -149,156 +154,6 @@ def cli(ctx: click.Context, home: Path | None, store: str | None) -> None:
     Times are ISO 8601; without an offset they are UTC.
     """
     ctx.obj = {"home": home, "store": store}
-
-
-@cli.command()
-@click.option("--host", default="127.0.0.1", show_default=True, help="Interface to bind.")
-@click.option("--port", default=8000, show_default=True, type=int, help="Port to listen on.")
-@click.option(
-    "--workers",
-    default=1,
-    show_default=True,
-    type=click.IntRange(1, 64),
-    help="Server processes sharing the port (each has its own batchers and log writer).",
-)
-@click.option(
-    "--max-batch",
-    default=256,
-    show_default=True,
-    type=click.IntRange(1, 100_000),
-    help="Rows one predict call takes at most (micro-batching).",
-)
-@click.option(
-    "--max-wait-ms",
-    default=0.0,
-    show_default=True,
-    type=click.FloatRange(0, 1000),
-    help="Extra wait for a batch to fill; 0: batches form while the model is busy.",
-)
-@click.option(
-    "--predict-timeout",
-    default=10.0,
-    show_default=True,
-    type=click.FloatRange(0.001),
-    help="Seconds a request waits for its model before a 504.",
-)
-@click.option(
-    "--default-endpoint", help="The endpoint POST /invocations serves (MLflow's scoring URL)."
-)
-@click.option(
-    "--monitor-interval",
-    type=float,
-    default=300.0,
-    show_default=True,
-    help="Seconds between monitoring passes (drift, latency, quality, alerts); 0 turns it off.",
-)
-@click.option(
-    "--monitor-window", default="1h", show_default=True, help="Window each monitoring pass covers."
-)
-@click.option(
-    "--retrain-interval",
-    type=click.FloatRange(0),
-    default=10.0,
-    show_default=True,
-    help="Seconds between checks for due and queued retraining jobs, which this server then "
-    "runs; 0: never (leave them to `chronoml retrain worker`).",
-)
-@click.option(
-    "--alerts",
-    "alerts_file",
-    type=click.Path(exists=True, dir_okay=False, path_type=Path),
-    help="Load alert rules from this TOML or JSON file at start (upsert by name).",
-)
-@click.option("--log-level", default="info", show_default=True)
-@click.pass_context
-def server(
-    ctx: click.Context,
-    host: str,
-    port: int,
-    workers: int,
-    max_batch: int,
-    max_wait_ms: float,
-    predict_timeout: float,
-    default_endpoint: str | None,
-    monitor_interval: float,
-    monitor_window: str,
-    retrain_interval: float,
-    alerts_file: Path | None,
-    log_level: str,
-) -> None:
-    """Serve the REST API, the prediction gateway and the dashboard.
-
-    Sets OMP_WAIT_POLICY=PASSIVE unless it is set: OpenMP threads (LightGBM,
-    XGBoost) that spin after each small predict take the CPU from the rest
-    of the server.
-    """
-    import os
-    from dataclasses import replace
-
-    # before any model library loads its OpenMP runtime, here or in workers
-    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-
-    from chronoml.timeutil import parse_duration
-
-    try:
-        window_us = parse_duration(monitor_window)
-    except ValueError as exc:
-        raise Fail(str(exc)) from None
-    with _chronoml(ctx) as cm:
-        if alerts_file is not None:
-            from chronoml.cli_alerts import load_rules
-
-            load_rules(cm, alerts_file)
-        cm.settings = replace(
-            cm.settings,
-            max_batch_rows=max_batch,
-            max_wait_ms=max_wait_ms,
-            predict_timeout_s=predict_timeout,
-            default_endpoint=default_endpoint,
-            monitor_interval_s=monitor_interval,
-            monitor_window_us=window_us,
-            retrain_interval_s=retrain_interval,
-        )
-        _serve(cm, host, port, log_level, workers)
-
-
-def _serve(cm: Chronoml, host: str, port: int, log_level: str, workers: int = 1) -> None:
-    import uvicorn
-
-    from chronoml.gateway.app import create_app, settings_to_env
-    from chronoml.registry import configure
-
-    configure(cm.settings)
-    click.echo(
-        f"chronoml server on http://{host}:{port} (store: {_where(cm.settings)}, "
-        f"{workers} worker{'s' if workers > 1 else ''})"
-    )
-    common: dict[str, Any] = {
-        "host": host,
-        "port": port,
-        "log_level": log_level,
-        "access_log": False,
-        "timeout_graceful_shutdown": 30,
-    }
-    if workers == 1:
-        uvicorn.run(create_app(cm.settings, cm), **common)
-        return
-    # each worker process builds its own app from the same settings
-    settings_to_env(cm.settings)
-    cm.close()
-    # a worker loading its models answers the supervisor's pings late: give it time
-    # rather than restarting it in a loop on a busy machine
-    uvicorn.run(
-        "chronoml.gateway.app:worker_app",
-        factory=True,
-        workers=workers,
-        timeout_worker_healthcheck=60,
-        **common,
-    )
-
-
-def _where(s: Settings) -> str:
-    return s.store_url.split("@")[-1] if s.store_url else str(s.home)
 
 
 @cli.command()
@@ -598,89 +453,6 @@ def format_decision(d: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-@cli.command()
-@click.argument("endpoint")
-@window_options(variant=True)
-@click.option(
-    "--method",
-    "methods",
-    multiple=True,
-    help="FEATURE=METHOD: psi, ks, chisquare, wasserstein, jensenshannon or z (repeatable).",
-)
-@click.option("--threshold", "thresholds", multiple=True, help="FEATURE=THRESHOLD (repeatable).")
-@click.option(
-    "--html",
-    "html",
-    type=click.Path(dir_okay=False, path_type=Path),
-    help="Also write an offline HTML report.",
-)
-@json_option
-@click.pass_context
-def drift(
-    ctx: click.Context,
-    endpoint: str,
-    window: str,
-    start: str | None,
-    end: str | None,
-    variant: str | None,
-    methods: tuple[str, ...],
-    thresholds: tuple[str, ...],
-    html: Path | None,
-    as_json: bool,
-) -> None:
-    """Feature and prediction drift of ENDPOINT's decisions against the training data.
-
-    Defaults follow Evidently's data-drift preset: normed Wasserstein (numeric)
-    and Jensen-Shannon (categorical) at 0.1 for references over 1,000 rows, KS
-    and chi-square at p < 0.05 below; dataset drift when half the features drift.
-    """
-    from chronoml.monitor.reports import parse_overrides, to_html
-
-    begin, stop = window_bounds(window, start, end)
-    with _chronoml(ctx) as cm:
-        rep = cm.drift(
-            endpoint,
-            start=begin,
-            end=stop,
-            variant=variant,
-            overrides=parse_overrides(list(methods), list(thresholds)),
-        )
-    if html is not None:
-        html.write_text(to_html(rep), encoding="utf-8")
-        click.echo(f"wrote {html}", err=True)
-    if as_json:
-        _json(rep)
-        return
-    click.echo(format_drift(rep))
-
-
-def format_drift(rep: dict[str, Any]) -> str:
-    w = rep["window"]
-    lines = [f"{rep['endpoint']}: {w['rows']} decisions from {w['from']} to {w['to']}"]
-    if not rep["variants"]:
-        lines.append("  no decisions in this window")
-    for v in rep["variants"]:
-        m = v["model"]
-        head = f"  {v['variant']} ({m.get('name', '')} v{m['version']}), {v['rows']} decisions"
-        if "error" in v:
-            lines.append(f"{head}: {v['error']}")
-            continue
-        share = v["drifted_share"]
-        verdict = "DATASET DRIFT" if v["dataset_drift"] else "no dataset drift"
-        share_text = "n/a" if share is None else f"{share:.0%}"
-        lines.append(f"{head}: {verdict} ({share_text} of features drifted)")
-        for f in [*v["features"], *([v["prediction"]] if v["prediction"] else [])]:
-            if f["status"] != "ok":
-                lines.append(f"    {f['feature']:<28} {f['status']}")
-                continue
-            mark = "DRIFT" if f["drifted"] else "ok"
-            lines.append(
-                f"    {f['feature']:<28} {f['method']:<14} {f['statistic']:.4g} "
-                f"(threshold {f['threshold']:g}) {mark}"
-            )
-    return "\n".join(lines)
-
-
 @cli.group()
 def audit() -> None:
     """Check the ledger."""
@@ -757,27 +529,6 @@ def current(ctx: click.Context) -> None:
         store.close()
 
 
-@cli.command()
-@click.option("--host", default="127.0.0.1", show_default=True)
-@click.option("--port", default=8000, show_default=True, type=int)
-@click.option("--no-serve", is_flag=True, help="Stop after the walkthrough instead of serving.")
-@click.pass_context
-def demo(ctx: click.Context, host: str, port: int, no_serve: bool) -> None:
-    """Walk through the main job on the breast-cancer data set, then keep serving.
-
-    Snapshots data, trains and registers two versions with MLflow, deploys
-    them (alone, then 50/50), sends predictions over HTTP, and prints what
-    was live at two past moments, the history and one decision's lineage.
-    """
-    from chronoml.demo import run
-
-    s = _settings(ctx)
-    try:
-        run(s, host=host, port=port, serve=not no_serve)
-    except RuntimeError as exc:
-        raise Fail(str(exc)) from None
-
-
 def main() -> None:
     import os
 
@@ -792,6 +543,7 @@ from chronoml import cli_alerts as _cli_alerts  # noqa: E402, F401
 from chronoml import cli_explain as _cli_explain  # noqa: E402, F401
 from chronoml import cli_loop as _cli_loop  # noqa: E402, F401
 from chronoml import cli_monitor as _cli_monitor  # noqa: E402, F401
+from chronoml import cli_server as _cli_server  # noqa: E402, F401
 
 if __name__ == "__main__":
     # run the imported module's group, on which the side modules registered

@@ -165,3 +165,89 @@ def monitor_history(ctx: click.Context, endpoint: str, metric: str | None, as_js
         click.echo(
             f"{r['window']['to']}  {r['variant']:<20} v{r['model']['version']:<4} {r['metric']:<28} {value}"
         )
+
+
+# --- drift ---------------------------------------------------------------------------
+
+
+@cli.command()
+@click.argument("endpoint")
+@window_options(variant=True)
+@click.option(
+    "--method",
+    "methods",
+    multiple=True,
+    help="FEATURE=METHOD: psi, ks, chisquare, wasserstein, jensenshannon or z (repeatable).",
+)
+@click.option("--threshold", "thresholds", multiple=True, help="FEATURE=THRESHOLD (repeatable).")
+@click.option(
+    "--html",
+    "html",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Also write an offline HTML report.",
+)
+@json_option
+@click.pass_context
+def drift(
+    ctx: click.Context,
+    endpoint: str,
+    window: str,
+    start: str | None,
+    end: str | None,
+    variant: str | None,
+    methods: tuple[str, ...],
+    thresholds: tuple[str, ...],
+    html: Path | None,
+    as_json: bool,
+) -> None:
+    """Feature and prediction drift of ENDPOINT's decisions against the training data.
+
+    Defaults follow Evidently's data-drift preset: normed Wasserstein (numeric)
+    and Jensen-Shannon (categorical) at 0.1 for references over 1,000 rows, KS
+    and chi-square at p < 0.05 below; dataset drift when half the features drift.
+    """
+    from chronoml.monitor.reports import parse_overrides, to_html
+
+    begin, stop = window_bounds(window, start, end)
+    with _chronoml(ctx) as cm:
+        rep = cm.drift(
+            endpoint,
+            start=begin,
+            end=stop,
+            variant=variant,
+            overrides=parse_overrides(list(methods), list(thresholds)),
+        )
+    if html is not None:
+        html.write_text(to_html(rep), encoding="utf-8")
+        click.echo(f"wrote {html}", err=True)
+    if as_json:
+        _json(rep)
+        return
+    click.echo(format_drift(rep))
+
+
+def format_drift(rep: dict[str, Any]) -> str:
+    w = rep["window"]
+    lines = [f"{rep['endpoint']}: {w['rows']} decisions from {w['from']} to {w['to']}"]
+    if not rep["variants"]:
+        lines.append("  no decisions in this window")
+    for v in rep["variants"]:
+        m = v["model"]
+        head = f"  {v['variant']} ({m.get('name', '')} v{m['version']}), {v['rows']} decisions"
+        if "error" in v:
+            lines.append(f"{head}: {v['error']}")
+            continue
+        share = v["drifted_share"]
+        verdict = "DATASET DRIFT" if v["dataset_drift"] else "no dataset drift"
+        share_text = "n/a" if share is None else f"{share:.0%}"
+        lines.append(f"{head}: {verdict} ({share_text} of features drifted)")
+        for f in [*v["features"], *([v["prediction"]] if v["prediction"] else [])]:
+            if f["status"] != "ok":
+                lines.append(f"    {f['feature']:<28} {f['status']}")
+                continue
+            mark = "DRIFT" if f["drifted"] else "ok"
+            lines.append(
+                f"    {f['feature']:<28} {f['method']:<14} {f['statistic']:.4g} "
+                f"(threshold {f['threshold']:g}) {mark}"
+            )
+    return "\n".join(lines)

@@ -1,0 +1,180 @@
+"""``chronoml server`` and ``chronoml demo``: the commands that serve."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import click
+
+from chronoml.cli import Fail, _chronoml, _settings, _where, cli
+
+if TYPE_CHECKING:
+    from chronoml.service import Chronoml
+
+
+@cli.command()
+@click.option("--host", default="127.0.0.1", show_default=True, help="Interface to bind.")
+@click.option("--port", default=8000, show_default=True, type=int, help="Port to listen on.")
+@click.option(
+    "--workers",
+    default=1,
+    show_default=True,
+    type=click.IntRange(1, 64),
+    help="Server processes sharing the port (each has its own batchers and log writer).",
+)
+@click.option(
+    "--max-batch",
+    default=256,
+    show_default=True,
+    type=click.IntRange(1, 100_000),
+    help="Rows one predict call takes at most (micro-batching).",
+)
+@click.option(
+    "--max-wait-ms",
+    default=0.0,
+    show_default=True,
+    type=click.FloatRange(0, 1000),
+    help="Extra wait for a batch to fill; 0: batches form while the model is busy.",
+)
+@click.option(
+    "--predict-timeout",
+    default=10.0,
+    show_default=True,
+    type=click.FloatRange(0.001),
+    help="Seconds a request waits for its model before a 504.",
+)
+@click.option(
+    "--default-endpoint", help="The endpoint POST /invocations serves (MLflow's scoring URL)."
+)
+@click.option(
+    "--monitor-interval",
+    type=float,
+    default=300.0,
+    show_default=True,
+    help="Seconds between monitoring passes (drift, latency, quality, alerts); 0 turns it off.",
+)
+@click.option(
+    "--monitor-window", default="1h", show_default=True, help="Window each monitoring pass covers."
+)
+@click.option(
+    "--retrain-interval",
+    type=click.FloatRange(0),
+    default=10.0,
+    show_default=True,
+    help="Seconds between checks for due and queued retraining jobs, which this server then "
+    "runs; 0: never (leave them to `chronoml retrain worker`).",
+)
+@click.option(
+    "--alerts",
+    "alerts_file",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="Load alert rules from this TOML or JSON file at start (upsert by name).",
+)
+@click.option("--log-level", default="info", show_default=True)
+@click.pass_context
+def server(
+    ctx: click.Context,
+    host: str,
+    port: int,
+    workers: int,
+    max_batch: int,
+    max_wait_ms: float,
+    predict_timeout: float,
+    default_endpoint: str | None,
+    monitor_interval: float,
+    monitor_window: str,
+    retrain_interval: float,
+    alerts_file: Path | None,
+    log_level: str,
+) -> None:
+    """Serve the REST API, the prediction gateway and the dashboard.
+
+    Sets OMP_WAIT_POLICY=PASSIVE unless it is set: OpenMP threads (LightGBM,
+    XGBoost) that spin after each small predict take the CPU from the rest
+    of the server.
+    """
+    import os
+    from dataclasses import replace
+
+    # before any model library loads its OpenMP runtime, here or in workers
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+    from chronoml.timeutil import parse_duration
+
+    try:
+        window_us = parse_duration(monitor_window)
+    except ValueError as exc:
+        raise Fail(str(exc)) from None
+    with _chronoml(ctx) as cm:
+        if alerts_file is not None:
+            from chronoml.cli_alerts import load_rules
+
+            load_rules(cm, alerts_file)
+        cm.settings = replace(
+            cm.settings,
+            max_batch_rows=max_batch,
+            max_wait_ms=max_wait_ms,
+            predict_timeout_s=predict_timeout,
+            default_endpoint=default_endpoint,
+            monitor_interval_s=monitor_interval,
+            monitor_window_us=window_us,
+            retrain_interval_s=retrain_interval,
+        )
+        _serve(cm, host, port, log_level, workers)
+
+
+def _serve(cm: Chronoml, host: str, port: int, log_level: str, workers: int = 1) -> None:
+    import uvicorn
+
+    from chronoml.gateway.app import create_app, settings_to_env
+    from chronoml.registry import configure
+
+    configure(cm.settings)
+    click.echo(
+        f"chronoml server on http://{host}:{port} (store: {_where(cm.settings)}, "
+        f"{workers} worker{'s' if workers > 1 else ''})"
+    )
+    common: dict[str, Any] = {
+        "host": host,
+        "port": port,
+        "log_level": log_level,
+        "access_log": False,
+        "timeout_graceful_shutdown": 30,
+    }
+    if workers == 1:
+        uvicorn.run(create_app(cm.settings, cm), **common)
+        return
+    # each worker process builds its own app from the same settings
+    settings_to_env(cm.settings)
+    cm.close()
+    # a worker loading its models answers the supervisor's pings late: give it time
+    # rather than restarting it in a loop on a busy machine
+    uvicorn.run(
+        "chronoml.gateway.app:worker_app",
+        factory=True,
+        workers=workers,
+        timeout_worker_healthcheck=60,
+        **common,
+    )
+
+
+@cli.command()
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", default=8000, show_default=True, type=int)
+@click.option("--no-serve", is_flag=True, help="Stop after the walkthrough instead of serving.")
+@click.pass_context
+def demo(ctx: click.Context, host: str, port: int, no_serve: bool) -> None:
+    """Walk through the main job on the breast-cancer data set, then keep serving.
+
+    Snapshots data, trains and registers two versions with MLflow, deploys
+    them (alone, then 50/50), sends predictions over HTTP, and prints what
+    was live at two past moments, the history and one decision's lineage.
+    """
+    from chronoml.demo import run
+
+    s = _settings(ctx)
+    try:
+        run(s, host=host, port=port, serve=not no_serve)
+    except RuntimeError as exc:
+        raise Fail(str(exc)) from None
