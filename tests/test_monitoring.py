@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 import uuid
 from typing import Any
 
@@ -118,3 +119,74 @@ def test_a_monitoring_pass_fires_alert_rules_on_their_own_window(
         Monitor(cm, window_us=3_600_000_000, mirror_to_mlflow=False, alerts=engine).run_once()
         kinds = [e["kind"] for e in c.get("/v1/endpoints/cancer/history").json()["events"]]
     assert kinds == ["deploy", "alert_fired"]
+
+
+def test_one_process_monitors_a_store_and_a_dead_leader_frees_it(
+    cm: Any, settings: Any, tmp_path: Any
+) -> None:
+    import subprocess
+    import sys
+
+    from chronoml.monitor.leader import Leadership
+    from chronoml.store import Store
+
+    other = Store.open(settings.database_url, settings.home)
+    try:
+        first, second = Leadership(cm.store), Leadership(other)
+        assert first.held() and first.held()  # and it stays held
+        assert not second.held()
+        first.release()
+        assert second.held() and not first.held()
+        second.release()
+
+        # a leader that dies (kill -9) leaves the lead free: the OS or the database drops it
+        script = (
+            "import sys, time\n"
+            "from pathlib import Path\n"
+            "from chronoml.store import Store\n"
+            "from chronoml.monitor.leader import Leadership\n"
+            "lead = Leadership(Store.open(sys.argv[1], Path(sys.argv[2])))\n"
+            "print(lead.held(), flush=True)\n"
+            "time.sleep(60)\n"
+        )
+        with subprocess.Popen(
+            [sys.executable, "-c", script, settings.database_url, str(settings.home)],
+            stdout=subprocess.PIPE,
+            text=True,
+        ) as proc:
+            try:
+                assert proc.stdout is not None and proc.stdout.readline().strip() == "True"
+                assert not first.held()
+            finally:
+                proc.kill()
+        deadline = time.monotonic() + 10  # PostgreSQL notices the closed socket at once
+        while not first.held() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert first.held()
+        first.release()
+    finally:
+        other.close()
+
+
+def test_the_scheduled_monitor_runs_only_while_it_leads(cm: Any) -> None:
+    from chronoml.monitor.leader import Leadership
+
+    passes: list[int] = []
+    monitor = Monitor(cm, interval_s=0.05, mirror_to_mlflow=False)
+    monitor.run_once = lambda now=None: passes.append(1) or []  # type: ignore[method-assign]
+    rival = Leadership(cm.store)
+    assert rival.held()
+    monitor.start()
+    try:
+        time.sleep(0.5)  # about ten intervals, each of them led by the rival
+        assert passes == []
+        rival.release()
+        deadline = time.monotonic() + 10
+        while not passes and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert passes
+    finally:
+        monitor.stop()
+    after = Leadership(cm.store)
+    assert after.held()  # stop() let go of it
+    after.release()

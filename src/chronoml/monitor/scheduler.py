@@ -23,6 +23,7 @@ from chronoml.store import ledger as SL
 from chronoml.timeutil import iso, now_us
 
 if TYPE_CHECKING:
+    from chronoml.monitor.leader import Leadership
     from chronoml.service import Chronoml
 
 log = logging.getLogger("chronoml.monitor")
@@ -149,6 +150,7 @@ class Monitor:
         self._runs: dict[tuple[str, str, str], str] = {}
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self._leader: Leadership | None = None
 
     def run_once(self, now: int | None = None) -> list[WindowResult]:
         """Compute, store, mirror and alert on the window ending at ``now``.
@@ -264,11 +266,17 @@ class Monitor:
         return run_id
 
     def start(self) -> None:
+        """Run a pass every interval, in this process only while it leads (see :mod:`.leader`)."""
         if self.interval_s <= 0:
             return
+        from chronoml.monitor.leader import Leadership
+
+        leader = self._leader = Leadership(self.cm.store)
 
         def loop() -> None:
             while not self._stop.wait(self.interval_s):
+                if not leader.held():
+                    continue  # another process monitors this store
                 try:
                     self.run_once()
                 except Exception as exc:
@@ -281,6 +289,8 @@ class Monitor:
         self._stop.set()
         if self._thread is not None:
             self._thread.join(10)
+        if self._leader is not None:
+            self._leader.release()
 
 
 def _mlflow_key(metric: str) -> str:

@@ -1,0 +1,99 @@
+"""One scheduled monitor per store, however many server processes share it.
+
+``chronoml server --workers N`` and independent replicas on one PostgreSQL
+store each start a monitor. Without a leader every one of them would store
+each window's results, log them to MLflow and evaluate the alert rules:
+N copies of every metric and N webhooks for one breach.
+
+The leader holds a lock that its operating system or database releases
+when the process dies, so a crash never leaves monitoring unowned:
+
+- SQLite: an exclusive ``flock`` on a file beside the database;
+- PostgreSQL: a session advisory lock, keyed by the store's schema, on a
+  connection of its own.
+
+A process that is not the leader tries again before each pass. An explicit
+``chronoml monitor run`` does not ask for the lock.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import logging
+import os
+from pathlib import Path
+from typing import Any
+
+from chronoml.store import Store
+
+log = logging.getLogger("chronoml.monitor")
+
+_PG_LOCK = "SELECT pg_try_advisory_lock(hashtext(current_schema() || '.chronoml-monitor'))"
+
+
+class Leadership:
+    """Whether this process runs the scheduled monitoring passes of ``store``."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+        self._file: int | None = None  # SQLite: the locked file's descriptor
+        self._conn: Any = None  # PostgreSQL: the session holding the advisory lock
+
+    def held(self) -> bool:
+        """True if this process leads, taking the lead when it is free."""
+        try:
+            return self._sqlite() if self.store.is_sqlite else self._postgresql()
+        except Exception as exc:  # the store is away: nobody leads from here this time
+            log.warning("cannot tell which process monitors this store: %s", exc)
+            self.release()
+            return False
+
+    def release(self) -> None:
+        fd, self._file = self._file, None
+        if fd is not None:
+            os.close(fd)  # closing the descriptor drops the flock
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            with contextlib.suppress(Exception):  # already gone: the lock went with it
+                conn.close()  # the session ends, and its advisory lock with it
+
+    def _sqlite(self) -> bool:
+        if self._file is not None:
+            return True
+        database = self.store.engine.url.database
+        path = Path(f"{database}.monitor-lock") if database else self.store.home / "monitor-lock"
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            return False
+        self._file = fd
+        return True
+
+    def _postgresql(self) -> bool:
+        if self._conn is not None:
+            try:  # still connected, so still holding it
+                with self._conn.cursor() as cur:
+                    cur.execute("SELECT 1")
+                return True
+            except Exception:
+                self.release()
+        conn = self.store.engine.raw_connection()
+        driver: Any = conn.driver_connection
+        try:
+            driver.autocommit = True
+            with driver.cursor() as cur:
+                cur.execute(_PG_LOCK)
+                row = cur.fetchone()
+        except BaseException:
+            conn.invalidate()
+            raise
+        if row is not None and row[0]:
+            conn.detach()  # this session stays ours, outside the pool
+            self._conn = driver
+            return True
+        driver.autocommit = False  # as the pool hands it out
+        conn.close()
+        return False
