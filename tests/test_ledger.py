@@ -773,11 +773,11 @@ def state_at_statement(store: Store, endpoint: str, t: int) -> tuple[str, Any]:
         if "ledger_events" in statement:
             seen.append((statement, parameters))
 
-    sa_event.listen(store.engine, "before_cursor_execute", grab)
+    sa_event.listen(store.lookup_engine, "before_cursor_execute", grab)
     try:
         SL.state_at(store, endpoint, t)
     finally:
-        sa_event.remove(store.engine, "before_cursor_execute", grab)
+        sa_event.remove(store.lookup_engine, "before_cursor_execute", grab)
     assert len(seen) == 1
     return seen[0]
 

@@ -44,15 +44,30 @@ class Store:
         # Parsed ledger events by seq. An event never changes once written
         # (triggers refuse UPDATE and DELETE), so a cached copy stays true.
         self.events: dict[int, Any] = {}
+        # Parsed endpoint states by the seq of the event that set them (as immutable).
+        self.states: dict[int, Any] = {}
         self.closed = False
+        # PostgreSQL lookups get a pool of their own, in autocommit from the
+        # start: no isolation switch and no reset when a connection returns.
+        self.lookup_engine = engine
+        if not self.is_sqlite:
+            self.lookup_engine = create_engine(
+                engine.url,
+                isolation_level="AUTOCOMMIT",
+                pool_size=4,
+                max_overflow=8,
+                pool_recycle=1800,
+                pool_reset_on_return=None,
+            )
+        for eng in {engine, self.lookup_engine}:
+            event.listen(eng, "checkin", self._close_after_close)
 
-        @event.listens_for(engine, "checkin")
-        def _close_after_close(dbapi_conn: Any, record: Any) -> None:
-            # A thread still busy when the store closed gives its connection
-            # back later: close it then, or it would stay open until garbage
-            # collection (dispose only closes the connections in the pool).
-            if self.closed and dbapi_conn is not None:
-                record.invalidate()
+    def _close_after_close(self, dbapi_conn: Any, record: Any) -> None:
+        # A thread still busy when the store closed gives its connection back
+        # later: close it then, or it would stay open until garbage collection
+        # (dispose only closes the connections in the pool).
+        if self.closed and dbapi_conn is not None:
+            record.invalidate()
 
     @classmethod
     def open(cls, url: str, home: Path) -> Store:
@@ -76,6 +91,8 @@ class Store:
         """Close every pooled connection, and each busy one when it comes back."""
         self.closed = True
         self.engine.dispose()
+        if self.lookup_engine is not self.engine:
+            self.lookup_engine.dispose()
 
     # --- transactions ------------------------------------------------------
 
@@ -103,9 +120,7 @@ class Store:
         so use :meth:`read` where they must agree (a window spanning
         compacted blocks and raw rows, say).
         """
-        with self.engine.connect() as conn:
-            if not self.is_sqlite:
-                conn.execution_options(isolation_level="AUTOCOMMIT")
+        with self.lookup_engine.connect() as conn:
             yield conn
 
     # --- schema ------------------------------------------------------------

@@ -175,7 +175,12 @@ def state_at(store: Store, endpoint: str, t: int) -> L.EndpointState:
         row = conn.execute(_STATE_AT, {"endpoint": endpoint, "t": t}).first()
     if row is None:
         return L.EndpointState(endpoint)
-    variants = tuple(L.Variant.from_dict(v) for v in orjson.loads(row.state))
+    variants = store.states.get(row.seq)
+    if variants is None:
+        variants = tuple(L.Variant.from_dict(v) for v in orjson.loads(row.state))
+        if len(store.states) >= _CACHED_EVENTS:
+            store.states.clear()
+        store.states[row.seq] = variants
     return L.EndpointState(endpoint, variants, row.seq)
 
 
