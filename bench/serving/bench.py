@@ -389,7 +389,7 @@ def main(argv: list[str] | None = None) -> int:
     missing = [m for m in ("uvloop", "httptools") if importlib.util.find_spec(m) is None]
     if missing:
         print(
-            f"needs {' and '.join(missing)}: .venv/bin/pip install uvloop httptools",
+            f"needs {' and '.join(missing)}: make install",
             file=sys.stderr,
         )
         return 1
