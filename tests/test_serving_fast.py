@@ -24,8 +24,9 @@ from chronoml.store import decisions as D
 
 X = load_breast_cancer(as_frame=True).frame.drop(columns=["target"])
 PREDICT = "/v1/endpoints/cancer/predict"
-# a query string sends a request through Starlette's router: the routed view
-ROUTED = PREDICT + "?explain=false"
+# a query with more than ?explain= sends a request through Starlette's router:
+# the routed view
+ROUTED = PREDICT + "?explain=false&via=router"
 
 
 def split_body(rows: Any) -> dict[str, Any]:
@@ -72,6 +73,31 @@ def test_the_raw_path_refuses_as_the_routed_view_does(
     assert (raw.status_code, raw.json()) == (routed.status_code, routed.json())
     assert raw.headers["content-type"] == routed.headers["content-type"] == "application/json"
     assert D.count(cm.store) == before  # bad input never writes a decision
+
+
+@pytest.mark.parametrize("flag", ["true", "TRUE", "false", "", "maybe"])
+def test_explain_is_read_alike_on_the_raw_path_and_the_routed_view(
+    client: TestClient, models: Any, flag: str
+) -> None:
+    # gradient boosting: explained by the tree explainer, no training data needed
+    r = client.put("/v1/endpoints/trees", json={"model_uri": f"models:/cancer/{models.linked_v2}"})
+    assert r.status_code == 200, r.text
+    body = split_body(X.iloc[:2])
+    path = "/v1/endpoints/trees/predict"
+    raw = client.post(f"{path}?explain={flag}", json=body)
+    routed = client.post(f"{path}?explain={flag}&via=router", json=body)
+    assert raw.status_code == routed.status_code, (raw.text, routed.text)
+    if raw.status_code != 200:
+        assert flag == "maybe" and raw.status_code == 400
+        assert raw.json() == routed.json()
+        return
+    got_raw, got_routed = raw.json(), routed.json()
+    assert ("explanations" in got_raw) == ("explanations" in got_routed) == (flag.lower() == "true")
+    if flag.lower() == "true":
+        contributions = [e["contributions"] for e in got_raw["explanations"]]
+        assert contributions == [e["contributions"] for e in got_routed["explanations"]]
+        stored = client.get(f"/v1/decisions/{got_raw['decision_ids'][1]}/explanation")
+        assert stored.json()["contributions"] == contributions[1]
 
 
 def test_unknown_and_empty_endpoints_and_invocations(

@@ -195,7 +195,8 @@ class Gateway:
         if isinstance(body, Response):
             return body
         unit = request.headers.get("x-chronoml-unit")
-        status, payload = await self.answer(endpoint, body, unit, arrived, request)
+        explain = request.query_params.get("explain")
+        status, payload = await self.answer(endpoint, body, unit, arrived, explain)
         return Response(payload, status_code=status, media_type=JSON.media_type)
 
     async def answer(
@@ -204,12 +205,12 @@ class Gateway:
         body: bytes,
         unit: str | None,
         arrived: float,
-        request: Request | None = None,
+        explain: str | None = None,
     ) -> tuple[int, bytes]:
         """The status and JSON body answering a scoring request on ``endpoint``.
 
         Shared by the routed view and the raw ASGI path (:mod:`chronoml.gateway.fast`);
-        ``request`` carries the query (``?explain=``), None when there is none.
+        ``explain`` is the value of ``?explain=``, None when the query has none.
         """
         live = self.live.get(endpoint)
         if live is None:
@@ -236,8 +237,8 @@ class Gateway:
             )
         # ?explain=true: explained before anything is logged (an unexplainable model logs nothing)
         explained = None
-        if request is not None:
-            got = await explain_views.inline(self, request, model, mat, frame)
+        if explain is not None:
+            got = await explain_views.inline(self, explain, model, mat, frame)
             if isinstance(got, Response):
                 return got.status_code, bytes(got.body)
             explained = got

@@ -137,18 +137,18 @@ class Inline:
 
 async def inline(
     gw: Gateway,
-    request: Request,
+    flag: str | None,
     model: LoadedModel,
     mat: np.ndarray[Any, Any] | None,
     frame: pd.DataFrame | None,
 ) -> Inline | Response | None:
-    """For ``?explain=true``: how the request's rows get explained, settled before logging.
+    """For ``?explain=true`` (``flag`` is its value): how the request's rows get
+    explained, settled before logging.
 
     The rows come as the predict path parsed them: a float matrix in schema
     order, or a frame. None without the flag; an error response (and
     nothing logged) for a bad flag or a model that cannot be explained.
     """
-    flag = request.query_params.get("explain")
     if flag is None or flag.strip().lower() in _FALSE:
         return None
     if flag.strip().lower() not in _TRUE:

@@ -3,10 +3,10 @@
 ``POST /v1/endpoints/{endpoint}/predict`` and ``POST /invocations`` are most
 of a gateway's traffic. Starlette's middleware, router, request and response
 objects cost about as much CPU per single-row request as the model does, so
-these two routes (without a query string) are answered here, straight from
-the ASGI messages, by the same :meth:`Gateway.answer` the routed views use:
+these two routes (with no query, or only ``?explain=``) are answered here,
+straight from the ASGI messages, by the same :meth:`Gateway.answer` the routed views use:
 the same statuses, error bodies, limits and metrics. Everything else,
-including a predict with ``?explain=``, goes through Starlette as before.
+including a predict with any other query, goes through Starlette as before.
 """
 
 from __future__ import annotations
@@ -26,6 +26,21 @@ _JSON = b"application/json"
 _INTERNAL_ERROR = b"Internal Server Error"
 
 
+def _explain_only(query: bytes) -> tuple[bool, str | None]:
+    """Whether the query is empty or only ``explain=``, and that value (None: absent).
+
+    Any other query sends the request the routed way.
+    """
+    if not query:
+        return True, None
+    from urllib.parse import parse_qsl
+
+    pairs = parse_qsl(query.decode("latin-1"), keep_blank_values=True)
+    if not pairs or any(name != "explain" for name, _ in pairs):
+        return False, None
+    return True, pairs[-1][1]  # the last one, as Starlette's QueryParams.get gives it
+
+
 class GatewayApp(Starlette):
     """Starlette with a raw fast path for scoring requests."""
 
@@ -34,25 +49,22 @@ class GatewayApp(Starlette):
         self.gateway = gateway
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if (
-            scope["type"] == "http"
-            and scope["method"] == "POST"
-            and not scope.get("query_string")
-            and not scope.get("root_path")
-        ):
+        if scope["type"] == "http" and scope["method"] == "POST" and not scope.get("root_path"):
+            fast, explain = _explain_only(scope.get("query_string", b""))
             path: str = scope["path"]
-            if path == "/invocations":
-                await self._serve(scope, receive, send, None)
-                return
-            if path.startswith(_PREFIX) and path.endswith(_SUFFIX):
-                endpoint = path[len(_PREFIX) : -len(_SUFFIX)]
-                if endpoint and "/" not in endpoint:
-                    await self._serve(scope, receive, send, endpoint)
+            if fast:
+                if path == "/invocations":
+                    await self._serve(scope, receive, send, None, explain)
                     return
+                if path.startswith(_PREFIX) and path.endswith(_SUFFIX):
+                    endpoint = path[len(_PREFIX) : -len(_SUFFIX)]
+                    if endpoint and "/" not in endpoint:
+                        await self._serve(scope, receive, send, endpoint, explain)
+                        return
         await super().__call__(scope, receive, send)
 
     async def _serve(
-        self, scope: Scope, receive: Receive, send: Send, endpoint: str | None
+        self, scope: Scope, receive: Receive, send: Send, endpoint: str | None, explain: str | None
     ) -> None:
         started = False
 
@@ -72,7 +84,7 @@ class GatewayApp(Starlette):
             await send({"type": "http.response.body", "body": payload})
 
         try:
-            await self._predict(scope, receive, respond, endpoint)
+            await self._predict(scope, receive, respond, endpoint, explain)
         except Exception:
             # as Starlette's ServerErrorMiddleware does: answer 500, then let the server log it
             if not started:
@@ -80,7 +92,12 @@ class GatewayApp(Starlette):
             raise
 
     async def _predict(
-        self, scope: Scope, receive: Receive, respond: Any, endpoint: str | None
+        self,
+        scope: Scope,
+        receive: Receive,
+        respond: Any,
+        endpoint: str | None,
+        explain: str | None,
     ) -> None:
         from chronoml.gateway.app import error_body
 
@@ -120,4 +137,4 @@ class GatewayApp(Starlette):
             if not message.get("more_body", False):
                 break
         body = chunks[0] if len(chunks) == 1 else b"".join(chunks)
-        await respond(*await gw.answer(endpoint, body, unit, arrived))
+        await respond(*await gw.answer(endpoint, body, unit, arrived, explain))
