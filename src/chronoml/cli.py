@@ -113,6 +113,15 @@ def window_options(*, variant: bool = False) -> Callable[[F], F]:
     return wrap
 
 
+def window_heading(rep: dict[str, Any], groups: list[Any]) -> list[str]:
+    """The first lines of a report over a window: its size and span, and a note if empty."""
+    w = rep["window"]
+    lines = [f"{rep['endpoint']}: {w['rows']} decisions from {w['from']} to {w['to']}"]
+    if not groups:
+        lines.append("  no decisions in this window")
+    return lines
+
+
 def window_bounds(window: str, start: str | None, end: str | None) -> tuple[int, int]:
     """``[begin, stop)`` in microseconds: ``--to`` (default now) back ``--window``, or ``--from``."""
     from chronoml.timeutil import now_us, parse_duration, parse_time

@@ -23,6 +23,7 @@ from chronoml.cli import (
     format_decision,
     json_option,
     window_bounds,
+    window_heading,
     window_options,
 )
 
@@ -367,10 +368,7 @@ def importance_cmd(
 
 
 def format_importance(rep: dict[str, Any]) -> str:
-    w = rep["window"]
-    lines = [f"{rep['endpoint']}: {w['rows']} decisions from {w['from']} to {w['to']}"]
-    if not rep["versions"]:
-        lines.append("  no decisions in this window")
+    lines = window_heading(rep, rep["versions"])
     for v in rep["versions"]:
         m = v["model"]
         head = f"  {m['name']} v{m['version']}: {v['rows']} decisions"

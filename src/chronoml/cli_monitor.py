@@ -1,4 +1,4 @@
-"""CLI commands for labels and quality: ``chronoml feedback ...``, ``chronoml quality``."""
+"""CLI commands for monitoring: ``chronoml feedback ...``, ``quality``, ``monitor ...``, ``drift``."""
 
 from __future__ import annotations
 
@@ -8,7 +8,16 @@ from typing import Any
 
 import click
 
-from chronoml.cli import Fail, _chronoml, _json, cli, json_option, window_bounds, window_options
+from chronoml.cli import (
+    Fail,
+    _chronoml,
+    _json,
+    cli,
+    json_option,
+    window_bounds,
+    window_heading,
+    window_options,
+)
 
 
 @cli.group()
@@ -92,8 +101,7 @@ def quality(
     if as_json:
         _json(rep)
         return
-    w = rep["window"]
-    click.echo(f"{rep['endpoint']}: {w['rows']} decisions from {w['from']} to {w['to']}")
+    click.echo("\n".join(window_heading(rep, rep["variants"])))
     for v in rep["variants"]:
         cov = v["label_coverage"]
         click.echo(
@@ -227,10 +235,7 @@ def drift(
 
 
 def format_drift(rep: dict[str, Any]) -> str:
-    w = rep["window"]
-    lines = [f"{rep['endpoint']}: {w['rows']} decisions from {w['from']} to {w['to']}"]
-    if not rep["variants"]:
-        lines.append("  no decisions in this window")
+    lines = window_heading(rep, rep["variants"])
     for v in rep["variants"]:
         m = v["model"]
         head = f"  {v['variant']} ({m.get('name', '')} v{m['version']}), {v['rows']} decisions"
