@@ -29,7 +29,9 @@ from chronoml.store import Store
 
 log = logging.getLogger("chronoml.monitor")
 
-_PG_LOCK = "SELECT pg_try_advisory_lock(hashtext(current_schema() || '.chronoml-monitor'))"
+_PG_KEY = "hashtext(current_schema() || '.chronoml-monitor')"
+_PG_LOCK = f"SELECT pg_try_advisory_lock({_PG_KEY})"
+_PG_UNLOCK = f"SELECT pg_advisory_unlock({_PG_KEY})"
 
 
 class Leadership:
@@ -56,7 +58,11 @@ class Leadership:
         conn, self._conn = self._conn, None
         if conn is not None:
             with contextlib.suppress(Exception):  # already gone: the lock went with it
-                conn.close()  # the session ends, and its advisory lock with it
+                # unlocked before the session ends: its end reaches the server later
+                # than close() returns, and the next leader must not wait for it
+                with conn.cursor() as cur:
+                    cur.execute(_PG_UNLOCK)
+                conn.close()
 
     def _sqlite(self) -> bool:
         if self._file is not None:
