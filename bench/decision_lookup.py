@@ -41,7 +41,7 @@ import pandas as pd
 from sqlalchemy import create_engine, text
 
 from chronoml.domain import ledger as L
-from chronoml.gateway.inputs import Schema, encode, layout_id
+from chronoml.domain.codec import Schema, encode, layout_id
 from chronoml.ids import new_id
 from chronoml.service import Chronoml
 from chronoml.settings import Settings

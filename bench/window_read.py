@@ -19,7 +19,7 @@ import numpy as np
 import orjson
 import pandas as pd
 
-from chronoml.gateway import inputs
+from chronoml.domain import codec
 from chronoml.ids import new_id
 from chronoml.store import Store
 from chronoml.store import decisions as D
@@ -39,7 +39,7 @@ def main() -> None:
         layouts = D.Layouts(store)
         cols = [f"f{i}" for i in range(30)]
         schema = tuple((c, "float") for c in cols)
-        layout = inputs.layout_id(schema)
+        layout = codec.layout_id(schema)
         layouts.ensure(layout, schema)
         rng = np.random.default_rng(0)
         t0 = time.perf_counter()
@@ -47,7 +47,7 @@ def main() -> None:
         for start in range(0, args.rows, 50_000):
             n = min(50_000, args.rows - start)
             df = pd.DataFrame(rng.normal(size=(n, 30)), columns=cols)
-            nums, txts = inputs.encode(df, schema)
+            nums, txts = codec.encode(df, schema)
             json_texts.extend(orjson.dumps(r) for r in df.to_dict(orient="records"))
             rows = [
                 D.DecisionRow(

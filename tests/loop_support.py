@@ -103,8 +103,8 @@ def deploy_first_version(cm: Any, tmp_path: Path) -> Synth:
     from mlflow.models import infer_signature
     from sklearn.linear_model import LogisticRegression
 
-    from chronoml import snapshots
     from chronoml.registry import log_snapshot
+    from chronoml.store import snapshots
 
     tag = uuid.uuid4().hex[:8]
     model, endpoint = f"synth-{tag}", f"synth-{tag}"

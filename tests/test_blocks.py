@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from chronoml.gateway import inputs
+from chronoml.domain import codec
 from chronoml.ids import new_id
 from chronoml.store import Store, blocks
 from chronoml.store import decisions as D
@@ -41,9 +41,9 @@ def _log(
         }
     )
     schema = (("x", "float"), ("k", "int"), ("city", "string"))
-    layout = inputs.layout_id(schema)
+    layout = codec.layout_id(schema)
     layouts.ensure(layout, schema)
-    nums, txts = inputs.encode(df, schema)
+    nums, txts = codec.encode(df, schema)
     rows = [
         D.DecisionRow(
             new_id(),

@@ -17,7 +17,7 @@ import pytest
 from click.testing import CliRunner
 from sklearn.datasets import load_breast_cancer
 
-from chronoml.cli import cli
+from chronoml.cli.core import cli
 
 X = load_breast_cancer(as_frame=True).frame.drop(columns=["target"])
 
@@ -202,7 +202,7 @@ def test_every_time_range_option_names_what_it_cannot_read(
 def test_the_server_keeps_openmp_threads_from_spinning_unless_told_otherwise(
     preset: str | None, expected: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import chronoml.cli_server as cli_module
+    import chronoml.cli.server as cli_module
     from chronoml.store import Store
 
     store = Store.open(f"sqlite:///{tmp_path / 'chronoml.db'}", tmp_path)
@@ -223,7 +223,7 @@ def test_the_server_keeps_openmp_threads_from_spinning_unless_told_otherwise(
 def test_server_options_reach_the_settings_its_workers_get(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import chronoml.cli_server as cli_module
+    import chronoml.cli.server as cli_module
     from chronoml.store import Store
 
     store = Store.open(f"sqlite:///{tmp_path / 'chronoml.db'}", tmp_path)

@@ -9,9 +9,9 @@ from click.testing import CliRunner
 from sklearn.datasets import load_breast_cancer
 from starlette.testclient import TestClient
 
-from chronoml import snapshots
-from chronoml.cli import cli
+from chronoml.cli.core import cli
 from chronoml.gateway.app import create_app
+from chronoml.store import snapshots
 
 DATA = load_breast_cancer(as_frame=True).frame
 X = DATA.drop(columns=["target"])

@@ -14,7 +14,7 @@ from scipy import stats
 from sklearn.datasets import load_breast_cancer
 from starlette.testclient import TestClient
 
-from chronoml.cli import cli
+from chronoml.cli.core import cli
 from chronoml.domain.experiment import (
     SEQUENTIAL_METHOD,
     MeanSummary,
@@ -22,8 +22,8 @@ from chronoml.domain.experiment import (
     TrafficSplit,
     analyze,
 )
-from chronoml.experiments import experiment
 from chronoml.gateway.app import create_app
+from chronoml.monitor.experiments import experiment
 from chronoml.timeutil import iso, now_us
 
 DATA = load_breast_cancer(as_frame=True).frame

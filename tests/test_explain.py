@@ -21,7 +21,7 @@ from click.testing import CliRunner
 from sklearn.datasets import load_breast_cancer
 from starlette.testclient import TestClient
 
-from chronoml.cli import cli
+from chronoml.cli.core import cli
 from chronoml.gateway.app import create_app
 from chronoml.store import decisions as D
 from chronoml.store import explanations as SE
@@ -137,7 +137,7 @@ def test_tree_explanations_add_up_on_sklearn_and_lightgbm(
     import mlflow.lightgbm
     import mlflow.sklearn
 
-    from chronoml.explain import import_shap
+    from chronoml.explain.explainers import import_shap
 
     shap = import_shap()  # shap's import warns about matplotlib; this keeps that quiet
     rows = X.iloc[:4]
@@ -176,7 +176,7 @@ def test_tree_explanations_add_up_on_xgboost(client: TestClient, cm: Any, extra:
     import mlflow.xgboost
     import xgboost
 
-    from chronoml.explain import import_shap
+    from chronoml.explain.explainers import import_shap
 
     shap = import_shap()
     rows = X.iloc[10:15]
@@ -206,7 +206,7 @@ def test_model_agnostic_explanation_draws_background_from_the_training_snapshot(
 ) -> None:
     import mlflow.sklearn
 
-    from chronoml import snapshots
+    from chronoml.store import snapshots
 
     snapshots.take(cm.store, DATA, "cancer")  # the version's training data, in this store
     deploy(client, f"models:/cancer/{models.linked_v1}")  # a pipeline: not a tree model
@@ -456,7 +456,7 @@ def test_global_importance_per_version(
 ) -> None:
     import mlflow.sklearn
 
-    from chronoml.explain import import_shap
+    from chronoml.explain.explainers import import_shap
 
     shap = import_shap()
     deploy(client, f"models:/cancer/{models.linked_v2}")

@@ -14,15 +14,15 @@ import pytest
 from click.testing import CliRunner
 from starlette.testclient import TestClient
 
-from chronoml.cli import cli
-from chronoml.experiments import experiment
+from chronoml.cli.core import cli
 from chronoml.gateway.app import create_app
 from chronoml.monitor.alerts import AlertEngine
+from chronoml.monitor.experiments import experiment
 from chronoml.monitor.scheduler import Monitor
 from chronoml.retrain import config as RC
-from chronoml.retrain import jobs as J
 from chronoml.retrain.runner import JobRunner
 from chronoml.store import decisions as D
+from chronoml.store import jobs as J
 from chronoml.store import ledger as SL
 from chronoml.timeutil import iso, now_us
 from loop_support import Synth, config, deploy_first_version, make_data, predict_rows

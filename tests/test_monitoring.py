@@ -12,10 +12,10 @@ from mlflow.tracking import MlflowClient
 from sklearn.datasets import load_breast_cancer
 from starlette.testclient import TestClient
 
-from chronoml import snapshots
-from chronoml.cli import cli
+from chronoml.cli.core import cli
 from chronoml.gateway.app import create_app
 from chronoml.monitor.scheduler import MONITORING_EXPERIMENT, Monitor
+from chronoml.store import snapshots
 from chronoml.timeutil import now_us
 
 DATA = load_breast_cancer(as_frame=True).frame

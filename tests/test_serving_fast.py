@@ -19,7 +19,7 @@ from starlette.testclient import TestClient
 
 from chronoml.gateway.app import create_app
 from chronoml.gateway.fast import GatewayApp
-from chronoml.gateway.models import matrix_predictor
+from chronoml.registry.models import matrix_predictor
 from chronoml.store import decisions as D
 
 X = load_breast_cancer(as_frame=True).frame.drop(columns=["target"])

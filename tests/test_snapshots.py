@@ -16,10 +16,9 @@ import pandas as pd
 import pytest
 from click.testing import CliRunner
 
-from chronoml import snapshots
-from chronoml.cli import cli
-from chronoml.snapshots import SnapshotError, content_id
-from chronoml.store import Store
+from chronoml.cli.core import cli
+from chronoml.domain.snapshot import SnapshotError, content_id
+from chronoml.store import Store, snapshots
 
 # Built the same way here and in a fresh interpreter: every column kind,
 # with missing values in the ones that can hold them.
@@ -76,7 +75,7 @@ def test_same_data_same_id_here_and_in_another_process() -> None:
     assert sid(df.copy()) == ours
     assert sid(recipe_frame()) == ours
     env = {**os.environ, "PYTHONHASHSEED": "4242"}  # nothing may depend on str hashing
-    code = RECIPE + "\nfrom chronoml.snapshots import content_id\nprint(content_id(df)[0])\n"
+    code = RECIPE + "\nfrom chronoml.domain.snapshot import content_id\nprint(content_id(df)[0])\n"
     out = subprocess.run(
         [sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True
     )

@@ -47,9 +47,9 @@ def populate(home: Path, ref_path: Path, cur_path: Path) -> tuple[float, float]:
     Returns the logging time and the compaction time (the server compacts
     settled history at every monitoring pass, off the request path).
     """
+    from chronoml.domain import codec
     from chronoml.domain.ledger import ModelRef  # noqa: F401 - documents what DIGEST stands for
     from chronoml.domain.profile import build_profile
-    from chronoml.gateway import inputs
     from chronoml.ids import new_id
     from chronoml.store import Store
     from chronoml.store import decisions as D
@@ -59,14 +59,14 @@ def populate(home: Path, ref_path: Path, cur_path: Path) -> tuple[float, float]:
     ref = pd.read_parquet(ref_path)
     store.put_profile(DIGEST, "bench-model", "1", "sha256:bench", build_profile(ref).to_bytes())
     cur = pd.read_parquet(cur_path)
-    schema = inputs.schema_from_frame(cur)
-    layout = inputs.layout_id(schema)
+    schema = codec.schema_from_frame(cur)
+    layout = codec.layout_id(schema)
     D.Layouts(store).ensure(layout, schema)
     t0 = time.perf_counter()
     chunk = 50_000
     for start in range(0, len(cur), chunk):
         part = cur.iloc[start : start + chunk]
-        nums, txts = inputs.encode(part, schema)
+        nums, txts = codec.encode(part, schema)
         rows = [
             D.DecisionRow(
                 new_id(),

@@ -24,8 +24,8 @@ from chronoml.timeutil import parse_time
 if TYPE_CHECKING:
     import pandas as pd
 
+    from chronoml.domain.snapshot import Snapshot, SnapshotError
     from chronoml.service import Chronoml
-    from chronoml.snapshots import Snapshot, SnapshotError
 
 __version__ = "0.1.0"
 
@@ -56,7 +56,7 @@ def snapshot(
 
     Returns a :class:`Snapshot` whose id is ``sha256:`` over every value.
     """
-    from chronoml import snapshots
+    from chronoml.store import snapshots
 
     cm = open(settings)
     try:
@@ -83,7 +83,7 @@ def __getattr__(name: str) -> Any:
     # pandas and numpy load only when a snapshot is touched: `chronoml --help`
     # and other light commands stay fast
     if name in ("Snapshot", "SnapshotError"):
-        from chronoml import snapshots
+        from chronoml.store import snapshots
 
         return getattr(snapshots, name)
     raise AttributeError(f"module 'chronoml' has no attribute {name!r}")

@@ -8,9 +8,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from chronoml.domain import codec
 from chronoml.domain import ledger as L
 from chronoml.domain.canary import Breach, Guardrails
-from chronoml.gateway import inputs
 from chronoml.registry import Registry, RegistryError
 from chronoml.settings import Settings
 from chronoml.store import Store
@@ -167,8 +167,8 @@ class Chronoml:
             )
         profile_note: str | None = None
         if check_loads:
-            from chronoml.gateway.models import load_model
             from chronoml.monitor.reports import ensure_profile
+            from chronoml.registry.models import load_model
 
             try:
                 loaded = load_model(ref, resolved.archive)
@@ -312,7 +312,7 @@ class Chronoml:
             "code_version": None,
             "event": event_dict(deploy_event) if deploy_event else None,
             "routed_by_event": event_dict(state_event) if state_event else None,
-            "inputs": inputs.decode(sch, row.num, row.txt),
+            "inputs": codec.decode(sch, row.num, row.txt),
             "output": orjson.loads(row.output),
             "latency_ms": row.latency_ms,
         }

@@ -24,12 +24,14 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, Response
 from starlette.routing import Route
 
-from chronoml.domain import routing
-from chronoml.gateway import batching, explain_views, inputs
+from chronoml.domain import codec, routing
+from chronoml.errors import InvalidInput
+from chronoml.gateway import batching, inputs
 from chronoml.gateway.live import Live, LiveEndpoint
 from chronoml.gateway.log import DecisionLog
 from chronoml.gateway.metrics import Metrics
-from chronoml.gateway.models import LoadedModel
+from chronoml.gateway.views import explain as explain_views
+from chronoml.registry.models import LoadedModel
 from chronoml.service import Chronoml, NotFound, Refused, event_dict
 from chronoml.settings import Settings
 from chronoml.store import ledger as SL
@@ -84,7 +86,7 @@ class Gateway:
     def start(self) -> None:
         # import the model loaders now, not on the first deploy: a change made
         # elsewhere must go live here within a second
-        from chronoml.gateway.models import warm_up
+        from chronoml.registry.models import warm_up
 
         warm_up()
 
@@ -229,7 +231,7 @@ class Gateway:
         model = live.models[variant.name]
         try:
             mat, frame, n = self._rows(body, model)
-        except inputs.InputError as exc:
+        except InvalidInput as exc:
             return error_body(exc.status, "bad_input", exc.message, exc.field)
         if n > self.settings.max_rows:
             return error_body(
@@ -292,7 +294,7 @@ class Gateway:
         _fmt, cols, n = inputs.parse_body(body)
         if n > self.settings.max_rows:
             return None, None, n
-        return None, inputs.conform(cols, model.schema), n
+        return None, codec.conform(cols, model.schema), n
 
     def _batcher(self, endpoint: str, variant: str, model: LoadedModel) -> batching.Batcher:
         key = (endpoint, variant, model.ref.artifact_digest)
@@ -370,7 +372,7 @@ class Gateway:
             if model.schema != answered_by.schema:
                 try:
                     m, f, n = self._rows(body, model)
-                except inputs.InputError as exc:
+                except InvalidInput as exc:
                     log.warning("shadow %s skipped a request: %s", v.name, exc.message)
                     continue
             job = batching.Job(
@@ -416,7 +418,7 @@ class Gateway:
         return await self._call(self.cm.status, endpoint, t)
 
     async def drift(self, request: Request) -> Response:
-        from chronoml.gateway.monitor_views import window_args
+        from chronoml.gateway.views.monitor import window_args
         from chronoml.monitor.reports import parse_overrides, to_html
 
         q = request.query_params
@@ -558,7 +560,7 @@ class Gateway:
         return Response(data, media_type=ctype)
 
     async def dashboard(self, request: Request) -> Response:
-        from chronoml.gateway.dashboard import render
+        from chronoml.gateway.views.dashboard import render
 
         html = await run_in_threadpool(render, self.cm)
         return HTMLResponse(html)
@@ -605,14 +607,14 @@ def create_app(settings: Settings, cm: Chronoml | None = None) -> Starlette:
         r("/v1/decisions/{id}", gw.decision, ["GET"]),
         r("/v1/audit/verify", gw.verify, ["GET"]),
     ]
-    from chronoml.gateway import monitor_views
+    from chronoml.gateway.views import monitor as monitor_views
 
     routes += monitor_views.routes(gw)
-    from chronoml.gateway import alert_views
+    from chronoml.gateway.views import alerts as alert_views
 
     routes += alert_views.routes(gw)
     routes += explain_views.routes(gw)
-    from chronoml.gateway import loop_views
+    from chronoml.gateway.views import loop as loop_views
 
     routes += loop_views.routes(gw)
     from chronoml.gateway.fast import GatewayApp

@@ -31,10 +31,10 @@ import numpy as np
 import orjson
 import pandas as pd
 
-from chronoml.gateway import inputs
+from chronoml.domain import codec
 from chronoml.gateway.log import DecisionLog
-from chronoml.gateway.models import LoadedModel
 from chronoml.ids import new_ids
+from chronoml.registry.models import LoadedModel
 from chronoml.store import decisions as D
 from chronoml.store.database import StoreError
 
@@ -89,7 +89,7 @@ class Batcher:
         variant: str,
         model: LoadedModel,
         log_: DecisionLog,
-        ensure_layout: Callable[[str, inputs.Schema], None],
+        ensure_layout: Callable[[str, codec.Schema], None],
         settings: BatchSettings,
         on_batch: Callable[[str, str, int, int], None] | None = None,
     ) -> None:
@@ -104,7 +104,7 @@ class Batcher:
         # built once: a frame's column index of plain objects (not Arrow strings),
         # which the model's feature-name check reads cheaply
         self.columns = pd.Index(self.names, dtype=object) if self.names is not None else None
-        self.layout = inputs.layout_id(model.schema) if model.schema is not None else None
+        self.layout = codec.layout_id(model.schema) if model.schema is not None else None
         self._layouts: set[str] = set()
         self._queue: collections.deque[Job] = collections.deque()
         # rows queued and rows taken, each counted by one thread only
@@ -280,14 +280,14 @@ class Batcher:
                 predict = self.model.predict_matrix
             else:
                 x = pd.DataFrame(mat, columns=self.columns, copy=False)
-            packed = inputs.pack_rows(mat)
+            packed = codec.pack_rows(mat)
             texts: list[str | None] = [None] * n
         else:
             frames = [j.frame if j.frame is not None else self._frame(j) for j in jobs]
             x = frames[0] if len(frames) == 1 else pd.concat(frames, ignore_index=True)
-            schema = schema or inputs.schema_from_frame(x)
-            packed, texts = inputs.encode(x, schema)
-        layout = self.layout or inputs.layout_id(schema)
+            schema = schema or codec.schema_from_frame(x)
+            packed, texts = codec.encode(x, schema)
+        layout = self.layout or codec.layout_id(schema)
         if layout not in self._layouts:
             try:
                 self.ensure_layout(layout, schema)
@@ -296,7 +296,7 @@ class Batcher:
             self._layouts.add(layout)
         try:
             pred = predict(x)
-            outputs, nums = inputs.encode_outputs(pred, n)
+            outputs, nums = codec.encode_outputs(pred, n)
         except Exception as exc:
             raise ModelFailed(str(exc) or type(exc).__name__) from exc
         return jobs, layout, packed, texts, outputs, nums

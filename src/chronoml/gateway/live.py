@@ -16,8 +16,8 @@ from typing import Any
 from chronoml.domain import ledger as L
 from chronoml.domain.canary import Guardrails
 from chronoml.domain.routing import Router
-from chronoml.gateway.models import LoadedModel, load_model
 from chronoml.registry import Registry
+from chronoml.registry.models import LoadedModel, load_model
 from chronoml.store import ledger as SL
 from chronoml.store.database import Store
 from chronoml.timeutil import now_us

@@ -21,9 +21,10 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from chronoml.domain import routing
-from chronoml.gateway import batching, inputs
-from chronoml.gateway.models import LoadedModel
+from chronoml.domain import codec, routing
+from chronoml.errors import InvalidInput
+from chronoml.gateway import batching
+from chronoml.registry.models import LoadedModel
 from chronoml.store.database import StoreError
 from chronoml.timeutil import now_us
 
@@ -95,8 +96,8 @@ def rows_from_tensors(req: Any, model: LoadedModel) -> tuple[np.ndarray[Any, Any
             n = size
             cols[str(t["name"])] = _flat(t, size)
     try:
-        frame = inputs.conform(cols, schema)
-    except inputs.InputError as exc:
+        frame = codec.conform(cols, schema)
+    except InvalidInput as exc:
         raise V2Error(exc.message, 422 if exc.status == 422 else 400) from None
     return None, frame, n
 

@@ -171,7 +171,8 @@ def history_in(conn: Any, decision_id: str) -> list[dict[str, Any]]:
 
 def read_file(path: str | os.PathLike[str]) -> list[Label]:
     """Labels from a CSV or Parquet file with columns decision_id, label[, time]."""
-    from chronoml.snapshots import SnapshotError, read_table
+    from chronoml.domain.snapshot import SnapshotError
+    from chronoml.store.snapshots import read_table
 
     try:
         df = read_table(path)

@@ -20,7 +20,7 @@ from chronoml.timeutil import iso
 
 if TYPE_CHECKING:
     from chronoml.domain.ledger import ModelRef
-    from chronoml.gateway.models import LoadedModel
+    from chronoml.registry.models import LoadedModel
     from chronoml.store.database import Store
 
 log = logging.getLogger("chronoml.monitor")
@@ -32,7 +32,7 @@ def ensure_profile(store: Store, model: LoadedModel) -> str | None:
     Returns why no profile could be built (``None`` when one exists): the
     training snapshot must be in this store with its stored copy.
     """
-    from chronoml import snapshots
+    from chronoml.store import snapshots
 
     ref = model.ref
     if store.get_profile(ref.artifact_digest) is not None:

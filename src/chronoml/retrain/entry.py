@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     import pandas as pd
 
-    from chronoml.snapshots import Snapshot
+    from chronoml.domain.snapshot import Snapshot
 
 
 def training_data(data_version: str | None = None) -> tuple[Snapshot, pd.DataFrame]:
@@ -37,8 +37,8 @@ def training_data(data_version: str | None = None) -> tuple[Snapshot, pd.DataFra
     Reads chronoml's store named by ``CHRONOML_HOME`` / ``CHRONOML_STORE``,
     which the job sets for its entrypoint; the data is checked against its id.
     """
-    from chronoml import snapshots
     from chronoml.settings import Settings
+    from chronoml.store import snapshots
     from chronoml.store.database import Store
 
     sid = data_version or os.environ.get("CHRONOML_SNAPSHOT_ID")

@@ -41,8 +41,8 @@ from chronoml.domain import experiment as X
 from chronoml.domain import ledger as L
 from chronoml.retrain import config as RC
 from chronoml.retrain import entrypoint as EP
-from chronoml.retrain import jobs as J
 from chronoml.service import Chronoml, NotFound, Refused
+from chronoml.store import jobs as J
 from chronoml.store import ledger as SL
 from chronoml.timeutil import iso, now_us
 
@@ -323,7 +323,7 @@ class JobRunner:
         )
 
     def _snapshot(self, job: J.Job) -> None:
-        from chronoml import snapshots
+        from chronoml.store import snapshots
 
         src = job.config.data
         try:
@@ -568,7 +568,7 @@ class JobRunner:
 
     def evaluate(self, job: J.Job, now: int | None = None) -> dict[str, Any]:
         """One look at the challenger against the champion, and the policy's decision."""
-        from chronoml.experiments import Arm, compare
+        from chronoml.monitor.experiments import Arm, compare
 
         policy = job.config.policy
         deploy = SL.event(self.store, job.deploy_seq or 0)

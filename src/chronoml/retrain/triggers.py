@@ -9,8 +9,8 @@ from typing import Any
 from sqlalchemy import Connection, select
 
 from chronoml.domain.alerts import NO_RETRAINING
-from chronoml.retrain import jobs as J
 from chronoml.retrain.config import RetrainConfig
+from chronoml.store import jobs as J
 from chronoml.store import schema
 
 

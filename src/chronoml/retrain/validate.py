@@ -9,7 +9,7 @@ import numpy as np
 
 from chronoml.domain.challenger import Policy
 from chronoml.domain.ledger import ModelRef
-from chronoml.experiments import outcome
+from chronoml.monitor.experiments import outcome
 from chronoml.retrain.config import Holdout
 from chronoml.service import Chronoml
 
@@ -36,8 +36,8 @@ class Validation:
 
 def score(cm: Chronoml, ref: ModelRef, holdout: Holdout, metric: str) -> tuple[float, int]:
     """Mean outcome of ``ref`` on the holdout (accuracy, absolute or squared error)."""
-    from chronoml.gateway.models import load_model
-    from chronoml.snapshots import read_table
+    from chronoml.registry.models import load_model
+    from chronoml.store.snapshots import read_table
 
     df = read_table(holdout.path)
     if holdout.label_column not in df.columns:

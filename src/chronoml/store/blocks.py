@@ -24,7 +24,8 @@ import numpy as np
 import orjson
 from sqlalchemy import delete, func, select
 
-from chronoml.gateway.inputs import NUMERIC_KINDS, Schema
+from chronoml.domain import codec
+from chronoml.domain.codec import NUMERIC_KINDS, Schema
 from chronoml.store import schema
 from chronoml.store.database import Store
 
@@ -215,14 +216,8 @@ def decode(
     sch: Schema, n: int, num: bytes, uniques: str | None, codes: bytes | None
 ) -> dict[str, np.ndarray[Any, Any]]:
     """A block's columns: numeric ones viewed from its matrix, the others from their codes."""
-    numeric = [(c, k) for c, k in sch if k in NUMERIC_KINDS]
     other = [c for c, k in sch if k not in NUMERIC_KINDS]
-    got: dict[str, np.ndarray[Any, Any]] = {}
-    if numeric:
-        mat = np.frombuffer(num, dtype="<f8").reshape(n, len(numeric))
-        for j, (c, k) in enumerate(numeric):
-            col = mat[:, j]
-            got[c] = col.view("<i8").astype(np.float64) if k == "int" else col
+    got = codec.decode_numeric(sch, n, num)
     if other and uniques is not None and codes is not None:
         values = orjson.loads(uniques)
         mat_codes = np.frombuffer(codes, dtype="<i4").reshape(n, len(values))

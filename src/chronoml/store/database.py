@@ -17,7 +17,7 @@ from typing import Any
 from sqlalchemy import Connection, Engine, create_engine, event, inspect, select, text
 from sqlalchemy.exc import OperationalError, ProgrammingError
 
-from chronoml.snapshots import Snapshot
+from chronoml.domain.snapshot import Snapshot
 from chronoml.store import schema
 
 # The Alembic revision this code expects; tests check it matches the scripts.

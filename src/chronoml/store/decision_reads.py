@@ -12,12 +12,12 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import numpy as np
 import orjson
 import pandas as pd
 from sqlalchemy import func, select
 
-from chronoml.gateway.inputs import NUMERIC_KINDS, Schema
+from chronoml.domain import codec
+from chronoml.domain.codec import Schema
 from chronoml.store import schema
 from chronoml.store.database import Store
 from chronoml.store.decisions import Layouts
@@ -163,35 +163,9 @@ def _decode(layouts: Layouts, rows: Sequence[Any]) -> Iterator[Batch]:
             event_seqs=list(c[5]),
             shadow=[bool(v) for v in c[6]],
             schema=sch,
-            frame=frame(sch, c[8], c[9]),
+            frame=codec.decode_frame(sch, c[8], c[9]),
             outputs=list(c[10]),
         )
-
-
-def frame(sch: Schema, nums: Sequence[bytes], txts: Sequence[str | None]) -> pd.DataFrame:
-    """Packed logged inputs back to the typed frame :func:`inputs.conform` built."""
-    n = len(nums)
-    numeric = [(c, k) for c, k in sch if k in NUMERIC_KINDS]
-    other = [c for c, k in sch if k not in NUMERIC_KINDS]
-    cols: dict[str, Any] = {}
-    if numeric:
-        mat = np.frombuffer(b"".join(map(bytes, nums)), dtype="<f8").reshape(n, len(numeric))
-        for j, (c, k) in enumerate(numeric):
-            col = mat[:, j]
-            if k == "int":
-                cols[c] = col.view("<i8").astype(np.int64)
-            elif k == "bool":
-                cols[c] = col != 0
-            else:
-                cols[c] = col.astype(np.float64)
-    if other:
-        flat = orjson.loads("[" + ",".join(t or "[]" for t in txts) + "]")
-        arr = np.empty((n, len(other)), dtype=object)
-        if n:
-            arr[:] = flat
-        for j, c in enumerate(other):
-            cols[c] = arr[:, j]
-    return pd.DataFrame({c: cols[c] for c, _ in sch}, copy=False)
 
 
 def labels(store: Store, ids: Sequence[str]) -> dict[str, Any]:

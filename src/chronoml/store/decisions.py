@@ -11,7 +11,8 @@ import orjson
 from sqlalchemy import bindparam, func, select
 from sqlalchemy.exc import IntegrityError
 
-from chronoml.gateway.inputs import NUMERIC_KINDS, Schema
+from chronoml.domain import codec
+from chronoml.domain.codec import NUMERIC_KINDS, Schema
 from chronoml.store import schema
 from chronoml.store.database import Store
 
@@ -159,12 +160,9 @@ def window(
             # the driver's own tuples: no per-row result processing
             data = conn.execute(q).cursor.fetchall()  # type: ignore[union-attr]
         n = len(data)
-        got = _columns(
-            sch,
-            n,
-            b"".join([r[0] for r in data]) if numeric else b"",
-            "[" + ",".join(r[2] or "[]" for r in data) + "]" if other else None,
-        )
+        got = codec.decode_numeric(sch, n, b"".join([r[0] for r in data]) if numeric else b"")
+        if other:
+            got.update(codec.decode_others(sch, n, [r[2] for r in data]))
         # None (a non-numeric output) becomes NaN
         outs = np.array([r[1] for r in data], dtype=np.float64)
         parts.append((vname, version, got, outs))
@@ -190,31 +188,6 @@ def window(
             np.array([p[1] for p in parts], dtype=object), [len(p[3]) for p in parts]
         ),
     )
-
-
-def _columns(sch: Schema, n: int, num: bytes, txt: str | None) -> dict[str, np.ndarray[Any, Any]]:
-    """Decode ``n`` packed rows: the numeric matrix and the JSON array of the other values."""
-    numeric = [(c, k) for c, k in sch if k in NUMERIC_KINDS]
-    other = [c for c, k in sch if k not in NUMERIC_KINDS]
-    got: dict[str, np.ndarray[Any, Any]] = {}
-    if numeric:
-        mat = np.frombuffer(num, dtype="<f8").reshape(n, len(numeric))
-        for j, (c, k) in enumerate(numeric):
-            col = mat[:, j]
-            got[c] = col.view("<i8").astype(np.float64) if k == "int" else col
-    if other:
-        flat = orjson.loads(txt or "[]")
-        try:  # the usual case, every row complete: transpose in C
-            by_column: list[Any] = list(zip(*flat, strict=True)) if flat else [()] * len(other)
-        except ValueError:
-            by_column = [
-                [row[j] if j < len(row) else None for row in flat] for j in range(len(other))
-            ]
-        for j, c in enumerate(other):
-            arr = np.empty(n, dtype=object)
-            arr[:] = by_column[j]
-            got[c] = arr
-    return got
 
 
 # --- the fast write path of the gateway ---------------------------------------

@@ -1,6 +1,6 @@
 """CLI commands for explanations, replay, backtests and global importance.
 
-Registered on the main group by the last line of :mod:`chronoml.cli`. Only
+Registered on the main group by the last line of :mod:`chronoml.cli.core`. Only
 click is imported here at module level, so ``chronoml --help`` stays fast.
 """
 
@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from chronoml.cli import (
+from chronoml.cli.core import (
     Fail,
     _chronoml,
     _json,
@@ -28,7 +28,7 @@ from chronoml.cli import (
 )
 
 if TYPE_CHECKING:
-    from chronoml.archive import Models
+    from chronoml.registry.archive import Models
     from chronoml.service import Chronoml
 
 TOP = 10
@@ -37,8 +37,8 @@ TOP = 10
 @contextmanager
 def _audit(ctx: click.Context) -> Iterator[tuple[Chronoml, Models]]:
     """chronoml plus an archive of models, with this module's errors made clean."""
-    from chronoml.archive import DecisionModelError, Models
-    from chronoml.replay import ModelFailed
+    from chronoml.explain.replay import ModelFailed
+    from chronoml.registry.archive import DecisionModelError, Models
 
     with _chronoml(ctx) as cm:
         try:
@@ -79,8 +79,8 @@ def show_decision(
     ctx: click.Context, decision_id: str, *, explain: bool, replay: bool, as_json: bool
 ) -> None:
     """``chronoml decision ID`` with ``--explain`` and/or ``--replay``; exit 1 if a replay differs."""
-    from chronoml.explanations import explain_decision
-    from chronoml.replay import replay_decision
+    from chronoml.explain.decisions import explain_decision
+    from chronoml.explain.replay import replay_decision
 
     with _audit(ctx) as (cm, models):
         d = cm.decision(decision_id)
@@ -165,7 +165,7 @@ def replay_cmd(
     inputs; every output must be identical to the logged one. Prints a
     summary; exits 1 if any decision differs or cannot be verified.
     """
-    from chronoml.replay import replay_range
+    from chronoml.explain.replay import replay_range
 
     begin, stop = window_bounds(window, start, end)
     bar = _Bar("replaying", not as_json)
@@ -245,7 +245,7 @@ def backtest_cmd(
     where labels arrived, the quality of both. Writes nothing to the
     decision log. A range with no decisions gives an empty report.
     """
-    from chronoml.backtest import backtest
+    from chronoml.explain.backtest import backtest
     from chronoml.timeutil import now_us, parse_time
 
     bar = _Bar("backtesting", not as_json)
@@ -350,13 +350,13 @@ def importance_cmd(
     Per model version, over the decisions of the window (sampled when there
     are many). With --html, writes an offline chart (inline SVG).
     """
-    from chronoml.explanations import importance
+    from chronoml.explain.decisions import importance
 
     begin, stop = window_bounds(window, start, end)
     with _audit(ctx) as (cm, models):
         rep = importance(cm, models, endpoint, begin, stop, version=version, sample=sample)
     if html_path is not None:
-        from chronoml.importance_html import render
+        from chronoml.explain.importance_html import render
 
         html_path.write_text(render(rep), encoding="utf-8")
     if as_json:

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
-from chronoml.explain import (
+from chronoml.explain.explainers import (
     BACKGROUND_ROWS,
     BACKGROUND_SEED,
     PERMUTATION,
@@ -29,7 +29,7 @@ from chronoml.explain import (
 )
 
 if TYPE_CHECKING:
-    from chronoml.gateway.models import LoadedModel
+    from chronoml.registry.models import LoadedModel
 
 # shap's PermutationExplainer draws permutations from NumPy's global generator.
 # Each row is explained from the same seed, under this lock, and the global

@@ -8,7 +8,7 @@ from typing import Any
 
 import click
 
-from chronoml.cli import (
+from chronoml.cli.core import (
     Fail,
     _chronoml,
     _json,

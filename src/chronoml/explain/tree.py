@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from chronoml.explain import (
+from chronoml.explain.explainers import (
     TREE,
     Background,
     Explainer,

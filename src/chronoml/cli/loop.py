@@ -7,10 +7,18 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from chronoml.cli import Fail, _chronoml, _json, cli, json_option, window_bounds, window_options
+from chronoml.cli.core import (
+    Fail,
+    _chronoml,
+    _json,
+    cli,
+    json_option,
+    window_bounds,
+    window_options,
+)
 
 if TYPE_CHECKING:
-    from chronoml.retrain.jobs import Job
+    from chronoml.store.jobs import Job
 
 
 def _duration(text: str, option: str) -> int:
@@ -78,8 +86,8 @@ def experiment(
     always-valid (sequential, safe to peek) p-value, a sample-ratio check
     against the ledger weights, the minimum detectable effect and a verdict.
     """
-    from chronoml.experiments import ExperimentError
-    from chronoml.experiments import experiment as run
+    from chronoml.monitor.experiments import ExperimentError
+    from chronoml.monitor.experiments import experiment as run
 
     begin, stop = window_bounds(window, start, end)
     with _chronoml(ctx) as cm:
@@ -557,7 +565,7 @@ def retrain_worker(ctx: click.Context, once: bool, interval: float) -> None:
 @click.pass_context
 def jobs(ctx: click.Context, endpoint: str | None, limit: int, as_json: bool) -> None:
     """Retraining jobs, newest first (of ENDPOINT, or all)."""
-    from chronoml.retrain import jobs as J
+    from chronoml.store import jobs as J
 
     with _chronoml(ctx) as cm:
         found = J.listing(cm.store, endpoint, limit)
@@ -590,7 +598,7 @@ def _trigger(t: Any) -> str:
 @click.pass_context
 def job(ctx: click.Context, job_id: int, show_log: bool, as_json: bool) -> None:
     """One retraining job: its steps, evidence and outcome (and --log its output)."""
-    from chronoml.retrain import jobs as J
+    from chronoml.store import jobs as J
 
     with _chronoml(ctx) as cm:
         found = J.get(cm.store, job_id)
@@ -682,7 +690,7 @@ def approve(
         j = answer(cm, endpoint, job_id, cm.actor(actor), reject=reject, reason=reason)
         j = JobRunner(cm).advance(j.id)
         events = [e for e in SL.history(cm.store, endpoint) if e.seq >= (j.verdict_seq or 0)]
-    from chronoml.cli import _print_event
+    from chronoml.cli.core import _print_event
 
     for e in events[1:]:
         _print_event(e)

@@ -12,16 +12,17 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
-from chronoml.explain import Explainer, NotExplainable, mean_abs
+from chronoml.domain import codec
+from chronoml.explain.explainers import Explainer, NotExplainable, mean_abs
 from chronoml.store import decision_reads as DR
 from chronoml.store import decisions as D
 from chronoml.store import explanations as SE
 from chronoml.timeutil import iso
 
 if TYPE_CHECKING:
-    from chronoml.archive import Models
     from chronoml.domain.ledger import ModelRef
-    from chronoml.gateway.models import LoadedModel
+    from chronoml.registry.archive import Models
+    from chronoml.registry.models import LoadedModel
     from chronoml.service import Chronoml
 
 # Explaining with the model-agnostic explainer costs about 0.1 s a row: a
@@ -53,7 +54,7 @@ def explain_decision(cm: Chronoml, models: Models, decision_id: str) -> dict[str
         raise NotFound(f"unknown decision {decision_id!r}")
     ref = models.ref_of(row.event_seq, row.variant, row.model_name, row.model_version)
     model = models.load(ref)
-    df = DR.frame(cm.layouts.get(row.layout), [bytes(row.num)], [row.txt])
+    df = codec.decode_frame(cm.layouts.get(row.layout), [bytes(row.num)], [row.txt])
     exp = models.explainer(model).explain(model_frame(model, df))[0]
     SE.put_many(cm.store, [(decision_id, exp)])
     got = SE.get(cm.store, decision_id)

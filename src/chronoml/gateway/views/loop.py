@@ -28,7 +28,7 @@ def routes(gw: Gateway) -> list[Route]:
         return None
 
     async def get_experiment(request: Request) -> Response:
-        from chronoml.experiments import ExperimentError, experiment
+        from chronoml.monitor.experiments import ExperimentError, experiment
 
         endpoint = request.path_params["endpoint"]
         q = request.query_params
@@ -110,7 +110,7 @@ def routes(gw: Gateway) -> list[Route]:
         return JSON({"created": created, "job": job.to_dict()}, status_code=202 if created else 200)
 
     async def list_jobs(request: Request) -> Response:
-        from chronoml.retrain import jobs as J
+        from chronoml.store import jobs as J
 
         endpoint = request.query_params.get("endpoint")
         try:
@@ -121,7 +121,7 @@ def routes(gw: Gateway) -> list[Route]:
         return JSON({"jobs": [j.to_dict() for j in found]})
 
     async def get_job(request: Request) -> Response:
-        from chronoml.retrain import jobs as J
+        from chronoml.store import jobs as J
 
         try:
             job_id = int(request.path_params["id"])

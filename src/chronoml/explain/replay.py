@@ -16,16 +16,16 @@ import numpy as np
 import orjson
 import pandas as pd
 
-from chronoml.archive import ArtifactError, DecisionModelError
-from chronoml.gateway import inputs
+from chronoml.domain import codec
+from chronoml.registry.archive import ArtifactError, DecisionModelError
 from chronoml.store import decision_reads as DR
 from chronoml.store import decisions as D
 from chronoml.timeutil import iso
 
 if TYPE_CHECKING:
-    from chronoml.archive import Models
     from chronoml.domain.ledger import ModelRef
-    from chronoml.gateway.models import LoadedModel
+    from chronoml.registry.archive import Models
+    from chronoml.registry.models import LoadedModel
     from chronoml.service import Chronoml
 
 Progress = Callable[[int], None]
@@ -40,7 +40,7 @@ def run(model: LoadedModel, df: pd.DataFrame) -> tuple[list[Any], list[str]]:
     """The model's outputs on ``df``, as values and as the JSON text the gateway logs."""
     try:
         pred = model.predict(df)
-        values, _ = inputs.encode_outputs(pred, len(df))
+        values, _ = codec.encode_outputs(pred, len(df))
     except Exception as exc:
         raise ModelFailed(
             f"model {model.ref.name} v{model.ref.version} failed on the logged inputs: {exc}"
@@ -84,7 +84,7 @@ def model_dict(ref: ModelRef) -> dict[str, Any]:
 
 def replay_decision(cm: Chronoml, models: Models, decision_id: str) -> dict[str, Any]:
     """Re-run one decision on its archived model; say whether the output is identical."""
-    from chronoml.explanations import model_frame
+    from chronoml.explain.decisions import model_frame
     from chronoml.service import NotFound
 
     row = D.get(cm.store, decision_id)
@@ -92,7 +92,7 @@ def replay_decision(cm: Chronoml, models: Models, decision_id: str) -> dict[str,
         raise NotFound(f"unknown decision {decision_id!r}")
     ref = models.ref_of(row.event_seq, row.variant, row.model_name, row.model_version)
     model = models.load(ref)  # digest checked now, not at some earlier load
-    df = DR.frame(cm.layouts.get(row.layout), [bytes(row.num)], [row.txt])
+    df = codec.decode_frame(cm.layouts.get(row.layout), [bytes(row.num)], [row.txt])
     values, texts = run(model, model_frame(model, df))
     original = orjson.loads(row.output)
     identical = texts[0] == row.output
@@ -125,7 +125,7 @@ def replay_range(
     version's artifact is digest-checked once per run; decisions whose
     artifact is missing or altered are counted as unverifiable, with why.
     """
-    from chronoml.explanations import model_frame
+    from chronoml.explain.decisions import model_frame
     from chronoml.service import NotFound, Refused
     from chronoml.store import ledger as SL
 

@@ -14,8 +14,34 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from chronoml.domain.codec import Schema
 from chronoml.domain.ledger import ModelRef
-from chronoml.gateway.inputs import Schema, schema_from_mlflow
+from chronoml.errors import InvalidInput
+
+_MLFLOW_KINDS = {
+    "double": "float",
+    "float": "float",
+    "long": "int",
+    "integer": "int",
+    "boolean": "bool",
+    "string": "string",
+}
+
+
+def schema_from_mlflow(input_schema: Any) -> Schema | None:
+    """Translate an MLflow signature's input schema; None when it has none or no names."""
+    if input_schema is None or not getattr(input_schema, "has_input_names", lambda: False)():
+        return None
+    out = []
+    for spec in input_schema.inputs:
+        type_name = getattr(getattr(spec, "type", None), "name", None)
+        kind = _MLFLOW_KINDS.get(str(type_name))
+        if kind is None:
+            raise InvalidInput(
+                f"input {spec.name!r} has type {type_name}, which chronoml cannot log yet"
+            )
+        out.append((spec.name, kind))
+    return tuple(out)
 
 
 @dataclass

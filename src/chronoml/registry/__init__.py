@@ -17,8 +17,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from chronoml.domain.ledger import ModelRef
+from chronoml.domain.snapshot import Snapshot
 from chronoml.settings import Settings
-from chronoml.snapshots import Snapshot
 
 if TYPE_CHECKING:
     from mlflow.tracking import MlflowClient

@@ -16,14 +16,14 @@ import numpy as np
 import orjson
 import pandas as pd
 
-from chronoml.archive import ArtifactError
-from chronoml.replay import Progress, is_num, model_dict, run
+from chronoml.explain.replay import Progress, is_num, model_dict, run
+from chronoml.registry.archive import ArtifactError
 from chronoml.store import decision_reads as DR
 from chronoml.timeutil import iso
 
 if TYPE_CHECKING:
-    from chronoml.archive import Models
-    from chronoml.gateway.models import LoadedModel
+    from chronoml.registry.archive import Models
+    from chronoml.registry.models import LoadedModel
     from chronoml.service import Chronoml
 
 # at most this many distinct values make an output categorical

@@ -20,8 +20,8 @@ from chronoml.registry import RegistryError, artifact_digest
 if TYPE_CHECKING:
     import pandas as pd
 
-    from chronoml.explain import Explainer
-    from chronoml.gateway.models import LoadedModel
+    from chronoml.explain.explainers import Explainer
+    from chronoml.registry.models import LoadedModel
     from chronoml.service import Chronoml
 
 
@@ -146,7 +146,7 @@ class Models:
 
     def load(self, ref: ModelRef, *, verify: bool = True) -> LoadedModel:
         """The model of ``ref``; with ``verify``, its archived bytes are hashed first."""
-        from chronoml.gateway.models import load_model
+        from chronoml.registry.models import load_model
 
         path = verified_path(self.cm, ref) if verify else None
         digest = ref.artifact_digest
@@ -178,7 +178,7 @@ class Models:
 
     def explainer(self, model: LoadedModel) -> Explainer:
         """The explainer of ``model``, built once per artifact (failures are not cached)."""
-        from chronoml.explain import explainer_for
+        from chronoml.explain.explainers import explainer_for
 
         digest = model.ref.artifact_digest
         with self._build_lock:
@@ -194,8 +194,9 @@ class Models:
         return got
 
     def _background(self, ref: ModelRef) -> tuple[pd.DataFrame, str]:
-        from chronoml import snapshots
-        from chronoml.explain import NotExplainable
+        from chronoml.domain.snapshot import SnapshotError
+        from chronoml.explain.explainers import NotExplainable
+        from chronoml.store import snapshots
 
         info = ref.data_snapshot
         if not info:
@@ -208,5 +209,5 @@ class Models:
             )
         try:
             return snapshots.load(snap), snap.id
-        except snapshots.SnapshotError as exc:
+        except SnapshotError as exc:
             raise NotExplainable(str(exc)) from None

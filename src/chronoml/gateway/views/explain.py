@@ -17,11 +17,11 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, Response
 from starlette.routing import Route
 
-from chronoml.archive import ArtifactError, DecisionModelError, Models
-from chronoml.backtest import backtest
-from chronoml.explain import NotExplainable
-from chronoml.explanations import TooManyRows, check_rows, explain_decision, importance
-from chronoml.replay import ModelFailed, replay_decision, replay_range
+from chronoml.explain.backtest import backtest
+from chronoml.explain.decisions import TooManyRows, check_rows, explain_decision, importance
+from chronoml.explain.explainers import NotExplainable
+from chronoml.explain.replay import ModelFailed, replay_decision, replay_range
+from chronoml.registry.archive import ArtifactError, DecisionModelError, Models
 from chronoml.service import NotFound, Refused
 from chronoml.store import explanations as SE
 from chronoml.store.database import StoreError
@@ -31,11 +31,11 @@ if TYPE_CHECKING:
     import numpy as np
     import pandas as pd
 
-    from chronoml.explain import Explainer, Explanation
+    from chronoml.explain.explainers import Explainer, Explanation
     from chronoml.gateway.app import Gateway
-    from chronoml.gateway.models import LoadedModel
+    from chronoml.registry.models import LoadedModel
 
-log = logging.getLogger("chronoml.explain")
+log = logging.getLogger("chronoml.explain.explainers")
 _TRUE = frozenset({"true", "1", "yes"})
 _FALSE = frozenset({"", "false", "0", "no"})
 _views: weakref.WeakKeyDictionary[Gateway, _Views] = weakref.WeakKeyDictionary()
@@ -289,7 +289,7 @@ class _Views:
             sample=sample,
         )
         if fmt == "html" and resp.status_code == 200:
-            from chronoml.importance_html import render
+            from chronoml.explain.importance_html import render
 
             return HTMLResponse(render(orjson.loads(bytes(resp.body))))
         return resp

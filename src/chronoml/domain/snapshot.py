@@ -9,19 +9,14 @@ first 10,000 rows, truncated to 8 hex digits), no row is left out.
 from __future__ import annotations
 
 import hashlib
-import os
 import struct
-import tempfile
-import time
 from dataclasses import dataclass
-from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import pandas as pd
 
-if TYPE_CHECKING:
-    from chronoml.store.database import Store
+from chronoml.timeutil import iso
 
 _MAGIC = b"chronoml.snapshot.v1\x00"
 
@@ -42,8 +37,6 @@ class Snapshot:
     path: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        from chronoml.timeutil import iso
-
         return {
             "id": self.id,
             "name": self.name,
@@ -124,74 +117,3 @@ def content_id(df: pd.DataFrame) -> tuple[str, tuple[tuple[str, str], ...]]:
         for chunk in chunks:
             h.update(_lp(chunk))
     return "sha256:" + h.hexdigest(), tuple(columns)
-
-
-def read_table(path: str | os.PathLike[str]) -> pd.DataFrame:
-    """Read a CSV or Parquet file, by its suffix."""
-    p = Path(path)
-    if not p.exists():
-        raise SnapshotError(f"no such file: {p}")
-    suffix = p.suffix.lower()
-    try:
-        if suffix in (".parquet", ".pq"):
-            return pd.read_parquet(p)
-        if suffix in (".csv", ".txt"):
-            return pd.read_csv(p)
-    except (ValueError, OSError) as exc:
-        raise SnapshotError(f"cannot read {p}: {exc}") from exc
-    raise SnapshotError(f"{p}: expected a .csv or .parquet file")
-
-
-def _write_immutable(df: pd.DataFrame, dest: Path) -> None:
-    """Write the Parquet copy atomically and make it read-only."""
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=dest.parent, suffix=".tmp")
-    os.close(fd)
-    try:
-        df.to_parquet(tmp, index=False)
-        with open(tmp, "rb") as fh:
-            os.fsync(fh.fileno())
-        os.chmod(tmp, 0o444)
-        os.replace(tmp, dest)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-
-
-def take(store: Store, data: pd.DataFrame | str | os.PathLike[str], name: str) -> Snapshot:
-    """Snapshot ``data`` (a DataFrame, or a CSV/Parquet path) under ``name``.
-
-    Idempotent: the same content returns the snapshot already recorded.
-    """
-    if not name or not name.strip():
-        raise SnapshotError("a snapshot needs a name")
-    df = data if isinstance(data, pd.DataFrame) else read_table(data)
-    if df.index.nlevels != 1 or not isinstance(df.index, pd.RangeIndex):
-        df = df.reset_index(drop=True)
-    sid, columns = content_id(df)
-    existing = store.get_snapshot(sid)
-    if existing is not None:
-        return existing
-    dest = store.home / "snapshots" / (sid.split(":", 1)[1] + ".parquet")
-    if not dest.exists():
-        _write_immutable(df, dest)
-    snap = Snapshot(
-        id=sid,
-        name=name,
-        rows=len(df),
-        created_at=time.time_ns() // 1000,
-        columns=columns,
-        path=str(dest),
-    )
-    return store.put_snapshot(snap)
-
-
-def load(snap: Snapshot) -> pd.DataFrame:
-    """The snapshot's data, checked against its id."""
-    if not snap.path or not Path(snap.path).exists():
-        raise SnapshotError(f"snapshot {snap.id} has no stored copy on this machine")
-    df = pd.read_parquet(snap.path)
-    sid, _ = content_id(df)
-    if sid != snap.id:
-        raise SnapshotError(f"stored copy of {snap.id} does not match its id (found {sid})")
-    return df

@@ -47,9 +47,9 @@ def _where(s: Settings) -> str:
 @contextmanager
 def _chronoml(ctx: click.Context) -> Iterator[Chronoml]:
     """Open chronoml, translating its errors into clean CLI failures."""
+    from chronoml.domain.snapshot import SnapshotError
     from chronoml.registry import RegistryError
     from chronoml.service import Chronoml, NotFound, Refused
-    from chronoml.snapshots import SnapshotError
     from chronoml.store import StoreError
 
     s = _settings(ctx)
@@ -176,7 +176,7 @@ def snapshot(ctx: click.Context, path: Path, name: str, as_json: bool) -> None:
     Prints the snapshot id (sha256 over every value). Link it to a training
     run with chronoml.log_snapshot(snap) inside the run.
     """
-    from chronoml import snapshots
+    from chronoml.store import snapshots
 
     with _chronoml(ctx) as cm:
         snap = snapshots.take(cm.store, path, name)
@@ -422,7 +422,7 @@ def decision(
 ) -> None:
     """A logged decision with its full lineage."""
     if explain or replay:
-        from chronoml.cli_explain import show_decision
+        from chronoml.cli.explain import show_decision
 
         show_decision(ctx, decision_id, explain=explain, replay=replay, as_json=as_json)
         return
@@ -545,17 +545,3 @@ def main() -> None:
     os.environ["MLFLOW_DISABLE_TELEMETRY"] = "true"
     os.environ["DO_NOT_TRACK"] = "true"
     cli(prog_name="chronoml")
-
-
-# commands defined in their own modules register themselves on `cli`
-from chronoml import cli_alerts as _cli_alerts  # noqa: E402, F401
-from chronoml import cli_explain as _cli_explain  # noqa: E402, F401
-from chronoml import cli_loop as _cli_loop  # noqa: E402, F401
-from chronoml import cli_monitor as _cli_monitor  # noqa: E402, F401
-from chronoml import cli_server as _cli_server  # noqa: E402, F401
-
-if __name__ == "__main__":
-    # run the imported module's group, on which the side modules registered
-    from chronoml.cli import main as _main
-
-    _main()

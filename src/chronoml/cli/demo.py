@@ -64,7 +64,7 @@ def run(
     from sklearn.preprocessing import StandardScaler
 
     import chronoml
-    from chronoml.cli import format_decision, format_history, format_status
+    from chronoml.cli.core import format_decision, format_history, format_status
     from chronoml.gateway.app import create_app
     from chronoml.service import Chronoml
     from chronoml.timeutil import iso, now_us

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from chronoml.cli import Fail, _chronoml, _settings, _where, cli
+from chronoml.cli.core import Fail, _chronoml, _settings, _where, cli
 
 if TYPE_CHECKING:
     from chronoml.service import Chronoml
@@ -108,7 +108,7 @@ def server(
         raise Fail(str(exc)) from None
     with _chronoml(ctx) as cm:
         if alerts_file is not None:
-            from chronoml.cli_alerts import load_rules
+            from chronoml.cli.alerts import load_rules
 
             load_rules(cm, alerts_file)
         cm.settings = replace(
@@ -171,7 +171,7 @@ def demo(ctx: click.Context, host: str, port: int, no_serve: bool) -> None:
     them (alone, then 50/50), sends predictions over HTTP, and prints what
     was live at two past moments, the history and one decision's lineage.
     """
-    from chronoml.demo import run
+    from chronoml.cli.demo import run
 
     s = _settings(ctx)
     try:

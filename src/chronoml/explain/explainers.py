@@ -1,6 +1,6 @@
 """SHAP explanations of a deployed model's decisions.
 
-Given a :class:`~chronoml.gateway.models.LoadedModel`, :func:`explainer_for`
+Given a :class:`~chronoml.registry.models.LoadedModel`, :func:`explainer_for`
 picks how to explain it:
 
 - tree models (scikit-learn trees and tree ensembles, LightGBM through its
@@ -44,7 +44,7 @@ import numpy as np
 import pandas as pd
 
 if TYPE_CHECKING:
-    from chronoml.gateway.models import LoadedModel
+    from chronoml.registry.models import LoadedModel
 
 TREE = "shap.TreeExplainer"
 PERMUTATION = "shap.PermutationExplainer"
@@ -158,8 +158,8 @@ def explainer_for(
     ``background`` provides the training snapshot for the model-agnostic
     explainer; ``snapshot_id`` is recorded for tree explanations.
     """
-    from chronoml.explain_permutation import Permutation
-    from chronoml.explain_tree import tree_explainer
+    from chronoml.explain.permutation import Permutation
+    from chronoml.explain.tree import tree_explainer
 
     shap = import_shap()
     est = raw_model(model)

@@ -1,0 +1,5 @@
+"""``python -m chronoml.cli``: the command line."""
+
+from chronoml.cli import main
+
+main()

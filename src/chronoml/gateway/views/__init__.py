@@ -1,0 +1,1 @@
+"""The REST views beyond predict: explanations, monitoring, alerts, the loop, the dashboard."""
