@@ -562,7 +562,7 @@ def test_the_running_server_delivers_what_its_monitor_fires(
             box = api.get("/v1/alerts/outbox").json()
         assert box["pending"] == 0 and box["delivered"] == 1
         assert len(receiver.requests) == 1 and signed_by(SECRET, *receiver.requests[0])
-    assert gw.outbox._thread is None  # stopped with the server
+    assert not gw.outbox.running  # stopped with the server
 
 
 BAD_RULES: list[tuple[dict[str, Any], str]] = [

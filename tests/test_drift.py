@@ -28,6 +28,7 @@ from chronoml.domain.profile import (
     sorted_distinct,
 )
 from chronoml.domain.sorted_stats import Sample, ks_statistic, wasserstein
+from chronoml.worker import parallel
 
 # -- helpers ----------------------------------------------------------------------------
 
@@ -524,7 +525,7 @@ def test_evidentlys_chi_square_disagreement_is_noted() -> None:
 def test_workers_give_the_same_report() -> None:
     ref, cur = generated(20_000, 20_000, seed=8)
     profile, one = report_for(ref, cur)
-    assert drift_report(profile, cur, workers=3).to_dict() == one.to_dict()
+    assert drift_report(profile, cur, map_features=parallel(3)).to_dict() == one.to_dict()
 
 
 # -- missing data and empty windows -----------------------------------------------------

@@ -491,4 +491,4 @@ def test_the_server_runs_the_jobs_it_is_asked_for(cm: Any, settings: Any, synth:
             time.sleep(0.05)
         assert got["status"] == "failed" and "registered no new version" in got["reason"]
         gw = c.app.state.gateway  # type: ignore[attr-defined]
-    assert gw.jobs._thread is not None and not gw.jobs._thread.is_alive()  # stopped with it
+    assert gw.jobs.started and not gw.jobs.running  # stopped with it

@@ -363,7 +363,7 @@ def test_a_healthy_canary_stays_and_a_stale_rollback_is_refused(
     client: TestClient, cm: Any, models: Any
 ) -> None:
     from chronoml.domain.canary import Breach
-    from chronoml.service import Refused
+    from chronoml.errors import Refused
 
     seq = _canary(client, models, min_requests=10)
     body = split_body(X.iloc[:1])

@@ -174,6 +174,7 @@ def run_chronoml(ref_path: str, cur_path: str, runs: int, workers: int) -> dict[
     sys.path.insert(0, str(HERE.parents[1] / "src"))
     from chronoml.domain.drift import drift_report
     from chronoml.domain.profile import build_profile
+    from chronoml.worker import parallel
 
     ref = pd.read_parquet(ref_path)
     cur = pd.read_parquet(cur_path)
@@ -188,7 +189,7 @@ def run_chronoml(ref_path: str, cur_path: str, runs: int, workers: int) -> dict[
     report = None
     for _ in range(runs):
         t, c = time.perf_counter(), time.process_time()
-        report = drift_report(profile, arrays, workers=workers)
+        report = drift_report(profile, arrays, map_features=parallel(workers))
         times.append(time.perf_counter() - t)
         cpu.append(time.process_time() - c)
     assert report is not None
@@ -198,7 +199,7 @@ def run_chronoml(ref_path: str, cur_path: str, runs: int, workers: int) -> dict[
     uneven = []
     for _ in range(runs):
         t = time.perf_counter()
-        drift_report(profile, unequal, workers=workers)
+        drift_report(profile, unequal, map_features=parallel(workers))
         uneven.append(time.perf_counter() - t)
     return {
         "times": times,

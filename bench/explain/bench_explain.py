@@ -263,7 +263,7 @@ def tree_anchors(uris: dict[str, str], x: pd.DataFrame, n: int) -> dict[str, flo
 
 def agnostic(cm: Any, uri: str, x: pd.DataFrame, rows: int) -> dict[str, float]:
     from chronoml.explain.explainers import import_shap
-    from chronoml.registry.archive import Models
+    from chronoml.explain.models import Models
 
     shap = import_shap()
     models = Models(cm)
@@ -346,8 +346,8 @@ def log_decisions(base: str, x: pd.DataFrame, n: int, per_request: int = 1000) -
 def replay(
     cm: Any, home: Path, env: dict[str, str], start: int, end: int, uri: str, x: pd.DataFrame
 ) -> dict[str, float]:
+    from chronoml.explain.models import Models
     from chronoml.explain.replay import replay_range
-    from chronoml.registry.archive import Models
     from chronoml.store import decision_reads as DR
     from chronoml.timeutil import iso
 

@@ -41,7 +41,7 @@ class Refused(ChronomlError, ValueError):
     code = "refused"
 
 
-class BadQuery(ChronomlError, ValueError):
+class BadQuery(Refused):
     """A query parameter that cannot be used (a window, a limit, a time)."""
 
     status = 400

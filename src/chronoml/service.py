@@ -1,120 +1,40 @@
-"""The operations users run, shared by the Python API, the CLI and the REST API."""
+"""The facade: one method per user operation, shared by the Python API, the CLI and the REST API.
+
+:class:`Chronoml` is a :class:`~chronoml.context.Context` (one store, one
+registry) with the operations users run. Each method is a thin call into the
+feature that owns it: :mod:`chronoml.endpoints` for changes to what is live and
+the questions about them, :mod:`chronoml.monitor` for drift, feedback and quality.
+"""
 
 from __future__ import annotations
 
-import getpass
-import re
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from typing import Any
 
-from chronoml.domain import codec
+from chronoml import endpoints as E
+from chronoml.context import Context
 from chronoml.domain import ledger as L
 from chronoml.domain.canary import Breach, Guardrails
-from chronoml.registry import Registry, RegistryError
-from chronoml.settings import Settings
-from chronoml.store import Store
-from chronoml.store import decisions as D
+from chronoml.errors import NotFound, Refused
+from chronoml.monitor import feedback as fb
+from chronoml.monitor.quality import quality as _quality
+from chronoml.monitor.reports import endpoint_drift
 from chronoml.store import ledger as SL
-from chronoml.timeutil import iso, now_us
+from chronoml.window import Window
 
-_ENDPOINT = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+# the names the public API and older callers know these by
+event_dict = E.event_dict
+variant_dict = E.variant_dict
 
-
-class NotFound(LookupError):
-    """An endpoint, decision or event that does not exist."""
-
-
-class Refused(ValueError):
-    """A change that is not allowed; nothing was recorded."""
-
-    def __init__(self, message: str, field: str | None = None) -> None:
-        super().__init__(message)
-        self.message = message
-        self.field = field
+__all__ = ["Chronoml", "NotFound", "Refused", "event_dict", "variant_dict"]
 
 
-def event_dict(e: L.LedgerEvent) -> dict[str, Any]:
-    return {
-        "seq": e.seq,
-        "hash": e.hash,
-        "kind": e.kind,
-        "recorded_at": iso(e.recorded_at),
-        "effective_at": iso(e.effective_at),
-        "actor": e.actor,
-    }
-
-
-def variant_dict(v: L.Variant) -> dict[str, Any]:
-    m = v.model
-    return {
-        "variant": v.name,
-        "weight": v.weight / 100,
-        "shadow": v.shadow,
-        "model": {
-            "name": m.name,
-            "version": m.version,
-            "run_id": m.run_id,
-            "artifact_digest": m.artifact_digest,
-        },
-        "data_snapshot": dict(m.data_snapshot) if m.data_snapshot else None,
-        "code_version": m.code_version,
-        "since_event": v.since,
-    }
-
-
-@dataclass
-class Chronoml:
+class Chronoml(Context):
     """chronoml over one store and one MLflow registry.
 
     >>> cm = Chronoml.open()                       # CHRONOML_HOME / CHRONOML_STORE
     >>> cm.deploy("churn", "models:/churn/3")      # doctest: +SKIP
     """
-
-    settings: Settings
-    store: Store
-    _registry: Registry | None = None
-    layouts: D.Layouts = field(init=False)
-
-    def __post_init__(self) -> None:
-        self.layouts = D.Layouts(self.store)
-
-    @classmethod
-    def open(cls, settings: Settings | None = None, *, create_embedded: bool = True) -> Chronoml:
-        """Open the configured store; it must be at the current schema.
-
-        A brand-new embedded home is created on first use. An existing store
-        is never migrated implicitly: that is ``chronoml db upgrade``.
-        """
-        s = settings or Settings.from_env()
-        store = Store.open(s.database_url, s.home)
-        try:
-            if create_embedded and s.store_url is None and not (s.home / "chronoml.db").exists():
-                store.upgrade()
-            store.check_schema()
-        except Exception:
-            store.close()
-            raise
-        return cls(s, store)
-
-    @property
-    def registry(self) -> Registry:
-        if self._registry is None:
-            self._registry = Registry(self.settings)
-        return self._registry
-
-    def close(self) -> None:
-        self.store.close()
-
-    def actor(self, actor: str | None = None) -> str:
-        if actor:
-            return actor
-        if self.settings.actor:
-            return self.settings.actor
-        try:
-            return getpass.getuser()
-        except (KeyError, OSError):
-            return "unknown"
 
     # --- changes -----------------------------------------------------------
 
@@ -132,201 +52,66 @@ class Chronoml:
         canary: Guardrails | None = None,
         extra: Mapping[str, Any] | None = None,
     ) -> L.LedgerEvent:
-        """Resolve ``model_uri`` to a version and record its deploy on the ledger.
-
-        With ``canary`` (and a ``weight``), the version joins as a canary:
-        gateways roll it back when it breaches those guardrails. ``extra``
-        fields are recorded in the event's payload (a retraining job's id and
-        evidence: ``{"job": {...}}``).
-        """
-        _check_endpoint(endpoint)
-        if canary is not None and (weight is None or shadow):
-            raise Refused("a canary needs its share of traffic: give --canary PERCENT", "canary")
-        if shadow and weight is not None:
-            raise Refused(
-                "a shadow variant takes no weight: give --shadow or --weight, not both", "weight"
-            )
-        weight_bp = None
-        if weight is not None:
-            try:
-                weight_bp = L.percent_to_bp(float(weight))
-            except L.LedgerError as exc:
-                raise Refused(str(exc), "weight") from None
-        try:
-            resolved = self.registry.resolve(model_uri)
-        except RegistryError as exc:
-            raise NotFound(str(exc)) from None
-        ref = resolved.ref
-        if not resolved.linked and not allow_unlinked_data:
-            raise Refused(
-                f"{ref.name} v{ref.version} (run {ref.run_id}) is not linked to a data snapshot. "
-                "Link it when training: snap = chronoml.snapshot(df, name=...); "
-                "chronoml.log_snapshot(snap) inside the mlflow run that registers the model. "
-                "Or deploy anyway with --allow-unlinked-data (the ledger will say so).",
-                "model_uri",
-            )
-        profile_note: str | None = None
-        if check_loads:
-            from chronoml.monitor.reports import ensure_profile
-            from chronoml.registry.models import load_model
-
-            try:
-                loaded = load_model(ref, resolved.archive)
-            except Exception as exc:
-                raise Refused(
-                    f"{model_uri} does not load as an MLflow model: {exc}", "model_uri"
-                ) from None
-            profile_note = ensure_profile(self.store, loaded)
-        name = variant or f"{ref.name}-v{ref.version}"
-        _check_endpoint(name, what="variant")
-        v = L.Variant(name=name, model=ref, weight=0, shadow=shadow)
-        payload = {
-            "variant": v.to_dict(),
-            "weight_bp": weight_bp,
-            "model_uri": model_uri,
-            "allow_unlinked_data": (not resolved.linked),
-        }
-        if profile_note is not None:
-            payload["reference_profile"] = f"none: {profile_note}"
-        if canary is not None:
-            payload["canary"] = canary.to_dict()
-        for k, val in (extra or {}).items():
-            payload.setdefault(k, val)
-        return self._append(L.Change("deploy", endpoint, self.actor(actor), payload))
+        """Resolve ``model_uri`` to a version and record its deploy (see :func:`endpoints.deploy`)."""
+        return E.deploy(
+            self,
+            endpoint,
+            model_uri,
+            weight=weight,
+            shadow=shadow,
+            variant=variant,
+            allow_unlinked_data=allow_unlinked_data,
+            actor=actor,
+            check_loads=check_loads,
+            canary=canary,
+            extra=extra,
+        )
 
     def set_weights(
         self, endpoint: str, weights: dict[str, float], actor: str | None = None
     ) -> L.LedgerEvent:
         """Change the split of the live variants (percentages adding up to 100)."""
-        self._known(endpoint)
-        try:
-            bp = {k: L.percent_to_bp(float(w), f"weight of {k}") for k, w in weights.items()}
-        except (TypeError, ValueError) as exc:
-            raise Refused(str(exc), "weights") from None
-        return self._append(
-            L.Change("set_weights", endpoint, self.actor(actor), {"weights_bp": bp})
-        )
+        return E.set_weights(self, endpoint, weights, actor)
 
     def rollback(
         self, endpoint: str, reason: str | None = None, actor: str | None = None
     ) -> L.LedgerEvent:
         """Return the endpoint to the configuration before its latest change."""
-        self._known(endpoint)
-        payload = {"reason": reason} if reason else {}
-        return self._append(L.Change("rollback", endpoint, self.actor(actor), payload))
+        return E.rollback(self, endpoint, reason, actor)
 
     def rollback_canary(
         self, endpoint: str, canary_seq: int, breach: Breach, actor: str
     ) -> L.LedgerEvent:
-        """Roll back the canary of event ``canary_seq`` for ``breach``, if still the latest change.
-
-        Refused (nothing recorded) when another change, or another gateway's
-        rollback, came first.
-        """
-        payload = {"reason": breach.reason, "canary_seq": canary_seq, "guardrail": breach.to_dict()}
-        return self._append(L.Change("rollback", endpoint, actor, payload))
+        """Roll back the canary of event ``canary_seq`` for ``breach``, if still the latest change."""
+        return E.rollback_canary(self, endpoint, canary_seq, breach, actor)
 
     def retire(self, endpoint: str, actor: str | None = None) -> L.LedgerEvent:
         """Take every variant offline; the history stays."""
-        self._known(endpoint)
-        return self._append(L.Change("retire", endpoint, self.actor(actor), {}))
-
-    def _append(self, change: L.Change) -> L.LedgerEvent:
-        try:
-            return SL.append(self.store, change)
-        except L.LedgerError as exc:
-            raise Refused(str(exc)) from None
-
-    def _known(self, endpoint: str) -> None:
-        if not SL.exists(self.store, endpoint):
-            raise NotFound(f"unknown endpoint {endpoint!r}")
+        return E.retire(self, endpoint, actor)
 
     # --- questions ---------------------------------------------------------
 
     def status(self, endpoint: str, at: int | None = None) -> dict[str, Any]:
         """What was live on ``endpoint`` at ``at`` (default now), with lineage."""
-        self._known(endpoint)
-        t = now_us() if at is None else at
-        ev = SL.state_event_at(self.store, endpoint, t)
-        state = L.state_of(ev, endpoint)
-        return {
-            "endpoint": endpoint,
-            "at": iso(t),
-            "variants": [variant_dict(v) for v in state.variants],
-            "event": event_dict(ev) if ev is not None else None,
-        }
+        return E.status(self, endpoint, at)
 
     def history(self, endpoint: str) -> dict[str, Any]:
-        self._known(endpoint)
-        events = SL.history(self.store, endpoint)
-        return {
-            "endpoint": endpoint,
-            "events": [
-                {**event_dict(e), "summary": L.event_summary(e), "payload": dict(e.payload)}
-                for e in events
-            ],
-        }
+        """The ledger timeline of ``endpoint``."""
+        return E.history(self, endpoint)
 
     def endpoints(self) -> list[dict[str, Any]]:
-        out = []
-        t = now_us()
-        for name in SL.endpoints(self.store):
-            state = SL.state_at(self.store, name, t)
-            out.append({"endpoint": name, "variants": [variant_dict(v) for v in state.variants]})
-        return out
+        """Every endpoint with what is live on it now."""
+        return E.endpoints(self)
 
     def decision(self, decision_id: str) -> dict[str, Any]:
         """A logged decision with its full lineage."""
-        from chronoml.monitor import feedback as fb
-        from chronoml.store import explanations as stored_explanations
+        return E.decision(self, decision_id)
 
-        # One connection for the whole lineage; each read is one index seek on
-        # rows that never change, and ledger events come from the store's cache.
-        with self.store.lookup() as conn:
-            row = D.get_in(conn, decision_id)
-            if row is None:
-                raise NotFound(f"unknown decision {decision_id!r}")
-            state_event = SL.cached_event(self.store, conn, row.event_seq)
-            variant = None
-            if state_event is not None and state_event.state is not None:
-                variant = next((v for v in state_event.state if v.name == row.variant), None)
-            deploy_event = (
-                SL.cached_event(self.store, conn, variant.since)
-                if variant and variant.since
-                else None
-            )
-            labels = fb.history_in(conn, row.id)
-            explanation = stored_explanations.get_in(conn, row.id)
-        sch = self.layouts.get(row.layout)
-        import orjson
+    def verify(self) -> L.ChainReport:
+        """Recompute the ledger's hash chain; the report names the first bad event."""
+        return SL.verify(self.store)
 
-        out: dict[str, Any] = {
-            "id": row.id,
-            "time": iso(row.ts),
-            "endpoint": row.endpoint,
-            "variant": row.variant,
-            "shadow": row.shadow,
-            "unit": row.unit,
-            "model": None,
-            "data_snapshot": None,
-            "code_version": None,
-            "event": event_dict(deploy_event) if deploy_event else None,
-            "routed_by_event": event_dict(state_event) if state_event else None,
-            "inputs": codec.decode(sch, row.num, row.txt),
-            "output": orjson.loads(row.output),
-            "latency_ms": row.latency_ms,
-        }
-        if labels:
-            out["label"] = labels[-1]["label"]
-            out["label_history"] = labels
-        if explanation is not None:
-            out["explanation"] = explanation
-        if variant is not None:
-            vd = variant_dict(variant)
-            out["model"] = vd["model"]
-            out["data_snapshot"] = vd["data_snapshot"]
-            out["code_version"] = vd["code_version"]
-        return out
+    # --- monitoring --------------------------------------------------------
 
     def drift(
         self,
@@ -343,30 +128,11 @@ class Chronoml:
         ``overrides`` maps a feature (or ``prediction``) to its own
         ``{"method": "psi" | "ks" | ..., "threshold": x}``.
         """
-        from chronoml.monitor.reports import drift
-
-        self._known(endpoint)
-        stop = now_us() if end is None else end
-        begin = stop - window_us if start is None else start
-        if begin >= stop:
-            raise Refused("the window's start must be before its end", "from")
-        served: dict[tuple[str, str], L.ModelRef] = {}
-        for e in SL.history(self.store, endpoint):
-            for v in e.state or ():
-                served[(v.name, v.model.version)] = v.model
-        try:
-            return drift(
-                self.store,
-                self.layouts,
-                endpoint,
-                begin,
-                stop,
-                served,
-                variant=variant,
-                overrides=overrides,
-            )
-        except ValueError as exc:  # a bad override
-            raise Refused(str(exc), "overrides") from None
+        E.known(self, endpoint)
+        w = Window.bounded(start, end, window_us)
+        return endpoint_drift(
+            self.store, self.layouts, endpoint, w, variant=variant, overrides=overrides
+        )
 
     def feedback(
         self,
@@ -376,8 +142,6 @@ class Chronoml:
         actor: str | None = None,
     ) -> dict[str, int]:
         """Attach late labels ``(decision_id, label, observed_at)``, all or nothing."""
-        from chronoml.monitor import feedback as fb
-
         items = [fb.Label(d, lab, t) for d, lab, t in labels]
         return fb.record(self.store, items, actor=self.actor(actor), update=update)
 
@@ -391,22 +155,6 @@ class Chronoml:
         variant: str | None = None,
     ) -> dict[str, Any]:
         """Label coverage and quality metrics per variant and version over a window."""
-        from chronoml.monitor.quality import quality
-
-        self._known(endpoint)
-        stop = now_us() if end is None else end
-        begin = stop - window_us if start is None else start
-        if begin >= stop:
-            raise Refused("the window's start must be before its end", "from")
-        return quality(self.store, endpoint, begin, stop, variant=variant)
-
-    def verify(self) -> L.ChainReport:
-        return SL.verify(self.store)
-
-
-def _check_endpoint(name: str, what: str = "endpoint") -> None:
-    if not _ENDPOINT.match(name or ""):
-        raise Refused(
-            f"invalid {what} name {name!r}: use letters, digits, '.', '_' or '-' (at most 128)",
-            what,
-        )
+        E.known(self, endpoint)
+        w = Window.bounded(start, end, window_us)
+        return _quality(self.store, endpoint, w.start, w.end, variant=variant)

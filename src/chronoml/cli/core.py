@@ -48,9 +48,9 @@ def _where(s: Settings) -> str:
 def _chronoml(ctx: click.Context) -> Iterator[Chronoml]:
     """Open chronoml, translating its errors into clean CLI failures."""
     from chronoml.domain.snapshot import SnapshotError
+    from chronoml.errors import StoreError
     from chronoml.registry import RegistryError
     from chronoml.service import Chronoml, NotFound, Refused
-    from chronoml.store import StoreError
 
     s = _settings(ctx)
     try:
@@ -493,7 +493,8 @@ def db() -> None:
 @click.pass_context
 def upgrade(ctx: click.Context) -> None:
     """Create the schema or migrate it to this version of chronoml."""
-    from chronoml.store import Store, StoreError
+    from chronoml.errors import StoreError
+    from chronoml.store import Store
 
     s = _settings(ctx)
     store = Store.open(s.database_url, s.home)
@@ -526,7 +527,8 @@ def compact(ctx: click.Context, rebuild: bool) -> None:
 @click.pass_context
 def current(ctx: click.Context) -> None:
     """Print the schema revision of the store."""
-    from chronoml.store import Store, StoreError
+    from chronoml.errors import StoreError
+    from chronoml.store import Store
 
     s = _settings(ctx)
     store = Store.open(s.database_url, s.home)

@@ -28,7 +28,7 @@ from chronoml.cli.core import (
 )
 
 if TYPE_CHECKING:
-    from chronoml.registry.archive import Models
+    from chronoml.explain.models import Models
     from chronoml.service import Chronoml
 
 TOP = 10
@@ -37,8 +37,9 @@ TOP = 10
 @contextmanager
 def _audit(ctx: click.Context) -> Iterator[tuple[Chronoml, Models]]:
     """chronoml plus an archive of models, with this module's errors made clean."""
+    from chronoml.explain.models import Models
     from chronoml.explain.replay import ModelFailed
-    from chronoml.registry.archive import DecisionModelError, Models
+    from chronoml.registry.archive import DecisionModelError
 
     with _chronoml(ctx) as cm:
         try:

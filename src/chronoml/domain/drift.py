@@ -54,9 +54,7 @@ Where chronoml differs from Evidently:
 from __future__ import annotations
 
 import math
-import threading
-from collections.abc import Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any, Literal, TypeAlias
 
@@ -218,6 +216,9 @@ class DriftReport:
         }
 
 
+_Job: TypeAlias = "tuple[str, FeatureProfile, npt.ArrayLike | None, DriftOverride | None]"
+
+
 def drift_report(
     profile: Profile,
     current: Mapping[str, npt.ArrayLike],
@@ -226,16 +227,18 @@ def drift_report(
     overrides: Mapping[str, DriftOverride | Mapping[str, Any]] | None = None,
     prediction_override: DriftOverride | Mapping[str, Any] | None = None,
     drift_share: float = DEFAULT_DRIFT_SHARE,
-    workers: int = 1,
+    map_features: Callable[[Callable[[_Job], FeatureDrift], Sequence[_Job]], Iterable[FeatureDrift]]
+    | None = None,
 ) -> DriftReport:
     """Compare a window of current data (one array per feature) with ``profile``.
 
     Arrays must all have the window's length. ``overrides`` maps feature names
     to a :class:`DriftOverride` or an equivalent mapping; names the profile
     does not know are ignored (a monitor's settings may outlive a feature).
-    ``workers`` > 1
-    evaluates features in that many threads (numpy releases the GIL while it
-    sorts, which is most of the work on large windows).
+    ``map_features`` evaluates the features, in order (default: one after the
+    other); :func:`chronoml.worker.parallel` spreads them over threads, as
+    numpy releases the GIL while it sorts, which is most of the work on large
+    windows.
     """
     parsed = {name: DriftOverride.parse(o) for name, o in (overrides or {}).items()}
     pred_override = (
@@ -244,26 +247,18 @@ def drift_report(
     rows = _window_rows(current, current_predictions)
     empty = rows == 0
 
-    jobs: list[tuple[str, FeatureProfile, npt.ArrayLike | None, DriftOverride | None]] = [
+    jobs: list[_Job] = [
         (name, ref, current.get(name), parsed.get(name)) for name, ref in profile.features.items()
     ]
-    # Scratch buffers are reused from one feature to the next (one set per
-    # thread) and dropped with this call.
-    per_thread = threading.local()
-
-    def run(
-        job: tuple[str, FeatureProfile, npt.ArrayLike | None, DriftOverride | None],
-    ) -> FeatureDrift:
-        scratch = getattr(per_thread, "scratch", None)
-        if scratch is None:
-            scratch = per_thread.scratch = S.Scratch()
-        return _feature_drift(*job, empty=empty, scratch=scratch)
-
-    if workers > 1 and len(jobs) > 1:
-        with ThreadPoolExecutor(max_workers=workers) as pool:
-            results = list(pool.map(run, jobs))
-    else:
-        results = [run(job) for job in jobs]
+    if map_features is None:
+        # one after the other: scratch buffers are reused from one feature to
+        # the next and dropped with this call
+        scratch = S.Scratch()
+        results = [_feature_drift(*job, empty=empty, scratch=scratch) for job in jobs]
+    else:  # features at once: a scratch set each
+        results = list(
+            map_features(lambda job: _feature_drift(*job, empty=empty, scratch=S.Scratch()), jobs)
+        )
     for name in current:
         if name in profile.features:
             continue
@@ -274,7 +269,14 @@ def drift_report(
 
     prediction = None
     if profile.prediction is not None:
-        prediction = run((PREDICTION, profile.prediction, current_predictions, pred_override))
+        prediction = _feature_drift(
+            PREDICTION,
+            profile.prediction,
+            current_predictions,
+            pred_override,
+            empty=empty,
+            scratch=S.Scratch(),
+        )
     elif current_predictions is not None:
         prediction = _unevaluated(PREDICTION, None, "missing_in_reference")
 

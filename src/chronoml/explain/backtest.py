@@ -22,9 +22,9 @@ from chronoml.store import decision_reads as DR
 from chronoml.timeutil import iso
 
 if TYPE_CHECKING:
-    from chronoml.registry.archive import Models
+    from chronoml.context import Context
+    from chronoml.explain.models import Models
     from chronoml.registry.models import LoadedModel
-    from chronoml.service import Chronoml
 
 # at most this many distinct values make an output categorical
 CATEGORIES = 20
@@ -32,7 +32,7 @@ CATEGORIES = 20
 
 def candidate_frame(model: LoadedModel, logged: pd.DataFrame, endpoint: str) -> pd.DataFrame:
     """The logged inputs in the shape the candidate takes; a missing column is refused."""
-    from chronoml.service import Refused
+    from chronoml.errors import Refused
 
     if model.schema is None:
         return logged.reset_index(drop=True)
@@ -76,7 +76,7 @@ def _norm(v: Any) -> Any:
 
 
 def backtest(
-    cm: Chronoml,
+    cm: Context,
     models: Models,
     endpoint: str,
     model_uri: str,
@@ -92,8 +92,8 @@ def backtest(
     output distribution shifts, and, for decisions with a label, the
     quality of both. Writes nothing to the decision log.
     """
+    from chronoml.errors import NotFound, Refused
     from chronoml.registry import RegistryError
-    from chronoml.service import NotFound, Refused
     from chronoml.store import ledger as SL
 
     if not SL.exists(cm.store, endpoint):

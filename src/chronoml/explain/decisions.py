@@ -20,10 +20,10 @@ from chronoml.store import explanations as SE
 from chronoml.timeutil import iso
 
 if TYPE_CHECKING:
+    from chronoml.context import Context
     from chronoml.domain.ledger import ModelRef
-    from chronoml.registry.archive import Models
+    from chronoml.explain.models import Models
     from chronoml.registry.models import LoadedModel
-    from chronoml.service import Chronoml
 
 # Explaining with the model-agnostic explainer costs about 0.1 s a row: a
 # predict request with ?explain=true may hold at most this many rows.
@@ -42,9 +42,9 @@ def model_frame(model: LoadedModel, df: pd.DataFrame) -> pd.DataFrame:
     return df[[c for c, _ in model.schema]].reset_index(drop=True)
 
 
-def explain_decision(cm: Chronoml, models: Models, decision_id: str) -> dict[str, Any]:
+def explain_decision(cm: Context, models: Models, decision_id: str) -> dict[str, Any]:
     """The decision's explanation: the stored one, or computed now (and stored)."""
-    from chronoml.service import NotFound
+    from chronoml.errors import NotFound
 
     stored = SE.get(cm.store, decision_id)
     if stored is not None:
@@ -72,7 +72,7 @@ def check_rows(explainer: Explainer, n: int) -> None:
 
 
 def importance(
-    cm: Chronoml,
+    cm: Context,
     models: Models,
     endpoint: str,
     start: int,
@@ -88,7 +88,7 @@ def importance(
     default 1,000 for tree models and 200 for the model-agnostic explainer.
     Shadow decisions are left out, as in drift reports.
     """
-    from chronoml.service import NotFound, Refused
+    from chronoml.errors import NotFound, Refused
     from chronoml.store import ledger as SL
 
     if not SL.exists(cm.store, endpoint):

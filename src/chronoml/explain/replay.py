@@ -23,10 +23,10 @@ from chronoml.store import decisions as D
 from chronoml.timeutil import iso
 
 if TYPE_CHECKING:
+    from chronoml.context import Context
     from chronoml.domain.ledger import ModelRef
-    from chronoml.registry.archive import Models
+    from chronoml.explain.models import Models
     from chronoml.registry.models import LoadedModel
-    from chronoml.service import Chronoml
 
 Progress = Callable[[int], None]
 EXAMPLES = 10
@@ -82,10 +82,10 @@ def model_dict(ref: ModelRef) -> dict[str, Any]:
     return {"name": ref.name, "version": ref.version, "artifact_digest": ref.artifact_digest}
 
 
-def replay_decision(cm: Chronoml, models: Models, decision_id: str) -> dict[str, Any]:
+def replay_decision(cm: Context, models: Models, decision_id: str) -> dict[str, Any]:
     """Re-run one decision on its archived model; say whether the output is identical."""
+    from chronoml.errors import NotFound
     from chronoml.explain.decisions import model_frame
-    from chronoml.service import NotFound
 
     row = D.get(cm.store, decision_id)
     if row is None:
@@ -108,7 +108,7 @@ def replay_decision(cm: Chronoml, models: Models, decision_id: str) -> dict[str,
 
 
 def replay_range(
-    cm: Chronoml,
+    cm: Context,
     models: Models,
     endpoint: str,
     start: int,
@@ -125,8 +125,8 @@ def replay_range(
     version's artifact is digest-checked once per run; decisions whose
     artifact is missing or altered are counted as unverifiable, with why.
     """
+    from chronoml.errors import NotFound, Refused
     from chronoml.explain.decisions import model_frame
-    from chronoml.service import NotFound, Refused
     from chronoml.store import ledger as SL
 
     if not SL.exists(cm.store, endpoint):

@@ -25,7 +25,7 @@ from starlette.responses import HTMLResponse, Response
 from starlette.routing import Route
 
 from chronoml.domain import codec, routing
-from chronoml.errors import InvalidInput
+from chronoml.errors import InvalidInput, StoreError
 from chronoml.gateway import batching, inputs
 from chronoml.gateway.live import Live, LiveEndpoint
 from chronoml.gateway.log import DecisionLog
@@ -35,7 +35,6 @@ from chronoml.registry.models import LoadedModel
 from chronoml.service import Chronoml, NotFound, Refused, event_dict
 from chronoml.settings import Settings
 from chronoml.store import ledger as SL
-from chronoml.store.database import StoreError
 from chronoml.timeutil import now_us, parse_time
 
 log = logging.getLogger("chronoml.gateway")

@@ -32,11 +32,11 @@ import orjson
 import pandas as pd
 
 from chronoml.domain import codec
+from chronoml.errors import StoreError
 from chronoml.gateway.log import DecisionLog
 from chronoml.ids import new_ids
 from chronoml.registry.models import LoadedModel
 from chronoml.store import decisions as D
-from chronoml.store.database import StoreError
 
 log = logging.getLogger("chronoml.batching")
 

@@ -21,6 +21,7 @@ from chronoml.registry.models import LoadedModel, load_model
 from chronoml.store import ledger as SL
 from chronoml.store.database import Store
 from chronoml.timeutil import now_us
+from chronoml.worker import Worker
 
 log = logging.getLogger("chronoml.live")
 
@@ -58,8 +59,7 @@ class Live:
     seen_seq: int = -1
     _cache: dict[str, LoadedModel] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
-    _stop: threading.Event = field(default_factory=threading.Event)
-    _thread: threading.Thread | None = None
+    _worker: Worker | None = None
     _head: HeadReader = field(init=False)
 
     def __post_init__(self) -> None:
@@ -115,20 +115,13 @@ class Live:
         return model
 
     def start(self, interval_s: float) -> None:
-        def loop() -> None:
-            while not self._stop.wait(interval_s):
-                try:
-                    self.refresh()
-                except Exception as exc:  # store briefly unavailable: try again next tick
-                    log.warning("ledger watch failed: %s", exc)
-
-        self._thread = threading.Thread(target=loop, name="chronoml-ledger-watch", daemon=True)
-        self._thread.start()
+        """Follow the ledger every ``interval_s`` in a background thread."""
+        self._worker = Worker("chronoml-ledger-watch", self.refresh, interval_s)
+        self._worker.start()
 
     def stop(self) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(5)
+        if self._worker is not None:
+            self._worker.stop(5)
         with self._lock:
             self._head.close()
 

@@ -22,10 +22,9 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from chronoml.domain import codec, routing
-from chronoml.errors import InvalidInput
+from chronoml.errors import InvalidInput, StoreError
 from chronoml.gateway import batching
 from chronoml.registry.models import LoadedModel
-from chronoml.store.database import StoreError
 from chronoml.timeutil import now_us
 
 if TYPE_CHECKING:

@@ -15,7 +15,6 @@ from __future__ import annotations
 import json
 import logging
 import math
-import time
 import tomllib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -23,14 +22,13 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from sqlalchemy import Connection, delete, select, update
-from sqlalchemy.exc import IntegrityError, OperationalError
 
 from chronoml.domain import alerts as A
 from chronoml.domain.ledger import Change, LedgerEvent
 from chronoml.monitor import outbox
 from chronoml.store import ledger as SL
 from chronoml.store import schema
-from chronoml.store.database import Store, StoreError
+from chronoml.store.database import Store
 from chronoml.timeutil import iso, now_us
 
 log = logging.getLogger("chronoml.alerts")
@@ -349,20 +347,7 @@ class AlertEngine:
         )
 
     def _retrying(self, fn: Callable[[Connection], T]) -> T:
-        """Run ``fn`` in a write transaction, again if a concurrent writer got in first."""
-        for attempt in range(50):
-            try:
-                with self.store.write() as conn:
-                    return fn(conn)
-            except IntegrityError:
-                # two replicas created the same state row at once: re-read it
-                time.sleep(0.01 * (attempt + 1))
-            except OperationalError as exc:
-                if "lock" in str(exc.orig).lower() and attempt < 49:
-                    time.sleep(0.02 * (attempt + 1))
-                    continue
-                raise StoreError(f"cannot record alerts: {exc.orig}") from exc
-        raise StoreError("could not record alerts after 50 attempts")
+        return self.store.write_retrying(fn, "alerts")
 
 
 def read_rule_file(path: str | Path) -> list[A.AlertRule]:

@@ -19,21 +19,21 @@ import hashlib
 import hmac
 import json
 import logging
-import threading
 from dataclasses import dataclass
 from typing import Any
 
 import httpx
-from sqlalchemy import Connection, and_, func, select, update
-from sqlalchemy.exc import OperationalError
+from sqlalchemy import Connection
 
-from chronoml.store import schema
+from chronoml.store import outbox as SO
 from chronoml.store.database import Store
-from chronoml.timeutil import iso, now_us
+from chronoml.store.outbox import status
+from chronoml.timeutil import now_us
+from chronoml.worker import Worker
 
 log = logging.getLogger("chronoml.alerts")
 
-OB = schema.outbox
+__all__ = ["Attempt", "Outbox", "enqueue", "sign", "status", "verify_signature"]
 
 SIGNATURE_HEADER = "X-Chronoml-Signature"
 DELIVERY_HEADER = "X-Chronoml-Delivery"
@@ -54,22 +54,7 @@ def enqueue(
 ) -> int:
     """Add a webhook to the outbox inside the caller's transaction; returns its id."""
     headers = {SIGNATURE_HEADER: sign(body, secret)} if secret else {}
-    t = now if now is not None else now_us()
-    result = conn.execute(
-        OB.insert().values(
-            kind="webhook",
-            target=json.dumps({"url": url, "headers": headers}, sort_keys=True),
-            payload=body.decode("utf-8"),
-            created_at=t,
-            attempts=0,
-            next_attempt_at=t,
-            delivered_at=None,
-            last_error=None,
-        )
-    )
-    key = result.inserted_primary_key
-    assert key is not None
-    return int(key[0])
+    return SO.enqueue(conn, url, body, headers, now=now)
 
 
 @dataclass(frozen=True)
@@ -109,45 +94,32 @@ class Outbox:
         self.backoff_s = backoff_s
         self.max_backoff_s = max_backoff_s
         self.batch = batch
-        self._wake = threading.Event()
-        self._stopping = threading.Event()
-        self._thread: threading.Thread | None = None
+        self._worker = Worker(
+            "chronoml-outbox", lambda: len(self.deliver_due()) >= self.batch, poll_interval_s
+        )
 
     # --- lifecycle ---------------------------------------------------------
 
     def start(self) -> None:
         """Deliver in a background thread until :meth:`stop`."""
-        if self._thread is not None:
-            return
-        self._stopping.clear()
-        self._thread = threading.Thread(target=self._run, name="chronoml-outbox", daemon=True)
-        self._thread.start()
+        self._worker.start()
+        self._worker.wake()  # a first pass now: rows may be waiting from before a restart
 
     def stop(self, timeout_s: float = 15.0) -> None:
         """Stop the thread after the attempt in flight; undelivered rows stay for later."""
-        self._stopping.set()
-        self._wake.set()
-        if self._thread is not None:
-            self._thread.join(timeout_s)
-            self._thread = None
+        self._worker.stop(timeout_s)
         if self._own_client and self._client is not None:
             self._client.close()
             self._client = None
 
+    @property
+    def running(self) -> bool:
+        """Whether the delivery thread is alive."""
+        return self._worker.running
+
     def wake(self) -> None:
         """Look for due rows now rather than at the next poll."""
-        self._wake.set()
-
-    def _run(self) -> None:
-        while not self._stopping.is_set():
-            busy = False
-            try:
-                busy = len(self.deliver_due()) >= self.batch
-            except Exception:  # keep delivering after a store hiccup
-                log.exception("outbox: delivery pass failed")
-            if not busy:
-                self._wake.wait(self.poll_interval_s)
-                self._wake.clear()
+        self._worker.wake()
 
     # --- delivery ----------------------------------------------------------
 
@@ -168,51 +140,18 @@ class Outbox:
         claimed = self._claim(t)
         done = []
         for i, row in enumerate(claimed):
-            if self._stopping.is_set():
+            if self._worker.stopping:
                 self._release(claimed[i:])  # due again at once, here or after a restart
                 break
             done.append(self._send(row, t if now is not None else now_us()))
         return done
 
     def _release(self, rows: list[Any]) -> None:
-        with self.store.write() as conn:
-            for r in rows:
-                conn.execute(
-                    update(OB)
-                    .where(OB.c.id == r["id"], OB.c.delivered_at.is_(None))
-                    .values(next_attempt_at=r["next_attempt_at"])
-                )
+        SO.release(self.store, rows)
 
     def _claim(self, t: int) -> list[Any]:
         """Take due rows for one attempt: push their next attempt past the send."""
-        lease = t + int((self.timeout_s + 30) * 1_000_000)
-        due = and_(OB.c.delivered_at.is_(None), OB.c.next_attempt_at <= t)
-        for attempt in range(20):
-            try:
-                with self.store.write() as conn:
-                    rows = (
-                        conn.execute(
-                            select(OB)
-                            .where(due)
-                            .order_by(OB.c.next_attempt_at, OB.c.id)
-                            .limit(self.batch)
-                        )
-                        .mappings()
-                        .all()
-                    )
-                    claimed = []
-                    for r in rows:
-                        res = conn.execute(
-                            update(OB).where(OB.c.id == r["id"], due).values(next_attempt_at=lease)
-                        )
-                        if res.rowcount == 1:
-                            claimed.append(r)
-                    return claimed
-            except OperationalError as exc:
-                if "lock" not in str(exc.orig).lower() or attempt == 19:
-                    raise
-                self._stopping.wait(0.05 * (attempt + 1))
-        return []  # pragma: no cover
+        return SO.claim(self.store, t, t + int((self.timeout_s + 30) * 1_000_000), self.batch)
 
     def _send(self, row: Any, t: int) -> Attempt:
         target = json.loads(row["target"])
@@ -244,44 +183,5 @@ class Outbox:
                 self.backoff_us(attempts) / 1e6,
                 error,
             )
-        with self.store.write() as conn:
-            conn.execute(update(OB).where(OB.c.id == row["id"]).values(**values))
+        SO.record_attempt(self.store, int(row["id"]), values)
         return Attempt(int(row["id"]), url, error is None, error)
-
-
-def status(store: Store, errors: int = 10) -> dict[str, Any]:
-    """Pending and delivered counts, and the latest errors of undelivered rows."""
-    with store.read() as conn:
-        pending = conn.execute(
-            select(func.count(), func.min(OB.c.created_at)).where(OB.c.delivered_at.is_(None))
-        ).one()
-        delivered = conn.execute(
-            select(func.count(), func.max(OB.c.delivered_at)).where(OB.c.delivered_at.is_not(None))
-        ).one()
-        failing = (
-            conn.execute(
-                select(OB)
-                .where(OB.c.delivered_at.is_(None), OB.c.last_error.is_not(None))
-                .order_by(OB.c.id.desc())
-                .limit(errors)
-            )
-            .mappings()
-            .all()
-        )
-    return {
-        "pending": int(pending[0]),
-        "oldest_pending": iso(pending[1]) if pending[1] is not None else None,
-        "delivered": int(delivered[0]),
-        "last_delivered": iso(delivered[1]) if delivered[1] is not None else None,
-        "errors": [
-            {
-                "id": r["id"],
-                "url": json.loads(r["target"])["url"],
-                "attempts": r["attempts"],
-                "last_error": r["last_error"],
-                "next_attempt_at": iso(r["next_attempt_at"]),
-                "created_at": iso(r["created_at"]),
-            }
-            for r in failing
-        ],
-    }

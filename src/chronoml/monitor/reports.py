@@ -13,15 +13,20 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from chronoml.domain.drift import drift_report
+from chronoml.domain.drift import METHODS, drift_report
+from chronoml.domain.ledger import ModelRef
 from chronoml.domain.profile import PREDICTION, Profile, build_profile
+from chronoml.errors import Refused
 from chronoml.store import decisions as D
+from chronoml.store import ledger as SL
+from chronoml.store import snapshots
+from chronoml.store.database import Store
 from chronoml.timeutil import iso
+from chronoml.window import Window
+from chronoml.worker import parallel
 
 if TYPE_CHECKING:
-    from chronoml.domain.ledger import ModelRef
     from chronoml.registry.models import LoadedModel
-    from chronoml.store.database import Store
 
 log = logging.getLogger("chronoml.monitor")
 
@@ -32,8 +37,6 @@ def ensure_profile(store: Store, model: LoadedModel) -> str | None:
     Returns why no profile could be built (``None`` when one exists): the
     training snapshot must be in this store with its stored copy.
     """
-    from chronoml.store import snapshots
-
     ref = model.ref
     if store.get_profile(ref.artifact_digest) is not None:
         return None
@@ -59,6 +62,35 @@ def ensure_profile(store: Store, model: LoadedModel) -> str | None:
     profile = build_profile(features, predictions)
     store.put_profile(ref.artifact_digest, ref.name, ref.version, snap.id, profile.to_bytes())
     return None
+
+
+def endpoint_drift(
+    store: Store,
+    layouts: D.Layouts,
+    endpoint: str,
+    window: Window,
+    *,
+    variant: str | None = None,
+    overrides: dict[str, dict[str, Any]] | None = None,
+) -> dict[str, Any]:
+    """:func:`drift` of ``endpoint``, each version against the profile of what served it."""
+    served: dict[tuple[str, str], ModelRef] = {}
+    for e in SL.history(store, endpoint):
+        for v in e.state or ():
+            served[(v.name, v.model.version)] = v.model
+    try:
+        return drift(
+            store,
+            layouts,
+            endpoint,
+            window.start,
+            window.end,
+            served,
+            variant=variant,
+            overrides=overrides,
+        )
+    except ValueError as exc:  # a bad override
+        raise Refused(str(exc), "overrides") from None
 
 
 def drift(
@@ -118,7 +150,7 @@ def drift(
             outputs,
             overrides=feats,
             prediction_override=(overrides or {}).get(PREDICTION),
-            workers=2,
+            map_features=parallel(2),
         )
         entry.update(report.to_dict())
         out["variants"].append(entry)
@@ -149,8 +181,6 @@ def drift(
 
 def parse_overrides(methods: list[str], thresholds: list[str]) -> dict[str, dict[str, Any]]:
     """``feature=method`` and ``feature=threshold`` pairs into an overrides map."""
-    from chronoml.domain.drift import METHODS
-
     out: dict[str, dict[str, Any]] = {}
     for item in methods:
         name, sep, method = item.rpartition("=")
@@ -172,6 +202,7 @@ def parse_overrides(methods: list[str], thresholds: list[str]) -> dict[str, dict
 
 def to_html(report: dict[str, Any]) -> str:
     """A self-contained HTML page of a drift report (no scripts, no network)."""
+    # lazy: jinja2 is needed only by the HTML report
     from jinja2 import Environment, PackageLoader, select_autoescape
 
     env = Environment(loader=PackageLoader("chronoml", "templates"), autoescape=select_autoescape())

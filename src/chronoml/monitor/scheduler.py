@@ -10,7 +10,6 @@ the alert rules.
 from __future__ import annotations
 
 import logging
-import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
@@ -18,13 +17,17 @@ from typing import TYPE_CHECKING, Any, Protocol
 import numpy as np
 from sqlalchemy import select
 
+from chronoml.monitor.leader import Leadership
+from chronoml.monitor.quality import quality as quality_of
+from chronoml.monitor.reports import endpoint_drift
 from chronoml.store import blocks, schema
 from chronoml.store import ledger as SL
 from chronoml.timeutil import iso, now_us
+from chronoml.window import Window
+from chronoml.worker import Worker
 
 if TYPE_CHECKING:
-    from chronoml.monitor.leader import Leadership
-    from chronoml.service import Chronoml
+    from chronoml.context import Context
 
 log = logging.getLogger("chronoml.monitor")
 R = schema.monitor_results
@@ -64,7 +67,7 @@ def _f(v: Any) -> float | None:
 
 
 def compute(
-    cm: Chronoml,
+    cm: Context,
     endpoint: str,
     start: int,
     end: int,
@@ -74,7 +77,7 @@ def compute(
     by_key: dict[tuple[str, str], dict[str, float | None]] = {}
     names: dict[tuple[str, str], str] = {}
 
-    drift = cm.drift(endpoint, start=start, end=end)
+    drift = endpoint_drift(cm.store, cm.layouts, endpoint, Window(start, end))
     for v in drift["variants"]:
         key = (v["variant"], v["model"]["version"])
         names[key] = v["model"].get("name", "")
@@ -92,7 +95,7 @@ def compute(
             m["prediction_drift"] = _f(p["statistic"])
             m["prediction_drifted"] = 1.0 if p["drifted"] else 0.0
 
-    quality = cm.quality(endpoint, start=start, end=end)
+    quality = quality_of(cm.store, endpoint, start, end)
     for v in quality["variants"]:
         key = (v["variant"], v["model"]["version"])
         names[key] = v["model"]["name"]
@@ -133,7 +136,7 @@ class Monitor:
 
     def __init__(
         self,
-        cm: Chronoml,
+        cm: Context,
         *,
         interval_s: float = 300.0,
         window_us: int = 3_600_000_000,
@@ -148,8 +151,7 @@ class Monitor:
         self.alerts = alerts
         self.error_counts = error_counts
         self._runs: dict[tuple[str, str, str], str] = {}
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        self._worker = Worker("chronoml-monitor", self._pass, interval_s)
         self._leader: Leadership | None = None
 
     def run_once(self, now: int | None = None) -> list[WindowResult]:
@@ -265,30 +267,19 @@ class Monitor:
         self._runs[key] = run_id
         return run_id
 
+    def _pass(self) -> None:
+        if self._leader is not None and self._leader.held():  # else another process monitors
+            self.run_once()
+
     def start(self) -> None:
         """Run a pass every interval, in this process only while it leads (see :mod:`.leader`)."""
         if self.interval_s <= 0:
             return
-        from chronoml.monitor.leader import Leadership
-
-        leader = self._leader = Leadership(self.cm.store)
-
-        def loop() -> None:
-            while not self._stop.wait(self.interval_s):
-                if not leader.held():
-                    continue  # another process monitors this store
-                try:
-                    self.run_once()
-                except Exception as exc:
-                    log.error("monitoring run failed: %s", exc)
-
-        self._thread = threading.Thread(target=loop, name="chronoml-monitor", daemon=True)
-        self._thread.start()
+        self._leader = Leadership(self.cm.store)
+        self._worker.start()
 
     def stop(self) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(10)
+        self._worker.stop()
         if self._leader is not None:
             self._leader.release()
 
@@ -299,7 +290,7 @@ def _mlflow_key(metric: str) -> str:
 
 
 def history(
-    cm: Chronoml, endpoint: str, metric: str | None = None, limit: int = 1000
+    cm: Context, endpoint: str, metric: str | None = None, limit: int = 1000
 ) -> list[dict[str, Any]]:
     """Stored monitoring results of ``endpoint``, newest last."""
     q = select(R).where(R.c.endpoint == endpoint)

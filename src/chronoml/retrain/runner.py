@@ -29,22 +29,24 @@ from __future__ import annotations
 import logging
 import os
 import socket
-import threading
 import uuid
 from collections.abc import Callable, Mapping
 from typing import Any
 
 from sqlalchemy import Connection
 
+from chronoml import endpoints
+from chronoml.context import Context
 from chronoml.domain import challenger as P
 from chronoml.domain import experiment as X
 from chronoml.domain import ledger as L
+from chronoml.errors import NotFound, Refused
 from chronoml.retrain import config as RC
 from chronoml.retrain import entrypoint as EP
-from chronoml.service import Chronoml, NotFound, Refused
 from chronoml.store import jobs as J
 from chronoml.store import ledger as SL
 from chronoml.timeutil import iso, now_us
+from chronoml.worker import Worker
 
 log = logging.getLogger("chronoml.retrain")
 
@@ -76,7 +78,7 @@ class JobRunner:
 
     def __init__(
         self,
-        cm: Chronoml,
+        cm: Context,
         *,
         lease_s: float = 60.0,
         settle_s: float = 5.0,
@@ -93,9 +95,7 @@ class JobRunner:
         self.owner = owner or f"{host}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self.actor = f"chronoml-retrain@{host}"
         self.on_step = on_step
-        self._stop = threading.Event()
-        self._wake = threading.Event()
-        self._thread: threading.Thread | None = None
+        self._worker = Worker("chronoml-retrain", self._pass, interval_s)
 
     # --- triggers ------------------------------------------------------------
 
@@ -122,33 +122,27 @@ class JobRunner:
                 )
         return [self.advance(job.id, now=now) for job in J.unfinished(self.store)]
 
+    def _pass(self) -> None:
+        self.run_once()
+
     def start(self) -> None:
-        if self.interval_s <= 0:
-            return
-
-        def loop() -> None:
-            while not self._stop.is_set():
-                self._wake.wait(self.interval_s)
-                self._wake.clear()
-                if self._stop.is_set():
-                    return
-                try:
-                    self.run_once()
-                except Exception as exc:
-                    log.error("retraining pass failed: %s", exc)
-
-        self._thread = threading.Thread(target=loop, name="chronoml-retrain", daemon=True)
-        self._thread.start()
+        """Advance jobs every ``interval_s`` in a background thread (0: never)."""
+        self._worker.start()
 
     def wake(self) -> None:
         """Run a pass now (a job was queued or approved)."""
-        self._wake.set()
+        self._worker.wake()
+
+    @property
+    def started(self) -> bool:
+        return self._worker.started
+
+    @property
+    def running(self) -> bool:
+        return self._worker.running
 
     def stop(self) -> None:
-        self._stop.set()
-        self._wake.set()
-        if self._thread is not None:
-            self._thread.join(10)
+        self._worker.stop()
 
     # --- advancing -----------------------------------------------------------
 
@@ -533,7 +527,8 @@ class JobRunner:
                     min_requests=policy.min_samples,
                 )
             try:
-                ev = self.cm.deploy(
+                ev = endpoints.deploy(
+                    self.cm,
                     job.endpoint,
                     uri,
                     shadow=policy.deploy == "shadow",
@@ -705,7 +700,8 @@ class JobRunner:
                 return
             uri = f"models:/{job.model_name}/{job.model_version}"
             try:
-                ev = self.cm.deploy(
+                ev = endpoints.deploy(
+                    self.cm,
                     job.endpoint,
                     uri,
                     variant=job.challenger,
@@ -768,7 +764,7 @@ class JobRunner:
 
 
 def approve(
-    cm: Chronoml,
+    cm: Context,
     endpoint: str,
     job_id: int,
     actor: str,
@@ -817,7 +813,7 @@ def approve(
     return after
 
 
-def _latest_version(cm: Chronoml, model: str) -> int:
+def _latest_version(cm: Context, model: str) -> int:
     try:
         versions = cm.registry.client.search_model_versions(f"name='{model}'")
     except Exception:

@@ -7,11 +7,11 @@ from typing import Any
 
 import numpy as np
 
+from chronoml.context import Context
 from chronoml.domain.challenger import Policy
 from chronoml.domain.ledger import ModelRef
 from chronoml.monitor.experiments import outcome
 from chronoml.retrain.config import Holdout
-from chronoml.service import Chronoml
 
 
 @dataclass(frozen=True)
@@ -34,7 +34,7 @@ class Validation:
         }
 
 
-def score(cm: Chronoml, ref: ModelRef, holdout: Holdout, metric: str) -> tuple[float, int]:
+def score(cm: Context, ref: ModelRef, holdout: Holdout, metric: str) -> tuple[float, int]:
     """Mean outcome of ``ref`` on the holdout (accuracy, absolute or squared error)."""
     from chronoml.registry.models import load_model
     from chronoml.store.snapshots import read_table
@@ -55,7 +55,7 @@ def score(cm: Chronoml, ref: ModelRef, holdout: Holdout, metric: str) -> tuple[f
 
 
 def validate(
-    cm: Chronoml,
+    cm: Context,
     challenger: ModelRef,
     champion: ModelRef | None,
     holdout: Holdout,

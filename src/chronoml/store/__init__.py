@@ -1,5 +1,6 @@
-"""Storage adapters: schema, migrations, and queries over SQLite or PostgreSQL."""
+"""Storage adapters: schema, migrations, and every SQL statement, over SQLite or PostgreSQL."""
 
-from chronoml.store.database import HEAD_REVISION, Store, StoreError
+from chronoml.errors import StoreError
+from chronoml.store.database import HEAD_REVISION, Store
 
 __all__ = ["HEAD_REVISION", "Store", "StoreError"]

@@ -9,15 +9,17 @@ ledger head; on PostgreSQL the head row is locked with ``FOR UPDATE``.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import Connection, Engine, create_engine, event, inspect, select, text
-from sqlalchemy.exc import OperationalError, ProgrammingError
+from sqlalchemy.exc import IntegrityError, OperationalError, ProgrammingError
 
 from chronoml.domain.snapshot import Snapshot
+from chronoml.errors import StoreError
 from chronoml.store import schema
 
 # The Alembic revision this code expects; tests check it matches the scripts.
@@ -26,8 +28,14 @@ HEAD_REVISION = "0006"
 MIGRATIONS = Path(__file__).parent / "migrations"
 
 
-class StoreError(RuntimeError):
-    """The store is unreachable, or its schema is not the one this code expects."""
+RETRIES = 50
+T = TypeVar("T")
+
+
+def is_busy(exc: OperationalError) -> bool:
+    """Whether a failed statement lost a race with another writer (worth a retry)."""
+    text = str(exc.orig).lower()
+    return "lock" in text or "serializ" in text or "busy" in text
 
 
 class Store:
@@ -104,6 +112,28 @@ class Store:
                 conn.execution_options(sqlite_begin="BEGIN IMMEDIATE")
             with conn.begin():
                 yield conn
+
+    def write_retrying(self, fn: Callable[[Connection], T], what: str = "the change") -> T:
+        """Run ``fn`` in a write transaction, again if a concurrent writer got in first.
+
+        The one retry loop of the store: a busy database (SQLite's lock, a
+        PostgreSQL lock or serialization failure) or a unique key another
+        writer just took (two replicas creating the same row) waits a little
+        longer each time and tries again, 50 times at most; any other failure
+        raises :class:`StoreError` naming ``what`` was being recorded.
+        """
+        for attempt in range(RETRIES):
+            try:
+                with self.write() as conn:
+                    return fn(conn)
+            except IntegrityError:
+                time.sleep(0.01 * (attempt + 1))
+            except OperationalError as exc:
+                if is_busy(exc) and attempt < RETRIES - 1:
+                    time.sleep(0.02 * (attempt + 1))
+                    continue
+                raise StoreError(f"cannot record {what}: {exc.orig}") from exc
+        raise StoreError(f"could not record {what} after {RETRIES} attempts")
 
     @contextmanager
     def read(self) -> Iterator[Connection]:

@@ -12,17 +12,16 @@ past its lease) cannot overwrite what the next one did.
 from __future__ import annotations
 
 import json
-import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from sqlalchemy import Connection, or_, select, update
-from sqlalchemy.exc import IntegrityError, OperationalError
+from sqlalchemy.exc import IntegrityError
 
 from chronoml.retrain.config import RetrainConfig
 from chronoml.store import schema
-from chronoml.store.database import Store, StoreError
+from chronoml.store.database import Store
 from chronoml.timeutil import iso, now_us
 
 J = schema.jobs
@@ -129,18 +128,7 @@ def _job(row: Any) -> Job:
 
 def retrying(store: Store, fn: Callable[[Connection], T]) -> T:
     """Run ``fn`` in a write transaction, again if a concurrent writer got in first."""
-    for attempt in range(50):
-        try:
-            with store.write() as conn:
-                return fn(conn)
-        except IntegrityError:
-            time.sleep(0.01 * (attempt + 1))
-        except OperationalError as exc:
-            if "lock" in str(exc.orig).lower() and attempt < 49:
-                time.sleep(0.02 * (attempt + 1))
-                continue
-            raise StoreError(f"cannot record the job: {exc.orig}") from exc
-    raise StoreError("could not record the job after 50 attempts")
+    return store.write_retrying(fn, "the job")
 
 
 def active_in(conn: Connection, endpoint: str) -> Job | None:

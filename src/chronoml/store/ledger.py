@@ -9,11 +9,10 @@ from typing import Any
 
 import orjson
 from sqlalchemy import Connection, bindparam, select, update
-from sqlalchemy.exc import IntegrityError, OperationalError
 
 from chronoml.domain import ledger as L
 from chronoml.store import schema
-from chronoml.store.database import Store, StoreError
+from chronoml.store.database import Store
 
 E = schema.ledger_events
 
@@ -74,19 +73,9 @@ def append(
     store: Store, change: L.Change, *, effective_at: int | None = None, now: int | None = None
 ) -> L.LedgerEvent:
     """Seal ``change`` onto the chain. Raises LedgerError if it is not allowed."""
-    for attempt in range(50):
-        try:
-            with store.write() as conn:
-                return append_in(conn, change, effective_at=effective_at, now=now)
-        except IntegrityError:
-            # another writer won the race past the lock (should not happen); retry
-            time.sleep(0.01 * (attempt + 1))
-        except OperationalError as exc:
-            if "locked" in str(exc.orig).lower() and attempt < 49:
-                time.sleep(0.02 * (attempt + 1))
-                continue
-            raise StoreError(f"cannot write to the ledger: {exc.orig}") from exc
-    raise StoreError("could not append to the ledger after 50 attempts")
+    return store.write_retrying(
+        lambda conn: append_in(conn, change, effective_at=effective_at, now=now), "the ledger event"
+    )
 
 
 def append_in(

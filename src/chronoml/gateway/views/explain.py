@@ -17,14 +17,14 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, Response
 from starlette.routing import Route
 
+from chronoml.errors import NotFound, Refused, StoreError
 from chronoml.explain.backtest import backtest
 from chronoml.explain.decisions import TooManyRows, check_rows, explain_decision, importance
 from chronoml.explain.explainers import NotExplainable
+from chronoml.explain.models import Models
 from chronoml.explain.replay import ModelFailed, replay_decision, replay_range
-from chronoml.registry.archive import ArtifactError, DecisionModelError, Models
-from chronoml.service import NotFound, Refused
+from chronoml.registry.archive import ArtifactError, DecisionModelError
 from chronoml.store import explanations as SE
-from chronoml.store.database import StoreError
 from chronoml.timeutil import iso, now_us, parse_duration, parse_time
 
 if TYPE_CHECKING:

@@ -10,7 +10,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from chronoml.service import NotFound, Refused
+from chronoml.errors import NotFound, Refused
 from chronoml.timeutil import parse_duration, parse_time
 
 if TYPE_CHECKING:

@@ -1,0 +1,65 @@
+"""One store, one MLflow registry and the settings they came from: what every feature works on."""
+
+from __future__ import annotations
+
+import getpass
+from dataclasses import dataclass, field
+from typing import Self
+
+from chronoml.registry import Registry
+from chronoml.settings import Settings
+from chronoml.store import Store
+from chronoml.store import decisions as D
+
+
+@dataclass
+class Context:
+    """An open store with its registry; features take this, the facade extends it.
+
+    >>> ctx = Context.open()                        # CHRONOML_HOME / CHRONOML_STORE
+    """
+
+    settings: Settings
+    store: Store
+    _registry: Registry | None = None
+    layouts: D.Layouts = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.layouts = D.Layouts(self.store)
+
+    @classmethod
+    def open(cls, settings: Settings | None = None, *, create_embedded: bool = True) -> Self:
+        """Open the configured store; it must be at the current schema.
+
+        A brand-new embedded home is created on first use. An existing store
+        is never migrated implicitly: that is ``chronoml db upgrade``.
+        """
+        s = settings or Settings.from_env()
+        store = Store.open(s.database_url, s.home)
+        try:
+            if create_embedded and s.store_url is None and not (s.home / "chronoml.db").exists():
+                store.upgrade()
+            store.check_schema()
+        except Exception:
+            store.close()
+            raise
+        return cls(s, store)
+
+    @property
+    def registry(self) -> Registry:
+        if self._registry is None:
+            self._registry = Registry(self.settings)
+        return self._registry
+
+    def close(self) -> None:
+        self.store.close()
+
+    def actor(self, actor: str | None = None) -> str:
+        if actor:
+            return actor
+        if self.settings.actor:
+            return self.settings.actor
+        try:
+            return getpass.getuser()
+        except (KeyError, OSError):
+            return "unknown"

@@ -1,0 +1,92 @@
+"""Background work: one life cycle for every periodic thread, one pool for parallel maps.
+
+A :class:`Worker` calls a function every interval (or sooner, when woken) in a
+daemon thread until stopped; a failing pass is logged and the next one runs on
+schedule. The outbox, the monitor, the retraining runner and the gateway's
+ledger watcher are all workers.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from typing import TypeVar
+
+T = TypeVar("T")
+R = TypeVar("R")
+
+log = logging.getLogger("chronoml.worker")
+
+
+class Worker:
+    """Runs ``step`` every ``interval_s`` seconds in a thread named ``name``.
+
+    ``step`` returns True when it has more to do at once (a full batch), so
+    the next pass starts without waiting. :meth:`wake` starts a pass now.
+    """
+
+    def __init__(self, name: str, step: Callable[[], bool | None], interval_s: float) -> None:
+        self.name = name
+        self.step = step
+        self.interval_s = interval_s
+        self._stop = threading.Event()
+        self._wake = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.started = False  # whether a thread was ever started (and maybe stopped since)
+
+    @property
+    def running(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
+
+    def start(self) -> None:
+        """Start the thread (once); an interval of 0 or less never starts one."""
+        if self._thread is not None or self.interval_s <= 0:
+            return
+        self._stop.clear()
+        self.started = True
+        self._thread = threading.Thread(target=self._loop, name=self.name, daemon=True)
+        self._thread.start()
+
+    def wake(self) -> None:
+        """Start a pass now rather than at the end of the interval."""
+        self._wake.set()
+
+    def stop(self, timeout_s: float = 10.0) -> None:
+        """Stop after the pass in flight, waiting at most ``timeout_s`` for it."""
+        self._stop.set()
+        self._wake.set()
+        if self._thread is not None:
+            self._thread.join(timeout_s)
+            self._thread = None
+
+    @property
+    def stopping(self) -> bool:
+        return self._stop.is_set()
+
+    def _loop(self) -> None:
+        busy = False
+        while not self._stop.is_set():
+            if not busy:
+                self._wake.wait(self.interval_s)
+                self._wake.clear()
+                if self._stop.is_set():
+                    return
+            try:
+                busy = bool(self.step())
+            except Exception:  # keep going after a store hiccup; the next pass retries
+                log.exception("%s: pass failed", self.name)
+                busy = False
+
+
+def parallel(workers: int) -> Callable[[Callable[[T], R], Sequence[T]], Iterable[R]]:
+    """A ``map`` over ``workers`` threads (in order), for work that releases the GIL."""
+
+    def run(fn: Callable[[T], R], items: Sequence[T]) -> Iterator[R]:
+        if workers <= 1 or len(items) <= 1:
+            return map(fn, items)
+        with ThreadPoolExecutor(max_workers=workers) as pool:
+            return iter(list(pool.map(fn, items)))
+
+    return run
