@@ -136,7 +136,7 @@ def deploy_first_version(cm: Any, tmp_path: Path) -> Synth:
 
 def config(s: Synth, target: str = "train_synth:train", **policy: Any) -> Any:
     from chronoml.domain.challenger import Policy
-    from chronoml.retrain.config import DataSource, Entrypoint, RetrainConfig
+    from chronoml.domain.retraining import DataSource, Entrypoint, RetrainConfig
 
     params = {"model_name": s.model} if target.startswith("train_synth") else {}
     timeout = policy.pop("timeout_us", 120_000_000)

@@ -19,6 +19,9 @@ LEAVES = {"settings", "errors", "timeutil", "ids", "worker", "window"}
 MAX_LINES = 500
 # the web stack, the CLI toolkit and the MLflow client each belong to one package
 OWNERS = {
+    "sqlalchemy": {"store"},
+    "alembic": {"store"},
+    "psycopg": {"store"},
     "mlflow": {"registry"},
     "starlette": {"gateway"},
     "uvicorn": {"gateway"},
@@ -95,6 +98,8 @@ ALL = {p.relative_to(SRC).as_posix(): _imports(p) for p in _modules()}
 
 
 def _layer(rel: str) -> str:
+    if rel == "__main__.py":  # `python -m chronoml` is the command line
+        return "cli"
     first = rel.split("/", 1)[0]
     return first.removesuffix(".py")
 

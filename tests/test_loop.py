@@ -19,11 +19,11 @@ from chronoml.gateway.app import create_app
 from chronoml.monitor.alerts import AlertEngine
 from chronoml.monitor.experiments import experiment
 from chronoml.monitor.scheduler import Monitor
-from chronoml.retrain import config as RC
 from chronoml.retrain.runner import JobRunner
 from chronoml.store import decisions as D
 from chronoml.store import jobs as J
 from chronoml.store import ledger as SL
+from chronoml.store import retrain_configs as RC
 from chronoml.timeutil import iso, now_us
 from loop_support import Synth, config, deploy_first_version, make_data, predict_rows
 

@@ -23,11 +23,11 @@ from chronoml.cli.core import cli
 from chronoml.domain.challenger import Policy, PolicyError
 from chronoml.gateway.app import create_app
 from chronoml.monitor.alerts import AlertEngine
-from chronoml.retrain import config as RC
 from chronoml.retrain import entrypoint as EP
 from chronoml.retrain.runner import JobRunner
 from chronoml.store import jobs as J
 from chronoml.store import ledger as SL
+from chronoml.store import retrain_configs as RC
 from chronoml.timeutil import now_us
 from loop_support import Synth, config, deploy_first_version, make_data, predict_rows
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import socket
-import threading
 import time
 from typing import Any
 
@@ -56,7 +55,6 @@ def run(
 ) -> None:
     """Run the walkthrough; with ``serve`` keep the server up until Ctrl-C."""
     import httpx
-    import uvicorn
     from sklearn.datasets import load_breast_cancer
     from sklearn.ensemble import GradientBoostingClassifier
     from sklearn.linear_model import LogisticRegression
@@ -65,7 +63,7 @@ def run(
 
     import chronoml
     from chronoml.cli.core import format_decision, format_history, format_status
-    from chronoml.gateway.app import create_app
+    from chronoml.gateway.server import BackgroundServer
     from chronoml.service import Chronoml
     from chronoml.timeutil import iso, now_us
 
@@ -77,14 +75,8 @@ def run(
     chronoml.setup_mlflow("chronoml-demo", settings)
     say(f"chronoml home: {settings.home}")
 
-    app = create_app(settings, cm)
-    server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, name="chronoml-server", daemon=True)
-    thread.start()
-    while not server.started:
-        if not thread.is_alive():
-            raise RuntimeError("the server did not start")
-        time.sleep(0.05)
+    server = BackgroundServer(cm, host, port)
+    server.start()
     base = f"http://{host}:{port}"
     http = httpx.Client(base_url=base, timeout=30)
 
@@ -162,18 +154,15 @@ def run(
     http.close()
 
     if not serve:
-        server.should_exit = True
-        thread.join(10)
+        server.stop()
         cm.close()
         return
     say(f"\nchronoml server is running on {base} (dashboard at {base}/, Ctrl-C to stop). Try:")
     say(f"  curl {base}/v1/endpoints/{ENDPOINT}")
     say(f"  chronoml status {ENDPOINT} --at {iso(moment_1)}")
     try:
-        while thread.is_alive():
-            thread.join(0.5)
+        server.wait()
     except KeyboardInterrupt:
-        server.should_exit = True
-        thread.join(10)
+        server.stop()
     finally:
         cm.close()

@@ -367,7 +367,7 @@ def retrain_configure(
     keep the one they started with.
     """
     from chronoml.domain.challenger import Policy, PolicyError
-    from chronoml.retrain import config as RC
+    from chronoml.store import retrain_configs as RC
 
     if (project is None) == (target is None):
         raise Fail("give the entrypoint as --project DIR or --callable MODULE:FUNCTION")
@@ -458,7 +458,7 @@ def format_config(d: dict[str, Any]) -> str:
 @click.pass_context
 def retrain_show(ctx: click.Context, endpoint: str, as_json: bool) -> None:
     """Show how ENDPOINT is retrained."""
-    from chronoml.retrain import config as RC
+    from chronoml.store import retrain_configs as RC
 
     with _chronoml(ctx) as cm:
         cfg = RC.get(cm.store, endpoint)
@@ -475,7 +475,7 @@ def retrain_show(ctx: click.Context, endpoint: str, as_json: bool) -> None:
 @click.pass_context
 def retrain_remove(ctx: click.Context, endpoint: str) -> None:
     """Remove ENDPOINT's retraining configuration (jobs already started go on)."""
-    from chronoml.retrain import config as RC
+    from chronoml.store import retrain_configs as RC
 
     with _chronoml(ctx) as cm:
         if not RC.remove(cm.store, endpoint):

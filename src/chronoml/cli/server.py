@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import click
 
@@ -125,38 +125,14 @@ def server(
 
 
 def _serve(cm: Chronoml, host: str, port: int, log_level: str, workers: int = 1) -> None:
-    import uvicorn
+    # lazy: the web stack (uvicorn, starlette) loads only for the server
+    from chronoml.gateway.server import serve
 
-    from chronoml.gateway.app import create_app, settings_to_env
-    from chronoml.registry import configure
-
-    configure(cm.settings)
     click.echo(
         f"chronoml server on http://{host}:{port} (store: {_where(cm.settings)}, "
         f"{workers} worker{'s' if workers > 1 else ''})"
     )
-    common: dict[str, Any] = {
-        "host": host,
-        "port": port,
-        "log_level": log_level,
-        "access_log": False,
-        "timeout_graceful_shutdown": 30,
-    }
-    if workers == 1:
-        uvicorn.run(create_app(cm.settings, cm), **common)
-        return
-    # each worker process builds its own app from the same settings
-    settings_to_env(cm.settings)
-    cm.close()
-    # a worker loading its models answers the supervisor's pings late: give it time
-    # rather than restarting it in a loop on a busy machine
-    uvicorn.run(
-        "chronoml.gateway.app:worker_app",
-        factory=True,
-        workers=workers,
-        timeout_worker_healthcheck=60,
-        **common,
-    )
+    serve(cm, host, port, log_level, workers)
 
 
 @cli.command()

@@ -13,7 +13,8 @@ import numpy as np
 import pandas as pd
 
 from chronoml.domain import codec
-from chronoml.explain.explainers import Explainer, NotExplainable, mean_abs
+from chronoml.domain.explanation import NotExplainable, mean_abs
+from chronoml.explain.base import Explainer
 from chronoml.store import decision_reads as DR
 from chronoml.store import decisions as D
 from chronoml.store import explanations as SE

@@ -15,9 +15,11 @@ from collections.abc import Callable
 import pandas as pd
 
 from chronoml.context import Context
+from chronoml.domain.explanation import NotExplainable
 from chronoml.domain.ledger import ModelRef
 from chronoml.domain.snapshot import SnapshotError
-from chronoml.explain.explainers import Explainer, NotExplainable, explainer_for
+from chronoml.explain.base import Explainer
+from chronoml.explain.explainers import explainer_for
 from chronoml.registry.archive import ArtifactError, DecisionModelError, verified_path
 from chronoml.registry.models import LoadedModel, load_model
 from chronoml.store import ledger as SL

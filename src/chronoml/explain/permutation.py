@@ -16,17 +16,17 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
-from chronoml.explain.explainers import (
+from chronoml.domain.explanation import (
     BACKGROUND_ROWS,
     BACKGROUND_SEED,
     PERMUTATION,
     Background,
-    Explainer,
     Explanation,
     NotExplainable,
     check_additive,
     jsonable,
 )
+from chronoml.explain.base import Explainer
 
 if TYPE_CHECKING:
     from chronoml.registry.models import LoadedModel

@@ -12,16 +12,16 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from chronoml.explain.explainers import (
+from chronoml.domain.explanation import (
     TREE,
     Background,
-    Explainer,
     Explanation,
     NotExplainable,
     check_additive,
     jsonable,
     type_name,
 )
+from chronoml.explain.base import Explainer
 
 # LightGBM objectives whose raw score is the prediction itself
 _LGB_IDENTITY = frozenset(

@@ -17,8 +17,10 @@ from typing import TYPE_CHECKING, Any
 from starlette.applications import Starlette
 from starlette.types import Receive, Scope, Send
 
+from chronoml.gateway.responses import error_body
+
 if TYPE_CHECKING:
-    from chronoml.gateway.app import Gateway
+    from chronoml.gateway.gateway import Gateway
 
 _PREFIX = "/v1/endpoints/"
 _SUFFIX = "/predict"
@@ -99,8 +101,6 @@ class GatewayApp(Starlette):
         endpoint: str | None,
         explain: str | None,
     ) -> None:
-        from chronoml.gateway.app import error_body
-
         gw = self.gateway
         arrived = time.perf_counter()
         if endpoint is None:

@@ -28,7 +28,7 @@ from chronoml.registry.models import LoadedModel
 from chronoml.timeutil import now_us
 
 if TYPE_CHECKING:
-    from chronoml.gateway.app import Gateway
+    from chronoml.gateway.gateway import Gateway
 
 _DATATYPES = {"float": "FP64", "int": "INT64", "bool": "BOOL", "string": "BYTES"}
 _NUMERIC = frozenset({"FP64", "FP32", "FP16", "INT64", "INT32", "INT16", "INT8", "UINT8",

@@ -29,6 +29,7 @@ from chronoml.monitor import outbox
 from chronoml.store import ledger as SL
 from chronoml.store import schema
 from chronoml.store.database import Store
+from chronoml.store.retrain_configs import alert_hook
 from chronoml.timeutil import iso, now_us
 
 log = logging.getLogger("chronoml.alerts")
@@ -49,8 +50,6 @@ def _append(conn: Connection, change: Change, now: int) -> LedgerEvent:
 
 
 def _queue_retraining(conn: Connection, job: str, evidence: Mapping[str, Any]) -> str:
-    from chronoml.retrain.triggers import alert_hook
-
     return alert_hook(conn, job, evidence)
 
 
@@ -84,7 +83,7 @@ class AlertEngine:
     ``ledger_append`` seals alert events inside the engine's transaction
     (default: :func:`chronoml.store.ledger.append_in`). ``retrain`` is the
     retraining hook (default: queue a job for the endpoint the action names,
-    :func:`chronoml.retrain.triggers.alert_hook`, which reports "no
+    :func:`chronoml.store.retrain_configs.alert_hook`, which reports "no
     retraining configured" when it has no configuration). ``on_enqueue`` is
     called after a commit that added webhooks (pass ``Outbox.wake`` to send
     them at once).

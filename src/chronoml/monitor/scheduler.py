@@ -218,19 +218,10 @@ class Monitor:
                 conn.execute(R.insert(), rows)
 
     def _mirror(self, r: WindowResult) -> None:
-        from mlflow.entities import Metric
-
-        client = self.cm.registry.client
         run_id = self._run_for(r)
-        ts_ms = r.end // 1000
         step = int(r.end // (self.interval_s * 1_000_000)) if self.interval_s > 0 else 0
-        metrics = [
-            Metric(_mlflow_key(k), float(v), ts_ms, step)
-            for k, v in r.metrics.items()
-            if v is not None
-        ]
-        if metrics:
-            client.log_batch(run_id, metrics=metrics)
+        metrics = {_mlflow_key(k): float(v) for k, v in r.metrics.items() if v is not None}
+        self.cm.registry.log_metrics(run_id, metrics, r.end // 1000, step)
 
     def _run_for(self, r: WindowResult) -> str:
         key = (r.endpoint, r.variant, r.model_version)

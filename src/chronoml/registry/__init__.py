@@ -222,6 +222,15 @@ class Registry:
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
 
+    def log_metrics(self, run_id: str, metrics: dict[str, float], ts_ms: int, step: int) -> None:
+        """Log ``metrics`` to an MLflow run in one call (nothing when empty)."""
+        # lazy: mlflow costs 1.6 s to import
+        from mlflow.entities import Metric
+
+        if metrics:
+            batch = [Metric(k, v, ts_ms, step) for k, v in metrics.items()]
+            self.client.log_batch(run_id, metrics=batch)
+
     def fetch(self, ref: ModelRef) -> Path:
         """The archived artifact for ``ref``, its digest checked.
 
@@ -243,3 +252,18 @@ class Registry:
                 f"recorded {ref.artifact_digest}, found {found}"
             )
         return dest
+
+
+def ensure_experiment(settings: Settings, experiment: str) -> None:
+    """Create the training experiment with its artifacts in chronoml's home (not ./mlruns)."""
+    # lazy: mlflow costs 1.6 s to import
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(settings.tracking_uri, settings.registry_uri)
+    if client.get_experiment_by_name(experiment) is None:
+        location = (settings.artifact_root / experiment).as_uri()
+        try:
+            client.create_experiment(experiment, artifact_location=location)
+        except Exception:  # created by a concurrent job in between
+            if client.get_experiment_by_name(experiment) is None:
+                raise

@@ -61,6 +61,7 @@ class LoadedModel:
 
 def load_model(ref: ModelRef, path: Path) -> LoadedModel:
     """Load the MLflow model at ``path`` (already digest-checked by the caller)."""
+    # lazy: mlflow costs 1.6 s to import; the CLI loads it only when a model is loaded
     import mlflow.pyfunc
 
     # suppress_warnings skips MLflow's pip-requirements comparison (~0.4 s a load)
@@ -205,3 +206,17 @@ def warm_up() -> None:
             importlib.import_module(name)
         except ImportError:  # a flavor that is not installed: nothing to warm
             continue
+
+
+def raw_model(model: LoadedModel) -> Any:
+    """The flavor's own model object (estimator, booster), or None for plain pyfunc models."""
+    if model.raw is not None:
+        return model.raw
+    # lazy: mlflow costs 1.6 s to import; the CLI loads it only when a model is loaded
+    import mlflow.pyfunc
+
+    pyfunc_model = mlflow.pyfunc.load_model(str(model.path), suppress_warnings=True)
+    try:
+        return pyfunc_model.get_raw_model()
+    except Exception:  # a python_function model without a flavor object
+        return None

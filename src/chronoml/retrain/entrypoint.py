@@ -28,7 +28,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from chronoml.retrain.config import Entrypoint
+from chronoml.domain.retraining import Entrypoint
 from chronoml.settings import Settings
 
 TRAINING_EXPERIMENT = "chronoml-retrain"
@@ -102,20 +102,6 @@ def environment(
     else:
         env.pop("CHRONOML_STORE", None)
     return env
-
-
-def ensure_experiment(settings: Settings, experiment: str) -> None:
-    """Create the training experiment with its artifacts in chronoml's home (not ./mlruns)."""
-    from mlflow.tracking import MlflowClient
-
-    client = MlflowClient(settings.tracking_uri, settings.registry_uri)
-    if client.get_experiment_by_name(experiment) is None:
-        location = (settings.artifact_root / experiment).as_uri()
-        try:
-            client.create_experiment(experiment, artifact_location=location)
-        except Exception:  # created by a concurrent job in between
-            if client.get_experiment_by_name(experiment) is None:
-                raise
 
 
 def run(

@@ -41,10 +41,11 @@ from chronoml.domain import challenger as P
 from chronoml.domain import experiment as X
 from chronoml.domain import ledger as L
 from chronoml.errors import NotFound, Refused
-from chronoml.retrain import config as RC
+from chronoml.registry import ensure_experiment
 from chronoml.retrain import entrypoint as EP
 from chronoml.store import jobs as J
 from chronoml.store import ledger as SL
+from chronoml.store import retrain_configs as RC
 from chronoml.timeutil import iso, now_us
 from chronoml.worker import Worker
 
@@ -370,7 +371,7 @@ class JobRunner:
         before = _latest_version(self.cm, model)
         experiment = f"{EP.TRAINING_EXPERIMENT}-{job.endpoint}"
         try:
-            EP.ensure_experiment(self.cm.settings, experiment)
+            ensure_experiment(self.cm.settings, experiment)
         except Exception as exc:
             raise StepFailed(f"cannot create the MLflow experiment {experiment!r}: {exc}") from None
         argv, cwd = EP.command(cfg.entrypoint, job.snapshot_id, experiment)

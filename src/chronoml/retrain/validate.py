@@ -10,8 +10,8 @@ import numpy as np
 from chronoml.context import Context
 from chronoml.domain.challenger import Policy
 from chronoml.domain.ledger import ModelRef
+from chronoml.domain.retraining import Holdout
 from chronoml.monitor.experiments import outcome
-from chronoml.retrain.config import Holdout
 
 
 @dataclass(frozen=True)

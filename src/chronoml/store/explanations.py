@@ -16,7 +16,7 @@ import orjson
 from sqlalchemy import bindparam, select
 from sqlalchemy.exc import IntegrityError
 
-from chronoml.explain.explainers import Background, Explanation
+from chronoml.domain.explanation import Background, Explanation
 from chronoml.store import schema
 from chronoml.store.database import Store
 from chronoml.timeutil import iso, now_us

@@ -19,7 +19,7 @@ from typing import Any, TypeVar
 from sqlalchemy import Connection, or_, select, update
 from sqlalchemy.exc import IntegrityError
 
-from chronoml.retrain.config import RetrainConfig
+from chronoml.domain.retraining import RetrainConfig
 from chronoml.store import schema
 from chronoml.store.database import Store
 from chronoml.timeutil import iso, now_us

@@ -11,16 +11,16 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from chronoml.domain.alerts import RuleError
+from chronoml.gateway.responses import JSON, error
 from chronoml.monitor import outbox
 from chronoml.monitor.alerts import AlertEngine
 
 if TYPE_CHECKING:
-    from chronoml.gateway.app import Gateway
+    from chronoml.gateway.gateway import Gateway
 
 
 def routes(gw: Gateway) -> list[Route]:
     """``GET /v1/alerts``, ``GET /v1/alerts/outbox``, ``PUT`` and ``DELETE /v1/alerts/{name}``."""
-    from chronoml.gateway.app import JSON, error
 
     def engine() -> AlertEngine:
         running = getattr(gw, "alerts", None)

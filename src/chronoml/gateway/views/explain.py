@@ -17,12 +17,13 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, Response
 from starlette.routing import Route
 
+from chronoml.domain.explanation import NotExplainable
 from chronoml.errors import NotFound, Refused, StoreError
 from chronoml.explain.backtest import backtest
 from chronoml.explain.decisions import TooManyRows, check_rows, explain_decision, importance
-from chronoml.explain.explainers import NotExplainable
 from chronoml.explain.models import Models
 from chronoml.explain.replay import ModelFailed, replay_decision, replay_range
+from chronoml.gateway.responses import JSON, error
 from chronoml.registry.archive import ArtifactError, DecisionModelError
 from chronoml.store import explanations as SE
 from chronoml.timeutil import iso, now_us, parse_duration, parse_time
@@ -31,8 +32,9 @@ if TYPE_CHECKING:
     import numpy as np
     import pandas as pd
 
-    from chronoml.explain.explainers import Explainer, Explanation
-    from chronoml.gateway.app import Gateway
+    from chronoml.domain.explanation import Explanation
+    from chronoml.explain.base import Explainer
+    from chronoml.gateway.gateway import Gateway
     from chronoml.registry.models import LoadedModel
 
 log = logging.getLogger("chronoml.explain.explainers")
@@ -42,14 +44,10 @@ _views: weakref.WeakKeyDictionary[Gateway, _Views] = weakref.WeakKeyDictionary()
 
 
 def _error(status: int, code: str, message: str, field: str | None = None) -> Response:
-    from chronoml.gateway.app import error
-
     return error(status, code, message, field)
 
 
 def _json(body: Any, status: int = 200) -> Response:
-    from chronoml.gateway.app import JSON
-
     return JSON(body, status_code=status)
 
 

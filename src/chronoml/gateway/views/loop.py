@@ -11,15 +11,14 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from chronoml.errors import NotFound, Refused
+from chronoml.gateway.responses import JSON, error
 from chronoml.timeutil import now_us, parse_duration, parse_time
 
 if TYPE_CHECKING:
-    from chronoml.gateway.app import Gateway
+    from chronoml.gateway.gateway import Gateway
 
 
 def routes(gw: Gateway) -> list[Route]:
-    from chronoml.gateway.app import JSON, error
-
     async def known(endpoint: str) -> Response | None:
         try:
             await run_in_threadpool(gw.cm.status, endpoint)
@@ -61,7 +60,7 @@ def routes(gw: Gateway) -> list[Route]:
         return JSON(report)
 
     async def get_retraining(request: Request) -> Response:
-        from chronoml.retrain import config as RC
+        from chronoml.store import retrain_configs as RC
 
         endpoint = request.path_params["endpoint"]
         cfg = await run_in_threadpool(RC.get, gw.cm.store, endpoint)
@@ -70,7 +69,7 @@ def routes(gw: Gateway) -> list[Route]:
         return JSON(cfg.to_dict())
 
     async def put_retraining(request: Request) -> Response:
-        from chronoml.retrain import config as RC
+        from chronoml.store import retrain_configs as RC
 
         if not gw._authorised(request):
             return error(401, "unauthorised", "this server needs a bearer token for changes")

@@ -11,10 +11,11 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from chronoml.errors import NotFound, Refused
+from chronoml.gateway.responses import JSON, error
 from chronoml.timeutil import parse_duration, parse_time
 
 if TYPE_CHECKING:
-    from chronoml.gateway.app import Gateway
+    from chronoml.gateway.gateway import Gateway
 
 
 def window_args(request: Request) -> dict[str, Any]:
@@ -31,7 +32,6 @@ def window_args(request: Request) -> dict[str, Any]:
 
 
 def routes(gw: Gateway) -> list[Route]:
-    from chronoml.gateway.app import JSON, error
     from chronoml.monitor.feedback import FeedbackError
 
     async def post_feedback(request: Request) -> Response:

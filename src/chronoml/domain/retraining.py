@@ -1,39 +1,27 @@
 """What retraining an endpoint means: its entrypoint, data, policy and schedule.
 
-One configuration per endpoint, stored in ``retrain_configs``. Every job
-keeps a copy of the configuration it started with, so changing it never
-changes a running job.
+One configuration per endpoint (stored by :mod:`chronoml.store.retrain_configs`).
+Every job keeps a copy of the configuration it started with, so changing it
+never changes a running job.
 """
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from sqlalchemy import delete, select, update
-
 from chronoml.domain.challenger import Policy, PolicyError
-from chronoml.store import schema
-from chronoml.store.database import Store
-from chronoml.timeutil import now_us
-
-C = schema.retrain_configs
+from chronoml.errors import InvalidInput
 
 _CALLABLE = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
 _PARAM = re.compile(r"^[A-Za-z_][\w.-]*$")
 DEFAULT_TIMEOUT_US = 30 * 60 * 1_000_000
 
 
-class ConfigError(ValueError):
+class ConfigError(InvalidInput):
     """A retraining setting that cannot work; ``field`` names it."""
-
-    def __init__(self, message: str, field: str | None = None) -> None:
-        super().__init__(message)
-        self.message = message
-        self.field = field
 
 
 @dataclass(frozen=True)
@@ -136,61 +124,3 @@ class RetrainConfig:
             raise ConfigError(exc.message, exc.field) from None
         except (KeyError, TypeError) as exc:
             raise ConfigError(f"bad retraining configuration: {exc}") from None
-
-
-def put(store: Store, cfg: RetrainConfig, *, now: int | None = None) -> RetrainConfig:
-    """Create or replace the endpoint's configuration (the schedule restarts from now)."""
-    t = now_us() if now is None else now
-    spec = json.dumps(cfg.to_dict(), sort_keys=True)
-    nxt = t + cfg.every_us if cfg.every_us else None
-    with store.write() as conn:
-        changed = conn.execute(
-            update(C)
-            .where(C.c.endpoint == cfg.endpoint)
-            .values(spec=spec, updated_at=t, next_run_at=nxt)
-        ).rowcount
-        if not changed:
-            conn.execute(
-                C.insert().values(
-                    endpoint=cfg.endpoint, spec=spec, created_at=t, updated_at=t, next_run_at=nxt
-                )
-            )
-    return cfg
-
-
-def get(store: Store, endpoint: str) -> RetrainConfig | None:
-    with store.read() as conn:
-        spec = conn.execute(select(C.c.spec).where(C.c.endpoint == endpoint)).scalar()
-    return RetrainConfig.from_dict(json.loads(spec)) if spec is not None else None
-
-
-def remove(store: Store, endpoint: str) -> bool:
-    with store.write() as conn:
-        return bool(conn.execute(delete(C).where(C.c.endpoint == endpoint)).rowcount)
-
-
-def due(store: Store, now: int) -> list[RetrainConfig]:
-    """Scheduled configurations whose next run has come; their next run moves on.
-
-    Claimed with a conditional update, so of several workers one starts each run.
-    """
-    with store.read() as conn:
-        rows = conn.execute(
-            select(C.c.endpoint, C.c.spec, C.c.next_run_at).where(
-                C.c.next_run_at.is_not(None), C.c.next_run_at <= now
-            )
-        ).all()
-    out = []
-    for r in rows:
-        cfg = RetrainConfig.from_dict(json.loads(r.spec))
-        if not cfg.every_us:
-            continue
-        with store.write() as conn:
-            won = conn.execute(
-                update(C)
-                .where(C.c.endpoint == r.endpoint, C.c.next_run_at == r.next_run_at)
-                .values(next_run_at=now + cfg.every_us)
-            ).rowcount
-        if won:
-            out.append(cfg)
-    return out

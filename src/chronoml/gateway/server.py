@@ -1,0 +1,92 @@
+"""Running the app: one process or several workers under uvicorn, or a server in a thread."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import orjson
+import uvicorn
+from starlette.applications import Starlette
+
+from chronoml.gateway.app import create_app
+from chronoml.registry import configure
+from chronoml.service import Chronoml
+from chronoml.settings import Settings
+
+
+def serve(cm: Chronoml, host: str, port: int, log_level: str, workers: int = 1) -> None:
+    """Serve until interrupted: in this process, or in ``workers`` processes of their own."""
+    configure(cm.settings)
+    common: dict[str, Any] = {
+        "host": host,
+        "port": port,
+        "log_level": log_level,
+        "access_log": False,
+        "timeout_graceful_shutdown": 30,
+    }
+    if workers == 1:
+        uvicorn.run(create_app(cm.settings, cm), **common)
+        return
+    # each worker process builds its own app from the same settings
+    settings_to_env(cm.settings)
+    cm.close()
+    # a worker loading its models answers the supervisor's pings late: give it time
+    # rather than restarting it in a loop on a busy machine
+    uvicorn.run(
+        "chronoml.gateway.server:worker_app",
+        factory=True,
+        workers=workers,
+        timeout_worker_healthcheck=60,
+        **common,
+    )
+
+
+class BackgroundServer:
+    """The app served from a thread of this process (the demo talks to it over HTTP)."""
+
+    def __init__(self, cm: Chronoml, host: str, port: int) -> None:
+        app = create_app(cm.settings, cm)
+        self._server = uvicorn.Server(
+            uvicorn.Config(app, host=host, port=port, log_level="warning")
+        )
+        self._thread = threading.Thread(
+            target=self._server.run, name="chronoml-server", daemon=True
+        )
+
+    def start(self) -> None:
+        self._thread.start()
+        while not self._server.started:
+            if not self._thread.is_alive():
+                raise RuntimeError("the server did not start")
+            time.sleep(0.05)
+
+    def wait(self) -> None:
+        """Until the server stops (Ctrl-C or SIGTERM)."""
+        self._thread.join()
+
+    def stop(self) -> None:
+        self._server.should_exit = True
+        self._thread.join(30)
+
+
+_SETTINGS_ENV = "CHRONOML_SERVER_SETTINGS"
+
+
+def settings_to_env(settings: Settings) -> None:
+    """Hand the server's settings to its worker processes (they inherit the environment)."""
+    values = {k: str(v) if k == "home" else v for k, v in dataclasses.asdict(settings).items()}
+    os.environ[_SETTINGS_ENV] = orjson.dumps(values).decode()
+
+
+def worker_app() -> Starlette:
+    """The app of one ``chronoml server --workers N`` process (an ASGI factory)."""
+    values = orjson.loads(os.environ[_SETTINGS_ENV])
+    values["home"] = Path(values["home"])
+    settings = Settings(**values)
+    configure(settings)
+    return create_app(settings)
