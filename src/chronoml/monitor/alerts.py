@@ -21,14 +21,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
-from sqlalchemy import Connection, delete, select, update
-
 from chronoml.domain import alerts as A
 from chronoml.domain.ledger import Change, LedgerEvent
 from chronoml.monitor import outbox
+from chronoml.store import alerts as SA
 from chronoml.store import ledger as SL
-from chronoml.store import schema
-from chronoml.store.database import Store
+from chronoml.store.database import Store, Tx
 from chronoml.store.retrain_configs import alert_hook
 from chronoml.timeutil import iso, now_us
 
@@ -36,20 +34,17 @@ log = logging.getLogger("chronoml.alerts")
 
 T = TypeVar("T")
 
-R = schema.alert_rules
-S = schema.alert_state
-
 # (connection, change, now) -> the sealed event, inside the caller's transaction
-LedgerAppend = Callable[[Connection, Change, int], LedgerEvent]
+LedgerAppend = Callable[[Tx, Change, int], LedgerEvent]
 # (connection, job, evidence) -> what happened, inside the alert's transaction
-RetrainHook = Callable[[Connection, str, Mapping[str, Any]], str]
+RetrainHook = Callable[[Tx, str, Mapping[str, Any]], str]
 
 
-def _append(conn: Connection, change: Change, now: int) -> LedgerEvent:
+def _append(conn: Tx, change: Change, now: int) -> LedgerEvent:
     return SL.append_in(conn, change, now=now)
 
 
-def _queue_retraining(conn: Connection, job: str, evidence: Mapping[str, Any]) -> str:
+def _queue_retraining(conn: Tx, job: str, evidence: Mapping[str, Any]) -> str:
     return alert_hook(conn, job, evidence)
 
 
@@ -122,21 +117,14 @@ class AlertEngine:
         return rules
 
     def get(self, name: str) -> A.AlertRule | None:
-        with self.store.read() as conn:
-            spec = conn.execute(select(R.c.spec).where(R.c.name == name)).scalar()
-        return A.parse_rule(json.loads(spec)) if spec is not None else None
+        return SA.rule(self.store, name)
 
     def rules(self) -> list[A.AlertRule]:
-        with self.store.read() as conn:
-            specs = conn.execute(select(R.c.spec).order_by(R.c.name)).scalars().all()
-        return [A.parse_rule(json.loads(s)) for s in specs]
+        return SA.rules(self.store)
 
     def remove(self, name: str) -> bool:
         """Delete a rule and its state; False if there was no such rule."""
-        with self.store.write() as conn:
-            gone = conn.execute(delete(R).where(R.c.name == name)).rowcount
-            conn.execute(delete(S).where(S.c.rule == name))
-        return bool(gone)
+        return SA.remove(self.store, name)
 
     def windows(self, endpoint: str | None = None) -> list[int]:
         """The window lengths (microseconds) rules ask for, on ``endpoint`` or any."""
@@ -151,18 +139,15 @@ class AlertEngine:
     def status(self, *, redact: bool = True) -> list[dict[str, Any]]:
         """Every rule with its spec and the state of each subject it has seen."""
         rules = self.rules()
-        with self.store.read() as conn:
-            rows = conn.execute(select(S).order_by(S.c.rule, S.c.subject)).mappings().all()
         states: dict[str, list[dict[str, Any]]] = {}
         now = now_us()
         by_name = {r.name: r for r in rules}
-        for row in rows:
-            rule = by_name.get(row["rule"])
+        for name, subject, st in SA.all_states(self.store):
+            rule = by_name.get(name)
             if rule is None:
                 continue
-            endpoint, variant = A.split_subject(row["subject"])
-            st = _state(row)
-            states.setdefault(row["rule"], []).append(
+            endpoint, variant = A.split_subject(subject)
+            states.setdefault(name, []).append(
                 {
                     "endpoint": endpoint,
                     "variant": variant,
@@ -184,20 +169,7 @@ class AlertEngine:
         ]
 
     def _upsert(self, rules: list[A.AlertRule]) -> None:
-        t = now_us()
-
-        def write(conn: Connection) -> None:
-            for rule in rules:
-                spec = json.dumps(rule.to_dict(), sort_keys=True)
-                changed = conn.execute(
-                    update(R).where(R.c.name == rule.name).values(spec=spec, updated_at=t)
-                ).rowcount
-                if not changed:
-                    conn.execute(
-                        R.insert().values(name=rule.name, spec=spec, created_at=t, updated_at=t)
-                    )
-
-        self._retrying(write)
+        SA.upsert(self.store, rules, now_us())
 
     # --- evaluation --------------------------------------------------------
 
@@ -226,18 +198,9 @@ class AlertEngine:
         t_rec = now if now is not None else now_us()
         logs: list[tuple[A.AlertRule, str, dict[str, Any]]] = []
 
-        def write(conn: Connection) -> list[AlertOutcome]:
+        def write(conn: Tx) -> list[AlertOutcome]:
             logs.clear()
-            rows = (
-                conn.execute(
-                    select(S)
-                    .where(S.c.subject == key, S.c.rule.in_([r.name for r in rules]))
-                    .with_for_update()
-                )
-                .mappings()
-                .all()
-            )
-            previous = {row["rule"]: _state(row) for row in rows}
+            previous = SA.lock_states(conn, key, [r.name for r in rules])
             out = []
             for rule in rules:
                 raw = metrics.get(rule.metric)
@@ -250,7 +213,7 @@ class AlertEngine:
                         AlertOutcome(rule.name, endpoint, variant, rule.metric, value, None, firing)
                     )
                     continue
-                _save(conn, rule.name, key, after, exists=before is not None)
+                SA.save_state(conn, rule.name, key, after, exists=before is not None)
                 if ev is None:
                     suppressed = rule.breached(value) and not after.firing
                     out.append(
@@ -281,7 +244,7 @@ class AlertEngine:
 
     def _act(
         self,
-        conn: Connection,
+        conn: Tx,
         rule: A.AlertRule,
         ev: str,
         evidence: dict[str, Any],
@@ -345,7 +308,7 @@ class AlertEngine:
             tuple(results),
         )
 
-    def _retrying(self, fn: Callable[[Connection], T]) -> T:
+    def _retrying(self, fn: Callable[[Tx], T]) -> T:
         return self.store.write_retrying(fn, "alerts")
 
 
@@ -385,28 +348,6 @@ def read_rule_file(path: str | Path) -> list[A.AlertRule]:
     if dupes:
         raise A.RuleError(f"{p}: rule {dupes[0]!r} is defined twice", "name")
     return rules
-
-
-def _state(row: Any) -> A.AlertState:
-    return A.AlertState(
-        firing=bool(row["firing"]),
-        since=int(row["since"]),
-        last_fired_at=row["last_fired_at"],
-        last_value=row["last_value"],
-    )
-
-
-def _save(conn: Connection, rule: str, key: str, st: A.AlertState, *, exists: bool) -> None:
-    values = {
-        "firing": st.firing,
-        "since": st.since,
-        "last_fired_at": st.last_fired_at,
-        "last_value": st.last_value,
-    }
-    if exists:
-        conn.execute(update(S).where(S.c.rule == rule, S.c.subject == key).values(**values))
-    else:
-        conn.execute(S.insert().values(rule=rule, subject=key, **values))
 
 
 def _log_line(rule: A.AlertRule, ev: str, evidence: Mapping[str, Any]) -> None:

@@ -39,17 +39,13 @@ from typing import Any
 
 import numpy as np
 import orjson
-from sqlalchemy import func, select
 
 from chronoml.domain import experiment as X
 from chronoml.domain import ledger as L
+from chronoml.store import decision_reads as DR
 from chronoml.store import ledger as SL
-from chronoml.store import schema
 from chronoml.store.database import Store
 from chronoml.timeutil import iso
-
-D = schema.decisions
-F = schema.feedback
 
 # metric -> (kind, higher is better); kind "auto" picks rate for 0/1 outcomes
 METRICS: dict[str, tuple[str, bool]] = {
@@ -259,13 +255,6 @@ def _kind(metric: str, values: Iterable[float]) -> str:
 # --- reading the log ----------------------------------------------------------------
 
 
-def _latest_labels() -> Any:
-    last = (
-        select(F.c.decision_id, func.max(F.c.id).label("fid")).group_by(F.c.decision_id).subquery()
-    )
-    return last
-
-
 def _rows(
     store: Store,
     endpoint: str,
@@ -277,27 +266,9 @@ def _rows(
     inputs: bool = False,
 ) -> list[Any]:
     """An arm's decisions routed by ``seqs``: output, latest label, latency (and inputs)."""
-    last = _latest_labels()
-    cols = [D.c.ts, D.c.event_seq, D.c.output, D.c.latency_ms, F.c.label]
-    if inputs:
-        cols += [D.c.num, D.c.txt]
-    q = (
-        select(*cols)
-        .select_from(
-            D.outerjoin(last, last.c.decision_id == D.c.id).outerjoin(F, F.c.id == last.c.fid)
-        )
-        .where(
-            D.c.endpoint == endpoint,
-            D.c.ts >= start,
-            D.c.ts < end,
-            D.c.variant == arm.variant,
-            D.c.model_version == arm.version,
-            D.c.shadow.is_(arm.shadow),
-            D.c.event_seq.in_(list(seqs)),
-        )
+    return DR.arm_rows(
+        store, endpoint, start, end, arm.variant, arm.version, arm.shadow, seqs, inputs=inputs
     )
-    with store.read() as conn:
-        return list(conn.execute(q).all())
 
 
 def _p99(latencies: Sequence[float]) -> float:

@@ -23,10 +23,9 @@ from dataclasses import dataclass
 from typing import Any
 
 import httpx
-from sqlalchemy import Connection
 
 from chronoml.store import outbox as SO
-from chronoml.store.database import Store
+from chronoml.store.database import Store, Tx
 from chronoml.store.outbox import status
 from chronoml.timeutil import now_us
 from chronoml.worker import Worker
@@ -50,7 +49,7 @@ def verify_signature(body: bytes, secret: str, header: str | None) -> bool:
 
 
 def enqueue(
-    conn: Connection, url: str, body: bytes, *, secret: str | None = None, now: int | None = None
+    conn: Tx, url: str, body: bytes, *, secret: str | None = None, now: int | None = None
 ) -> int:
     """Add a webhook to the outbox inside the caller's transaction; returns its id."""
     headers = {SIGNATURE_HEADER: sign(body, secret)} if secret else {}

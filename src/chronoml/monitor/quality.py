@@ -6,14 +6,10 @@ from typing import Any
 
 import numpy as np
 import orjson
-from sqlalchemy import func, select
 
-from chronoml.store import schema
+from chronoml.store import decision_reads as DR
 from chronoml.store.database import Store
 from chronoml.timeutil import iso
-
-F = schema.feedback
-D = schema.decisions
 
 
 def _task(outputs: list[Any]) -> str:
@@ -62,20 +58,7 @@ def quality(
     store: Store, endpoint: str, start: int, end: int, *, variant: str | None = None
 ) -> dict[str, Any]:
     """Label coverage and quality metrics of ``endpoint``'s decisions in ``[start, end)``."""
-    last = (
-        select(F.c.decision_id, func.max(F.c.id).label("fid")).group_by(F.c.decision_id).subquery()
-    )
-    q = (
-        select(D.c.variant, D.c.model_name, D.c.model_version, D.c.output, F.c.label)
-        .select_from(
-            D.outerjoin(last, last.c.decision_id == D.c.id).outerjoin(F, F.c.id == last.c.fid)
-        )
-        .where(D.c.endpoint == endpoint, D.c.ts >= start, D.c.ts < end, D.c.shadow.is_(False))
-    )
-    if variant is not None:
-        q = q.where(D.c.variant == variant)
-    with store.read() as conn:
-        rows = conn.execute(q).all()
+    rows = DR.outputs_and_labels(store, endpoint, start, end, variant=variant)
     groups: dict[tuple[str, str, str], list[tuple[Any, Any]]] = {}
     for r in rows:
         groups.setdefault((r.variant, r.model_name, r.model_version), []).append(

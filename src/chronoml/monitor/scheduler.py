@@ -15,13 +15,14 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
-from sqlalchemy import select
 
 from chronoml.monitor.leader import Leadership
 from chronoml.monitor.quality import quality as quality_of
 from chronoml.monitor.reports import endpoint_drift
-from chronoml.store import blocks, schema
+from chronoml.store import blocks
+from chronoml.store import decision_reads as DR
 from chronoml.store import ledger as SL
+from chronoml.store import monitoring as SM
 from chronoml.timeutil import iso, now_us
 from chronoml.window import Window
 from chronoml.worker import Worker
@@ -30,8 +31,6 @@ if TYPE_CHECKING:
     from chronoml.context import Context
 
 log = logging.getLogger("chronoml.monitor")
-R = schema.monitor_results
-D = schema.decisions
 
 MONITORING_EXPERIMENT = "chronoml-monitoring"
 
@@ -105,12 +104,7 @@ def compute(
             if isinstance(val, float):
                 m[f"quality:{k}"] = val
 
-    with cm.store.read() as conn:
-        rows = conn.execute(
-            select(D.c.variant, D.c.model_version, D.c.latency_ms).where(
-                D.c.endpoint == endpoint, D.c.ts >= start, D.c.ts < end, D.c.shadow.is_(False)
-            )
-        ).all()
+    rows = DR.latencies(cm.store, endpoint, start, end)
     lat: dict[tuple[str, str], list[float]] = {}
     for r in rows:
         lat.setdefault((r.variant, r.model_version), []).append(r.latency_ms)
@@ -213,9 +207,7 @@ class Monitor:
             for r in results
             for k, v in r.metrics.items()
         ]
-        if rows:
-            with self.cm.store.write() as conn:
-                conn.execute(R.insert(), rows)
+        SM.insert_results(self.cm.store, rows)
 
     def _mirror(self, r: WindowResult) -> None:
         run_id = self._run_for(r)
@@ -284,12 +276,7 @@ def history(
     cm: Context, endpoint: str, metric: str | None = None, limit: int = 1000
 ) -> list[dict[str, Any]]:
     """Stored monitoring results of ``endpoint``, newest last."""
-    q = select(R).where(R.c.endpoint == endpoint)
-    if metric is not None:
-        q = q.where(R.c.metric == metric)
-    q = q.order_by(R.c.window_end.desc(), R.c.id.desc()).limit(limit)
-    with cm.store.read() as conn:
-        rows = conn.execute(q).all()
+    rows = SM.results(cm.store, endpoint, metric, limit)
     return [
         {
             "variant": r.variant,

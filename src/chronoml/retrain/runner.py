@@ -33,8 +33,6 @@ import uuid
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from sqlalchemy import Connection
-
 from chronoml import endpoints
 from chronoml.context import Context
 from chronoml.domain import challenger as P
@@ -46,6 +44,9 @@ from chronoml.retrain import entrypoint as EP
 from chronoml.store import jobs as J
 from chronoml.store import ledger as SL
 from chronoml.store import retrain_configs as RC
+from chronoml.store import snapshots
+from chronoml.store.database import Tx
+from chronoml.store.sources import read_query
 from chronoml.timeutil import iso, now_us
 from chronoml.worker import Worker
 
@@ -189,7 +190,7 @@ class JobRunner:
         return self._get(job_id)
 
     def _note(self, job_id: int, reason: str) -> None:
-        def go(conn: Connection) -> None:
+        def go(conn: Tx) -> None:
             J.update_in(conn, job_id, self.owner, reason=reason)
 
         self._write(go)
@@ -218,7 +219,7 @@ class JobRunner:
 
     # --- helpers -------------------------------------------------------------
 
-    def _write(self, fn: Callable[[Connection], Any]) -> Any:
+    def _write(self, fn: Callable[[Tx], Any]) -> Any:
         return J.retrying(self.store, fn)
 
     def _move(
@@ -232,7 +233,7 @@ class JobRunner:
     ) -> L.LedgerEvent | None:
         """Finish ``step_done``: optionally record a ledger event, update the job, log the step."""
 
-        def go(conn: Connection) -> L.LedgerEvent | None:
+        def go(conn: Tx) -> L.LedgerEvent | None:
             ev = SL.append_in(conn, event) if event is not None else None
             if ev is not None and "verdict_seq" in values and values["verdict_seq"] is None:
                 values["verdict_seq"] = ev.seq
@@ -252,7 +253,7 @@ class JobRunner:
             {"job": {"id": job.id}, "step": step, "reason": reason},
         )
 
-        def go(conn: Connection) -> None:
+        def go(conn: Tx) -> None:
             ev = SL.append_in(conn, change)
             values: dict[str, Any] = {"status": "failed", "reason": reason, "final_seq": ev.seq}
             if output is not None:
@@ -264,7 +265,7 @@ class JobRunner:
         log.warning("retraining job %d of %s failed at %s: %s", job.id, job.endpoint, step, reason)
 
     def _finish(self, job: J.Job, status: str, reason: str, seq: int | None) -> None:
-        def go(conn: Connection) -> None:
+        def go(conn: Tx) -> None:
             J.update_in(conn, job.id, self.owner, status=status, reason=reason, final_seq=seq)
             J.step_in(conn, job.id, job.step, "done", {"outcome": status, "reason": reason})
 
@@ -318,24 +319,13 @@ class JobRunner:
         )
 
     def _snapshot(self, job: J.Job) -> None:
-        from chronoml.store import snapshots
-
         src = job.config.data
         try:
             if src.path is not None:
                 snap = snapshots.take(self.store, src.path, src.name)
             else:
-                import pandas as pd
-                from sqlalchemy import create_engine, text
-
                 assert src.query is not None
-                engine = create_engine(src.query_url) if src.query_url else self.store.engine
-                try:
-                    with engine.connect() as conn:
-                        df = pd.read_sql(text(src.query), conn)
-                finally:
-                    if src.query_url:
-                        engine.dispose()
+                df = read_query(self.store, src.query, src.query_url)
                 snap = snapshots.take(self.store, df, src.name)
         except Exception as exc:
             raise StepFailed(f"cannot snapshot the training data: {exc}") from None
@@ -384,7 +374,7 @@ class JobRunner:
             job.id,
         )
 
-        def started(conn: Connection) -> None:
+        def started(conn: Tx) -> None:
             J.update_in(conn, job.id, self.owner, step_state="started", model_name=model)
             J.step_in(
                 conn,
@@ -788,7 +778,7 @@ def approve(
     if reason:
         payload["reason"] = reason
 
-    def go(conn: Connection) -> None:
+    def go(conn: Tx) -> None:
         current = J.get_in(conn, job_id)
         if current.status != "awaiting_approval":
             raise Refused(f"job {job_id} was answered meanwhile ({current.status})", "job")

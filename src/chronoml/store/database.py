@@ -31,6 +31,10 @@ MIGRATIONS = Path(__file__).parent / "migrations"
 RETRIES = 50
 T = TypeVar("T")
 
+# A transaction's connection, handed to code that writes several things atomically
+# (an alert's state, its ledger event and its webhooks). Only store/ runs SQL on it.
+Tx = Connection
+
 
 def is_busy(exc: OperationalError) -> bool:
     """Whether a failed statement lost a race with another writer (worth a retry)."""

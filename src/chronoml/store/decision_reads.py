@@ -8,7 +8,7 @@ rebuild the inputs with their logged types (integers stay integers).
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -189,3 +189,80 @@ def _label_value(label: str, label_num: float | None) -> Any:
         return orjson.loads(label)
     except orjson.JSONDecodeError:
         return label_num if label_num is not None else label
+
+
+def _latest_label_ids() -> Any:
+    """Per decision with feedback, the id of its latest label row."""
+    return (
+        select(FB.c.decision_id, func.max(FB.c.id).label("fid"))
+        .group_by(FB.c.decision_id)
+        .subquery()
+    )
+
+
+def outputs_and_labels(
+    store: Store, endpoint: str, start: int, end: int, *, variant: str | None = None
+) -> list[Any]:
+    """``(variant, model_name, model_version, output, label)`` of the served decisions in
+    ``[start, end)``; ``label`` is the latest one, or None."""
+    last = _latest_label_ids()
+    q = (
+        select(D.c.variant, D.c.model_name, D.c.model_version, D.c.output, FB.c.label)
+        .select_from(
+            D.outerjoin(last, last.c.decision_id == D.c.id).outerjoin(FB, FB.c.id == last.c.fid)
+        )
+        .where(D.c.endpoint == endpoint, D.c.ts >= start, D.c.ts < end, D.c.shadow.is_(False))
+    )
+    if variant is not None:
+        q = q.where(D.c.variant == variant)
+    with store.read() as conn:
+        return list(conn.execute(q).all())
+
+
+def arm_rows(
+    store: Store,
+    endpoint: str,
+    start: int,
+    end: int,
+    variant: str,
+    version: str,
+    shadow: bool,
+    seqs: Iterable[int],
+    *,
+    inputs: bool = False,
+) -> list[Any]:
+    """An experiment arm's decisions routed by ``seqs``: ts, event_seq, output, latency,
+    latest label (and, with ``inputs``, the packed inputs)."""
+    last = _latest_label_ids()
+    cols = [D.c.ts, D.c.event_seq, D.c.output, D.c.latency_ms, FB.c.label]
+    if inputs:
+        cols += [D.c.num, D.c.txt]
+    q = (
+        select(*cols)
+        .select_from(
+            D.outerjoin(last, last.c.decision_id == D.c.id).outerjoin(FB, FB.c.id == last.c.fid)
+        )
+        .where(
+            D.c.endpoint == endpoint,
+            D.c.ts >= start,
+            D.c.ts < end,
+            D.c.variant == variant,
+            D.c.model_version == version,
+            D.c.shadow.is_(shadow),
+            D.c.event_seq.in_(list(seqs)),
+        )
+    )
+    with store.read() as conn:
+        return list(conn.execute(q).all())
+
+
+def latencies(store: Store, endpoint: str, start: int, end: int) -> list[Any]:
+    """``(variant, model_version, latency_ms)`` of the served decisions in ``[start, end)``."""
+    with store.read() as conn:
+        return list(
+            conn.execute(
+                select(D.c.variant, D.c.model_version, D.c.latency_ms).where(
+                    D.c.endpoint == endpoint, D.c.ts >= start, D.c.ts < end, D.c.shadow.is_(False)
+                )
+            ).all()
+        )
