@@ -19,7 +19,7 @@ import pytest
 from click.testing import CliRunner
 from starlette.testclient import TestClient
 
-from chronoml.cli.core import cli
+from chronoml.cli.common import cli
 from chronoml.domain import alerts as A
 from chronoml.domain.ledger import event_summary
 from chronoml.monitor import outbox as ob

@@ -17,7 +17,7 @@ import pytest
 from click.testing import CliRunner
 from sklearn.datasets import load_breast_cancer
 
-from chronoml.cli.core import cli
+from chronoml.cli.common import cli
 
 X = load_breast_cancer(as_frame=True).frame.drop(columns=["target"])
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import click
 
 import chronoml
-from chronoml.cli.core import cli
+from chronoml.cli.common import cli
 
 README = (Path(__file__).parent.parent / "README.md").read_text()
 
@@ -57,7 +57,7 @@ def test_public_api_is_pinned() -> None:
 
 
 def test_cli_start_does_not_import_heavy_libraries() -> None:
-    code = "import sys, chronoml.cli.core; print(sorted(m for m in ('mlflow', 'pandas', 'sklearn', 'numpy') if m in sys.modules))"
+    code = "import sys, chronoml.cli.common; print(sorted(m for m in ('mlflow', 'pandas', 'sklearn', 'numpy') if m in sys.modules))"
     out = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, check=True
     ).stdout

@@ -20,13 +20,8 @@ from scipy import stats
 from scipy.spatial import distance
 
 from chronoml.domain.drift import DriftOverride, DriftReport, drift_report
-from chronoml.domain.profile import (
-    CategoricalProfile,
-    NumericProfile,
-    Profile,
-    build_profile,
-    sorted_distinct,
-)
+from chronoml.domain.profile import CategoricalProfile, NumericProfile, Profile
+from chronoml.domain.profiling import build_profile, sorted_distinct
 from chronoml.domain.sorted_stats import Sample, ks_statistic, wasserstein
 from chronoml.worker import parallel
 

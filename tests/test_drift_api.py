@@ -9,7 +9,7 @@ from click.testing import CliRunner
 from sklearn.datasets import load_breast_cancer
 from starlette.testclient import TestClient
 
-from chronoml.cli.core import cli
+from chronoml.cli.common import cli
 from chronoml.gateway.app import create_app
 from chronoml.store import snapshots
 

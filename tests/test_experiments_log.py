@@ -14,7 +14,7 @@ from scipy import stats
 from sklearn.datasets import load_breast_cancer
 from starlette.testclient import TestClient
 
-from chronoml.cli.core import cli
+from chronoml.cli.common import cli
 from chronoml.domain.experiment import (
     SEQUENTIAL_METHOD,
     MeanSummary,

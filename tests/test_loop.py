@@ -14,7 +14,7 @@ import pytest
 from click.testing import CliRunner
 from starlette.testclient import TestClient
 
-from chronoml.cli.core import cli
+from chronoml.cli.common import cli
 from chronoml.gateway.app import create_app
 from chronoml.monitor.alerts import AlertEngine
 from chronoml.monitor.experiments import experiment

@@ -12,7 +12,7 @@ from mlflow.tracking import MlflowClient
 from sklearn.datasets import load_breast_cancer
 from starlette.testclient import TestClient
 
-from chronoml.cli.core import cli
+from chronoml.cli.common import cli
 from chronoml.gateway.app import create_app
 from chronoml.monitor.scheduler import MONITORING_EXPERIMENT, Monitor
 from chronoml.store import snapshots

@@ -19,7 +19,7 @@ import pytest
 from click.testing import CliRunner
 from starlette.testclient import TestClient
 
-from chronoml.cli.core import cli
+from chronoml.cli.common import cli
 from chronoml.domain.challenger import Policy, PolicyError
 from chronoml.gateway.app import create_app
 from chronoml.monitor.alerts import AlertEngine

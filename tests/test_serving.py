@@ -381,7 +381,7 @@ def test_a_healthy_canary_stays_and_a_stale_rollback_is_refused(
 def test_cli_deploys_a_canary(cm: Any, settings: Any, models: Any) -> None:
     from click.testing import CliRunner
 
-    from chronoml.cli.core import cli
+    from chronoml.cli.common import cli
 
     env = {"MLFLOW_TRACKING_URI": settings.tracking_uri, "CHRONOML_STORE": settings.store_url or ""}
     run = CliRunner().invoke

@@ -16,7 +16,7 @@ import pandas as pd
 import pytest
 from click.testing import CliRunner
 
-from chronoml.cli.core import cli
+from chronoml.cli.common import cli
 from chronoml.domain.snapshot import SnapshotError, content_id
 from chronoml.store import Store, snapshots
 

@@ -173,7 +173,7 @@ def run_chronoml(ref_path: str, cur_path: str, runs: int, workers: int) -> dict[
     """Child side, in chronoml's venv: profile once, then time drift_report on numpy arrays."""
     sys.path.insert(0, str(HERE.parents[1] / "src"))
     from chronoml.domain.drift import drift_report
-    from chronoml.domain.profile import build_profile
+    from chronoml.domain.profiling import build_profile
     from chronoml.worker import parallel
 
     ref = pd.read_parquet(ref_path)

@@ -49,7 +49,7 @@ def populate(home: Path, ref_path: Path, cur_path: Path) -> tuple[float, float]:
     """
     from chronoml.domain import codec
     from chronoml.domain.ledger import ModelRef  # noqa: F401 - documents what DIGEST stands for
-    from chronoml.domain.profile import build_profile
+    from chronoml.domain.profiling import build_profile
     from chronoml.ids import new_id
     from chronoml.store import Store
     from chronoml.store import decisions as D

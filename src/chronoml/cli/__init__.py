@@ -1,6 +1,28 @@
 """The ``chronoml`` command line: one module per command group, registered on one group."""
 
-from chronoml.cli import alerts, explain, loop, monitor, server
-from chronoml.cli.core import cli, main
+from chronoml.cli import (
+    alerts,
+    endpoints,
+    experiment,
+    explain,
+    jobs,
+    monitor,
+    retrain,
+    server,
+    store,
+)
+from chronoml.cli.common import cli, main
 
-__all__ = ["alerts", "cli", "explain", "loop", "main", "monitor", "server"]
+__all__ = [
+    "alerts",
+    "cli",
+    "endpoints",
+    "experiment",
+    "explain",
+    "jobs",
+    "main",
+    "monitor",
+    "retrain",
+    "server",
+    "store",
+]

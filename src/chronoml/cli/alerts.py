@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from chronoml.cli.core import Fail, _chronoml, _json, cli, json_option
+from chronoml.cli.common import Fail, _chronoml, _json, cli, json_option
 
 if TYPE_CHECKING:
     from chronoml.domain.alerts import AlertRule, RuleError

@@ -62,7 +62,7 @@ def run(
     from sklearn.preprocessing import StandardScaler
 
     import chronoml
-    from chronoml.cli.core import format_decision, format_history, format_status
+    from chronoml.cli.endpoints import format_decision, format_history, format_status
     from chronoml.gateway.server import BackgroundServer
     from chronoml.service import Chronoml
     from chronoml.timeutil import iso, now_us

@@ -1,6 +1,6 @@
 """CLI commands for explanations, replay, backtests and global importance.
 
-Registered on the main group by the last line of :mod:`chronoml.cli.core`. Only
+Registered on the main group by the last line of :mod:`chronoml.cli.common`. Only
 click is imported here at module level, so ``chronoml --help`` stays fast.
 """
 
@@ -15,17 +15,17 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from chronoml.cli.core import (
+from chronoml.cli.common import (
     Fail,
     _chronoml,
     _json,
     cli,
-    format_decision,
     json_option,
     window_bounds,
     window_heading,
     window_options,
 )
+from chronoml.cli.endpoints import format_decision
 
 if TYPE_CHECKING:
     from chronoml.explain.models import Models
@@ -388,3 +388,28 @@ def format_importance(rep: dict[str, Any]) -> str:
         if len(v["features"]) > TOP:
             lines.append(f"    and {len(v['features']) - TOP} more features")
     return "\n".join(lines)
+
+
+@cli.command()
+@click.argument("decision_id")
+@click.option(
+    "--explain", is_flag=True, help="Add its SHAP explanation (computed and stored if missing)."
+)
+@click.option(
+    "--replay", is_flag=True, help="Re-run its archived model; exit 1 if the output differs."
+)
+@json_option
+@click.pass_context
+def decision(
+    ctx: click.Context, decision_id: str, explain: bool, replay: bool, as_json: bool
+) -> None:
+    """A logged decision with its full lineage."""
+    if explain or replay:
+        show_decision(ctx, decision_id, explain=explain, replay=replay, as_json=as_json)
+        return
+    with _chronoml(ctx) as cm:
+        d = cm.decision(decision_id)
+    if as_json:
+        _json(d)
+        return
+    click.echo(format_decision(d))

@@ -8,7 +8,7 @@ from typing import Any
 
 import click
 
-from chronoml.cli.core import (
+from chronoml.cli.common import (
     Fail,
     _chronoml,
     _json,

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 
 import click
 
-from chronoml.cli.core import Fail, _chronoml, _settings, _where, cli
+from chronoml.cli.common import Fail, _chronoml, _settings, _where, cli
 
 if TYPE_CHECKING:
     from chronoml.service import Chronoml

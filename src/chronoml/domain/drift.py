@@ -61,24 +61,29 @@ from typing import Any, Literal, TypeAlias
 import numpy as np
 import numpy.typing as npt
 import pandas as pd
-from scipy import stats
-from scipy.spatial import distance
 
+from chronoml.domain import category_stats as CS
 from chronoml.domain import sorted_stats as S
+from chronoml.domain.drift_methods import (
+    DEFAULT_THRESHOLDS,
+    METHODS,
+    NUMERIC_ONLY_METHODS,
+    P_VALUE_METHODS,
+    DriftOverride,
+    Method,
+)
 from chronoml.domain.profile import (
     PREDICTION,
     CategoricalProfile,
     Category,
     FeatureProfile,
-    FloatArray,
     IntArray,
     Kind,
     NumericProfile,
     Profile,
-    count_categories,
 )
+from chronoml.domain.profiling import count_categories
 
-Method: TypeAlias = Literal["ks", "wasserstein", "psi", "jensenshannon", "chisquare", "z"]
 Status: TypeAlias = Literal[
     "ok",
     "missing_in_current",
@@ -89,51 +94,12 @@ Status: TypeAlias = Literal[
     "unsupported",
 ]
 
-METHODS: tuple[Method, ...] = ("ks", "wasserstein", "psi", "jensenshannon", "chisquare", "z")
-DEFAULT_THRESHOLDS: Mapping[Method, float] = {
-    "ks": 0.05,
-    "chisquare": 0.05,
-    "z": 0.05,
-    "wasserstein": 0.1,
-    "jensenshannon": 0.1,
-    "psi": 0.1,
-}
-#: Methods whose statistic is a p-value: drift when it is small.
-P_VALUE_METHODS = frozenset({"ks", "chisquare", "z"})
-NUMERIC_ONLY_METHODS = frozenset({"ks", "wasserstein"})
 #: References with at most this many values get the small-sample tests.
 SMALL_REFERENCE_ROWS = 1000
 DEFAULT_DRIFT_SHARE = 0.5
 # Evidently bins numeric features with more distinct reference values than this.
 _BINNED_ABOVE_DISTINCT = 20
 _FEW_VALUES = 5
-
-
-@dataclass(frozen=True)
-class DriftOverride:
-    """A feature's own method and/or threshold (``None`` keeps the default)."""
-
-    method: Method | None = None
-    threshold: float | None = None
-
-    def __post_init__(self) -> None:
-        if self.method is not None and self.method not in METHODS:
-            raise ValueError(f"unknown drift method {self.method!r}; one of {', '.join(METHODS)}")
-        if self.threshold is not None and not math.isfinite(self.threshold):
-            raise ValueError("threshold must be a finite number")
-
-    @classmethod
-    def parse(cls, value: DriftOverride | Mapping[str, Any]) -> DriftOverride:
-        """Accept an override or a plain ``{"method": ..., "threshold": ...}`` mapping."""
-        if isinstance(value, DriftOverride):
-            return value
-        unknown = set(value) - {"method", "threshold"}
-        if unknown:
-            raise ValueError(f"unknown override keys: {sorted(unknown)}")
-        threshold = value.get("threshold")
-        return cls(
-            method=value.get("method"), threshold=None if threshold is None else float(threshold)
-        )
 
 
 @dataclass(frozen=True)
@@ -375,11 +341,11 @@ def _numeric_drift(
             ref_counts, cur_counts = S.sturges_histograms(refs, cur.raw)
         else:
             ref_counts, cur_counts, _ = S.value_counts(refs, cur.distinct())
-        statistic = _distance(method, ref_counts / ref.rows, cur_counts / cur.n)
+        statistic = CS.share_distance(method, ref_counts / ref.rows, cur_counts / cur.n)
     else:
         ref_counts, cur_counts, keys = S.value_counts(refs, cur.distinct())
-        statistic, note = _contingency_test(
-            method, ref_counts, cur_counts, [float(k) for k in keys], threshold
+        statistic, note = CS.contingency_test(
+            method, ref_counts, cur_counts, [float(k) for k in keys], _limit(threshold)
         )
     return _verdict(name, "numeric", method, statistic, threshold, ref.rows, cur.n, note)
 
@@ -409,76 +375,16 @@ def _categorical_drift(
             method = "jensenshannon"
     note = None
     if method in ("psi", "jensenshannon"):
-        statistic = _distance(method, ref_counts / ref.rows, cur_counts / n)
+        statistic = CS.share_distance(method, ref_counts / ref.rows, cur_counts / n)
     else:
-        statistic, note = _contingency_test(method, ref_counts, cur_counts, list(index), threshold)
+        statistic, note = CS.contingency_test(
+            method, ref_counts, cur_counts, list(index), _limit(threshold)
+        )
     return _verdict(name, "categorical", method, statistic, threshold, ref.rows, n, note)
 
 
-# -- the statistics themselves ----------------------------------------------------------
-
-
-def _distance(method: Method, ref_share: FloatArray, cur_share: FloatArray) -> float:
-    if method == "jensenshannon":
-        return float(distance.jensenshannon(ref_share, cur_share))
-    # PSI is not in scipy. Empty bins get a small share instead of zero, the
-    # way Evidently does it, so that the logarithm stays finite.
-    ref_share = _fill_zeros(ref_share)
-    cur_share = _fill_zeros(cur_share)
-    return float(np.sum((ref_share - cur_share) * np.log(ref_share / cur_share)))
-
-
-def _fill_zeros(share: FloatArray) -> FloatArray:
-    positive = share[share != 0]
-    smallest = float(positive.min())
-    return np.where(share == 0, smallest / 10**6 if smallest <= 0.0001 else 0.0001, share)
-
-
-def _contingency_test(
-    method: Method,
-    ref_counts: IntArray,
-    cur_counts: IntArray,
-    keys: Sequence[Category],
-    threshold: float | None,
-) -> tuple[float, str | None]:
-    """Chi-square or Z-test p-value of current against reference counts (and a note)."""
-    n1 = int(ref_counts.sum())
-    n2 = int(cur_counts.sum())
-    if method == "z":
-        return _z_test(ref_counts, cur_counts, keys, n1, n2), None
-    expected = ref_counts * (n2 / n1)
-    # A category absent from the reference has zero expected count: an infinite
-    # statistic and a zero p-value, which is the verdict wanted (new category).
-    with np.errstate(divide="ignore", invalid="ignore"):
-        p = float(stats.chisquare(cur_counts, expected).pvalue)
-    note = None
-    if ref_counts.size > 1:
-        limit = DEFAULT_THRESHOLDS["chisquare"] if threshold is None else threshold
-        two_sample = float(stats.chi2_contingency(np.vstack((ref_counts, cur_counts))).pvalue)
-        if (two_sample < limit) != (p < limit):
-            note = (
-                f"the two-sample chi-square test (p={two_sample:.3g}) "
-                f"{'finds' if two_sample < limit else 'does not find'} drift; this verdict "
-                "follows Evidently, which takes the reference counts as exact"
-            )
-    return p, note
-
-
-def _z_test(
-    ref_counts: IntArray, cur_counts: IntArray, keys: Sequence[Category], n1: int, n2: int
-) -> float:
-    """Evidently's two-proportion Z-test: the share of values other than the first key."""
-    if len(keys) == 1:
-        return 1.0
-    try:
-        first = keys.index(sorted(keys)[0])  # type: ignore[type-var]
-    except TypeError:  # keys of mixed types; the statistic is symmetric for two keys
-        first = keys.index(sorted(keys, key=str)[0])
-    p1 = float(n1 - ref_counts[first]) / n1
-    p2 = float(n2 - cur_counts[first]) / n2
-    pooled = float(p1 * n1 + p2 * n2) / (n1 + n2)
-    z = (p1 - p2) / math.sqrt(pooled * (1 - pooled) * (1.0 / n1 + 1.0 / n2))
-    return float(2 * stats.norm.sf(abs(z)))
+def _limit(threshold: float | None) -> float:
+    return DEFAULT_THRESHOLDS["chisquare"] if threshold is None else threshold
 
 
 def _verdict(

@@ -101,12 +101,49 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from typing import Any, Literal
 
-import numpy as np
-import numpy.typing as npt
 from scipy import special
+
+from chronoml.domain.ab_stats import (
+    _mean_variance,
+    _msprt,
+    _rate_mde_variance,
+    _smoothed_rate_variance,
+    _two_proportion,
+    _welch,
+)
+from chronoml.domain.serving_guardrails import (
+    GuardrailCheck,
+    GuardrailResult,
+    ServingStats,
+    guardrail_check,
+)
+from chronoml.domain.summaries import Interval, MeanSummary, RateSummary, Summary
+
+# the serving guardrails and the arm summaries are part of this module's vocabulary
+__all__ = [
+    "DEFAULT_HORIZON",
+    "DEFAULT_MIN_SAMPLES",
+    "SEQUENTIAL_METHOD",
+    "SRM_ALPHA",
+    "ExperimentResult",
+    "GuardrailCheck",
+    "GuardrailResult",
+    "Interval",
+    "MeanSummary",
+    "RateSummary",
+    "SampleRatioCheck",
+    "ServingStats",
+    "Summary",
+    "TrafficSplit",
+    "VariantEstimate",
+    "analyze",
+    "default_mixing_variance",
+    "guardrail_check",
+    "sample_ratio_check",
+]
 
 MetricKind = Literal["rate", "mean"]
 Verdict = Literal["keep running", "B better", "A better", "no difference", "sample ratio mismatch"]
@@ -117,70 +154,6 @@ DEFAULT_MIN_SAMPLES = 100
 SRM_ALPHA = 0.001
 
 _NAN = float("nan")
-
-
-@dataclass(frozen=True)
-class RateSummary:
-    """A variant's 0/1 outcomes: ``successes`` out of ``n`` units."""
-
-    n: int
-    successes: int
-
-    def __post_init__(self) -> None:
-        if self.n < 0 or not 0 <= self.successes <= self.n:
-            raise ValueError(f"need 0 <= successes <= n, got {self.successes} of {self.n}")
-        object.__setattr__(self, "n", int(self.n))
-        object.__setattr__(self, "successes", int(self.successes))
-
-    @classmethod
-    def from_outcomes(cls, outcomes: npt.ArrayLike) -> RateSummary:
-        """Summarise raw outcomes, each 0/1 or a bool."""
-        a = np.asarray(outcomes, dtype=float).ravel()
-        if not np.all((a == 0) | (a == 1)):
-            raise ValueError("rate outcomes must be 0 or 1")
-        return cls(n=int(a.size), successes=int(a.sum()))
-
-    @property
-    def estimate(self) -> float:
-        """The observed rate (NaN with no units)."""
-        return self.successes / self.n if self.n else _NAN
-
-
-@dataclass(frozen=True)
-class MeanSummary:
-    """A variant's real-valued outcomes: count, mean and sample variance (ddof=1)."""
-
-    n: int
-    mean: float
-    variance: float
-
-    def __post_init__(self) -> None:
-        if self.n < 0 or self.variance < 0:
-            raise ValueError(f"need n >= 0 and variance >= 0, got n={self.n}, {self.variance}")
-        # Store plain Python numbers: numpy scalars would leak into results and JSON.
-        object.__setattr__(self, "n", int(self.n))
-        object.__setattr__(self, "mean", float(self.mean))
-        object.__setattr__(self, "variance", float(self.variance))
-
-    @classmethod
-    def from_values(cls, values: npt.ArrayLike) -> MeanSummary:
-        """Summarise raw outcomes; variance is NaN below two values."""
-        a = np.asarray(values, dtype=float).ravel()
-        if not np.all(np.isfinite(a)):
-            raise ValueError("mean outcomes must be finite numbers")
-        n = int(a.size)
-        # np.mean / np.var warn on too few values, and warnings are errors here.
-        mean = float(a.mean()) if n else _NAN
-        variance = float(a.var(ddof=1)) if n >= 2 else _NAN
-        return cls(n=n, mean=mean, variance=variance)
-
-    @property
-    def estimate(self) -> float:
-        """The observed mean."""
-        return self.mean
-
-
-Summary = RateSummary | MeanSummary
 
 
 @dataclass(frozen=True)
@@ -201,17 +174,6 @@ class TrafficSplit:
         """The shares normalised to sum to one."""
         total = self.control + self.treatment
         return self.control / total, self.treatment / total
-
-
-@dataclass(frozen=True)
-class Interval:
-    """A closed interval ``[low, high]`` for the effect."""
-
-    low: float
-    high: float
-
-    def __contains__(self, x: float) -> bool:
-        return self.low <= x <= self.high
 
 
 @dataclass(frozen=True)
@@ -393,112 +355,6 @@ def default_mixing_variance(horizon: int, alpha: float) -> float:
     return r * 2 / horizon
 
 
-@dataclass(frozen=True)
-class ServingStats:
-    """A variant's serving health over a window; ``quality`` None without labels."""
-
-    error_rate: float
-    p99_latency_ms: float
-    quality: float | None = None
-
-
-@dataclass(frozen=True)
-class GuardrailCheck:
-    """One guardrail: what was observed against its limit."""
-
-    name: Literal["error_rate", "p99_latency", "quality"]
-    passed: bool
-    observed: float
-    limit: float
-    reason: str
-
-
-@dataclass(frozen=True)
-class GuardrailResult:
-    """All guardrails; ``passed`` only if every evaluated check passed."""
-
-    passed: bool
-    checks: tuple[GuardrailCheck, ...]
-    skipped: tuple[str, ...] = field(default_factory=tuple)
-
-    @property
-    def reasons(self) -> tuple[str, ...]:
-        """Why the challenger failed, one line per failed check (empty if it passed)."""
-        return tuple(c.reason for c in self.checks if not c.passed)
-
-
-def guardrail_check(
-    champion: ServingStats,
-    challenger: ServingStats,
-    *,
-    max_error_rate_increase: float,
-    max_p99_ratio: float,
-    max_quality_drop: float,
-    quality_higher_is_better: bool = True,
-) -> GuardrailResult:
-    """Whether a canary or challenger stays within limits relative to the champion.
-
-    Limits: ``challenger.error_rate - champion.error_rate <= max_error_rate_increase``;
-    ``challenger.p99 / champion.p99 <= max_p99_ratio``; the quality drop (champion
-    minus challenger, flipped when lower quality is better) ``<= max_quality_drop``.
-    The quality check is skipped, and named in ``skipped``, when either side has
-    no quality yet.
-    """
-    checks: list[GuardrailCheck] = []
-    skipped: list[str] = []
-
-    increase = challenger.error_rate - champion.error_rate
-    ok = increase <= max_error_rate_increase
-    checks.append(
-        GuardrailCheck(
-            "error_rate",
-            ok,
-            increase,
-            max_error_rate_increase,
-            f"error rate {challenger.error_rate:.4g} vs champion {champion.error_rate:.4g}: "
-            f"increase {increase:.4g} {'within' if ok else 'exceeds'} "
-            f"{max_error_rate_increase:.4g}",
-        )
-    )
-
-    if champion.p99_latency_ms > 0:
-        ratio = challenger.p99_latency_ms / champion.p99_latency_ms
-    else:
-        # A zero champion p99 makes any slower challenger infinitely slower.
-        ratio = 1.0 if challenger.p99_latency_ms <= 0 else math.inf
-    ok = ratio <= max_p99_ratio
-    checks.append(
-        GuardrailCheck(
-            "p99_latency",
-            ok,
-            ratio,
-            max_p99_ratio,
-            f"p99 latency {challenger.p99_latency_ms:.4g} ms vs champion "
-            f"{champion.p99_latency_ms:.4g} ms: ratio {ratio:.3g} "
-            f"{'within' if ok else 'exceeds'} {max_p99_ratio:.3g}",
-        )
-    )
-
-    if champion.quality is None or challenger.quality is None:
-        skipped.append("quality")
-    else:
-        drop = champion.quality - challenger.quality
-        if not quality_higher_is_better:
-            drop = -drop
-        ok = drop <= max_quality_drop
-        checks.append(
-            GuardrailCheck(
-                "quality",
-                ok,
-                drop,
-                max_quality_drop,
-                f"quality {challenger.quality:.4g} vs champion {champion.quality:.4g}: "
-                f"drop {drop:.4g} {'within' if ok else 'exceeds'} {max_quality_drop:.4g}",
-            )
-        )
-    return GuardrailResult(all(c.passed for c in checks), tuple(checks), tuple(skipped))
-
-
 # --- internals ---------------------------------------------------------------
 
 
@@ -526,78 +382,6 @@ def _check_inputs(
         raise ValueError("min_samples must be >= 1")
     if max_samples is not None and max_samples < min_samples:
         raise ValueError("max_samples must be >= min_samples")
-
-
-def _two_proportion(a: RateSummary, b: RateSummary, alpha: float) -> tuple[float, Interval]:
-    if a.n == 0 or b.n == 0:
-        return _NAN, Interval(_NAN, _NAN)
-    pa, pb = a.estimate, b.estimate
-    diff = pb - pa
-    pooled = (a.successes + b.successes) / (a.n + b.n)
-    se0 = math.sqrt(pooled * (1 - pooled) * (1 / a.n + 1 / b.n))
-    # se0 == 0 only when every outcome in both arms is the same: the rates are equal.
-    p_value = float(2 * special.ndtr(-abs(diff) / se0)) if se0 > 0 else 1.0
-    se = math.sqrt(pa * (1 - pa) / a.n + pb * (1 - pb) / b.n)
-    half = float(special.ndtri(1 - alpha / 2)) * se
-    return p_value, Interval(diff - half, diff + half)
-
-
-def _welch(a: MeanSummary, b: MeanSummary, alpha: float) -> tuple[float, Interval]:
-    if a.n < 2 or b.n < 2:
-        return _NAN, Interval(_NAN, _NAN)
-    diff = b.mean - a.mean
-    va, vb = a.variance / a.n, b.variance / b.n
-    se = math.sqrt(va + vb)
-    if se == 0:
-        # Constant outcomes in both arms: the difference is known exactly.
-        return (1.0 if diff == 0 else 0.0), Interval(diff, diff)
-    # scipy.stats.ttest_ind_from_stats(..., equal_var=False), written out.
-    df = (va + vb) ** 2 / (va**2 / (a.n - 1) + vb**2 / (b.n - 1))
-    p_value = float(2 * special.stdtr(df, -abs(diff) / se))
-    half = float(special.stdtrit(df, 1 - alpha / 2)) * se
-    return p_value, Interval(diff - half, diff + half)
-
-
-def _smoothed_rate_variance(a: RateSummary, b: RateSummary) -> float:
-    if a.n == 0 or b.n == 0:
-        return _NAN
-    pa = (a.successes + 1) / (a.n + 2)
-    pb = (b.successes + 1) / (b.n + 2)
-    return pa * (1 - pa) / a.n + pb * (1 - pb) / b.n
-
-
-def _rate_mde_variance(a: RateSummary, b: RateSummary) -> float:
-    if a.n == 0 or b.n == 0:
-        return _NAN
-    # The control rate is the baseline both arms are powered against. A baseline
-    # of exactly 0 or 1 would claim any effect is detectable, so smooth it then.
-    p = a.estimate if 0 < a.successes < a.n else (a.successes + 1) / (a.n + 2)
-    return p * (1 - p) * (1 / a.n + 1 / b.n)
-
-
-def _mean_variance(a: MeanSummary, b: MeanSummary) -> float:
-    if a.n < 2 or b.n < 2:
-        return _NAN
-    return a.variance / a.n + b.variance / b.n
-
-
-def _msprt(
-    effect: float, v: float, n_a: int, n_b: int, mixing_variance: float, alpha: float
-) -> tuple[float, Interval, float]:
-    """Always-valid p-value, confidence sequence and its boundary in z units."""
-    if not (math.isfinite(v) and math.isfinite(effect)):
-        return _NAN, Interval(_NAN, _NAN), _NAN
-    # r = tau2 / V with tau2 = mixing_variance * V / (1/n_a + 1/n_b): see module docstring.
-    r = mixing_variance / (1 / n_a + 1 / n_b)
-    boundary = math.sqrt((1 + r) / r * (2 * math.log(1 / alpha) + math.log1p(r)))
-    if v == 0:
-        # Zero variance (constant means): the effect is known exactly.
-        return (1.0 if effect == 0 else 0.0), Interval(effect, effect), boundary
-    z2 = effect * effect / v
-    log_lambda = -0.5 * math.log1p(r) + r / (1 + r) * z2 / 2
-    p = math.exp(-log_lambda) if log_lambda > 0 else 1.0
-    half = boundary * math.sqrt(v)
-    return min(1.0, p), Interval(effect - half, effect + half), boundary
 
 
 def _verdict(

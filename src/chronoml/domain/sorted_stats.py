@@ -17,7 +17,8 @@ import numpy as np
 import numpy.typing as npt
 from scipy import stats
 
-from chronoml.domain.profile import FloatArray, IntArray, NumericProfile, sorted_distinct
+from chronoml.domain.profile import FloatArray, IntArray, NumericProfile
+from chronoml.domain.profiling import sorted_distinct
 
 # ks_2samp computes an exact p-value up to this sample size, asymptotic above.
 _KS_EXACT_MAX_N = 10_000

@@ -15,7 +15,8 @@ import numpy as np
 
 from chronoml.domain.drift import METHODS, drift_report
 from chronoml.domain.ledger import ModelRef
-from chronoml.domain.profile import PREDICTION, Profile, build_profile
+from chronoml.domain.profile import PREDICTION, Profile
+from chronoml.domain.profiling import build_profile
 from chronoml.errors import Refused
 from chronoml.store import decisions as D
 from chronoml.store import ledger as SL

@@ -1,4 +1,4 @@
-"""CLI commands that close the loop: ``experiment``, ``retrain ...``, ``jobs``, ``job``, ``approve``."""
+"""CLI commands ``retrain ENDPOINT`` and ``retrain configure|show|remove|run|worker``."""
 
 from __future__ import annotations
 
@@ -7,15 +7,14 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from chronoml.cli.core import (
+from chronoml.cli.common import (
     Fail,
     _chronoml,
     _json,
     cli,
     json_option,
-    window_bounds,
-    window_options,
 )
+from chronoml.cli.jobs import format_job
 
 if TYPE_CHECKING:
     from chronoml.store.jobs import Job
@@ -28,138 +27,6 @@ def _duration(text: str, option: str) -> int:
         return parse_duration(text)
     except ValueError as exc:
         raise Fail(f"{option}: {exc}") from None
-
-
-def _num(x: Any, fmt: str = ".4g") -> str:
-    return "n/a" if x is None else format(x, fmt)
-
-
-# --- experiment ------------------------------------------------------------------
-
-
-@cli.command()
-@click.argument("endpoint")
-@window_options()
-@click.option(
-    "--metric",
-    default="accuracy",
-    show_default=True,
-    help="accuracy (a rate), abs_error, squared_error (means, lower is better), or label: "
-    "the label itself, a business metric sent as feedback (a rate if 0/1, else a mean).",
-)
-@click.option(
-    "--lower-is-better", is_flag=True, help="For --metric label: lower values are better."
-)
-@click.option("--alpha", default=0.05, show_default=True, type=click.FloatRange(0, 1))
-@click.option(
-    "--min-samples",
-    default=100,
-    show_default=True,
-    type=click.IntRange(1),
-    help="Labelled outcomes per variant before any verdict.",
-)
-@click.option(
-    "--margin",
-    type=click.FloatRange(0),
-    help="Call it 'no difference' once the effect is known to lie within +/- this.",
-)
-@json_option
-@click.pass_context
-def experiment(
-    ctx: click.Context,
-    endpoint: str,
-    window: str,
-    start: str | None,
-    end: str | None,
-    metric: str,
-    lower_is_better: bool,
-    alpha: float,
-    min_samples: int,
-    margin: float | None,
-    as_json: bool,
-) -> None:
-    """A/B analysis of ENDPOINT's variants over a window, from logged outcomes.
-
-    Each challenger is compared with the champion (the answering variant that
-    went live first) on the decisions made while both were live: sample sizes,
-    effect with its confidence interval, the fixed-horizon p-value and the
-    always-valid (sequential, safe to peek) p-value, a sample-ratio check
-    against the ledger weights, the minimum detectable effect and a verdict.
-    """
-    from chronoml.monitor.experiments import ExperimentError
-    from chronoml.monitor.experiments import experiment as run
-
-    begin, stop = window_bounds(window, start, end)
-    with _chronoml(ctx) as cm:
-        cm.status(endpoint)  # unknown endpoint: a clean error
-        try:
-            report = run(
-                cm.store,
-                endpoint,
-                begin,
-                stop,
-                metric=metric,
-                alpha=alpha,
-                min_samples=min_samples,
-                equivalence_margin=margin,
-                higher_is_better=False if lower_is_better else None,
-            )
-        except ExperimentError as exc:
-            raise Fail(exc.message) from None
-    if as_json:
-        _json(report)
-        return
-    click.echo(format_experiment(report))
-
-
-def format_experiment(r: dict[str, Any]) -> str:
-    m = r["metric"]
-    lines = [
-        f"{r['endpoint']}: {r['window']['from']} to {r['window']['to']}, metric {m['name']} "
-        f"({'higher' if m['higher_is_better'] else 'lower'} is better), alpha {r['alpha']:g}",
-        f"  sequential method: {r['sequential_method']}",
-    ]
-    if r.get("note"):
-        lines.append(f"  {r['note']}")
-    for s in r.get("skipped", []):
-        role = "shadow" if s["shadow"] else "answering"
-        lines.append(f"  {s['variant']} ({role}): not compared: {s['reason']}")
-    for c in r["comparisons"]:
-        a, b = c["control"], c["treatment"]
-        lines.append(
-            f"  {b['variant']} ({'shadow' if b['shadow'] else 'answering'}) vs champion "
-            f"{a['variant']} [{c['design']}]"
-        )
-        lines.append(
-            f"    A {a['variant']:<24} {a['labelled']:>6} outcomes of {a['decisions']} decisions"
-        )
-        lines.append(
-            f"    B {b['variant']:<24} {b['labelled']:>6} outcomes of {b['decisions']} decisions"
-        )
-        ci, cs = c["confidence_interval"], c["confidence_sequence"]
-        rel = c["relative_effect"]
-        lines.append(
-            f"    A {m['name']} {_num(a['estimate'])}, B {_num(b['estimate'])}: effect B-A "
-            f"{_num(c['effect'])} (relative {'n/a' if rel is None else format(rel, '+.1%')}); "
-            f"{c['test']}: p={_num(c['p_value'], '.3g')}, "
-            f"{c['confidence_level']:.0%} CI [{_num(ci['low'])}, {_num(ci['high'])}]"
-        )
-        lines.append(
-            f"    always-valid p={_num(c['always_valid_p_value'], '.3g')}, confidence sequence "
-            f"[{_num(cs['low'])}, {_num(cs['high'])}]"
-        )
-        srm = c["srm"]
-        lines.append(
-            f"    sample ratio: observed {srm['observed'][0]}:{srm['observed'][1]}, expected "
-            f"{srm['expected_shares'][0]:.3g}:{srm['expected_shares'][1]:.3g} "
-            f"(p={_num(srm['p_value'], '.3g')}{', MISMATCH' if srm['mismatch'] else ''})"
-        )
-        lines.append(
-            f"    minimum detectable effect now: {_num(c['mde'])} (fixed horizon), "
-            f"{_num(c['mde_sequential'])} (sequential)"
-        )
-        lines.append(f"    verdict: {c['verdict']}: {c['reason']}")
-    return "\n".join(lines)
 
 
 # --- retrain ---------------------------------------------------------------------
@@ -556,142 +423,3 @@ def retrain_worker(ctx: click.Context, once: bool, interval: float) -> None:
 
 
 # --- jobs --------------------------------------------------------------------------
-
-
-@cli.command()
-@click.argument("endpoint", required=False)
-@click.option("--limit", default=20, show_default=True, type=click.IntRange(1))
-@json_option
-@click.pass_context
-def jobs(ctx: click.Context, endpoint: str | None, limit: int, as_json: bool) -> None:
-    """Retraining jobs, newest first (of ENDPOINT, or all)."""
-    from chronoml.store import jobs as J
-
-    with _chronoml(ctx) as cm:
-        found = J.listing(cm.store, endpoint, limit)
-    if as_json:
-        _json([j.to_dict() for j in found])
-        return
-    if not found:
-        click.echo("no retraining jobs")
-    for j in found:
-        model = f"{j.model_name} v{j.model_version}" if j.model_version else "-"
-        click.echo(
-            f"#{j.id:<4} {j.endpoint:<16} {j.status:<17} {j.step:<9} {model:<16} "
-            f"{_trigger(j.trigger):<28} {j.reason or ''}"
-        )
-
-
-def _trigger(t: Any) -> str:
-    kind = t.get("kind")
-    if kind == "alert":
-        return f"alert {t.get('rule')}"
-    if kind == "manual":
-        return f"by {t.get('actor')}"
-    return str(kind)
-
-
-@cli.command()
-@click.argument("job_id", type=int)
-@click.option("--log", "show_log", is_flag=True, help="Print the entrypoint's captured output.")
-@json_option
-@click.pass_context
-def job(ctx: click.Context, job_id: int, show_log: bool, as_json: bool) -> None:
-    """One retraining job: its steps, evidence and outcome (and --log its output)."""
-    from chronoml.store import jobs as J
-
-    with _chronoml(ctx) as cm:
-        found = J.get(cm.store, job_id)
-        if found is None:
-            raise Fail(f"unknown job {job_id}")
-        steps = J.steps(cm.store, job_id)
-    if as_json:
-        _json({**found.to_dict(log=show_log), "steps": steps})
-        return
-    if show_log:
-        click.echo(found.log or "(no output captured)", nl=not (found.log or "").endswith("\n"))
-        return
-    click.echo(format_job(found.to_dict(), steps))
-
-
-def format_job(d: dict[str, Any], steps: list[dict[str, Any]]) -> str:
-    lines = [
-        f"job {d['id']} of {d['endpoint']}: {d['status'].replace('_', ' ')} (step {d['step']}), "
-        f"started {d['created_at']} ({_trigger(d['trigger'])})"
-    ]
-    if d["snapshot_id"]:
-        lines.append(f"  data      {d['snapshot_id']}")
-    if d["model"]:
-        m = d["model"]
-        lines.append(f"  model     {m['name']} v{m['version']} (run {m['run_id']})")
-    if d["challenger"]:
-        lines.append(
-            f"  deployed  {d['challenger']} (ledger #{d['deploy_seq']}) against {d['champion']}"
-        )
-    ev = d.get("evaluation")
-    if ev:
-        c = ev["comparison"]
-        lines.append(
-            f"  evaluated {ev['window']['from']} to {ev['window']['to']} on {ev['metric']}: "
-            f"{c['verdict']} (effect {_num(c['effect'])}, "
-            f"always-valid p={_num(c['always_valid_p_value'], '.3g')}, "
-            f"n={c['control']['labelled']}/{c['treatment']['labelled']})"
-        )
-        lines.append(f"  decision  {ev['decision']['action']}: {ev['decision']['reason']}")
-    if d["reason"] and d["status"] in ("failed", "promoted", "rolled_back"):
-        lines.append(
-            f"  outcome   {d['reason']}"
-            + (f" (ledger #{d['final_seq']})" if d["final_seq"] else "")
-        )
-    for s in steps:
-        extra = ""
-        det = s.get("detail") or {}
-        if s["status"] == "failed":
-            extra = det.get("reason", "")
-        elif s["step"] == "snapshot" and det.get("snapshot"):
-            extra = f"{det['snapshot']['id']} ({det['snapshot']['rows']} rows)"
-        elif s["step"] == "train" and s["status"] == "done":
-            extra = f"{det.get('seconds')} s"
-        elif s["step"] == "register":
-            extra = f"{det.get('model')} v{det.get('version')}"
-        at = s.get("ledger_seq") or det.get("event")
-        seq = f" ledger #{at}" if at else ""
-        lines.append(f"  {s['at']}  {s['step']:<9} {s['status']:<8}{seq} {extra}".rstrip())
-    if d["status"] == "evaluating":
-        lines.append(
-            "  the evaluation goes on at every pass of chronoml server or chronoml retrain worker"
-        )
-    if d["status"] == "awaiting_approval":
-        lines.append(f"  waiting for: chronoml approve {d['endpoint']} {d['id']} (or --reject)")
-    return "\n".join(lines)
-
-
-@cli.command()
-@click.argument("endpoint")
-@click.argument("job_id", type=int)
-@click.option("--reject", is_flag=True, help="Roll the challenger back instead of promoting it.")
-@click.option("--reason", help="Why (recorded on the ledger).")
-@click.option("--actor", help="Who approves [default: CHRONOML_ACTOR or your user name].")
-@click.pass_context
-def approve(
-    ctx: click.Context,
-    endpoint: str,
-    job_id: int,
-    reject: bool,
-    reason: str | None,
-    actor: str | None,
-) -> None:
-    """Promote the challenger of a job awaiting approval (or --reject: roll it back)."""
-    from chronoml.retrain.runner import JobRunner
-    from chronoml.retrain.runner import approve as answer
-    from chronoml.store import ledger as SL
-
-    with _chronoml(ctx) as cm:
-        j = answer(cm, endpoint, job_id, cm.actor(actor), reject=reject, reason=reason)
-        j = JobRunner(cm).advance(j.id)
-        events = [e for e in SL.history(cm.store, endpoint) if e.seq >= (j.verdict_seq or 0)]
-    from chronoml.cli.core import _print_event
-
-    for e in events[1:]:
-        _print_event(e)
-    click.echo(f"job {j.id}: {j.status.replace('_', ' ')}")

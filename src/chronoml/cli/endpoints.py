@@ -1,168 +1,22 @@
-"""The ``chronoml`` command line. Thin: it parses, calls the service, prints.
-
-Heavy modules (MLflow, pandas, the server) are imported inside commands so
-``chronoml --help`` starts fast.
-"""
+"""CLI commands about what is live: snapshot, deploy, weights, rollback, retire, status, history,
+endpoints and decision."""
 
 from __future__ import annotations
 
 import json
-import sys
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import Any
 
 import click
 
-if TYPE_CHECKING:
-    from chronoml.domain.ledger import LedgerEvent
-    from chronoml.service import Chronoml
-    from chronoml.settings import Settings
-
-F = TypeVar("F", bound=Callable[..., Any])
-
-
-class Fail(click.ClickException):
-    """A clean error: message on stderr, exit code 1."""
-
-    exit_code = 1
-
-    def show(self, file: Any = None) -> None:
-        click.echo(f"error: {self.format_message()}", err=True)
-
-
-def _settings(ctx: click.Context) -> Settings:
-    from chronoml.settings import Settings
-
-    obj = ctx.find_root().obj or {}
-    return Settings.from_env(home=obj.get("home"), store_url=obj.get("store"))
-
-
-def _where(s: Settings) -> str:
-    """Where the store is, for messages: the database host, or the home folder."""
-    return s.store_url.split("@")[-1] if s.store_url else str(s.home)
-
-
-@contextmanager
-def _chronoml(ctx: click.Context) -> Iterator[Chronoml]:
-    """Open chronoml, translating its errors into clean CLI failures."""
-    from chronoml.domain.snapshot import SnapshotError
-    from chronoml.errors import StoreError
-    from chronoml.registry import RegistryError
-    from chronoml.service import Chronoml, NotFound, Refused
-
-    s = _settings(ctx)
-    try:
-        cm = Chronoml.open(s)
-    except StoreError as exc:
-        raise Fail(str(exc)) from None
-    try:
-        yield cm
-    except (NotFound, RegistryError) as exc:
-        raise Fail(str(exc)) from None
-    except Refused as exc:
-        raise Fail(exc.message) from None
-    except (StoreError, SnapshotError, ValueError) as exc:
-        raise Fail(str(exc)) from None
-    finally:
-        cm.close()
-
-
-def _print_event(ev: LedgerEvent) -> None:
-    from chronoml.domain.ledger import event_summary
-    from chronoml.timeutil import iso
-
-    click.echo(
-        f"ledger #{ev.seq}  {iso(ev.effective_at)}  {ev.actor}  {ev.endpoint}: {event_summary(ev)}"
-        f"  [{ev.hash[:12]}]"
-    )
-
-
-def _json(obj: Any) -> None:
-    click.echo(json.dumps(obj, indent=2, default=str))
-
-
-json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON instead of text.")
-
-
-def window_options(*, variant: bool = False) -> Callable[[F], F]:
-    """``--window/--from/--to`` (and ``--variant``) for commands that read a time range.
-
-    The command receives ``window``, ``start`` and ``end`` (and ``variant``);
-    :func:`window_bounds` turns the first three into microseconds.
-    """
-    opts = [
-        click.option(
-            "--window",
-            default="1h",
-            show_default=True,
-            help="Look back this long from --to: 30s, 15m, 1h, 7d.",
-        ),
-        click.option("--from", "start", help="Range start (ISO 8601); overrides --window."),
-        click.option("--to", "end", help="Range end (ISO 8601) [default: now]."),
-    ]
-    if variant:
-        opts.append(click.option("--variant", help="Only this variant's decisions."))
-
-    def wrap(f: F) -> F:
-        for opt in reversed(opts):
-            f = opt(f)
-        return f
-
-    return wrap
-
-
-def window_heading(rep: dict[str, Any], groups: list[Any]) -> list[str]:
-    """The first lines of a report over a window: its size and span, and a note if empty."""
-    w = rep["window"]
-    lines = [f"{rep['endpoint']}: {w['rows']} decisions from {w['from']} to {w['to']}"]
-    if not groups:
-        lines.append("  no decisions in this window")
-    return lines
-
-
-def window_bounds(window: str, start: str | None, end: str | None) -> tuple[int, int]:
-    """``[begin, stop)`` in microseconds: ``--to`` (default now) back ``--window``, or ``--from``."""
-    from chronoml.timeutil import now_us, parse_duration, parse_time
-
-    def parsed(option: str, parse: Callable[[str], int], text: str) -> int:
-        try:
-            return parse(text)
-        except ValueError as exc:
-            raise Fail(f"{option}: {exc}") from None
-
-    stop = parsed("--to", parse_time, end) if end else now_us()
-    begin = (
-        parsed("--from", parse_time, start)
-        if start
-        else stop - parsed("--window", parse_duration, window)
-    )
-    return begin, stop
-
-
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
-@click.option(
-    "--home",
-    envvar="CHRONOML_HOME",
-    type=click.Path(file_okay=False, path_type=Path),
-    help="Folder of the embedded store, MLflow store and archives [env CHRONOML_HOME; default ./.chronoml].",
+from chronoml.cli.common import (
+    Fail,
+    _chronoml,
+    _json,
+    _print_event,
+    cli,
+    json_option,
 )
-@click.option(
-    "--store",
-    envvar="CHRONOML_STORE",
-    help="Database URL for chronoml's tables, e.g. postgresql+psycopg://host/db [env CHRONOML_STORE].",
-)
-@click.version_option(package_name="chronoml")
-@click.pass_context
-def cli(ctx: click.Context, home: Path | None, store: str | None) -> None:
-    """chronoml: which model was live, trained on what, decided what, and why.
-
-    Deploys MLflow models behind a logging gateway and keeps an append-only,
-    hash-chained ledger of every change, so any past moment can be answered.
-    Times are ISO 8601; without an offset they are UTC.
-    """
-    ctx.obj = {"home": home, "store": store}
 
 
 @cli.command()
@@ -407,33 +261,6 @@ def endpoints(ctx: click.Context, as_json: bool) -> None:
         click.echo(f"{ep['endpoint']:<24} {live or 'nothing live'}")
 
 
-@cli.command()
-@click.argument("decision_id")
-@click.option(
-    "--explain", is_flag=True, help="Add its SHAP explanation (computed and stored if missing)."
-)
-@click.option(
-    "--replay", is_flag=True, help="Re-run its archived model; exit 1 if the output differs."
-)
-@json_option
-@click.pass_context
-def decision(
-    ctx: click.Context, decision_id: str, explain: bool, replay: bool, as_json: bool
-) -> None:
-    """A logged decision with its full lineage."""
-    if explain or replay:
-        from chronoml.cli.explain import show_decision
-
-        show_decision(ctx, decision_id, explain=explain, replay=replay, as_json=as_json)
-        return
-    with _chronoml(ctx) as cm:
-        d = cm.decision(decision_id)
-    if as_json:
-        _json(d)
-        return
-    click.echo(format_decision(d))
-
-
 def format_decision(d: dict[str, Any]) -> str:
     m = d["model"] or {}
     snap = d["data_snapshot"]
@@ -460,90 +287,3 @@ def format_decision(d: dict[str, Any]) -> str:
     lines.append(f"  output    {json.dumps(d['output'])}  ({d['latency_ms']:.2f} ms)")
     lines.append("  inputs    " + ", ".join(f"{k}={v}" for k, v in d["inputs"].items()))
     return "\n".join(lines)
-
-
-@cli.group()
-def audit() -> None:
-    """Check the ledger."""
-
-
-@audit.command()
-@json_option
-@click.pass_context
-def verify(ctx: click.Context, as_json: bool) -> None:
-    """Recompute the hash chain; name the first event that does not match (exit 1)."""
-    with _chronoml(ctx) as cm:
-        report = cm.verify()
-    if as_json:
-        _json(report.__dict__)
-    elif report.ok:
-        click.echo(f"ok: {report.events} events, head {report.head}")
-    else:
-        click.echo(f"FAILED at ledger event #{report.first_bad_seq}: {report.reason}", err=True)
-    if not report.ok:
-        sys.exit(1)
-
-
-@cli.group()
-def db() -> None:
-    """Manage chronoml's database schema."""
-
-
-@db.command()
-@click.pass_context
-def upgrade(ctx: click.Context) -> None:
-    """Create the schema or migrate it to this version of chronoml."""
-    from chronoml.errors import StoreError
-    from chronoml.store import Store
-
-    s = _settings(ctx)
-    store = Store.open(s.database_url, s.home)
-    try:
-        rev = store.upgrade()
-    except StoreError as exc:
-        raise Fail(str(exc)) from None
-    finally:
-        store.close()
-    click.echo(f"schema at revision {rev} ({_where(s)})")
-
-
-@db.command()
-@click.option(
-    "--rebuild", is_flag=True, help="Drop the blocks first and compact all history again."
-)
-@click.pass_context
-def compact(ctx: click.Context, rebuild: bool) -> None:
-    """Compact settled decisions into columnar blocks (the server does it every monitoring pass)."""
-    from chronoml.store import blocks
-
-    with _chronoml(ctx) as cm:
-        if rebuild:
-            blocks.drop(cm.store)
-        n = blocks.compact(cm.store)
-    click.echo(f"compacted {n} decisions")
-
-
-@db.command()
-@click.pass_context
-def current(ctx: click.Context) -> None:
-    """Print the schema revision of the store."""
-    from chronoml.errors import StoreError
-    from chronoml.store import Store
-
-    s = _settings(ctx)
-    store = Store.open(s.database_url, s.home)
-    try:
-        click.echo(store.revision() or "no schema")
-    except StoreError as exc:
-        raise Fail(str(exc)) from None
-    finally:
-        store.close()
-
-
-def main() -> None:
-    import os
-
-    # MLflow's telemetry is off for this process and everything it starts
-    os.environ["MLFLOW_DISABLE_TELEMETRY"] = "true"
-    os.environ["DO_NOT_TRACK"] = "true"
-    cli(prog_name="chronoml")
