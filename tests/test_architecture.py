@@ -72,6 +72,19 @@ def _imports(path: Path) -> list[Import]:
         above = lines[lineno - 2].strip() if lineno >= 2 else ""
         return "# lazy:" in here or above.startswith("# lazy:")
 
+    # a "# lazy:" comment above a run of import statements explains the whole run
+    explained: set[int] = set()
+    for node in ast.walk(tree):
+        run_reason = False
+        body = getattr(node, "body", None)
+        for stmt in body if isinstance(body, list) else []:
+            if isinstance(stmt, ast.Import | ast.ImportFrom):
+                run_reason = run_reason or reason_at(stmt.lineno)
+                if run_reason:
+                    explained.add(stmt.lineno)
+            else:
+                run_reason = False
+
     def visit(node: ast.AST, local: bool) -> None:
         for child in ast.iter_child_nodes(node):
             inside = local or isinstance(child, ast.FunctionDef | ast.AsyncFunctionDef)
@@ -87,7 +100,7 @@ def _imports(path: Path) -> list[Import]:
                 # `from chronoml.x import y` may name a module y: count both
                 targets = [mod] + [f"{mod}.{a.name}" for a in child.names]
             for t in targets:
-                found.append(Import(rel, t, child.lineno, inside, reason_at(child.lineno)))
+                found.append(Import(rel, t, child.lineno, inside, child.lineno in explained))
             visit(child, inside)
 
     visit(tree, False)

@@ -44,6 +44,7 @@ __all__ = [
 
 def open(settings: Settings | None = None) -> Chronoml:
     """Open chronoml on ``CHRONOML_HOME`` / ``CHRONOML_STORE`` (or ``settings``)."""
+    # lazy: the command's modules load when it runs, so `chronoml --help` stays fast
     from chronoml.service import Chronoml
 
     return Chronoml.open(settings)
@@ -56,6 +57,7 @@ def snapshot(
 
     Returns a :class:`Snapshot` whose id is ``sha256:`` over every value.
     """
+    # lazy: the command's modules load when it runs, so `chronoml --help` stays fast
     from chronoml.store import snapshots
 
     cm = open(settings)
@@ -67,6 +69,7 @@ def snapshot(
 
 def log_snapshot(snap: Snapshot) -> None:
     """Link the active MLflow run, and the versions it registers, to ``snap``."""
+    # lazy: the command's modules load when it runs, so `chronoml --help` stays fast
     from chronoml.registry import log_snapshot as _log
 
     _log(snap)
@@ -74,6 +77,7 @@ def log_snapshot(snap: Snapshot) -> None:
 
 def setup_mlflow(experiment: str = "chronoml", settings: Settings | None = None) -> str:
     """Point ``mlflow`` at chronoml's MLflow store and set ``experiment``; returns the URI."""
+    # lazy: the command's modules load when it runs, so `chronoml --help` stays fast
     from chronoml.registry import setup_mlflow as _setup
 
     return _setup(experiment, settings)
@@ -83,6 +87,7 @@ def __getattr__(name: str) -> Any:
     # pandas and numpy load only when a snapshot is touched: `chronoml --help`
     # and other light commands stay fast
     if name in ("Snapshot", "SnapshotError"):
+        # lazy: the command's modules load when it runs, so `chronoml --help` stays fast
         from chronoml.store import snapshots
 
         return getattr(snapshots, name)

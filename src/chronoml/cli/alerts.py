@@ -79,6 +79,7 @@ def add(
     --op == --threshold 1 --window 1h --cooldown 30m --webhook https://hooks.example/ml
     --secret s3cret --ledger
     """
+    # lazy: the command's modules load when it runs, so `chronoml --help` stays fast
     from chronoml.domain.alerts import RuleError
     from chronoml.monitor.alerts import AlertEngine
 
@@ -122,6 +123,7 @@ def add(
 @click.pass_context
 def list_(ctx: click.Context, as_json: bool) -> None:
     """Every rule with its state per endpoint and variant (secrets hidden)."""
+    # lazy: the command's modules load when it runs, so `chronoml --help` stays fast
     from chronoml.monitor.alerts import AlertEngine
 
     with _chronoml(ctx) as cm:
@@ -144,6 +146,7 @@ def list_(ctx: click.Context, as_json: bool) -> None:
 @click.pass_context
 def remove(ctx: click.Context, name: str) -> None:
     """Delete the alert rule NAME and its state."""
+    # lazy: the command's modules load when it runs, so `chronoml --help` stays fast
     from chronoml.monitor.alerts import AlertEngine
 
     with _chronoml(ctx) as cm:
@@ -167,6 +170,7 @@ def load(ctx: click.Context, path: Path) -> None:
 @click.pass_context
 def outbox(ctx: click.Context, as_json: bool) -> None:
     """Webhook deliveries: pending and delivered counts, the latest errors."""
+    # lazy: the command's modules load when it runs, so `chronoml --help` stays fast
     from chronoml.monitor import outbox as ob
 
     with _chronoml(ctx) as cm:
@@ -187,6 +191,7 @@ def outbox(ctx: click.Context, as_json: bool) -> None:
 
 def load_rules(cm: Chronoml, path: Path) -> list[AlertRule]:
     """Upsert the rules of ``path`` (``chronoml alerts load``, ``server --alerts``)."""
+    # lazy: the command's modules load when it runs, so `chronoml --help` stays fast
     from chronoml.domain.alerts import RuleError
     from chronoml.monitor.alerts import AlertEngine
 

@@ -7,6 +7,7 @@ Heavy modules (MLflow, pandas, the server) are imported inside commands so
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -35,6 +36,7 @@ class Fail(click.ClickException):
 
 
 def _settings(ctx: click.Context) -> Settings:
+    # lazy: the command's modules load when it runs, so `chronoml --help` stays fast
     from chronoml.settings import Settings
 
     obj = ctx.find_root().obj or {}
@@ -49,6 +51,7 @@ def _where(s: Settings) -> str:
 @contextmanager
 def _chronoml(ctx: click.Context) -> Iterator[Chronoml]:
     """Open chronoml, translating its errors into clean CLI failures."""
+    # lazy: the command's modules load when it runs, so `chronoml --help` stays fast
     from chronoml.domain.snapshot import SnapshotError
     from chronoml.errors import StoreError
     from chronoml.registry import RegistryError
@@ -72,6 +75,7 @@ def _chronoml(ctx: click.Context) -> Iterator[Chronoml]:
 
 
 def _print_event(ev: LedgerEvent) -> None:
+    # lazy: the command's modules load when it runs, so `chronoml --help` stays fast
     from chronoml.domain.ledger import event_summary
     from chronoml.timeutil import iso
 
@@ -163,7 +167,6 @@ def cli(ctx: click.Context, home: Path | None, store: str | None) -> None:
 
 
 def main() -> None:
-    import os
 
     # MLflow's telemetry is off for this process and everything it starts
     os.environ["MLFLOW_DISABLE_TELEMETRY"] = "true"

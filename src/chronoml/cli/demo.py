@@ -24,10 +24,12 @@ def _port_free(host: str, port: int) -> bool:
 
 
 def _train_and_register(df: Any, snap: Any, estimator: Any, run_name: str) -> str:
+    # lazy: mlflow costs 1.6 s to import
     import mlflow
     import sklearn
     from mlflow.models import infer_signature
 
+    # lazy: the command's modules load when it runs, so `chronoml --help` stays fast
     import chronoml
 
     X = df.drop(columns=["target"])
@@ -54,6 +56,7 @@ def run(
     settings: Settings, *, host: str = "127.0.0.1", port: int = 8000, serve: bool = True
 ) -> None:
     """Run the walkthrough; with ``serve`` keep the server up until Ctrl-C."""
+    # lazy: the HTTP client loads only for the demo's requests
     import httpx
     from sklearn.datasets import load_breast_cancer
     from sklearn.ensemble import GradientBoostingClassifier
@@ -61,6 +64,7 @@ def run(
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
 
+    # lazy: the command's modules load when it runs, so `chronoml --help` stays fast
     import chronoml
     from chronoml.cli.endpoints import format_decision, format_history, format_status
     from chronoml.gateway.server import BackgroundServer

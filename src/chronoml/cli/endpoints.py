@@ -30,6 +30,7 @@ def snapshot(ctx: click.Context, path: Path, name: str, as_json: bool) -> None:
     Prints the snapshot id (sha256 over every value). Link it to a training
     run with chronoml.log_snapshot(snap) inside the run.
     """
+    # lazy: the command's modules load when it runs, so `chronoml --help` stays fast
     from chronoml.store import snapshots
 
     with _chronoml(ctx) as cm:
@@ -108,6 +109,7 @@ def deploy(
     """
     guardrails = None
     if canary is not None:
+        # lazy: the command's modules load when it runs, so `chronoml --help` stays fast
         from chronoml.domain.canary import Guardrails
 
         if weight is not None:
@@ -182,6 +184,7 @@ def retire(ctx: click.Context, endpoint: str, actor: str | None) -> None:
 @click.pass_context
 def status(ctx: click.Context, endpoint: str, at: str | None, as_json: bool) -> None:
     """What was live on ENDPOINT at a time, with each variant's lineage."""
+    # lazy: the command's modules load when it runs, so `chronoml --help` stays fast
     from chronoml.timeutil import parse_time
 
     with _chronoml(ctx) as cm:

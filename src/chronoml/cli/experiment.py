@@ -22,6 +22,7 @@ if TYPE_CHECKING:
 
 
 def _duration(text: str, option: str) -> int:
+    # lazy: the command's modules load when it runs, so `chronoml --help` stays fast
     from chronoml.timeutil import parse_duration
 
     try:
@@ -82,6 +83,7 @@ def experiment(
     always-valid (sequential, safe to peek) p-value, a sample-ratio check
     against the ledger weights, the minimum detectable effect and a verdict.
     """
+    # lazy: the command's modules load when it runs, so `chronoml --help` stays fast
     from chronoml.monitor.experiments import ExperimentError
     from chronoml.monitor.experiments import experiment as run
 

@@ -37,6 +37,7 @@ TOP = 10
 @contextmanager
 def _audit(ctx: click.Context) -> Iterator[tuple[Chronoml, Models]]:
     """chronoml plus an archive of models, with this module's errors made clean."""
+    # lazy: the command's modules load when it runs, so `chronoml --help` stays fast
     from chronoml.explain.models import Models
     from chronoml.explain.replay import ModelFailed
     from chronoml.registry.archive import DecisionModelError
@@ -80,6 +81,7 @@ def show_decision(
     ctx: click.Context, decision_id: str, *, explain: bool, replay: bool, as_json: bool
 ) -> None:
     """``chronoml decision ID`` with ``--explain`` and/or ``--replay``; exit 1 if a replay differs."""
+    # lazy: the command's modules load when it runs, so `chronoml --help` stays fast
     from chronoml.explain.decisions import explain_decision
     from chronoml.explain.replay import replay_decision
 
@@ -166,6 +168,7 @@ def replay_cmd(
     inputs; every output must be identical to the logged one. Prints a
     summary; exits 1 if any decision differs or cannot be verified.
     """
+    # lazy: the command's modules load when it runs, so `chronoml --help` stays fast
     from chronoml.explain.replay import replay_range
 
     begin, stop = window_bounds(window, start, end)
@@ -246,6 +249,7 @@ def backtest_cmd(
     where labels arrived, the quality of both. Writes nothing to the
     decision log. A range with no decisions gives an empty report.
     """
+    # lazy: the command's modules load when it runs, so `chronoml --help` stays fast
     from chronoml.explain.backtest import backtest
     from chronoml.timeutil import now_us, parse_time
 
@@ -351,12 +355,14 @@ def importance_cmd(
     Per model version, over the decisions of the window (sampled when there
     are many). With --html, writes an offline chart (inline SVG).
     """
+    # lazy: the command's modules load when it runs, so `chronoml --help` stays fast
     from chronoml.explain.decisions import importance
 
     begin, stop = window_bounds(window, start, end)
     with _audit(ctx) as (cm, models):
         rep = importance(cm, models, endpoint, begin, stop, version=version, sample=sample)
     if html_path is not None:
+        # lazy: the command's modules load when it runs, so `chronoml --help` stays fast
         from chronoml.explain.importance_html import render
 
         html_path.write_text(render(rep), encoding="utf-8")

@@ -26,6 +26,7 @@ if TYPE_CHECKING:
 @click.pass_context
 def jobs(ctx: click.Context, endpoint: str | None, limit: int, as_json: bool) -> None:
     """Retraining jobs, newest first (of ENDPOINT, or all)."""
+    # lazy: the command's modules load when it runs, so `chronoml --help` stays fast
     from chronoml.store import jobs as J
 
     with _chronoml(ctx) as cm:
@@ -59,6 +60,7 @@ def _trigger(t: Any) -> str:
 @click.pass_context
 def job(ctx: click.Context, job_id: int, show_log: bool, as_json: bool) -> None:
     """One retraining job: its steps, evidence and outcome (and --log its output)."""
+    # lazy: the command's modules load when it runs, so `chronoml --help` stays fast
     from chronoml.store import jobs as J
 
     with _chronoml(ctx) as cm:
@@ -143,6 +145,7 @@ def approve(
     actor: str | None,
 ) -> None:
     """Promote the challenger of a job awaiting approval (or --reject: roll it back)."""
+    # lazy: the command's modules load when it runs, so `chronoml --help` stays fast
     from chronoml.retrain.runner import JobRunner
     from chronoml.retrain.runner import approve as answer
     from chronoml.store import ledger as SL
@@ -151,6 +154,7 @@ def approve(
         j = answer(cm, endpoint, job_id, cm.actor(actor), reject=reject, reason=reason)
         j = JobRunner(cm).advance(j.id)
         events = [e for e in SL.history(cm.store, endpoint) if e.seq >= (j.verdict_seq or 0)]
+    # lazy: the command's modules load when it runs, so `chronoml --help` stays fast
     from chronoml.cli.common import _print_event
 
     for e in events[1:]:

@@ -34,6 +34,7 @@ def feedback() -> None:
 @click.pass_context
 def feedback_import(ctx: click.Context, path: Path, update: bool, actor: str | None) -> None:
     """Import labels from a CSV or Parquet file: decision_id, label[, time]. All or nothing."""
+    # lazy: the command's modules load when it runs, so `chronoml --help` stays fast
     from chronoml.monitor import feedback as fb
 
     try:
@@ -61,6 +62,7 @@ def feedback_add(
     ctx: click.Context, decision_id: str, label: str, update: bool, actor: str | None
 ) -> None:
     """Label one decision. LABEL is read as JSON when it parses (1, 2.5, "yes"), else as text."""
+    # lazy: the command's modules load when it runs, so `chronoml --help` stays fast
     from chronoml.monitor import feedback as fb
 
     try:
@@ -127,6 +129,7 @@ def monitor() -> None:
 @click.pass_context
 def monitor_run(ctx: click.Context, window: str, no_mlflow: bool, as_json: bool) -> None:
     """Compute the last window of every endpoint, store it, mirror it to MLflow."""
+    # lazy: the command's modules load when it runs, so `chronoml --help` stays fast
     from chronoml.monitor.scheduler import Monitor
     from chronoml.timeutil import parse_duration
 
@@ -160,6 +163,7 @@ def monitor_run(ctx: click.Context, window: str, no_mlflow: bool, as_json: bool)
 @click.pass_context
 def monitor_history(ctx: click.Context, endpoint: str, metric: str | None, as_json: bool) -> None:
     """The stored monitoring results of ENDPOINT, oldest first."""
+    # lazy: the command's modules load when it runs, so `chronoml --help` stays fast
     from chronoml.monitor.scheduler import history
 
     with _chronoml(ctx) as cm:
@@ -214,6 +218,7 @@ def drift(
     and Jensen-Shannon (categorical) at 0.1 for references over 1,000 rows, KS
     and chi-square at p < 0.05 below; dataset drift when half the features drift.
     """
+    # lazy: the command's modules load when it runs, so `chronoml --help` stays fast
     from chronoml.monitor.reports import parse_overrides, to_html
 
     begin, stop = window_bounds(window, start, end)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import time
 from typing import TYPE_CHECKING, Any
 
 import click
@@ -21,6 +22,7 @@ if TYPE_CHECKING:
 
 
 def _duration(text: str, option: str) -> int:
+    # lazy: the command's modules load when it runs, so `chronoml --help` stays fast
     from chronoml.timeutil import parse_duration
 
     try:
@@ -233,6 +235,7 @@ def retrain_configure(
     --query SQL. Replaces the endpoint's previous configuration; running jobs
     keep the one they started with.
     """
+    # lazy: the command's modules load when it runs, so `chronoml --help` stays fast
     from chronoml.domain.challenger import Policy, PolicyError
     from chronoml.store import retrain_configs as RC
 
@@ -325,6 +328,7 @@ def format_config(d: dict[str, Any]) -> str:
 @click.pass_context
 def retrain_show(ctx: click.Context, endpoint: str, as_json: bool) -> None:
     """Show how ENDPOINT is retrained."""
+    # lazy: the command's modules load when it runs, so `chronoml --help` stays fast
     from chronoml.store import retrain_configs as RC
 
     with _chronoml(ctx) as cm:
@@ -342,6 +346,7 @@ def retrain_show(ctx: click.Context, endpoint: str, as_json: bool) -> None:
 @click.pass_context
 def retrain_remove(ctx: click.Context, endpoint: str) -> None:
     """Remove ENDPOINT's retraining configuration (jobs already started go on)."""
+    # lazy: the command's modules load when it runs, so `chronoml --help` stays fast
     from chronoml.store import retrain_configs as RC
 
     with _chronoml(ctx) as cm:
@@ -373,6 +378,7 @@ def retrain_run(ctx: click.Context, endpoint: str, no_wait: bool, actor: str | N
     server or chronoml retrain worker. With an unfinished job on ENDPOINT,
     no second one starts.
     """
+    # lazy: the command's modules load when it runs, so `chronoml --help` stays fast
     from chronoml.retrain.runner import JobRunner
 
     with _chronoml(ctx) as cm:
@@ -409,8 +415,8 @@ def retrain_worker(ctx: click.Context, once: bool, interval: float) -> None:
 
     chronoml server does this already; use this for a store with no server.
     """
-    import time
 
+    # lazy: the command's modules load when it runs, so `chronoml --help` stays fast
     from chronoml.retrain.runner import JobRunner
 
     with _chronoml(ctx) as cm:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -94,12 +96,11 @@ def server(
     XGBoost) that spin after each small predict take the CPU from the rest
     of the server.
     """
-    import os
-    from dataclasses import replace
 
     # before any model library loads its OpenMP runtime, here or in workers
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
+    # lazy: the command's modules load when it runs, so `chronoml --help` stays fast
     from chronoml.timeutil import parse_duration
 
     try:
@@ -108,6 +109,7 @@ def server(
         raise Fail(str(exc)) from None
     with _chronoml(ctx) as cm:
         if alerts_file is not None:
+            # lazy: the command's modules load when it runs, so `chronoml --help` stays fast
             from chronoml.cli.alerts import load_rules
 
             load_rules(cm, alerts_file)
@@ -147,6 +149,7 @@ def demo(ctx: click.Context, host: str, port: int, no_serve: bool) -> None:
     them (alone, then 50/50), sends predictions over HTTP, and prints what
     was live at two past moments, the history and one decision's lineage.
     """
+    # lazy: the command's modules load when it runs, so `chronoml --help` stays fast
     from chronoml.cli.demo import run
 
     s = _settings(ctx)

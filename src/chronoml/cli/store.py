@@ -48,6 +48,7 @@ def db() -> None:
 @click.pass_context
 def upgrade(ctx: click.Context) -> None:
     """Create the schema or migrate it to this version of chronoml."""
+    # lazy: the command's modules load when it runs, so `chronoml --help` stays fast
     from chronoml.errors import StoreError
     from chronoml.store import Store
 
@@ -69,6 +70,7 @@ def upgrade(ctx: click.Context) -> None:
 @click.pass_context
 def compact(ctx: click.Context, rebuild: bool) -> None:
     """Compact settled decisions into columnar blocks (the server does it every monitoring pass)."""
+    # lazy: the command's modules load when it runs, so `chronoml --help` stays fast
     from chronoml.store import blocks
 
     with _chronoml(ctx) as cm:
@@ -82,6 +84,7 @@ def compact(ctx: click.Context, rebuild: bool) -> None:
 @click.pass_context
 def current(ctx: click.Context) -> None:
     """Print the schema revision of the store."""
+    # lazy: the command's modules load when it runs, so `chronoml --help` stays fast
     from chronoml.errors import StoreError
     from chronoml.store import Store
 

@@ -18,6 +18,9 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from chronoml.domain import buckets as B
+from chronoml.domain import challenger
+from chronoml.domain.alerts import summary
+from chronoml.domain.challenger import change_note
 from chronoml.domain.lineage import EndpointState, ModelRef, Variant
 
 GENESIS_HASH = "0" * 64
@@ -407,7 +410,6 @@ def event_summary(e: LedgerEvent) -> str:
     p = e.payload
     if e.kind in STATE_KINDS and isinstance(p.get("job"), Mapping):
         # a change made by a retraining job: the usual line, and which job and verdict
-        from chronoml.domain.challenger import change_note
 
         plain = replace(e, payload={k: v for k, v in p.items() if k != "job"})
         return event_summary(plain) + change_note(p)
@@ -442,12 +444,8 @@ def event_summary(e: LedgerEvent) -> str:
     if e.kind == "retire":
         return "retire: nothing live"
     if e.kind in ("alert_fired", "alert_resolved"):
-        from chronoml.domain.alerts import summary
-
         return summary(e.kind, p)
     if e.kind.startswith("job_") or e.kind == "experiment_verdict":
-        from chronoml.domain import challenger
-
         return challenger.summary(e.kind, p)
     return f"{e.kind} {json.dumps(dict(p), sort_keys=True)}"
 

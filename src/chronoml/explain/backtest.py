@@ -16,9 +16,12 @@ import numpy as np
 import orjson
 import pandas as pd
 
+from chronoml.errors import NotFound, Refused
 from chronoml.explain.replay import Progress, is_num, model_dict, run
+from chronoml.registry import RegistryError
 from chronoml.registry.archive import ArtifactError
 from chronoml.store import decision_reads as DR
+from chronoml.store import ledger as SL
 from chronoml.timeutil import iso
 
 if TYPE_CHECKING:
@@ -32,7 +35,6 @@ CATEGORIES = 20
 
 def candidate_frame(model: LoadedModel, logged: pd.DataFrame, endpoint: str) -> pd.DataFrame:
     """The logged inputs in the shape the candidate takes; a missing column is refused."""
-    from chronoml.errors import Refused
 
     if model.schema is None:
         return logged.reset_index(drop=True)
@@ -92,9 +94,6 @@ def backtest(
     output distribution shifts, and, for decisions with a label, the
     quality of both. Writes nothing to the decision log.
     """
-    from chronoml.errors import NotFound, Refused
-    from chronoml.registry import RegistryError
-    from chronoml.store import ledger as SL
 
     if not SL.exists(cm.store, endpoint):
         raise NotFound(f"unknown endpoint {endpoint!r}")
@@ -219,6 +218,7 @@ def distribution(logged: list[Any], candidate: list[Any]) -> dict[str, Any]:
             }
         )
     elif kind == "numeric":
+        # lazy: scipy loads only for this report
         from scipy.stats import ks_2samp
 
         ks = ks_2samp(np.asarray(logged, dtype=float), np.asarray(candidate, dtype=float))

@@ -14,10 +14,12 @@ import pandas as pd
 
 from chronoml.domain import codec
 from chronoml.domain.explanation import NotExplainable, mean_abs
+from chronoml.errors import NotFound, Refused
 from chronoml.explain.base import Explainer
 from chronoml.store import decision_reads as DR
 from chronoml.store import decisions as D
 from chronoml.store import explanations as SE
+from chronoml.store import ledger as SL
 from chronoml.timeutil import iso
 
 if TYPE_CHECKING:
@@ -45,7 +47,6 @@ def model_frame(model: LoadedModel, df: pd.DataFrame) -> pd.DataFrame:
 
 def explain_decision(cm: Context, models: Models, decision_id: str) -> dict[str, Any]:
     """The decision's explanation: the stored one, or computed now (and stored)."""
-    from chronoml.errors import NotFound
 
     stored = SE.get(cm.store, decision_id)
     if stored is not None:
@@ -89,8 +90,6 @@ def importance(
     default 1,000 for tree models and 200 for the model-agnostic explainer.
     Shadow decisions are left out, as in drift reports.
     """
-    from chronoml.errors import NotFound, Refused
-    from chronoml.store import ledger as SL
 
     if not SL.exists(cm.store, endpoint):
         raise NotFound(f"unknown endpoint {endpoint!r}")

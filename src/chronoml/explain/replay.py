@@ -17,9 +17,12 @@ import orjson
 import pandas as pd
 
 from chronoml.domain import codec
+from chronoml.errors import NotFound, Refused
+from chronoml.explain.decisions import model_frame
 from chronoml.registry.archive import ArtifactError, DecisionModelError
 from chronoml.store import decision_reads as DR
 from chronoml.store import decisions as D
+from chronoml.store import ledger as SL
 from chronoml.timeutil import iso
 
 if TYPE_CHECKING:
@@ -84,8 +87,6 @@ def model_dict(ref: ModelRef) -> dict[str, Any]:
 
 def replay_decision(cm: Context, models: Models, decision_id: str) -> dict[str, Any]:
     """Re-run one decision on its archived model; say whether the output is identical."""
-    from chronoml.errors import NotFound
-    from chronoml.explain.decisions import model_frame
 
     row = D.get(cm.store, decision_id)
     if row is None:
@@ -125,9 +126,6 @@ def replay_range(
     version's artifact is digest-checked once per run; decisions whose
     artifact is missing or altered are counted as unverifiable, with why.
     """
-    from chronoml.errors import NotFound, Refused
-    from chronoml.explain.decisions import model_frame
-    from chronoml.store import ledger as SL
 
     if not SL.exists(cm.store, endpoint):
         raise NotFound(f"unknown endpoint {endpoint!r}")

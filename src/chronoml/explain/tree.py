@@ -44,6 +44,7 @@ def tree_explainer(shap: Any, est: Any, snapshot_id: str | None) -> Explainer:
     if est is None:
         raise NotExplainable(f"not explainable with {TREE}: the model has no flavor object")
     try:
+        # lazy: LightGBM loads only for LightGBM models
         import lightgbm
 
         if isinstance(est, lightgbm.LGBMModel | lightgbm.Booster):
@@ -120,6 +121,7 @@ def _pick(
 class _SklearnTree(_TreeBase):
     def __init__(self, tree: Any, est: Any, snapshot_id: str | None) -> None:
         super().__init__(snapshot_id)
+        # lazy: scikit-learn loads only for the models that need it
         from sklearn.base import is_classifier
         from sklearn.ensemble import GradientBoostingClassifier, HistGradientBoostingClassifier
 
@@ -183,6 +185,7 @@ class _LightGBM(_TreeBase):
 
     def __init__(self, shap: Any, est: Any, snapshot_id: str | None) -> None:
         super().__init__(snapshot_id)
+        # lazy: LightGBM loads only for LightGBM models
         import lightgbm
 
         booster = est.booster_ if isinstance(est, lightgbm.LGBMModel) else est

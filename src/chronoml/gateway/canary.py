@@ -15,7 +15,7 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from chronoml.domain.canary import judge
+from chronoml.domain.canary import Breach, judge
 from chronoml.gateway.live import Canary, Live
 from chronoml.service import Chronoml, Refused
 
@@ -100,7 +100,6 @@ class Canaries:
         ).start()
 
     def _roll_back(self, endpoint: str, canary: Canary, breach: object) -> None:
-        from chronoml.domain.canary import Breach
 
         assert isinstance(breach, Breach)
         try:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import time
 from typing import TYPE_CHECKING, Any
+from urllib.parse import parse_qsl
 
 from starlette.applications import Starlette
 from starlette.types import Receive, Scope, Send
@@ -35,7 +36,6 @@ def _explain_only(query: bytes) -> tuple[bool, str | None]:
     """
     if not query:
         return True, None
-    from urllib.parse import parse_qsl
 
     pairs = parse_qsl(query.decode("latin-1"), keep_blank_values=True)
     if not pairs or any(name != "explain" for name, _ in pairs):

@@ -21,6 +21,7 @@ def _task(outputs: list[Any]) -> str:
 
 def metrics_for(outputs: list[Any], labels: list[Any]) -> dict[str, Any]:
     """Quality of labelled decisions: classifier or regressor metrics (scikit-learn)."""
+    # lazy: scikit-learn loads only for the models that need it
     from sklearn import metrics as m
 
     task = _task(outputs)

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 from chronoml.domain.ledger import ModelRef
 from chronoml.domain.snapshot import Snapshot
 from chronoml.settings import Settings
+from chronoml.timeutil import iso
 
 if TYPE_CHECKING:
     from mlflow.tracking import MlflowClient
@@ -48,6 +49,7 @@ def quiet_mlflow_env() -> None:
 def configure(settings: Settings) -> None:
     """Point the ``mlflow`` client of this process at chronoml's MLflow store."""
     quiet_mlflow_env()
+    # lazy: mlflow costs 1.6 s to import
     import mlflow
 
     settings.home.mkdir(parents=True, exist_ok=True)
@@ -64,6 +66,7 @@ def setup_mlflow(experiment: str = "chronoml", settings: Settings | None = None)
     """
     s = settings or Settings.from_env()
     configure(s)
+    # lazy: mlflow costs 1.6 s to import
     import mlflow
 
     exp = mlflow.get_experiment_by_name(experiment)
@@ -83,6 +86,7 @@ def log_snapshot(snap: Snapshot, context: str = "training") -> None:
     input. MLflow's dataset digest column holds at most 36 characters, so it
     gets the first 32 hex digits; the tags carry the full id.
     """
+    # lazy: mlflow costs 1.6 s to import
     import mlflow
     from mlflow.data.dataset_source_registry import resolve_dataset_source
     from mlflow.data.meta_dataset import MetaDataset
@@ -144,6 +148,7 @@ class Registry:
         self.settings = settings
         if client is None:
             configure(settings)
+            # lazy: mlflow costs 1.6 s to import
             from mlflow.tracking import MlflowClient
 
             client = MlflowClient(settings.tracking_uri, settings.registry_uri)
@@ -152,6 +157,7 @@ class Registry:
 
     def resolve(self, uri: str) -> Resolved:
         """Resolve ``models:/name/N`` or ``models:/name@alias``, archive and digest it."""
+        # lazy: mlflow costs 1.6 s to import
         from mlflow.exceptions import MlflowException
 
         m = _URI.match(uri.strip())
@@ -181,8 +187,6 @@ class Registry:
                 tags = {}
         snapshot: dict[str, Any] | None = None
         if SNAPSHOT_TAG in tags:
-            from chronoml.timeutil import iso
-
             created = tags.get(SNAPSHOT_CREATED_TAG)
             snapshot = {
                 "id": tags[SNAPSHOT_TAG],
@@ -206,6 +210,7 @@ class Registry:
 
     def _archive(self, source: str) -> tuple[Path, str]:
         """Copy the artifact into the archive, named by its digest; return both."""
+        # lazy: mlflow costs 1.6 s to import
         import mlflow.artifacts
 
         self.archive_root.mkdir(parents=True, exist_ok=True)

@@ -6,6 +6,8 @@ against the ledger first, so what serves is byte for byte what was deployed.
 
 from __future__ import annotations
 
+import importlib
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -125,7 +127,6 @@ def matrix_predictor(raw: Any, schema: Schema) -> Callable[[np.ndarray[Any, Any]
             return None
     probe = np.random.default_rng(0).standard_normal((_PROBE_ROWS, len(names)))
     frame = pd.DataFrame(probe, columns=pd.Index(names, dtype=object))
-    import warnings
 
     try:
         with warnings.catch_warnings(record=True) as caught:
@@ -142,6 +143,7 @@ def matrix_predictor(raw: Any, schema: Schema) -> Callable[[np.ndarray[Any, Any]
 def _finite_fast(predict: Callable[[Any], Any]) -> Callable[[np.ndarray[Any, Any]], Any]:
     """``predict``, told to skip scikit-learn's own NaN and infinity scan when the
     matrix has none (one vectorised check here instead of its slower one)."""
+    # lazy: scikit-learn loads only for the models that need it
     import sklearn
 
     def run(mat: np.ndarray[Any, Any]) -> Any:
@@ -155,6 +157,7 @@ def _finite_fast(predict: Callable[[Any], Any]) -> Callable[[np.ndarray[Any, Any
 
 def _without_feature_names(est: Any) -> Any:
     """A shallow copy of ``est`` that does not check feature names, or None."""
+    # lazy: scikit-learn loads only for the models that need it
     from sklearn.pipeline import Pipeline
 
     if isinstance(est, Pipeline):
@@ -191,7 +194,6 @@ def _same(a: Any, b: Any) -> bool:
 
 def warm_up() -> None:
     """Import the model loaders and common estimator modules ahead of the first deploy."""
-    import importlib
 
     for name in (
         "mlflow.pyfunc",

@@ -25,6 +25,10 @@ import os
 import sys
 from typing import TYPE_CHECKING
 
+from chronoml.settings import Settings
+from chronoml.store import snapshots
+from chronoml.store.database import Store
+
 if TYPE_CHECKING:
     import pandas as pd
 
@@ -37,9 +41,6 @@ def training_data(data_version: str | None = None) -> tuple[Snapshot, pd.DataFra
     Reads chronoml's store named by ``CHRONOML_HOME`` / ``CHRONOML_STORE``,
     which the job sets for its entrypoint; the data is checked against its id.
     """
-    from chronoml.settings import Settings
-    from chronoml.store import snapshots
-    from chronoml.store.database import Store
 
     sid = data_version or os.environ.get("CHRONOML_SNAPSHOT_ID")
     if not sid:

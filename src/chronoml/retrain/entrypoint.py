@@ -24,6 +24,7 @@ import subprocess
 import sys
 import tempfile
 import threading
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -114,7 +115,6 @@ def run(
     heartbeat_s: float = 10.0,
 ) -> Outcome:
     """Run ``argv`` to completion or until ``timeout_s``; kill its whole session then."""
-    import time
 
     started = time.monotonic()
     with tempfile.TemporaryFile(mode="w+b") as out:

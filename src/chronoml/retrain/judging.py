@@ -10,6 +10,7 @@ from chronoml.domain import challenger as P
 from chronoml.domain import experiment as X
 from chronoml.domain import ledger as L
 from chronoml.errors import NotFound, Refused
+from chronoml.monitor.experiments import Arm, compare
 from chronoml.retrain.base import JobSteps, StepFailed
 from chronoml.store import jobs as J
 from chronoml.store import ledger as SL
@@ -23,7 +24,6 @@ class Judging(JobSteps):
 
     def evaluate(self, job: J.Job, now: int | None = None) -> dict[str, Any]:
         """One look at the challenger against the champion, and the policy's decision."""
-        from chronoml.monitor.experiments import Arm, compare
 
         policy = job.config.policy
         deploy = SL.event(self.store, job.deploy_seq or 0)

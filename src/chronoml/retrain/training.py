@@ -8,10 +8,12 @@ from typing import Any
 from chronoml import endpoints
 from chronoml.context import Context
 from chronoml.domain import ledger as L
+from chronoml.domain.canary import Guardrails
 from chronoml.errors import NotFound, Refused
-from chronoml.registry import ensure_experiment
+from chronoml.registry import SNAPSHOT_TAG, ensure_experiment
 from chronoml.retrain import entrypoint as EP
 from chronoml.retrain.base import JobSteps, StepFailed, champion_of
+from chronoml.retrain.validate import validate
 from chronoml.store import jobs as J
 from chronoml.store import snapshots
 from chronoml.store.database import Tx
@@ -145,7 +147,6 @@ class Training(JobSteps):
         )
 
     def _register(self, job: J.Job) -> None:
-        from chronoml.registry import SNAPSHOT_TAG
 
         started = J.last_detail(self.store, job.id, "train", "started") or {}
         model = str(started.get("model") or job.model_name)
@@ -188,7 +189,6 @@ class Training(JobSteps):
         )
 
     def _validate(self, job: J.Job) -> None:
-        from chronoml.retrain.validate import validate
 
         cfg = job.config
         uri = f"models:/{job.model_name}/{job.model_version}"
@@ -233,8 +233,6 @@ class Training(JobSteps):
                 raise StepFailed(f"endpoint {job.endpoint!r} has nothing live to compare with")
             canary = None
             if policy.deploy == "canary":
-                from chronoml.domain.canary import Guardrails
-
                 canary = Guardrails(
                     max_error_rate=policy.canary_max_error_rate,
                     max_p99_ms=policy.canary_max_p99_ms,

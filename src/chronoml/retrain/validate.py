@@ -12,6 +12,8 @@ from chronoml.domain.challenger import Policy
 from chronoml.domain.ledger import ModelRef
 from chronoml.domain.retraining import Holdout
 from chronoml.monitor.experiments import outcome
+from chronoml.registry.models import load_model
+from chronoml.store.snapshots import read_table
 
 
 @dataclass(frozen=True)
@@ -36,8 +38,6 @@ class Validation:
 
 def score(cm: Context, ref: ModelRef, holdout: Holdout, metric: str) -> tuple[float, int]:
     """Mean outcome of ``ref`` on the holdout (accuracy, absolute or squared error)."""
-    from chronoml.registry.models import load_model
-    from chronoml.store.snapshots import read_table
 
     df = read_table(holdout.path)
     if holdout.label_column not in df.columns:

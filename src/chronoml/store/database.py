@@ -180,6 +180,7 @@ class Store:
 
     def upgrade(self, revision: str = "head") -> str:
         """Apply migrations up to ``revision``; returns the revision reached."""
+        # lazy: the migration machinery loads only for a schema change
         from alembic import command
         from alembic.config import Config
 
@@ -224,7 +225,6 @@ class Store:
         self, digest: str, name: str, version: str, snapshot_id: str, data: bytes
     ) -> None:
         """Store a version's reference profile (once; a second call keeps the first)."""
-        import time
 
         t = schema.profiles
         with self.write() as conn:

@@ -13,7 +13,7 @@ from sqlalchemy.exc import IntegrityError
 
 from chronoml.domain import codec
 from chronoml.domain.codec import NUMERIC_KINDS, Schema
-from chronoml.store import schema
+from chronoml.store import blocks, schema
 from chronoml.store.database import Store
 
 D = schema.decisions
@@ -135,7 +135,6 @@ def window(
     and the numeric output; the packed rows are joined into one buffer and
     viewed as a matrix, with no per-value parsing.
     """
-    from chronoml.store import blocks
 
     # history below the endpoint's watermark comes from columnar blocks
     parts, raw_start = blocks.read(

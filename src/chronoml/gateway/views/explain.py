@@ -21,6 +21,7 @@ from chronoml.domain.explanation import NotExplainable
 from chronoml.errors import NotFound, Refused, StoreError
 from chronoml.explain.backtest import backtest
 from chronoml.explain.decisions import TooManyRows, check_rows, explain_decision, importance
+from chronoml.explain.importance_html import render
 from chronoml.explain.models import Models
 from chronoml.explain.replay import ModelFailed, replay_decision, replay_range
 from chronoml.gateway.responses import JSON, error
@@ -287,8 +288,6 @@ class _Views:
             sample=sample,
         )
         if fmt == "html" and resp.status_code == 200:
-            from chronoml.explain.importance_html import render
-
             return HTMLResponse(render(orjson.loads(bytes(resp.body))))
         return resp
 

@@ -12,6 +12,10 @@ from starlette.routing import Route
 
 from chronoml.errors import NotFound, Refused
 from chronoml.gateway.responses import JSON, error
+from chronoml.monitor.experiments import ExperimentError, experiment
+from chronoml.retrain.runner import JobRunner, approve
+from chronoml.store import jobs as J
+from chronoml.store import retrain_configs as RC
 from chronoml.timeutil import now_us, parse_duration, parse_time
 
 if TYPE_CHECKING:
@@ -27,7 +31,6 @@ def routes(gw: Gateway) -> list[Route]:
         return None
 
     async def get_experiment(request: Request) -> Response:
-        from chronoml.monitor.experiments import ExperimentError, experiment
 
         endpoint = request.path_params["endpoint"]
         q = request.query_params
@@ -60,7 +63,6 @@ def routes(gw: Gateway) -> list[Route]:
         return JSON(report)
 
     async def get_retraining(request: Request) -> Response:
-        from chronoml.store import retrain_configs as RC
 
         endpoint = request.path_params["endpoint"]
         cfg = await run_in_threadpool(RC.get, gw.cm.store, endpoint)
@@ -69,7 +71,6 @@ def routes(gw: Gateway) -> list[Route]:
         return JSON(cfg.to_dict())
 
     async def put_retraining(request: Request) -> Response:
-        from chronoml.store import retrain_configs as RC
 
         if not gw._authorised(request):
             return error(401, "unauthorised", "this server needs a bearer token for changes")
@@ -91,7 +92,6 @@ def routes(gw: Gateway) -> list[Route]:
         return JSON(cfg.to_dict())
 
     async def post_retrain(request: Request) -> Response:
-        from chronoml.retrain.runner import JobRunner
 
         if not gw._authorised(request):
             return error(401, "unauthorised", "this server needs a bearer token for changes")
@@ -109,7 +109,6 @@ def routes(gw: Gateway) -> list[Route]:
         return JSON({"created": created, "job": job.to_dict()}, status_code=202 if created else 200)
 
     async def list_jobs(request: Request) -> Response:
-        from chronoml.store import jobs as J
 
         endpoint = request.query_params.get("endpoint")
         try:
@@ -120,7 +119,6 @@ def routes(gw: Gateway) -> list[Route]:
         return JSON({"jobs": [j.to_dict() for j in found]})
 
     async def get_job(request: Request) -> Response:
-        from chronoml.store import jobs as J
 
         try:
             job_id = int(request.path_params["id"])
@@ -134,7 +132,6 @@ def routes(gw: Gateway) -> list[Route]:
         return JSON({**job.to_dict(log=with_log), "steps": steps})
 
     async def post_approve(request: Request) -> Response:
-        from chronoml.retrain.runner import JobRunner, approve
 
         if not gw._authorised(request):
             return error(401, "unauthorised", "this server needs a bearer token for changes")

@@ -12,6 +12,8 @@ from starlette.routing import Route
 
 from chronoml.errors import NotFound, Refused
 from chronoml.gateway.responses import JSON, error
+from chronoml.monitor.feedback import FeedbackError
+from chronoml.monitor.scheduler import history
 from chronoml.timeutil import parse_duration, parse_time
 
 if TYPE_CHECKING:
@@ -32,7 +34,6 @@ def window_args(request: Request) -> dict[str, Any]:
 
 
 def routes(gw: Gateway) -> list[Route]:
-    from chronoml.monitor.feedback import FeedbackError
 
     async def post_feedback(request: Request) -> Response:
         if not gw._authorised(request):
@@ -80,7 +81,6 @@ def routes(gw: Gateway) -> list[Route]:
             return error(400, "bad_query", exc.message, exc.field)
 
     async def get_monitoring(request: Request) -> Response:
-        from chronoml.monitor.scheduler import history
 
         endpoint = request.path_params["endpoint"]
         try:
