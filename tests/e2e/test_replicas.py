@@ -13,7 +13,6 @@ from typing import Any
 import httpx
 import pytest
 from sklearn.datasets import load_breast_cancer
-
 from test_faults import Server, _open, _settings
 
 X = load_breast_cancer(as_frame=True).frame.drop(columns=["target"])
