@@ -8,7 +8,7 @@ import hmac
 import json
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -144,7 +144,7 @@ def test_roles_from_a_nested_claim_with_a_prefix(jwks_file: Path) -> None:
     assert p.name == "alice@example.test" and [str(g) for g in p.grants] == ["auditor"]
 
 
-REFUSED = {
+REFUSED: dict[str, Callable[[], str]] = {
     "expired": lambda: sign(RSA_KEY, "RS256", "rsa1", exp=int(time.time()) - 3600),
     "wrong audience": lambda: sign(RSA_KEY, "RS256", "rsa1", aud="another-service"),
     "wrong issuer": lambda: sign(RSA_KEY, "RS256", "rsa1", iss="https://evil.test/"),

@@ -63,16 +63,16 @@ def why_not_public(ip: Address) -> str | None:
             why = why_not_public(inner)
             return None if why is None else f"{why} inside an IPv6 address"
     checks = (
-        ("is_unspecified", "unspecified"),
-        ("is_loopback", "loopback"),
-        ("is_link_local", "link-local"),
-        ("is_multicast", "multicast"),
-        ("is_private", "private"),
-        ("is_reserved", "reserved"),
+        ("is_unspecified", "an unspecified"),
+        ("is_loopback", "a loopback"),
+        ("is_link_local", "a link-local"),
+        ("is_multicast", "a multicast"),
+        ("is_private", "a private"),
+        ("is_reserved", "a reserved"),
     )
     for attr, label in checks:
         if getattr(ip, attr):
-            return f"a {label} address"
+            return f"{label} address"
     if isinstance(ip, ipaddress.IPv4Address) and ip in _SHARED:
         return "a shared (carrier-grade NAT) address"
     if not ip.is_global:
@@ -164,9 +164,10 @@ def check_url(
             ip = ipaddress.ip_address(text)
             why = why_not_public(ip)
             if why is not None:
+                shown = f"[{host}]" if ":" in host else host
                 raise EgressRefused(
                     f"host {host!r} is {why} ({ip}); allow it with --allow-webhook-host "
-                    f"{host}:{port} if it is meant",
+                    f"{shown}:{port} if it is meant",
                     field=field,
                 )
     return Target(url, scheme, host, port, addresses, listed)
