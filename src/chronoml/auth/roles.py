@@ -81,7 +81,7 @@ class Kind(StrEnum):
 _GLOB = re.compile(r"^[A-Za-z0-9_.*?\[\]!/:-]{1,200}$")
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Grant:
     """One role on the endpoints whose names match ``endpoints`` (an fnmatch glob)."""
 
@@ -122,7 +122,7 @@ def parse_grant(text: str, field: str = "role") -> Grant:
     return Grant(parse_role(role, field), glob if sep else "*")
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Principal:
     """Who acts: the identity the ledger, jobs, approvals and the access log record.
 
