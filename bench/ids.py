@@ -11,7 +11,7 @@ Anchors, measured in the same run and interleaved round by round:
 - ``unbatched``: the same generator with one ``os.urandom(8)`` per id, to show
   what reading the OS in pools saves.
 
-    .venv/bin/python bench/ids.py                 # ~30 s on 2 shared cores
+    .venv/bin/python bench/ids.py                 # ~20 s on 2 shared cores
     .venv/bin/python bench/ids.py --rounds 5 --ids 20000
 """
 
