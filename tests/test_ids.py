@@ -76,3 +76,80 @@ def test_ids_in_bulk_are_uuid7_and_keep_increasing() -> None:
     for i in ids[::500]:
         u = uuid.UUID(i)
         assert u.version == 7 and u.variant == uuid.RFC_4122 and str(u) == i
+
+
+def random_part(value: str) -> int:
+    return uuid.UUID(value).int & ((1 << 62) - 1)
+
+
+def test_ids_hold_no_seeded_generator() -> None:
+    # a Mersenne Twister's state can be recovered from a few hundred outputs,
+    # after which every other caller's id can be guessed
+    import random
+
+    assert not any(isinstance(v, random.Random) for v in vars(ids).values())
+    assert "random" not in vars(ids)
+
+
+def test_random_parts_come_from_the_os_generator(monkeypatch: pytest.MonkeyPatch) -> None:
+    import sys
+
+    calls: list[int] = []
+
+    def urandom(n: int) -> bytes:
+        calls.append(n)
+        return bytes(range(256)) * (n // 256) + bytes(n % 256)
+
+    monkeypatch.setattr(ids, "os", SimpleNamespace(urandom=urandom))
+    ids._drop_pool()
+    try:
+        first = [ids.new_id() for _ in range(3)]
+        # each id takes one native 64-bit word of the OS's bytes and keeps 62 bits
+        words = [int.from_bytes(bytes(range(i * 8, i * 8 + 8)), sys.byteorder) for i in range(3)]
+        assert [random_part(v) for v in first] == [w & ((1 << 62) - 1) for w in words]
+        # one read of the OS serves many ids: no system call per id
+        for _ in range(500):
+            ids.new_id()
+        ids.new_ids(7)
+        assert len(calls) <= 2
+        # a big batch reads its own randomness at once
+        ids.new_ids(5000)
+        assert calls[-1] == 8 * 5000
+    finally:
+        monkeypatch.undo()
+        ids._drop_pool()
+
+
+def test_random_parts_use_all_62_bits() -> None:
+    values = [random_part(v) for v in ids.new_ids(4000) + [ids.new_id() for _ in range(4000)]]
+    for bit in range(62):
+        ones = sum(v >> bit & 1 for v in values)
+        # 8000 fair coins: far outside 3,600..4,400 only if the bit is stuck or biased
+        assert 3_600 < ones < 4_400, bit
+
+
+@pytest.mark.skipif(not hasattr(__import__("os"), "fork"), reason="needs fork()")
+def test_forked_processes_do_not_repeat_random_parts() -> None:
+    import os
+
+    ids.new_id()  # the pool now holds unspent randomness the child inherits
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: send its ids and leave without running pytest's teardown
+        try:
+            os.close(read)
+            payload = "\n".join([ids.new_id() for _ in range(200)] + ids.new_ids(50)).encode()
+            with os.fdopen(write, "wb") as out:
+                out.write(payload)
+        finally:
+            os._exit(0)
+    os.close(write)
+    mine = [ids.new_id() for _ in range(200)] + ids.new_ids(50)
+    with os.fdopen(read, "rb") as inp:
+        theirs = inp.read().decode().split("\n")
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    assert len(theirs) == 250
+    assert not {random_part(v) for v in mine} & {random_part(v) for v in theirs}
+    # the child keeps the parent's order too: its ids follow the parent's last one
+    assert theirs == sorted(theirs)

@@ -2,25 +2,73 @@
 
 Within one process ids are strictly increasing: the 12 bits after the
 millisecond timestamp count up when several ids share a millisecond.
+
+The 62 random bits of every id come from the operating system's CSPRNG
+(``os.urandom``). Ids are handed to callers (a decision id is how its raw
+inputs are fetched), so they must not be predictable from other ids: a
+Mersenne Twister's whole state can be recovered from a few hundred outputs.
+The randomness is read in pools of 4 KiB (512 ids), so the hot path makes no
+system call per id; the pool is dropped in a forked child, so parent and
+child never hand out the same random parts.
 """
 
 from __future__ import annotations
 
 import os
-import random
 import threading
 import time
-import uuid
+
+_POOL_BYTES = 4096
+_POOL_IDS = _POOL_BYTES // 8  # one 64-bit word per id; its top 2 bits are dropped
+_MASK62 = (1 << 62) - 1
+_MASK48 = (1 << 48) - 1
+_VERSION_VARIANT = 0x7 << 76 | 0b10 << 62
 
 _lock = threading.Lock()
-_random = random.Random(os.urandom(32))
-os.register_at_fork(after_in_child=lambda: _random.seed(os.urandom(32)))
+# an empty pool whose position says "used up": the first id fills it
+_pool: memoryview = memoryview(b"").cast("Q")
+_pos = _POOL_IDS
 _last_ms = 0
 _counter = 0
 
 
+def _drop_pool() -> None:
+    """Forget the unspent randomness (it is refilled from the OS on next use)."""
+    global _pool, _pos
+    _pool = memoryview(b"").cast("Q")
+    _pos = _POOL_IDS
+
+
+def _refill() -> None:
+    global _pool, _pos
+    _pool = memoryview(os.urandom(_POOL_BYTES)).cast("Q")
+    _pos = 0
+
+
+def _after_fork_in_child() -> None:
+    # the child holds a copy of the parent's pool: using it would repeat the
+    # parent's next random parts, so the child reads its own
+    _drop_pool()
+    _lock.release()
+
+
+# Hold the lock across fork(): the child then never inherits it held by a
+# thread that no longer exists, nor a half-updated pool or counter.
+os.register_at_fork(
+    before=_lock.acquire,
+    after_in_parent=_lock.release,
+    after_in_child=_after_fork_in_child,
+)
+
+
+def _format(value: int) -> str:
+    h = f"{value:032x}"
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
+
+
 def new_id() -> str:
-    global _last_ms, _counter
+    """A new UUIDv7 string, greater than every id this process made before."""
+    global _last_ms, _counter, _pos
     with _lock:
         ms = time.time_ns() // 1_000_000
         if ms <= _last_ms:
@@ -33,30 +81,39 @@ def new_id() -> str:
             _last_ms = ms
             _counter = 0
         seq = _counter
-    # random's generator, not os.urandom: no system call per id (a thread that
-    # leaves the GIL for one waits to get it back); it is reseeded after a fork
-    rnd = _random.getrandbits(62)
-    value = (ms & ((1 << 48) - 1)) << 80 | 0x7 << 76 | seq << 64 | 0b10 << 62 | rnd
-    return str(uuid.UUID(int=value))
+        if _pos >= _POOL_IDS:
+            _refill()
+        rnd = _pool[_pos]
+        _pos += 1
+    return _format((ms & _MASK48) << 80 | _VERSION_VARIANT | seq << 64 | (rnd & _MASK62))
 
 
 def new_ids(n: int) -> list[str]:
-    """``n`` ids at once, in increasing order (one lock, no UUID objects: about 1 µs each)."""
-    global _last_ms, _counter
-    slots: list[tuple[int, int]] = []
+    """``n`` ids at once, in increasing order, all greater than earlier ids of this process."""
+    global _last_ms, _counter, _pos
+    if n <= 0:
+        return []
+    # a batch larger than the pool reads its own randomness, in one system call
+    # and outside the lock (nothing shared is touched)
+    big = memoryview(os.urandom(8 * n)).cast("Q") if n > _POOL_IDS else None
+    prefixes: list[int] = []
     with _lock:
         ms = time.time_ns() // 1_000_000
         if ms > _last_ms:
             _last_ms, _counter = ms, -1
+        last, counter = _last_ms, _counter
         for _ in range(n):
-            _counter += 1
-            if _counter > 0xFFF:
-                _last_ms += 1
-                _counter = 0
-            slots.append((_last_ms, _counter))
-        bits = [_random.getrandbits(62) for _ in range(n)]
-    out = []
-    for (ms, seq), rnd in zip(slots, bits, strict=True):
-        h = f"{(ms & ((1 << 48) - 1)) << 80 | 0x7 << 76 | seq << 64 | 0b10 << 62 | rnd:032x}"
-        out.append(f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}")
-    return out
+            counter += 1
+            if counter > 0xFFF:
+                last += 1
+                counter = 0
+            prefixes.append((last & _MASK48) << 80 | _VERSION_VARIANT | counter << 64)
+        _last_ms, _counter = last, counter
+        if big is None:
+            if _pos + n > _POOL_IDS:
+                _refill()
+            words = _pool[_pos : _pos + n].tolist()
+            _pos += n
+    if big is not None:
+        words = big.tolist()
+    return [_format(p | (w & _MASK62)) for p, w in zip(prefixes, words, strict=True)]
