@@ -7,6 +7,7 @@ import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -147,3 +148,20 @@ def cm(settings: object) -> Iterator[object]:
     c = Chronoml(settings, store)  # type: ignore[arg-type]
     yield c
     c.close()
+
+
+def admin_client(app: Any, role: str = "admin", **kw: Any) -> Any:
+    """A test client of ``app`` that sends a fresh token of ``role`` (admin by default).
+
+    It talks to ``http://127.0.0.1`` so the Host header is one the server accepts.
+    """
+    import uuid
+
+    from starlette.testclient import TestClient
+
+    from chronoml.auth.access import create_token
+
+    gw = app.state.gateway
+    secret, _ = create_token(gw.cm.store, f"test-{role}-{uuid.uuid4().hex[:8]}", role, by="tests")
+    headers = {"Authorization": f"Bearer {secret}", **kw.pop("headers", {})}
+    return TestClient(app, base_url="http://127.0.0.1", headers=headers, **kw)

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import getpass
 from dataclasses import dataclass, field
 from typing import Self
 
+from chronoml.auth.roles import Principal
 from chronoml.registry import Registry
 from chronoml.settings import Settings
 from chronoml.store import Store
@@ -23,6 +23,7 @@ class Context:
     store: Store
     _registry: Registry | None = None
     layouts: D.Layouts = field(init=False)
+    _os_actor: str | None = field(default=None, init=False, repr=False)
 
     def __post_init__(self) -> None:
         self.layouts = D.Layouts(self.store)
@@ -55,11 +56,17 @@ class Context:
         self.store.close()
 
     def actor(self, actor: str | None = None) -> str:
+        """Who a change is recorded as: the caller's principal, else this process's OS user.
+
+        The CLI and the Python API open the store directly: whoever can do
+        that is recorded by their operating-system user and host (and their
+        database role on PostgreSQL), never by a name they choose.
+        """
         if actor:
             return actor
-        if self.settings.actor:
-            return self.settings.actor
-        try:
-            return getpass.getuser()
-        except (KeyError, OSError):
-            return "unknown"
+        if self._os_actor is None:
+            try:
+                self._os_actor = Principal.os_user(self.store.database_role()).actor
+            except (KeyError, OSError):
+                self._os_actor = "os:unknown"
+        return self._os_actor

@@ -22,8 +22,20 @@ class Settings:
     store_url: str | None = None
     mlflow_tracking_uri: str | None = None
     mlflow_registry_uri: str | None = None
-    token: str | None = None
-    actor: str | None = None
+    # access: who may reach the server and what they may do (see chronoml.auth)
+    bind_host: str = "127.0.0.1"  # the address served on; allowed as a Host header
+    allowed_hosts: tuple[str, ...] = ()  # Host headers accepted besides the bind address
+    allowed_origins: tuple[str, ...] = ()  # browser origins allowed to make changes
+    trusted_proxies: tuple[str, ...] = ()  # whose X-Forwarded-For is believed
+    open_predict: bool = False  # predict without credentials (recorded as anonymous)
+    oidc_issuer: str | None = None
+    oidc_audience: str | None = None
+    oidc_jwks: str | None = None  # a JWKS file path or URL
+    oidc_roles_claim: str = "roles"
+    allow_project_sources: tuple[str, ...] = ()  # URI prefixes of remote MLflow projects
+    allow_webhook_hosts: tuple[str, ...] = ()  # private or loopback hosts webhooks may reach
+    data_roots: tuple[str, ...] = ()  # folders retraining data paths must lie in
+    model_formats: tuple[str, ...] = ()  # flavors a deploy may load (empty: any)
     poll_interval_s: float = 0.25
     max_body_bytes: int = 16 * 1024 * 1024
     max_rows: int = 10_000
@@ -48,8 +60,9 @@ class Settings:
             "store_url": e.get("CHRONOML_STORE") or None,
             "mlflow_tracking_uri": e.get("MLFLOW_TRACKING_URI") or None,
             "mlflow_registry_uri": e.get("MLFLOW_REGISTRY_URI") or None,
-            "token": e.get("CHRONOML_TOKEN") or None,
-            "actor": e.get("CHRONOML_ACTOR") or None,
+            "oidc_issuer": e.get("CHRONOML_OIDC_ISSUER") or None,
+            "oidc_audience": e.get("CHRONOML_OIDC_AUDIENCE") or None,
+            "oidc_jwks": e.get("CHRONOML_OIDC_JWKS") or None,
         }
         values.update({k: v for k, v in overrides.items() if v is not None})
         home = Path(str(values["home"])).expanduser().resolve()

@@ -257,7 +257,7 @@ def test_sqlite_made_read_only_gives_503_then_recovers(tmp_path: Path, models: A
                 f.chmod(0o644)
 
     try:
-        with TestClient(create_app(s, cm)) as c:
+        with admin_client(create_app(s, cm)) as c:
             _flaky_store_traffic(c, cm, read_only, writable)
     finally:
         writable()
@@ -313,7 +313,7 @@ def test_postgresql_unreachable_gives_503_then_recovers(
     cm = _open(s)
     cm.deploy("cancer", f"models:/cancer/{models.linked_v1}")
     try:
-        with TestClient(create_app(replace(s, predict_timeout_s=10.0), cm)) as c:
+        with admin_client(create_app(replace(s, predict_timeout_s=10.0), cm)) as c:
             _flaky_store_traffic(c, cm, lock_out, let_in)
     finally:
         cm.close()

@@ -25,6 +25,7 @@ from chronoml.cli.common import cli
 from chronoml.gateway.app import create_app
 from chronoml.store import decisions as D
 from chronoml.store import explanations as SE
+from conftest import admin_client
 
 DATA = load_breast_cancer(as_frame=True).frame
 X, Y = DATA.drop(columns=["target"]), DATA["target"]
@@ -97,7 +98,7 @@ def extra(models: Any, tmp_path_factory: pytest.TempPathFactory) -> Extra:
 
 @pytest.fixture
 def client(cm: Any, settings: Any) -> Iterator[TestClient]:
-    with TestClient(create_app(settings, cm)) as c:
+    with admin_client(create_app(settings, cm)) as c:
         yield c
 
 
@@ -535,7 +536,7 @@ def test_replay_is_identical_across_a_server_restart(
     # the first server: in this process; it decides, then shuts down
     cm = Chronoml.open(settings)
     try:
-        with TestClient(create_app(settings, cm)) as c:
+        with admin_client(create_app(settings, cm)) as c:
             deploy(c, f"models:/cancer-lgbm/{extra.lgbm}", endpoint="lgbm")
             first = predict(c, X.iloc[:6], endpoint="lgbm")
     finally:

@@ -13,6 +13,7 @@ from starlette.testclient import TestClient
 from chronoml.gateway.app import create_app
 from chronoml.store import decisions as D
 from chronoml.store import ledger as SL
+from conftest import admin_client
 
 X = load_breast_cancer(as_frame=True).frame.drop(columns=["target"])
 
@@ -23,7 +24,7 @@ def split_body(rows: Any) -> dict[str, Any]:
 
 @pytest.fixture
 def client(cm: Any, settings: Any) -> Iterator[TestClient]:
-    with TestClient(create_app(settings, cm)) as c:
+    with admin_client(create_app(settings, cm)) as c:
         yield c
 
 
@@ -259,7 +260,7 @@ def test_body_and_row_limits(cm: Any, settings: Any, models: Any) -> None:
     from dataclasses import replace
 
     small = replace(settings, max_rows=2, max_body_bytes=50_000)
-    with TestClient(create_app(small, cm)) as c:
+    with admin_client(create_app(small, cm)) as c:
         c.put("/v1/endpoints/cancer", json={"model_uri": f"models:/cancer/{models.linked_v1}"})
         r = c.post("/v1/endpoints/cancer/predict", json=split_body(X.iloc[:3]))
         assert r.status_code == 413 and "at most 2" in r.json()["error"]["message"]
@@ -271,7 +272,7 @@ def test_token_guards_changes(cm: Any, settings: Any, models: Any) -> None:
     from dataclasses import replace
 
     guarded = replace(settings, token="s3cret")
-    with TestClient(create_app(guarded, cm)) as c:
+    with admin_client(create_app(guarded, cm)) as c:
         uri = {"model_uri": f"models:/cancer/{models.linked_v1}"}
         assert c.put("/v1/endpoints/cancer", json=uri).status_code == 401
         r = c.put("/v1/endpoints/cancer", json=uri, headers={"Authorization": "Bearer s3cret"})

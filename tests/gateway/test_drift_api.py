@@ -12,6 +12,7 @@ from starlette.testclient import TestClient
 from chronoml.cli.common import cli
 from chronoml.gateway.app import create_app
 from chronoml.store import snapshots
+from conftest import admin_client
 
 DATA = load_breast_cancer(as_frame=True).frame
 X = DATA.drop(columns=["target"])
@@ -26,7 +27,7 @@ def _predict(c: TestClient, rows: Any) -> None:
 def test_drift_report_from_the_decision_log(cm: Any, settings: Any, models: Any) -> None:
     # the training snapshot is in this store, so deploy builds the reference profile
     assert snapshots.take(cm.store, DATA, "cancer").id == models.snapshot_id
-    with TestClient(create_app(settings, cm)) as c:
+    with admin_client(create_app(settings, cm)) as c:
         r = c.put("/v1/endpoints/cancer", json={"model_uri": f"models:/cancer/{models.linked_v1}"})
         assert r.status_code == 200, r.text
         empty = c.get("/v1/endpoints/cancer/drift", params={"window": "1h"}).json()
@@ -63,7 +64,7 @@ def test_drift_report_from_the_decision_log(cm: Any, settings: Any, models: Any)
 
 
 def test_version_without_local_snapshot_says_so(cm: Any, settings: Any, models: Any) -> None:
-    with TestClient(create_app(settings, cm)) as c:
+    with admin_client(create_app(settings, cm)) as c:
         r = c.put("/v1/endpoints/cancer", json={"model_uri": f"models:/cancer/{models.linked_v1}"})
         assert "reference_profile" in str(c.get("/v1/endpoints/cancer/history").json())
         _predict(c, X.head(10))
@@ -74,7 +75,7 @@ def test_version_without_local_snapshot_says_so(cm: Any, settings: Any, models: 
 
 def test_overrides_and_html_export(cm: Any, settings: Any, models: Any, tmp_path: Any) -> None:
     snapshots.take(cm.store, DATA, "cancer")
-    with TestClient(create_app(settings, cm)) as c:
+    with admin_client(create_app(settings, cm)) as c:
         c.put("/v1/endpoints/cancer", json={"model_uri": f"models:/cancer/{models.linked_v1}"})
         _predict(c, X.sample(200, random_state=3))
         rep = c.get(

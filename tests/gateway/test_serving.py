@@ -17,6 +17,7 @@ from starlette.testclient import TestClient
 from chronoml.gateway.app import create_app
 from chronoml.store import decisions as D
 from chronoml.store import ledger as SL
+from conftest import admin_client
 
 X = load_breast_cancer(as_frame=True).frame.drop(columns=["target"])
 PREDICT = "/v1/endpoints/cancer/predict"
@@ -33,7 +34,7 @@ def app_settings(settings: Any) -> Any:
 
 @pytest.fixture
 def client(cm: Any, app_settings: Any, models: Any) -> Iterator[TestClient]:
-    with TestClient(create_app(app_settings, cm)) as c:
+    with admin_client(create_app(app_settings, cm)) as c:
         r = c.put("/v1/endpoints/cancer", json={"model_uri": f"models:/cancer/{models.linked_v1}"})
         assert r.status_code == 200, r.text
         yield c
@@ -88,7 +89,7 @@ def test_invocations_answers_for_the_default_endpoint(
     assert r.status_code == 200, r.text
     assert r.json()["predictions"] == ref["predictions"]
     assert client.get("/ping").status_code == 200
-    with TestClient(create_app(replace(settings, default_endpoint=None), cm)) as other:
+    with admin_client(create_app(replace(settings, default_endpoint=None), cm)) as other:
         r = other.post("/invocations", json=split_body(rows))
         assert r.status_code == 404 and "--default-endpoint" in r.json()["error"]["message"]
 
@@ -171,7 +172,7 @@ def test_a_slow_or_failing_model_only_fails_its_own_requests(
     cm: Any, app_settings: Any, models: Any
 ) -> None:
     s = replace(app_settings, predict_timeout_s=1.0, max_wait_ms=0.0)
-    with TestClient(create_app(s, cm)) as c:
+    with admin_client(create_app(s, cm)) as c:
         for e in ("slow", "broken", "fine"):
             r = c.put(
                 f"/v1/endpoints/{e}", json={"model_uri": f"models:/cancer/{models.linked_v1}"}
@@ -214,7 +215,7 @@ def test_a_slow_or_failing_model_only_fails_its_own_requests(
 def test_a_request_that_breaks_the_model_does_not_fail_its_batch_mates(
     cm: Any, app_settings: Any, models: Any
 ) -> None:
-    with TestClient(create_app(replace(app_settings, max_wait_ms=50.0), cm)) as c:
+    with admin_client(create_app(replace(app_settings, max_wait_ms=50.0), cm)) as c:
         c.put("/v1/endpoints/cancer", json={"model_uri": f"models:/cancer/{models.linked_v1}"})
         live = gateway(c).live
         (name, model) = next(iter(live.get("cancer").models.items()))

@@ -21,6 +21,7 @@ from chronoml.gateway.app import create_app
 from chronoml.gateway.fast import GatewayApp
 from chronoml.registry.models import matrix_predictor
 from chronoml.store import decisions as D
+from conftest import admin_client
 
 X = load_breast_cancer(as_frame=True).frame.drop(columns=["target"])
 PREDICT = "/v1/endpoints/cancer/predict"
@@ -36,7 +37,7 @@ def split_body(rows: Any) -> dict[str, Any]:
 @pytest.fixture
 def client(cm: Any, settings: Any, models: Any) -> Iterator[TestClient]:
     small = replace(settings, max_rows=50, max_body_bytes=200_000, default_endpoint="cancer")
-    with TestClient(create_app(small, cm)) as c:
+    with admin_client(create_app(small, cm)) as c:
         r = c.put("/v1/endpoints/cancer", json={"model_uri": f"models:/cancer/{models.linked_v1}"})
         assert r.status_code == 200, r.text
         yield c
@@ -115,7 +116,7 @@ def test_unknown_and_empty_endpoints_and_invocations(
     raw, routed = client.post(PREDICT, json={}), client.post(ROUTED, json={})
     assert raw.status_code == routed.status_code == 409
     assert raw.json() == routed.json()
-    with TestClient(create_app(replace(settings, default_endpoint=None), cm)) as other:
+    with admin_client(create_app(replace(settings, default_endpoint=None), cm)) as other:
         raw, routed = other.post("/invocations", json={}), other.post("/invocations?x=1", json={})
         assert raw.status_code == routed.status_code == 404
         assert raw.json() == routed.json()

@@ -26,6 +26,7 @@ from chronoml.monitor import outbox as ob
 from chronoml.monitor.alerts import AlertEngine, read_rule_file
 from chronoml.store import Store
 from chronoml.store import ledger as SL
+from conftest import admin_client
 
 H = 3_600_000_000  # one hour in microseconds
 T0 = 1_900_000_000_000_000  # a fixed window end (2030), so tests never depend on the clock
@@ -503,7 +504,7 @@ def api(store_url: str, tmp_path: Path, store: Store, registry: Any) -> Iterator
         token="tok",
     )
     # no lifespan: the alert routes need only the store
-    yield TestClient(create_app(s, Chronoml(s, store, registry)))
+    yield admin_client(create_app(s, Chronoml(s, store, registry)))
 
 
 AUTH = {"Authorization": "Bearer tok"}

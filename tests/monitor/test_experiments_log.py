@@ -25,6 +25,7 @@ from chronoml.domain.experiment import (
 from chronoml.gateway.app import create_app
 from chronoml.monitor.experiments import experiment
 from chronoml.timeutil import iso, now_us
+from conftest import admin_client
 
 DATA = load_breast_cancer(as_frame=True).frame
 X, Y = DATA.drop(columns=["target"]), DATA["target"]
@@ -35,7 +36,7 @@ def client(cm: Any, settings: Any) -> Iterator[TestClient]:
     from dataclasses import replace
 
     quiet = replace(settings, retrain_interval_s=0, monitor_interval_s=0)
-    with TestClient(create_app(quiet, cm)) as c:
+    with admin_client(create_app(quiet, cm)) as c:
         yield c
 
 

@@ -14,6 +14,7 @@ from starlette.testclient import TestClient
 
 from chronoml.cli.common import cli
 from chronoml.gateway.app import create_app
+from conftest import admin_client
 
 DATA = load_breast_cancer(as_frame=True).frame
 X, Y = DATA.drop(columns=["target"]), DATA["target"]
@@ -21,7 +22,7 @@ X, Y = DATA.drop(columns=["target"]), DATA["target"]
 
 @pytest.fixture
 def client(cm: Any, settings: Any, models: Any) -> Iterator[TestClient]:
-    with TestClient(create_app(settings, cm)) as c:
+    with admin_client(create_app(settings, cm)) as c:
         r = c.put("/v1/endpoints/cancer", json={"model_uri": f"models:/cancer/{models.linked_v1}"})
         assert r.status_code == 200, r.text
         yield c

@@ -10,13 +10,13 @@ from typing import Any
 from click.testing import CliRunner
 from mlflow.tracking import MlflowClient
 from sklearn.datasets import load_breast_cancer
-from starlette.testclient import TestClient
 
 from chronoml.cli.common import cli
 from chronoml.gateway.app import create_app
 from chronoml.monitor.scheduler import MONITORING_EXPERIMENT, Monitor
 from chronoml.store import snapshots
 from chronoml.timeutil import now_us
+from conftest import admin_client
 
 DATA = load_breast_cancer(as_frame=True).frame
 X = DATA.drop(columns=["target"])
@@ -27,7 +27,7 @@ def test_monitoring_pass_stores_and_mirrors(cm: Any, settings: Any, models: Any)
     # this test: a name of its own keeps their monitoring runs apart
     ep = f"cancer-{uuid.uuid4().hex[:8]}"
     snapshots.take(cm.store, DATA, "cancer")
-    with TestClient(create_app(settings, cm)) as c:
+    with admin_client(create_app(settings, cm)) as c:
         c.put(f"/v1/endpoints/{ep}", json={"model_uri": f"models:/cancer/{models.linked_v1}"})
         body = {
             "dataframe_split": {
@@ -107,7 +107,7 @@ def test_a_monitoring_pass_fires_alert_rules_on_their_own_window(
             "actions": [{"type": "ledger"}],
         }
     )
-    with TestClient(create_app(settings, cm)) as c:
+    with admin_client(create_app(settings, cm)) as c:
         c.put("/v1/endpoints/cancer", json={"model_uri": f"models:/cancer/{models.linked_v1}"})
         body = {
             "dataframe_split": {

@@ -25,6 +25,7 @@ from chronoml.store import jobs as J
 from chronoml.store import ledger as SL
 from chronoml.store import retrain_configs as RC
 from chronoml.timeutil import iso, now_us
+from conftest import admin_client
 from loop_support import Synth, config, deploy_first_version, make_data, predict_rows
 
 
@@ -39,7 +40,7 @@ def client(cm: Any, settings: Any) -> Iterator[TestClient]:
 
     # no background passes: the test drives the monitor and the runner itself
     quiet = replace(settings, retrain_interval_s=0, monitor_interval_s=0)
-    with TestClient(create_app(quiet, cm)) as c:
+    with admin_client(create_app(quiet, cm)) as c:
         yield c
 
 

@@ -29,6 +29,7 @@ from chronoml.store import jobs as J
 from chronoml.store import ledger as SL
 from chronoml.store import retrain_configs as RC
 from chronoml.timeutil import now_us
+from conftest import admin_client
 from loop_support import Synth, config, deploy_first_version, make_data, predict_rows
 
 
@@ -40,7 +41,7 @@ def synth(cm: Any, tmp_path: Path) -> Synth:
 @pytest.fixture
 def client(cm: Any, settings: Any) -> Iterator[TestClient]:
     quiet = replace(settings, retrain_interval_s=0, monitor_interval_s=0)
-    with TestClient(create_app(quiet, cm)) as c:
+    with admin_client(create_app(quiet, cm)) as c:
         yield c
 
 
@@ -479,7 +480,7 @@ def test_an_mlflow_project_entrypoint_runs_offline(cm: Any, synth: Synth) -> Non
 def test_the_server_runs_the_jobs_it_is_asked_for(cm: Any, settings: Any, synth: Synth) -> None:
     RC.put(cm.store, replace(config(synth, "faulty:nothing"), model=synth.model))
     serving = replace(settings, retrain_interval_s=60, monitor_interval_s=0)
-    with TestClient(create_app(serving, cm)) as c:
+    with admin_client(create_app(serving, cm)) as c:
         r = c.post(f"/v1/endpoints/{synth.endpoint}/retrain")
         assert r.status_code == 202
         job_id = r.json()["job"]["id"]

@@ -2,17 +2,11 @@
 
 from __future__ import annotations
 
+from chronoml.errors import ChronomlError
 
-class AuthError(ValueError):
+
+class AuthError(ChronomlError, ValueError):
     """A request refused for who it comes from or what it carries; ``field`` names the input."""
-
-    status = 400
-    code = "bad_request"
-
-    def __init__(self, message: str, field: str | None = None) -> None:
-        super().__init__(message)
-        self.message = message
-        self.field = field
 
     def to_dict(self) -> dict[str, str]:
         """The ``{"code", "message", "field"?}`` part of an error response."""

@@ -10,6 +10,7 @@ from chronoml.cli import (
     retrain,
     server,
     store,
+    tokens,
 )
 from chronoml.cli.common import cli, main
 
@@ -25,4 +26,5 @@ __all__ = [
     "retrain",
     "server",
     "store",
+    "tokens",
 ]

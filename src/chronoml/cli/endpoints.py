@@ -84,7 +84,6 @@ def snapshot(ctx: click.Context, path: Path, name: str, as_json: bool) -> None:
     is_flag=True,
     help="Deploy a version whose run has no linked data snapshot (the ledger says so).",
 )
-@click.option("--actor", help="Who makes the change [env CHRONOML_ACTOR; default: your user name].")
 @click.pass_context
 def deploy(
     ctx: click.Context,
@@ -98,7 +97,6 @@ def deploy(
     max_p99_ms: float,
     min_requests: int,
     allow_unlinked_data: bool,
-    actor: str | None,
 ) -> None:
     """Deploy MODEL_URI (models:/NAME/VERSION or models:/NAME@ALIAS) to ENDPOINT.
 
@@ -127,7 +125,6 @@ def deploy(
             shadow=shadow,
             variant=variant,
             allow_unlinked_data=allow_unlinked_data,
-            actor=actor,
             canary=guardrails,
         )
     _print_event(ev)
@@ -136,9 +133,8 @@ def deploy(
 @cli.command()
 @click.argument("endpoint")
 @click.argument("split", nargs=-1, required=True)
-@click.option("--actor", help="Who makes the change.")
 @click.pass_context
-def weights(ctx: click.Context, endpoint: str, split: tuple[str, ...], actor: str | None) -> None:
+def weights(ctx: click.Context, endpoint: str, split: tuple[str, ...]) -> None:
     """Set the traffic split: chronoml weights cancer a=90 b=10 (must add up to 100)."""
     parsed: dict[str, float] = {}
     for item in split:
@@ -150,30 +146,28 @@ def weights(ctx: click.Context, endpoint: str, split: tuple[str, ...], actor: st
         except ValueError:
             raise Fail(f"expected VARIANT=PERCENT, got {item!r}") from None
     with _chronoml(ctx) as cm:
-        ev = cm.set_weights(endpoint, parsed, actor=actor)
+        ev = cm.set_weights(endpoint, parsed)
     _print_event(ev)
 
 
 @cli.command()
 @click.argument("endpoint")
 @click.option("--reason", help="Why; recorded on the ledger.")
-@click.option("--actor", help="Who makes the change.")
 @click.pass_context
-def rollback(ctx: click.Context, endpoint: str, reason: str | None, actor: str | None) -> None:
+def rollback(ctx: click.Context, endpoint: str, reason: str | None) -> None:
     """Return ENDPOINT to the configuration before its latest change."""
     with _chronoml(ctx) as cm:
-        ev = cm.rollback(endpoint, reason=reason, actor=actor)
+        ev = cm.rollback(endpoint, reason=reason)
     _print_event(ev)
 
 
 @cli.command()
 @click.argument("endpoint")
-@click.option("--actor", help="Who makes the change.")
 @click.pass_context
-def retire(ctx: click.Context, endpoint: str, actor: str | None) -> None:
+def retire(ctx: click.Context, endpoint: str) -> None:
     """Take every variant of ENDPOINT offline (its history stays)."""
     with _chronoml(ctx) as cm:
-        ev = cm.retire(endpoint, actor=actor)
+        ev = cm.retire(endpoint)
     _print_event(ev)
 
 

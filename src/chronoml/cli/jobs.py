@@ -134,7 +134,6 @@ def format_job(d: dict[str, Any], steps: list[dict[str, Any]]) -> str:
 @click.argument("job_id", type=int)
 @click.option("--reject", is_flag=True, help="Roll the challenger back instead of promoting it.")
 @click.option("--reason", help="Why (recorded on the ledger).")
-@click.option("--actor", help="Who approves [default: CHRONOML_ACTOR or your user name].")
 @click.pass_context
 def approve(
     ctx: click.Context,
@@ -142,7 +141,6 @@ def approve(
     job_id: int,
     reject: bool,
     reason: str | None,
-    actor: str | None,
 ) -> None:
     """Promote the challenger of a job awaiting approval (or --reject: roll it back)."""
     # lazy: the command's modules load when it runs, so `chronoml --help` stays fast
@@ -151,7 +149,7 @@ def approve(
     from chronoml.store import ledger as SL
 
     with _chronoml(ctx) as cm:
-        j = answer(cm, endpoint, job_id, cm.actor(actor), reject=reject, reason=reason)
+        j = answer(cm, endpoint, job_id, cm.actor(), reject=reject, reason=reason)
         j = JobRunner(cm).advance(j.id)
         events = [e for e in SL.history(cm.store, endpoint) if e.seq >= (j.verdict_seq or 0)]
     # lazy: the command's modules load when it runs, so `chronoml --help` stays fast

@@ -30,9 +30,8 @@ def feedback() -> None:
 @click.option(
     "--update", is_flag=True, help="Allow changing existing labels (the old ones stay in history)."
 )
-@click.option("--actor", help="Who provides the labels.")
 @click.pass_context
-def feedback_import(ctx: click.Context, path: Path, update: bool, actor: str | None) -> None:
+def feedback_import(ctx: click.Context, path: Path, update: bool) -> None:
     """Import labels from a CSV or Parquet file: decision_id, label[, time]. All or nothing."""
     # lazy: the command's modules load when it runs, so `chronoml --help` stays fast
     from chronoml.monitor import feedback as fb
@@ -43,7 +42,6 @@ def feedback_import(ctx: click.Context, path: Path, update: bool, actor: str | N
             result = cm.feedback(
                 [(x.decision_id, x.label, x.observed_at) for x in labels],
                 update=update,
-                actor=actor,
             )
     except fb.FeedbackError as exc:
         raise Fail(exc.message) from None
@@ -56,11 +54,8 @@ def feedback_import(ctx: click.Context, path: Path, update: bool, actor: str | N
 @click.option(
     "--update", is_flag=True, help="Change an existing label (the old one stays in history)."
 )
-@click.option("--actor", help="Who provides the label.")
 @click.pass_context
-def feedback_add(
-    ctx: click.Context, decision_id: str, label: str, update: bool, actor: str | None
-) -> None:
+def feedback_add(ctx: click.Context, decision_id: str, label: str, update: bool) -> None:
     """Label one decision. LABEL is read as JSON when it parses (1, 2.5, "yes"), else as text."""
     # lazy: the command's modules load when it runs, so `chronoml --help` stays fast
     from chronoml.monitor import feedback as fb
@@ -71,7 +66,7 @@ def feedback_add(
         value = label
     try:
         with _chronoml(ctx) as cm:
-            result = cm.feedback([(decision_id, value, None)], update=update, actor=actor)
+            result = cm.feedback([(decision_id, value, None)], update=update)
     except fb.FeedbackError as exc:
         raise Fail(exc.message) from None
     click.echo("updated" if result["updated"] else "labelled")

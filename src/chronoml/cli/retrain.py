@@ -369,9 +369,8 @@ def _progress(job: Job) -> None:
     is_flag=True,
     help="Only queue the job: chronoml server (or retrain worker) runs it.",
 )
-@click.option("--actor", help="Who starts it [default: CHRONOML_ACTOR or your user name].")
 @click.pass_context
-def retrain_run(ctx: click.Context, endpoint: str, no_wait: bool, actor: str | None) -> None:
+def retrain_run(ctx: click.Context, endpoint: str, no_wait: bool) -> None:
     """Retrain ENDPOINT now: queue a job and run it here up to the evaluation.
 
     The evaluation against the champion goes on at every pass of chronoml
@@ -384,7 +383,7 @@ def retrain_run(ctx: click.Context, endpoint: str, no_wait: bool, actor: str | N
     with _chronoml(ctx) as cm:
         cm.status(endpoint)
         runner = JobRunner(cm, on_step=_progress)
-        job, created = runner.start_job(endpoint, cm.actor(actor))
+        job, created = runner.start_job(endpoint, cm.actor())
         if not created:
             click.echo(
                 f"job {job.id} of {endpoint} is already {job.status.replace('_', ' ')} "

@@ -73,6 +73,65 @@ if TYPE_CHECKING:
     type=click.Path(exists=True, dir_okay=False, path_type=Path),
     help="Load alert rules from this TOML or JSON file at start (upsert by name).",
 )
+@click.option(
+    "--open-predict",
+    is_flag=True,
+    help="Let callers without a token predict (recorded as anonymous). Off: predict needs "
+    "the predictor role.",
+)
+@click.option(
+    "--allowed-host",
+    "allowed_hosts",
+    multiple=True,
+    help="A Host header to accept besides the bind address, localhost and 127.0.0.1 "
+    "(repeatable; e.g. the name a proxy forwards). Others get 421.",
+)
+@click.option(
+    "--allowed-origin",
+    "allowed_origins",
+    multiple=True,
+    help="A browser origin (https://ui.example.com) allowed to make changes (repeatable).",
+)
+@click.option(
+    "--trusted-proxy",
+    "trusted_proxies",
+    multiple=True,
+    help="An address or network whose X-Forwarded-For is believed for client addresses.",
+)
+@click.option(
+    "--allow-project-source",
+    "allow_project_sources",
+    multiple=True,
+    help="A URI prefix of remote MLflow projects retraining may run (repeatable); "
+    "others are refused.",
+)
+@click.option(
+    "--allow-webhook-host",
+    "allow_webhook_hosts",
+    multiple=True,
+    help="A host (or host:port) on a private or loopback network webhooks may reach.",
+)
+@click.option(
+    "--data-root",
+    "data_roots",
+    multiple=True,
+    help="A folder retraining data paths must lie in (repeatable; default: CHRONOML_HOME/data "
+    "and the current folder).",
+)
+@click.option(
+    "--model-formats",
+    help="Comma-separated MLflow flavors a deploy may load (e.g. lightgbm,xgboost,onnx); "
+    "pickle-based flavors run code when loaded.",
+)
+@click.option("--oidc-issuer", envvar="CHRONOML_OIDC_ISSUER", help="Accept JWTs of this issuer.")
+@click.option("--oidc-audience", envvar="CHRONOML_OIDC_AUDIENCE", help="The JWTs' audience.")
+@click.option("--oidc-jwks", envvar="CHRONOML_OIDC_JWKS", help="JWKS file or URL of the issuer.")
+@click.option(
+    "--oidc-roles-claim",
+    default="roles",
+    show_default=True,
+    help="The claim listing roles (role or role:endpoint-glob).",
+)
 @click.option("--log-level", default="info", show_default=True)
 @click.pass_context
 def server(
@@ -88,9 +147,25 @@ def server(
     monitor_window: str,
     retrain_interval: float,
     alerts_file: Path | None,
+    open_predict: bool,
+    allowed_hosts: tuple[str, ...],
+    allowed_origins: tuple[str, ...],
+    trusted_proxies: tuple[str, ...],
+    allow_project_sources: tuple[str, ...],
+    allow_webhook_hosts: tuple[str, ...],
+    data_roots: tuple[str, ...],
+    model_formats: str | None,
+    oidc_issuer: str | None,
+    oidc_audience: str | None,
+    oidc_jwks: str | None,
+    oidc_roles_claim: str,
     log_level: str,
 ) -> None:
     """Serve the REST API, the prediction gateway and the dashboard.
+
+    Every request needs a token (or an OIDC JWT) with the right role; the
+    first start on a store writes an admin token to CHRONOML_HOME/admin.token
+    (mode 0600). Create others with `chronoml token create`.
 
     Sets OMP_WAIT_POLICY=PASSIVE unless it is set: OpenMP threads (LightGBM,
     XGBoost) that spin after each small predict take the CPU from the rest
@@ -122,7 +197,30 @@ def server(
             monitor_interval_s=monitor_interval,
             monitor_window_us=window_us,
             retrain_interval_s=retrain_interval,
+            bind_host=host,
+            open_predict=open_predict,
+            allowed_hosts=allowed_hosts,
+            allowed_origins=allowed_origins,
+            trusted_proxies=trusted_proxies,
+            allow_project_sources=allow_project_sources,
+            allow_webhook_hosts=allow_webhook_hosts,
+            data_roots=data_roots,
+            model_formats=tuple(f.strip() for f in (model_formats or "").split(",") if f.strip()),
+            oidc_issuer=oidc_issuer,
+            oidc_audience=oidc_audience,
+            oidc_jwks=oidc_jwks,
+            oidc_roles_claim=oidc_roles_claim,
         )
+        # lazy: the command's modules load when it runs, so `chronoml --help` stays fast
+        from chronoml.auth.access import ensure_admin_token
+
+        written = ensure_admin_token(cm.store, cm.settings.home)
+        if written is not None:
+            click.echo(
+                f"first start on this store: an admin token is in {written} (mode 0600); "
+                "use it as 'Authorization: Bearer <token>' and create others with "
+                "chronoml token create"
+            )
         _serve(cm, host, port, log_level, workers)
 
 

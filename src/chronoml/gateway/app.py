@@ -16,6 +16,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from chronoml.gateway import v2
+from chronoml.gateway.access import guard_all
 from chronoml.gateway.fast import GatewayApp
 from chronoml.gateway.gateway import Gateway
 from chronoml.gateway.views import alerts as alert_views
@@ -23,6 +24,7 @@ from chronoml.gateway.views import endpoints as endpoint_views
 from chronoml.gateway.views import explain as explain_views
 from chronoml.gateway.views import loop as loop_views
 from chronoml.gateway.views import monitor as monitor_views
+from chronoml.gateway.views import tokens as token_views
 from chronoml.service import Chronoml
 from chronoml.settings import Settings
 
@@ -55,7 +57,8 @@ def create_app(settings: Settings, cm: Chronoml | None = None) -> Starlette:
         *alert_views.routes(gw),
         *explain_views.routes(gw),
         *loop_views.routes(gw),
+        *token_views.routes(gw),
     ]
-    app = GatewayApp(gw, routes=routes, lifespan=lifespan)
+    app = GatewayApp(gw, routes=guard_all(gw.access, routes), lifespan=lifespan)
     app.state.gateway = gw
     return app

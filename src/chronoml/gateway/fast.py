@@ -16,8 +16,10 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl
 
 from starlette.applications import Starlette
-from starlette.types import Receive, Scope, Send
+from starlette.types import Message, Receive, Scope, Send
 
+from chronoml.auth import AuthError
+from chronoml.gateway.access import ACTIONS, Rule, check
 from chronoml.gateway.responses import error_body
 
 if TYPE_CHECKING:
@@ -27,6 +29,9 @@ _PREFIX = "/v1/endpoints/"
 _SUFFIX = "/predict"
 _JSON = b"application/json"
 _INTERNAL_ERROR = b"Internal Server Error"
+_RULE = ACTIONS[("POST", "/v1/endpoints/{endpoint}/predict")]
+assert _RULE is not None
+PREDICT_RULE: Rule = _RULE
 
 
 def _explain_only(query: bytes) -> tuple[bool, str | None]:
@@ -51,19 +56,34 @@ class GatewayApp(Starlette):
         self.gateway = gateway
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http" and scope["method"] == "POST" and not scope.get("root_path"):
+        if scope["type"] != "http":
+            await super().__call__(scope, receive, send)
+            return
+        path: str = scope["path"]
+        predict = scope["method"] == "POST" and (path == "/invocations" or path.endswith(_SUFFIX))
+        refusal = self.gateway.access.refuse(scope, predict=predict)
+        if refusal is not None:
+            await _respond(send, *refusal)
+            return
+        if predict and not scope.get("root_path"):
             fast, explain = _explain_only(scope.get("query_string", b""))
-            path: str = scope["path"]
             if fast:
                 if path == "/invocations":
                     await self._serve(scope, receive, send, None, explain)
                     return
-                if path.startswith(_PREFIX) and path.endswith(_SUFFIX):
+                if path.startswith(_PREFIX):
                     endpoint = path[len(_PREFIX) : -len(_SUFFIX)]
                     if endpoint and "/" not in endpoint:
                         await self._serve(scope, receive, send, endpoint, explain)
                         return
-        await super().__call__(scope, receive, send)
+        body = await _capped_body(receive, scope, self.gateway.settings.max_body_bytes)
+        if body is None:
+            limit = self.gateway.settings.max_body_bytes
+            await _respond(
+                send, *error_body(413, "body_too_large", f"request body over {limit} bytes")
+            )
+            return
+        await super().__call__(scope, _replay(body, receive), send)
 
     async def _serve(
         self, scope: Scope, receive: Receive, send: Send, endpoint: str | None, explain: str | None
@@ -108,6 +128,12 @@ class GatewayApp(Starlette):
             if endpoint is None:
                 await respond(*gw.no_default_endpoint())
                 return
+        try:
+            principal = await gw.access.principal(scope)
+            check(principal, PREDICT_RULE, endpoint)
+        except AuthError as exc:
+            await respond(*error_body(exc.status, exc.code, exc.message, exc.field))
+            return
         declared = unit = None
         for name, value in scope["headers"]:
             # the first of each, as Starlette's Headers.get gives it
@@ -138,3 +164,52 @@ class GatewayApp(Starlette):
                 break
         body = chunks[0] if len(chunks) == 1 else b"".join(chunks)
         await respond(*await gw.answer(endpoint, body, unit, arrived, explain))
+
+
+async def _respond(send: Send, status: int, payload: bytes) -> None:
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [
+                (b"content-length", str(len(payload)).encode()),
+                (b"content-type", _JSON),
+            ],
+        }
+    )
+    await send({"type": "http.response.body", "body": payload})
+
+
+async def _capped_body(receive: Receive, scope: Scope, limit: int) -> bytes | None:
+    """The whole request body, or None once it passes ``limit`` bytes (declared or sent)."""
+    for name, value in scope["headers"]:
+        if name == b"content-length" and value.isdigit() and int(value) > limit:
+            return None
+    chunks: list[bytes] = []
+    size = 0
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            break
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size > limit:
+            return None
+        chunks.append(chunk)
+        if not message.get("more_body", False):
+            break
+    return b"".join(chunks)
+
+
+def _replay(body: bytes, receive: Receive) -> Receive:
+    """A ``receive`` that hands the app the body already read, then waits as the server's does."""
+    sent = False
+
+    async def replay() -> Message:
+        nonlocal sent
+        if not sent:
+            sent = True
+            return {"type": "http.request", "body": body, "more_body": False}
+        return await receive()
+
+    return replay

@@ -8,7 +8,6 @@ variant's micro-batcher, log the decisions durably, answer.
 from __future__ import annotations
 
 import asyncio
-import hmac
 import logging
 import sys
 import time
@@ -22,9 +21,11 @@ from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import Response
 
+from chronoml.auth.access import reads_logger
 from chronoml.domain import codec, routing
 from chronoml.errors import InvalidInput, StoreError
 from chronoml.gateway import batching, inputs
+from chronoml.gateway.access import Access
 from chronoml.gateway.canary import Canaries
 from chronoml.gateway.live import Live, LiveEndpoint
 from chronoml.gateway.log import DecisionLog
@@ -52,6 +53,8 @@ class Gateway:
         self.settings = settings
         self.metrics = Metrics()
         self.live = Live(cm.store, cm.registry)
+        self.access = Access(cm.store, settings)
+        self.read_log = reads_logger(cm.store)
         self.log: DecisionLog | None = None
         self._batchers: dict[tuple[str, str, str], batching.Batcher] = {}
         self.monitor: Monitor | None = None
@@ -76,7 +79,7 @@ class Gateway:
         self.metrics.listener = Canaries(self.cm, self.live, self.metrics.observe_rollback)
         self.live.refresh()
         self.live.start(self.settings.poll_interval_s)
-        self.outbox = Outbox(self.cm.store)
+        self.outbox = Outbox(self.cm.store, allow_hosts=self.settings.allow_webhook_hosts)
         self.outbox.start()
         if self.alerts is None:
             self.alerts = AlertEngine(self.cm.store, on_enqueue=self.outbox.wake)
@@ -106,18 +109,6 @@ class Gateway:
             self.log.close()
 
     # --- helpers -----------------------------------------------------------
-
-    def _authorised(self, request: Request) -> bool:
-        token = self.settings.token
-        if not token:
-            return True
-        got = request.headers.get("authorization", "")
-        return hmac.compare_digest(got.encode(), f"Bearer {token}".encode())
-
-    def _actor(self, request: Request) -> str:
-        who = request.headers.get("x-chronoml-actor")
-        host = request.client.host if request.client else "unknown"
-        return f"{who or 'api'}@{host}"
 
     async def _body(self, request: Request) -> bytes | JSON:
         limit = self.settings.max_body_bytes

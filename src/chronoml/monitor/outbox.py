@@ -24,6 +24,8 @@ from typing import Any
 
 import httpx
 
+from chronoml.auth import AuthError, SecretResolver, redact
+from chronoml.auth.policy import deliverable_url
 from chronoml.store import outbox as SO
 from chronoml.store.database import Store, Tx
 from chronoml.store.outbox import status
@@ -84,8 +86,12 @@ class Outbox:
         backoff_s: float = 1.0,
         max_backoff_s: float = 300.0,
         batch: int = 50,
+        allow_hosts: tuple[str, ...] = (),
+        secrets: SecretResolver | None = None,
     ) -> None:
         self.store = store
+        self.allow_hosts = allow_hosts  # private hosts webhooks may reach (--allow-webhook-host)
+        self.secrets = secrets or SecretResolver()
         self._client = client
         self._own_client = client is None
         self.timeout_s = timeout_s
@@ -154,7 +160,8 @@ class Outbox:
 
     def _send(self, row: Any, t: int) -> Attempt:
         target = json.loads(row["target"])
-        url = str(target["url"])
+        stored = str(target["url"])
+        url = redact(stored)  # what logs and errors show
         headers = {
             "Content-Type": "application/json",
             "User-Agent": "chronoml",
@@ -163,11 +170,15 @@ class Outbox:
         }
         error: str | None = None
         try:
-            resp = self.client.post(url, content=row["payload"].encode("utf-8"), headers=headers)
+            # checked at each attempt: a name may resolve elsewhere by now
+            real = deliverable_url(stored, self.allow_hosts, self.secrets)
+            resp = self.client.post(real, content=row["payload"].encode("utf-8"), headers=headers)
             if not 200 <= resp.status_code < 300:
                 error = f"HTTP {resp.status_code}: {resp.text[:200]}".strip()
         except httpx.HTTPError as exc:
             error = f"{type(exc).__name__}: {exc}"[:500]
+        except AuthError as exc:
+            error = f"refused: {exc.message}"[:500]
         attempts = int(row["attempts"]) + 1
         values: dict[str, Any] = {"attempts": attempts, "last_error": error}
         if error is None:

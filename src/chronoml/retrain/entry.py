@@ -23,16 +23,15 @@ import importlib
 import json
 import os
 import sys
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
+from chronoml.domain.snapshot import Snapshot
 from chronoml.settings import Settings
 from chronoml.store import snapshots
 from chronoml.store.database import Store
 
 if TYPE_CHECKING:
     import pandas as pd
-
-    from chronoml.domain.snapshot import Snapshot
 
 
 def training_data(data_version: str | None = None) -> tuple[Snapshot, pd.DataFrame]:
@@ -45,6 +44,19 @@ def training_data(data_version: str | None = None) -> tuple[Snapshot, pd.DataFra
     sid = data_version or os.environ.get("CHRONOML_SNAPSHOT_ID")
     if not sid:
         raise RuntimeError("no data_version given and CHRONOML_SNAPSHOT_ID is not set")
+    handed = os.environ.get("CHRONOML_SNAPSHOT")
+    if handed:  # the job's own snapshot, handed over whole: no store to open
+        record = json.loads(handed)
+        if record["id"] == sid:
+            handed_snap = Snapshot(
+                id=record["id"],
+                name=record["name"],
+                rows=int(record["rows"]),
+                created_at=int(record["created_at"]),
+                columns=tuple((str(c), str(k)) for c, k in record["columns"]),
+                path=record["path"],
+            )
+            return handed_snap, snapshots.load(handed_snap)
     settings = Settings.from_env()
     store = Store.open(settings.database_url, settings.home)
     try:
@@ -54,6 +66,18 @@ def training_data(data_version: str | None = None) -> tuple[Snapshot, pd.DataFra
     if snap is None:
         raise RuntimeError(f"snapshot {sid} is not in the store at {settings.database_url}")
     return snap, snapshots.load(snap)
+
+
+def snapshot_record(snap: Snapshot) -> dict[str, Any]:
+    """What a job hands its training process of its snapshot (read back by :func:`training_data`)."""
+    return {
+        "id": snap.id,
+        "name": snap.name,
+        "rows": snap.rows,
+        "created_at": snap.created_at,
+        "columns": [list(c) for c in snap.columns],
+        "path": snap.path,
+    }
 
 
 def main(argv: list[str]) -> int:

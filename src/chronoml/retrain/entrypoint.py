@@ -29,6 +29,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from chronoml.auth.policy import training_environment
 from chronoml.domain.retraining import Entrypoint
 from chronoml.settings import Settings
 
@@ -76,8 +77,10 @@ def environment(
     snapshot_path: str | None,
     job_id: int,
     base: Mapping[str, str] | None = None,
+    snapshot_json: str | None = None,
 ) -> dict[str, str]:
-    env = dict(os.environ if base is None else base)
+    # what a program needs to run, none of the server's credentials (see training_environment)
+    env = training_environment(base)
     bindir = str(Path(sys.executable).parent)
     env["PATH"] = bindir + os.pathsep + env.get("PATH", "")  # `python` is this venv's
     if ep.workdir:
@@ -94,14 +97,13 @@ def environment(
             "CHRONOML_HOME": str(settings.home),
             "CHRONOML_SNAPSHOT_ID": snapshot_id,
             "CHRONOML_SNAPSHOT_PATH": snapshot_path or "",
+            "CHRONOML_SNAPSHOT": snapshot_json or "",
             "CHRONOML_JOB_ID": str(job_id),
             "PYTHONUNBUFFERED": "1",
         }
     )
-    if settings.store_url:
-        env["CHRONOML_STORE"] = settings.store_url
-    else:
-        env.pop("CHRONOML_STORE", None)
+    # no CHRONOML_STORE: the job's snapshot is handed over whole, so the training code
+    # needs no database credentials (an embedded home it can open anyway)
     return env
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 from typing import Any
 
@@ -13,6 +14,7 @@ from chronoml.errors import NotFound, Refused
 from chronoml.registry import SNAPSHOT_TAG, ensure_experiment
 from chronoml.retrain import entrypoint as EP
 from chronoml.retrain.base import JobSteps, StepFailed, champion_of
+from chronoml.retrain.entry import snapshot_record
 from chronoml.retrain.validate import validate
 from chronoml.store import jobs as J
 from chronoml.store import snapshots
@@ -97,6 +99,7 @@ class Training(JobSteps):
             job.snapshot_id,
             snap.path if snap else None,
             job.id,
+            snapshot_json=json.dumps(snapshot_record(snap)) if snap else None,
         )
 
         def started(conn: Tx) -> None:

@@ -23,7 +23,7 @@ from chronoml.errors import StoreError
 from chronoml.store import schema
 
 # The Alembic revision this code expects; tests check it matches the scripts.
-HEAD_REVISION = "0006"
+HEAD_REVISION = "0007"
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 
@@ -156,6 +156,13 @@ class Store:
         """
         with self.lookup_engine.connect() as conn:
             yield conn
+
+    def database_role(self) -> str | None:
+        """The database user this store connects as (PostgreSQL), for the record."""
+        if self.is_sqlite:
+            return None
+        with self.lookup() as conn:
+            return str(conn.execute(text("SELECT current_user")).scalar_one())
 
     # --- schema ------------------------------------------------------------
 

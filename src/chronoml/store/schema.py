@@ -290,3 +290,31 @@ block_watermarks = Table(
     Column("endpoint", String(200), primary_key=True),
     Column("compacted_to", BigInteger, nullable=False),
 )
+
+# API tokens: only the SHA-256 of each secret is kept; a name is never reused.
+api_tokens = Table(
+    "api_tokens",
+    metadata,
+    Column("name", String(64), primary_key=True),
+    Column("role", String(16), nullable=False),
+    Column("endpoints", String(200), nullable=False),
+    Column("secret_sha256", String(64), nullable=False, unique=True),
+    Column("created_at", BigInteger, nullable=False),
+    Column("created_by", String(200), nullable=False),
+    Column("expires_at", BigInteger, nullable=True),
+    Column("revoked_at", BigInteger, nullable=True),
+    Column("revoked_by", String(200), nullable=True),
+)
+
+# Every read of a decision's raw inputs: who, when, which decision, through what.
+input_reads = Table(
+    "input_reads",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("ts", BigInteger, nullable=False),
+    Column("principal", String(200), nullable=False),
+    Column("decision_id", String(64), nullable=False),
+    Column("route", String(200), nullable=False),
+    Index("ix_input_reads_decision", "decision_id"),
+    Index("ix_input_reads_ts", "ts"),
+)

@@ -11,9 +11,11 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, Response
 from starlette.routing import Route
 
+from chronoml.auth import Action
 from chronoml.domain.canary import Guardrails
 from chronoml.domain.ledger import event_summary
 from chronoml.errors import NotFound, Refused
+from chronoml.gateway.access import actor_of, principal_of
 from chronoml.gateway.responses import JSON, error
 from chronoml.gateway.views.dashboard import render
 from chronoml.gateway.views.monitor import window_args
@@ -29,7 +31,10 @@ def routes(gw: Gateway) -> list[Route]:
     """``/``, ``/health``, ``/metrics``, ``/v1/endpoints...``, ``/v1/decisions/{id}``, ``/v1/audit/verify``."""
 
     async def list_endpoints(request: Request) -> Response:
-        return JSON({"endpoints": await run_in_threadpool(gw.cm.endpoints)})
+        principal = principal_of(request)
+        rows = await run_in_threadpool(gw.cm.endpoints)
+        visible = [r for r in rows if principal.can(Action.READ_STATUS, str(r["endpoint"]))]
+        return JSON({"endpoints": visible})
 
     async def get_endpoint(request: Request) -> Response:
         endpoint = request.path_params["endpoint"]
@@ -65,8 +70,6 @@ def routes(gw: Gateway) -> list[Route]:
         return await _call(gw.cm.history, request.path_params["endpoint"])
 
     async def put_endpoint(request: Request) -> Response:
-        if not gw._authorised(request):
-            return error(401, "unauthorised", "this server needs a bearer token for changes")
         endpoint = request.path_params["endpoint"]
         try:
             spec = orjson.loads(await request.body())
@@ -74,7 +77,7 @@ def routes(gw: Gateway) -> list[Route]:
             return error(400, "bad_json", f"body is not valid JSON: {exc}")
         if not isinstance(spec, dict):
             return error(400, "bad_body", "body must be a JSON object")
-        actor = gw._actor(request)
+        actor = actor_of(request)
         if "weights" in spec:
             weights = spec["weights"]
             if not isinstance(weights, dict):
@@ -116,17 +119,13 @@ def routes(gw: Gateway) -> list[Route]:
         )
 
     async def rollback(request: Request) -> Response:
-        if not gw._authorised(request):
-            return error(401, "unauthorised", "this server needs a bearer token for changes")
         endpoint = request.path_params["endpoint"]
         reason = request.query_params.get("reason")
-        return await _change(gw.cm.rollback, endpoint, reason, actor=gw._actor(request))
+        return await _change(gw.cm.rollback, endpoint, reason, actor=actor_of(request))
 
     async def retire(request: Request) -> Response:
-        if not gw._authorised(request):
-            return error(401, "unauthorised", "this server needs a bearer token for changes")
         endpoint = request.path_params["endpoint"]
-        return await _change(gw.cm.retire, endpoint, actor=gw._actor(request))
+        return await _change(gw.cm.retire, endpoint, actor=actor_of(request))
 
     async def _change(fn: Callable[..., Any], endpoint: str, *args: Any, **kw: Any) -> Response:
         try:
@@ -149,7 +148,22 @@ def routes(gw: Gateway) -> list[Route]:
     # --- decisions and audit ----------------------------------------------
 
     async def decision(request: Request) -> Response:
-        return await _call(gw.cm.decision, request.path_params["id"])
+        principal = principal_of(request)
+        decision_id = request.path_params["id"]
+        try:
+            d = await run_in_threadpool(gw.cm.decision, decision_id)
+        except NotFound as exc:
+            return error(404, "not_found", str(exc))
+        endpoint = str(d["endpoint"])
+        principal.require(Action.READ_STATUS, endpoint)
+        if principal.can(Action.READ_INPUTS, endpoint):
+            await run_in_threadpool(gw.read_log, principal, [decision_id], "GET /v1/decisions/{id}")
+        else:
+            # a viewer sees the lineage and the output, not who it was or what they sent
+            d["inputs"] = None
+            d["unit"] = None
+            d["redacted"] = {"fields": ["inputs", "unit"], "needs_role": "auditor"}
+        return JSON(d)
 
     async def verify(request: Request) -> Response:
         report = await run_in_threadpool(gw.cm.verify)

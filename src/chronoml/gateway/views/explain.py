@@ -249,8 +249,6 @@ class _Views:
         )
 
     async def backtest(self, request: Request) -> Response:
-        if not self.gw._authorised(request):
-            return _error(401, "unauthorised", "this server needs a bearer token for backtests")
         spec = await _spec(request, {"model_uri", "from", "to", "window"})
         if isinstance(spec, Response):
             return spec

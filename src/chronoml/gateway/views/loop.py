@@ -10,7 +10,10 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from chronoml.auth import AuthError
+from chronoml.auth.policy import check_retraining, data_roots, redacted_retraining
 from chronoml.errors import NotFound, Refused
+from chronoml.gateway.access import actor_of
 from chronoml.gateway.responses import JSON, error
 from chronoml.monitor.experiments import ExperimentError, experiment
 from chronoml.retrain.runner import JobRunner, approve
@@ -68,12 +71,9 @@ def routes(gw: Gateway) -> list[Route]:
         cfg = await run_in_threadpool(RC.get, gw.cm.store, endpoint)
         if cfg is None:
             return error(404, "not_found", f"no retraining configured for {endpoint!r}")
-        return JSON(cfg.to_dict())
+        return JSON(redacted_retraining(cfg.to_dict()))
 
     async def put_retraining(request: Request) -> Response:
-
-        if not gw._authorised(request):
-            return error(401, "unauthorised", "this server needs a bearer token for changes")
         endpoint = request.path_params["endpoint"]
         try:
             body = orjson.loads(await request.body())
@@ -86,22 +86,26 @@ def routes(gw: Gateway) -> list[Route]:
             return missing
         try:
             cfg = RC.RetrainConfig.from_dict({**body, "endpoint": endpoint})
+            check_retraining(
+                cfg,
+                allow_project_sources=gw.settings.allow_project_sources,
+                data_roots=data_roots(gw.settings),
+            )
         except RC.ConfigError as exc:
             return error(422, "bad_input", exc.message, exc.field)
+        except AuthError as exc:
+            return error(422, "bad_input", exc.message, exc.field)
         await run_in_threadpool(RC.put, gw.cm.store, cfg)
-        return JSON(cfg.to_dict())
+        return JSON(redacted_retraining(cfg.to_dict()))
 
     async def post_retrain(request: Request) -> Response:
-
-        if not gw._authorised(request):
-            return error(401, "unauthorised", "this server needs a bearer token for changes")
         endpoint = request.path_params["endpoint"]
         missing = await known(endpoint)
         if missing is not None:
             return missing
         runner = gw.jobs if isinstance(gw.jobs, JobRunner) else JobRunner(gw.cm)
         try:
-            job, created = await run_in_threadpool(runner.start_job, endpoint, gw._actor(request))
+            job, created = await run_in_threadpool(runner.start_job, endpoint, actor_of(request))
         except NotFound as exc:
             return error(404, "not_configured", str(exc))
         if created and isinstance(gw.jobs, JobRunner):
@@ -132,9 +136,6 @@ def routes(gw: Gateway) -> list[Route]:
         return JSON({**job.to_dict(log=with_log), "steps": steps})
 
     async def post_approve(request: Request) -> Response:
-
-        if not gw._authorised(request):
-            return error(401, "unauthorised", "this server needs a bearer token for changes")
         endpoint = request.path_params["endpoint"]
         try:
             job_id = int(request.path_params["id"])
@@ -155,7 +156,7 @@ def routes(gw: Gateway) -> list[Route]:
                     gw.cm,
                     endpoint,
                     job_id,
-                    gw._actor(request),
+                    actor_of(request),
                     reject=reject,
                     reason=str(reason) if reason else None,
                 )

@@ -1,0 +1,300 @@
+"""Who is asking, and may they: the checks every request passes before a view runs.
+
+In order: the Host header must name this server (421 otherwise, against DNS
+rebinding); a change from a browser must come from this server's own origin
+(403) and carry JSON (415, so a page cannot post a form or ``text/plain``);
+every body is capped (413); then the caller is authenticated (a chronoml
+token or an OIDC JWT; none is the anonymous principal) and the route's
+action is checked against the principal's roles (401 without credentials,
+403 naming the role that is missing). Every route names its action in
+:data:`ACTIONS`; a route that does not is refused when the app is built.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import BaseRoute, Route
+from starlette.types import Scope
+
+from chronoml.auth import (
+    Action,
+    Authenticator,
+    AuthError,
+    JwtVerifier,
+    OidcSettings,
+    Principal,
+    bearer,
+    client_address,
+    content_type_allowed,
+    default_allowed_hosts,
+    hash_secret,
+    host_allowed,
+    origin_allowed,
+    parse_trusted_proxies,
+)
+from chronoml.auth.access import TokenCache
+from chronoml.auth.roles import PERMISSIONS
+from chronoml.auth.tokens import looks_like_secret
+from chronoml.gateway.responses import error, error_body, for_error
+from chronoml.settings import Settings
+from chronoml.store.database import Store
+from chronoml.timeutil import iso, now_us
+
+access_log = logging.getLogger("chronoml.access")
+
+Handler = Callable[[Request], Awaitable[Response]]
+
+# How a route's action is checked: on the endpoint in its path; on "some
+# endpoint" (the view checks the decision's or job's own endpoint); or on every
+# endpoint (a grant on "*"). None: public (health, the spec, the login page).
+ENDPOINT, SOME, GLOBAL = "endpoint", "some", "global"
+
+
+@dataclass(frozen=True)
+class Rule:
+    actions: tuple[Action, ...]  # any one of them suffices
+    scope: str = ENDPOINT
+
+
+def _r(*actions: Action, scope: str = ENDPOINT) -> Rule:
+    return Rule(tuple(actions), scope)
+
+
+A = Action
+ACTIONS: dict[tuple[str, str], Rule | None] = {
+    ("POST", "/v1/endpoints/{endpoint}/predict"): _r(A.PREDICT),
+    ("POST", "/invocations"): _r(A.PREDICT),
+    ("POST", "/v2/models/{endpoint}/infer"): _r(A.PREDICT),
+    ("GET", "/v2/models/{endpoint}"): _r(A.PREDICT, A.READ_STATUS),
+    ("GET", "/v2/models/{endpoint}/ready"): _r(A.PREDICT, A.READ_STATUS),
+    ("GET", "/ping"): None,
+    ("GET", "/health"): None,
+    ("GET", "/v2/health/live"): None,
+    ("GET", "/v2/health/ready"): None,
+    ("GET", "/openapi.json"): None,
+    ("GET", "/docs"): None,
+    ("GET", "/"): _r(A.READ_STATUS, scope=SOME),
+    ("GET", "/metrics"): _r(A.READ_STATUS, scope=SOME),
+    ("GET", "/v1/endpoints"): _r(A.READ_STATUS, scope=SOME),
+    ("GET", "/v1/endpoints/{endpoint}"): _r(A.READ_STATUS),
+    ("PUT", "/v1/endpoints/{endpoint}"): _r(A.DEPLOY),
+    ("GET", "/v1/endpoints/{endpoint}/history"): _r(A.READ_STATUS),
+    ("GET", "/v1/endpoints/{endpoint}/drift"): _r(A.READ_STATUS),
+    ("POST", "/v1/endpoints/{endpoint}/rollback"): _r(A.DEPLOY),
+    ("POST", "/v1/endpoints/{endpoint}/retire"): _r(A.DEPLOY),
+    ("GET", "/v1/decisions/{id}"): _r(A.READ_STATUS, scope=SOME),
+    ("GET", "/v1/audit/verify"): _r(A.AUDIT, scope=GLOBAL),
+    ("GET", "/v1/audit/reads"): _r(A.AUDIT, scope=GLOBAL),
+    ("POST", "/v1/monitoring/run"): _r(A.ALERTS, scope=GLOBAL),
+    ("GET", "/v1/endpoints/{endpoint}/monitoring"): _r(A.READ_STATUS),
+    ("POST", "/v1/feedback"): _r(A.FEEDBACK, scope=SOME),
+    ("GET", "/v1/endpoints/{endpoint}/quality"): _r(A.READ_STATUS),
+    ("GET", "/v1/alerts"): _r(A.READ_STATUS, scope=SOME),
+    ("GET", "/v1/alerts/outbox"): _r(A.READ_STATUS, scope=SOME),
+    ("PUT", "/v1/alerts/{name}"): _r(A.ALERTS, scope=GLOBAL),
+    ("DELETE", "/v1/alerts/{name}"): _r(A.ALERTS, scope=GLOBAL),
+    ("GET", "/v1/decisions/{id}/explanation"): _r(A.EXPLAIN, scope=SOME),
+    ("POST", "/v1/decisions/{id}/replay"): _r(A.REPLAY, scope=SOME),
+    ("POST", "/v1/endpoints/{endpoint}/replay"): _r(A.REPLAY),
+    ("POST", "/v1/endpoints/{endpoint}/backtest"): _r(A.REPLAY),
+    ("GET", "/v1/endpoints/{endpoint}/importance"): _r(A.READ_STATUS),
+    ("GET", "/v1/endpoints/{endpoint}/experiment"): _r(A.READ_STATUS),
+    ("GET", "/v1/endpoints/{endpoint}/retraining"): _r(A.READ_STATUS),
+    ("PUT", "/v1/endpoints/{endpoint}/retraining"): _r(A.CONFIGURE_CODE),
+    ("POST", "/v1/endpoints/{endpoint}/retrain"): _r(A.RETRAIN),
+    ("POST", "/v1/endpoints/{endpoint}/jobs/{id}/approve"): _r(A.APPROVE),
+    ("GET", "/v1/jobs"): _r(A.READ_STATUS, scope=SOME),
+    ("GET", "/v1/jobs/{id}"): _r(A.READ_STATUS, scope=SOME),
+    ("GET", "/v1/tokens"): _r(A.TOKENS, scope=GLOBAL),
+    ("POST", "/v1/tokens"): _r(A.TOKENS, scope=GLOBAL),
+    ("DELETE", "/v1/tokens/{name}"): _r(A.TOKENS, scope=GLOBAL),
+    ("GET", "/v1/whoami"): None,
+}
+
+# Bodies a change may carry: JSON, or (predict only) MLflow's CSV.
+JSON_TYPES = ("application/json",)
+PREDICT_TYPES = ("application/json", "text/csv")
+_SAFE = frozenset({"GET", "HEAD", "OPTIONS"})
+
+
+class Access:
+    """The request checks of one server, over its store's tokens."""
+
+    def __init__(self, store: Store, settings: Settings) -> None:
+        self.settings = settings
+        self.tokens = TokenCache(store, ttl_s=max(settings.poll_interval_s, 0.05))
+        oidc = None
+        if settings.oidc_issuer and settings.oidc_audience and settings.oidc_jwks:
+            oidc = JwtVerifier(
+                OidcSettings(
+                    issuer=settings.oidc_issuer,
+                    audience=settings.oidc_audience,
+                    jwks=settings.oidc_jwks,
+                    roles_claim=settings.oidc_roles_claim,
+                )
+            )
+        self.authenticator = Authenticator(
+            self.tokens, oidc=oidc, open_predict=settings.open_predict
+        )
+        self.hosts = default_allowed_hosts(settings.bind_host) | set(settings.allowed_hosts)
+        self.proxies = parse_trusted_proxies(settings.trusted_proxies)
+
+    # --- before any view -----------------------------------------------------
+
+    def refuse(self, scope: Scope, predict: bool = False) -> tuple[int, bytes] | None:
+        """The status and body refusing a request outright, or None to go on."""
+        headers = _headers(scope)
+        if not host_allowed(headers.get("host"), self.hosts):
+            return error_body(
+                421,
+                "misdirected_request",
+                f"Host {headers.get('host')!r} is not this server's; start it with "
+                "--allowed-host to accept it",
+            )
+        declared = headers.get("content-length")
+        limit = self.settings.max_body_bytes
+        if declared is not None and declared.isdigit() and int(declared) > limit:
+            return error_body(413, "body_too_large", f"request body over {limit} bytes")
+        method = scope.get("method", "GET")
+        if method in _SAFE:
+            return None
+        if not origin_allowed(
+            headers.get("origin"),
+            headers.get("host"),
+            self.settings.allowed_origins,
+            scheme=scope.get("scheme", "http"),
+        ):
+            return error_body(
+                403, "foreign_origin", f"changes from origin {headers.get('origin')!r} are refused"
+            )
+        has_body = (declared not in (None, "0")) or "transfer-encoding" in headers
+        allowed = PREDICT_TYPES if predict else JSON_TYPES
+        if has_body and not content_type_allowed(headers.get("content-type"), allowed):
+            return error_body(
+                415,
+                "unsupported_media_type",
+                f"send the body as {' or '.join(allowed)} "
+                f"(got {headers.get('content-type') or 'no Content-Type'})",
+                "content-type",
+            )
+        return None
+
+    def client(self, scope: Scope) -> str | None:
+        peer = scope.get("client")
+        return client_address(
+            peer[0] if peer else None, _headers(scope).get("x-forwarded-for"), self.proxies
+        )
+
+    async def principal(self, scope: Scope) -> Principal:
+        """The caller; raises Unauthenticated for credentials that are not valid."""
+        authorization = _headers(scope).get("authorization")
+        client = self.client(scope)
+        credential = bearer(authorization)
+        if credential is not None and looks_like_secret(credential):
+            if self.tokens.cached(hash_secret(credential)) is None:
+                # first use in a while: the store lookup leaves the event loop free
+                await run_in_threadpool(self.tokens, hash_secret(credential))
+            return self.authenticator.authenticate(authorization, client)
+        if credential is not None:  # a JWT: its keys may need fetching
+            return await run_in_threadpool(self.authenticator.authenticate, authorization, client)
+        return self.authenticator.authenticate(None, client)
+
+    # --- around each view ----------------------------------------------------
+
+    def guard(self, route: Route) -> Route:
+        """``route`` with its action checked first (and its request logged after)."""
+        methods = sorted((route.methods or {"GET"}) - {"HEAD"})
+        key = (methods[0], route.path)
+        if key not in ACTIONS:
+            raise RuntimeError(f"route {key} names no action in gateway/access.py: refusing it")
+        rule = ACTIONS[key]
+        inner = route.endpoint
+
+        async def guarded(request: Request) -> Response:
+            started = time.perf_counter()
+            principal = None
+            try:
+                principal = await self.principal(request.scope)
+                request.state.principal = principal
+                if rule is not None:
+                    check(principal, rule, request.path_params.get("endpoint"))
+                response: Response = await inner(request)
+            except AuthError as exc:
+                response = for_error(exc)
+            self.log(request, principal, response.status_code, started)
+            return response
+
+        return Route(route.path, guarded, methods=list(route.methods or ()), name=route.name)
+
+    def log(
+        self, request: Request, principal: Principal | None, status: int, started: float
+    ) -> None:
+        if not access_log.isEnabledFor(logging.INFO):
+            return
+        route = request.scope.get("route")
+        access_log.info(
+            json.dumps(
+                {
+                    "time": iso(now_us()),
+                    "principal": principal.actor if principal else None,
+                    "client": principal.client if principal else None,
+                    "method": request.method,
+                    "route": getattr(route, "path", request.url.path),
+                    "status": status,
+                    "latency_ms": round((time.perf_counter() - started) * 1000, 3),
+                }
+            )
+        )
+
+
+def check(principal: Principal, rule: Rule, endpoint: str | None) -> None:
+    """Raise unless ``principal`` may take one of the rule's actions where it asks."""
+    if rule.scope == SOME:
+        if any(a in PERMISSIONS[g.role] for a in rule.actions for g in principal.grants):
+            return
+        principal.require(rule.actions[0], None)  # raises, naming the role
+        return
+    target = endpoint if rule.scope == ENDPOINT else None
+    if any(principal.can(a, target) for a in rule.actions):
+        return
+    principal.require(rule.actions[0], target)
+
+
+def principal_of(request: Request) -> Principal:
+    """The principal the guard authenticated for this request."""
+    got = getattr(request.state, "principal", None)
+    if not isinstance(got, Principal):
+        raise RuntimeError("no principal: the route was not guarded")
+    return got
+
+
+def actor_of(request: Request) -> str:
+    """What the ledger records for this request: the principal, and where it came from."""
+    p = principal_of(request)
+    return f"{p.actor}@{p.client}" if p.client else p.actor
+
+
+def guard_all(access: Access, routes: Sequence[BaseRoute]) -> list[BaseRoute]:
+    return [access.guard(r) if isinstance(r, Route) else r for r in routes]
+
+
+def unauthenticated(message: str) -> Response:
+    return error(401, "unauthenticated", message, "authorization")
+
+
+def _headers(scope: Scope) -> dict[str, str]:
+    # the first of each name, as Starlette's Headers.get gives it
+    out: dict[str, str] = {}
+    for name, value in scope.get("headers", ()):
+        key = name.decode("latin-1")
+        if key not in out:
+            out[key] = value.decode("latin-1")
+    return out
