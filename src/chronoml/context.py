@@ -10,6 +10,7 @@ from chronoml.registry import Registry
 from chronoml.settings import Settings
 from chronoml.store import Store
 from chronoml.store import decisions as D
+from chronoml.store.database import private_home
 
 
 @dataclass
@@ -37,8 +38,15 @@ class Context:
         """
         s = settings or Settings.from_env()
         store = Store.open(s.database_url, s.home)
+        if s.embedded and s.mlflow_tracking_uri is None:
+            private_home(s.home, s.home / "mlflow.db")
         try:
-            if create_embedded and s.store_url is None and not (s.home / "chronoml.db").exists():
+            db = s.home / "chronoml.db"
+            if (
+                create_embedded
+                and s.store_url is None
+                and (not db.exists() or not db.stat().st_size)
+            ):
                 store.upgrade()
             store.check_schema()
         except Exception:

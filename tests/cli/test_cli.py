@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import getpass
 import json
 import os
 import re
@@ -47,10 +48,15 @@ def test_help_lists_every_command() -> None:
 
 
 def test_deploy_status_history_rollback(cm: Any, settings: Any, models: Any) -> None:
+    # the ledger records who opened the store (their OS user and host), not a chosen name
     r = run(settings, "deploy", "cancer", f"models:/cancer/{models.linked_v1}", "--actor", "alice")
+    assert r.exit_code == 2 and "No such option '--actor'" in r.output
+    r = run(settings, "deploy", "cancer", f"models:/cancer/{models.linked_v1}")
     assert r.exit_code == 0, r.output
+    who = f"os:{getpass.getuser()}@{socket.gethostname()}"
     assert re.match(
-        r"ledger #1 .* alice  cancer: deploy cancer v\d+ as cancer-v\d+ as the only variant",
+        rf"ledger #1 .* {re.escape(who)}.*  cancer: deploy cancer v\d+ as cancer-v\d+ as the only "
+        "variant",
         r.output,
     )
     t_after_first = time.time()
@@ -76,7 +82,7 @@ def test_deploy_status_history_rollback(cm: Any, settings: Any, models: Any) -> 
     )
     r = run(settings, "history", "cancer")
     lines = r.output.strip().splitlines()
-    assert len(lines) == 3 and "alice" in lines[0] and "rollback" in lines[2]
+    assert len(lines) == 3 and who in lines[0] and "rollback" in lines[2]
     r = run(settings, "audit", "verify")
     assert r.exit_code == 0 and r.output.startswith("ok: 3 events")
 
@@ -245,3 +251,46 @@ def test_server_options_reach_the_settings_its_workers_get(
     assert seen[0].retrain_interval_s == 0 and seen[0].monitor_interval_s == 60
     r = CliRunner().invoke(cli, ["--home", str(tmp_path), "server", "--retrain-interval", "-1"])
     assert r.exit_code == 2 and "--retrain-interval" in r.output
+
+
+def test_token_create_prints_the_secret_once_on_its_last_line(cm: Any, settings: Any) -> None:
+    r = run(settings, "token", "create", "ci", "--role", "viewer", "--endpoint", "churn-*")
+    assert r.exit_code == 0, r.output
+    secret = r.output.strip().splitlines()[-1]
+    assert secret.startswith("cml_") and len(secret) == 47
+    listed = run(settings, "token", "list", "--json")
+    assert secret not in listed.output
+    (row,) = json.loads(listed.output)["tokens"]
+    assert row["role"] == "viewer" and row["endpoint"] == "churn-*" and row["revoked_at"] is None
+    assert run(settings, "token", "revoke", "ci").exit_code == 0
+    assert json.loads(run(settings, "token", "list", "--json").output)["tokens"][0]["revoked_at"]
+    r = run(settings, "token", "revoke", "ci")
+    assert r.exit_code == 1 and "no active token" in r.output
+
+
+def test_changes_go_through_a_server_as_the_tokens_principal(
+    cm: Any, settings: Any, models: Any
+) -> None:
+    """With --url and CHRONOML_TOKEN a team without database credentials makes changes."""
+    from chronoml.auth.access import create_token
+    from chronoml.gateway.server import BackgroundServer
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    server = BackgroundServer(cm, "127.0.0.1", port)
+    server.start()
+    try:
+        secret, _ = create_token(cm.store, "release-bot", "operator", by="tests")
+        env = {"CHRONOML_URL": f"http://127.0.0.1:{port}", "CHRONOML_TOKEN": secret}
+        uri = f"models:/cancer/{models.linked_v1}"
+        r = CliRunner().invoke(cli, ["deploy", "cancer", uri], env=env, catch_exceptions=False)
+        assert r.exit_code == 0, r.output
+        assert re.match(r"ledger #1 .* token:release-bot@127\.0\.0\.1  cancer: deploy", r.output)
+        r = CliRunner().invoke(cli, ["token", "create", "x", "--role", "admin"], env=env)
+        assert r.exit_code == 1 and "HTTP 403" in r.output and "admin" in r.output
+        bad = {**env, "CHRONOML_TOKEN": "cml_" + "B" * 43}
+        r = CliRunner().invoke(cli, ["rollback", "cancer"], env=bad)
+        assert r.exit_code == 1 and "HTTP 401" in r.output
+    finally:
+        server.stop()

@@ -31,6 +31,7 @@ from chronoml.service import Chronoml
 from chronoml.settings import Settings
 from chronoml.store import Store
 from chronoml.store import decisions as D
+from conftest import admin_client
 
 X = load_breast_cancer(as_frame=True).frame.drop(columns=["target"])
 ROWS = 3  # every request sends this many rows: a request's decisions are all there or none

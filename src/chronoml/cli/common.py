@@ -154,16 +154,88 @@ def window_bounds(window: str, start: str | None, end: str | None) -> tuple[int,
     envvar="CHRONOML_STORE",
     help="Database URL for chronoml's tables, e.g. postgresql+psycopg://host/db [env CHRONOML_STORE].",
 )
+@click.option(
+    "--url",
+    envvar="CHRONOML_URL",
+    help="A chronoml server: deploy, weights, rollback, retire, feedback, approve, retrain, "
+    "token create and revoke then go through its API as the principal of CHRONOML_TOKEN "
+    "[env CHRONOML_URL].",
+)
 @click.version_option(package_name="chronoml")
 @click.pass_context
-def cli(ctx: click.Context, home: Path | None, store: str | None) -> None:
+def cli(ctx: click.Context, home: Path | None, store: str | None, url: str | None) -> None:
     """chronoml: which model was live, trained on what, decided what, and why.
 
     Deploys MLflow models behind a logging gateway and keeps an append-only,
     hash-chained ledger of every change, so any past moment can be answered.
     Times are ISO 8601; without an offset they are UTC.
     """
-    ctx.obj = {"home": home, "store": store}
+    ctx.obj = {"home": home, "store": store, "url": url}
+
+
+class Remote:
+    """A chronoml server's API, called as the principal of a token (``--url`` mode)."""
+
+    def __init__(self, url: str, token: str) -> None:
+        # lazy: the HTTP client loads only for --url
+        import httpx
+
+        self.url = url.rstrip("/")
+        self._client = httpx.Client(
+            base_url=self.url, headers={"Authorization": f"Bearer {token}"}, timeout=120
+        )
+
+    def call(self, method: str, path: str, body: Any = None, **params: Any) -> Any:
+        # lazy: the HTTP client loads only for --url
+        import httpx
+
+        try:
+            r = self._client.request(
+                method,
+                path,
+                json=body,
+                params={k: v for k, v in params.items() if v is not None},
+            )
+        except httpx.HTTPError as exc:
+            raise Fail(f"cannot reach {self.url}: {exc}") from None
+        try:
+            data = r.json()
+        except ValueError:
+            data = None
+        if r.status_code >= 400:
+            err = (data or {}).get("error", {}) if isinstance(data, dict) else {}
+            raise Fail(f"{self.url}: {err.get('message') or r.text} (HTTP {r.status_code})")
+        return data
+
+    def close(self) -> None:
+        self._client.close()
+
+
+@contextmanager
+def remote(ctx: click.Context) -> Iterator[Remote | None]:
+    """The server to change things through, when ``--url`` is given; None otherwise."""
+    url = (ctx.find_root().obj or {}).get("url")
+    if not url:
+        yield None
+        return
+    token = os.environ.get("CHRONOML_TOKEN")
+    if not token:
+        raise Fail(
+            "--url needs a token: set CHRONOML_TOKEN (chronoml token create NAME --role ...)"
+        )
+    r = Remote(url, token)
+    try:
+        yield r
+    finally:
+        r.close()
+
+
+def print_remote_event(endpoint: str, answer: dict[str, Any]) -> None:
+    """The event a server recorded, as :func:`_print_event` prints a local one."""
+    ev = answer["event"]
+    click.echo(
+        f"ledger #{ev['seq']}  {ev['effective_at']}  {ev['actor']}  {endpoint}: {ev['summary']}"
+    )
 
 
 def main() -> None:

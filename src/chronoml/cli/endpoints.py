@@ -16,6 +16,8 @@ from chronoml.cli.common import (
     _print_event,
     cli,
     json_option,
+    print_remote_event,
+    remote,
 )
 
 
@@ -117,6 +119,20 @@ def deploy(
         except ValueError as exc:
             raise Fail(str(exc)) from None
         weight = canary
+    with remote(ctx) as server:
+        if server is not None:
+            spec: dict[str, Any] = {
+                "model_uri": model_uri,
+                "shadow": shadow,
+                "variant": variant,
+                "allow_unlinked_data": allow_unlinked_data,
+            }
+            if guardrails is not None:
+                spec["canary"] = {"percent": canary, **guardrails.to_dict()}
+            elif weight is not None:
+                spec["weight"] = weight
+            print_remote_event(endpoint, server.call("PUT", f"/v1/endpoints/{endpoint}", spec))
+            return
     with _chronoml(ctx) as cm:
         ev = cm.deploy(
             endpoint,
@@ -145,6 +161,11 @@ def weights(ctx: click.Context, endpoint: str, split: tuple[str, ...]) -> None:
             parsed[name] = float(pct)
         except ValueError:
             raise Fail(f"expected VARIANT=PERCENT, got {item!r}") from None
+    with remote(ctx) as server:
+        if server is not None:
+            answer = server.call("PUT", f"/v1/endpoints/{endpoint}", {"weights": parsed})
+            print_remote_event(endpoint, answer)
+            return
     with _chronoml(ctx) as cm:
         ev = cm.set_weights(endpoint, parsed)
     _print_event(ev)
@@ -156,6 +177,11 @@ def weights(ctx: click.Context, endpoint: str, split: tuple[str, ...]) -> None:
 @click.pass_context
 def rollback(ctx: click.Context, endpoint: str, reason: str | None) -> None:
     """Return ENDPOINT to the configuration before its latest change."""
+    with remote(ctx) as server:
+        if server is not None:
+            answer = server.call("POST", f"/v1/endpoints/{endpoint}/rollback", reason=reason)
+            print_remote_event(endpoint, answer)
+            return
     with _chronoml(ctx) as cm:
         ev = cm.rollback(endpoint, reason=reason)
     _print_event(ev)
@@ -166,6 +192,10 @@ def rollback(ctx: click.Context, endpoint: str, reason: str | None) -> None:
 @click.pass_context
 def retire(ctx: click.Context, endpoint: str) -> None:
     """Take every variant of ENDPOINT offline (its history stays)."""
+    with remote(ctx) as server:
+        if server is not None:
+            print_remote_event(endpoint, server.call("POST", f"/v1/endpoints/{endpoint}/retire"))
+            return
     with _chronoml(ctx) as cm:
         ev = cm.retire(endpoint)
     _print_event(ev)

@@ -11,8 +11,10 @@ from chronoml.cli.common import (
     _chronoml,
     _json,
     _num,
+    _print_event,
     cli,
     json_option,
+    remote,
 )
 
 if TYPE_CHECKING:
@@ -148,13 +150,16 @@ def approve(
     from chronoml.retrain.runner import approve as answer
     from chronoml.store import ledger as SL
 
+    with remote(ctx) as server:
+        if server is not None:
+            body = {"reject": reject, "reason": reason}
+            got = server.call("POST", f"/v1/endpoints/{endpoint}/jobs/{job_id}/approve", body)
+            click.echo(f"job {job_id}: {got['job']['status'].replace('_', ' ')}")
+            return
     with _chronoml(ctx) as cm:
         j = answer(cm, endpoint, job_id, cm.actor(), reject=reject, reason=reason)
         j = JobRunner(cm).advance(j.id)
         events = [e for e in SL.history(cm.store, endpoint) if e.seq >= (j.verdict_seq or 0)]
-    # lazy: the command's modules load when it runs, so `chronoml --help` stays fast
-    from chronoml.cli.common import _print_event
-
     for e in events[1:]:
         _print_event(e)
     click.echo(f"job {j.id}: {j.status.replace('_', ' ')}")

@@ -14,6 +14,7 @@ from chronoml.cli.common import (
     _json,
     cli,
     json_option,
+    remote,
     window_bounds,
     window_heading,
     window_options,
@@ -64,6 +65,12 @@ def feedback_add(ctx: click.Context, decision_id: str, label: str, update: bool)
         value: Any = json.loads(label)
     except json.JSONDecodeError:
         value = label
+    with remote(ctx) as server:
+        if server is not None:
+            body = {"decision_id": decision_id, "label": value, "update": update}
+            got = server.call("POST", "/v1/feedback", body)
+            click.echo("updated" if got.get("updated") else "labelled")
+            return
     try:
         with _chronoml(ctx) as cm:
             result = cm.feedback([(decision_id, value, None)], update=update)

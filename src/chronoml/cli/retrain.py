@@ -14,6 +14,7 @@ from chronoml.cli.common import (
     _json,
     cli,
     json_option,
+    remote,
 )
 from chronoml.cli.jobs import format_job
 
@@ -380,6 +381,13 @@ def retrain_run(ctx: click.Context, endpoint: str, no_wait: bool) -> None:
     # lazy: the command's modules load when it runs, so `chronoml --help` stays fast
     from chronoml.retrain.runner import JobRunner
 
+    with remote(ctx) as server:
+        if server is not None:
+            got = server.call("POST", f"/v1/endpoints/{endpoint}/retrain")
+            j = got["job"]
+            state = "queued" if got["created"] else f"already {j['status'].replace('_', ' ')}"
+            click.echo(f"job {j['id']} of {endpoint}: {state} on {server.url}")
+            return
     with _chronoml(ctx) as cm:
         cm.status(endpoint)
         runner = JobRunner(cm, on_step=_progress)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from chronoml.cli.common import Fail, _chronoml, _json, cli, json_option
+from chronoml.cli.common import Fail, _chronoml, _json, cli, json_option, remote
 
 
 @cli.group()
@@ -40,12 +40,19 @@ def token_create(
     # lazy: the command's modules load when it runs, so `chronoml --help` stays fast
     from chronoml.auth.access import create_token
 
-    with _chronoml(ctx) as cm:
-        secret, record = create_token(
-            cm.store, name, role, by=cm.actor(), endpoints=endpoints, expires=expires
-        )
-    until = f", expires {record.to_dict()['expires_at']}" if record.expires_at else ""
-    click.echo(f"token {record.name}: {record.role.value} on {record.endpoints}{until}")
+    with remote(ctx) as server:
+        if server is not None:
+            body = {"name": name, "role": role, "endpoint": endpoints, "expires": expires}
+            got = server.call("POST", "/v1/tokens", body)
+            shown, secret = got["token"], got["secret"]
+        else:
+            with _chronoml(ctx) as cm:
+                secret, record = create_token(
+                    cm.store, name, role, by=cm.actor(), endpoints=endpoints, expires=expires
+                )
+            shown = record.to_dict()
+    until = f", expires {shown['expires_at']}" if shown["expires_at"] else ""
+    click.echo(f"token {shown['name']}: {shown['role']} on {shown['endpoint']}{until}")
     click.echo("the secret below is shown this once; store it where its users can read it:")
     click.echo(secret)
 
@@ -79,6 +86,11 @@ def token_revoke(ctx: click.Context, name: str) -> None:
     # lazy: the command's modules load when it runs, so `chronoml --help` stays fast
     from chronoml.auth.access import revoke_token
 
+    with remote(ctx) as server:
+        if server is not None:
+            server.call("DELETE", f"/v1/tokens/{name}")
+            click.echo(f"token {name} revoked")
+            return
     with _chronoml(ctx) as cm:
         if not revoke_token(cm.store, name, by=cm.actor()):
             raise Fail(f"no active token named {name!r}")

@@ -9,6 +9,7 @@ ledger head; on PostgreSQL the head row is locked with ``FOR UPDATE``.
 from __future__ import annotations
 
 import json
+import os
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -84,6 +85,7 @@ class Store:
     @classmethod
     def open(cls, url: str, home: Path) -> Store:
         if url.startswith("sqlite"):
+            private_home(home, url.removeprefix("sqlite:///"))
             engine = create_engine(
                 url,
                 connect_args={"timeout": 30, "check_same_thread": False},
@@ -271,6 +273,26 @@ def _snapshot(row: Any) -> Snapshot:
         columns=tuple(tuple(c) for c in json.loads(row["columns"])),
         path=row["path"],
     )
+
+
+def private_home(home: Path, *files: str | Path) -> None:
+    """Make ``home`` (0700) and the database files in it (0600) private to their owner.
+
+    A database file is created empty with mode 0600 before SQLite opens it;
+    SQLite gives its WAL and shared-memory files the database file's mode.
+    """
+    home.mkdir(parents=True, exist_ok=True, mode=0o700)
+    if home.stat().st_uid == os.getuid():
+        os.chmod(home, 0o700)
+    for f in files:
+        path = Path(f)
+        if path.parent != home and home not in path.parents:
+            continue  # a database outside the home is its owner's business
+        if not path.exists():
+            os.close(os.open(path, os.O_WRONLY | os.O_CREAT, 0o600))
+        for p in (path, Path(f"{path}-wal"), Path(f"{path}-shm")):
+            if p.exists() and p.stat().st_uid == os.getuid():
+                os.chmod(p, 0o600)
 
 
 def _sqlite_pragmas(engine: Engine) -> None:

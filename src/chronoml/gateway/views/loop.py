@@ -13,7 +13,7 @@ from starlette.routing import Route
 from chronoml.auth import AuthError
 from chronoml.auth.policy import check_retraining, data_roots, redacted_retraining
 from chronoml.errors import NotFound, Refused
-from chronoml.gateway.access import actor_of
+from chronoml.gateway.access import actor_of, principal_of
 from chronoml.gateway.responses import JSON, error
 from chronoml.monitor.experiments import ExperimentError, experiment
 from chronoml.retrain.runner import JobRunner, approve
@@ -150,6 +150,11 @@ def routes(gw: Gateway) -> list[Route]:
             return error(400, "bad_body", "body must be a JSON object")
         reject = bool(body.get("reject", False))
         reason = body.get("reason")
+        job = await run_in_threadpool(J.get, gw.cm.store, job_id)
+        if job is not None:
+            # whoever started the job may not judge its challenger
+            started_by = str((job.trigger or {}).get("actor") or "").split("@", 1)[0]
+            principal_of(request).require_not_starter(started_by)
         try:
             await run_in_threadpool(
                 lambda: approve(
