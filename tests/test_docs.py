@@ -42,9 +42,14 @@ def test_every_command_has_help_text() -> None:
 def test_public_api_is_pinned() -> None:
     assert chronoml.__all__ == sorted(chronoml.__all__)
     assert chronoml.__all__ == [
+        "Chronoml",
+        "ChronomlError",
+        "NotFound",
+        "Refused",
         "Settings",
         "Snapshot",
         "SnapshotError",
+        "StoreError",
         "__version__",
         "log_snapshot",
         "open",

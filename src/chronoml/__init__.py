@@ -18,6 +18,7 @@ from __future__ import annotations
 import os
 from typing import TYPE_CHECKING, Any
 
+from chronoml.errors import ChronomlError, NotFound, Refused, StoreError
 from chronoml.settings import Settings
 from chronoml.timeutil import parse_time
 
@@ -30,9 +31,14 @@ if TYPE_CHECKING:
 __version__ = "0.1.0"
 
 __all__ = [
+    "Chronoml",
+    "ChronomlError",
+    "NotFound",
+    "Refused",
     "Settings",
     "Snapshot",
     "SnapshotError",
+    "StoreError",
     "__version__",
     "log_snapshot",
     "open",
@@ -44,7 +50,7 @@ __all__ = [
 
 def open(settings: Settings | None = None) -> Chronoml:
     """Open chronoml on ``CHRONOML_HOME`` / ``CHRONOML_STORE`` (or ``settings``)."""
-    # lazy: the command's modules load when it runs, so `chronoml --help` stays fast
+    # lazy: the store and the registry load only when chronoml is opened
     from chronoml.service import Chronoml
 
     return Chronoml.open(settings)
@@ -87,8 +93,13 @@ def __getattr__(name: str) -> Any:
     # pandas and numpy load only when a snapshot is touched: `chronoml --help`
     # and other light commands stay fast
     if name in ("Snapshot", "SnapshotError"):
-        # lazy: the command's modules load when it runs, so `chronoml --help` stays fast
-        from chronoml.store import snapshots
+        # lazy: pandas loads only when a snapshot is touched
+        from chronoml.domain import snapshot
 
-        return getattr(snapshots, name)
+        return getattr(snapshot, name)
+    if name == "Chronoml":
+        # lazy: the store and the registry load only when chronoml is opened
+        from chronoml.service import Chronoml
+
+        return Chronoml
     raise AttributeError(f"module 'chronoml' has no attribute {name!r}")

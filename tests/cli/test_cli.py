@@ -19,6 +19,7 @@ from click.testing import CliRunner
 from sklearn.datasets import load_breast_cancer
 
 from chronoml.cli.common import cli
+from conftest import token_for
 
 X = load_breast_cancer(as_frame=True).frame.drop(columns=["target"])
 
@@ -142,7 +143,7 @@ def test_real_server_picks_up_a_cli_deploy_within_a_second(
     }
     exe = [sys.executable, "-m", "chronoml.cli"]
     proc = subprocess.Popen(
-        [*exe, "server", "--port", str(port), "--log-level", "warning"],
+        [*exe, "server", "--port", str(port), "--log-level", "warning", "--open-predict"],
         env=env,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
@@ -176,7 +177,7 @@ def test_real_server_picks_up_a_cli_deploy_within_a_second(
             assert time.time() - deployed_at < 1.0, "deploy not live within one second"
             time.sleep(0.02)
         ids = r.json()["decision_ids"]
-        d = httpx.get(f"{base}/v1/decisions/{ids[0]}").json()
+        d = httpx.get(f"{base}/v1/decisions/{ids[0]}", headers=token_for(settings, "viewer")).json()
         assert (
             d["model"]["version"] == models.linked_v1
             and d["data_snapshot"]["id"] == models.snapshot_id

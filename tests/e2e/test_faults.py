@@ -31,7 +31,7 @@ from chronoml.service import Chronoml
 from chronoml.settings import Settings
 from chronoml.store import Store
 from chronoml.store import decisions as D
-from conftest import admin_client
+from conftest import admin_client, token_for
 
 X = load_breast_cancer(as_frame=True).frame.drop(columns=["target"])
 ROWS = 3  # every request sends this many rows: a request's decisions are all there or none
@@ -68,7 +68,11 @@ class Server:
             "MLFLOW_TRACKING_URI": s.tracking_uri,
             "CHRONOML_STORE": s.store_url or "",
         }
-        cmd = [sys.executable, "-m", "chronoml.cli", "server", "--port", str(self.port)]
+        self.auth = token_for(s)  # for anything but predict, which these servers leave open
+        cmd = [
+            sys.executable, "-m", "chronoml.cli", "server", "--port", str(self.port),
+            "--open-predict",
+        ]  # fmt: skip
         self.proc = subprocess.Popen(
             [*cmd, "--log-level", "warning", *extra],
             env=env,

@@ -79,6 +79,7 @@ def test_independent_replicas_on_postgresql_follow_each_other(
         r = httpx.put(
             f"{a}/v1/endpoints/cancer",
             json={"model_uri": f"models:/cancer/{models.linked_v2}"},
+            headers=replicas[0].auth,
             timeout=30,
         )
         assert r.status_code == 200, r.text

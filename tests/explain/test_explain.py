@@ -25,7 +25,7 @@ from chronoml.cli.common import cli
 from chronoml.gateway.app import create_app
 from chronoml.store import decisions as D
 from chronoml.store import explanations as SE
-from conftest import admin_client
+from conftest import admin_client, token_for
 
 DATA = load_breast_cancer(as_frame=True).frame
 X, Y = DATA.drop(columns=["target"]), DATA["target"]
@@ -548,10 +548,11 @@ def test_replay_is_identical_across_a_server_restart(
         "MLFLOW_TRACKING_URI": models.tracking_uri,
         "CHRONOML_STORE": "",
     }
+    auditor = token_for(settings, "auditor")
     server = _Server(env)
     try:
         for did, out in zip(first["decision_ids"], first["predictions"], strict=True):
-            rep = httpx.post(f"{server.base}/v1/decisions/{did}/replay").json()
+            rep = httpx.post(f"{server.base}/v1/decisions/{did}/replay", headers=auditor).json()
             assert rep["identical"] is True and rep["replayed"] == out, rep
             assert rep["model"]["version"] == extra.lgbm and rep["model"]["digest_verified"]
     finally:

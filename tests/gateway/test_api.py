@@ -268,17 +268,6 @@ def test_body_and_row_limits(cm: Any, settings: Any, models: Any) -> None:
         assert r.status_code == 413
 
 
-def test_token_guards_changes(cm: Any, settings: Any, models: Any) -> None:
-    from dataclasses import replace
-
-    guarded = replace(settings, token="s3cret")
-    with admin_client(create_app(guarded, cm)) as c:
-        uri = {"model_uri": f"models:/cancer/{models.linked_v1}"}
-        assert c.put("/v1/endpoints/cancer", json=uri).status_code == 401
-        r = c.put("/v1/endpoints/cancer", json=uri, headers={"Authorization": "Bearer s3cret"})
-        assert r.status_code == 200
-
-
 def test_metrics_and_dashboard(deployed: TestClient) -> None:
     deployed.post("/v1/endpoints/cancer/predict", json=split_body(X.iloc[:2]))
     text = deployed.get("/metrics").text

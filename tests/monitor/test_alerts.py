@@ -10,6 +10,7 @@ import logging
 import socket
 import threading
 import time
+import uuid
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -176,6 +177,9 @@ def test_backoff_doubles_up_to_the_cap(tmp_path: Path) -> None:
     box.store.close()
 
 
+# the test receiver listens on loopback, which webhooks may reach only when allowed
+LOOPBACK = ("127.0.0.1",)
+
 # --- a real webhook receiver on loopback -----------------------------------------
 
 
@@ -283,7 +287,7 @@ def test_fire_and_resolve_end_to_end(
     # a window of another length, or another endpoint, is not this rule's business
     assert engine.evaluate("cancer", "v1", {"dataset_drift": 1.0}, T0, T0 + H // 2) == []
 
-    box = ob.Outbox(store)
+    box = ob.Outbox(store, allow_hosts=LOOPBACK)
     attempts = box.deliver_due()
     assert box.deliver_due() == []  # all delivered: nothing is sent twice
     box.stop()
@@ -375,7 +379,7 @@ def test_a_failed_delivery_is_retried_with_backoff(store: Store, receiver: Recei
     engine.put(webhook_rule(receiver.url), "drift")
     out = engine.evaluate("cancer", "v1", {"dataset_drift": 1}, T0 - H, T0)
     receiver.codes = [500]
-    box = ob.Outbox(store)
+    box = ob.Outbox(store, allow_hosts=LOOPBACK)
     t = SL.event(store, 1).recorded_at  # type: ignore[union-attr]
     first = box.deliver_due(t)
     assert [(a.delivered, a.error) for a in first] == [(False, "HTTP 500: ok")]
@@ -404,7 +408,7 @@ def test_the_outbox_survives_a_restart(store_url: str, tmp_path: Path) -> None:
     assert out("cancer", "v1", {"dataset_drift": 1}, T0 - H, T0) == []
     AlertEngine(first).put(webhook_rule(url), "drift")
     fired = AlertEngine(first).evaluate("cancer", "v1", {"dataset_drift": 1}, T0 - H, T0)
-    box = ob.Outbox(first, backoff_s=0.05)
+    box = ob.Outbox(first, allow_hosts=LOOPBACK, backoff_s=0.05)
     down = box.deliver_due()  # the receiver is not listening yet
     assert len(down) == 1 and not down[0].delivered and "Connect" in (down[0].error or "")
     box.stop()
@@ -413,7 +417,7 @@ def test_the_outbox_survives_a_restart(store_url: str, tmp_path: Path) -> None:
     receiver = Receiver(port)
     second = Store.open(store_url, home)
     try:
-        box = ob.Outbox(second, poll_interval_s=0.05, backoff_s=0.05)
+        box = ob.Outbox(second, allow_hosts=LOOPBACK, poll_interval_s=0.05, backoff_s=0.05)
         box.start()
         deadline = time.monotonic() + 60
         while not receiver.requests and time.monotonic() < deadline:
@@ -493,6 +497,7 @@ def registry(tmp_path_factory: pytest.TempPathFactory) -> Any:
 
 @pytest.fixture
 def api(store_url: str, tmp_path: Path, store: Store, registry: Any) -> Iterator[TestClient]:
+    from chronoml.auth.access import create_token
     from chronoml.gateway.app import create_app
     from chronoml.service import Chronoml
     from chronoml.settings import Settings
@@ -501,18 +506,21 @@ def api(store_url: str, tmp_path: Path, store: Store, registry: Any) -> Iterator
         {},
         home=tmp_path / "home",
         store_url=None if store_url.startswith("sqlite") else store_url,
-        token="tok",
+        allow_webhook_hosts=LOOPBACK,
     )
+    # reads as a viewer; changes send AUTH, an operator's token
+    secret, _ = create_token(store, f"ops-{uuid.uuid4().hex[:6]}", "operator", by="tests")
+    AUTH["Authorization"] = f"Bearer {secret}"
     # no lifespan: the alert routes need only the store
-    yield admin_client(create_app(s, Chronoml(s, store, registry)))
+    yield admin_client(create_app(s, Chronoml(s, store, registry)), role="viewer")
 
 
-AUTH = {"Authorization": "Bearer tok"}
+AUTH: dict[str, str] = {}
 
 
 def test_rest_rules_crud_with_state_and_outbox(api: TestClient, store: Store) -> None:
     spec = webhook_rule("https://hooks.example.com/ml")
-    assert api.put("/v1/alerts/drift", json=spec).status_code == 401
+    assert api.put("/v1/alerts/drift", json=spec).status_code == 403
     r = api.put("/v1/alerts/drift", json=spec, headers=AUTH)
     assert r.status_code == 200, r.text
     body = r.json()["rule"]
@@ -541,7 +549,7 @@ def test_rest_rules_crud_with_state_and_outbox(api: TestClient, store: Store) ->
     # an update keeps the state
     r = api.put("/v1/alerts/drift", json={**spec, "threshold": 0.5, "op": ">="}, headers=AUTH)
     assert r.json()["rule"]["threshold"] == 0.5 and r.json()["rule"]["firing"] is True
-    assert api.delete("/v1/alerts/drift").status_code == 401
+    assert api.delete("/v1/alerts/drift").status_code == 403
     assert api.delete("/v1/alerts/drift", headers=AUTH).json() == {"deleted": "drift"}
     assert api.delete("/v1/alerts/drift", headers=AUTH).status_code == 404
     assert api.get("/v1/alerts").json() == {"rules": []}
@@ -588,7 +596,9 @@ def test_rest_bad_rules_are_422_naming_the_field(api: TestClient) -> None:
 
 
 def test_rest_bad_json(api: TestClient) -> None:
-    r = api.put("/v1/alerts/drift", content=b"{nope", headers=AUTH)
+    r = api.put(
+        "/v1/alerts/drift", content=b"{nope", headers={**AUTH, "Content-Type": "application/json"}
+    )
     assert r.status_code == 400 and r.json()["error"]["code"] == "bad_json"
     r = api.put("/v1/alerts/drift", json=[1], headers=AUTH)
     assert r.status_code == 400

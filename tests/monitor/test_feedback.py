@@ -90,7 +90,8 @@ def test_bad_feedback(client: TestClient) -> None:
     )
     assert r.status_code == 422
     assert "label" not in client.get(f"/v1/decisions/{ids[0]}").json()
-    assert client.post("/v1/feedback", content=b"{oops").status_code == 400
+    json_type = {"Content-Type": "application/json"}
+    assert client.post("/v1/feedback", content=b"{oops", headers=json_type).status_code == 400
 
 
 def test_feedback_import_from_a_file(client: TestClient, settings: Any, tmp_path: Any) -> None:

@@ -66,6 +66,7 @@ def run(
 
     # lazy: the command's modules load when it runs, so `chronoml --help` stays fast
     import chronoml
+    from chronoml.auth.access import create_token, ensure_admin_token
     from chronoml.cli.endpoints import format_decision, format_history, format_status
     from chronoml.gateway.server import BackgroundServer
     from chronoml.service import Chronoml
@@ -82,7 +83,11 @@ def run(
     server = BackgroundServer(cm, host, port)
     server.start()
     base = f"http://{host}:{port}"
-    http = httpx.Client(base_url=base, timeout=30)
+    admin_file = ensure_admin_token(cm.store, settings.home) or settings.home / "admin.token"
+    # the walkthrough's own traffic: a predictor token (an operator's for its changes)
+    operator, _ = create_token(cm.store, f"demo-ops-{now_us()}", "operator", by=cm.actor())
+    predictor, _ = create_token(cm.store, f"demo-app-{now_us()}", "predictor", by=cm.actor())
+    http = httpx.Client(base_url=base, timeout=30, headers={"Authorization": f"Bearer {predictor}"})
 
     data = load_breast_cancer(as_frame=True).frame
     features = data.drop(columns=["target"])
@@ -102,7 +107,9 @@ def run(
         return answers
 
     def deploy(spec: dict[str, Any]) -> None:
-        r = http.put(f"/v1/endpoints/{ENDPOINT}", json=spec, headers={"X-Chronoml-Actor": "demo"})
+        r = http.put(
+            f"/v1/endpoints/{ENDPOINT}", json=spec, headers={"Authorization": f"Bearer {operator}"}
+        )
         if r.status_code != 200:
             raise RuntimeError(f"deploy failed: {r.text}")
         ev = r.json()["event"]
@@ -162,7 +169,7 @@ def run(
         cm.close()
         return
     say(f"\nchronoml server is running on {base} (dashboard at {base}/, Ctrl-C to stop). Try:")
-    say(f"  curl {base}/v1/endpoints/{ENDPOINT}")
+    say(f'  curl -H "Authorization: Bearer $(cat {admin_file})" {base}/v1/endpoints/{ENDPOINT}')
     say(f"  chronoml status {ENDPOINT} --at {iso(moment_1)}")
     try:
         server.wait()
