@@ -76,6 +76,13 @@ def conform(cols: dict[str, list[Any]], schema: Schema | None) -> pd.DataFrame:
     return pd.DataFrame(out, copy=False)
 
 
+# Numbers a model gets lie in the float32 range: tree libraries compute in
+# float32, so a larger double becomes infinite inside them (and overflows
+# linear models' arithmetic). The same rule holds in every input format.
+LARGEST = float(np.finfo(np.float32).max)
+INT64 = (-(2**63), 2**63 - 1)
+
+
 def _column(name: str, kind: str, values: list[Any]) -> np.ndarray[Any, Any]:
     if kind == "string":
         for i, v in enumerate(values):
@@ -93,15 +100,31 @@ def _column(name: str, kind: str, values: list[Any]) -> np.ndarray[Any, Any]:
         return np.asarray(values, dtype=bool)
     for i, v in enumerate(values):
         if isinstance(v, bool) or not isinstance(v, int | float):
-            if v is None and kind == "float":
-                continue
             raise InvalidInput(f"column {name!r} row {i}: expected a number, got {_tname(v)}", name)
-    if kind == "int":
-        for i, v in enumerate(values):
+        if kind == "int":
             if isinstance(v, float) and not (math.isfinite(v) and v.is_integer()):
                 raise InvalidInput(f"column {name!r} row {i}: expected an integer, got {v}", name)
+            if not INT64[0] <= v <= INT64[1]:
+                raise InvalidInput(f"column {name!r} row {i}: {v} is beyond int64", name)
+        elif not (math.isfinite(v) and -LARGEST <= v <= LARGEST):
+            raise InvalidInput(out_of_range(name, i, v), name)
+    if kind == "int":
         return np.asarray(values, dtype=np.int64)
-    return np.asarray([math.nan if v is None else v for v in values], dtype=np.float64)
+    return np.asarray(values, dtype=np.float64)
+
+
+def out_of_range(name: str, row: int, value: Any) -> str:
+    return (
+        f"column {name!r} row {row}: {value} is not a finite number within "
+        f"+-{LARGEST:.4g} (the float32 range models compute in)"
+    )
+
+
+def finite_in_range(mat: np.ndarray[Any, Any]) -> bool:
+    """Whether every value of a float matrix is finite and within the float32 range."""
+    if mat.size == 0:
+        return True
+    return bool(np.isfinite(mat).all()) and float(np.abs(mat).max()) <= LARGEST
 
 
 def _tname(v: Any) -> str:

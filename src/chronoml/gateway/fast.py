@@ -19,6 +19,8 @@ from starlette.applications import Starlette
 from starlette.types import Message, Receive, Scope, Send
 
 from chronoml.auth import AuthError
+from chronoml.errors import InvalidInput
+from chronoml.gateway import inputs
 from chronoml.gateway.access import ACTIONS, Rule, check
 from chronoml.gateway.responses import error_body
 
@@ -134,13 +136,15 @@ class GatewayApp(Starlette):
         except AuthError as exc:
             await respond(*error_body(exc.status, exc.code, exc.message, exc.field))
             return
-        declared = unit = None
+        declared = unit = ctype = None
         for name, value in scope["headers"]:
             # the first of each, as Starlette's Headers.get gives it
             if name == b"content-length" and declared is None:
                 declared = value
             elif name == b"x-chronoml-unit" and unit is None:
                 unit = value.decode("latin-1")
+            elif name == b"content-type" and ctype is None:
+                ctype = value
         limit = gw.settings.max_body_bytes
         if declared is not None and declared.isdigit() and int(declared) > limit:
             await respond(*error_body(413, "body_too_large", f"request body over {limit} bytes"))
@@ -163,6 +167,12 @@ class GatewayApp(Starlette):
             if not message.get("more_body", False):
                 break
         body = chunks[0] if len(chunks) == 1 else b"".join(chunks)
+        if ctype is not None and inputs.is_csv(ctype):
+            try:
+                body = inputs.csv_to_json(body)
+            except InvalidInput as exc:
+                await respond(*error_body(exc.status, "bad_input", exc.message, exc.field))
+                return
         await respond(*await gw.answer(endpoint, body, unit, arrived, explain))
 
 

@@ -156,6 +156,12 @@ class Gateway:
             return body
         unit = request.headers.get("x-chronoml-unit")
         explain = request.query_params.get("explain")
+        if inputs.is_csv(request.headers.get("content-type")):
+            try:
+                body = inputs.csv_to_json(body)
+            except InvalidInput as exc:
+                status, payload = error_body(exc.status, "bad_input", exc.message, exc.field)
+                return Response(payload, status_code=status, media_type=JSON.media_type)
         status, payload = await self.answer(endpoint, body, unit, arrived, explain)
         return Response(payload, status_code=status, media_type=JSON.media_type)
 

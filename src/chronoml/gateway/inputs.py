@@ -8,6 +8,8 @@ of plain numbers to all-double models.
 
 from __future__ import annotations
 
+import csv
+import io
 import itertools
 from collections.abc import Mapping
 from typing import Any
@@ -15,10 +17,52 @@ from typing import Any
 import numpy as np
 import orjson
 
-from chronoml.domain.codec import Schema
+from chronoml.domain.codec import Schema, finite_in_range
 from chronoml.errors import InvalidInput
 
 FORMATS = ("dataframe_split", "dataframe_records", "instances", "inputs")
+
+
+def is_csv(content_type: str | bytes | None) -> bool:
+    """Whether a request's Content-Type is CSV (MLflow's scoring server takes it)."""
+    if not content_type:
+        return False
+    text = content_type.decode("latin-1") if isinstance(content_type, bytes) else content_type
+    return text.split(";", 1)[0].strip().lower() == "text/csv"
+
+
+def csv_to_json(body: bytes) -> bytes:
+    """A CSV body (a header row of column names, then rows) as a ``dataframe_split`` body.
+
+    Cells become numbers where they read as one, else strings; an empty cell is
+    null, which :func:`chronoml.domain.codec.conform` then refuses by name.
+    """
+    try:
+        text = body.decode("utf-8-sig")
+    except UnicodeDecodeError:
+        raise InvalidInput("the CSV body is not UTF-8", status=400) from None
+    try:
+        rows = list(csv.reader(io.StringIO(text)))
+    except csv.Error as exc:
+        raise InvalidInput(f"the CSV body does not parse: {exc}", status=400) from None
+    rows = [r for r in rows if r]
+    if len(rows) < 2:
+        raise InvalidInput("a CSV body needs a header row and at least one row", status=400)
+    header, data = rows[0], [[_cell(v) for v in r] for r in rows[1:]]
+    return orjson.dumps({"dataframe_split": {"columns": header, "data": data}})
+
+
+def _cell(value: str) -> Any:
+    v = value.strip()
+    if v == "":
+        return None
+    for parse in (int, float):
+        try:
+            number = parse(v)
+        except ValueError:
+            continue
+        return number
+    return value
 
 
 def parse_body(body: bytes) -> tuple[str, dict[str, list[Any]], int]:
@@ -186,6 +230,8 @@ def float_matrix(body: bytes, schema: Schema | None) -> np.ndarray[Any, Any] | N
         return None
     if mat.ndim != 2 or mat.shape[1] != k:
         return None
+    if not finite_in_range(mat):
+        return None  # the general path names the column and row
     if columns is not None and columns != names:
         order = [columns.index(c) for c in names]
         mat = np.ascontiguousarray(mat[:, order])

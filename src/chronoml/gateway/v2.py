@@ -80,7 +80,7 @@ def rows_from_tensors(req: Any, model: LoadedModel) -> tuple[np.ndarray[Any, Any
             raise V2Error(f"{t['name']} has {k} columns; the model takes {len(names)}: {names}")
         flat = _flat(t, n * k)
         if all(kind == "float" for _, kind in schema or ()) and t["datatype"] in _NUMERIC:
-            mat = _float_matrix(flat, t["name"]).reshape(n, k)
+            mat = _float_matrix(flat, names).reshape(n, k)
             return mat, None, n
         cols = {c: flat[j::k] for j, c in enumerate(names)}
     else:
@@ -114,12 +114,20 @@ def _flat(t: dict[str, Any], size: int) -> list[Any]:
     return list(data)
 
 
-def _float_matrix(flat: list[Any], name: str) -> np.ndarray[Any, Any]:
-    for v in flat:
+def _float_matrix(flat: list[Any], names: list[str]) -> np.ndarray[Any, Any]:
+    """Row-major values of an [n, k] tensor in the model's columns; a bad one is named."""
+    k = len(names)
+    for i, v in enumerate(flat):
         if isinstance(v, bool) or not isinstance(v, int | float):
             what = "null" if v is None else type(v).__name__
-            raise V2Error(f"tensor {name}: expected numbers, got {what}", 422)
-    return np.asarray(flat, dtype=np.float64)
+            raise V2Error(
+                f"column {names[i % k]!r} row {i // k}: expected a number, got {what}", 422
+            )
+    mat = np.asarray(flat, dtype=np.float64)
+    if not codec.finite_in_range(mat):
+        bad = int(np.flatnonzero(~np.isfinite(mat) | (np.abs(mat) > codec.LARGEST))[0])
+        raise V2Error(codec.out_of_range(names[bad % k], bad // k, flat[bad]), 422)
+    return mat
 
 
 def output_tensor(outputs: list[Any]) -> dict[str, Any]:
