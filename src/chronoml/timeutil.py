@@ -24,7 +24,10 @@ def parse_time(text: str) -> int:
         ) from None
     if dt.tzinfo is None:
         dt = dt.replace(tzinfo=UTC)
-    return to_us(dt)
+    try:
+        return to_us(dt)
+    except OverflowError:
+        raise ValueError(f"time out of range: {text!r}") from None
 
 
 def to_us(dt: datetime) -> int:
@@ -51,6 +54,9 @@ def parse_duration(text: str) -> int:
         n = float(s[:-1])
     except ValueError:
         raise ValueError(f"not a duration: {text!r} (use e.g. 30s, 15m, 1h, 7d)") from None
-    if n <= 0:
+    if not n > 0:
         raise ValueError(f"duration must be positive: {text!r}")
-    return int(n * units[s[-1]] * 1_000_000)
+    us = n * units[s[-1]] * 1_000_000
+    if not us <= 100 * 366 * 86_400 * 1_000_000:  # also refuses inf and nan
+        raise ValueError(f"duration too long: {text!r} (at most 100 years)")
+    return int(us)

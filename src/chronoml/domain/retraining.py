@@ -107,6 +107,18 @@ class RetrainConfig:
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> RetrainConfig:
+        for key in ("entrypoint", "data"):
+            if not isinstance(d.get(key), Mapping):
+                raise ConfigError(f"{key} must be an object", key)
+        for key in ("policy", "holdout"):
+            if d.get(key) is not None and not isinstance(d[key], Mapping):
+                raise ConfigError(f"{key} must be an object", key)
+        for key in ("timeout_us", "every_us"):
+            v = d.get(key)
+            if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v > 2**62):
+                raise ConfigError(f"{key} must be an integer of microseconds", key)
+        if d.get("model") is not None and not isinstance(d["model"], str):
+            raise ConfigError("model must be a string", "model")
         try:
             e = dict(d["entrypoint"])
             h = d.get("holdout")
@@ -122,5 +134,7 @@ class RetrainConfig:
             )
         except PolicyError as exc:
             raise ConfigError(exc.message, exc.field) from None
-        except (KeyError, TypeError) as exc:
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+            if isinstance(exc, ConfigError):
+                raise
             raise ConfigError(f"bad retraining configuration: {exc}") from None

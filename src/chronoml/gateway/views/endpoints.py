@@ -91,6 +91,12 @@ def routes(gw: Gateway) -> list[Route]:
         unknown = sorted(set(spec) - allowed)
         if unknown:
             return error(422, "bad_input", f"unknown field {unknown[0]!r}", unknown[0])
+        for key in ("model_uri", "variant"):
+            if spec.get(key) is not None and not isinstance(spec[key], str):
+                return error(422, "bad_input", f"{key} must be a string", key)
+        for key in ("shadow", "allow_unlinked_data"):
+            if spec.get(key) is not None and not isinstance(spec[key], bool):
+                return error(422, "bad_input", f"{key} must be true or false", key)
         weight = spec.get("weight")
         guardrails = None
         if spec.get("canary") is not None:

@@ -52,6 +52,10 @@ def _json(body: Any, status: int = 200) -> Response:
     return JSON(body, status_code=status)
 
 
+# rows an explanation or replay request may ask for at most
+MAX_SAMPLE = 100_000
+
+
 def routes(gw: Gateway) -> list[Route]:
     """The routes of this module, bound to ``gw``."""
     v = _of(gw)
@@ -238,6 +242,10 @@ class _Views:
         for name, v in (("sample", sample), ("seed", seed)):
             if v is not None and (isinstance(v, bool) or not isinstance(v, int)):
                 return _error(422, "bad_input", f"{name} must be an integer", name)
+        if sample is not None and not 1 <= sample <= MAX_SAMPLE:
+            return _error(422, "bad_input", f"sample must be between 1 and {MAX_SAMPLE}", "sample")
+        if not 0 <= seed < 2**32:
+            return _error(422, "bad_input", "seed must be between 0 and 2**32 - 1", "seed")
         return await self._run(
             replay_range,
             self.gw.cm,
@@ -273,6 +281,10 @@ class _Views:
                 sample = int(q["sample"])
             except ValueError:
                 return _error(400, "bad_query", "sample must be an integer", "sample")
+            if not 1 <= sample <= MAX_SAMPLE:
+                return _error(
+                    400, "bad_query", f"sample must be between 1 and {MAX_SAMPLE}", "sample"
+                )
         fmt = q.get("format", "json")
         if fmt not in ("json", "html"):
             return _error(400, "bad_query", "format must be json or html", "format")

@@ -12,7 +12,7 @@ from starlette.routing import Route
 
 from chronoml.auth import AuthError
 from chronoml.auth.policy import check_retraining, data_roots, redacted_retraining
-from chronoml.errors import NotFound, Refused
+from chronoml.errors import BadQuery, NotFound, Refused
 from chronoml.gateway.access import actor_of, principal_of
 from chronoml.gateway.responses import JSON, error
 from chronoml.monitor.experiments import ExperimentError, experiment
@@ -20,6 +20,7 @@ from chronoml.retrain.runner import JobRunner, approve
 from chronoml.store import jobs as J
 from chronoml.store import retrain_configs as RC
 from chronoml.timeutil import now_us, parse_duration, parse_time
+from chronoml.window import Window
 
 if TYPE_CHECKING:
     from chronoml.gateway.gateway import Gateway
@@ -52,6 +53,12 @@ def routes(gw: Gateway) -> list[Route]:
             }
         except ValueError as exc:
             return error(400, "bad_query", str(exc))
+        if not 1 <= kw["min_samples"] <= 10**9:
+            return error(400, "bad_query", "min_samples must be between 1 and 1e9", "min_samples")
+        try:
+            Window(start, end)
+        except BadQuery as exc:
+            return error(400, "bad_query", exc.message, exc.field)
         missing = await known(endpoint)
         if missing is not None:
             return missing
@@ -119,6 +126,8 @@ def routes(gw: Gateway) -> list[Route]:
             limit = int(request.query_params.get("limit", 50))
         except ValueError:
             return error(400, "bad_query", "limit must be an integer", "limit")
+        if not 1 <= limit <= 1000:
+            return error(400, "bad_query", "limit must be between 1 and 1000", "limit")
         found = await run_in_threadpool(J.listing, gw.cm.store, endpoint, limit)
         return JSON({"jobs": [j.to_dict() for j in found]})
 

@@ -52,6 +52,10 @@ def routes(gw: Gateway) -> list[Route]:
         for i, it in enumerate(items):
             if not isinstance(it, dict) or "decision_id" not in it or "label" not in it:
                 return error(422, "bad_input", f"label {i}: needs decision_id and label", "label")
+            if it.get("time") is not None and not isinstance(it["time"], str):
+                return error(
+                    422, "bad_input", f"label {i}: time must be an ISO 8601 string", "time"
+                )
             try:
                 t = parse_time(it["time"]) if it.get("time") else None
             except ValueError as exc:

@@ -1,4 +1,5 @@
-"""REST views of principals: ``/v1/whoami``, ``/v1/tokens`` and the log of input reads."""
+"""REST views of principals (``/v1/whoami``, ``/v1/tokens``, the log of input reads) and
+of the API itself (``/openapi.json``, ``/docs``)."""
 
 from __future__ import annotations
 
@@ -7,11 +8,13 @@ from typing import TYPE_CHECKING
 import orjson
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
-from starlette.responses import Response
+from starlette.responses import HTMLResponse, Response
 from starlette.routing import Route
 
+from chronoml import __version__
 from chronoml.auth.access import create_token, list_tokens, revoke_token
 from chronoml.errors import ChronomlError
+from chronoml.gateway import openapi
 from chronoml.gateway.access import principal_of
 from chronoml.gateway.responses import JSON, error, for_error
 from chronoml.store import principals as SP
@@ -26,6 +29,12 @@ MAX_READS = 10_000
 def routes(gw: Gateway) -> list[Route]:
     """``GET /v1/whoami``, ``GET|POST /v1/tokens``, ``DELETE /v1/tokens/{name}``,
     ``GET /v1/audit/reads``."""
+
+    async def openapi_json(request: Request) -> Response:
+        return JSON(openapi.spec(__version__))
+
+    async def docs(request: Request) -> Response:
+        return HTMLResponse(openapi.docs_page())
 
     async def whoami(request: Request) -> Response:
         return JSON(principal_of(request).to_dict())
@@ -100,6 +109,8 @@ def routes(gw: Gateway) -> list[Route]:
         return JSON({"reads": rows})
 
     return [
+        Route("/openapi.json", openapi_json, methods=["GET"]),
+        Route("/docs", docs, methods=["GET"]),
         Route("/v1/whoami", whoami, methods=["GET"]),
         Route("/v1/tokens", get_tokens, methods=["GET"]),
         Route("/v1/tokens", post_token, methods=["POST"]),
