@@ -40,7 +40,7 @@ def test_workers_share_the_store(
     cm.close()
     server = Server(s, "--workers", "2")
     try:
-        with httpx.Client(base_url=server.base, timeout=10) as c:
+        with httpx.Client(base_url=server.base, timeout=10, headers=server.auth) as c:
             ids = []
             for i in range(40):
                 r = c.post(

@@ -160,7 +160,7 @@ def routes(gw: Gateway) -> list[Route]:
         reject = bool(body.get("reject", False))
         reason = body.get("reason")
         job = await run_in_threadpool(J.get, gw.cm.store, job_id)
-        if job is not None:
+        if job is not None and job.status == "awaiting_approval":
             # whoever started the job may not judge its challenger
             started_by = str((job.trigger or {}).get("actor") or "").split("@", 1)[0]
             principal_of(request).require_not_starter(started_by)
