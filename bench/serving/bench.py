@@ -70,6 +70,8 @@ async def app(scope, receive, send):
 WRK_SCRIPT = """
 wrk.method = "POST"
 wrk.headers["Content-Type"] = "application/json"
+local auth = os.getenv("BENCH_AUTH")
+if auth ~= nil and auth ~= "" then wrk.headers["Authorization"] = auth end
 local body = io.open(os.getenv("BENCH_BODY")):read("*a")
 local counter = 0
 request = function()
@@ -140,7 +142,9 @@ def wait_http(url: str, proc: subprocess.Popen[bytes], timeout: float = 90) -> N
     raise RuntimeError(f"{url} did not come up")
 
 
-def wrk(url: str, body: Path, connections: int, duration: float, work: Path) -> dict[str, Any]:
+def wrk(
+    url: str, body: Path, connections: int, duration: float, work: Path, auth: str = ""
+) -> dict[str, Any]:
     script = work / "post.lua"
     script.write_text(WRK_SCRIPT)
     out = subprocess.run(
@@ -156,7 +160,7 @@ def wrk(url: str, body: Path, connections: int, duration: float, work: Path) -> 
             str(script),
             url,
         ],
-        env={**os.environ, "BENCH_BODY": str(body)},
+        env={**os.environ, "BENCH_BODY": str(body), "BENCH_AUTH": auth},
         capture_output=True,
         text=True,
         check=True,
@@ -182,16 +186,24 @@ def wrk(url: str, body: Path, connections: int, duration: float, work: Path) -> 
     }
 
 
-def setup(work: Path) -> dict[str, str]:
-    """Train, register two versions, deploy chronoml's 90/10 split; returns the env."""
+def setup(work: Path, src: Path | None = None) -> dict[str, str]:
+    """Train, register two versions, deploy chronoml's 90/10 split; returns the env.
+
+    With ``src``, all of it runs on that copy of chronoml's code (first on
+    PYTHONPATH) in a home of its own: the code before a change, measured in
+    the same run as the code after it.
+    """
     env = {
         **os.environ,
-        "CHRONOML_HOME": str(work / "home"),
+        "CHRONOML_HOME": str(work / ("home-before" if src else "home")),
         "MLFLOW_TRACKING_URI": f"sqlite:///{work / 'mlflow.db'}",
         "MLFLOW_DISABLE_TELEMETRY": "true",
         "DO_NOT_TRACK": "true",
         "PATH": f"{VENV_BIN}{os.pathsep}{os.environ.get('PATH', '')}",
     }
+    if src is not None:
+        env["PYTHONPATH"] = str(src)
+        env["MLFLOW_TRACKING_URI"] = f"sqlite:///{work / 'mlflow-before.db'}"
     code = f"""
 import mlflow, sklearn, numpy as np, pandas as pd
 from mlflow.models import infer_signature
@@ -212,12 +224,19 @@ for seed in (0, 1):
 X.head(1000).to_json({str(work / "rows.json")!r}, orient="split", index=False)
 """
     subprocess.run([sys.executable, "-c", code], env=env, check=True, cwd=work)
-    cli = [str(VENV_BIN / "chronoml")]
+    cli = [sys.executable, "-m", "chronoml.cli"] if src is None else [sys.executable, "-c",
+           "import sys; from chronoml.cli import main; sys.argv[0] = 'chronoml'; main()"]  # fmt: skip
     for args in (
         ["deploy", "bench", "models:/bench/1"],
         ["deploy", "bench", "models:/bench/2", "--weight", "10"],
     ):
         subprocess.run([*cli, *args], env=env, check=True, cwd=work, stdout=subprocess.DEVNULL)
+    if src is None:
+        made = subprocess.run(
+            [*cli, "token", "create", "bench-client", "--role", "predictor"],
+            env=env, check=True, cwd=work, capture_output=True, text=True,
+        )  # fmt: skip
+        env["BENCH_AUTH"] = "Bearer " + made.stdout.strip().splitlines()[-1]
     return env
 
 
@@ -254,9 +273,11 @@ def serve(
             str(port),
         ]
         url, ready = f"{base}/invocations", f"{base}/ping"
-    elif name == "chronoml":
+    elif name.startswith("chronoml") or name == "before":
         cmd = [
-            str(VENV_BIN / "chronoml"),
+            sys.executable,
+            "-m",
+            "chronoml.cli",
             "server",
             "--port",
             str(port),
@@ -264,6 +285,7 @@ def serve(
             "warning",
             "--workers",
             str(workers),
+            *(["--open-predict"] if name == "chronoml-open" else []),
         ]
         url, ready = f"{base}/v1/endpoints/bench/predict", f"{base}/health"
     else:
@@ -314,16 +336,18 @@ def measure(
 ) -> list[Run]:
     port = free_port()
     proc, url, _ = serve(name, port, env, work, workers)
+    # the predictor token on every request, except where predict is open (or had no auth)
+    auth = env.get("BENCH_AUTH", "") if name == "chronoml" else ""
     runs: list[Run] = []
     try:
-        wrk(url, one, 16, 2, work)  # warm up
+        wrk(url, one, 16, 2, work, auth)  # warm up
         for load, body, conns in (("1 row x16", one, 16), ("1000 rows x1", many, 1)):
             if name == "chronoml" and load != "1 row x16":
-                batches(url)
+                batches(url, auth)
             got = []
             for _ in range(repeats):
                 cpu0 = tree_cpu_seconds(proc.pid)
-                r = wrk(url, body, conns, duration, work)
+                r = wrk(url, body, conns, duration, work, auth)
                 cpu = tree_cpu_seconds(proc.pid) - cpu0
                 got.append(
                     Run(
@@ -354,11 +378,12 @@ def measure(
     return runs
 
 
-def batches(url: str) -> None:
+def batches(url: str, auth: str) -> None:
     """Print how many requests chronoml's predict calls held on average, per variant."""
     import httpx
 
-    text = httpx.get(url.split("/v1/")[0] + "/metrics", timeout=10).text
+    metrics = url.split("/v1/")[0] + "/metrics"
+    text = httpx.get(metrics, timeout=10, headers={"Authorization": auth} if auth else {}).text
     got: dict[str, dict[str, float]] = {}
     for m in re.finditer(
         r'^chronoml_batch_requests_(sum|count)\{endpoint="[^"]*",variant="([^"]*)"\} (\S+)$',
@@ -379,6 +404,16 @@ def main(argv: list[str] | None = None) -> int:
         "--workers", type=int, default=1, help="server processes for chronoml and the empty app [1]"
     )
     ap.add_argument("--skip-mlflow", action="store_true")
+    ap.add_argument(
+        "--before",
+        type=Path,
+        help="a copy of chronoml's src from before a change: served too, in the same run",
+    )
+    ap.add_argument(
+        "--open",
+        action="store_true",
+        help="also serve with --open-predict (no token check) to price the token check",
+    )
     ap.add_argument("--keep", action="store_true", help="keep the work folder")
     args = ap.parse_args(argv)
     if shutil.which("wrk") is None:
@@ -396,11 +431,16 @@ def main(argv: list[str] | None = None) -> int:
     work = Path(tempfile.mkdtemp(prefix="chronoml-bench-serving-"))
     try:
         env = setup(work)
+        envs = {"before": setup(work, args.before.resolve())} if args.before else {}
         one, many = bodies(work)
         runs: list[Run] = []
-        names = ["empty", "chronoml"] + ([] if args.skip_mlflow else ["mlflow"])
+        names = ["empty", "chronoml"] + (["chronoml-open"] if args.open else [])
+        names += (["before"] if args.before else []) + ([] if args.skip_mlflow else ["mlflow"])
         for name in names:
-            runs += measure(name, env, work, one, many, args.duration, args.workers, args.repeats)
+            runs += measure(
+                name, envs.get(name, env), work, one, many, args.duration, args.workers,
+                args.repeats,
+            )  # fmt: skip
         return report(runs, work)
     finally:
         if args.keep:
@@ -436,6 +476,14 @@ def report(runs: list[Run], work: Path) -> int:
     print()
     for what, value, goal, ok in goals:
         print(f"{what:<28} {value:>8.3f}  goal {goal:<8} {'met' if ok else 'NOT met'}")
+    for other in ("chronoml-open", "before"):
+        if (other, "1 row x16") in by:
+            o = by[(other, "1 row x16")]
+            print(
+                f"chronoml vs {other}: {c1.rps / o.rps:.3f}x the req/s, "
+                f"{c1.p99_ms / o.p99_ms:.3f}x the p99, {c1.cpu_ms_per_req / o.cpu_ms_per_req:.3f}x "
+                "the CPU per request"
+            )
     bad = [r for r in runs if r.errors]
     if bad:
         print(f"errors during runs: {[(r.server, r.load, r.errors) for r in bad]}; logs in {work}")
