@@ -23,6 +23,7 @@ from chronoml.monitor import feedback as fb
 from chronoml.monitor.reports import ensure_profile
 from chronoml.registry import RegistryError
 from chronoml.registry.models import load_model
+from chronoml.registry.probe import check_format, probe
 from chronoml.store import decisions as D
 from chronoml.store import explanations as stored_explanations
 from chronoml.store import ledger as SL
@@ -76,6 +77,7 @@ def deploy(
     check_loads: bool = True,
     canary: Guardrails | None = None,
     extra: Mapping[str, Any] | None = None,
+    probe_first: bool = False,
 ) -> L.LedgerEvent:
     """Resolve ``model_uri`` to a version and record its deploy on the ledger.
 
@@ -111,7 +113,10 @@ def deploy(
             "model_uri",
         )
     profile_note: str | None = None
+    check_format(resolved.archive, ctx.settings.model_formats)
     if check_loads:
+        if probe_first:
+            probe(ref, resolved.archive)
         try:
             loaded = load_model(ref, resolved.archive)
         except Exception as exc:

@@ -51,8 +51,13 @@ class Chronoml(Context):
         check_loads: bool = True,
         canary: Guardrails | None = None,
         extra: Mapping[str, Any] | None = None,
+        probe_first: bool = False,
     ) -> L.LedgerEvent:
-        """Resolve ``model_uri`` to a version and record its deploy (see :func:`endpoints.deploy`)."""
+        """Resolve ``model_uri`` to a version and record its deploy (see :func:`endpoints.deploy`).
+
+        ``probe_first`` loads the model in a forked child before this process
+        loads it: a server does, so a model that crashes on load cannot take it down.
+        """
         return E.deploy(
             self,
             endpoint,
@@ -65,6 +70,7 @@ class Chronoml(Context):
             check_loads=check_loads,
             canary=canary,
             extra=extra,
+            probe_first=probe_first,
         )
 
     def set_weights(

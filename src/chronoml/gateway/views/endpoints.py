@@ -122,6 +122,7 @@ def routes(gw: Gateway) -> list[Route]:
             allow_unlinked_data=bool(spec.get("allow_unlinked_data", False)),
             actor=actor,
             canary=guardrails,
+            probe_first=True,
         )
 
     async def rollback(request: Request) -> Response:
