@@ -10,6 +10,7 @@ permits those, so a role limited to ``fraud-*`` can never act beyond it.
 
 from __future__ import annotations
 
+import functools
 import getpass
 import re
 import socket
@@ -99,12 +100,19 @@ class Grant:
         """Whether this grant allows ``action`` on ``endpoint`` (None: on no single endpoint)."""
         if action not in PERMISSIONS[self.role]:
             return False
+        if self.endpoints == "*":
+            return True
         if endpoint is None:
-            return self.endpoints == "*"
-        return fnmatchcase(endpoint, self.endpoints)
+            return False
+        return _matches(endpoint, self.endpoints)
 
     def __str__(self) -> str:
         return self.role.value if self.endpoints == "*" else f"{self.role}:{self.endpoints}"
+
+
+@functools.lru_cache(maxsize=4096)
+def _matches(endpoint: str, glob: str) -> bool:
+    return fnmatchcase(endpoint, glob)
 
 
 def parse_role(text: str, field: str = "role") -> Role:

@@ -146,13 +146,33 @@ class Access:
         )
         self.hosts = default_allowed_hosts(settings.bind_host) | set(settings.allowed_hosts)
         self.proxies = parse_trusted_proxies(settings.trusted_proxies)
+        # Answers that hold for a while, so the checks cost a dict lookup per request:
+        # Host header values (fixed by configuration), and principals by credentials
+        # and client for the token cache's lifetime (a revocation or an expiry takes
+        # effect within it, as with the token cache itself).
+        self._host_ok: dict[bytes, bool] = {}
+        self._principals: dict[tuple[bytes, str | None], tuple[float, Principal]] = {}
+        self._ttl_s = self.tokens.ttl_s
 
     # --- before any view -----------------------------------------------------
 
     def refuse(self, scope: Scope, predict: bool = False) -> tuple[int, bytes] | None:
         """The status and body refusing a request outright, or None to go on."""
+        method = scope.get("method", "GET")
+        raw = scope.get("headers", ())
+        host = next((v for k, v in raw if k == b"host"), b"")
+        ok = self._host_ok.get(host)
+        if ok is None:
+            ok = host_allowed(host.decode("latin-1") or None, self.hosts)
+            if len(self._host_ok) < 1024:
+                self._host_ok[host] = ok
+        if ok and predict and method == "POST":
+            # the hot path: a JSON body to predict, no Origin, a small declared size
+            fast = _fast_predict_headers(raw, self.settings.max_body_bytes)
+            if fast:
+                return None
         headers = _headers(scope)
-        if not host_allowed(headers.get("host"), self.hosts):
+        if not ok:
             return error_body(
                 421,
                 "misdirected_request",
@@ -163,7 +183,6 @@ class Access:
         limit = self.settings.max_body_bytes
         if declared is not None and declared.isdigit() and int(declared) > limit:
             return error_body(413, "body_too_large", f"request body over {limit} bytes")
-        method = scope.get("method", "GET")
         if method in _SAFE:
             return None
         if not origin_allowed(
@@ -195,6 +214,26 @@ class Access:
 
     async def principal(self, scope: Scope) -> Principal:
         """The caller; raises Unauthenticated for credentials that are not valid."""
+        raw = next((v for k, v in scope.get("headers", ()) if k == b"authorization"), b"")
+        peer = scope.get("client")
+        key = (raw, peer[0] if peer and not self.proxies else None)
+        got = self._principals.get(key)
+        now = time.monotonic()
+        if got is not None and now - got[0] < self._ttl_s:
+            return got[1]
+        p = await self._authenticate(scope)
+        if key[1] is not None or not self.proxies:
+            if len(self._principals) > 10_000:
+                self._principals.clear()
+            self._principals[key] = (now, p)
+        return p
+
+    def forget(self) -> None:
+        """Drop cached tokens and principals (this server just created or revoked a token)."""
+        self.tokens.forget()
+        self._principals.clear()
+
+    async def _authenticate(self, scope: Scope) -> Principal:
         authorization = _headers(scope).get("authorization")
         client = self.client(scope)
         credential = bearer(authorization)
@@ -288,6 +327,21 @@ def guard_all(access: Access, routes: Sequence[BaseRoute]) -> list[BaseRoute]:
 
 def unauthenticated(message: str) -> Response:
     return error(401, "unauthenticated", message, "authorization")
+
+
+def _fast_predict_headers(raw: Sequence[tuple[bytes, bytes]], limit: int) -> bool:
+    """Whether a predict's headers need no closer look: JSON or CSV, no Origin, small enough."""
+    ctype = length = None
+    for k, v in raw:
+        if k == b"origin" or k == b"transfer-encoding":
+            return False
+        if k == b"content-type" and ctype is None:
+            ctype = v
+        elif k == b"content-length" and length is None:
+            length = v
+    if ctype not in (b"application/json", b"text/csv"):
+        return False
+    return length is not None and length.isdigit() and int(length) <= limit
 
 
 def _headers(scope: Scope) -> dict[str, str]:

@@ -72,7 +72,7 @@ def routes(gw: Gateway) -> list[Route]:
             )
         except ChronomlError as exc:
             return for_error(exc)
-        gw.access.tokens.forget()
+        gw.access.forget()
         # the only time the secret leaves the server
         return JSON({"token": record.to_dict(), "secret": secret}, status_code=201)
 
@@ -81,7 +81,7 @@ def routes(gw: Gateway) -> list[Route]:
         done = await run_in_threadpool(
             lambda: revoke_token(gw.cm.store, name, by=principal_of(request))
         )
-        gw.access.tokens.forget()
+        gw.access.forget()
         if not done:
             return error(404, "not_found", f"no active token named {name!r}")
         return JSON({"revoked": name})
