@@ -28,6 +28,7 @@ PATHS = {
     "drift_e2e": "drift/bench_e2e.py",
     "serving": "serving/bench.py",
     "explain": "explain/bench_explain.py",
+    "ids": "ids.py",
 }
 SCRIPTS = tuple(PATHS)
 OUTCOME = {0: "ok", 2: "goal NOT met"}
