@@ -410,6 +410,13 @@ def main(argv: list[str] | None = None) -> int:
         help="a copy of chronoml's src from before a change: served too, in the same run",
     )
     ap.add_argument(
+        "--rounds",
+        type=int,
+        default=1,
+        help="serve the contenders in turn this many times, alternating the order, and report "
+        "medians over rounds (the same machine noise for each) [1]",
+    )
+    ap.add_argument(
         "--open",
         action="store_true",
         help="also serve with --open-predict (no token check) to price the token check",
@@ -436,17 +443,42 @@ def main(argv: list[str] | None = None) -> int:
         runs: list[Run] = []
         names = ["empty", "chronoml"] + (["chronoml-open"] if args.open else [])
         names += (["before"] if args.before else []) + ([] if args.skip_mlflow else ["mlflow"])
-        for name in names:
-            runs += measure(
-                name, envs.get(name, env), work, one, many, args.duration, args.workers,
-                args.repeats,
-            )  # fmt: skip
+        rounds: list[Run] = []
+        for i in range(args.rounds):
+            order = names if i % 2 == 0 else [names[0], *reversed(names[1:])]
+            for name in order:
+                rounds += measure(
+                    name, envs.get(name, env), work, one, many, args.duration, args.workers,
+                    args.repeats,
+                )  # fmt: skip
+        runs = _medians(rounds)
         return report(runs, work)
     finally:
         if args.keep:
             print(f"work folder kept: {work}")
         else:
             shutil.rmtree(work, ignore_errors=True)
+
+
+def _medians(rounds: list[Run]) -> list[Run]:
+    """One run per (server, load): medians over the rounds, errors summed."""
+    keys = list(dict.fromkeys((r.server, r.load) for r in rounds))
+    out = []
+    for server, load in keys:
+        got = [r for r in rounds if (r.server, r.load) == (server, load)]
+        out.append(
+            Run(
+                server,
+                load,
+                int(statistics.median(g.requests for g in got)),
+                statistics.median(g.rps for g in got),
+                statistics.median(g.p50_ms for g in got),
+                statistics.median(g.p99_ms for g in got),
+                statistics.median(g.cpu_ms_per_req for g in got),
+                sum(g.errors for g in got),
+            )
+        )
+    return out
 
 
 def report(runs: list[Run], work: Path) -> int:

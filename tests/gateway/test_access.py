@@ -265,3 +265,22 @@ def test_the_first_start_writes_a_private_admin_token(cm: Any, settings: Any) ->
     if settings.embedded:
         assert stat.S_IMODE(settings.home.stat().st_mode) == 0o700
         assert stat.S_IMODE((settings.home / "chronoml.db").stat().st_mode) == 0o600
+
+
+def test_every_request_leaves_one_access_line(
+    app: Any, admin: TestClient, caplog: pytest.LogCaptureFixture
+) -> None:
+    import json
+    import logging
+
+    with caplog.at_level(logging.INFO, logger="chronoml.access"):
+        admin.get("/v1/endpoints/cancer")
+        TestClient(app, base_url=LOCAL).post("/v1/endpoints/cancer/predict", json=ROW)
+    lines = [json.loads(r.message) for r in caplog.records if r.name == "chronoml.access"]
+    assert [(x["method"], x["route"], x["status"]) for x in lines] == [
+        ("GET", "/v1/endpoints/{endpoint}", 200),
+        ("POST", "/v1/endpoints/{endpoint}/predict", 401),
+    ]
+    assert lines[0]["principal"].startswith("token:test-admin-")
+    assert lines[1]["principal"] == "anonymous"
+    assert all(x["latency_ms"] >= 0 and x["time"].endswith("Z") for x in lines)

@@ -132,6 +132,13 @@ if TYPE_CHECKING:
     show_default=True,
     help="The claim listing roles (role or role:endpoint-glob).",
 )
+@click.option(
+    "--access-log/--no-access-log",
+    default=True,
+    show_default=True,
+    help="One JSON line per request on standard error: time, principal, method, route, status, "
+    "latency.",
+)
 @click.option("--log-level", default="info", show_default=True)
 @click.pass_context
 def server(
@@ -159,6 +166,7 @@ def server(
     oidc_audience: str | None,
     oidc_jwks: str | None,
     oidc_roles_claim: str,
+    access_log: bool,
     log_level: str,
 ) -> None:
     """Serve the REST API, the prediction gateway and the dashboard.
@@ -221,10 +229,12 @@ def server(
                 "use it as 'Authorization: Bearer <token>' and create others with "
                 "chronoml token create"
             )
-        _serve(cm, host, port, log_level, workers)
+        _serve(cm, host, port, log_level, workers, access_log)
 
 
-def _serve(cm: Chronoml, host: str, port: int, log_level: str, workers: int = 1) -> None:
+def _serve(
+    cm: Chronoml, host: str, port: int, log_level: str, workers: int = 1, access: bool = True
+) -> None:
     # lazy: the web stack (uvicorn, starlette) loads only for the server
     from chronoml.gateway.server import serve
 
@@ -232,7 +242,7 @@ def _serve(cm: Chronoml, host: str, port: int, log_level: str, workers: int = 1)
         f"chronoml server on http://{host}:{port} (store: {_where(cm.settings)}, "
         f"{workers} worker{'s' if workers > 1 else ''})"
     )
-    serve(cm, host, port, log_level, workers)
+    serve(cm, host, port, log_level, workers, access)
 
 
 @cli.command()

@@ -276,17 +276,24 @@ class Access:
     def log(
         self, request: Request, principal: Principal | None, status: int, started: float
     ) -> None:
-        if not access_log.isEnabledFor(logging.INFO):
-            return
-        route = request.scope.get("route")
+        if access_log.isEnabledFor(logging.INFO):
+            route = request.scope.get("route")
+            path = getattr(route, "path", request.url.path)
+            self.write_line(principal, request.method, path, status, started)
+
+    def write_line(
+        self, principal: Principal | None, method: str, route: str, status: int, started: float
+    ) -> None:
+        """One structured line per request: time, principal, client, method, route, status,
+        latency (logger ``chronoml.access``)."""
         access_log.info(
             json.dumps(
                 {
                     "time": iso(now_us()),
                     "principal": principal.actor if principal else None,
                     "client": principal.client if principal else None,
-                    "method": request.method,
-                    "route": getattr(route, "path", request.url.path),
+                    "method": method,
+                    "route": route,
                     "status": status,
                     "latency_ms": round((time.perf_counter() - started) * 1000, 3),
                 }

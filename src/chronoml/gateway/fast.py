@@ -11,6 +11,7 @@ including a predict with any other query, goes through Starlette as before.
 
 from __future__ import annotations
 
+import logging
 import time
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl
@@ -21,7 +22,7 @@ from starlette.types import Message, Receive, Scope, Send
 from chronoml.auth import AuthError
 from chronoml.errors import InvalidInput
 from chronoml.gateway import inputs
-from chronoml.gateway.access import ACTIONS, Rule, check
+from chronoml.gateway.access import ACTIONS, Rule, access_log, check
 from chronoml.gateway.responses import error_body
 
 if TYPE_CHECKING:
@@ -91,10 +92,13 @@ class GatewayApp(Starlette):
         self, scope: Scope, receive: Receive, send: Send, endpoint: str | None, explain: str | None
     ) -> None:
         started = False
+        answered = 500
+        t0 = time.perf_counter()
 
         async def respond(status: int, payload: bytes, ctype: bytes = _JSON) -> None:
-            nonlocal started
+            nonlocal started, answered
             started = True
+            answered = status
             await send(
                 {
                     "type": "http.response.start",
@@ -114,6 +118,15 @@ class GatewayApp(Starlette):
             if not started:
                 await respond(500, _INTERNAL_ERROR, b"text/plain; charset=utf-8")
             raise
+        finally:
+            if access_log.isEnabledFor(logging.INFO):
+                self.gateway.access.write_line(
+                    scope.get("chronoml.principal"),
+                    "POST",
+                    "/invocations" if endpoint is None else "/v1/endpoints/{endpoint}/predict",
+                    answered,
+                    t0,
+                )
 
     async def _predict(
         self,
@@ -132,6 +145,7 @@ class GatewayApp(Starlette):
                 return
         try:
             principal = await gw.access.principal(scope)
+            scope["chronoml.principal"] = principal
             check(principal, PREDICT_RULE, endpoint)
         except AuthError as exc:
             await respond(*error_body(exc.status, exc.code, exc.message, exc.field))

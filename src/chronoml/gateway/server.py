@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import logging
 import os
 import threading
 import time
@@ -19,9 +20,27 @@ from chronoml.service import Chronoml
 from chronoml.settings import Settings
 
 
-def serve(cm: Chronoml, host: str, port: int, log_level: str, workers: int = 1) -> None:
+def access_lines(enabled: bool) -> None:
+    """Send the access log (one JSON line per request) to standard error, or turn it off."""
+    log = logging.getLogger("chronoml.access")
+    log.propagate = False
+    log.handlers.clear()
+    if enabled:
+        handler = logging.StreamHandler()
+        handler.setFormatter(logging.Formatter("%(message)s"))
+        log.addHandler(handler)
+        log.setLevel(logging.INFO)
+    else:
+        log.setLevel(logging.CRITICAL + 1)
+
+
+def serve(
+    cm: Chronoml, host: str, port: int, log_level: str, workers: int = 1, access: bool = True
+) -> None:
     """Serve until interrupted: in this process, or in ``workers`` processes of their own."""
     configure(cm.settings)
+    access_lines(access)
+    os.environ["CHRONOML_ACCESS_LOG"] = "1" if access else "0"
     common: dict[str, Any] = {
         "host": host,
         "port": port,
@@ -89,4 +108,5 @@ def worker_app() -> Starlette:
     values["home"] = Path(values["home"])
     settings = Settings(**values)
     configure(settings)
+    access_lines(os.environ.get("CHRONOML_ACCESS_LOG", "1") == "1")
     return create_app(settings)
