@@ -43,7 +43,7 @@ from chronoml.auth import (
 from chronoml.auth.access import TokenCache
 from chronoml.auth.roles import PERMISSIONS
 from chronoml.auth.tokens import looks_like_secret
-from chronoml.gateway.responses import error, error_body, for_error
+from chronoml.gateway.responses import error_body, for_error
 from chronoml.settings import Settings
 from chronoml.store.database import Store
 from chronoml.timeutil import iso, now_us
@@ -330,10 +330,6 @@ def actor_of(request: Request) -> str:
 
 def guard_all(access: Access, routes: Sequence[BaseRoute]) -> list[BaseRoute]:
     return [access.guard(r) if isinstance(r, Route) else r for r in routes]
-
-
-def unauthenticated(message: str) -> Response:
-    return error(401, "unauthenticated", message, "authorization")
 
 
 def _fast_predict_headers(raw: Sequence[tuple[bytes, bytes]], limit: int) -> bool:
