@@ -285,7 +285,7 @@ def serve(
             "warning",
             "--workers",
             str(workers),
-            *(["--open-predict"] if name == "chronoml-open" else []),
+            *(["--open-predict", "--no-access-log"] if name == "chronoml-open" else []),
         ]
         url, ready = f"{base}/v1/endpoints/bench/predict", f"{base}/health"
     else:
