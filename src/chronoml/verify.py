@@ -177,8 +177,8 @@ def _hashes(value: Any, what: str) -> list[bytes]:
         out = [bytes.fromhex(h) for h in value]
     except (TypeError, ValueError):
         raise ValueError(f"{what} holds something that is not a hex hash") from None
-    if any(len(h) != merkle.HASH_SIZE for h in out):
-        raise ValueError(f"{what} holds a hash that is not 32 bytes")
+    if any(len(h) != merkle.HASH_SIZE or h.hex() != v for h, v in zip(out, value, strict=True)):
+        raise ValueError(f"{what} holds a hash that is not 64 lowercase hex digits")
     return out
 
 
@@ -203,10 +203,15 @@ def _check_inputs(leaf: leaves.DecisionLeaf, inputs: Any) -> str:
     if not isinstance(inputs, dict):
         raise ValueError("inputs is not an object")
     try:
-        num = base64.b64decode(inputs.get("num", ""), validate=True)
-        salt = bytes.fromhex(inputs.get("salt", ""))
+        b64 = inputs.get("num", "")
+        num = base64.b64decode(b64, validate=True)
+        salt_hex = inputs.get("salt", "")
+        salt = bytes.fromhex(salt_hex)
     except (TypeError, ValueError, binascii.Error):
         raise ValueError("inputs.num is not base64 or inputs.salt is not hex") from None
+    if base64.b64encode(num).decode("ascii") != b64 or salt.hex() != salt_hex:
+        # two spellings of the same bytes would let the file change while the check passes
+        raise ValueError("inputs.num is not canonical base64 or inputs.salt not lowercase hex")
     txt = inputs.get("txt")
     if txt is not None and not isinstance(txt, str):
         raise ValueError("inputs.txt is not text")
@@ -220,6 +225,10 @@ def _verify_item(root: bytes, size: int, entry: Any, item: Any, file: str) -> It
     try:
         if not isinstance(item, dict) or item.get("format") != ITEM_FORMAT:
             raise ValueError(f"not a {ITEM_FORMAT} file")
+        unknown = sorted(set(item) - {"format", "kind", "leaf", "inputs"})
+        if unknown:
+            # a field the checks skip could mislead a reader (a renamed "inputs" looks erased)
+            raise ValueError(f"unknown field {unknown[0]!r}")
         kind = str(item.get("kind"))
         leaf = leaves.item_from_dict(kind, item.get("leaf") or {})
         ident = _item_id(leaf)

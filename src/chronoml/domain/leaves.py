@@ -138,7 +138,7 @@ def _from_json(kind: str, optional: bool, value: Any, name: str) -> Any:
             raw = bytes.fromhex(value)
         except ValueError:
             raw = b""
-        if len(raw) == merkle.HASH_SIZE:
+        if len(raw) == merkle.HASH_SIZE and raw.hex() == value:  # lowercase, one spelling
             return raw
     if kind == "json":
         try:

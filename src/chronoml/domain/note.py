@@ -155,7 +155,7 @@ def format_vkey(name: str, public_key: bytes) -> str:
 
 def parse_vkey(text: str) -> VerifierKey:
     """Read a verifier key; its key ID must match its name and key bytes."""
-    parts = text.strip().split("+")
+    parts = text.strip().split("+", 2)  # base64 may hold "+" too
     if len(parts) != 3:
         raise NoteError("a verifier key reads name+keyid+base64key", "key")
     name, hex_id, blob = parts

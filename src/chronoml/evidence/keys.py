@@ -93,7 +93,7 @@ def parse_key(text: str) -> SigningKey:
     line = text.strip()
     if not line.startswith(_PREFIX):
         raise KeyFileError("not a signing key file (expected PRIVATE+KEY+...)")
-    parts = line[len(_PREFIX) :].split("+")
+    parts = line[len(_PREFIX) :].split("+", 2)  # base64 may hold "+" too
     if len(parts) != 3:
         raise KeyFileError("a signing key reads PRIVATE+KEY+name+keyid+base64key")
     name, hex_id, blob = parts
