@@ -34,7 +34,7 @@ import hashlib
 import json
 import math
 import struct
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, fields
 from typing import Any, ClassVar
 
@@ -87,34 +87,53 @@ def _float_to_json(x: float) -> float | str:
 
 _NONFINITE = {"NaN": math.nan, "Infinity": math.inf, "-Infinity": -math.inf}
 
-# field kinds: how a column encodes and how it reads from JSON
-_KINDS = frozenset({"str", "int", "bool", "float", "hash", "json"})
+
+def _e_str(v: Any) -> bytes:
+    if type(v) is not str:
+        raise TypeError
+    raw = v.encode("utf-8")
+    return _U32.pack(len(raw)) + raw
 
 
-def _encode_value(kind: str, optional: bool, value: Any, name: str) -> bytes:
-    if value is None:
-        if not optional:
-            raise LeafError(f"{name} is required", name)
-        return b"\x00"
-    out: bytes
-    if kind == "str" and isinstance(value, str):
-        out = _enc_str(value)
-    elif kind == "int" and isinstance(value, int) and not isinstance(value, bool):
-        if not -(2**63) <= value < 2**63:
-            raise LeafError(f"{name} does not fit in 64 bits", name)
-        out = _I64.pack(value)
-    elif kind == "bool" and isinstance(value, bool):
-        out = b"\x01" if value else b"\x00"
-    elif kind == "float" and isinstance(value, int | float) and not isinstance(value, bool):
-        # floats carry their own presence byte, so an optional float needs no second one
-        return _enc_float(float(value))
-    elif kind == "hash" and isinstance(value, bytes) and len(value) == merkle.HASH_SIZE:
-        out = value
-    elif kind == "json" and isinstance(value, bytes):
-        out = _enc_bytes(value)
-    else:
-        raise LeafError(f"{name} has the wrong type for a {kind} field", name)
-    return b"\x01" + out if optional else out
+def _e_int(v: Any) -> bytes:
+    if type(v) is not int:  # bool is an int subclass: refused here on purpose
+        raise TypeError
+    return _I64.pack(v)  # struct.error beyond 64 bits
+
+
+def _e_bool(v: Any) -> bytes:
+    if type(v) is not bool:
+        raise TypeError
+    return b"\x01" if v else b"\x00"
+
+
+def _e_float(v: Any) -> bytes:
+    if type(v) is not float and type(v) is not int:
+        raise TypeError
+    return _enc_float(float(v))
+
+
+def _e_hash(v: Any) -> bytes:
+    if type(v) is not bytes or len(v) != merkle.HASH_SIZE:
+        raise TypeError
+    return v
+
+
+def _e_json(v: Any) -> bytes:
+    if type(v) is not bytes:
+        raise TypeError
+    return _U32.pack(len(v)) + v
+
+
+# exact type checks, no isinstance chains: encoding runs once per decision on the write path
+_ENCODERS: dict[str, Callable[[Any], bytes]] = {
+    "str": _e_str,
+    "int": _e_int,
+    "bool": _e_bool,
+    "float": _e_float,
+    "hash": _e_hash,
+    "json": _e_json,
+}
 
 
 def _from_json(kind: str, optional: bool, value: Any, name: str) -> Any:
@@ -168,12 +187,25 @@ class _Leaf:
 
     KIND: ClassVar[str]
     SPEC: ClassVar[tuple[tuple[str, str, bool], ...]]
+    _TAG: ClassVar[bytes]
+    _PLAN: ClassVar[tuple[tuple[str, Callable[[Any], bytes], bool], ...]]
 
     def encode(self) -> bytes:
         """The leaf's canonical bytes."""
-        parts = [_enc_str(f"chronoml/{self.KIND}/v1")]
-        for name, kind, optional in self.SPEC:
-            parts.append(_encode_value(kind, optional, getattr(self, name), name))
+        parts = [self._TAG]
+        for name, encoder, optional in self._PLAN:
+            value = getattr(self, name)
+            if value is None:
+                if not optional:
+                    raise LeafError(f"{name} is required", name)
+                parts.append(b"\x00")
+                continue
+            try:
+                raw = encoder(value)
+            except (TypeError, struct.error):
+                raise LeafError(f"{name} has the wrong type or range for its field", name) from None
+            # floats carry their own presence byte, so an optional float needs no second one
+            parts.append(b"\x01" + raw if optional and encoder is not _e_float else raw)
         return b"".join(parts)
 
     def leaf_hash(self) -> bytes:
@@ -196,10 +228,11 @@ class _Leaf:
         return {name: _from_json(kind, opt, d.get(name), name) for name, kind, opt in cls.SPEC}
 
 
-def _check_spec(cls: type[_Leaf]) -> None:
+def _prepare(cls: type[_Leaf]) -> None:
     names = [f.name for f in fields(cls)]  # type: ignore[arg-type]
     assert names == [s[0] for s in cls.SPEC], cls
-    assert all(s[1] in _KINDS for s in cls.SPEC), cls
+    cls._TAG = _enc_str(f"chronoml/{cls.KIND}/v1")
+    cls._PLAN = tuple((name, _ENCODERS[kind], opt) for name, kind, opt in cls.SPEC)
 
 
 # --- the leaf types ----------------------------------------------------------------
@@ -367,7 +400,7 @@ class BatchLeaf(_Leaf):
 
 
 for _cls in (DecisionLeaf, LedgerEventLeaf, FeedbackLeaf, ExplanationLeaf, BatchLeaf):
-    _check_spec(_cls)
+    _prepare(_cls)
 
 LeafType = DecisionLeaf | LedgerEventLeaf | FeedbackLeaf | ExplanationLeaf | BatchLeaf
 
