@@ -11,7 +11,7 @@ import orjson
 from sqlalchemy import Connection, bindparam, select, update
 
 from chronoml.domain import ledger as L
-from chronoml.store import schema
+from chronoml.store import evidence, schema
 from chronoml.store.database import Store
 
 E = schema.ledger_events
@@ -106,6 +106,8 @@ def append_in(
     ev = L.plan(head.seq, head.hash, history, change, t, effective_at)
     conn.execute(E.insert().values(**_event_row(ev)))
     conn.execute(update(h).where(h.c.id == 1).values(seq=ev.seq, hash=ev.hash))
+    # committed with the event, so the evidence log never lags the chain
+    evidence.append_in(conn, [evidence.event_entry(ev)])
     return ev
 
 
