@@ -40,7 +40,9 @@ def _settings(ctx: click.Context) -> Settings:
     from chronoml.settings import Settings
 
     obj = ctx.find_root().obj or {}
-    return Settings.from_env(home=obj.get("home"), store_url=obj.get("store"))
+    return Settings.from_env(
+        home=obj.get("home"), store_url=obj.get("store"), signing_key=obj.get("signing_key")
+    )
 
 
 def _where(s: Settings) -> str:
@@ -154,16 +156,23 @@ def window_bounds(window: str, start: str | None, end: str | None) -> tuple[int,
     envvar="CHRONOML_STORE",
     help="Database URL for chronoml's tables, e.g. postgresql+psycopg://host/db [env CHRONOML_STORE].",
 )
+@click.option(
+    "--signing-key",
+    envvar="CHRONOML_SIGNING_KEY",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="The evidence log's Ed25519 signing key, created 0600 if absent "
+    "[env CHRONOML_SIGNING_KEY; default $CHRONOML_HOME/signing.key].",
+)
 @click.version_option(package_name="chronoml")
 @click.pass_context
-def cli(ctx: click.Context, home: Path | None, store: str | None) -> None:
+def cli(ctx: click.Context, home: Path | None, store: str | None, signing_key: Path | None) -> None:
     """chronoml: which model was live, trained on what, decided what, and why.
 
     Deploys MLflow models behind a logging gateway and keeps an append-only,
     hash-chained ledger of every change, so any past moment can be answered.
     Times are ISO 8601; without an offset they are UTC.
     """
-    ctx.obj = {"home": home, "store": store}
+    ctx.obj = {"home": home, "store": store, "signing_key": signing_key}
 
 
 def main() -> None:

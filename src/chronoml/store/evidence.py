@@ -420,9 +420,18 @@ def decision_items(
         raw.close()
 
 
-def decision_proof_rows(conn: Connection, decision_id: str) -> tuple[Any, ...] | None:
-    """A decision's evidence item (ITEM_COLUMNS) if it has one."""
-    return item_in(conn, "decision", decision_id)
+def sets_state_in(conn: Connection, seqs: Sequence[int]) -> list[tuple[int, bool]]:
+    """The stored ``sets_state`` column of the given ledger events."""
+    E = schema.ledger_events
+    q = select(E.c.seq, E.c.sets_state).where(E.c.seq.in_(list(seqs)))
+    return [(int(a), bool(b)) for a, b in conn.execute(q)]
+
+
+def feedback_rows_in(conn: Connection, decision_id: str) -> list[Any]:
+    """Every feedback row of a decision (mappings), oldest first."""
+    F = schema.feedback
+    q = select(F).where(F.c.decision_id == decision_id).order_by(F.c.id)
+    return list(conn.execute(q).mappings())
 
 
 # --- checkpoints ------------------------------------------------------------------
@@ -494,9 +503,9 @@ def backfill(conn: Connection) -> int:
     X = schema.explanations
     xs = [tuple(r) for r in conn.execute(select(*X.c).order_by(X.c.created_at, X.c.decision_id))]
     for i in range(0, len(xs), _BACKFILL_BATCH):
-        chunk = xs[i : i + _BACKFILL_BATCH]
-        hashes = [explanation_leaf(r).leaf_hash() for r in chunk]
-        append_in(conn, [batch_entry("explanation", [r[0] for r in chunk], hashes)])
+        part = xs[i : i + _BACKFILL_BATCH]
+        xh = [explanation_leaf(r).leaf_hash() for r in part]
+        append_in(conn, [batch_entry("explanation", [r[0] for r in part], xh)])
         n += 1
     return n
 

@@ -107,6 +107,12 @@ def get_in(conn: Any, decision_id: str) -> dict[str, Any] | None:
     return to_dict(row) if row is not None else None
 
 
+def get_row_in(conn: Any, decision_id: str) -> tuple[Any, ...] | None:
+    """The stored explanation row as a tuple in :data:`COLUMNS` order, or None."""
+    row = conn.execute(_GET, {"id": decision_id}).mappings().first()
+    return tuple(row[c] for c in COLUMNS) if row is not None else None
+
+
 def to_dict(row: Any) -> dict[str, Any]:
     """A stored row (a mapping of :data:`COLUMNS`) in the REST shape."""
     bg = orjson.loads(row["background"])

@@ -255,3 +255,16 @@ def verify(store: Store) -> L.ChainReport:
             "events were removed or added outside chronoml",
         )
     return report
+
+
+def events_with_flags(conn: Connection) -> Iterator[tuple[L.LedgerEvent, bool]]:
+    """Every event in seq order with its stored ``sets_state`` column (for the audit)."""
+    for r in conn.execute(select(E).order_by(E.c.seq)).mappings():
+        yield _row_to_event(r), bool(r["sets_state"])
+
+
+def head_in(conn: Connection) -> tuple[int, str]:
+    """The ledger head row, on the caller's connection."""
+    h = schema.ledger_head
+    row = conn.execute(select(h.c.seq, h.c.hash).where(h.c.id == 1)).one()
+    return int(row.seq), str(row.hash)
