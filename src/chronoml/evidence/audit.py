@@ -23,9 +23,11 @@ from typing import Any
 from chronoml.domain import leaves as LV
 from chronoml.domain import ledger as L
 from chronoml.domain import merkle, note
+from chronoml.evidence.checkpoints import TIME_PREFIX
 from chronoml.store import Store
 from chronoml.store import evidence as SE
 from chronoml.store import ledger as SL
+from chronoml.timeutil import iso
 from chronoml.window import Window
 
 MAX_PROBLEMS = 100
@@ -113,7 +115,12 @@ class _Found:
     def sorted(self) -> list[Problem]:
         return sorted(
             self.items,
-            key=lambda p: (p.log_index if p.log_index is not None else 1 << 62, _RANK[p.rank]),
+            # a named row first: tree and checkpoint mismatches follow from it
+            key=lambda p: (
+                max(_RANK[p.rank], 1),
+                p.log_index if p.log_index is not None else 1 << 62,
+                _RANK[p.rank],
+            ),
         )
 
 
@@ -396,16 +403,18 @@ def verify(
                 )
     tree = _check_tree(store, head, entries, leaves, f)
     report.root = tree.root().hex()
-    for cid, size, root, _at, text in stored_cps:
+    for n, (cid, size, root, at, text) in enumerate(stored_cps, start=1):
+        where = f"stored checkpoint #{cid}"
+        if cid != n:
+            f.add(None, where, f"expected #{n}: one was removed or renumbered", "checkpoint")
         try:
             cp = note.parse_checkpoint(note.parse_note(text).text)
         except note.NoteError as exc:
-            f.add(None, f"stored checkpoint #{cid}", exc.message, "checkpoint")
+            f.add(None, where, exc.message, "checkpoint")
             continue
-        if (cp.size, cp.root_hash) != (size, root):
-            f.add(
-                None, f"stored checkpoint #{cid}", "its columns differ from its note", "checkpoint"
-            )
+        stamp = f"{TIME_PREFIX}{iso(at)}"
+        if (cp.size, cp.root_hash) != (size, root) or stamp not in cp.extensions:
+            f.add(None, where, "its columns differ from its signed note", "checkpoint")
         report.checkpoints.append(check_checkpoint(tree, head.origin, cp, f"stored #{cid}", f))
     if checkpoint is not None:
         report.checkpoints.append(check_checkpoint(tree, head.origin, checkpoint, "given", f))

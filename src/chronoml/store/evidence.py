@@ -21,7 +21,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import BigInteger, Connection, String, cast, select, update
+from sqlalchemy import BigInteger, Connection, String, cast, func, select, update
 
 from chronoml.domain import leaves as LV
 from chronoml.domain import ledger as L
@@ -438,8 +438,13 @@ def feedback_rows_in(conn: Connection, decision_id: str) -> list[Any]:
 
 
 def add_checkpoint(conn: Connection, size: int, root: bytes, created_at: int, note: str) -> None:
-    """Record a signed checkpoint the store issued."""
-    conn.execute(CP.insert().values(size=size, root=root, created_at=created_at, note=note))
+    """Record a signed checkpoint the store issued (ids count 1, 2, 3... without gaps)."""
+    last = conn.execute(select(func.max(CP.c.id))).scalar()
+    conn.execute(
+        CP.insert().values(
+            id=(last or 0) + 1, size=size, root=root, created_at=created_at, note=note
+        )
+    )
 
 
 def checkpoints_in(conn: Connection) -> list[tuple[int, int, bytes, int, str]]:

@@ -349,7 +349,7 @@ Index("ix_evidence_items_log", evidence_items.c.log_index, evidence_items.c.posi
 checkpoints = Table(
     "checkpoints",
     metadata,
-    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("id", Integer, primary_key=True, autoincrement=False),  # 1, 2, 3...: no gaps
     Column("size", BigInteger, nullable=False),
     Column("root", LargeBinary, nullable=False),
     Column("created_at", BigInteger, nullable=False),

@@ -138,7 +138,7 @@ def upgrade() -> None:
     op.create_index("ix_evidence_items_log", "evidence_items", ["log_index", "position"])
     op.create_table(
         "checkpoints",
-        sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+        sa.Column("id", sa.Integer, primary_key=True, autoincrement=False),
         sa.Column("size", sa.BigInteger, nullable=False),
         sa.Column("root", sa.LargeBinary, nullable=False),
         sa.Column("created_at", sa.BigInteger, nullable=False),
