@@ -154,7 +154,7 @@ def rebuild_evidence(store: Store) -> None:
             )
         }
         entries: list[SE.Entry] = []
-        events = {ev.seq: (ev, flag) for ev, flag in SL.events_with_flags(conn)}
+        events = {q: (ev, flag) for q, ev, flag in SL.events_with_flags(conn) if ev is not None}
         for idx, kind, ref, _size, _root, at, _leaf in old:
             if kind == "ledger_event":
                 if ref not in events:

@@ -125,12 +125,17 @@ class _Found:
 
 
 def _check_ledger(conn: Any, entries: list[tuple[Any, ...]], leaves: list[bytes], f: _Found) -> int:
-    by_seq = {int(e[2]): int(e[0]) for e in entries if e[1] == "ledger_event"}
+    by_seq = {int(e[2]): int(e[0]) for e in entries if e[1] == "ledger_event" and e[2] is not None}
+    times = {int(e[0]): int(e[5]) for e in entries if e[1] == "ledger_event"}
     prev, expected, n = L.GENESIS_HASH, 1, 0
-    for ev, flag in SL.events_with_flags(conn):
+    for seq, ev, flag in SL.events_with_flags(conn):
         n += 1
-        idx = by_seq.pop(ev.seq, None)
-        what = f"ledger event #{ev.seq}"
+        idx = by_seq.pop(seq, None)
+        what = f"ledger event #{seq}"
+        if ev is None:
+            f.add(idx, what, "its stored columns cannot be read back")
+            expected = seq + 1
+            continue
         if flag != (ev.kind in L.STATE_KINDS):
             f.add(
                 idx,
@@ -150,6 +155,8 @@ def _check_ledger(conn: Any, entries: list[tuple[Any, ...]], leaves: list[bytes]
         if idx is None:
             f.add(None, what, "it is not in the evidence log: it was added outside chronoml")
             continue
+        if times.get(idx) != ev.recorded_at:
+            f.add(idx, what, "its log entry's time is not the time it was recorded")
         h = leaf.leaf_hash()
         if h != leaves[idx]:
             f.add(idx, what, "its stored row no longer matches what the evidence log committed")
@@ -352,16 +359,24 @@ def verify(
     """Recompute the evidence log from the stored rows (decisions too when asked)."""
     f = _Found()
     with store.read() as conn:
-        head = SE.head_in(conn)
+        found = SE.find_head(conn)
         entries = SE.log_entries(conn)
         stored_cps = SE.checkpoints_in(conn)
+    if found is None:
+        f.add(None, "evidence head", "its row is gone", "tree")
+    head = found or SE.Head("", -1, b"")
     leaves: list[bytes] = []
     for pos, (idx, kind, _ref, size, root, at, leaf) in enumerate(entries):
         if idx != pos:
             f.add(pos, f"log entry {pos}", f"it is missing (the next is {idx})", "entry")
         if kind == "ledger_event":
+            # an event's entry holds nothing but its seq and time beside the leaf
+            if size != 1 or root is not None or _ref is None:
+                f.add(idx, f"log entry {idx}", "its columns do not fit a ledger event", "entry")
             leaves.append(bytes(leaf))  # replaced by the recomputed one below
             continue
+        if _ref is not None:
+            f.add(idx, f"log entry {idx}", "a batch entry has no ref", "entry")
         try:
             h = LV.BatchLeaf(kind, int(size), bytes(root or b""), int(at)).leaf_hash()
         except LV.LeafError as exc:

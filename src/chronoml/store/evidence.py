@@ -21,7 +21,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import BigInteger, Connection, String, cast, func, select, update
+from sqlalchemy import Connection, String, cast, func, select, update
 
 from chronoml.domain import leaves as LV
 from chronoml.domain import ledger as L
@@ -274,8 +274,22 @@ class Head:
 
 def head_in(conn: Connection) -> Head:
     """The head row (origin, size, root from its peaks)."""
-    row = conn.execute(select(HEAD.c.origin, HEAD.c.size, HEAD.c.peaks).where(HEAD.c.id == 1)).one()
-    return Head(row.origin, int(row.size), split_peaks(row.size, row.peaks).root())
+    head = find_head(conn)
+    if head is None:
+        raise merkle.MerkleError("the evidence log has no head row: run audit verify", "head")
+    return head
+
+
+def find_head(conn: Connection) -> Head | None:
+    """The head row, or None when it is gone or unreadable."""
+    q = select(HEAD.c.origin, HEAD.c.size, HEAD.c.peaks).where(HEAD.c.id == 1)
+    row = conn.execute(q).first()
+    if row is None:
+        return None
+    try:
+        return Head(row.origin, int(row.size), split_peaks(row.size, row.peaks).root())
+    except merkle.MerkleError:
+        return Head(row.origin, int(row.size), b"")
 
 
 def log_entries(conn: Connection) -> list[tuple[Any, ...]]:
@@ -345,7 +359,7 @@ def feedback_items(conn: Connection) -> Iterator[Any]:
     F = schema.feedback
     q = (
         select(ITEMS.c.log_index, ITEMS.c.position, ITEMS.c.ref, ITEMS.c.leaf, *F.c)
-        .select_from(ITEMS.outerjoin(F, F.c.id == cast(ITEMS.c.ref, BigInteger)))
+        .select_from(ITEMS.outerjoin(F, cast(F.c.id, String(64)) == ITEMS.c.ref))
         .where(ITEMS.c.kind == "feedback")
         .order_by(ITEMS.c.log_index, ITEMS.c.position)
     )

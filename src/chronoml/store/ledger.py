@@ -257,10 +257,18 @@ def verify(store: Store) -> L.ChainReport:
     return report
 
 
-def events_with_flags(conn: Connection) -> Iterator[tuple[L.LedgerEvent, bool]]:
-    """Every event in seq order with its stored ``sets_state`` column (for the audit)."""
+def events_with_flags(conn: Connection) -> Iterator[tuple[int, L.LedgerEvent | None, bool]]:
+    """Every event in seq order with its stored ``sets_state`` column (for the audit).
+
+    An event whose stored columns cannot be read back (JSON edited into
+    something else) comes as None, so the audit can name it.
+    """
     for r in conn.execute(select(E).order_by(E.c.seq)).mappings():
-        yield _row_to_event(r), bool(r["sets_state"])
+        try:
+            ev: L.LedgerEvent | None = _row_to_event(r)
+        except (ValueError, TypeError, KeyError):
+            ev = None
+        yield int(r["seq"]), ev, bool(r["sets_state"])
 
 
 def head_in(conn: Connection) -> tuple[int, str]:
