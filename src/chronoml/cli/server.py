@@ -73,6 +73,18 @@ if TYPE_CHECKING:
     type=click.Path(exists=True, dir_okay=False, path_type=Path),
     help="Load alert rules from this TOML or JSON file at start (upsert by name).",
 )
+@click.option(
+    "--checkpoint-interval",
+    type=click.FloatRange(0),
+    default=3600.0,
+    show_default=True,
+    help="Seconds between signed checkpoints of the evidence log (when it grew); 0: never.",
+)
+@click.option(
+    "--checkpoint-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Also publish each checkpoint into this folder (<size>-<time>.txt and latest.txt).",
+)
 @click.option("--log-level", default="info", show_default=True)
 @click.pass_context
 def server(
@@ -88,6 +100,8 @@ def server(
     monitor_window: str,
     retrain_interval: float,
     alerts_file: Path | None,
+    checkpoint_interval: float,
+    checkpoint_dir: Path | None,
     log_level: str,
 ) -> None:
     """Serve the REST API, the prediction gateway and the dashboard.
@@ -122,6 +136,8 @@ def server(
             monitor_interval_s=monitor_interval,
             monitor_window_us=window_us,
             retrain_interval_s=retrain_interval,
+            checkpoint_interval_s=checkpoint_interval,
+            checkpoint_dir=checkpoint_dir,
         )
         _serve(cm, host, port, log_level, workers)
 

@@ -25,6 +25,7 @@ from chronoml.domain import ledger as L
 from chronoml.domain import merkle, note
 from chronoml.evidence.checkpoints import TIME_PREFIX
 from chronoml.store import Store
+from chronoml.store import checkpoints as SC
 from chronoml.store import evidence as SE
 from chronoml.store import ledger as SL
 from chronoml.timeutil import iso
@@ -361,7 +362,7 @@ def verify(
     with store.read() as conn:
         found = SE.find_head(conn)
         entries = SE.log_entries(conn)
-        stored_cps = SE.checkpoints_in(conn)
+        stored_cps = SC.checkpoints_in(conn)
     if found is None:
         f.add(None, "evidence head", "its row is gone", "tree")
     head = found or SE.Head("", -1, b"")

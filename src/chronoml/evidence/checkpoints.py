@@ -19,6 +19,7 @@ from chronoml.domain import note
 from chronoml.evidence.keys import SigningKey, ensure_key_file
 from chronoml.settings import Settings
 from chronoml.store import Store
+from chronoml.store import checkpoints as SC
 from chronoml.store import evidence as SE
 from chronoml.timeutil import iso, now_us
 from chronoml.worker import Worker
@@ -64,7 +65,7 @@ def issue(store: Store, key: SigningKey, now: int | None = None) -> Issued:
     cp = note.Checkpoint(head.origin, head.size, head.root, (f"{TIME_PREFIX}{iso(t)}",))
     signed = key.sign_checkpoint(cp)
     store.write_retrying(
-        lambda conn: SE.add_checkpoint(conn, cp.size, cp.root_hash, t, signed), "the checkpoint"
+        lambda conn: SC.add_checkpoint(conn, cp.size, cp.root_hash, t, signed), "the checkpoint"
     )
     return Issued(cp, signed, t)
 
@@ -114,7 +115,7 @@ class CheckpointWorker(Worker):
     def _step(self) -> bool:
         with self.store.read() as conn:
             size = SE.head_in(conn).size
-            latest = SE.latest_checkpoint(conn)
+            latest = SC.latest_checkpoint(conn)
         if latest is not None and latest[1] == size and self.last is not None:
             return False  # nothing new to sign
         issued = issue(self.store, self.key)

@@ -23,6 +23,7 @@ from chronoml.errors import NotFound, StoreError
 from chronoml.evidence import bundle as B
 from chronoml.evidence import checkpoints as EC
 from chronoml.evidence.keys import SigningKey
+from chronoml.store import checkpoints as SC
 from chronoml.store import decisions as D
 from chronoml.store import evidence as SE
 from chronoml.store import explanations as SX
@@ -32,7 +33,7 @@ from chronoml.store.database import Tx
 
 def _checkpoint_covering(cm: Context, key: SigningKey, index: int) -> tuple[str, note.Checkpoint]:
     with cm.store.read() as conn:
-        latest = SE.latest_checkpoint(conn)
+        latest = SC.latest_checkpoint(conn)
     if latest is not None and latest[1] > index:
         text = latest[4]
         cp = note.parse_checkpoint(note.parse_note(text).text)

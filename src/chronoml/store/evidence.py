@@ -21,7 +21,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import Connection, String, cast, func, select, update
+from sqlalchemy import Connection, String, cast, select, update
 
 from chronoml.domain import leaves as LV
 from chronoml.domain import ledger as L
@@ -33,7 +33,7 @@ LOG = schema.evidence_log
 NODES = schema.evidence_nodes
 HEAD = schema.evidence_head
 ITEMS = schema.evidence_items
-CP = schema.checkpoints
+
 SALT_BYTES = 16
 
 LOG_COLUMNS = ("idx", "kind", "ref", "size", "root", "committed_at", "leaf")
@@ -446,99 +446,3 @@ def feedback_rows_in(conn: Connection, decision_id: str) -> list[Any]:
     F = schema.feedback
     q = select(F).where(F.c.decision_id == decision_id).order_by(F.c.id)
     return list(conn.execute(q).mappings())
-
-
-# --- checkpoints ------------------------------------------------------------------
-
-
-def add_checkpoint(conn: Connection, size: int, root: bytes, created_at: int, note: str) -> None:
-    """Record a signed checkpoint the store issued (ids count 1, 2, 3... without gaps)."""
-    last = conn.execute(select(func.max(CP.c.id))).scalar()
-    conn.execute(
-        CP.insert().values(
-            id=(last or 0) + 1, size=size, root=root, created_at=created_at, note=note
-        )
-    )
-
-
-def checkpoints_in(conn: Connection) -> list[tuple[int, int, bytes, int, str]]:
-    """Every stored checkpoint: (id, size, root, created_at, note), oldest first."""
-    q = select(CP.c.id, CP.c.size, CP.c.root, CP.c.created_at, CP.c.note).order_by(CP.c.id)
-    return [(int(a), int(b), bytes(c), int(d), str(e)) for a, b, c, d, e in conn.execute(q)]
-
-
-def latest_checkpoint(conn: Connection) -> tuple[int, int, bytes, int, str] | None:
-    """The newest stored checkpoint, or None."""
-    q = select(CP.c.id, CP.c.size, CP.c.root, CP.c.created_at, CP.c.note).order_by(CP.c.id.desc())
-    r = conn.execute(q.limit(1)).first()
-    return None if r is None else (int(r[0]), int(r[1]), bytes(r[2]), int(r[3]), str(r[4]))
-
-
-# --- backfill ---------------------------------------------------------------------
-
-_BACKFILL_BATCH = 4096
-
-
-def backfill(conn: Connection) -> int:
-    """Commit every row stored before the log existed; returns the entries appended.
-
-    Ledger events first (in seq order), then decisions in time order in
-    batches, then feedback and explanations. Run by the migration that
-    creates the log, in its transaction.
-    """
-    # lazy: store.ledger imports this module to commit its events
-    from chronoml.store.ledger import _row_to_event
-
-    entries = [
-        Entry(
-            "ledger_event",
-            int(r["seq"]),
-            1,
-            None,
-            int(r["recorded_at"]),
-            event_leaf(_row_to_event(r), r["sets_state"]).leaf_hash(),
-        )
-        for r in ledger_rows(conn)
-    ]
-    n = len(entries)
-    append_in(conn, entries)
-    D = schema.decisions
-    cols = [D.c[c] for c in _DECISION_COLS]
-    batch: list[tuple[Any, ...]] = []
-    for r in conn.execute(select(*cols).order_by(D.c.ts, D.c.id)):
-        batch.append(tuple(r))
-        if len(batch) >= _BACKFILL_BATCH:
-            n += _backfill_decisions(conn, batch)
-            batch = []
-    if batch:
-        n += _backfill_decisions(conn, batch)
-    F = schema.feedback
-    fb = list(conn.execute(select(F).order_by(F.c.id)).mappings())
-    for i in range(0, len(fb), _BACKFILL_BATCH):
-        chunk = fb[i : i + _BACKFILL_BATCH]
-        hashes = [feedback_leaf(r).leaf_hash() for r in chunk]
-        append_in(conn, [batch_entry("feedback", [str(r["id"]) for r in chunk], hashes)])
-        n += 1
-    X = schema.explanations
-    xs = [tuple(r) for r in conn.execute(select(*X.c).order_by(X.c.created_at, X.c.decision_id))]
-    for i in range(0, len(xs), _BACKFILL_BATCH):
-        part = xs[i : i + _BACKFILL_BATCH]
-        xh = [explanation_leaf(r).leaf_hash() for r in part]
-        append_in(conn, [batch_entry("explanation", [r[0] for r in part], xh)])
-        n += 1
-    return n
-
-
-_DECISION_COLS = (
-    "id", "ts", "endpoint", "variant", "model_name", "model_version", "event_seq", "shadow",
-    "unit", "request_id", "layout", "num", "txt", "output", "output_num", "latency_ms",
-)  # fmt: skip
-
-
-def _backfill_decisions(conn: Connection, rows: list[tuple[Any, ...]]) -> int:
-    salts, commitments, hashes = commit_decisions(rows)
-    entry = batch_entry(
-        "decision", [r[0] for r in rows], hashes, salts=salts, commitments=commitments
-    )
-    append_in(conn, [entry])
-    return 1

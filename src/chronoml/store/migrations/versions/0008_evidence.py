@@ -13,7 +13,7 @@ import secrets
 import sqlalchemy as sa
 from alembic import op
 
-from chronoml.store import evidence
+from chronoml.store import evidence_backfill
 
 revision = "0008"
 down_revision = "0006"
@@ -144,7 +144,7 @@ def upgrade() -> None:
         sa.Column("created_at", sa.BigInteger, nullable=False),
         sa.Column("note", sa.Text, nullable=False),
     )
-    evidence.backfill(op.get_bind())
+    evidence_backfill.backfill(op.get_bind())
     bind = op.get_bind()
     statements = _sqlite_triggers() if bind.dialect.name == "sqlite" else _pg_triggers()
     for statement in statements:
