@@ -43,7 +43,8 @@ def _checkpoint_covering(cm: Context, key: SigningKey, index: int) -> tuple[str,
 
 
 def _nodes(conn: Tx, index: int, size: int) -> Callable[[int, int], bytes]:
-    got = SE.nodes_in(conn, merkle.inclusion_proof_nodes(index, size))
+    # the entry itself too: prove_item checks it is the leaf at that index
+    got = SE.nodes_in(conn, [(0, index), *merkle.inclusion_proof_nodes(index, size)])
 
     def node(level: int, idx: int) -> bytes:
         h = got.get((level, idx))
