@@ -276,7 +276,7 @@ def _decision_groups(
                         got = commitment_of(row[10], bytes(row[11]), row[12], bytes(salt))
                         if got != bytes(com):
                             f.add(idx, what, "its stored inputs no longer match their commitment")
-                    h = SE.decision_leaf(row, bytes(com)).leaf_hash()
+                    h = SE.decision_leaf_hash(row, bytes(com))
                 except (LV.LeafError, TypeError, ValueError) as exc:
                     f.add(idx, what, f"its row cannot be read: {exc}")
                 if h is not None and h != bytes(r[3]):

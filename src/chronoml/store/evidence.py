@@ -16,7 +16,10 @@ decision log's fast path.
 
 from __future__ import annotations
 
+import hashlib
+import math
 import os
+import struct
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -70,6 +73,48 @@ def decision_leaf(r: Sequence[Any], commitment: bytes) -> LV.DecisionLeaf:
     )
 
 
+_PACK_U32 = struct.Struct(">I").pack
+_PACK_I64 = struct.Struct(">q").pack
+_PACK_F64 = struct.Struct(">d").pack
+_DECISION_TAG = _PACK_U32(len(b"chronoml/decision/v1")) + b"chronoml/decision/v1"
+
+
+def _s(v: str) -> bytes:
+    raw = v.encode("utf-8")
+    return _PACK_U32(len(raw)) + raw
+
+
+def _f(x: float) -> bytes:
+    if math.isfinite(x):
+        return b"\x01" + _PACK_F64(x)
+    return b"\x02" + _s("nan" if math.isnan(x) else ("inf" if x > 0 else "-inf"))
+
+
+def decision_leaf_hash(r: Sequence[Any], commitment: bytes) -> bytes:
+    """``decision_leaf(r, commitment).leaf_hash()``, several times faster.
+
+    The write path and ``audit verify --decisions`` hash every decision, so the
+    encoding of :class:`~chronoml.domain.leaves.DecisionLeaf` is spelled out
+    here field by field; a test pins it to the generic encoder byte for byte.
+    """
+    if type(commitment) is not bytes or len(commitment) != merkle.HASH_SIZE:
+        raise LV.LeafError("the input commitment is not a 32-byte hash", "inputs_commitment")
+    unit, out = r[8], r[14]
+    data = b"".join(
+        (
+            b"\x00",  # the RFC 6962 leaf prefix
+            _DECISION_TAG,
+            _s(r[0]), _PACK_I64(int(r[1])), _s(r[2]), _s(r[3]), _s(r[4]), _s(r[5]),
+            _PACK_I64(int(r[6])), b"\x01" if r[7] else b"\x00",
+            b"\x00" if unit is None else b"\x01" + _s(unit),
+            _s(r[9]), _s(r[10]), commitment, _s(r[13]),
+            b"\x00" if out is None else _f(float(out)),
+            _f(float(r[15])),
+        )
+    )  # fmt: skip
+    return hashlib.sha256(data).digest()
+
+
 def commit_decisions(rows: Sequence[Sequence[Any]]) -> tuple[list[bytes], list[bytes], list[bytes]]:
     """Fresh salts, input commitments and leaf hashes for decision tuples (COLUMNS order)."""
     pool = os.urandom(SALT_BYTES * len(rows))
@@ -78,7 +123,7 @@ def commit_decisions(rows: Sequence[Sequence[Any]]) -> tuple[list[bytes], list[b
         LV.inputs_commitment(r[10], bytes(r[11]), r[12], s)
         for r, s in zip(rows, salts, strict=True)
     ]
-    hashes = [decision_leaf(r, c).leaf_hash() for r, c in zip(rows, commitments, strict=True)]
+    hashes = [decision_leaf_hash(r, c) for r, c in zip(rows, commitments, strict=True)]
     return salts, commitments, hashes
 
 
@@ -319,16 +364,13 @@ def all_nodes(conn: Connection) -> Iterator[tuple[int, int, bytes]]:
 
 
 def nodes_in(conn: Connection, wanted: Sequence[tuple[int, int]]) -> dict[tuple[int, int], bytes]:
-    """The stored hashes of the ``(level, idx)`` nodes asked for (those that exist)."""
-    out: dict[tuple[int, int], bytes] = {}
-    by_level: dict[int, list[int]] = {}
-    for lv, i in wanted:
-        by_level.setdefault(lv, []).append(i)
-    for lv, idxs in by_level.items():
-        q = select(NODES.c.idx, NODES.c.hash).where(NODES.c.level == lv, NODES.c.idx.in_(idxs))
-        for i, h in conn.execute(q):
-            out[(lv, int(i))] = bytes(h)
-    return out
+    """The stored hashes of the ``(level, idx)`` nodes asked for (those that exist): one query."""
+    if not wanted:
+        return {}
+    # integers we computed, inlined: one statement, no per-call statement building
+    pairs = ", ".join(f"({int(lv)}, {int(i)})" for lv, i in wanted)
+    q = f"SELECT level, idx, hash FROM evidence_nodes WHERE (level, idx) IN (VALUES {pairs})"
+    return {(int(lv), int(i)): bytes(h) for lv, i, h in conn.exec_driver_sql(q)}
 
 
 def item_in(conn: Connection, kind: str, ref: str) -> tuple[Any, ...] | None:
