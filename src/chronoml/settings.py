@@ -51,6 +51,10 @@ class Settings:
     monitor_window_us: int = 3_600_000_000
     monitor_mlflow: bool = True  # mirror monitoring results to MLflow as metrics
     retrain_interval_s: float = 10.0  # how often the server advances retraining jobs (0: never)
+    # evidence: the log's signing key (default $CHRONOML_HOME/signing.key) and checkpoints
+    signing_key: Path | None = None
+    checkpoint_interval_s: float = 3600.0  # how often the server signs a checkpoint (0: never)
+    checkpoint_dir: Path | None = None  # where the server also publishes each checkpoint
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides: object) -> Settings:
@@ -63,6 +67,9 @@ class Settings:
             "oidc_issuer": e.get("CHRONOML_OIDC_ISSUER") or None,
             "oidc_audience": e.get("CHRONOML_OIDC_AUDIENCE") or None,
             "oidc_jwks": e.get("CHRONOML_OIDC_JWKS") or None,
+            "signing_key": Path(e["CHRONOML_SIGNING_KEY"])
+            if e.get("CHRONOML_SIGNING_KEY")
+            else None,
         }
         values.update({k: v for k, v in overrides.items() if v is not None})
         home = Path(str(values["home"])).expanduser().resolve()
@@ -72,6 +79,11 @@ class Settings:
     @property
     def database_url(self) -> str:
         return self.store_url or f"sqlite:///{self.home / 'chronoml.db'}"
+
+    @property
+    def signing_key_path(self) -> Path:
+        """Where the evidence log's Ed25519 signing key is kept."""
+        return self.signing_key or self.home / "signing.key"
 
     @property
     def tracking_uri(self) -> str:

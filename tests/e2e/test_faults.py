@@ -274,7 +274,10 @@ def pg_own_role(pg_url: str) -> Iterator[tuple[str, Any, Any]]:
     """A schema reached through a login role of its own, which the test can lock out."""
     from sqlalchemy import create_engine, text
 
-    from conftest import PG_ADMIN_URL
+    # the root conftest's URL; importing it by name could pick another folder's conftest
+    PG_ADMIN_URL = os.environ.get(
+        "CHRONOML_TEST_PG", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
+    )
 
     role = "chronoml_fault_" + uuid.uuid4().hex[:10]
     schema = pg_url.rsplit("search_path%3D", 1)[1]

@@ -40,7 +40,9 @@ def _settings(ctx: click.Context) -> Settings:
     from chronoml.settings import Settings
 
     obj = ctx.find_root().obj or {}
-    return Settings.from_env(home=obj.get("home"), store_url=obj.get("store"))
+    return Settings.from_env(
+        home=obj.get("home"), store_url=obj.get("store"), signing_key=obj.get("signing_key")
+    )
 
 
 def _where(s: Settings) -> str:
@@ -161,16 +163,29 @@ def window_bounds(window: str, start: str | None, end: str | None) -> tuple[int,
     "token create and revoke then go through its API as the principal of CHRONOML_TOKEN "
     "[env CHRONOML_URL].",
 )
+@click.option(
+    "--signing-key",
+    envvar="CHRONOML_SIGNING_KEY",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="The evidence log's Ed25519 signing key, created 0600 if absent "
+    "[env CHRONOML_SIGNING_KEY; default $CHRONOML_HOME/signing.key].",
+)
 @click.version_option(package_name="chronoml")
 @click.pass_context
-def cli(ctx: click.Context, home: Path | None, store: str | None, url: str | None) -> None:
+def cli(
+    ctx: click.Context,
+    home: Path | None,
+    store: str | None,
+    url: str | None,
+    signing_key: Path | None,
+) -> None:
     """chronoml: which model was live, trained on what, decided what, and why.
 
     Deploys MLflow models behind a logging gateway and keeps an append-only,
     hash-chained ledger of every change, so any past moment can be answered.
     Times are ISO 8601; without an offset they are UTC.
     """
-    ctx.obj = {"home": home, "store": store, "url": url}
+    ctx.obj = {"home": home, "store": store, "url": url, "signing_key": signing_key}
 
 
 class Remote:

@@ -404,12 +404,21 @@ def format_importance(rep: dict[str, Any]) -> str:
 @click.option(
     "--replay", is_flag=True, help="Re-run its archived model; exit 1 if the output differs."
 )
+@click.option(
+    "--proof", is_flag=True, help="Its inclusion proof: leaf, audit paths, signed checkpoint."
+)
 @json_option
 @click.pass_context
 def decision(
-    ctx: click.Context, decision_id: str, explain: bool, replay: bool, as_json: bool
+    ctx: click.Context, decision_id: str, explain: bool, replay: bool, proof: bool, as_json: bool
 ) -> None:
     """A logged decision with its full lineage."""
+    if proof:
+        # lazy: the command's modules load when it runs, so `chronoml --help` stays fast
+        from chronoml.cli.audit import show_proof
+
+        show_proof(ctx, decision_id, as_json)
+        return
     if explain or replay:
         show_decision(ctx, decision_id, explain=explain, replay=replay, as_json=as_json)
         return

@@ -139,6 +139,18 @@ if TYPE_CHECKING:
     help="One JSON line per request on standard error: time, principal, method, route, status, "
     "latency.",
 )
+@click.option(
+    "--checkpoint-interval",
+    type=click.FloatRange(0),
+    default=3600.0,
+    show_default=True,
+    help="Seconds between signed checkpoints of the evidence log (when it grew); 0: never.",
+)
+@click.option(
+    "--checkpoint-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Also publish each checkpoint into this folder (<size>-<time>.txt and latest.txt).",
+)
 @click.option("--log-level", default="info", show_default=True)
 @click.pass_context
 def server(
@@ -167,6 +179,8 @@ def server(
     oidc_jwks: str | None,
     oidc_roles_claim: str,
     access_log: bool,
+    checkpoint_interval: float,
+    checkpoint_dir: Path | None,
     log_level: str,
 ) -> None:
     """Serve the REST API, the prediction gateway and the dashboard.
@@ -218,6 +232,8 @@ def server(
             oidc_audience=oidc_audience,
             oidc_jwks=oidc_jwks,
             oidc_roles_claim=oidc_roles_claim,
+            checkpoint_interval_s=checkpoint_interval,
+            checkpoint_dir=checkpoint_dir,
         )
         # lazy: the command's modules load when it runs, so `chronoml --help` stays fast
         from chronoml.auth.access import ensure_admin_token

@@ -1,42 +1,10 @@
-"""CLI commands about the store itself: ``audit verify`` and ``db upgrade|compact|current``."""
+"""CLI commands about the store itself: ``db upgrade|compact|current``."""
 
 from __future__ import annotations
 
-import sys
-
 import click
 
-from chronoml.cli.common import (
-    Fail,
-    _chronoml,
-    _json,
-    _settings,
-    _where,
-    cli,
-    json_option,
-)
-
-
-@cli.group()
-def audit() -> None:
-    """Check the ledger."""
-
-
-@audit.command()
-@json_option
-@click.pass_context
-def verify(ctx: click.Context, as_json: bool) -> None:
-    """Recompute the hash chain; name the first event that does not match (exit 1)."""
-    with _chronoml(ctx) as cm:
-        report = cm.verify()
-    if as_json:
-        _json(report.__dict__)
-    elif report.ok:
-        click.echo(f"ok: {report.events} events, head {report.head}")
-    else:
-        click.echo(f"FAILED at ledger event #{report.first_bad_seq}: {report.reason}", err=True)
-    if not report.ok:
-        sys.exit(1)
+from chronoml.cli.common import Fail, _chronoml, _settings, _where, cli
 
 
 @cli.group()
@@ -50,17 +18,25 @@ def upgrade(ctx: click.Context) -> None:
     """Create the schema or migrate it to this version of chronoml."""
     # lazy: the command's modules load when it runs, so `chronoml --help` stays fast
     from chronoml.errors import StoreError
+    from chronoml.evidence.checkpoints import signing_key
+    from chronoml.evidence.keys import KeyFileError
     from chronoml.store import Store
 
     s = _settings(ctx)
     store = Store.open(s.database_url, s.home)
     try:
         rev = store.upgrade()
+        key, created = signing_key(s, store)
     except StoreError as exc:
         raise Fail(str(exc)) from None
+    except KeyFileError as exc:
+        raise Fail(exc.message) from None
     finally:
         store.close()
     click.echo(f"schema at revision {rev} ({_where(s)})")
+    if created:
+        click.echo(f"created the signing key {s.signing_key_path} (mode 0600)")
+    click.echo(f"evidence log key: {key.vkey()}")
 
 
 @db.command()

@@ -93,6 +93,7 @@ ACTIONS: dict[tuple[str, str], Rule | None] = {
     ("GET", "/v1/decisions/{id}"): _r(A.READ_STATUS, scope=SOME),
     ("GET", "/v1/audit/verify"): _r(A.AUDIT, scope=GLOBAL),
     ("GET", "/v1/audit/reads"): _r(A.AUDIT, scope=GLOBAL),
+    ("GET", "/v1/decisions/{id}/proof"): _r(A.AUDIT, scope=SOME),
     ("POST", "/v1/monitoring/run"): _r(A.ALERTS, scope=GLOBAL),
     ("GET", "/v1/endpoints/{endpoint}/monitoring"): _r(A.READ_STATUS),
     ("POST", "/v1/feedback"): _r(A.FEEDBACK, scope=SOME),

@@ -20,6 +20,7 @@ from chronoml.gateway.access import guard_all
 from chronoml.gateway.fast import GatewayApp
 from chronoml.gateway.gateway import Gateway
 from chronoml.gateway.views import alerts as alert_views
+from chronoml.gateway.views import audit as audit_views
 from chronoml.gateway.views import endpoints as endpoint_views
 from chronoml.gateway.views import explain as explain_views
 from chronoml.gateway.views import loop as loop_views
@@ -58,6 +59,7 @@ def create_app(settings: Settings, cm: Chronoml | None = None) -> Starlette:
         *explain_views.routes(gw),
         *loop_views.routes(gw),
         *token_views.routes(gw),
+        *audit_views.routes(gw),
     ]
     app = GatewayApp(gw, routes=guard_all(gw.access, routes), lifespan=lifespan)
     app.state.gateway = gw

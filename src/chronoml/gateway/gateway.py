@@ -24,6 +24,8 @@ from starlette.responses import Response
 from chronoml.auth.access import reads_logger
 from chronoml.domain import codec, routing
 from chronoml.errors import InvalidInput, StoreError
+from chronoml.evidence.checkpoints import CheckpointWorker, signing_key
+from chronoml.evidence.keys import KeyFileError, SigningKey
 from chronoml.gateway import batching, inputs
 from chronoml.gateway.access import Access
 from chronoml.gateway.canary import Canaries
@@ -61,6 +63,8 @@ class Gateway:
         self.alerts: AlertEngine | None = None  # set before start() to evaluate rules
         self.outbox: Outbox | None = None  # delivers alert webhooks while the server runs
         self.jobs: JobRunner | None = None  # advances retraining jobs while the server runs
+        self.signing_key: SigningKey | None = None  # signs the evidence log's checkpoints
+        self.checkpoints: CheckpointWorker | None = None
 
     # --- lifecycle ---------------------------------------------------------
 
@@ -94,8 +98,25 @@ class Gateway:
         self.monitor.start()
         self.jobs = JobRunner(self.cm, interval_s=self.settings.retrain_interval_s)
         self.jobs.start()
+        try:
+            # created 0600 on the first start if absent
+            self.signing_key, created = signing_key(self.settings, self.cm.store)
+        except KeyFileError as exc:  # serve anyway: decisions are still committed to the log
+            log.error("no checkpoints will be signed: %s", exc.message)
+        else:
+            if created:
+                log.info("created the signing key %s", self.settings.signing_key_path)
+            self.checkpoints = CheckpointWorker(
+                self.cm.store,
+                self.signing_key,
+                self.settings.checkpoint_interval_s,
+                self.settings.checkpoint_dir,
+            )
+            self.checkpoints.start()
 
     def stop(self) -> None:
+        if self.checkpoints is not None:
+            self.checkpoints.stop()
         if self.jobs is not None:
             self.jobs.stop()
         if self.monitor is not None:

@@ -13,7 +13,7 @@ from sqlalchemy.exc import IntegrityError
 
 from chronoml.domain import codec
 from chronoml.domain.codec import NUMERIC_KINDS, Schema
-from chronoml.store import blocks, schema
+from chronoml.store import blocks, evidence, schema
 from chronoml.store.database import Store
 
 D = schema.decisions
@@ -78,8 +78,24 @@ def insert_many(store: Store, rows: Sequence[DecisionRow]) -> None:
     if not rows:
         return
     payload = [r.__dict__ for r in rows]
-    with store.engine.connect() as conn, conn.begin():
+    entry = decision_entry([tuple(r.__dict__[c] for c in COLUMNS) for r in rows])
+    with store.write() as conn:
         conn.execute(D.insert(), payload)
+        evidence.append_in(conn, [entry])
+
+
+def decision_entry(rows: Sequence[Sequence[Any]]) -> evidence.Entry:
+    """The evidence log entry of one group commit of decision tuples (COLUMNS order)."""
+    salts, commitments, hashes = evidence.commit_decisions(rows)
+    return evidence.batch_entry(
+        "decision", [r[0] for r in rows], hashes, salts=salts, commitments=commitments
+    )
+
+
+def explanation_entry(rows: Sequence[Sequence[Any]]) -> evidence.Entry:
+    """The evidence log entry of explanations committed with their decisions."""
+    hashes = [evidence.explanation_leaf(r).leaf_hash() for r in rows]
+    return evidence.batch_entry("explanation", [r[0] for r in rows], hashes)
 
 
 _GET = select(D).where(D.c.id == bindparam("id"))
@@ -241,6 +257,7 @@ class Appender:
             f"INSERT INTO explanations ({', '.join(ecols)}) VALUES ({', '.join('?' * len(ecols))})"
         )
         self._explain_pg_sql = self._explain_sql.replace("?", "%s")
+        self._evidence = evidence.RawAppend(store.is_sqlite)
 
     def _connection(self) -> Any:
         if self._conn is None:
@@ -256,6 +273,10 @@ class Appender:
         """Committed (and on SQLite fsync'd) on return, with ``explanations``; raises if not."""
         if not rows:
             return
+        # leaf hashes before the transaction: the write lock is held only for the rows
+        entries = [decision_entry(rows)]
+        if explanations:
+            entries.append(explanation_entry(explanations))
         conn = self._connection()
         try:
             if self.store.is_sqlite:
@@ -265,6 +286,7 @@ class Appender:
                     db.executemany(self._sqlite_sql, rows)
                     if explanations:
                         db.executemany(self._explain_sql, explanations)
+                    self._evidence.write(db, entries)
                     db.execute("COMMIT")
                 except BaseException:
                     if db.in_transaction:
@@ -278,8 +300,10 @@ class Appender:
                 if explanations:
                     with db.cursor() as cur:
                         cur.executemany(self._explain_pg_sql, explanations)
+                self._evidence.write(db, entries)
                 db.commit()
         except BaseException:
+            self._evidence.forget()
             self.close(broken=True)
             raise
 

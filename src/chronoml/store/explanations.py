@@ -17,7 +17,7 @@ from sqlalchemy import bindparam, select
 from sqlalchemy.exc import IntegrityError
 
 from chronoml.domain.explanation import Background, Explanation
-from chronoml.store import schema
+from chronoml.store import evidence, schema
 from chronoml.store.database import Store
 from chronoml.timeutil import iso, now_us
 
@@ -71,6 +71,7 @@ def put_many(store: Store, items: Sequence[tuple[str, Explanation]]) -> list[dic
             fresh = [r for r in rows if r["decision_id"] not in have]
             if fresh:
                 conn.execute(E.insert(), fresh)
+                _commit(conn, fresh)
     except IntegrityError:
         # another writer stored the same decision's explanation first: keep theirs
         for r in rows:
@@ -80,7 +81,15 @@ def put_many(store: Store, items: Sequence[tuple[str, Explanation]]) -> list[dic
                 ).first()
                 if exists is None:
                     conn.execute(E.insert(), [r])
+                    _commit(conn, [r])
     return [to_dict(r) for r in rows]
+
+
+def _commit(conn: Any, rows: Sequence[dict[str, Any]]) -> None:
+    # one evidence entry per transaction that stores explanations
+    tuples_ = [tuple(r[c] for c in COLUMNS) for r in rows]
+    hashes = [evidence.explanation_leaf(t).leaf_hash() for t in tuples_]
+    evidence.append_in(conn, [evidence.batch_entry("explanation", [t[0] for t in tuples_], hashes)])
 
 
 _GET = select(E).where(E.c.decision_id == bindparam("id"))
@@ -96,6 +105,12 @@ def get_in(conn: Any, decision_id: str) -> dict[str, Any] | None:
     """:func:`get` on a connection the caller holds."""
     row = conn.execute(_GET, {"id": decision_id}).mappings().first()
     return to_dict(row) if row is not None else None
+
+
+def get_row_in(conn: Any, decision_id: str) -> tuple[Any, ...] | None:
+    """The stored explanation row as a tuple in :data:`COLUMNS` order, or None."""
+    row = conn.execute(_GET, {"id": decision_id}).mappings().first()
+    return tuple(row[c] for c in COLUMNS) if row is not None else None
 
 
 def to_dict(row: Any) -> dict[str, Any]:

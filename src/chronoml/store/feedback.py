@@ -9,7 +9,7 @@ import orjson
 from sqlalchemy import bindparam, func, select
 
 from chronoml.domain.feedback import FeedbackError, Label, check_label
-from chronoml.store import schema
+from chronoml.store import evidence, schema
 from chronoml.store.database import Store
 from chronoml.timeutil import iso, now_us
 
@@ -79,7 +79,18 @@ def record(
                     "actor": actor,
                 }
             )
-        conn.execute(F.insert(), rows)
+        ids = (
+            conn.execute(F.insert().returning(F.c.id, sort_by_parameter_order=True), rows)
+            .scalars()
+            .all()
+        )
+        hashes = [
+            evidence.feedback_leaf({**r, "id": i}).leaf_hash()
+            for r, i in zip(rows, ids, strict=True)
+        ]
+        evidence.append_in(
+            conn, [evidence.batch_entry("feedback", [str(i) for i in ids], hashes, now)]
+        )
     return {"labelled": len(rows) - updates, "updated": updates}
 
 

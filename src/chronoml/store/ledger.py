@@ -11,7 +11,7 @@ import orjson
 from sqlalchemy import Connection, bindparam, select, update
 
 from chronoml.domain import ledger as L
-from chronoml.store import schema
+from chronoml.store import evidence, schema
 from chronoml.store.database import Store
 
 E = schema.ledger_events
@@ -106,6 +106,8 @@ def append_in(
     ev = L.plan(head.seq, head.hash, history, change, t, effective_at)
     conn.execute(E.insert().values(**_event_row(ev)))
     conn.execute(update(h).where(h.c.id == 1).values(seq=ev.seq, hash=ev.hash))
+    # committed with the event, so the evidence log never lags the chain
+    evidence.append_in(conn, [evidence.event_entry(ev)])
     return ev
 
 
@@ -253,3 +255,24 @@ def verify(store: Store) -> L.ChainReport:
             "events were removed or added outside chronoml",
         )
     return report
+
+
+def events_with_flags(conn: Connection) -> Iterator[tuple[int, L.LedgerEvent | None, bool]]:
+    """Every event in seq order with its stored ``sets_state`` column (for the audit).
+
+    An event whose stored columns cannot be read back (JSON edited into
+    something else) comes as None, so the audit can name it.
+    """
+    for r in conn.execute(select(E).order_by(E.c.seq)).mappings():
+        try:
+            ev: L.LedgerEvent | None = _row_to_event(r)
+        except (ValueError, TypeError, KeyError):
+            ev = None
+        yield int(r["seq"]), ev, bool(r["sets_state"])
+
+
+def head_in(conn: Connection) -> tuple[int, str]:
+    """The ledger head row, on the caller's connection."""
+    h = schema.ledger_head
+    row = conn.execute(select(h.c.seq, h.c.hash).where(h.c.id == 1)).one()
+    return int(row.seq), str(row.hash)

@@ -318,3 +318,68 @@ input_reads = Table(
     Index("ix_input_reads_decision", "decision_id"),
     Index("ix_input_reads_ts", "ts"),
 )
+
+# --- evidence (migration 0008) --------------------------------------------------
+# One Merkle log (RFC 9162) over ledger events (one entry each) and group commits
+# of decisions, feedback and explanations (one entry per batch). Append-only:
+# triggers refuse UPDATE and DELETE; `chronoml audit verify` recomputes it all.
+evidence_log = Table(
+    "evidence_log",
+    metadata,
+    Column("idx", BigInteger, primary_key=True, autoincrement=False),
+    Column("kind", String(16), nullable=False),  # ledger_event | decision | feedback | explanation
+    Column("ref", BigInteger, nullable=True),  # the ledger event's seq
+    Column("size", Integer, nullable=False),  # items in the batch (1 for an event)
+    Column("root", LargeBinary, nullable=True),  # the batch's Merkle root
+    Column("committed_at", BigInteger, nullable=False),
+    Column("leaf", LargeBinary, nullable=False),  # the entry's leaf hash in the log
+)
+Index("ix_evidence_log_kind", evidence_log.c.kind, evidence_log.c.ref)
+
+# The log's complete subtrees, (level, index) -> hash: proofs read O(log n) rows.
+evidence_nodes = Table(
+    "evidence_nodes",
+    metadata,
+    Column("level", Integer, nullable=False),
+    Column("idx", BigInteger, nullable=False),
+    Column("hash", LargeBinary, nullable=False),
+    PrimaryKeyConstraint("level", "idx"),
+)
+
+# One row: the log's origin, size and right edge (its peaks, 32 bytes each).
+# Writers lock it to append in order; a trigger refuses to shrink it.
+evidence_head = Table(
+    "evidence_head",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=False),
+    Column("origin", String(200), nullable=False),
+    Column("size", BigInteger, nullable=False),
+    Column("peaks", LargeBinary, nullable=False),
+)
+
+# Each batched item: where it sits (log entry, position), its leaf hash, and for a
+# decision the salted commitment to its inputs with the salt (erased with them).
+evidence_items = Table(
+    "evidence_items",
+    metadata,
+    Column("kind", String(16), nullable=False),
+    Column("ref", String(64), nullable=False),
+    Column("log_index", BigInteger, nullable=False),
+    Column("position", Integer, nullable=False),
+    Column("leaf", LargeBinary, nullable=False),
+    Column("salt", LargeBinary, nullable=True),
+    Column("commitment", LargeBinary, nullable=True),
+    PrimaryKeyConstraint("kind", "ref"),
+)
+Index("ix_evidence_items_log", evidence_items.c.log_index, evidence_items.c.position)
+
+# Signed checkpoints the store wrote (C2SP signed notes), as published.
+checkpoints = Table(
+    "checkpoints",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=False),  # 1, 2, 3...: no gaps
+    Column("size", BigInteger, nullable=False),
+    Column("root", LargeBinary, nullable=False),
+    Column("created_at", BigInteger, nullable=False),
+    Column("note", Text, nullable=False),
+)

@@ -1,4 +1,4 @@
-"""The REST views of endpoints, decisions and the audit: what is live, changes, lineage, verify."""
+"""The REST views of endpoints and decisions: what is live, changes, lineage."""
 
 from __future__ import annotations
 
@@ -28,7 +28,7 @@ if TYPE_CHECKING:
 
 
 def routes(gw: Gateway) -> list[Route]:
-    """``/``, ``/health``, ``/metrics``, ``/v1/endpoints...``, ``/v1/decisions/{id}``, ``/v1/audit/verify``."""
+    """``/``, ``/health``, ``/metrics``, ``/v1/endpoints...``, ``/v1/decisions/{id}``."""
 
     async def list_endpoints(request: Request) -> Response:
         principal = principal_of(request)
@@ -152,7 +152,7 @@ def routes(gw: Gateway) -> list[Route]:
         except NotFound as exc:
             return error(404, "not_found", str(exc))
 
-    # --- decisions and audit ----------------------------------------------
+    # --- decisions ----------------------------------------------------------
 
     async def decision(request: Request) -> Response:
         principal = principal_of(request)
@@ -171,17 +171,6 @@ def routes(gw: Gateway) -> list[Route]:
             d["unit"] = None
             d["redacted"] = {"fields": ["inputs", "unit"], "needs_role": "auditor"}
         return JSON(d)
-
-    async def verify(request: Request) -> Response:
-        report = await run_in_threadpool(gw.cm.verify)
-        body = {
-            "ok": report.ok,
-            "events": report.events,
-            "head": report.head,
-            "first_bad_seq": report.first_bad_seq,
-            "reason": report.reason,
-        }
-        return JSON(body, status_code=200 if report.ok else 409)
 
     async def health(request: Request) -> Response:
         return JSON(
@@ -210,5 +199,4 @@ def routes(gw: Gateway) -> list[Route]:
         Route("/v1/endpoints/{endpoint}/rollback", rollback, methods=["POST"]),
         Route("/v1/endpoints/{endpoint}/retire", retire, methods=["POST"]),
         Route("/v1/decisions/{id}", decision, methods=["GET"]),
-        Route("/v1/audit/verify", verify, methods=["GET"]),
     ]

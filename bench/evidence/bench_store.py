@@ -1,0 +1,192 @@
+"""The evidence log in the store: what commitments cost the write path, verify and proofs.
+
+Three measurements on an embedded (SQLite) store in a temporary folder, in one run:
+
+1. group commit with commitments on vs off: CPU per single-row commit of the
+   gateway's writer (``store.decisions.Appender``), the anchor being the same
+   writer with the evidence step removed; the ratio against the gateway's
+   measured server CPU per single-row request (``--request-cpu-ms``) is the
+   share of the goal (at most 10%).
+2. ``audit verify --decisions`` over ``--decisions`` decisions (goal 1M in 10 s).
+3. a decision's proof made from the node table (goal 5 ms) and checked (1 ms).
+
+    .venv/bin/python bench/evidence/bench_store.py                 # 1M decisions, a few minutes
+    .venv/bin/python bench/evidence/bench_store.py --decisions 100000
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import struct
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from chronoml.context import Context
+from chronoml.domain import leaves as LV
+from chronoml.domain import ledger as L
+from chronoml.domain import merkle
+from chronoml.evidence import audit as EA
+from chronoml.evidence import checkpoints as EC
+from chronoml.evidence import keys, proofs
+from chronoml.ids import new_id
+from chronoml.settings import Settings
+from chronoml.store import Store
+from chronoml.store import decisions as D
+from chronoml.store import ledger as SL
+
+T0 = 1_767_225_600_000_000
+SCHEMA = tuple((f"f{i}", "float") for i in range(30))
+
+
+def rows(n: int, start: int, seq: int) -> list[D.DecisionTuple]:
+    out: list[D.DecisionTuple] = []
+    for i in range(start, start + n):
+        num = struct.pack("<30d", *([i * 0.001] * 30))
+        out.append(
+            (
+                new_id(), T0 + i, "churn", "a", "churn", "1", seq, False, f"user-{i % 1000}",
+                new_id(), "lay30", num, None, "0.5", 0.5, 0.8,
+            )
+        )  # fmt: skip
+    return out
+
+
+def open_store(home: Path) -> tuple[Store, int]:
+    store = Store.open(f"sqlite:///{home / 'chronoml.db'}", home)
+    store.upgrade()
+    D.Layouts(store).ensure("lay30", SCHEMA)
+    model = L.ModelRef("churn", "1", None, "ab" * 32)
+    v = L.Variant(name="a", model=model, weight=0, shadow=False)
+    ev = SL.append(store, L.Change("deploy", "churn", "bench", {"variant": v.to_dict()}))
+    return store, ev.seq
+
+
+def commit_cost(home: Path, commits: int, repeats: int) -> tuple[float, float]:
+    """Median CPU ms per single-row commit, evidence on and off."""
+    store, seq = open_store(home)
+    on: list[float] = []
+    off: list[float] = []
+    for _ in range(repeats):
+        for mode, sink in (("on", on), ("off", off)):
+            app = D.Appender(store)
+            if mode == "off":
+                # the writer as it was before the log: no leaf hashing, no evidence rows
+                app._evidence.write = lambda db, entries: None  # type: ignore[method-assign]
+                saved = D.decision_entry
+                D.decision_entry = lambda rs: None  # type: ignore[assignment,return-value]
+            batch = [rows(1, i, seq) for i in range(commits)]
+            t = time.process_time()
+            for r in batch:
+                app.append(r)
+            sink.append((time.process_time() - t) * 1000 / commits)
+            if mode == "off":
+                D.decision_entry = saved
+            app.close()
+    store.close()
+    return statistics.median(on), statistics.median(off)
+
+
+def fill(store: Store, seq: int, n: int, batch: int) -> float:
+    app = D.Appender(store)
+    t = time.perf_counter()
+    for start in range(0, n, batch):
+        app.append(rows(min(batch, n - start), start, seq))
+    app.close()
+    return time.perf_counter() - t
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--decisions", type=int, default=1_000_000)
+    ap.add_argument("--batch", type=int, default=256, help="rows per group commit when filling")
+    ap.add_argument("--commits", type=int, default=2000, help="single-row commits per run")
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--proofs", type=int, default=200)
+    ap.add_argument(
+        "--request-cpu-ms",
+        type=float,
+        default=0.58,
+        help="the gateway's server CPU per single-row request (bench/serving)",
+    )
+    args = ap.parse_args()
+    missed = False
+    with tempfile.TemporaryDirectory() as tmp:
+        on, off = commit_cost(Path(tmp) / "commit", args.commits, args.repeats)
+        added = on - off
+        share = added / args.request_cpu_ms
+        print(
+            f"single-row commit CPU: on {on:.3f} ms, off {off:.3f} ms (anchor), ratio {on / off:.2f}"
+        )
+        print(
+            f"  commitments add {added * 1000:.0f} us = {share:.1%} of "
+            f"{args.request_cpu_ms} ms server CPU per request (goal <= 10%)"
+        )
+        missed |= share > 0.10
+
+        home = Path(tmp) / "big"
+        store, seq = open_store(home)
+        fill_s = fill(store, seq, args.decisions, args.batch)
+        print(f"filled {args.decisions:,} decisions in {fill_s:.1f} s ({args.batch} per commit)")
+        t = time.perf_counter()
+        report = EA.verify(store, decisions=True)
+        verify_s = time.perf_counter() - t
+        assert report.ok, report.problems[:3]
+        goal = 10.0 * args.decisions / 1_000_000
+        print(
+            f"verify --decisions: {verify_s:.1f} s for {report.decisions:,} decisions "
+            f"({verify_s / max(report.decisions or 1, 1) * 1e6:.1f} us each; goal {goal:.1f} s)"
+        )
+        missed |= verify_s > goal
+
+        key = keys.generate("bench")
+        EC.issue(store, key)
+        cm = Context(Settings.from_env({}, home=home), store)
+        with store.read() as conn:
+            ids = [
+                r[0]
+                for r in conn.exec_driver_sql(
+                    f"SELECT id FROM decisions ORDER BY random() LIMIT {args.proofs}"
+                )
+            ]
+        made: list[float] = []
+        checked: list[float] = []
+        for did in ids:
+            t = time.perf_counter()
+            p: dict[str, Any] = proofs.decision_proof(cm, key, did)
+            made.append((time.perf_counter() - t) * 1000)
+            t = time.perf_counter()
+            ok = check(p)
+            checked.append((time.perf_counter() - t) * 1000)
+            assert ok
+        mk, ck = statistics.median(made), statistics.median(checked)
+        print(
+            f"proof made {mk:.3f} ms (goal 5), checked {ck:.3f} ms (goal 1), medians of {len(ids)}"
+        )
+        missed |= mk > 5 or ck > 1
+        store.close()
+    return 2 if missed else 0
+
+
+def check(p: dict[str, Any]) -> bool:
+    """What an offline checker does with a proof: re-encode, both paths, compare."""
+    import base64
+
+    leaf = LV.DecisionLeaf.from_dict(p["leaf"]).leaf_hash()
+    b = p["batch"]
+    root = merkle.root_from_inclusion_proof(
+        b["index"], b["size"], leaf, [bytes.fromhex(h) for h in b["path"]]
+    )
+    if root is None:
+        return False
+    entry = LV.BatchLeaf("decision", b["size"], root, b["committed_at"]).leaf_hash()
+    cp_root = base64.b64decode(p["checkpoint"].splitlines()[2])
+    path = [bytes.fromhex(h) for h in p["log_path"]]
+    return merkle.verify_inclusion(p["log_index"], p["log_size"], entry, path, cp_root)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

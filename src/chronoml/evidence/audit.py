@@ -1,0 +1,457 @@
+"""Verify the evidence log against the rows it commits to, and against a published checkpoint.
+
+Nothing stored is trusted: every leaf is recomputed from the row it stands for
+(a ledger event's columns, ``sets_state`` included; a decision's columns and
+the commitment to its inputs; a feedback or explanation row), every batch
+root from its items, the whole tree from those leaves, and the head, the
+stored subtree nodes and the stored checkpoints are compared with the result.
+A checkpoint given from outside (signed by the store's key) must be a prefix
+of the recomputed tree: a consistency proof (RFC 9162) shows it, and a
+rewrite, truncation or reordering of anything it covers fails it.
+
+The report names the first problem in log order: the ledger event, decision,
+feedback row or explanation whose stored columns no longer match what was
+committed, or the log entry, node or checkpoint that does not fit.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from chronoml.domain import leaves as LV
+from chronoml.domain import ledger as L
+from chronoml.domain import merkle, note
+from chronoml.evidence.checkpoints import TIME_PREFIX
+from chronoml.store import Store
+from chronoml.store import checkpoints as SC
+from chronoml.store import evidence as SE
+from chronoml.store import ledger as SL
+from chronoml.timeutil import iso
+from chronoml.window import Window
+
+MAX_PROBLEMS = 100
+_RANK = {"item": 0, "entry": 1, "tree": 2, "checkpoint": 3}
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One thing that does not verify: where in the log, what, and why."""
+
+    log_index: int | None
+    what: str
+    reason: str
+    rank: str = "item"
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON form."""
+        return {"log_index": self.log_index, "what": self.what, "reason": self.reason}
+
+
+@dataclass(frozen=True)
+class CheckpointResult:
+    """A checkpoint compared with the recomputed log."""
+
+    source: str  # "given" or "stored #id"
+    size: int
+    root: str
+    consistent: bool
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON form."""
+        return {
+            "source": self.source,
+            "size": self.size,
+            "root": self.root,
+            "consistent": self.consistent,
+        }
+
+
+@dataclass
+class EvidenceReport:
+    """What ``chronoml audit verify`` found in the evidence log."""
+
+    ok: bool = True
+    origin: str = ""
+    entries: int = 0
+    root: str = ""
+    events: int = 0
+    decisions: int | None = None
+    feedback: int = 0
+    explanations: int = 0
+    checkpoints: list[CheckpointResult] = field(default_factory=list)
+    first_bad: str | None = None
+    reason: str | None = None
+    problems: list[Problem] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON form (the ``evidence`` object of GET /v1/audit/verify)."""
+        return {
+            "ok": self.ok,
+            "origin": self.origin,
+            "entries": self.entries,
+            "root": self.root,
+            "events": self.events,
+            "decisions": self.decisions,
+            "feedback": self.feedback,
+            "explanations": self.explanations,
+            "checkpoints": [c.to_dict() for c in self.checkpoints],
+            "first_bad": self.first_bad,
+            "reason": self.reason,
+            "problems": [p.to_dict() for p in self.problems],
+        }
+
+
+class _Found:
+    """Collects problems, keeping the first in log order."""
+
+    def __init__(self) -> None:
+        self.items: list[Problem] = []
+
+    def add(self, log_index: int | None, what: str, reason: str, rank: str = "item") -> None:
+        if len(self.items) < MAX_PROBLEMS:
+            self.items.append(Problem(log_index, what, reason, rank))
+
+    def sorted(self) -> list[Problem]:
+        return sorted(
+            self.items,
+            # a named row first: tree and checkpoint mismatches follow from it
+            key=lambda p: (
+                max(_RANK[p.rank], 1),
+                p.log_index if p.log_index is not None else 1 << 62,
+                _RANK[p.rank],
+            ),
+        )
+
+
+def _check_ledger(conn: Any, entries: list[tuple[Any, ...]], leaves: list[bytes], f: _Found) -> int:
+    by_seq = {int(e[2]): int(e[0]) for e in entries if e[1] == "ledger_event" and e[2] is not None}
+    times = {int(e[0]): int(e[5]) for e in entries if e[1] == "ledger_event"}
+    prev, expected, n = L.GENESIS_HASH, 1, 0
+    for seq, ev, flag in SL.events_with_flags(conn):
+        n += 1
+        idx = by_seq.pop(seq, None)
+        what = f"ledger event #{seq}"
+        if ev is None:
+            f.add(idx, what, "its stored columns cannot be read back")
+            expected = seq + 1
+            continue
+        if flag != (ev.kind in L.STATE_KINDS):
+            f.add(
+                idx,
+                what,
+                f"its sets_state column says {flag}, but a {ev.kind!r} event "
+                f"{'sets' if ev.kind in L.STATE_KINDS else 'does not set'} the live state",
+            )
+        leaf = SE.event_leaf(ev, flag)
+        why = leaf.problem()
+        if why is not None:
+            f.add(idx, what, why)
+        if ev.seq != expected:
+            f.add(idx, what, f"expected seq {expected}, found {ev.seq}: an event is missing")
+        elif ev.prev_hash != prev:
+            f.add(idx, what, "prev_hash does not match the event before it")
+        prev, expected = ev.hash, ev.seq + 1
+        if idx is None:
+            f.add(None, what, "it is not in the evidence log: it was added outside chronoml")
+            continue
+        if times.get(idx) != ev.recorded_at:
+            f.add(idx, what, "its log entry's time is not the time it was recorded")
+        h = leaf.leaf_hash()
+        if h != leaves[idx]:
+            f.add(idx, what, "its stored row no longer matches what the evidence log committed")
+        leaves[idx] = h
+    for seq, idx in sorted(by_seq.items()):
+        f.add(idx, f"ledger event #{seq}", "it was deleted: the evidence log committed it")
+    seq, last = SL.head_in(conn)
+    if (seq, last) != (expected - 1, prev):
+        f.add(
+            None,
+            "ledger head",
+            f"it says seq {seq}, but the chain ends at {expected - 1}: "
+            "events were removed or added outside chronoml",
+        )
+    return n
+
+
+def _check_batches(
+    kind: str,
+    groups: Iterable[tuple[int, list[tuple[int, str, bytes | None]]]],
+    entries: list[tuple[Any, ...]],
+    f: _Found,
+    wanted: set[int],
+) -> int:
+    """Check each batch's items (position, ref, recomputed leaf or None if gone) against its root."""
+    n = 0
+    for idx, items in groups:
+        wanted.discard(idx)
+        entry = entries[idx] if 0 <= idx < len(entries) and entries[idx][0] == idx else None
+        if entry is None or entry[1] != kind:
+            ref = items[0][1] if items else "?"
+            f.add(idx, f"{kind} {ref}", f"log entry {idx} is not a {kind} batch")
+            continue
+        size = int(entry[3])
+        positions = [p for p, _, _ in items]
+        if positions != list(range(size)):
+            gap = next((i for i in range(size) if i >= len(positions) or positions[i] != i), size)
+            after = items[gap - 1][1] if 0 < gap <= len(items) else None
+            f.add(
+                idx,
+                f"{kind} at position {gap} of log entry {idx}",
+                f"it was deleted (the batch committed {size}, {len(items)} remain"
+                + (f"; it came after {kind} {after})" if after else ")"),
+            )
+            continue
+        hashes = [h for _, _, h in items if h is not None]
+        n += len(items)
+        if len(hashes) == size and LV.batch_root(hashes) != entry[4]:
+            f.add(idx, f"log entry {idx}", f"its {kind} items no longer hash to its batch root")
+    for idx in sorted(wanted):
+        f.add(idx, f"log entry {idx}", f"its {kind} items were deleted")
+    return n
+
+
+def _item_groups(
+    rows: Iterable[Any], kind: str, leaf_of: Any, f: _Found
+) -> Iterable[tuple[int, list[tuple[int, str, bytes | None]]]]:
+    cur: int | None = None
+    group: list[tuple[int, str, bytes | None]] = []
+    for r in rows:
+        idx, pos, ref, stored = int(r["log_index"]), int(r["position"]), str(r["ref"]), r["leaf"]
+        if cur is not None and idx != cur:
+            yield cur, group
+            group = []
+        cur = idx
+        h: bytes | None
+        try:
+            h = leaf_of(r)
+        except (LV.LeafError, TypeError, ValueError) as exc:
+            f.add(idx, f"{kind} {ref}", f"its row cannot be read: {exc}")
+            h = None
+        if h is None:
+            f.add(idx, f"{kind} {ref}", "it was deleted: the evidence log committed it")
+        elif h != bytes(stored):
+            f.add(idx, f"{kind} {ref}", "its stored row no longer matches its committed leaf")
+        group.append((pos, ref, h))
+    if cur is not None:
+        yield cur, group
+
+
+def _feedback_leaf(r: Any) -> bytes | None:
+    return None if r["id"] is None else SE.feedback_leaf(r).leaf_hash()
+
+
+def _explanation_leaf(r: Any) -> bytes | None:
+    if r["decision_id"] is None:
+        return None
+    cols = ("decision_id", "explainer", "output_scale", "base_value", "contributions")
+    return SE.explanation_leaf(
+        [*(r[c] for c in cols), r["background"], r["created_at"]]
+    ).leaf_hash()
+
+
+def _decision_groups(
+    store: Store, lo: int, hi: int, f: _Found
+) -> Iterable[tuple[int, list[tuple[int, str, bytes | None]]]]:
+    cur: int | None = None
+    group: list[tuple[int, str, bytes | None]] = []
+    commitment_of = LV.inputs_commitment
+    for page in SE.decision_items(store.engine, store.is_sqlite, lo, hi):
+        for r in page:
+            idx, pos, ref = int(r[0]), int(r[1]), str(r[2])
+            if cur is not None and idx != cur:
+                yield cur, group
+                group = []
+            cur = idx
+            h: bytes | None = None
+            what = f"decision {ref}"
+            if r[6] is None:
+                f.add(idx, what, "it was deleted: the evidence log committed it")
+            else:
+                row = r[6:]
+                salt, com = r[4], r[5]
+                try:
+                    if salt is not None:
+                        got = commitment_of(row[10], bytes(row[11]), row[12], bytes(salt))
+                        if got != bytes(com):
+                            f.add(idx, what, "its stored inputs no longer match their commitment")
+                    h = SE.decision_leaf_hash(row, bytes(com))
+                except (LV.LeafError, TypeError, ValueError) as exc:
+                    f.add(idx, what, f"its row cannot be read: {exc}")
+                if h is not None and h != bytes(r[3]):
+                    f.add(idx, what, "its stored row no longer matches its committed leaf")
+            group.append((pos, ref, h))
+    if cur is not None:
+        yield cur, group
+
+
+def _check_tree(
+    store: Store, head: SE.Head, entries: list[tuple[Any, ...]], leaves: list[bytes], f: _Found
+) -> merkle.MerkleTree:
+    tree = merkle.MerkleTree(leaves)
+    if head.size != tree.size or head.root != tree.root():
+        f.add(
+            min(head.size, tree.size),
+            "evidence head",
+            f"it says {head.size} entries with root {head.root.hex()[:16]}..., the stored rows "
+            f"give {tree.size} with root {tree.root().hex()[:16]}...",
+            "tree",
+        )
+    with store.read() as conn:
+        count = 0
+        for level, idx, h in SE.all_nodes(conn):
+            count += 1
+            try:
+                ok = tree.node(level, idx) == h
+            except merkle.MerkleError:
+                ok = False
+            if not ok:
+                f.add(idx << level, f"node ({level}, {idx})", "it does not match the log", "tree")
+    expected = sum(tree.size >> k for k in range(tree.size.bit_length()))
+    if count != expected:
+        f.add(None, "evidence nodes", f"{count} stored, the log has {expected}", "tree")
+    return tree
+
+
+def check_checkpoint(
+    tree: merkle.MerkleTree, origin: str, cp: note.Checkpoint, source: str, f: _Found
+) -> CheckpointResult:
+    """Whether the recomputed ``tree`` extends checkpoint ``cp`` (a consistency proof)."""
+    ok = True
+    if cp.origin != origin:
+        f.add(
+            None,
+            f"checkpoint ({source})",
+            f"it is for log {cp.origin!r}, not {origin!r}",
+            "checkpoint",
+        )
+        ok = False
+    elif cp.size > tree.size:
+        f.add(
+            tree.size,
+            f"checkpoint ({source})",
+            f"it covers {cp.size} entries but the store has {tree.size}: "
+            f"log entries {tree.size}..{cp.size - 1} were removed",
+            "checkpoint",
+        )
+        ok = False
+    else:
+        proof = tree.consistency_proof(cp.size, tree.size)
+        if not merkle.verify_consistency(cp.size, tree.size, cp.root_hash, tree.root(), proof):
+            f.add(
+                cp.size - 1,
+                f"checkpoint ({source})",
+                f"the store does not extend it: an entry among log entries 0..{cp.size - 1} "
+                "was rewritten, removed or reordered since it was signed",
+                "checkpoint",
+            )
+            ok = False
+    return CheckpointResult(source, cp.size, cp.root_hash.hex(), ok)
+
+
+def verify(
+    store: Store,
+    *,
+    decisions: bool = False,
+    window: Window | None = None,
+    checkpoint: note.Checkpoint | None = None,
+) -> EvidenceReport:
+    """Recompute the evidence log from the stored rows (decisions too when asked)."""
+    f = _Found()
+    with store.read() as conn:
+        found = SE.find_head(conn)
+        entries = SE.log_entries(conn)
+        stored_cps = SC.checkpoints_in(conn)
+    if found is None:
+        f.add(None, "evidence head", "its row is gone", "tree")
+    head = found or SE.Head("", -1, b"")
+    leaves: list[bytes] = []
+    for pos, (idx, kind, _ref, size, root, at, leaf) in enumerate(entries):
+        if idx != pos:
+            f.add(pos, f"log entry {pos}", f"it is missing (the next is {idx})", "entry")
+        if kind == "ledger_event":
+            # an event's entry holds nothing but its seq and time beside the leaf
+            if size != 1 or root is not None or _ref is None:
+                f.add(idx, f"log entry {idx}", "its columns do not fit a ledger event", "entry")
+            leaves.append(bytes(leaf))  # replaced by the recomputed one below
+            continue
+        if _ref is not None:
+            f.add(idx, f"log entry {idx}", "a batch entry has no ref", "entry")
+        try:
+            h = LV.BatchLeaf(kind, int(size), bytes(root or b""), int(at)).leaf_hash()
+        except LV.LeafError as exc:
+            f.add(idx, f"log entry {idx}", f"its columns cannot be read: {exc.message}", "entry")
+            h = bytes(leaf)
+        if h != bytes(leaf):
+            f.add(idx, f"log entry {idx}", "its leaf does not match its batch columns", "entry")
+        leaves.append(h)
+    report = EvidenceReport(origin=head.origin, entries=len(entries))
+    with store.read() as conn:
+        report.events = _check_ledger(conn, entries, leaves, f)
+        for kind, rows, leaf_of in (
+            ("feedback", SE.feedback_items(conn), _feedback_leaf),
+            ("explanation", SE.explanation_items(conn), _explanation_leaf),
+        ):
+            wanted = {int(e[0]) for e in entries if e[1] == kind}
+            n = _check_batches(kind, _item_groups(rows, kind, leaf_of, f), entries, f, wanted)
+            setattr(report, kind if kind == "feedback" else "explanations", n)
+            for ref in SE.uncommitted(conn, kind):
+                f.add(
+                    None, f"{kind} {ref}", "it is not in the evidence log: added outside chronoml"
+                )
+    if decisions:
+        picked = [
+            int(e[0])
+            for e in entries
+            if e[1] == "decision" and (window is None or window.start <= e[5] < window.end)
+        ]
+        if picked:
+            lo, hi = picked[0], picked[-1] + 1
+            groups = _decision_groups(store, lo, hi, f)
+            report.decisions = _check_batches("decision", groups, entries, f, set(picked))
+        else:
+            report.decisions = 0
+        with store.read() as conn:
+            for ref in SE.uncommitted(conn, "decision"):
+                f.add(
+                    None, f"decision {ref}", "it is not in the evidence log: added outside chronoml"
+                )
+    tree = _check_tree(store, head, entries, leaves, f)
+    report.root = tree.root().hex()
+    for n, (cid, size, root, at, text) in enumerate(stored_cps, start=1):
+        where = f"stored checkpoint #{cid}"
+        if cid != n:
+            f.add(None, where, f"expected #{n}: one was removed or renumbered", "checkpoint")
+        try:
+            cp = note.parse_checkpoint(note.parse_note(text).text)
+        except note.NoteError as exc:
+            f.add(None, where, exc.message, "checkpoint")
+            continue
+        stamp = f"{TIME_PREFIX}{iso(at)}"
+        if (cp.size, cp.root_hash) != (size, root) or stamp not in cp.extensions:
+            f.add(None, where, "its columns differ from its signed note", "checkpoint")
+        report.checkpoints.append(check_checkpoint(tree, head.origin, cp, f"stored #{cid}", f))
+    if checkpoint is not None:
+        report.checkpoints.append(check_checkpoint(tree, head.origin, checkpoint, "given", f))
+    report.problems = f.sorted()
+    if report.problems:
+        first = report.problems[0]
+        report.ok, report.first_bad, report.reason = False, first.what, first.reason
+    return report
+
+
+def summary(report: EvidenceReport) -> str:
+    """One line for people."""
+    if not report.ok:
+        return f"FAILED at {report.first_bad}: {report.reason}"
+    parts = [f"{report.entries} log entries", f"{report.events} events"]
+    if report.decisions is not None:
+        parts.append(f"{report.decisions} decisions")
+    parts += [f"{report.feedback} labels", f"{report.explanations} explanations"]
+    cps = [c for c in report.checkpoints if c.source == "given"]
+    tail = f"; extends the checkpoint of size {cps[0].size}" if cps else ""
+    return f"evidence ok: {', '.join(parts)}, root {report.root[:16]}...{tail}"
+
+
+__all__ = ["CheckpointResult", "EvidenceReport", "Problem", "check_checkpoint", "summary", "verify"]
