@@ -18,8 +18,8 @@ import pytest
 from click.testing import CliRunner
 from sklearn.datasets import load_breast_cancer
 
+from access_support import token_for
 from chronoml.cli.common import cli
-from conftest import token_for
 
 X = load_breast_cancer(as_frame=True).frame.drop(columns=["target"])
 

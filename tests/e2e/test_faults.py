@@ -26,12 +26,12 @@ import pytest
 from sklearn.datasets import load_breast_cancer
 from starlette.testclient import TestClient
 
+from access_support import admin_client, token_for
 from chronoml.gateway.app import create_app
 from chronoml.service import Chronoml
 from chronoml.settings import Settings
 from chronoml.store import Store
 from chronoml.store import decisions as D
-from conftest import admin_client, token_for
 
 X = load_breast_cancer(as_frame=True).frame.drop(columns=["target"])
 ROWS = 3  # every request sends this many rows: a request's decisions are all there or none

@@ -21,11 +21,11 @@ from click.testing import CliRunner
 from sklearn.datasets import load_breast_cancer
 from starlette.testclient import TestClient
 
+from access_support import admin_client, token_for
 from chronoml.cli.common import cli
 from chronoml.gateway.app import create_app
 from chronoml.store import decisions as D
 from chronoml.store import explanations as SE
-from conftest import admin_client, token_for
 
 DATA = load_breast_cancer(as_frame=True).frame
 X, Y = DATA.drop(columns=["target"]), DATA["target"]

@@ -16,11 +16,11 @@ import pytest
 from sklearn.datasets import load_breast_cancer
 from starlette.testclient import TestClient
 
+from access_support import admin_client
 from chronoml.auth.access import create_token, ensure_admin_token
 from chronoml.gateway.app import create_app
 from chronoml.store import ledger as SL
 from chronoml.store import principals as SP
-from conftest import admin_client
 
 X = load_breast_cancer(as_frame=True).frame.drop(columns=["target"])
 ROW = {"dataframe_split": {"columns": list(X.columns), "data": X.iloc[:1].values.tolist()}}

@@ -9,10 +9,10 @@ from click.testing import CliRunner
 from sklearn.datasets import load_breast_cancer
 from starlette.testclient import TestClient
 
+from access_support import admin_client
 from chronoml.cli.common import cli
 from chronoml.gateway.app import create_app
 from chronoml.store import snapshots
-from conftest import admin_client
 
 DATA = load_breast_cancer(as_frame=True).frame
 X = DATA.drop(columns=["target"])

@@ -14,10 +14,10 @@ import pytest
 from sklearn.datasets import load_breast_cancer
 from starlette.testclient import TestClient
 
+from access_support import admin_client
 from chronoml.gateway.app import create_app
 from chronoml.store import decisions as D
 from chronoml.store import ledger as SL
-from conftest import admin_client
 
 X = load_breast_cancer(as_frame=True).frame.drop(columns=["target"])
 PREDICT = "/v1/endpoints/cancer/predict"

@@ -17,11 +17,11 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 from starlette.testclient import TestClient
 
+from access_support import admin_client
 from chronoml.gateway.app import create_app
 from chronoml.gateway.fast import GatewayApp
 from chronoml.registry.models import matrix_predictor
 from chronoml.store import decisions as D
-from conftest import admin_client
 
 X = load_breast_cancer(as_frame=True).frame.drop(columns=["target"])
 PREDICT = "/v1/endpoints/cancer/predict"

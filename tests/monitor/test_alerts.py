@@ -20,6 +20,7 @@ import pytest
 from click.testing import CliRunner
 from starlette.testclient import TestClient
 
+from access_support import admin_client
 from chronoml.cli.common import cli
 from chronoml.domain import alerts as A
 from chronoml.domain.ledger import event_summary
@@ -27,7 +28,6 @@ from chronoml.monitor import outbox as ob
 from chronoml.monitor.alerts import AlertEngine, read_rule_file
 from chronoml.store import Store
 from chronoml.store import ledger as SL
-from conftest import admin_client
 
 H = 3_600_000_000  # one hour in microseconds
 T0 = 1_900_000_000_000_000  # a fixed window end (2030), so tests never depend on the clock

@@ -14,6 +14,7 @@ from scipy import stats
 from sklearn.datasets import load_breast_cancer
 from starlette.testclient import TestClient
 
+from access_support import admin_client
 from chronoml.cli.common import cli
 from chronoml.domain.experiment import (
     SEQUENTIAL_METHOD,
@@ -25,7 +26,6 @@ from chronoml.domain.experiment import (
 from chronoml.gateway.app import create_app
 from chronoml.monitor.experiments import experiment
 from chronoml.timeutil import iso, now_us
-from conftest import admin_client
 
 DATA = load_breast_cancer(as_frame=True).frame
 X, Y = DATA.drop(columns=["target"]), DATA["target"]

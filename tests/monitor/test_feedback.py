@@ -12,9 +12,9 @@ from click.testing import CliRunner
 from sklearn.datasets import load_breast_cancer
 from starlette.testclient import TestClient
 
+from access_support import admin_client
 from chronoml.cli.common import cli
 from chronoml.gateway.app import create_app
-from conftest import admin_client
 
 DATA = load_breast_cancer(as_frame=True).frame
 X, Y = DATA.drop(columns=["target"]), DATA["target"]

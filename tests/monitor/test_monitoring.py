@@ -11,12 +11,12 @@ from click.testing import CliRunner
 from mlflow.tracking import MlflowClient
 from sklearn.datasets import load_breast_cancer
 
+from access_support import admin_client
 from chronoml.cli.common import cli
 from chronoml.gateway.app import create_app
 from chronoml.monitor.scheduler import MONITORING_EXPERIMENT, Monitor
 from chronoml.store import snapshots
 from chronoml.timeutil import now_us
-from conftest import admin_client
 
 DATA = load_breast_cancer(as_frame=True).frame
 X = DATA.drop(columns=["target"])

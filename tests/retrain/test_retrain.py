@@ -20,6 +20,7 @@ import pytest
 from click.testing import CliRunner
 from starlette.testclient import TestClient
 
+from access_support import admin_client
 from chronoml.cli.common import cli
 from chronoml.domain.challenger import Policy, PolicyError
 from chronoml.gateway.app import create_app
@@ -30,7 +31,6 @@ from chronoml.store import jobs as J
 from chronoml.store import ledger as SL
 from chronoml.store import retrain_configs as RC
 from chronoml.timeutil import now_us
-from conftest import admin_client
 from loop_support import Synth, config, deploy_first_version, make_data, predict_rows
 
 
