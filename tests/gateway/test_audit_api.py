@@ -13,6 +13,7 @@ import pytest
 from sklearn.datasets import load_breast_cancer
 from starlette.testclient import TestClient
 
+from access_support import admin_client
 from chronoml.domain import leaves as LV
 from chronoml.domain import merkle
 from chronoml.gateway.app import create_app
@@ -24,7 +25,7 @@ X = load_breast_cancer(as_frame=True).frame.drop(columns=["target"])
 def client(cm: Any, settings: Any, tmp_path: Path) -> Iterator[TestClient]:
     s = replace(settings, checkpoint_interval_s=0.2, checkpoint_dir=tmp_path / "published")
     cm.settings = s
-    with TestClient(create_app(s, cm)) as c:
+    with admin_client(create_app(s, cm)) as c:
         yield c
 
 
