@@ -43,10 +43,6 @@ from chronoml.datasets._columns import (
 
 Source = pd.DataFrame | str | os.PathLike[str]
 
-# The tie-break key is time * 2**40 + row number, so a table may hold up to 2**40 rows.
-_ROW_BITS = 40
-_MAX_ROWS = 1 << _ROW_BITS
-
 
 class DatasetError(ValueError):
     """A training set that cannot be built as asked; ``field`` names the bad input."""
@@ -296,8 +292,6 @@ def build_training_set(
                 raise DatasetError(
                     f"feature table {f.name!r} lists a column twice", f"{fld}.columns"
                 )
-        if tab.frame is not None and len(tab.frame) >= _MAX_ROWS:
-            raise DatasetError(f"feature table {f.name!r} has too many rows", fld)
         tables.append((f, tab, cols))
 
     _check_zones(times)
@@ -330,10 +324,8 @@ def build_training_set(
         for f, tab, cols in tables:
             pos = _match(con, f, tab, spec, unit, scale, n)
             missing[f.name] = int((pos < 0).sum())
-            values = _read_values(tab, cols)
-            for c in cols:
-                added[names[f.name][c]] = gather(values[c], pos)
-            del values
+            for c, values in _gather(tab, cols, pos).items():
+                added[names[f.name][c]] = values
     finally:
         con.close()
 
@@ -365,13 +357,18 @@ def _read_labels(tab: _Table) -> pd.DataFrame:
     return frame
 
 
-def _read_values(tab: _Table, cols: list[str]) -> dict[str, pd.api.extensions.ExtensionArray]:
+def _gather(
+    tab: _Table, cols: list[str], pos: np.ndarray
+) -> dict[str, pd.api.extensions.ExtensionArray]:
+    """Each value column in label order, null where ``pos`` is -1."""
     if tab.frame is not None:
-        return {c: tab.frame[c].array for c in cols}
+        return {c: gather(tab.frame[c].array, pos) for c in cols}
     assert tab.path is not None
+    # Gathered in Arrow before converting, so only label-sized columns reach pandas.
     table = pq.read_table(tab.path, columns=cols)
-    frame = table.to_pandas(types_mapper=_nullable, self_destruct=True)
+    picked = table.take(pa.array(pos, mask=pos < 0))
     del table
+    frame = picked.to_pandas(types_mapper=_nullable, self_destruct=True)
     return {c: frame[c].array for c in cols}
 
 
@@ -428,16 +425,15 @@ def _match(
         )
     ttl = "" if f.ttl is None else f" AND best_k >= l.k - {int(f.ttl) * scale}"
     if f.created_at is None:
-        # The composite key breaks ties in time by row number: the later row wins.
-        big = f"CAST(1 AS HUGEINT) << {_ROW_BITS}"
+        # Ties in time go to the later row: one row per (entity, time) before the ASOF
+        # join, which then sees unique keys (its own pick among equal keys is arbitrary).
         sql = f"""
             SELECT l.r AS lr, f.r AS fr
-            FROM (SELECT r, e, k, CAST(k AS HUGEINT) * ({big}) + ({big} - 1) AS s FROM lab) AS l
-            ASOF JOIN (
-                SELECT e, r, k AS best_k, CAST(k AS HUGEINT) * ({big}) + r AS s
-                FROM {source} WHERE e IS NOT NULL AND k IS NOT NULL
+            FROM lab AS l ASOF JOIN (
+                SELECT e, k AS best_k, max(r) AS r FROM {source}
+                WHERE e IS NOT NULL AND k IS NOT NULL GROUP BY e, k
             ) AS f
-            ON l.e = f.e AND l.s >= f.s
+            ON l.e = f.e AND l.k >= f.best_k
             WHERE true{ttl}"""
     else:
         # A row becomes visible at greatest(time, created_at). At a label time t the
