@@ -55,8 +55,10 @@ def oracle(labels: pd.DataFrame, spec: JoinSpec) -> tuple[dict[str, list[Any]], 
             best: tuple[int, int, int] | None = None
             if t is not None and not pd.isna(e):
                 for pos in range(len(table)):
+                    if pd.isna(table[ent].iloc[pos]) or table[ent].iloc[pos] != e:
+                        continue
                     k = _ns(table[tim].iloc[pos])
-                    if k is None or pd.isna(table[ent].iloc[pos]) or table[ent].iloc[pos] != e:
+                    if k is None:
                         continue
                     c = _ns(table[f.created_at].iloc[pos]) if f.created_at else None
                     c = k if c is None else c
@@ -105,6 +107,22 @@ class Case:
 SECONDS = st.integers(min_value=0, max_value=20)
 
 
+def with_far_rows(frame: pd.DataFrame) -> pd.DataFrame:
+    """Add rows of an entity no label has, so far apart and so finely timed that the
+    engine cannot pack time and row number into one integer and takes its other path."""
+    far = pd.DataFrame(
+        {
+            "e": np.array([99, 99], dtype=np.int64),
+            "t": np.array(["0001-01-01T00:00:00.000001", "9999-12-31"], dtype="datetime64[us]"),
+            "x": [0.0, 0.0],
+            "n": np.array([-1, -2], dtype=np.int64),
+        }
+    )
+    if "c" in frame.columns:
+        far["c"] = far["t"]
+    return pd.concat([far.iloc[:1], frame, far.iloc[1:]], ignore_index=True)
+
+
 @st.composite
 def cases(draw: st.DrawFn) -> Case:
     n_labels = draw(st.integers(0, 12))
@@ -135,6 +153,8 @@ def cases(draw: st.DrawFn) -> Case:
             frame["c"] = times(
                 [None if x is None or d is None else x + d for x, d in zip(t, delays, strict=True)]
             )
+        if draw(st.booleans()):
+            frame = with_far_rows(frame)
         tables.append(frame)
         ttls.append(draw(st.sampled_from([None, 0, 2 * S, 5 * S, 30 * 86400 * S])))
         created.append(has_created)
@@ -208,6 +228,15 @@ def test_duplicate_label_rows_are_all_kept_in_order() -> None:
 
 def test_duplicate_feature_times_go_to_the_later_row() -> None:
     assert na(one([10], [5, 5, 5])) == [2]
+
+
+def test_duplicate_feature_times_go_to_the_later_row_when_times_are_far_apart() -> None:
+    labels = pd.DataFrame({"e": [1, 1], "t": times([10, 4])})
+    feat = with_far_rows(
+        pd.DataFrame({"e": [1, 1, 1], "t": times([5, 5, 5]), "x": [1.0, 2.0, 3.0], "n": [0, 1, 2]})
+    )
+    got = build_training_set(labels, JoinSpec("e", "t", (FeatureSpec("f", feat),)))
+    assert na(got.frame["x"].tolist()) == [3.0, None]
 
 
 def test_duplicate_feature_times_go_to_the_later_created_at_first() -> None:

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -40,6 +41,7 @@ from chronoml.datasets._columns import (
     time_type,
     to_arrow,
 )
+from chronoml.datasets._engine import match
 
 Source = pd.DataFrame | str | os.PathLike[str]
 
@@ -321,11 +323,16 @@ def build_training_set(
         )
         added: dict[str, Any] = {}
         missing: dict[str, int] = {}
-        for f, tab, cols in tables:
-            pos = _match(con, f, tab, spec, unit, scale, n)
-            missing[f.name] = int((pos < 0).sum())
-            for c, values in _gather(tab, cols, pos).items():
-                added[names[f.name][c]] = values
+        with ThreadPoolExecutor(max_workers=1) as reader:
+            for f, tab, cols in tables:
+                # The file's values are read while DuckDB matches its keys: both release
+                # the GIL, and only this table's values are held at a time.
+                values = reader.submit(_read_values, tab, cols)
+                pos = _match(con, f, tab, spec, unit, scale, n)
+                missing[f.name] = int((pos < 0).sum())
+                for c, column in _gather(tab, cols, values.result(), pos).items():
+                    added[names[f.name][c]] = column
+                del values
     finally:
         con.close()
 
@@ -357,15 +364,20 @@ def _read_labels(tab: _Table) -> pd.DataFrame:
     return frame
 
 
+def _read_values(tab: _Table, cols: list[str]) -> pa.Table | None:
+    if tab.path is None:
+        return None
+    return pq.read_table(tab.path, columns=cols)
+
+
 def _gather(
-    tab: _Table, cols: list[str], pos: np.ndarray
+    tab: _Table, cols: list[str], table: pa.Table | None, pos: np.ndarray
 ) -> dict[str, pd.api.extensions.ExtensionArray]:
     """Each value column in label order, null where ``pos`` is -1."""
     if tab.frame is not None:
         return {c: gather(tab.frame[c].array, pos) for c in cols}
-    assert tab.path is not None
+    assert table is not None
     # Gathered in Arrow before converting, so only label-sized columns reach pandas.
-    table = pq.read_table(tab.path, columns=cols)
     picked = table.take(pa.array(pos, mask=pos < 0))
     del table
     frame = picked.to_pandas(types_mapper=_nullable, self_destruct=True)
@@ -406,7 +418,7 @@ def _match(
         if f.created_at is not None:
             cols["c"] = key_array(df[f.created_at], unit)
         con.register("feat", pa.table(cols))
-        source = "feat"
+        source, rows = "feat", len(df)
     else:
         assert tab.path is not None
         epoch = "epoch_ns" if unit == "ns" else "epoch_us"
@@ -419,48 +431,24 @@ def _match(
 
         created = f", {key(f.created_at)} AS c" if f.created_at is not None else ""
         path = tab.path.replace("'", "''")
+        rows = pq.read_metadata(tab.path).num_rows
         source = (
             f"(SELECT {_q(ent)} AS e, {key(tim)} AS k{created}, file_row_number AS r "
             f"FROM read_parquet('{path}', file_row_number = true))"
         )
-    ttl = "" if f.ttl is None else f" AND best_k >= l.k - {int(f.ttl) * scale}"
-    if f.created_at is None:
-        # Ties in time go to the later row: one row per (entity, time) before the ASOF
-        # join, which then sees unique keys (its own pick among equal keys is arbitrary).
-        sql = f"""
-            SELECT l.r AS lr, f.r AS fr
-            FROM lab AS l ASOF JOIN (
-                SELECT e, k AS best_k, max(r) AS r FROM {source}
-                WHERE e IS NOT NULL AND k IS NOT NULL GROUP BY e, k
-            ) AS f
-            ON l.e = f.e AND l.k >= f.best_k
-            WHERE true{ttl}"""
-    else:
-        # A row becomes visible at greatest(time, created_at). At a label time t the
-        # eligible rows are those visible by t; the one to use is the best of them by
-        # (time, created_at, row), which a running max over visibility order gives, so a
-        # late-recorded row falls back to the previous eligible one instead of to null.
-        sql = f"""
-            WITH f AS (
-                SELECT e, k, coalesce(c, k) AS c, r FROM {source}
-                WHERE e IS NOT NULL AND k IS NOT NULL
-            ), g AS (
-                SELECT e, greatest(k, c) AS v,
-                       max(struct_pack(k := k, c := c, r := r)) OVER (
-                           PARTITION BY e ORDER BY greatest(k, c)
-                           RANGE BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW
-                       ) AS b
-                FROM f
-            )
-            SELECT l.r AS lr, g.b.r AS fr
-            FROM lab AS l ASOF JOIN (SELECT e, v, b, b.k AS best_k FROM g) AS g
-            ON l.e = g.e AND l.k >= g.v
-            WHERE true{ttl}"""
+    steps = (86_400, 1, 10**-3, 10**-6, 10**-9)  # a day, a second, ms, us, ns
+    per_second = 10**9 if unit == "ns" else 10**6
+    granularities = tuple(int(per_second * g) for g in steps if per_second * g >= 1)
     try:
-        pairs = con.sql(sql).to_arrow_table()
+        return match(
+            con,
+            source,
+            rows,
+            n,
+            None if f.ttl is None else int(f.ttl) * scale,
+            f.created_at is not None,
+            granularities,
+        )
     finally:
         if tab.frame is not None:
             con.unregister("feat")
-    pos = np.full(n, -1, dtype=np.int64)
-    pos[pairs.column("lr").to_numpy()] = pairs.column("fr").to_numpy()
-    return pos
