@@ -110,17 +110,20 @@ SECONDS = st.integers(min_value=0, max_value=20)
 def with_far_rows(frame: pd.DataFrame) -> pd.DataFrame:
     """Add rows of an entity no label has, so far apart and so finely timed that the
     engine cannot pack time and row number into one integer and takes its other path."""
+    # 16 of them, so the row number needs 5 bits on top of 58 for the microseconds.
+    start = np.datetime64("0001-01-01T00:00:00.000001", "us") + np.arange(8)
+    end = np.datetime64("9999-12-31", "us") + np.arange(8)
     far = pd.DataFrame(
         {
-            "e": np.array([99, 99], dtype=np.int64),
-            "t": np.array(["0001-01-01T00:00:00.000001", "9999-12-31"], dtype="datetime64[us]"),
-            "x": [0.0, 0.0],
-            "n": np.array([-1, -2], dtype=np.int64),
+            "e": np.full(16, 99, dtype=np.int64),
+            "t": np.concatenate([start, end]),
+            "x": np.zeros(16),
+            "n": -np.arange(1, 17, dtype=np.int64),
         }
     )
     if "c" in frame.columns:
         far["c"] = far["t"]
-    return pd.concat([far.iloc[:1], frame, far.iloc[1:]], ignore_index=True)
+    return pd.concat([far.iloc[:8], frame, far.iloc[8:]], ignore_index=True)
 
 
 @st.composite
