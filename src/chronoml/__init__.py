@@ -40,6 +40,7 @@ __all__ = [
     "SnapshotError",
     "StoreError",
     "__version__",
+    "load_snapshot",
     "log_snapshot",
     "open",
     "parse_time",
@@ -68,7 +69,24 @@ def snapshot(
 
     cm = open(settings)
     try:
-        return snapshots.take(cm.store, data, name)
+        return snapshots.take(cm.store, data, name, actor=cm.actor())
+    finally:
+        cm.close()
+
+
+def load_snapshot(ref: str, *, settings: Settings | None = None) -> pd.DataFrame:
+    """The data of a snapshot, its hash checked on read.
+
+    ``ref`` is an id (``sha256:...``), ``NAME@latest`` or ``NAME@TIME`` (the latest
+    snapshot of that name taken at or before TIME). Inside an MLflow run, the run is
+    linked to the snapshot (once), as :func:`log_snapshot` does.
+    """
+    # lazy: the command's modules load when it runs, so `chronoml --help` stays fast
+    from chronoml import snapshots
+
+    cm = open(settings)
+    try:
+        return snapshots.load(cm.store, ref)
     finally:
         cm.close()
 

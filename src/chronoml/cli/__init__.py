@@ -9,6 +9,7 @@ from chronoml.cli import (
     monitor,
     retrain,
     server,
+    snapshots,
     store,
     tokens,
 )
@@ -25,6 +26,7 @@ __all__ = [
     "monitor",
     "retrain",
     "server",
+    "snapshots",
     "store",
     "tokens",
 ]
