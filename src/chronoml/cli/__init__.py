@@ -2,6 +2,7 @@
 
 from chronoml.cli import (
     alerts,
+    downloads,
     endpoints,
     experiment,
     explain,
@@ -19,6 +20,7 @@ from chronoml.cli.common import cli, main
 __all__ = [
     "alerts",
     "cli",
+    "downloads",
     "endpoints",
     "experiment",
     "explain",

@@ -124,13 +124,18 @@ def log_snapshot(snap: Snapshot, context: str = "training", *, tags: bool = True
         mlflow.log_input(dataset, context=context, tags={SNAPSHOT_TAG: snap.id})
 
 
-def artifact_digest(folder: str | os.PathLike[str]) -> str:
-    """sha256 over every file of an artifact folder: relative path, size, content hash."""
+def artifact_digest(folder: str | os.PathLike[str], exclude: tuple[str, ...] = ()) -> str:
+    """sha256 over every file of an artifact folder: relative path, size, content hash.
+
+    ``exclude`` names top-level files left out (a lineage file written beside them).
+    """
     root = Path(folder)
     if not root.is_dir():
         raise RegistryError(f"artifact folder {root} does not exist")
     h = hashlib.sha256(b"chronoml.artifact.v1\x00")
-    files = sorted(p for p in root.rglob("*") if p.is_file())
+    files = sorted(
+        p for p in root.rglob("*") if p.is_file() and p.relative_to(root).as_posix() not in exclude
+    )
     for p in files:
         rel = p.relative_to(root).as_posix().encode()
         fh = hashlib.sha256()
