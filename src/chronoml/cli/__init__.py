@@ -2,6 +2,7 @@
 
 from chronoml.cli import (
     alerts,
+    dataset,
     downloads,
     endpoints,
     experiment,
@@ -20,6 +21,7 @@ from chronoml.cli.common import cli, main
 __all__ = [
     "alerts",
     "cli",
+    "dataset",
     "downloads",
     "endpoints",
     "experiment",

@@ -42,17 +42,15 @@ from chronoml.datasets._columns import (
     to_arrow,
 )
 from chronoml.datasets._engine import match
+from chronoml.errors import InvalidInput
 
 Source = pd.DataFrame | str | os.PathLike[str]
 
 
-class DatasetError(ValueError):
+class DatasetError(InvalidInput):
     """A training set that cannot be built as asked; ``field`` names the bad input."""
 
-    def __init__(self, message: str, field: str | None = None) -> None:
-        super().__init__(message)
-        self.message = message
-        self.field = field
+    code = "bad_dataset"
 
 
 @dataclass(frozen=True, eq=False)
