@@ -26,6 +26,7 @@ OWNERS = {
     "starlette": {"gateway"},
     "uvicorn": {"gateway"},
     "click": {"cli"},
+    "duckdb": {"datasets"},
 }
 # modules that run outside the server's layering: the demo script is a user of
 # MLflow like any training script, and the retraining child process is the user's
@@ -177,6 +178,18 @@ def _violations(check: str) -> list[str]:
 )
 def test_no_arrow_points_the_wrong_way(check: str) -> None:
     assert _violations(check) == []
+
+
+def test_the_join_engine_stands_alone() -> None:
+    """datasets/ works on frames and files: no store, no registry, no MLflow."""
+    bad = [
+        f"{rel}:{imp.line} imports {imp.target}"
+        for rel, imports in ALL.items()
+        if _layer(rel) == "datasets"
+        for imp in imports
+        if imp.target.split(".")[0] == "mlflow" or _own_layer(imp.target) in {"store", "registry"}
+    ]
+    assert bad == []
 
 
 def test_no_module_holds_two_ideas() -> None:

@@ -51,6 +51,8 @@ def test_public_api_is_pinned() -> None:
         "SnapshotError",
         "StoreError",
         "__version__",
+        "build_dataset",
+        "load_snapshot",
         "log_snapshot",
         "open",
         "parse_time",

@@ -23,10 +23,13 @@ from chronoml.settings import Settings
 from chronoml.timeutil import parse_time
 
 if TYPE_CHECKING:
+    from collections.abc import Mapping
+
     import pandas as pd
 
     from chronoml.domain.snapshot import Snapshot, SnapshotError
     from chronoml.service import Chronoml
+    from chronoml.training_sets import BuiltDataset
 
 __version__ = "0.1.0"
 
@@ -40,6 +43,8 @@ __all__ = [
     "SnapshotError",
     "StoreError",
     "__version__",
+    "build_dataset",
+    "load_snapshot",
     "log_snapshot",
     "open",
     "parse_time",
@@ -68,7 +73,61 @@ def snapshot(
 
     cm = open(settings)
     try:
-        return snapshots.take(cm.store, data, name)
+        return snapshots.take(cm.store, data, name, actor=cm.actor())
+    finally:
+        cm.close()
+
+
+def build_dataset(
+    labels: pd.DataFrame | str | os.PathLike[str],
+    *,
+    entity: str,
+    time: str,
+    features: Mapping[str, Any],
+    name: str,
+    prefix: bool = False,
+    settings: Settings | None = None,
+) -> BuiltDataset:
+    """Join labels to feature tables as of each label's time; store it as snapshot ``name``.
+
+    ``labels`` and each value of ``features`` are a snapshot reference (``sha256:...``,
+    ``NAME@latest``, ``NAME@TIME``), a CSV/Parquet path or a DataFrame; a feature value
+    may also be a mapping with ``source`` and ``ttl`` (``"30d"``), ``created_at``,
+    ``entity`` or ``time``. Each label row gets, per table, the latest row of its entity
+    with ``t - ttl <= time <= t`` (and ``created_at <= t``). Every reference is resolved
+    and every column checked before anything is written.
+    """
+    # lazy: the join engine (DuckDB) loads only when a training set is built
+    from chronoml.training_sets import build, feature_input
+
+    cm = open(settings)
+    try:
+        return build(
+            cm,
+            labels,
+            entity=entity,
+            time=time,
+            features=[feature_input(k, v) for k, v in features.items()],
+            name=name,
+            prefix=prefix,
+        )
+    finally:
+        cm.close()
+
+
+def load_snapshot(ref: str, *, settings: Settings | None = None) -> pd.DataFrame:
+    """The data of a snapshot, its hash checked on read.
+
+    ``ref`` is an id (``sha256:...``), ``NAME@latest`` or ``NAME@TIME`` (the latest
+    snapshot of that name taken at or before TIME). Inside an MLflow run, the run is
+    linked to the snapshot (once), as :func:`log_snapshot` does.
+    """
+    # lazy: the command's modules load when it runs, so `chronoml --help` stays fast
+    from chronoml import snapshots
+
+    cm = open(settings)
+    try:
+        return snapshots.load(cm.store, ref)
     finally:
         cm.close()
 

@@ -1,10 +1,9 @@
-"""CLI commands about what is live: snapshot, deploy, weights, rollback, retire, status, history,
+"""CLI commands about what is live: deploy, weights, rollback, retire, status, history,
 endpoints and decision."""
 
 from __future__ import annotations
 
 import json
-from pathlib import Path
 from typing import Any
 
 import click
@@ -19,29 +18,6 @@ from chronoml.cli.common import (
     print_remote_event,
     remote,
 )
-
-
-@cli.command()
-@click.argument("path", type=click.Path(exists=True, dir_okay=False, path_type=Path))
-@click.option("--name", required=True, help="A name for the data set, e.g. customers.")
-@json_option
-@click.pass_context
-def snapshot(ctx: click.Context, path: Path, name: str, as_json: bool) -> None:
-    """Take an immutable, content-addressed snapshot of a CSV or Parquet file.
-
-    Prints the snapshot id (sha256 over every value). Link it to a training
-    run with chronoml.log_snapshot(snap) inside the run.
-    """
-    # lazy: the command's modules load when it runs, so `chronoml --help` stays fast
-    from chronoml.store import snapshots
-
-    with _chronoml(ctx) as cm:
-        snap = snapshots.take(cm.store, path, name)
-    if as_json:
-        _json(snap.to_dict())
-    else:
-        click.echo(snap.id)
-        click.echo(f"  name {snap.name}, {snap.rows} rows, {len(snap.columns)} columns", err=True)
 
 
 @cli.command()

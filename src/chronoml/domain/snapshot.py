@@ -9,14 +9,17 @@ first 10,000 rows, truncated to 8 hex digits), no row is left out.
 from __future__ import annotations
 
 import hashlib
+import re
 import struct
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from chronoml.timeutil import iso
+from chronoml.errors import InvalidInput, NotFound
+from chronoml.timeutil import iso, parse_time
 
 _MAGIC = b"chronoml.snapshot.v1\x00"
 
@@ -35,6 +38,9 @@ class Snapshot:
     created_at: int  # microseconds since the epoch, UTC
     columns: tuple[tuple[str, str], ...] = ()
     path: str | None = None
+    actor: str | None = None  # who took it (None for snapshots taken before this was kept)
+    # for a built training set: its inputs' snapshot ids and the join spec
+    lineage: Mapping[str, Any] | None = field(default=None, compare=False, hash=False)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -43,6 +49,96 @@ class Snapshot:
             "rows": self.rows,
             "created_at": iso(self.created_at),
         }
+
+
+class SnapshotNotFound(NotFound):
+    """A snapshot reference that matches no snapshot; ``field`` is ``ref``."""
+
+    code = "snapshot_not_found"
+
+
+class AmbiguousSnapshot(InvalidInput):
+    """A snapshot reference that matches several snapshots; ``field`` is ``ref``."""
+
+    code = "snapshot_ambiguous"
+
+
+_ID = re.compile(r"^sha256:[0-9a-f]{8,64}$")
+_NAME = re.compile(r"^[^@\s][^@]*$")
+
+
+@dataclass(frozen=True)
+class SnapshotRef:
+    """A parsed reference: an id (or a prefix of one, 8+ hex digits), or a name and a time.
+
+    ``at`` is None for ``NAME@latest``; otherwise the latest snapshot of the name taken at
+    or before ``at`` (epoch microseconds) is meant.
+    """
+
+    text: str
+    id: str | None = None
+    name: str | None = None
+    at: int | None = None
+
+    @property
+    def exact(self) -> bool:
+        """Whether the reference is a full 64-digit id."""
+        return self.id is not None and len(self.id) == len("sha256:") + 64
+
+
+def parse_ref(text: str) -> SnapshotRef:
+    """Parse ``sha256:HEX``, ``NAME@latest`` or ``NAME@TIME`` (ISO 8601, UTC by default)."""
+    s = text.strip()
+    if s.startswith("sha256:"):
+        if not _ID.match(s.lower()):
+            raise InvalidInput(
+                f"snapshot id {text!r} is not sha256: followed by 8 to 64 hex digits", "ref"
+            )
+        return SnapshotRef(text, id=s.lower())
+    name, sep, when = s.rpartition("@")
+    if not sep or not name or not _NAME.match(name):
+        raise InvalidInput(
+            f"{text!r} is not a snapshot reference: use sha256:ID, NAME@latest or NAME@TIME "
+            "(ISO 8601)",
+            "ref",
+        )
+    if when.lower() == "latest":
+        return SnapshotRef(text, name=name)
+    try:
+        at = parse_time(when)
+    except ValueError as exc:
+        raise InvalidInput(f"snapshot reference {text!r}: {exc}", "ref") from None
+    return SnapshotRef(text, name=name, at=at)
+
+
+def pick(ref: SnapshotRef, candidates: list[Snapshot]) -> Snapshot:
+    """The one snapshot ``ref`` names among ``candidates`` (already filtered by the store).
+
+    For a name, the candidates are that name's snapshots taken at or before the time; the
+    latest wins, and two taken in the same microsecond are ambiguous.
+    """
+    if not candidates:
+        if ref.id is not None:
+            raise SnapshotNotFound(f"no snapshot has id {ref.text!r}", "ref")
+        when = "yet" if ref.at is None else f"at or before {iso(ref.at)}"
+        raise SnapshotNotFound(f"no snapshot named {ref.name!r} was taken {when}", "ref")
+    if ref.id is not None:
+        if len(candidates) > 1:
+            ids = ", ".join(c.id for c in candidates[:5])
+            raise AmbiguousSnapshot(
+                f"{ref.text!r} matches {len(candidates)} snapshots ({ids}); give more digits",
+                "ref",
+            )
+        return candidates[0]
+    top = max(c.created_at for c in candidates)
+    latest = [c for c in candidates if c.created_at == top]
+    if len(latest) > 1:
+        ids = ", ".join(c.id for c in latest)
+        raise AmbiguousSnapshot(
+            f"{ref.text!r} matches {len(latest)} snapshots taken at {iso(top)} ({ids}); use an id",
+            "ref",
+        )
+    return latest[0]
 
 
 def _lp(b: bytes) -> bytes:

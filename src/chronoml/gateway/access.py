@@ -118,6 +118,8 @@ ACTIONS: dict[tuple[str, str], Rule | None] = {
     ("POST", "/v1/tokens"): _r(A.TOKENS, scope=GLOBAL),
     ("DELETE", "/v1/tokens/{name}"): _r(A.TOKENS, scope=GLOBAL),
     ("GET", "/v1/whoami"): None,
+    ("GET", "/v1/snapshots"): _r(A.READ_STATUS, scope=SOME),
+    ("GET", "/v1/snapshots/{ref}"): _r(A.READ_STATUS, scope=SOME),
 }
 
 # Bodies a change may carry: JSON, or (predict only) MLflow's CSV.

@@ -25,6 +25,7 @@ from chronoml.gateway.views import endpoints as endpoint_views
 from chronoml.gateway.views import explain as explain_views
 from chronoml.gateway.views import loop as loop_views
 from chronoml.gateway.views import monitor as monitor_views
+from chronoml.gateway.views import snapshots as snapshot_views
 from chronoml.gateway.views import tokens as token_views
 from chronoml.service import Chronoml
 from chronoml.settings import Settings
@@ -60,6 +61,7 @@ def create_app(settings: Settings, cm: Chronoml | None = None) -> Starlette:
         *loop_views.routes(gw),
         *token_views.routes(gw),
         *audit_views.routes(gw),
+        *snapshot_views.routes(gw),
     ]
     app = GatewayApp(gw, routes=guard_all(gw.access, routes), lifespan=lifespan)
     app.state.gateway = gw

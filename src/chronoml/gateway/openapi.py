@@ -44,6 +44,7 @@ SCORING = {
 
 # query parameters and bodies, by (method, path); the rest take none
 QUERY: dict[tuple[str, str], dict[str, Any]] = {
+    ("GET", "/v1/snapshots"): {"name": {"type": "string"}},
     ("GET", "/v1/endpoints/{endpoint}"): {"at": TIME},
     ("GET", "/v1/endpoints/{endpoint}/drift"): {
         **WINDOW_PARAMS,

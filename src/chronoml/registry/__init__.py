@@ -79,12 +79,15 @@ def setup_mlflow(experiment: str = "chronoml", settings: Settings | None = None)
     return s.tracking_uri
 
 
-def log_snapshot(snap: Snapshot, context: str = "training") -> None:
+def log_snapshot(snap: Snapshot, context: str = "training", *, tags: bool = True) -> None:
     """Link the active MLflow run (and every version it registers) to ``snap``.
 
     Tags the run with the full snapshot id and logs the snapshot as a run
     input. MLflow's dataset digest column holds at most 36 characters, so it
-    gets the first 32 hex digits; the tags carry the full id.
+    gets the first 32 hex digits; the tags carry the full id. The run's code
+    version is recorded too, unless it has one: MLflow's git commit tag, else
+    the commit of the git checkout holding the running script. ``tags=False``
+    logs the input only, leaving the run's link as it is.
     """
     # lazy: mlflow costs 1.6 s to import
     import mlflow
@@ -96,14 +99,22 @@ def log_snapshot(snap: Snapshot, context: str = "training") -> None:
         raise RuntimeError(
             "log_snapshot needs an active MLflow run: call it inside mlflow.start_run()"
         )
-    mlflow.set_tags(
-        {
+    if tags:
+        values = {
             SNAPSHOT_TAG: snap.id,
             SNAPSHOT_NAME_TAG: snap.name,
             SNAPSHOT_ROWS_TAG: str(snap.rows),
             SNAPSHOT_CREATED_TAG: str(snap.created_at),
         }
-    )
+        have = mlflow.get_run(run.info.run_id).data.tags
+        if CODE_VERSION_TAG not in have:
+            # lazy: lineage imports this module, so it cannot be imported at the top
+            from chronoml.registry.lineage import code_version_of
+
+            code = have.get(GIT_COMMIT_TAG) or code_version_of()
+            if code:
+                values[CODE_VERSION_TAG] = code
+        mlflow.set_tags(values)
     if snap.path:
         with warnings.catch_warnings():
             # MLflow registers the local-file source twice and says so; harmless
@@ -113,13 +124,18 @@ def log_snapshot(snap: Snapshot, context: str = "training") -> None:
         mlflow.log_input(dataset, context=context, tags={SNAPSHOT_TAG: snap.id})
 
 
-def artifact_digest(folder: str | os.PathLike[str]) -> str:
-    """sha256 over every file of an artifact folder: relative path, size, content hash."""
+def artifact_digest(folder: str | os.PathLike[str], exclude: tuple[str, ...] = ()) -> str:
+    """sha256 over every file of an artifact folder: relative path, size, content hash.
+
+    ``exclude`` names top-level files left out (a lineage file written beside them).
+    """
     root = Path(folder)
     if not root.is_dir():
         raise RegistryError(f"artifact folder {root} does not exist")
     h = hashlib.sha256(b"chronoml.artifact.v1\x00")
-    files = sorted(p for p in root.rglob("*") if p.is_file())
+    files = sorted(
+        p for p in root.rglob("*") if p.is_file() and p.relative_to(root).as_posix() not in exclude
+    )
     for p in files:
         rel = p.relative_to(root).as_posix().encode()
         fh = hashlib.sha256()

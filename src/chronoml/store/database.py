@@ -24,7 +24,7 @@ from chronoml.errors import StoreError
 from chronoml.store import schema
 
 # The Alembic revision this code expects; tests check it matches the scripts.
-HEAD_REVISION = "0008"
+HEAD_REVISION = "0010"
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 
@@ -220,6 +220,8 @@ class Store:
                     columns=json.dumps([list(c) for c in snap.columns]),
                     created_at=snap.created_at,
                     path=snap.path,
+                    actor=snap.actor,
+                    lineage=json.dumps(dict(snap.lineage)) if snap.lineage is not None else None,
                 )
             )
         return snap
@@ -272,6 +274,8 @@ def _snapshot(row: Any) -> Snapshot:
         created_at=row["created_at"],
         columns=tuple(tuple(c) for c in json.loads(row["columns"])),
         path=row["path"],
+        actor=row.get("actor"),
+        lineage=json.loads(row["lineage"]) if row.get("lineage") else None,
     )
 
 

@@ -65,6 +65,10 @@ snapshots = Table(
     Column("columns", Text, nullable=False),
     Column("created_at", BigInteger, nullable=False),
     Column("path", Text, nullable=True),
+    # who took it, and for a built training set its inputs and join (JSON); since 0010
+    Column("actor", String(200), nullable=True),
+    Column("lineage", Text, nullable=True),
+    Index("ix_snapshots_name_created", "name", "created_at"),
 )
 
 # The column layout of logged inputs. Numeric columns of a decision are

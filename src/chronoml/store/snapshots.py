@@ -5,12 +5,16 @@ from __future__ import annotations
 import os
 import tempfile
 import time
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
+from sqlalchemy import select
 
-from chronoml.domain.snapshot import Snapshot, SnapshotError, content_id
-from chronoml.store.database import Store
+from chronoml.domain.snapshot import Snapshot, SnapshotError, SnapshotRef, content_id
+from chronoml.store import schema
+from chronoml.store.database import Store, _snapshot
 
 
 def read_table(path: str | os.PathLike[str]) -> pd.DataFrame:
@@ -45,10 +49,18 @@ def _write_immutable(df: pd.DataFrame, dest: Path) -> None:
             os.unlink(tmp)
 
 
-def take(store: Store, data: pd.DataFrame | str | os.PathLike[str], name: str) -> Snapshot:
+def take(
+    store: Store,
+    data: pd.DataFrame | str | os.PathLike[str],
+    name: str,
+    *,
+    actor: str | None = None,
+    lineage: Mapping[str, Any] | None = None,
+) -> Snapshot:
     """Snapshot ``data`` (a DataFrame, or a CSV/Parquet path) under ``name``.
 
-    Idempotent: the same content returns the snapshot already recorded.
+    Idempotent: the same content returns the snapshot already recorded (with the name,
+    taker and lineage it was first recorded with).
     """
     if not name or not name.strip():
         raise SnapshotError("a snapshot needs a name")
@@ -69,8 +81,44 @@ def take(store: Store, data: pd.DataFrame | str | os.PathLike[str], name: str) -
         created_at=time.time_ns() // 1000,
         columns=columns,
         path=str(dest),
+        actor=actor,
+        lineage=lineage,
     )
     return store.put_snapshot(snap)
+
+
+def named(store: Store, name: str | None = None) -> list[Snapshot]:
+    """Every snapshot (or every one called ``name``), oldest first."""
+    t = schema.snapshots
+    q = select(t).order_by(t.c.created_at, t.c.id)
+    if name is not None:
+        q = q.where(t.c.name == name)
+    with store.read() as conn:
+        return [_snapshot(r) for r in conn.execute(q).mappings().all()]
+
+
+def candidates(store: Store, ref: SnapshotRef) -> list[Snapshot]:
+    """The snapshots ``ref`` may mean: ids with its prefix, or its name's latest by ``at``.
+
+    For a name only the snapshots taken in the latest microsecond at or before ``at``
+    come back (several when two were taken at once), so the caller can tell a tie.
+    """
+    t = schema.snapshots
+    with store.read() as conn:
+        if ref.id is not None:
+            if ref.exact:
+                q = select(t).where(t.c.id == ref.id)
+            else:
+                q = select(t).where(t.c.id.like(ref.id + "%")).order_by(t.c.id).limit(6)
+            return [_snapshot(r) for r in conn.execute(q).mappings().all()]
+        top = select(t.c.created_at).where(t.c.name == ref.name)
+        if ref.at is not None:
+            top = top.where(t.c.created_at <= ref.at)
+        latest = conn.execute(top.order_by(t.c.created_at.desc()).limit(1)).scalar()
+        if latest is None:
+            return []
+        q = select(t).where(t.c.name == ref.name, t.c.created_at == latest).order_by(t.c.id)
+        return [_snapshot(r) for r in conn.execute(q).mappings().all()]
 
 
 def load(snap: Snapshot) -> pd.DataFrame:
