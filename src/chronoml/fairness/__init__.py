@@ -6,6 +6,15 @@ functions the logged decisions and show their typed results.
 """
 
 from chronoml.fairness._common import FairnessError, Interval
+from chronoml.fairness.cbpe import (
+    Calibrator,
+    CbpeError,
+    CbpeReport,
+    Estimate,
+    WindowEstimate,
+    estimate,
+    fit_calibrator,
+)
 from chronoml.fairness.groups import (
     DISPARITIES,
     Disparity,
@@ -13,13 +22,50 @@ from chronoml.fairness.groups import (
     GroupReport,
     group_report,
 )
+from chronoml.fairness.guardrails import (
+    FairnessVerdict,
+    Guardrail,
+    GuardrailCheck,
+    GuardrailError,
+    evaluate,
+    parse_guardrail,
+    parse_guardrails,
+)
+from chronoml.fairness.multivariate import (
+    DriftInputError,
+    MultivariateDrift,
+    ReconstructionModel,
+    WindowDrift,
+    fit_reconstruction,
+    reconstruction_drift,
+)
 
 __all__ = [
     "DISPARITIES",
+    "Calibrator",
+    "CbpeError",
+    "CbpeReport",
     "Disparity",
+    "DriftInputError",
+    "Estimate",
     "FairnessError",
+    "FairnessVerdict",
     "GroupMetrics",
     "GroupReport",
+    "Guardrail",
+    "GuardrailCheck",
+    "GuardrailError",
     "Interval",
+    "MultivariateDrift",
+    "ReconstructionModel",
+    "WindowDrift",
+    "WindowEstimate",
+    "estimate",
+    "evaluate",
+    "fit_calibrator",
+    "fit_reconstruction",
     "group_report",
+    "parse_guardrail",
+    "parse_guardrails",
+    "reconstruction_drift",
 ]

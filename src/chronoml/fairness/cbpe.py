@@ -41,6 +41,7 @@ classes as independent.
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -142,7 +143,7 @@ class Calibrator:
         out = np.column_stack(cols)
         total = out.sum(axis=1, keepdims=True)
         uniform = np.full_like(out, 1 / out.shape[1])
-        return np.divide(out, total, out=uniform, where=total != 0)
+        return np.asarray(np.divide(out, total, out=uniform, where=total != 0), dtype=float)
 
 
 def _scores(scores: Any, n_classes: int | None, field: str) -> FArray:
@@ -179,7 +180,7 @@ def _ece(y: npt.NDArray[Any], p: FArray, bins: int = 10) -> float:
     edges = list(range(0, n + 1, width))
     edges[-1] = n
     total = 0.0
-    for a, b in zip(edges[:-1], edges[1:], strict=True):
+    for a, b in itertools.pairwise(edges):
         total += (b - a) / n * abs(float(p[a:b].mean()) - float(y[a:b].mean()))
     return total
 
@@ -193,9 +194,9 @@ def _helps(y: npt.NDArray[Any], p: FArray) -> bool:
     if roc_auc_score(y, p) > 0.999:
         return False
     yt, before, after = [], [], []
-    for train, test in StratifiedShuffleSplit(
-        n_splits=10, test_size=0.1, random_state=42
-    ).split(p, y):
+    for train, test in StratifiedShuffleSplit(n_splits=10, test_size=0.1, random_state=42).split(
+        p, y
+    ):
         iso = IsotonicRegression(out_of_bounds="clip", increasing=True).fit(p[train], y[train])
         yt.append(y[test])
         before.append(p[test])
@@ -283,7 +284,6 @@ def _binary(
     pp, pn = p[predicted], p[~predicted]
     tp, fn = float(pp.sum()), float(pn.sum())
     npp = float(predicted.sum())
-    fp = npp - tp
     v_tp, v_fn = float((pp * (1 - pp)).sum()), float((pn * (1 - pn)).sum())
     out: dict[str, tuple[float | None, float]] = {}
     out["accuracy"] = ((tp + (n - npp - fn)) / n, (v_tp + v_fn) / n**2)
@@ -306,9 +306,9 @@ def _binary(
     else:
         n_pos, n_neg = max(actual, 1.0), max(n - actual, 1.0)
         q1, q2 = auc / (2 - auc), 2 * auc**2 / (1 + auc)
-        var = (
-            auc * (1 - auc) + (n_pos - 1) * (q1 - auc**2) + (n_neg - 1) * (q2 - auc**2)
-        ) / (n_pos * n_neg)
+        var = (auc * (1 - auc) + (n_pos - 1) * (q1 - auc**2) + (n_neg - 1) * (q2 - auc**2)) / (
+            n_pos * n_neg
+        )
         out["roc_auc"] = (auc, max(var, 0.0))
     return out
 
@@ -326,7 +326,9 @@ def _realized(
     lab = list(classes)
     out: dict[str, float | None] = {
         "accuracy": float(m.accuracy_score(labels, pred)),
-        "precision": float(m.precision_score(labels, pred, labels=lab if not binary else None, **kw)),
+        "precision": float(
+            m.precision_score(labels, pred, labels=lab if not binary else None, **kw)
+        ),
         "recall": float(m.recall_score(labels, pred, labels=lab if not binary else None, **kw)),
         "f1": float(m.f1_score(labels, pred, labels=lab if not binary else None, **kw)),
     }
@@ -381,11 +383,7 @@ def estimate(
     if (pred_idx < 0).any():
         bad = pred[pred_idx < 0][0]
         raise CbpeError(f"prediction {bad!r} is not among the classes", "y_pred")
-    win = (
-        np.zeros(n, dtype=np.int64)
-        if windows is None
-        else as_1d(windows, "windows", CbpeError)
-    )
+    win = np.zeros(n, dtype=np.int64) if windows is None else as_1d(windows, "windows", CbpeError)
     if len(win) != n:
         raise CbpeError(f"{len(win)} window keys for {n} rows", "windows")
     lab = None if labels is None else as_1d(labels, "labels", CbpeError)
@@ -460,8 +458,10 @@ def _window(
             if any(v is None for v in vals):
                 est[metric] = Estimate(None, None, None)
                 continue
-            value = float(np.mean([float(v) for v in vals if v is not None]))
+            mean = float(np.mean([float(v) for v in vals if v is not None]))
+            value = mean
             var = sum(p[metric][1] for p in parts) / len(parts) ** 2
         half = z * math.sqrt(var * inflate)
-        est[metric] = Estimate(value, max(0.0, value - half), min(1.0, value + half))
+        v = float(value) if value is not None else 0.0
+        est[metric] = Estimate(v, max(0.0, v - half), min(1.0, v + half))
     return est

@@ -152,9 +152,7 @@ class GroupReport:
         }
 
 
-def _pick_attribute(
-    sensitive: Any, attribute: str | None, n: int
-) -> tuple[str, npt.NDArray[Any]]:
+def _pick_attribute(sensitive: Any, attribute: str | None, n: int) -> tuple[str, npt.NDArray[Any]]:
     if isinstance(sensitive, pd.DataFrame | Mapping):
         names = [str(c) for c in sensitive]
         if attribute is None:
@@ -323,7 +321,7 @@ def _bootstrap(
 
 
 def _group_metrics(
-    name: str, c: npt.NDArray[np.int64], row: Mapping[str, Any], z: float, min_size: int
+    name: str, c: npt.NDArray[np.int64], row: Any, z: float, min_size: int
 ) -> GroupMetrics:
     tn, fp, fn, tp = (int(v) for v in c.ravel())
     n, pos, neg = tn + fp + fn + tp, tp + fn, tn + fp
@@ -373,9 +371,7 @@ def group_report(
     if len(yp_all) == 0:
         raise FairnessError("no decisions to compute fairness over (empty window)", "data")
     if len(yt_all) != len(yp_all):
-        raise FairnessError(
-            f"{len(yt_all)} labels for {len(yp_all)} predictions", "y_true"
-        )
+        raise FairnessError(f"{len(yt_all)} labels for {len(yp_all)} predictions", "y_true")
     attribute, sens_all = _pick_attribute(sensitive, attribute, len(yp_all))
     if not labelled_mask(yp_all).all():
         raise FairnessError("some predictions are missing", "y_pred")
@@ -410,9 +406,7 @@ def group_report(
         _group_metrics(n, cells[i], by_group.loc[n], z, min_group_size) for i, n in enumerate(names)
     )
     total = _group_metrics("(all)", cells.sum(axis=0), overall, z, min_group_size)
-    cis = _bootstrap(
-        cells, used, names, n_boot=n_boot, confidence=confidence, seed=random_state
-    )
+    cis = _bootstrap(cells, used, names, n_boot=n_boot, confidence=confidence, seed=random_state)
 
     warnings: list[str] = []
     for g in groups:
