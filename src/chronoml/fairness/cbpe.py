@@ -185,18 +185,32 @@ def _ece(y: npt.NDArray[Any], p: FArray, bins: int = 10) -> float:
     return total
 
 
+def _splits(
+    y: npt.NDArray[Any], n_splits: int, test_share: float, seed: int
+) -> list[tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]]:
+    """Stratified random train/test splits: each class keeps its share in the test part."""
+    rng = np.random.default_rng(seed)
+    members = [np.flatnonzero(y == c) for c in np.unique(y)]
+    out = []
+    for _ in range(n_splits):
+        test = np.concatenate(
+            [rng.permutation(m)[: max(1, round(len(m) * test_share))] for m in members]
+        )
+        mask = np.ones(len(y), dtype=bool)
+        mask[test] = False
+        out.append((np.flatnonzero(mask), np.sort(test)))
+    return out
+
+
 def _helps(y: npt.NDArray[Any], p: FArray) -> bool:
     """NannyML's rule: calibrate when out-of-sample calibration error drops."""
     from sklearn.isotonic import IsotonicRegression
     from sklearn.metrics import roc_auc_score
-    from sklearn.model_selection import StratifiedShuffleSplit
 
     if roc_auc_score(y, p) > 0.999:
         return False
     yt, before, after = [], [], []
-    for train, test in StratifiedShuffleSplit(n_splits=10, test_size=0.1, random_state=42).split(
-        p, y
-    ):
+    for train, test in _splits(y, 10, 0.1, 42):
         iso = IsotonicRegression(out_of_bounds="clip", increasing=True).fit(p[train], y[train])
         yt.append(y[test])
         before.append(p[test])

@@ -276,6 +276,9 @@ def _rates(c: npt.NDArray[Any]) -> tuple[npt.NDArray[Any], npt.NDArray[Any], npt
 
 def _spread(x: npt.NDArray[Any]) -> tuple[npt.NDArray[Any], npt.NDArray[Any]]:
     """Max and min over the last axis, ignoring NaN (a group absent from a replicate)."""
+    if x.shape[-1] == 0:
+        empty = np.full(x.shape[:-1], np.nan)
+        return empty, empty
     hi = np.where(np.isnan(x), -np.inf, x).max(axis=-1)
     lo = np.where(np.isnan(x), np.inf, x).min(axis=-1)
     bad = ~np.isfinite(hi) | ~np.isfinite(lo)
