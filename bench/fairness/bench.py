@@ -185,9 +185,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--skip-nannyml", action="store_true")
     args = ap.parse_args(argv)
 
-    import chronoml.fairness  # noqa: F401  (imports are not part of the timings)
     import fairlearn.metrics  # noqa: F401
     import sklearn.isotonic  # noqa: F401
+
+    import chronoml.fairness  # noqa: F401  (imports are not part of the timings)
 
     frames = write_data()
     missed = False

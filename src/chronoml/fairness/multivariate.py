@@ -161,12 +161,12 @@ def fit_reconstruction(
         raise DriftInputError(
             f"the reference has {len(x)} rows; at least {2 * MIN_CHUNKS} are needed", "reference"
         )
-    with np.errstate(all="ignore"):
-        mean = np.nanmean(x, axis=0)
-        std = np.nanstd(x, axis=0)
-    if np.isnan(mean).any():
-        bad = names[int(np.flatnonzero(np.isnan(mean))[0])]
+    empty = np.isnan(x).all(axis=0)
+    if empty.any():
+        bad = names[int(np.flatnonzero(empty)[0])]
         raise DriftInputError(f"feature {bad!r} has no value in the reference", bad)
+    mean = np.nanmean(x, axis=0)
+    std = np.nanstd(x, axis=0)
     scale = np.where(std > 0, std, 1.0)
     z = np.where(np.isnan(x), 0.0, (x - mean) / scale)
     _, s, vt = np.linalg.svd(z, full_matrices=False)
