@@ -65,7 +65,7 @@ def test_well_calibrated_scores_estimate_well_either_way() -> None:
     y = (rng.random(40_000) < s).astype(int)
     real = float(((s[20_000:] >= 0.5) == y[20_000:]).mean())
     for how in ("auto", "none", "isotonic"):
-        cal = fit_calibrator(s[:20_000], y[:20_000], calibration=how)  # type: ignore[arg-type]
+        cal = fit_calibrator(s[:20_000], y[:20_000], calibration=how)
         acc = estimate(cal, s[20_000:], (s[20_000:] >= 0.5).astype(int)).windows[0]
         assert abs(acc.estimated["accuracy"].value - real) < 0.01, how  # type: ignore[operator]
 
@@ -135,7 +135,7 @@ def test_fit_errors_say_why(
 def test_estimate_errors_say_why() -> None:
     rng = np.random.default_rng(17)
     cal = fit_calibrator(*_binary(1_000, rng))
-    cases = [
+    cases: list[tuple[dict[str, object], str, str]] = [
         ({"scores": None}, "scores", "class labels only"),
         ({"scores": []}, "scores", "empty"),
         ({"scores": np.ones((3, 3)) / 3}, "scores", "3 score columns for 2"),

@@ -68,7 +68,7 @@ def test_between_group_figures_equal_fairlearn() -> None:
     for name, value in expected.items():
         d = report.disparity(name)
         assert d.value == pytest.approx(value, abs=1e-12)
-        assert d.ci.low is not None and d.ci.high is not None
+        assert d.value is not None and d.ci.low is not None and d.ci.high is not None
         assert d.ci.low <= d.value <= d.ci.high
     eo = report.disparity("equalized_odds_difference")
     assert eo.highest == "M" and eo.lowest == "X"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 
 import numpy as np
 import pandas as pd
@@ -80,7 +81,7 @@ def test_bad_input_names_the_field() -> None:
     rng = np.random.default_rng(26)
     ref = _pair(200, 0.5, rng)
     model = fit_reconstruction(ref)
-    cases = [
+    cases: list[tuple[Callable[[], object], str]] = [
         (lambda: fit_reconstruction(ref, variance=0), "variance"),
         (lambda: fit_reconstruction(ref[["income"]]), "features"),
         (lambda: fit_reconstruction(ref.head(5)), "reference"),
