@@ -238,7 +238,7 @@ def main(argv: list[str] | None = None) -> int:
             print(
                 "    largest difference of estimates over 10 windows: "
                 + ", ".join(f"{m} {d:.4f}" for m, d in diffs.items())
-                + f" (max {worst:.4f}, goal <= {GOAL_DIFF})"
+                + f" (max {worst:.2g}, goal <= {GOAL_DIFF})"
             )
             missed |= worst > GOAL_DIFF
     return 2 if missed else 0
