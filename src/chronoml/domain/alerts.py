@@ -34,7 +34,9 @@ METRICS = (
     "label_coverage",
     "decisions",
 )
-QUALITY_METRICS = ("accuracy", "precision", "recall", "f1", "roc_auc", "mae", "rmse", "r2")
+QUALITY_METRICS = (
+    "accuracy", "precision", "recall", "f1", "roc_auc", "log_loss", "mae", "rmse", "r2",
+)  # fmt: skip
 ACTION_TYPES = ("webhook", "log", "ledger", "retrain")
 
 NO_RETRAINING = "no retraining configured"

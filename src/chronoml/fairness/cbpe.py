@@ -204,6 +204,7 @@ def _splits(
 
 def _helps(y: npt.NDArray[Any], p: FArray) -> bool:
     """NannyML's rule: calibrate when out-of-sample calibration error drops."""
+    # lazy: scikit-learn loads only when an estimate is computed
     from sklearn.isotonic import IsotonicRegression
     from sklearn.metrics import roc_auc_score
 
@@ -233,6 +234,7 @@ def fit_calibrator(
     (default: the sorted distinct labels). Binary: the positive class is the
     last of ``classes``.
     """
+    # lazy: scikit-learn loads only when a calibrator is fitted
     from sklearn.isotonic import IsotonicRegression
 
     if calibration not in ("auto", "isotonic", "none"):
@@ -330,6 +332,7 @@ def _binary(
 def _realized(
     labels: npt.NDArray[Any], pred: npt.NDArray[Any], scores: FArray, classes: tuple[Any, ...]
 ) -> dict[str, float | None]:
+    # lazy: scikit-learn loads only when an estimate is computed
     from sklearn import metrics as m
 
     binary = len(classes) == 2

@@ -208,6 +208,7 @@ def _fairlearn_figures(
     cells: npt.NDArray[np.int64], names: list[str]
 ) -> tuple[pd.DataFrame, pd.Series, dict[str, float | None], dict[str, list[str]]]:
     """fairlearn's per-group, overall and between-group figures from the cell counts."""
+    # lazy: fairlearn and scikit-learn load only when a report is computed
     from fairlearn.metrics import (
         MetricFrame,
         demographic_parity_difference,

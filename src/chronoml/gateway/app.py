@@ -21,6 +21,7 @@ from chronoml.gateway.gateway import Gateway
 from chronoml.gateway.views import alerts as alert_views
 from chronoml.gateway.views import endpoints as endpoint_views
 from chronoml.gateway.views import explain as explain_views
+from chronoml.gateway.views import fairness as fairness_views
 from chronoml.gateway.views import loop as loop_views
 from chronoml.gateway.views import monitor as monitor_views
 from chronoml.service import Chronoml
@@ -55,6 +56,7 @@ def create_app(settings: Settings, cm: Chronoml | None = None) -> Starlette:
         *alert_views.routes(gw),
         *explain_views.routes(gw),
         *loop_views.routes(gw),
+        *fairness_views.routes(gw),
     ]
     app = GatewayApp(gw, routes=routes, lifespan=lifespan)
     app.state.gateway = gw

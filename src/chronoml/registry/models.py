@@ -59,6 +59,11 @@ class LoadedModel:
     # the same model called on a float64 matrix in schema order, when that is
     # known to give what ``predict`` gives on the frame (see matrix_predictor)
     predict_matrix: Callable[[np.ndarray[Any, Any]], Any] | None = None
+    # a classifier's class scores: ``predict_proba`` on what ``predict`` takes (and on
+    # the matrix, beside ``predict_matrix``), with the order of its columns
+    classes: tuple[Any, ...] | None = None
+    predict_proba: Callable[[Any], Any] | None = None
+    proba_matrix: Callable[[np.ndarray[Any, Any]], Any] | None = None
 
 
 def load_model(ref: ModelRef, path: Path) -> LoadedModel:
@@ -87,7 +92,7 @@ def load_model(ref: ModelRef, path: Path) -> LoadedModel:
             fitted_on_array = raw.predict
             predict = lambda df: fitted_on_array(df.to_numpy())  # noqa: E731
         predict_matrix = matrix_predictor(raw, schema)
-    return LoadedModel(
+    model = LoadedModel(
         ref=ref,
         path=path,
         schema=schema,
@@ -96,6 +101,43 @@ def load_model(ref: ModelRef, path: Path) -> LoadedModel:
         raw=raw,
         predict_matrix=predict_matrix,
     )
+    if raw is not None:
+        _add_scores(model, raw, schema)
+    return model
+
+
+def classifier_classes(raw: Any) -> tuple[Any, ...] | None:
+    """The class order of a fitted single-output classifier's ``predict_proba``, or None."""
+    # lazy: scikit-learn loads only for the models that need it
+    from sklearn.base import is_classifier
+
+    classes = getattr(raw, "classes_", None)
+    if not is_classifier(raw) or not callable(getattr(raw, "predict_proba", None)):
+        return None
+    if classes is None or np.ndim(classes) != 1:
+        return None  # multi-output: one class list per output, no single score row
+    return tuple(c.item() if hasattr(c, "item") else c for c in classes)
+
+
+def _add_scores(model: LoadedModel, raw: Any, schema: Schema | None) -> None:
+    """Give ``model`` its class scores when it is a classifier offering probabilities."""
+    try:
+        classes = classifier_classes(raw)
+    except Exception:  # not an estimator scikit-learn knows: no scores, still served
+        return
+    if classes is None:
+        return
+    model.classes = classes
+    if hasattr(raw, "feature_names_in_"):
+        model.predict_proba = raw.predict_proba
+    else:
+        on_array = raw.predict_proba
+        model.predict_proba = lambda df: on_array(df.to_numpy())
+    if model.predict_matrix is not None and schema is not None:
+        bare = raw if getattr(raw, "feature_names_in_", None) is None else None
+        bare = bare if bare is not None else _without_feature_names(raw)
+        if bare is not None:
+            model.proba_matrix = _finite_fast(bare.predict_proba)
 
 
 _PROBE_ROWS = 8

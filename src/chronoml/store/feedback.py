@@ -9,7 +9,7 @@ import orjson
 from sqlalchemy import bindparam, func, select
 
 from chronoml.domain.feedback import FeedbackError, Label, check_label
-from chronoml.store import schema
+from chronoml.store import outcomes, schema
 from chronoml.store.database import Store
 from chronoml.timeutil import iso, now_us
 
@@ -36,7 +36,8 @@ def _latest(conn: Any, ids: Iterable[str]) -> dict[str, Any]:
 def record(
     store: Store, labels: Iterable[Label], *, actor: str, update: bool = False
 ) -> dict[str, int]:
-    """Attach labels, all or nothing; returns counts of new labels and updates."""
+    """Attach labels (and context), all or nothing; returns counts of new labels, updates
+    and decisions given context."""
     items = list(labels)
     if not items:
         raise FeedbackError("no labels given", status=400)
@@ -55,6 +56,13 @@ def record(
         rows = []
         updates = 0
         for it in items:
+            if it.label is None:
+                if not it.context:
+                    raise FeedbackError(
+                        f"decision {it.decision_id}: give a label, a context or both",
+                        field="label",
+                    )
+                continue
             value = check_label(orjson.loads(outputs[it.decision_id]), it.label)
             if it.decision_id in existing:
                 old, when = existing[it.decision_id]
@@ -79,8 +87,15 @@ def record(
                     "actor": actor,
                 }
             )
-        conn.execute(F.insert(), rows)
-    return {"labelled": len(rows) - updates, "updated": updates}
+        if rows:
+            conn.execute(F.insert(), rows)
+        given = outcomes.add_context(
+            conn, [(it.decision_id, it.context) for it in items if it.context], actor=actor, at=now
+        )
+    out = {"labelled": len(rows) - updates, "updated": updates}
+    if given:
+        out["context"] = given
+    return out
 
 
 _HISTORY = select(F).where(F.c.decision_id == bindparam("id")).order_by(F.c.id)

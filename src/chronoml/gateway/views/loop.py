@@ -11,8 +11,10 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from chronoml.errors import NotFound, Refused
+from chronoml.fairness.guardrails import GuardrailError
 from chronoml.gateway.responses import JSON, error
 from chronoml.monitor.experiments import ExperimentError, experiment
+from chronoml.retrain.fair_selection import check_policy
 from chronoml.retrain.runner import JobRunner, approve
 from chronoml.store import jobs as J
 from chronoml.store import retrain_configs as RC
@@ -86,7 +88,8 @@ def routes(gw: Gateway) -> list[Route]:
             return missing
         try:
             cfg = RC.RetrainConfig.from_dict({**body, "endpoint": endpoint})
-        except RC.ConfigError as exc:
+            check_policy(cfg.policy)
+        except (RC.ConfigError, GuardrailError) as exc:
             return error(422, "bad_input", exc.message, exc.field)
         await run_in_threadpool(RC.put, gw.cm.store, cfg)
         return JSON(cfg.to_dict())

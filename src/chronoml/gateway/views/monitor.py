@@ -10,9 +10,10 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from chronoml.errors import NotFound, Refused
+from chronoml.errors import InvalidInput, NotFound, Refused
+from chronoml.gateway.inputs import check_context
 from chronoml.gateway.responses import JSON, error
-from chronoml.monitor.feedback import FeedbackError
+from chronoml.monitor.feedback import FeedbackError, Label
 from chronoml.monitor.scheduler import history
 from chronoml.timeutil import parse_duration, parse_time
 
@@ -51,13 +52,20 @@ def routes(gw: Gateway) -> list[Route]:
             )
         labels = []
         for i, it in enumerate(items):
-            if not isinstance(it, dict) or "decision_id" not in it or "label" not in it:
+            if not isinstance(it, dict) or "decision_id" not in it:
                 return error(422, "bad_input", f"label {i}: needs decision_id and label", "label")
+            if "label" not in it and "context" not in it:
+                return error(
+                    422, "bad_input", f"label {i}: needs a label, a context or both", "label"
+                )
             try:
                 t = parse_time(it["time"]) if it.get("time") else None
+                ctx = check_context(it["context"]) if it.get("context") is not None else None
+            except InvalidInput as exc:
+                return error(422, "bad_input", exc.message, exc.field)
             except ValueError as exc:
                 return error(422, "bad_input", str(exc), "time")
-            labels.append((str(it["decision_id"]), it["label"], t))
+            labels.append(Label(str(it["decision_id"]), it.get("label"), t, ctx))
         update = bool(body.get("update", False))
         try:
             result = await run_in_threadpool(
