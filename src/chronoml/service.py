@@ -17,6 +17,7 @@ from chronoml.domain import ledger as L
 from chronoml.domain.canary import Breach, Guardrails
 from chronoml.errors import NotFound, Refused
 from chronoml.monitor import feedback as fb
+from chronoml.monitor.estimated import estimated_quality as _estimated
 from chronoml.monitor.fairness import fairness as _fairness
 from chronoml.monitor.quality import quality as _quality
 from chronoml.monitor.reports import endpoint_drift
@@ -185,4 +186,28 @@ class Chronoml(Context):
             version=version,
             variant=variant,
             positive_class=positive_class,
+        )
+
+    def estimated_quality(
+        self,
+        endpoint: str,
+        *,
+        start: int | None = None,
+        end: int | None = None,
+        window_us: int = 3_600_000_000,
+        variant: str | None = None,
+        reference_start: int | None = None,
+        reference_end: int | None = None,
+    ) -> dict[str, Any]:
+        """Quality estimated from the logged scores (CBPE), beside realized quality."""
+        E.known(self, endpoint)
+        w = Window.bounded(start, end, window_us)
+        return _estimated(
+            self.store,
+            endpoint,
+            w.start,
+            w.end,
+            variant=variant,
+            reference_start=reference_start,
+            reference_end=reference_end,
         )

@@ -12,7 +12,8 @@ from starlette.routing import Route
 
 from chronoml.errors import InvalidInput, NotFound, Refused
 from chronoml.gateway.inputs import check_context
-from chronoml.gateway.responses import JSON, error
+from chronoml.gateway.responses import JSON, error, for_error
+from chronoml.monitor.estimated import EstimateError
 from chronoml.monitor.feedback import FeedbackError, Label
 from chronoml.monitor.scheduler import history
 from chronoml.timeutil import parse_duration, parse_time
@@ -81,8 +82,24 @@ def routes(gw: Gateway) -> list[Route]:
         except ValueError as exc:
             return error(400, "bad_query", str(exc))
         endpoint = request.path_params["endpoint"]
+        q = request.query_params
         try:
+            ref: dict[str, Any] = {
+                "reference_start": parse_time(q["reference_from"])
+                if q.get("reference_from")
+                else None,
+                "reference_end": parse_time(q["reference_to"]) if q.get("reference_to") else None,
+            }
+        except ValueError as exc:
+            return error(400, "bad_query", str(exc), "reference_from")
+        try:
+            if q.get("estimate") in ("true", "1"):
+                return JSON(
+                    await run_in_threadpool(lambda: gw.cm.estimated_quality(endpoint, **kw, **ref))
+                )
             return JSON(await run_in_threadpool(lambda: gw.cm.quality(endpoint, **kw)))
+        except EstimateError as exc:
+            return for_error(exc)
         except NotFound as exc:
             return error(404, "not_found", str(exc))
         except Refused as exc:
