@@ -28,6 +28,8 @@ METRICS = (
     "drifted_share",
     "prediction_drift",
     "prediction_drifted",
+    "multivariate_error",
+    "multivariate_drifted",
     "latency_p99_ms",
     "latency_p50_ms",
     "error_rate",

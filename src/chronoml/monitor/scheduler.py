@@ -110,6 +110,10 @@ def compute(
         for f in v["features"]:
             if f["status"] == "ok":
                 m[f"drift:{f['feature']}"] = _f(f["statistic"])
+        mv = v.get("multivariate") or {}
+        if mv.get("status") == "ok":
+            m["multivariate_error"] = _f(mv["error"])
+            m["multivariate_drifted"] = 1.0 if mv["drifted"] else 0.0
         p = v.get("prediction")
         if p and p["status"] == "ok":
             m["prediction_drift"] = _f(p["statistic"])
