@@ -156,11 +156,13 @@ class Chronoml(Context):
         end: int | None = None,
         window_us: int = 3_600_000_000,
         variant: str | None = None,
+        by: str | None = None,
     ) -> dict[str, Any]:
-        """Label coverage and quality metrics per variant and version over a window."""
+        """Label coverage and quality metrics per variant and version over a window
+        (and per slice of context attribute ``by``)."""
         E.known(self, endpoint)
         w = Window.bounded(start, end, window_us)
-        return _quality(self.store, endpoint, w.start, w.end, variant=variant)
+        return _quality(self.store, endpoint, w.start, w.end, variant=variant, by=by)
 
     def fairness(
         self,

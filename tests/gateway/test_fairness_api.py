@@ -123,3 +123,27 @@ def test_fairness_cli(client: TestClient, settings: Any) -> None:
     assert json.loads(out.output)["positive_class"] == 1
     out = run(cli, [*base, "--attribute", "age"], env=env)
     assert out.exit_code == 1 and "attribute 'age'" in out.output
+
+
+def test_quality_by_slice_marks_the_worst(client: TestClient, settings: Any) -> None:
+    _ids, preds, labels, sex = _served(client)
+    r = client.get("/v1/endpoints/cancer/quality", params={"by": "sex"})
+    assert r.status_code == 200, r.text
+    by = r.json()["variants"][0]["by"]
+    assert by["attribute"] == "sex" and by["worst"] == "F"
+    got = {s["slice"]: s for s in by["slices"]}
+    for group in ("F", "M"):
+        rows = [i for i, g in enumerate(sex) if g == group]
+        acc = sum(preds[i] == labels[i] for i in rows) / len(rows)
+        assert got[group]["decisions"] == got[group]["labelled"] == len(rows)
+        assert got[group]["metrics"]["accuracy"] == pytest.approx(acc)
+        assert got[group]["worst"] == (group == "F")
+    r = client.get("/v1/endpoints/cancer/quality", params={"by": "region"})
+    assert r.status_code == 422 and r.json()["error"]["field"] == "by"
+
+    env = {"MLFLOW_TRACKING_URI": settings.tracking_uri, "CHRONOML_STORE": settings.store_url or ""}
+    out = CliRunner().invoke(
+        cli, ["--home", str(settings.home), "quality", "cancer", "--by", "sex"], env=env
+    )
+    assert out.exit_code == 0, out.output
+    assert "by sex:" in out.output and "<- worst" in out.output

@@ -87,6 +87,7 @@ def feedback_add(
 )
 @click.option("--reference-from", "reference_from", help="Start of the labelled reference window.")
 @click.option("--reference-to", "reference_to", help="End of the labelled reference window.")
+@click.option("--by", help="Also break the figures down by this context attribute.")
 @json_option
 @click.pass_context
 def quality(
@@ -99,6 +100,7 @@ def quality(
     estimate: bool,
     reference_from: str | None,
     reference_to: str | None,
+    by: str | None,
     as_json: bool,
 ) -> None:
     """Quality of ENDPOINT's labelled decisions per variant and version, with label coverage.
@@ -109,6 +111,8 @@ def quality(
     the window's accuracy, precision, recall, F1 and ROC AUC estimated.
     """
     begin, stop = window_bounds(window, start, end)
+    if estimate and by:
+        raise Fail("--by goes without --estimate for now")
     if estimate:
         _estimate(ctx, endpoint, begin, stop, variant, reference_from, reference_to, as_json)
         return
@@ -120,20 +124,38 @@ def quality(
             start=begin,
             end=stop,
             variant=variant,
+            by=by,
         )
     if as_json:
         _json(rep)
         return
     click.echo("\n".join(window_heading(rep, rep["variants"])))
     for v in rep["variants"]:
-        cov = v["label_coverage"]
-        click.echo(
-            f"  {v['variant']} (v{v['model']['version']}): {v['labelled']}/{v['decisions']} labelled"
-            f" ({0 if cov is None else cov:.0%})"
+        _quality_lines(v)
+
+
+def _quality_lines(v: dict[str, Any]) -> None:
+    """One variant's quality lines, and its slices when broken down."""
+    cov = v["label_coverage"]
+    click.echo(
+        f"  {v['variant']} (v{v['model']['version']}): {v['labelled']}/{v['decisions']} labelled"
+        f" ({0 if cov is None else cov:.0%})"
+    )
+    for k, val in v["metrics"].items():
+        if isinstance(val, float):
+            click.echo(f"    {k:<10} {val:.4f}")
+    sliced = v.get("by")
+    if not sliced:
+        return
+    click.echo(f"    by {sliced['attribute']}:")
+    for sl in sliced["slices"]:
+        shown = ", ".join(
+            f"{k} {val:.4f}" for k, val in sl["metrics"].items() if isinstance(val, float)
         )
-        for k, val in v["metrics"].items():
-            if isinstance(val, float):
-                click.echo(f"    {k:<10} {val:.4f}")
+        mark = "  <- worst" if sl["worst"] else ""
+        click.echo(
+            f"      {sl['slice']:<16} {sl['labelled']}/{sl['decisions']} labelled  {shown}{mark}"
+        )
 
 
 def _estimate(

@@ -35,7 +35,7 @@ from chronoml.domain import codec
 from chronoml.errors import StoreError
 from chronoml.gateway.log import DecisionLog
 from chronoml.ids import new_ids
-from chronoml.registry.models import LoadedModel
+from chronoml.registry.models import LoadedModel, labels_of
 from chronoml.store import decisions as D
 
 log = logging.getLogger("chronoml.batching")
@@ -112,6 +112,7 @@ class Batcher:
         self.settings = settings
         self.on_batch = on_batch
         self.ensure_classes = ensure_classes
+        self._classes = np.asarray(model.raw.classes_) if model.classes is not None else np.empty(0)
         self._classes_known = False
         self.names = [c for c, _ in model.schema] if model.schema is not None else None
         # built once: a frame's column index of plain objects (not Arrow strings),
@@ -309,12 +310,21 @@ class Batcher:
             except Exception as exc:
                 raise StoreError(str(exc).splitlines()[0]) from exc
             self._layouts.add(layout)
+        scores: list[bytes] | None = None
+        one_call = proba is not None and self.model.labels_from_scores
         try:
-            pred = predict(x)
+            if one_call:
+                assert proba is not None
+                p = np.asarray(proba(x), dtype=np.float64)
+                pred = labels_of(p, self._classes, lambda rows: predict(_rows(x, rows)))
+                scores = self._pack(p, n)
+            else:
+                pred = predict(x)
             outputs, nums = codec.encode_outputs(pred, n)
         except Exception as exc:
             raise ModelFailed(str(exc) or type(exc).__name__) from exc
-        scores = self._scores(proba, x, n) if proba is not None else None
+        if proba is not None and not one_call:
+            scores = self._scores(proba, x, n)
         return jobs, layout, packed, texts, outputs, nums, scores
 
     def _scores(self, proba: Callable[[Any], Any], x: Any, n: int) -> list[bytes] | None:
@@ -322,13 +332,17 @@ class Batcher:
 
         A model whose scores fail still answers: its decisions are logged without them.
         """
-        classes = self.model.classes
-        assert classes is not None
         try:
             p = np.asarray(proba(x), dtype=np.float64)
         except Exception as exc:
             log.warning("scores of %s/%s failed: %s", self.endpoint, self.variant, exc)
             return None
+        return self._pack(p, n)
+
+    def _pack(self, p: np.ndarray[Any, Any], n: int) -> list[bytes] | None:
+        """The scores packed per row, once the version's class order is stored."""
+        classes = self.model.classes
+        assert classes is not None
         if p.shape != (n, len(classes)):
             return None
         if not self._classes_known and self.ensure_classes is not None:
@@ -347,6 +361,11 @@ class Batcher:
         """Stop the model's thread once it is idle (queued jobs are not answered)."""
         self._queue.clear()
         self._wake.put(False)
+
+
+def _rows(x: Any, rows: Any) -> Any:
+    """Some rows of a batch's input, a matrix or a frame."""
+    return x.iloc[rows] if isinstance(x, pd.DataFrame) else x[rows]
 
 
 def _call_soon(loop: asyncio.AbstractEventLoop, fn: Callable[..., None], *args: Any) -> None:

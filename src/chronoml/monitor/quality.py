@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
 
+from chronoml.monitor.slices import breakdown, slice_keys
 from chronoml.store import outcomes as O
 from chronoml.store.database import Store
 from chronoml.timeutil import iso
@@ -108,11 +109,33 @@ def score_metrics(
     return out
 
 
+def _figures(got: O.Outcomes, classes: list[Any] | None) -> Callable[[list[int]], dict[str, Any]]:
+    def figures(idx: list[int]) -> dict[str, Any]:
+        scores = (
+            O.unpack_scores([got.scores[i] for i in idx], len(classes))
+            if classes is not None
+            else None
+        )
+        return metrics_for(
+            [got.outputs[i] for i in idx], [got.labels[i] for i in idx], scores, classes
+        )
+
+    return figures
+
+
 def quality(
-    store: Store, endpoint: str, start: int, end: int, *, variant: str | None = None
+    store: Store,
+    endpoint: str,
+    start: int,
+    end: int,
+    *,
+    variant: str | None = None,
+    by: str | None = None,
 ) -> dict[str, Any]:
-    """Label coverage and quality metrics of ``endpoint``'s decisions in ``[start, end)``."""
-    got = O.outcomes(store, endpoint, start, end, variant=variant, with_context=False)
+    """Label coverage and quality metrics of ``endpoint``'s decisions in ``[start, end)``;
+    with ``by``, also per slice of that context attribute, the worst slice marked."""
+    got = O.outcomes(store, endpoint, start, end, variant=variant, with_context=by is not None)
+    keys = slice_keys(got.context, by) if by is not None and len(got) else None
     variants = []
     for (vname, mname, version), idx in sorted(got.groups().items(), key=lambda kv: -len(kv[1])):
         labelled = [i for i in idx if got.labels[i] is not None]
@@ -135,6 +158,11 @@ def quality(
             scores,
             classes,
         )
+        if keys is not None:
+            entry["by"] = {
+                "attribute": by,
+                **breakdown(keys, idx, labelled, _figures(got, classes)),
+            }
         variants.append(entry)
     return {
         "endpoint": endpoint,

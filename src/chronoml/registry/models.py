@@ -64,6 +64,9 @@ class LoadedModel:
     classes: tuple[Any, ...] | None = None
     predict_proba: Callable[[Any], Any] | None = None
     proba_matrix: Callable[[np.ndarray[Any, Any]], Any] | None = None
+    # whether predict is the class of the highest score (checked at load): the scores
+    # then give the labels too, and the batch needs one model call instead of two
+    labels_from_scores: bool = False
 
 
 def load_model(ref: ModelRef, path: Path) -> LoadedModel:
@@ -138,6 +141,61 @@ def _add_scores(model: LoadedModel, raw: Any, schema: Schema | None) -> None:
         bare = bare if bare is not None else _without_feature_names(raw)
         if bare is not None:
             model.proba_matrix = _finite_fast(bare.predict_proba)
+    model.labels_from_scores = _argmax_predicts(raw, schema)
+
+
+# estimators whose predict is, by definition, the class of the highest predict_proba
+# (up to rounding at exact ties, which labels_from_scores hands back to predict)
+_ARGMAX_ESTIMATORS = frozenset(
+    {
+        "LogisticRegression",
+        "GradientBoostingClassifier",
+        "HistGradientBoostingClassifier",
+        "RandomForestClassifier",
+        "ExtraTreesClassifier",
+        "DecisionTreeClassifier",
+    }
+)
+# top two scores closer than this: the label comes from predict itself
+TIE = 1e-9
+
+
+def _argmax_predicts(raw: Any, schema: Schema | None) -> bool:
+    """Whether ``raw.predict`` is the argmax of its scores: a known estimator (last step of a
+    pipeline) that agrees on a probe of random rows."""
+    last = raw.steps[-1][1] if hasattr(raw, "steps") and raw.steps else raw
+    if type(last).__name__ not in _ARGMAX_ESTIMATORS or schema is None:
+        return False
+    if not all(kind == "float" for _, kind in schema):
+        return False
+    names = [c for c, _ in schema]
+    probe = np.random.default_rng(1).standard_normal((64, len(names)))
+    x: Any = (
+        pd.DataFrame(probe, columns=pd.Index(names, dtype=object))
+        if getattr(raw, "feature_names_in_", None) is not None
+        else probe
+    )
+    try:
+        want = np.asarray(raw.predict(x))
+        p = np.asarray(raw.predict_proba(x), dtype=np.float64)
+    except Exception:  # out of the model's domain: keep two calls
+        return False
+    got = labels_of(p, np.asarray(raw.classes_), lambda rows: want[rows])
+    return _same(want, got)
+
+
+def labels_of(
+    scores: np.ndarray[Any, Any], classes: np.ndarray[Any, Any], predict: Callable[[Any], Any]
+) -> np.ndarray[Any, Any]:
+    """The class of the highest score of each row; rows whose top two scores tie (within
+    rounding) take ``predict(rows)``, the model's own answer for them."""
+    pred: np.ndarray[Any, Any] = np.asarray(classes.take(scores.argmax(axis=1)))
+    if scores.shape[1] >= 2:
+        top = np.partition(scores, -2, axis=1)[:, -2:]
+        ties = np.flatnonzero(top[:, 1] - top[:, 0] <= TIE)
+        if len(ties):
+            pred[ties] = np.asarray(predict(ties))
+    return pred
 
 
 _PROBE_ROWS = 8

@@ -134,7 +134,8 @@ class Outcomes:
     outputs: list[Any]  # decoded from the logged JSON
     labels: list[Any]  # the latest label, or None
     scores: list[bytes | None]  # packed class scores, or None
-    context: list[dict[str, Any]]  # merged context ({} when none)
+    # merged context ({} when none); rows with the same context share one dict: read only
+    context: list[dict[str, Any]]
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -159,10 +160,6 @@ class Outcomes:
         for i, key in enumerate(zip(self.variants, self.model_names, self.versions, strict=True)):
             out.setdefault(key, []).append(i)
         return out
-
-
-def _loads(text: str | None) -> Any:
-    return None if text is None else orjson.loads(text)
 
 
 def outcomes(
@@ -222,10 +219,18 @@ def outcomes(
     ids = list(c[0])
     ctx: list[dict[str, Any]] = []
     if with_context:
+        # context texts repeat (a few groups, a few channels): parse each distinct one once
+        parsed: dict[str, dict[str, Any]] = {}
         for did, text in zip(ids, c[8], strict=True):
-            base = dict(orjson.loads(text)) if text is not None else {}
+            if text is None:
+                base: dict[str, Any] = {}
+            else:
+                got = parsed.get(text)
+                if got is None:
+                    got = parsed[text] = dict(orjson.loads(text))
+                base = got
             if did in later:
-                base.update(later[did])
+                base = {**base, **later[did]}
             ctx.append(base)
     else:
         ctx = [{} for _ in ids]
@@ -235,11 +240,16 @@ def outcomes(
         variants=list(c[2]),
         model_names=list(c[3]),
         versions=list(c[4]),
-        outputs=[orjson.loads(o) for o in c[5]],
-        labels=[_loads(v) for v in c[6]],
+        outputs=_json_list(c[5]),
+        labels=_json_list(c[6]),
         scores=list(c[7]),
         context=ctx,
     )
+
+
+def _json_list(texts: Sequence[str | None]) -> list[Any]:
+    """Many JSON texts (None for null) decoded in one call rather than one each."""
+    return list(orjson.loads("[" + ",".join(["null" if t is None else t for t in texts]) + "]"))
 
 
 def shadow_outcomes(

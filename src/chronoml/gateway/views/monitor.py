@@ -16,6 +16,7 @@ from chronoml.gateway.responses import JSON, error, for_error
 from chronoml.monitor.estimated import EstimateError
 from chronoml.monitor.feedback import FeedbackError, Label
 from chronoml.monitor.scheduler import history
+from chronoml.monitor.slices import SliceError
 from chronoml.timeutil import parse_duration, parse_time
 
 if TYPE_CHECKING:
@@ -97,8 +98,9 @@ def routes(gw: Gateway) -> list[Route]:
                 return JSON(
                     await run_in_threadpool(lambda: gw.cm.estimated_quality(endpoint, **kw, **ref))
                 )
-            return JSON(await run_in_threadpool(lambda: gw.cm.quality(endpoint, **kw)))
-        except EstimateError as exc:
+            by = q.get("by") or None
+            return JSON(await run_in_threadpool(lambda: gw.cm.quality(endpoint, **kw, by=by)))
+        except (EstimateError, SliceError) as exc:
             return for_error(exc)
         except NotFound as exc:
             return error(404, "not_found", str(exc))
