@@ -147,3 +147,26 @@ def test_quality_by_slice_marks_the_worst(client: TestClient, settings: Any) -> 
     )
     assert out.exit_code == 0, out.output
     assert "by sex:" in out.output and "<- worst" in out.output
+
+
+def test_model_card(client: TestClient, settings: Any, models: Any) -> None:
+    _served(client)
+    env = {"MLFLOW_TRACKING_URI": settings.tracking_uri, "CHRONOML_STORE": settings.store_url or ""}
+    base = ["--home", str(settings.home), "card", "cancer"]
+    run = CliRunner().invoke
+    out = run(cli, [*base, "--format", "json", "--intended-use", "triage aid"], env=env)
+    assert out.exit_code == 0, out.output
+    card = json.loads(out.output.split("\nstored in MLflow run")[0])
+    assert card["model"]["version"] == models.linked_v1 and card["intended_use"] == "triage aid"
+    assert card["training_data"]["id"] == models.snapshot_id
+    assert card["quality"][0]["labelled"] == N
+    assert set(card["fairness"]["sex"]["groups"]) == {"F", "M"}
+    from mlflow.tracking import MlflowClient
+
+    run_id = card["model"]["run_id"]
+    names = {a.path for a in MlflowClient(settings.tracking_uri).list_artifacts(run_id, "chronoml")}
+    assert names == {f"chronoml/model_card.{x}" for x in ("json", "md", "html")}
+    out = run(cli, [*base, "--no-store"], env=env)
+    assert out.exit_code == 0 and "## Fairness" in out.output and "- sex:" in out.output
+    out = run(cli, [*base, "--version", "99", "--no-store"], env=env)
+    assert out.exit_code == 1 and "never served" in out.output

@@ -2,6 +2,7 @@
 
 from chronoml.cli import (
     alerts,
+    card,
     endpoints,
     experiment,
     explain,
@@ -16,6 +17,7 @@ from chronoml.cli.common import cli, main
 
 __all__ = [
     "alerts",
+    "card",
     "cli",
     "endpoints",
     "experiment",
