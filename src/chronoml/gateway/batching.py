@@ -311,7 +311,14 @@ class Batcher:
                 raise StoreError(str(exc).splitlines()[0]) from exc
             self._layouts.add(layout)
         scores: list[bytes] | None = None
-        one_call = proba is not None and self.model.labels_from_scores
+        # on the matrix path the loader paired predict and predict_proba of one estimator;
+        # a model given another predict (a wrapper, a test double) keeps both calls
+        one_call = (
+            self.model.labels_from_scores
+            and proba is not None
+            and proba is self.model.proba_matrix
+            and predict is self.model.predict_matrix
+        )
         try:
             if one_call:
                 assert proba is not None
