@@ -8,7 +8,7 @@ the questions about them, :mod:`chronoml.monitor` for drift, feedback and qualit
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from chronoml import endpoints as E
@@ -17,6 +17,8 @@ from chronoml.domain import ledger as L
 from chronoml.domain.canary import Breach, Guardrails
 from chronoml.errors import NotFound, Refused
 from chronoml.monitor import feedback as fb
+from chronoml.monitor.estimated import estimated_quality as _estimated
+from chronoml.monitor.fairness import fairness as _fairness
 from chronoml.monitor.quality import quality as _quality
 from chronoml.monitor.reports import endpoint_drift
 from chronoml.store import ledger as SL
@@ -142,13 +144,14 @@ class Chronoml(Context):
 
     def feedback(
         self,
-        labels: list[tuple[str, Any, int | None]],
+        labels: Sequence[tuple[str, Any, int | None] | fb.Label],
         *,
         update: bool = False,
         actor: str | None = None,
     ) -> dict[str, int]:
-        """Attach late labels ``(decision_id, label, observed_at)``, all or nothing."""
-        items = [fb.Label(d, lab, t) for d, lab, t in labels]
+        """Attach late labels ``(decision_id, label, observed_at)`` (or :class:`fb.Label`
+        items, which may carry context), all or nothing."""
+        items = [it if isinstance(it, fb.Label) else fb.Label(*it) for it in labels]
         return fb.record(self.store, items, actor=self.actor(actor), update=update)
 
     def quality(
@@ -159,8 +162,60 @@ class Chronoml(Context):
         end: int | None = None,
         window_us: int = 3_600_000_000,
         variant: str | None = None,
+        by: str | None = None,
     ) -> dict[str, Any]:
-        """Label coverage and quality metrics per variant and version over a window."""
+        """Label coverage and quality metrics per variant and version over a window
+        (and per slice of context attribute ``by``)."""
         E.known(self, endpoint)
         w = Window.bounded(start, end, window_us)
-        return _quality(self.store, endpoint, w.start, w.end, variant=variant)
+        return _quality(self.store, endpoint, w.start, w.end, variant=variant, by=by)
+
+    def fairness(
+        self,
+        endpoint: str,
+        attribute: str,
+        *,
+        start: int | None = None,
+        end: int | None = None,
+        window_us: int = 3_600_000_000,
+        version: str | None = None,
+        variant: str | None = None,
+        positive_class: Any = None,
+    ) -> dict[str, Any]:
+        """Group metrics and disparities of one version over a context attribute."""
+        E.known(self, endpoint)
+        w = Window.bounded(start, end, window_us)
+        return _fairness(
+            self.store,
+            endpoint,
+            attribute,
+            w.start,
+            w.end,
+            version=version,
+            variant=variant,
+            positive_class=positive_class,
+        )
+
+    def estimated_quality(
+        self,
+        endpoint: str,
+        *,
+        start: int | None = None,
+        end: int | None = None,
+        window_us: int = 3_600_000_000,
+        variant: str | None = None,
+        reference_start: int | None = None,
+        reference_end: int | None = None,
+    ) -> dict[str, Any]:
+        """Quality estimated from the logged scores (CBPE), beside realized quality."""
+        E.known(self, endpoint)
+        w = Window.bounded(start, end, window_us)
+        return _estimated(
+            self.store,
+            endpoint,
+            w.start,
+            w.end,
+            variant=variant,
+            reference_start=reference_start,
+            reference_end=reference_end,
+        )

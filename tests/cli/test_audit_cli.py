@@ -41,6 +41,7 @@ def _fill(store: Store) -> None:
                 (
                     f"dec-{i}", T0 + 10 + i, "churn", "a", "churn", "1", ev.seq, False, None,
                     f"req-{i}", "lay1", struct.pack("<dd", i, -i), None, "0.5", 0.5, 1.25,
+                    None, None,
                 )
                 for i in range(start, start + 3)
             ]

@@ -34,6 +34,8 @@ def decision(**changes: object) -> L.DecisionLeaf:
         output="0.75",
         output_num=0.75,
         latency_ms=1.5,
+        scores_digest=bytes(range(32)),
+        context='{"region":"north"}',
     )
     return replace(base, **changes)  # type: ignore[arg-type]
 
@@ -41,12 +43,12 @@ def decision(**changes: object) -> L.DecisionLeaf:
 def test_the_encoding_is_pinned() -> None:
     # a stored log stays verifiable only while these bytes never change
     d = decision()
-    assert d.encode()[:24] == b"\x00\x00\x00\x14chronoml/decision/v1"
+    assert d.encode()[:24] == b"\x00\x00\x00\x14chronoml/decision/v2"
     assert d.leaf_hash().hex() == PINNED_DECISION
     assert L.inputs_commitment("a1b2", b"\x00" * 16, None, SALT).hex() == PINNED_INPUTS
 
 
-PINNED_DECISION = "60d03524ccc75b4062c1c31f1b459093ab1a21c903952b9dadeedd21b70d3006"
+PINNED_DECISION = "68439ca193400cfddc95c06f67a99e08fbd95fefbe25793e32e7d1ad13950320"
 PINNED_INPUTS = "1fa22d58ddc5325eded97a7c8503736391810c4d0f93615b7ad47cf885fef07a"
 
 

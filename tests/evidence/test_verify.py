@@ -62,7 +62,7 @@ def test_each_decision_field_is_covered(
     }
     item["leaf"][field_name] = (
         (("0" * 63 + "1") if value != "0" * 63 + "1" else "0" * 64)
-        if field_name == "inputs_commitment"
+        if field_name in ("inputs_commitment", "scores_digest")
         else changed[type(value)](value)
     )
     path.write_text(json.dumps(item))

@@ -7,9 +7,9 @@ from urllib.parse import quote
 
 from sklearn.datasets import load_breast_cancer
 
+from access_support import admin_client
 from chronoml.gateway.app import create_app
 from chronoml.store import snapshots as snapshot_store
-from conftest import admin_client
 
 
 def test_snapshots_are_listed_and_shown_with_their_runs_and_endpoints(

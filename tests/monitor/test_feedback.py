@@ -10,6 +10,10 @@ import pandas as pd
 import pytest
 from click.testing import CliRunner
 from sklearn.datasets import load_breast_cancer
+from sklearn.linear_model import LogisticRegression
+from sklearn.metrics import log_loss, roc_auc_score
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
 from starlette.testclient import TestClient
 
 from access_support import admin_client
@@ -59,7 +63,12 @@ def test_labels_quality_and_history(client: TestClient) -> None:
     )
     expected = sum(p == lab for p, lab in zip(preds[:30], labels, strict=True)) / 30
     assert v["metrics"]["accuracy"] == pytest.approx(expected)
-    assert v["metrics"]["roc_auc"] is None and "scores" in v["metrics"]["roc_auc_note"]
+    # the served pipeline's own probabilities were logged with each decision
+    model = make_pipeline(StandardScaler(), LogisticRegression(max_iter=500)).fit(X, Y)
+    proba = model.predict_proba(rows.iloc[:30])
+    assert v["metrics"]["scored"] == 30
+    assert v["metrics"]["roc_auc"] == pytest.approx(roc_auc_score(labels, proba[:, 1]))
+    assert v["metrics"]["log_loss"] == pytest.approx(log_loss(labels, proba, labels=[0, 1]))
 
     # a second label is an explicit update; the old value stays in history
     r = client.post("/v1/feedback", json={"decision_id": ids[0], "label": truth[0]})

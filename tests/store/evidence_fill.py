@@ -46,6 +46,7 @@ def _rows(n: int, start: int, seq: int) -> list[D.DecisionTuple]:
             (
                 f"dec-{i:04d}", T0 + 1_000 + i, "churn", "a", "churn", "1", seq, False,
                 f"user-{i % 3}", f"req-{i}", "lay1", num, None, json.dumps(0.25), 0.25, 1.5,
+                None, None,
             )
         )  # fmt: skip
     return out

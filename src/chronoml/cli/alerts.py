@@ -42,6 +42,7 @@ def alerts() -> None:
     required=True,
     help="dataset_drift, drifted_share, drift:FEATURE, prediction_drift, latency_p99_ms, "
     "latency_p50_ms, error_rate, quality:METRIC (accuracy, f1, roc_auc, rmse, ...), "
+    "estimated:METRIC (accuracy, f1, roc_auc: CBPE, before labels), "
     "label_coverage.",
 )
 @click.option("--op", required=True, help="Comparison with the threshold: >, >=, <, <=, ==.")

@@ -82,6 +82,14 @@ def feedback_add(ctx: click.Context, decision_id: str, label: str, update: bool)
 @cli.command()
 @click.argument("endpoint")
 @window_options(variant=True)
+@click.option(
+    "--estimate",
+    is_flag=True,
+    help="Estimate quality from the logged scores (CBPE), beside realized quality.",
+)
+@click.option("--reference-from", "reference_from", help="Start of the labelled reference window.")
+@click.option("--reference-to", "reference_to", help="End of the labelled reference window.")
+@click.option("--by", help="Also break the figures down by this context attribute.")
 @json_option
 @click.pass_context
 def quality(
@@ -91,30 +99,113 @@ def quality(
     start: str | None,
     end: str | None,
     variant: str | None,
+    estimate: bool,
+    reference_from: str | None,
+    reference_to: str | None,
+    by: str | None,
     as_json: bool,
 ) -> None:
-    """Quality of ENDPOINT's labelled decisions per variant and version, with label coverage."""
+    """Quality of ENDPOINT's labelled decisions per variant and version, with label coverage.
+
+    With --estimate, quality estimated before labels arrive: the scores of a
+    labelled reference (--reference-from/--reference-to, default the version's
+    labelled decisions of the 30 days before the window) are calibrated, and
+    the window's accuracy, precision, recall, F1 and ROC AUC estimated.
+    """
     begin, stop = window_bounds(window, start, end)
+    if estimate and by:
+        raise Fail("--by goes without --estimate for now")
+    if estimate:
+        _estimate(ctx, endpoint, begin, stop, variant, reference_from, reference_to, as_json)
+        return
+    if reference_from or reference_to:
+        raise Fail("--reference-from/--reference-to go with --estimate")
     with _chronoml(ctx) as cm:
         rep = cm.quality(
             endpoint,
             start=begin,
             end=stop,
             variant=variant,
+            by=by,
         )
     if as_json:
         _json(rep)
         return
     click.echo("\n".join(window_heading(rep, rep["variants"])))
     for v in rep["variants"]:
-        cov = v["label_coverage"]
-        click.echo(
-            f"  {v['variant']} (v{v['model']['version']}): {v['labelled']}/{v['decisions']} labelled"
-            f" ({0 if cov is None else cov:.0%})"
+        _quality_lines(v)
+
+
+def _quality_lines(v: dict[str, Any]) -> None:
+    """One variant's quality lines, and its slices when broken down."""
+    cov = v["label_coverage"]
+    click.echo(
+        f"  {v['variant']} (v{v['model']['version']}): {v['labelled']}/{v['decisions']} labelled"
+        f" ({0 if cov is None else cov:.0%})"
+    )
+    for k, val in v["metrics"].items():
+        if isinstance(val, float):
+            click.echo(f"    {k:<10} {val:.4f}")
+    sliced = v.get("by")
+    if not sliced:
+        return
+    click.echo(f"    by {sliced['attribute']}:")
+    for sl in sliced["slices"]:
+        shown = ", ".join(
+            f"{k} {val:.4f}" for k, val in sl["metrics"].items() if isinstance(val, float)
         )
-        for k, val in v["metrics"].items():
-            if isinstance(val, float):
-                click.echo(f"    {k:<10} {val:.4f}")
+        mark = "  <- worst" if sl["worst"] else ""
+        click.echo(
+            f"      {sl['slice']:<16} {sl['labelled']}/{sl['decisions']} labelled  {shown}{mark}"
+        )
+
+
+def _estimate(
+    ctx: click.Context,
+    endpoint: str,
+    begin: int,
+    stop: int,
+    variant: str | None,
+    reference_from: str | None,
+    reference_to: str | None,
+    as_json: bool,
+) -> None:
+    # lazy: the command's modules load when it runs, so `chronoml --help` stays fast
+    from chronoml.timeutil import parse_time
+
+    try:
+        ref = [parse_time(t) if t else None for t in (reference_from, reference_to)]
+    except ValueError as exc:
+        raise Fail(f"--reference-from/--reference-to: {exc}") from None
+    with _chronoml(ctx) as cm:
+        rep = cm.estimated_quality(
+            endpoint,
+            start=begin,
+            end=stop,
+            variant=variant,
+            reference_start=ref[0],
+            reference_end=ref[1],
+        )
+    if as_json:
+        _json(rep)
+        return
+    click.echo("\n".join(window_heading(rep, rep["variants"])))
+    for v in rep["variants"]:
+        r = v["reference"]
+        click.echo(
+            f"  {v['variant']} (v{v['model']['version']}): {v['scored']} scored, "
+            f"{v['labelled']} labelled; calibrated on {r['rows']} labelled decisions "
+            f"from {r['from']} to {r['to']}"
+        )
+        click.echo(f"    {'metric':<10} {'estimated':>9}  {'interval':<19} realized")
+        realized = v["realized"] or {}
+        for k, e in v["estimated"].items():
+            span = f"[{_n(e['low'])}, {_n(e['high'])}]"
+            click.echo(f"    {k:<10} {_n(e['value']):>9}  {span:<19} {_n(realized.get(k))}")
+
+
+def _n(x: Any) -> str:
+    return "n/a" if x is None else f"{x:.4f}"
 
 
 @cli.group()

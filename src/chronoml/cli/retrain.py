@@ -195,6 +195,25 @@ def _params(values: tuple[str, ...]) -> dict[str, str]:
     help="The least holdout score (most, for errors) a new version needs.",
 )
 @click.option("--every", help="Also retrain on a schedule, this often (e.g. 7d).")
+@click.option(
+    "--max-gap",
+    "max_gap",
+    multiple=True,
+    help="Fairness limit [ATTRIBUTE:]METRIC=X on the challenger, e.g. "
+    "equalized_odds_difference=0.05 (repeatable).",
+)
+@click.option(
+    "--fairness-margin",
+    "fairness_margin",
+    multiple=True,
+    help="[ATTRIBUTE:]METRIC=X: not worse than the champion by more than X (repeatable).",
+)
+@click.option(
+    "--fairness-attribute",
+    "fairness_attributes",
+    multiple=True,
+    help="Context attribute the fairness guardrails group by (repeatable).",
+)
 @json_option
 @click.pass_context
 def retrain_configure(
@@ -228,6 +247,9 @@ def retrain_configure(
     label_column: str,
     min_score: float | None,
     every: str | None,
+    max_gap: tuple[str, ...],
+    fairness_margin: tuple[str, ...],
+    fairness_attributes: tuple[str, ...],
     as_json: bool,
 ) -> None:
     """Declare how ENDPOINT is retrained: entrypoint, fresh data, challenger policy, schedule.
@@ -238,6 +260,8 @@ def retrain_configure(
     """
     # lazy: the command's modules load when it runs, so `chronoml --help` stays fast
     from chronoml.domain.challenger import Policy, PolicyError
+    from chronoml.fairness.guardrails import GuardrailError
+    from chronoml.retrain.fair_selection import check_policy
     from chronoml.store import retrain_configs as RC
 
     if (project is None) == (target is None):
@@ -271,7 +295,11 @@ def retrain_configure(
             max_p99_ratio=max_p99_ratio,
             canary_max_error_rate=canary_max_error_rate,
             canary_max_p99_ms=canary_max_p99_ms,
+            max_gap=max_gap,
+            fairness_margin=fairness_margin,
+            fairness_attributes=fairness_attributes,
         )
+        check_policy(pol)
         cfg = RC.RetrainConfig(
             endpoint=endpoint,
             entrypoint=ep,
@@ -284,7 +312,7 @@ def retrain_configure(
             else None,
             every_us=_duration(every, "--every") if every else None,
         )
-    except (RC.ConfigError, PolicyError) as exc:
+    except (RC.ConfigError, PolicyError, GuardrailError) as exc:
         raise Fail(f"{exc.message} ({exc.field})" if exc.field else exc.message) from None
     with _chronoml(ctx) as cm:
         cm.status(endpoint)
@@ -315,6 +343,10 @@ def format_config(d: dict[str, Any]) -> str:
         f"{p['max_duration_us'] / 3.6e9:g} h)",
         f"  guardrails  error rate +{p['max_error_rate_increase']:g}, p99 x{p['max_p99_ratio']:g}",
     ]
+    fair = [*p.get("max_gap", ()), *(f"{m} vs champion" for m in p.get("fairness_margin", ()))]
+    if fair:
+        by = ", ".join(p.get("fairness_attributes", ())) or "the attributes named"
+        lines.append(f"  fairness    {'; '.join(fair)} (by {by})")
     if d.get("holdout"):
         h = d["holdout"]
         lines.append(f"  holdout     {h['path']} (label {h['label_column']}, min {h['min_score']})")

@@ -28,13 +28,19 @@ METRICS = (
     "drifted_share",
     "prediction_drift",
     "prediction_drifted",
+    "multivariate_error",
+    "multivariate_drifted",
     "latency_p99_ms",
     "latency_p50_ms",
     "error_rate",
     "label_coverage",
     "decisions",
 )
-QUALITY_METRICS = ("accuracy", "precision", "recall", "f1", "roc_auc", "mae", "rmse", "r2")
+QUALITY_METRICS = (
+    "accuracy", "precision", "recall", "f1", "roc_auc", "log_loss", "mae", "rmse", "r2",
+)  # fmt: skip
+# quality estimated from the logged scores before labels arrive (CBPE)
+ESTIMATED_METRICS = ("accuracy", "precision", "recall", "f1", "roc_auc")
 ACTION_TYPES = ("webhook", "log", "ledger", "retrain")
 
 NO_RETRAINING = "no retraining configured"
@@ -225,13 +231,20 @@ def check_metric(metric: Any) -> str:
         return metric
     if sep and family == "quality" and arg in QUALITY_METRICS:
         return metric
+    if sep and family == "estimated" and arg in ESTIMATED_METRICS:
+        return metric
+    if sep and family == "estimated":
+        raise RuleError(
+            f"unknown estimated metric {arg!r}; use one of {', '.join(ESTIMATED_METRICS)}",
+            "metric",
+        )
     if sep and family == "quality":
         raise RuleError(
             f"unknown quality metric {arg!r}; use one of {', '.join(QUALITY_METRICS)}", "metric"
         )
     raise RuleError(
         f"unknown metric {metric!r}; use one of {', '.join(METRICS)}, drift:<feature> "
-        f"or quality:<{'|'.join(QUALITY_METRICS)}>",
+        f"quality:<{'|'.join(QUALITY_METRICS)}> or estimated:<{'|'.join(ESTIMATED_METRICS)}>",
         "metric",
     )
 

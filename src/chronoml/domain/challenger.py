@@ -32,6 +32,13 @@ champion, at every look, in this order:
      went live; then roll back (the champion stays when the evidence never
      arrives).
 
+3. **Fairness guardrails** (``max_gap``: a limit on the challenger's own
+   figure, ``fairness_margin``: not worse than the champion by more than a
+   margin; each ``[ATTRIBUTE:]METRIC=NUMBER`` over the context attributes in
+   ``fairness_attributes``), checked when the A/B analysis would promote: a
+   broken guardrail rolls the challenger back, naming it with its numbers; a
+   figure that cannot be known yet waits (until ``max_duration``).
+
 With ``approval="manual"`` a promotion waits for a person
 (``chronoml approve``); roll-backs never wait, since they only return to
 what was already serving.
@@ -82,8 +89,28 @@ class Policy:
     # a canary also carries the gateway's live guardrails (chronoml.domain.canary)
     canary_max_error_rate: float = 0.02
     canary_max_p99_ms: float = 250.0
+    # fairness guardrails (chronoml.fairness.guardrails reads the specs)
+    max_gap: tuple[str, ...] = ()
+    fairness_margin: tuple[str, ...] = ()
+    fairness_attributes: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
+        # stored as JSON lists; kept as tuples so the policy stays hashable and frozen
+        for name in ("max_gap", "fairness_margin", "fairness_attributes"):
+            value = getattr(self, name)
+            if isinstance(value, str) or not isinstance(value, tuple | list):
+                raise PolicyError(f"{name} must be a list of strings", name)
+            object.__setattr__(self, name, tuple(str(v) for v in value))
+        for name in ("max_gap", "fairness_margin"):
+            for spec in getattr(self, name):
+                _check_spec(spec, name)
+        unnamed = [s for s in (*self.max_gap, *self.fairness_margin) if ":" not in s.split("=")[0]]
+        if unnamed and not self.fairness_attributes:
+            raise PolicyError(
+                f"fairness guardrail {unnamed[0]!r} needs an attribute to group by: "
+                "give --fairness-attribute, or write it ATTRIBUTE:METRIC=NUMBER",
+                "fairness_attribute",
+            )
         if self.deploy not in DEPLOY_MODES:
             raise PolicyError(f"policy must be shadow or canary, got {self.deploy!r}", "policy")
         if not 0 < self.share < 100:
@@ -124,6 +151,20 @@ class Policy:
     def higher_is_better(self) -> bool:
         return self.metric not in ("abs_error", "squared_error")
 
+    @property
+    def has_fairness(self) -> bool:
+        """Whether promotion also depends on fairness guardrails."""
+        return bool(self.max_gap or self.fairness_margin)
+
+    @property
+    def fairness_attributes_used(self) -> tuple[str, ...]:
+        """Every attribute a guardrail is measured on: the named ones and the policy's."""
+        named = [
+            s.split("=")[0].rpartition(":")[0].strip()
+            for s in (*self.max_gap, *self.fairness_margin)
+        ]
+        return tuple(dict.fromkeys([*self.fairness_attributes, *(n for n in named if n)]))
+
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
@@ -137,6 +178,28 @@ class Policy:
             return cls(**dict(d))
         except TypeError as exc:
             raise PolicyError(str(exc)) from None
+
+
+def _check_spec(spec: str, field: str) -> None:
+    """The shape of ``[ATTRIBUTE:]METRIC=NUMBER`` (which metrics exist is the fairness
+    package's to say, when the policy is configured)."""
+    left, eq, right = spec.partition("=")
+    try:
+        value = float(right)
+    except ValueError:
+        value = math.nan
+    if not eq or not left.strip() or not (math.isfinite(value) and value >= 0):
+        raise PolicyError(
+            f"{spec!r} is not METRIC=NUMBER (for example equalized_odds_difference=0.05)", field
+        )
+
+
+@dataclass(frozen=True)
+class FairnessJudgement:
+    """The fairness guardrails at one look: ``pass``, ``fail`` or ``unknown``, and why."""
+
+    status: Literal["pass", "fail", "unknown"]
+    summary: str
 
 
 @dataclass(frozen=True)
@@ -158,14 +221,49 @@ def decide(
     *,
     elapsed_us: int,
     challenger_decisions: int,
+    fairness: FairnessJudgement | None = None,
 ) -> Decision:
     """The policy's decision at one look.
 
     ``result`` is None while there is nothing to compare yet (no labelled
     outcome in an arm); ``guardrails`` None while the challenger has served
     fewer than ``min_samples`` decisions; ``elapsed_us`` is the time since
-    the challenger went live.
+    the challenger went live; ``fairness`` the policy's fairness guardrails
+    at this look (None when it has none, or they could not be measured).
     """
+    d = _decide(
+        policy, result, guardrails, elapsed_us=elapsed_us, challenger_decisions=challenger_decisions
+    )
+    if d.action not in ("promote", "ask") or not policy.has_fairness:
+        return d
+    # quality says promote: the fairness guardrails have the last word
+    if fairness is not None and fairness.status == "fail":
+        return Decision(
+            "rollback",
+            f"fairness guardrail: {fairness.summary}; on quality alone: {d.reason}",
+            d.verdict,
+        )
+    if fairness is not None and fairness.status == "pass":
+        return Decision(d.action, f"{d.reason}; fairness: {fairness.summary}", d.verdict)
+    why = fairness.summary if fairness is not None else "fairness not measured yet"
+    if elapsed_us >= policy.max_duration_us:
+        return Decision(
+            "rollback",
+            f"fairness still unknown after {_duration(policy.max_duration_us)} ({why}): "
+            "the champion stays",
+            d.verdict,
+        )
+    return Decision("wait", f"keep running: quality would promote, but {why}", d.verdict)
+
+
+def _decide(
+    policy: Policy,
+    result: ExperimentResult | None,
+    guardrails: GuardrailResult | None,
+    *,
+    elapsed_us: int,
+    challenger_decisions: int,
+) -> Decision:
     if (
         guardrails is not None
         and challenger_decisions >= policy.min_samples

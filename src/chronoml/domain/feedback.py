@@ -20,9 +20,15 @@ class FeedbackError(InvalidInput):
 
 @dataclass(frozen=True)
 class Label:
+    """A label for a logged decision, and/or context about it that arrived later.
+
+    ``label`` is None only when the item carries ``context`` alone.
+    """
+
     decision_id: str
     label: Any
     observed_at: int | None = None
+    context: dict[str, Any] | None = None
 
 
 def _kind(v: Any) -> str:

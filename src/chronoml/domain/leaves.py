@@ -186,6 +186,7 @@ class _Leaf:
     """
 
     KIND: ClassVar[str]
+    VERSION: ClassVar[int] = 1
     SPEC: ClassVar[tuple[tuple[str, str, bool], ...]]
     _TAG: ClassVar[bytes]
     _PLAN: ClassVar[tuple[tuple[str, Callable[[Any], bytes], bool], ...]]
@@ -231,7 +232,7 @@ class _Leaf:
 def _prepare(cls: type[_Leaf]) -> None:
     names = [f.name for f in fields(cls)]  # type: ignore[arg-type]
     assert names == [s[0] for s in cls.SPEC], cls
-    cls._TAG = _enc_str(f"chronoml/{cls.KIND}/v1")
+    cls._TAG = _enc_str(f"chronoml/{cls.KIND}/v{cls.VERSION}")
     cls._PLAN = tuple((name, _ENCODERS[kind], opt) for name, kind, opt in cls.SPEC)
 
 
@@ -243,6 +244,8 @@ class DecisionLeaf(_Leaf):
     """One row of the decision log as stored, inputs replaced by their commitment."""
 
     KIND: ClassVar[str] = "decision"
+    # v2: the class scores (by their SHA-256) and the context a decision carries
+    VERSION: ClassVar[int] = 2
     SPEC: ClassVar[tuple[tuple[str, str, bool], ...]] = (
         ("id", "str", False),
         ("ts", "int", False),
@@ -259,6 +262,8 @@ class DecisionLeaf(_Leaf):
         ("output", "str", False),
         ("output_num", "float", True),
         ("latency_ms", "float", False),
+        ("scores_digest", "hash", True),
+        ("context", "str", True),
     )
 
     id: str
@@ -276,6 +281,8 @@ class DecisionLeaf(_Leaf):
     output: str
     output_num: float | None
     latency_ms: float
+    scores_digest: bytes | None = None  # SHA-256 of the packed class scores, when logged
+    context: str | None = None  # the context as stored (JSON text), when given
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> DecisionLeaf:

@@ -98,6 +98,7 @@ ACTIONS: dict[tuple[str, str], Rule | None] = {
     ("GET", "/v1/endpoints/{endpoint}/monitoring"): _r(A.READ_STATUS),
     ("POST", "/v1/feedback"): _r(A.FEEDBACK, scope=SOME),
     ("GET", "/v1/endpoints/{endpoint}/quality"): _r(A.READ_STATUS),
+    ("GET", "/v1/endpoints/{endpoint}/fairness"): _r(A.READ_STATUS),
     ("GET", "/v1/alerts"): _r(A.READ_STATUS, scope=SOME),
     ("GET", "/v1/alerts/outbox"): _r(A.READ_STATUS, scope=SOME),
     ("PUT", "/v1/alerts/{name}"): _r(A.ALERTS, scope=GLOBAL),

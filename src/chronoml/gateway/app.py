@@ -23,6 +23,7 @@ from chronoml.gateway.views import alerts as alert_views
 from chronoml.gateway.views import audit as audit_views
 from chronoml.gateway.views import endpoints as endpoint_views
 from chronoml.gateway.views import explain as explain_views
+from chronoml.gateway.views import fairness as fairness_views
 from chronoml.gateway.views import loop as loop_views
 from chronoml.gateway.views import monitor as monitor_views
 from chronoml.gateway.views import snapshots as snapshot_views
@@ -62,6 +63,7 @@ def create_app(settings: Settings, cm: Chronoml | None = None) -> Starlette:
         *token_views.routes(gw),
         *audit_views.routes(gw),
         *snapshot_views.routes(gw),
+        *fairness_views.routes(gw),
     ]
     app = GatewayApp(gw, routes=guard_all(gw.access, routes), lifespan=lifespan)
     app.state.gateway = gw

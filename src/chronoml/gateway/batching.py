@@ -35,10 +35,18 @@ from chronoml.domain import codec
 from chronoml.errors import StoreError
 from chronoml.gateway.log import DecisionLog
 from chronoml.ids import new_ids
-from chronoml.registry.models import LoadedModel
+from chronoml.registry.models import LoadedModel, labels_of
 from chronoml.store import decisions as D
 
 log = logging.getLogger("chronoml.batching")
+
+
+# a batch's share of rows: its jobs, input layout, packed and text inputs, outputs,
+# their numbers, and the packed class scores (None when the model gives none)
+_Part = tuple[
+    Sequence["Job"], str, list[bytes], list[str | None], list[Any], list[float | None],
+    list[bytes] | None,
+]  # fmt: skip
 
 
 class ModelFailed(RuntimeError):
@@ -64,6 +72,8 @@ class Job:
     fut: asyncio.Future[Result] = field(repr=False)
     # ?explain=true: given the job's decision ids, explanation rows to commit with them
     explain: Callable[[list[str]], Sequence[tuple[Any, ...]]] | None = None
+    # the request's "context" (not a model input): one JSON object text per row
+    context: Sequence[str | None] | None = None
 
 
 @dataclass(frozen=True)
@@ -92,6 +102,7 @@ class Batcher:
         ensure_layout: Callable[[str, codec.Schema], None],
         settings: BatchSettings,
         on_batch: Callable[[str, str, int, int], None] | None = None,
+        ensure_classes: Callable[[str, str, Sequence[Any]], None] | None = None,
     ) -> None:
         self.endpoint = endpoint
         self.variant = variant
@@ -100,6 +111,9 @@ class Batcher:
         self.ensure_layout = ensure_layout
         self.settings = settings
         self.on_batch = on_batch
+        self.ensure_classes = ensure_classes
+        self._classes = np.asarray(model.raw.classes_) if model.classes is not None else np.empty(0)
+        self._classes_known = False
         self.names = [c for c, _ in model.schema] if model.schema is not None else None
         # built once: a frame's column index of plain objects (not Arrow strings),
         # which the model's feature-name check reads cheaply
@@ -217,7 +231,7 @@ class Batcher:
             if isinstance(part, BaseException):
                 results.append(part)
                 continue
-            part_jobs, layout, packed, texts, outputs, nums = part
+            part_jobs, layout, packed, texts, outputs, nums, scores = part
             shown = _output_texts(outputs)
             m = self.model.ref
             fresh = new_ids(sum(j.n + 1 for j in part_jobs))
@@ -249,6 +263,8 @@ class Batcher:
                         shown[off:end],
                         nums[off:end],
                         repeat((done - j.t0) * 1000),
+                        scores[off:end] if scores is not None else repeat(None, j.n),
+                        j.context if j.context is not None else repeat(None, j.n),
                     )
                 )
                 results.append(Result(ids, outputs[off:end], batch_rows))
@@ -266,18 +282,18 @@ class Batcher:
 
         self.log.submit(rows, explanations, committed)
 
-    def _predict(
-        self, jobs: Sequence[Job]
-    ) -> tuple[Sequence[Job], str, list[bytes], list[str | None], list[Any], list[float | None]]:
+    def _predict(self, jobs: Sequence[Job]) -> _Part:
         schema = self.model.schema
         n = sum(j.n for j in jobs)
         predict: Callable[[Any], Any] = self.model.predict
+        proba = self.model.predict_proba
         if schema is not None and all(j.mat is not None for j in jobs):
             mats = [j.mat for j in jobs if j.mat is not None]
             mat = mats[0] if len(mats) == 1 else np.concatenate(mats)
             if self.model.predict_matrix is not None:
                 x: Any = mat
                 predict = self.model.predict_matrix
+                proba = self.model.proba_matrix
             else:
                 x = pd.DataFrame(mat, columns=self.columns, copy=False)
             packed = codec.pack_rows(mat)
@@ -294,12 +310,56 @@ class Batcher:
             except Exception as exc:
                 raise StoreError(str(exc).splitlines()[0]) from exc
             self._layouts.add(layout)
+        scores: list[bytes] | None = None
+        # on the matrix path the loader paired predict and predict_proba of one estimator;
+        # a model given another predict (a wrapper, a test double) keeps both calls
+        one_call = (
+            self.model.labels_from_scores
+            and proba is not None
+            and proba is self.model.proba_matrix
+            and predict is self.model.predict_matrix
+        )
         try:
-            pred = predict(x)
+            if one_call:
+                assert proba is not None
+                p = np.asarray(proba(x), dtype=np.float64)
+                pred = labels_of(p, self._classes, lambda rows: predict(_rows(x, rows)))
+                scores = self._pack(p, n)
+            else:
+                pred = predict(x)
             outputs, nums = codec.encode_outputs(pred, n)
         except Exception as exc:
             raise ModelFailed(str(exc) or type(exc).__name__) from exc
-        return jobs, layout, packed, texts, outputs, nums
+        if proba is not None and not one_call:
+            scores = self._scores(proba, x, n)
+        return jobs, layout, packed, texts, outputs, nums, scores
+
+    def _scores(self, proba: Callable[[Any], Any], x: Any, n: int) -> list[bytes] | None:
+        """Every row's class scores packed as float64, from one ``predict_proba`` call.
+
+        A model whose scores fail still answers: its decisions are logged without them.
+        """
+        try:
+            p = np.asarray(proba(x), dtype=np.float64)
+        except Exception as exc:
+            log.warning("scores of %s/%s failed: %s", self.endpoint, self.variant, exc)
+            return None
+        return self._pack(p, n)
+
+    def _pack(self, p: np.ndarray[Any, Any], n: int) -> list[bytes] | None:
+        """The scores packed per row, once the version's class order is stored."""
+        classes = self.model.classes
+        assert classes is not None
+        if p.shape != (n, len(classes)):
+            return None
+        if not self._classes_known and self.ensure_classes is not None:
+            m = self.model.ref
+            try:
+                self.ensure_classes(m.name, m.version, classes)
+            except Exception as exc:
+                raise StoreError(str(exc).splitlines()[0]) from exc
+        self._classes_known = True
+        return codec.pack_rows(p)
 
     def _frame(self, j: Job) -> pd.DataFrame:
         return pd.DataFrame(j.mat, columns=self.names)
@@ -308,6 +368,11 @@ class Batcher:
         """Stop the model's thread once it is idle (queued jobs are not answered)."""
         self._queue.clear()
         self._wake.put(False)
+
+
+def _rows(x: Any, rows: Any) -> Any:
+    """Some rows of a batch's input, a matrix or a frame."""
+    return x.iloc[rows] if isinstance(x, pd.DataFrame) else x[rows]
 
 
 def _call_soon(loop: asyncio.AbstractEventLoop, fn: Callable[..., None], *args: Any) -> None:

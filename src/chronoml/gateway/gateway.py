@@ -42,6 +42,7 @@ from chronoml.retrain.runner import JobRunner
 from chronoml.service import Chronoml
 from chronoml.settings import Settings
 from chronoml.store import ledger as SL
+from chronoml.store import outcomes
 from chronoml.timeutil import now_us
 
 log = logging.getLogger("chronoml.gateway")
@@ -215,7 +216,9 @@ class Gateway:
             )
         model = live.models[variant.name]
         try:
+            body, raw_context = inputs.split_context(body)
             mat, frame, n = self._rows(body, model)
+            context = inputs.context_rows(raw_context, n) if n <= self.settings.max_rows else None
         except InvalidInput as exc:
             return error_body(exc.status, "bad_input", exc.message, exc.field)
         if n > self.settings.max_rows:
@@ -234,7 +237,7 @@ class Gateway:
         try:
             res = await self.decide(
                 live, variant.name, model, mat, frame, n, unit, ts, arrived,
-                explain=explained.rows if explained is not None else None,
+                explain=explained.rows if explained is not None else None, context=context,
             )  # fmt: skip
         except StoreError as exc:
             self.metrics.count(*labels, 503)
@@ -258,7 +261,7 @@ class Gateway:
         self.metrics.count(*labels, 200)
         self.metrics.observe_latency(*labels, time.perf_counter() - arrived)
         if live.shadows:
-            self._shadow(live, body, model, mat, frame, n, unit, ts)
+            self._shadow(live, body, model, mat, frame, n, unit, ts, context)
         answer: dict[str, Any] = {
             "predictions": res.outputs,
             "decision_ids": res.ids,
@@ -298,9 +301,13 @@ class Gateway:
                     max_queue_rows=self.settings.max_queue_rows,
                 ),
                 on_batch=self.metrics.observe_batch,
+                ensure_classes=self._ensure_classes,
             )
             self._batchers[key] = b
         return b
+
+    def _ensure_classes(self, name: str, version: str, classes: Sequence[Any]) -> None:
+        outcomes.ensure_classes(self.cm.store, name, version, classes)
 
     async def decide(
         self,
@@ -316,6 +323,7 @@ class Gateway:
         *,
         shadow: bool = False,
         explain: Callable[[list[str]], Sequence[tuple[Any, ...]]] | None = None,
+        context: Sequence[str | None] | None = None,
     ) -> batching.Result:
         """Predict through the variant's batcher; returns once the decisions are committed
         (with ``explain``'s rows for their ids, in the same transaction)."""
@@ -330,6 +338,7 @@ class Gateway:
             shadow=shadow,
             fut=asyncio.get_running_loop().create_future(),
             explain=explain,
+            context=context,
         )
         fut = self._batcher(live.state.endpoint, variant, model).submit(job)
         # one timer rather than wait_for's extra future and callbacks per request
@@ -349,6 +358,7 @@ class Gateway:
         n: int,
         unit: str | None,
         ts: int,
+        context: Sequence[str | None] | None = None,
     ) -> None:
         """Send a copy to each shadow variant; never awaited by the request."""
         for v in live.shadows:
@@ -370,6 +380,7 @@ class Gateway:
                 event_seq=live.state.seq or 0,
                 shadow=True,
                 fut=asyncio.get_running_loop().create_future(),
+                context=context,
             )
             try:
                 self._batcher(live.state.endpoint, v.name, model).submit(job)

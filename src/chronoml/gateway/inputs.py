@@ -260,3 +260,90 @@ def _float_names(schema: Schema) -> list[str] | None:
         _float_schemas.clear()
     _float_schemas[id(schema)] = (schema, names)
     return names
+
+
+# --- context: what the caller says about a decision that is not a model input ------
+
+CONTEXT_KEY = "context"
+_CONTEXT_SCALARS = (str, int, float, bool, type(None))
+MAX_CONTEXT_KEYS = 64
+
+
+def split_context(body: bytes) -> tuple[bytes, Any]:
+    """The body without its top-level ``"context"``, and that context (None without one).
+
+    Only bodies that mention the key are parsed here; the rest go on untouched,
+    so the fast path of plain rows pays one substring search.
+    """
+    if b'"context"' not in body:
+        return body, None
+    try:
+        obj = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return body, None  # parse_body says what is wrong with it
+    if not isinstance(obj, dict) or CONTEXT_KEY not in obj:
+        return body, None
+    ctx = obj.pop(CONTEXT_KEY)
+    return orjson.dumps(obj), ctx
+
+
+def check_context(ctx: Any, field: str = CONTEXT_KEY) -> dict[str, Any]:
+    """One decision's context: an object of at most 64 scalar values with text keys."""
+    if not isinstance(ctx, dict):
+        raise InvalidInput(f"{field} must be an object of name: value", field, 400)
+    if len(ctx) > MAX_CONTEXT_KEYS:
+        raise InvalidInput(f"{field} has {len(ctx)} keys (at most {MAX_CONTEXT_KEYS})", field, 400)
+    for k, v in ctx.items():
+        if not k or len(k) > 200:
+            raise InvalidInput(f"{field} has an empty or over-long name", field, 400)
+        if not isinstance(v, _CONTEXT_SCALARS) or (isinstance(v, float) and v != v):
+            raise InvalidInput(
+                f"{field}.{k} must be a string, number, boolean or null", f"{field}.{k}", 400
+            )
+    return ctx
+
+
+def context_rows(ctx: Any, n: int) -> list[str | None] | None:
+    """The request's context as one JSON object text per row, or None without context.
+
+    Three shapes: an object of scalars (the same context for every row), an
+    object of lists of ``n`` values (one per row), or a list of ``n`` objects.
+    """
+    if ctx is None:
+        return None
+    if isinstance(ctx, list):
+        if len(ctx) != n:
+            raise InvalidInput(f"context has {len(ctx)} entries for {n} rows", CONTEXT_KEY, 400)
+        return [
+            orjson.dumps(check_context(c, f"{CONTEXT_KEY}[{i}]")).decode() if c else None
+            for i, c in enumerate(ctx)
+        ]
+    if not isinstance(ctx, dict):
+        raise InvalidInput(
+            "context must be an object (one for all rows, or of lists) or a list of objects",
+            CONTEXT_KEY,
+            400,
+        )
+    if not ctx:
+        return None
+    lists = {k: v for k, v in ctx.items() if isinstance(v, list)}
+    if not lists:
+        text = orjson.dumps(check_context(ctx)).decode()
+        return [text] * n
+    if len(lists) != len(ctx):
+        name = next(k for k in ctx if k not in lists)
+        raise InvalidInput(
+            f"context mixes lists and single values ({name!r}): give lists of {n} values or none",
+            f"{CONTEXT_KEY}.{name}",
+            400,
+        )
+    for k, v in lists.items():
+        if len(v) != n:
+            raise InvalidInput(
+                f"context.{k} has {len(v)} values for {n} rows", f"{CONTEXT_KEY}.{k}", 400
+            )
+    keys = list(lists)
+    return [
+        orjson.dumps(check_context(dict(zip(keys, vals, strict=True)))).decode()
+        for vals in zip(*lists.values(), strict=True)
+    ]

@@ -52,7 +52,19 @@ QUERY: dict[tuple[str, str], dict[str, Any]] = {
         "threshold": {"type": "string"},
         "format": {"type": "string", "enum": ["json", "html"]},
     },
-    ("GET", "/v1/endpoints/{endpoint}/quality"): WINDOW_PARAMS,
+    ("GET", "/v1/endpoints/{endpoint}/quality"): {
+        **WINDOW_PARAMS,
+        "by": {"type": "string"},
+        "estimate": {"type": "string", "enum": ["true", "false"]},
+        "reference_from": TIME,
+        "reference_to": TIME,
+    },
+    ("GET", "/v1/endpoints/{endpoint}/fairness"): {
+        **WINDOW_PARAMS,
+        "attribute": {"type": "string"},
+        "version": {"type": "string"},
+        "positive_class": {"type": "string"},
+    },
     ("GET", "/v1/endpoints/{endpoint}/experiment"): {
         "window": WINDOW,
         "from": TIME,

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
-import orjson
 
-from chronoml.store import decision_reads as DR
+from chronoml.monitor.slices import breakdown, slice_keys
+from chronoml.store import outcomes as O
 from chronoml.store.database import Store
 from chronoml.timeutil import iso
 
@@ -19,8 +20,17 @@ def _task(outputs: list[Any]) -> str:
     return "classification"
 
 
-def metrics_for(outputs: list[Any], labels: list[Any]) -> dict[str, Any]:
-    """Quality of labelled decisions: classifier or regressor metrics (scikit-learn)."""
+def metrics_for(
+    outputs: list[Any],
+    labels: list[Any],
+    scores: np.ndarray[Any, Any] | None = None,
+    classes: Sequence[Any] | None = None,
+) -> dict[str, Any]:
+    """Quality of labelled decisions: classifier or regressor metrics (scikit-learn).
+
+    ``scores`` (one row of class scores per decision, NaN where none was logged)
+    in the order of ``classes`` give ROC AUC and log loss as well.
+    """
     # lazy: scikit-learn loads only for the models that need it
     from sklearn import metrics as m
 
@@ -36,49 +46,126 @@ def metrics_for(outputs: list[Any], labels: list[Any]) -> dict[str, Any]:
             "r2": float(m.r2_score(y, p)) if len(y) > 1 else None,
         }
         return out
-    y_true = [str(v) if isinstance(v, str) else int(v) for v in labels]
-    y_pred = [str(v) if isinstance(v, str) else int(v) for v in outputs]
-    classes = sorted(set(y_true) | set(y_pred), key=str)
-    binary = len(classes) <= 2
-    avg = "binary" if binary and set(classes) <= {0, 1} else "macro"
+    y_true = [_cls(v) for v in labels]
+    y_pred = [_cls(v) for v in outputs]
+    classes_seen = sorted(set(y_true) | set(y_pred), key=str)
+    binary = len(classes_seen) <= 2
+    avg = "binary" if binary and set(classes_seen) <= {0, 1} else "macro"
     kw: dict[str, Any] = {"average": avg, "zero_division": 0}
-    return {
+    out = {
         "task": task,
         "accuracy": float(m.accuracy_score(y_true, y_pred)),
         "precision": float(m.precision_score(y_true, y_pred, **kw)),
         "recall": float(m.recall_score(y_true, y_pred, **kw)),
         "f1": float(m.f1_score(y_true, y_pred, **kw)),
         "average": avg,
-        # the log holds the model's answers (labels), not scores
-        "roc_auc": None,
-        "roc_auc_note": "needs scores; this model's logged outputs are class labels",
     }
+    out.update(score_metrics(y_true, scores, classes))
+    return out
+
+
+def _cls(v: Any) -> Any:
+    return str(v) if isinstance(v, str) else int(v)
+
+
+def score_metrics(
+    y_true: list[Any], scores: np.ndarray[Any, Any] | None, classes: Sequence[Any] | None
+) -> dict[str, Any]:
+    """ROC AUC and log loss of labelled decisions from their logged class scores."""
+    # lazy: scikit-learn loads only for the models that need it
+    from sklearn import metrics as m
+
+    none = {"roc_auc": None, "log_loss": None}
+    if scores is None or classes is None:
+        return {
+            **none,
+            "roc_auc_note": "needs scores; this model's logged outputs are class labels",
+        }
+    have = ~np.isnan(scores).any(axis=1)
+    if not have.any():
+        return {**none, "roc_auc_note": "none of these decisions has logged scores"}
+    order = [_cls(c) for c in classes]
+    y = [t for t, ok in zip(y_true, have, strict=True) if ok]
+    p = scores[have]
+    unknown = set(y) - set(order)
+    if unknown:
+        shown = sorted(map(str, unknown))[0]
+        return {**none, "roc_auc_note": f"label {shown!r} is not one of the model's classes"}
+    out: dict[str, Any] = {"scored": int(have.sum())}
+    out["log_loss"] = float(m.log_loss(y, np.clip(p, 1e-15, 1.0), labels=order))
+    present = set(y)
+    if len(present) < 2:
+        out["roc_auc"] = None
+        out["roc_auc_note"] = "every labelled decision has the same label"
+    elif len(order) == 2:
+        out["roc_auc"] = float(m.roc_auc_score([t == order[1] for t in y], p[:, 1]))
+    elif present == set(order):
+        out["roc_auc"] = float(
+            m.roc_auc_score(y, p / p.sum(axis=1, keepdims=True), multi_class="ovr", labels=order)
+        )
+    else:
+        out["roc_auc"] = None
+        out["roc_auc_note"] = "multiclass ROC AUC needs every class among the labels"
+    return out
+
+
+def _figures(got: O.Outcomes, classes: list[Any] | None) -> Callable[[list[int]], dict[str, Any]]:
+    def figures(idx: list[int]) -> dict[str, Any]:
+        scores = (
+            O.unpack_scores([got.scores[i] for i in idx], len(classes))
+            if classes is not None
+            else None
+        )
+        return metrics_for(
+            [got.outputs[i] for i in idx], [got.labels[i] for i in idx], scores, classes
+        )
+
+    return figures
 
 
 def quality(
-    store: Store, endpoint: str, start: int, end: int, *, variant: str | None = None
+    store: Store,
+    endpoint: str,
+    start: int,
+    end: int,
+    *,
+    variant: str | None = None,
+    by: str | None = None,
 ) -> dict[str, Any]:
-    """Label coverage and quality metrics of ``endpoint``'s decisions in ``[start, end)``."""
-    rows = DR.outputs_and_labels(store, endpoint, start, end, variant=variant)
-    groups: dict[tuple[str, str, str], list[tuple[Any, Any]]] = {}
-    for r in rows:
-        groups.setdefault((r.variant, r.model_name, r.model_version), []).append(
-            (orjson.loads(r.output), None if r.label is None else orjson.loads(r.label))
-        )
+    """Label coverage and quality metrics of ``endpoint``'s decisions in ``[start, end)``;
+    with ``by``, also per slice of that context attribute, the worst slice marked."""
+    got = O.outcomes(store, endpoint, start, end, variant=variant, with_context=by is not None)
+    keys = slice_keys(got.context, by) if by is not None and len(got) else None
     variants = []
-    for (vname, mname, version), pairs in sorted(groups.items(), key=lambda kv: -len(kv[1])):
-        labelled = [(o, lab) for o, lab in pairs if lab is not None]
+    for (vname, mname, version), idx in sorted(got.groups().items(), key=lambda kv: -len(kv[1])):
+        labelled = [i for i in idx if got.labels[i] is not None]
         entry: dict[str, Any] = {
             "variant": vname,
             "model": {"name": mname, "version": version},
-            "decisions": len(pairs),
+            "decisions": len(idx),
             "labelled": len(labelled),
-            "label_coverage": len(labelled) / len(pairs) if pairs else None,
+            "label_coverage": len(labelled) / len(idx) if idx else None,
         }
-        entry["metrics"] = metrics_for([o for o, _ in labelled], [lab for _, lab in labelled])
+        classes = O.classes_of(store, mname, version)
+        scores = (
+            O.unpack_scores([got.scores[i] for i in labelled], len(classes))
+            if classes is not None
+            else None
+        )
+        entry["metrics"] = metrics_for(
+            [got.outputs[i] for i in labelled],
+            [got.labels[i] for i in labelled],
+            scores,
+            classes,
+        )
+        if keys is not None:
+            entry["by"] = {
+                "attribute": by,
+                **breakdown(keys, idx, labelled, _figures(got, classes)),
+            }
         variants.append(entry)
     return {
         "endpoint": endpoint,
-        "window": {"from": iso(start), "to": iso(end), "rows": len(rows)},
+        "window": {"from": iso(start), "to": iso(end), "rows": len(got)},
         "variants": variants,
     }

@@ -18,6 +18,7 @@ from chronoml.domain.ledger import ModelRef
 from chronoml.domain.profile import PREDICTION, Profile
 from chronoml.domain.profiling import build_profile
 from chronoml.errors import Refused
+from chronoml.monitor import multivariate
 from chronoml.store import decisions as D
 from chronoml.store import ledger as SL
 from chronoml.store import snapshots
@@ -154,6 +155,8 @@ def drift(
             map_features=parallel(2),
         )
         entry.update(report.to_dict())
+        if ref is not None:
+            entry["multivariate"] = multivariate.section(store, ref, current)
         out["variants"].append(entry)
     main = next((v for v in out["variants"] if "features" in v), None)
     if main is None:
@@ -174,6 +177,7 @@ def drift(
                 "prediction": main["prediction"],
                 "drifted_share": main["drifted_share"],
                 "dataset_drift": main["dataset_drift"],
+                "multivariate": main.get("multivariate"),
                 "empty": False,
             }
         )

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
+from chronoml.monitor import estimated
 from chronoml.monitor.leader import Leadership
 from chronoml.monitor.quality import quality as quality_of
 from chronoml.monitor.reports import endpoint_drift
@@ -23,6 +24,7 @@ from chronoml.store import blocks
 from chronoml.store import decision_reads as DR
 from chronoml.store import ledger as SL
 from chronoml.store import monitoring as SM
+from chronoml.store import outcomes as O
 from chronoml.timeutil import iso, now_us
 from chronoml.window import Window
 from chronoml.worker import Worker
@@ -65,6 +67,25 @@ def _f(v: Any) -> float | None:
     return float(v)
 
 
+def _estimated(
+    cm: Context, endpoint: str, v: Mapping[str, Any], start: int, end: int
+) -> dict[str, float | None]:
+    """``estimated:METRIC`` of one variant's window (CBPE), when its version logs scores
+    and has a labelled reference; nothing otherwise."""
+    name, version = v["model"]["name"], v["model"]["version"]
+    if O.classes_of(cm.store, name, version) is None:
+        return {}
+    ref = estimated.Reference(start - estimated.DEFAULT_REFERENCE_US, start, False)
+    try:
+        got = estimated.estimate_version(
+            cm.store, endpoint, name, version, start, end, ref, variant=v["variant"]
+        )
+    except estimated.EstimateError as exc:
+        log.debug("no estimate for %s %s: %s", endpoint, v["variant"], exc.message)
+        return {}
+    return {f"estimated:{k}": _f(e["value"]) for k, e in got["estimated"].items()}
+
+
 def compute(
     cm: Context,
     endpoint: str,
@@ -89,6 +110,10 @@ def compute(
         for f in v["features"]:
             if f["status"] == "ok":
                 m[f"drift:{f['feature']}"] = _f(f["statistic"])
+        mv = v.get("multivariate") or {}
+        if mv.get("status") == "ok":
+            m["multivariate_error"] = _f(mv["error"])
+            m["multivariate_drifted"] = 1.0 if mv["drifted"] else 0.0
         p = v.get("prediction")
         if p and p["status"] == "ok":
             m["prediction_drift"] = _f(p["statistic"])
@@ -103,6 +128,7 @@ def compute(
         for k, val in v["metrics"].items():
             if isinstance(val, float):
                 m[f"quality:{k}"] = val
+        m.update(_estimated(cm, endpoint, v, start, end))
 
     rows = DR.latencies(cm.store, endpoint, start, end)
     lat: dict[tuple[str, str], list[float]] = {}

@@ -7,6 +7,7 @@ MLflow stays the registry and run store; chronoml reads through its client.
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import re
 import shutil
@@ -251,6 +252,17 @@ class Registry:
         if metrics:
             batch = [Metric(k, v, ts_ms, step) for k, v in metrics.items()]
             self.client.log_batch(run_id, metrics=batch)
+
+    def log_card(self, run_id: str, card: dict[str, Any], markdown: str, page: str) -> list[str]:
+        """Store a model card as artifacts of ``run_id``; returns their artifact paths."""
+        files = {
+            "chronoml/model_card.json": json.dumps(card, indent=2, default=str),
+            "chronoml/model_card.md": markdown,
+            "chronoml/model_card.html": page,
+        }
+        for path, text in files.items():
+            self.client.log_text(run_id, text, path)
+        return list(files)
 
     def fetch(self, ref: ModelRef) -> Path:
         """The archived artifact for ``ref``, its digest checked.

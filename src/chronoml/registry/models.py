@@ -59,6 +59,14 @@ class LoadedModel:
     # the same model called on a float64 matrix in schema order, when that is
     # known to give what ``predict`` gives on the frame (see matrix_predictor)
     predict_matrix: Callable[[np.ndarray[Any, Any]], Any] | None = None
+    # a classifier's class scores: ``predict_proba`` on what ``predict`` takes (and on
+    # the matrix, beside ``predict_matrix``), with the order of its columns
+    classes: tuple[Any, ...] | None = None
+    predict_proba: Callable[[Any], Any] | None = None
+    proba_matrix: Callable[[np.ndarray[Any, Any]], Any] | None = None
+    # whether predict is the class of the highest score (checked at load): the scores
+    # then give the labels too, and the batch needs one model call instead of two
+    labels_from_scores: bool = False
 
 
 def load_model(ref: ModelRef, path: Path) -> LoadedModel:
@@ -87,7 +95,7 @@ def load_model(ref: ModelRef, path: Path) -> LoadedModel:
             fitted_on_array = raw.predict
             predict = lambda df: fitted_on_array(df.to_numpy())  # noqa: E731
         predict_matrix = matrix_predictor(raw, schema)
-    return LoadedModel(
+    model = LoadedModel(
         ref=ref,
         path=path,
         schema=schema,
@@ -96,6 +104,98 @@ def load_model(ref: ModelRef, path: Path) -> LoadedModel:
         raw=raw,
         predict_matrix=predict_matrix,
     )
+    if raw is not None:
+        _add_scores(model, raw, schema)
+    return model
+
+
+def classifier_classes(raw: Any) -> tuple[Any, ...] | None:
+    """The class order of a fitted single-output classifier's ``predict_proba``, or None."""
+    # lazy: scikit-learn loads only for the models that need it
+    from sklearn.base import is_classifier
+
+    classes = getattr(raw, "classes_", None)
+    if not is_classifier(raw) or not callable(getattr(raw, "predict_proba", None)):
+        return None
+    if classes is None or np.ndim(classes) != 1:
+        return None  # multi-output: one class list per output, no single score row
+    return tuple(c.item() if hasattr(c, "item") else c for c in classes)
+
+
+def _add_scores(model: LoadedModel, raw: Any, schema: Schema | None) -> None:
+    """Give ``model`` its class scores when it is a classifier offering probabilities."""
+    try:
+        classes = classifier_classes(raw)
+    except Exception:  # not an estimator scikit-learn knows: no scores, still served
+        return
+    if classes is None:
+        return
+    model.classes = classes
+    if hasattr(raw, "feature_names_in_"):
+        model.predict_proba = raw.predict_proba
+    else:
+        on_array = raw.predict_proba
+        model.predict_proba = lambda df: on_array(df.to_numpy())
+    if model.predict_matrix is not None and schema is not None:
+        bare = raw if getattr(raw, "feature_names_in_", None) is None else None
+        bare = bare if bare is not None else _without_feature_names(raw)
+        if bare is not None:
+            model.proba_matrix = _finite_fast(bare.predict_proba)
+    model.labels_from_scores = _argmax_predicts(raw, schema)
+
+
+# estimators whose predict is, by definition, the class of the highest predict_proba
+# (up to rounding at exact ties, which labels_from_scores hands back to predict)
+_ARGMAX_ESTIMATORS = frozenset(
+    {
+        "LogisticRegression",
+        "GradientBoostingClassifier",
+        "HistGradientBoostingClassifier",
+        "RandomForestClassifier",
+        "ExtraTreesClassifier",
+        "DecisionTreeClassifier",
+    }
+)
+# top two scores closer than this: the label comes from predict itself
+TIE = 1e-9
+
+
+def _argmax_predicts(raw: Any, schema: Schema | None) -> bool:
+    """Whether ``raw.predict`` is the argmax of its scores: a known estimator (last step of a
+    pipeline) that agrees on a probe of random rows."""
+    last = raw.steps[-1][1] if hasattr(raw, "steps") and raw.steps else raw
+    if type(last).__name__ not in _ARGMAX_ESTIMATORS or schema is None:
+        return False
+    if not all(kind == "float" for _, kind in schema):
+        return False
+    names = [c for c, _ in schema]
+    probe = np.random.default_rng(1).standard_normal((64, len(names)))
+    x: Any = (
+        pd.DataFrame(probe, columns=pd.Index(names, dtype=object))
+        if getattr(raw, "feature_names_in_", None) is not None
+        else probe
+    )
+    try:
+        want = np.asarray(raw.predict(x))
+        p = np.asarray(raw.predict_proba(x), dtype=np.float64)
+    except Exception:  # out of the model's domain: keep two calls
+        return False
+    got = labels_of(p, np.asarray(raw.classes_), lambda rows: want[rows])
+    return _same(want, got)
+
+
+def labels_of(
+    scores: np.ndarray[Any, Any], classes: np.ndarray[Any, Any], predict: Callable[[Any], Any]
+) -> np.ndarray[Any, Any]:
+    """The class of the highest score of each row; rows whose top two scores tie (within
+    rounding) take ``predict(rows)``, the model's own answer for them."""
+    pred: np.ndarray[Any, Any] = np.asarray(classes.take(scores.argmax(axis=1)))
+    if scores.shape[1] >= 2:
+        top = np.partition(scores, -2, axis=1)[:, -2:]
+        ties = np.flatnonzero(top[:, 1] - top[:, 0] <= TIE)
+        if len(ties):
+            pred[ties] = np.asarray(predict(ties))
+    return pred
 
 
 _PROBE_ROWS = 8

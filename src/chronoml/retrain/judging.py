@@ -11,6 +11,7 @@ from chronoml.domain import experiment as X
 from chronoml.domain import ledger as L
 from chronoml.errors import NotFound, Refused
 from chronoml.monitor.experiments import Arm, compare
+from chronoml.retrain import fair_selection
 from chronoml.retrain.base import JobSteps, StepFailed
 from chronoml.store import jobs as J
 from chronoml.store import ledger as SL
@@ -64,14 +65,20 @@ class Judging(JobSteps):
                 max_quality_drop=policy.margin,
             )
         has_outcomes = min(c.labelled) > 0
+        fair = (
+            fair_selection.judge(self.store, job.endpoint, policy, control, treatment, start, t)
+            if policy.has_fairness
+            else None
+        )
         decision = P.decide(
             policy,
             c.result if has_outcomes else None,
             guard,
             elapsed_us=t - start,
             challenger_decisions=c.decisions[1],
+            fairness=fair.judgement if fair is not None else None,
         )
-        return {
+        out = {
             "at": iso(t),
             "window": {"from": iso(start), "to": iso(t)},
             "metric": policy.metric,
@@ -79,6 +86,9 @@ class Judging(JobSteps):
             "guardrails": _guardrails_dict(guard, c.decisions[1], policy.min_samples),
             "decision": decision.to_dict(),
         }
+        if fair is not None:
+            out["fairness"] = fair.to_dict()
+        return out
 
     def _evaluate(self, job: J.Job, now: int | None) -> None:
         gone = self._challenger_gone(job)
@@ -127,6 +137,8 @@ class Judging(JobSteps):
             "guardrails": ev["guardrails"],
             "decision": ev["decision"],
         }
+        if "fairness" in ev:
+            payload["fairness"] = ev["fairness"]
         step = {"promote": "promote", "rollback": "rollback", "ask": "approval"}[action]
         status = "awaiting_approval" if action == "ask" else "running"
         self._move(

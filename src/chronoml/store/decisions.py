@@ -40,6 +40,8 @@ class DecisionRow:
     output: str
     output_num: float | None
     latency_ms: float
+    scores: bytes | None = None
+    context: str | None = None
 
 
 class Layouts:
@@ -225,10 +227,12 @@ COLUMNS = (
     "output",
     "output_num",
     "latency_ms",
+    "scores",
+    "context",
 )
 DecisionTuple = tuple[
     str, int, str, str, str, str, int, bool, str | None, str, str, bytes, str | None, str,
-    float | None, float,
+    float | None, float, bytes | None, str | None,
 ]  # fmt: skip
 
 

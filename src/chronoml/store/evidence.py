@@ -70,13 +70,20 @@ def decision_leaf(r: Sequence[Any], commitment: bytes) -> LV.DecisionLeaf:
         r[13],
         None if out is None else float(out),
         float(r[15]),
+        _scores_digest(r),
+        r[17] if len(r) > 17 else None,
     )
+
+
+def _scores_digest(r: Sequence[Any]) -> bytes | None:
+    scores = r[16] if len(r) > 16 else None
+    return None if scores is None else hashlib.sha256(bytes(scores)).digest()
 
 
 _PACK_U32 = struct.Struct(">I").pack
 _PACK_I64 = struct.Struct(">q").pack
 _PACK_F64 = struct.Struct(">d").pack
-_DECISION_TAG = _PACK_U32(len(b"chronoml/decision/v1")) + b"chronoml/decision/v1"
+_DECISION_TAG = _PACK_U32(len(b"chronoml/decision/v2")) + b"chronoml/decision/v2"
 
 
 def _s(v: str) -> bytes:
@@ -100,6 +107,8 @@ def decision_leaf_hash(r: Sequence[Any], commitment: bytes) -> bytes:
     if type(commitment) is not bytes or len(commitment) != merkle.HASH_SIZE:
         raise LV.LeafError("the input commitment is not a 32-byte hash", "inputs_commitment")
     unit, out = r[8], r[14]
+    digest = _scores_digest(r)
+    context = r[17] if len(r) > 17 else None
     data = b"".join(
         (
             b"\x00",  # the RFC 6962 leaf prefix
@@ -110,6 +119,8 @@ def decision_leaf_hash(r: Sequence[Any], commitment: bytes) -> bytes:
             _s(r[9]), _s(r[10]), commitment, _s(r[13]),
             b"\x00" if out is None else _f(float(out)),
             _f(float(r[15])),
+            b"\x00" if digest is None else b"\x01" + digest,
+            b"\x00" if context is None else b"\x01" + _s(context),
         )
     )  # fmt: skip
     return hashlib.sha256(data).digest()
@@ -446,7 +457,7 @@ _DECISION_ITEMS = (
     "SELECT i.log_index, i.position, i.ref, i.leaf, i.salt, i.commitment, "
     "d.id, d.ts, d.endpoint, d.variant, d.model_name, d.model_version, d.event_seq, "
     "d.shadow, d.unit, d.request_id, d.layout, d.num, d.txt, d.output, d.output_num, "
-    "d.latency_ms FROM evidence_items i LEFT JOIN decisions d ON d.id = i.ref "
+    "d.latency_ms, d.scores, d.context FROM evidence_items i LEFT JOIN decisions d ON d.id = i.ref "
     "WHERE i.kind = 'decision' AND i.log_index >= {ph} AND i.log_index < {ph} "
     "ORDER BY i.log_index, i.position"
 )

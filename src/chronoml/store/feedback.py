@@ -9,7 +9,7 @@ import orjson
 from sqlalchemy import bindparam, func, select
 
 from chronoml.domain.feedback import FeedbackError, Label, check_label
-from chronoml.store import evidence, schema
+from chronoml.store import evidence, outcomes, schema
 from chronoml.store.database import Store
 from chronoml.timeutil import iso, now_us
 
@@ -36,7 +36,8 @@ def _latest(conn: Any, ids: Iterable[str]) -> dict[str, Any]:
 def record(
     store: Store, labels: Iterable[Label], *, actor: str, update: bool = False
 ) -> dict[str, int]:
-    """Attach labels, all or nothing; returns counts of new labels and updates."""
+    """Attach labels (and context), all or nothing; returns counts of new labels, updates
+    and decisions given context."""
     items = list(labels)
     if not items:
         raise FeedbackError("no labels given", status=400)
@@ -55,6 +56,13 @@ def record(
         rows = []
         updates = 0
         for it in items:
+            if it.label is None:
+                if not it.context:
+                    raise FeedbackError(
+                        f"decision {it.decision_id}: give a label, a context or both",
+                        field="label",
+                    )
+                continue
             value = check_label(orjson.loads(outputs[it.decision_id]), it.label)
             if it.decision_id in existing:
                 old, when = existing[it.decision_id]
@@ -79,19 +87,26 @@ def record(
                     "actor": actor,
                 }
             )
-        ids = (
-            conn.execute(F.insert().returning(F.c.id, sort_by_parameter_order=True), rows)
-            .scalars()
-            .all()
+        if rows:
+            ids = (
+                conn.execute(F.insert().returning(F.c.id, sort_by_parameter_order=True), rows)
+                .scalars()
+                .all()
+            )
+            hashes = [
+                evidence.feedback_leaf({**r, "id": i}).leaf_hash()
+                for r, i in zip(rows, ids, strict=True)
+            ]
+            evidence.append_in(
+                conn, [evidence.batch_entry("feedback", [str(i) for i in ids], hashes, now)]
+            )
+        given = outcomes.add_context(
+            conn, [(it.decision_id, it.context) for it in items if it.context], actor=actor, at=now
         )
-        hashes = [
-            evidence.feedback_leaf({**r, "id": i}).leaf_hash()
-            for r, i in zip(rows, ids, strict=True)
-        ]
-        evidence.append_in(
-            conn, [evidence.batch_entry("feedback", [str(i) for i in ids], hashes, now)]
-        )
-    return {"labelled": len(rows) - updates, "updated": updates}
+    out = {"labelled": len(rows) - updates, "updated": updates}
+    if given:
+        out["context"] = given
+    return out
 
 
 _HISTORY = select(F).where(F.c.decision_id == bindparam("id")).order_by(F.c.id)

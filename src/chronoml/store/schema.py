@@ -101,6 +101,10 @@ decisions = Table(
     Column("output", Text, nullable=False),
     Column("output_num", Float, nullable=True),
     Column("latency_ms", Float, nullable=False),
+    # the score of every class, packed float64 in the order of model_classes
+    Column("scores", LargeBinary, nullable=True),
+    # what the caller said about the decision that is not a model input (JSON object)
+    Column("context", Text, nullable=True),
 )
 Index("ix_decisions_endpoint_ts", decisions.c.endpoint, decisions.c.ts)
 
@@ -387,3 +391,26 @@ checkpoints = Table(
     Column("created_at", BigInteger, nullable=False),
     Column("note", Text, nullable=False),
 )
+# The class order of a classifier's logged scores, once per model version.
+model_classes = Table(
+    "model_classes",
+    metadata,
+    Column("model_name", String(200), nullable=False),
+    Column("model_version", String(32), nullable=False),
+    Column("classes", Text, nullable=False),
+    Column("created_at", BigInteger, nullable=False),
+    PrimaryKeyConstraint("model_name", "model_version"),
+)
+
+# Context sent after the decision (with feedback). Append-only: a later row's keys
+# win over earlier ones and over the context sent with the prediction.
+decision_context = Table(
+    "decision_context",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("decision_id", String(36), nullable=False),
+    Column("context", Text, nullable=False),
+    Column("recorded_at", BigInteger, nullable=False),
+    Column("actor", String(200), nullable=False),
+)
+Index("ix_decision_context_decision", decision_context.c.decision_id, decision_context.c.id)

@@ -13,9 +13,11 @@ from starlette.routing import Route
 from chronoml.auth import AuthError
 from chronoml.auth.policy import check_retraining, data_roots, redacted_retraining
 from chronoml.errors import BadQuery, NotFound, Refused
+from chronoml.fairness.guardrails import GuardrailError
 from chronoml.gateway.access import actor_of, principal_of
 from chronoml.gateway.responses import JSON, error
 from chronoml.monitor.experiments import ExperimentError, experiment
+from chronoml.retrain.fair_selection import check_policy
 from chronoml.retrain.runner import JobRunner, approve
 from chronoml.store import jobs as J
 from chronoml.store import retrain_configs as RC
@@ -98,7 +100,8 @@ def routes(gw: Gateway) -> list[Route]:
                 allow_project_sources=gw.settings.allow_project_sources,
                 data_roots=data_roots(gw.settings),
             )
-        except RC.ConfigError as exc:
+            check_policy(cfg.policy)
+        except (RC.ConfigError, GuardrailError) as exc:
             return error(422, "bad_input", exc.message, exc.field)
         except AuthError as exc:
             return error(422, "bad_input", exc.message, exc.field)

@@ -10,11 +10,14 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from chronoml.errors import NotFound, Refused
+from chronoml.errors import InvalidInput, NotFound, Refused
 from chronoml.gateway.access import actor_of
-from chronoml.gateway.responses import JSON, error
-from chronoml.monitor.feedback import FeedbackError
+from chronoml.gateway.inputs import check_context
+from chronoml.gateway.responses import JSON, error, for_error
+from chronoml.monitor.estimated import EstimateError
+from chronoml.monitor.feedback import FeedbackError, Label
 from chronoml.monitor.scheduler import history
+from chronoml.monitor.slices import SliceError
 from chronoml.timeutil import parse_duration, parse_time
 
 if TYPE_CHECKING:
@@ -50,17 +53,24 @@ def routes(gw: Gateway) -> list[Route]:
             )
         labels = []
         for i, it in enumerate(items):
-            if not isinstance(it, dict) or "decision_id" not in it or "label" not in it:
+            if not isinstance(it, dict) or "decision_id" not in it:
                 return error(422, "bad_input", f"label {i}: needs decision_id and label", "label")
             if it.get("time") is not None and not isinstance(it["time"], str):
                 return error(
                     422, "bad_input", f"label {i}: time must be an ISO 8601 string", "time"
                 )
+            if "label" not in it and "context" not in it:
+                return error(
+                    422, "bad_input", f"label {i}: needs a label, a context or both", "label"
+                )
             try:
                 t = parse_time(it["time"]) if it.get("time") else None
+                ctx = check_context(it["context"]) if it.get("context") is not None else None
+            except InvalidInput as exc:
+                return error(422, "bad_input", exc.message, exc.field)
             except ValueError as exc:
                 return error(422, "bad_input", str(exc), "time")
-            labels.append((str(it["decision_id"]), it["label"], t))
+            labels.append(Label(str(it["decision_id"]), it.get("label"), t, ctx))
         update = bool(body.get("update", False))
         try:
             result = await run_in_threadpool(
@@ -76,8 +86,25 @@ def routes(gw: Gateway) -> list[Route]:
         except ValueError as exc:
             return error(400, "bad_query", str(exc))
         endpoint = request.path_params["endpoint"]
+        q = request.query_params
         try:
-            return JSON(await run_in_threadpool(lambda: gw.cm.quality(endpoint, **kw)))
+            ref: dict[str, Any] = {
+                "reference_start": parse_time(q["reference_from"])
+                if q.get("reference_from")
+                else None,
+                "reference_end": parse_time(q["reference_to"]) if q.get("reference_to") else None,
+            }
+        except ValueError as exc:
+            return error(400, "bad_query", str(exc), "reference_from")
+        try:
+            if q.get("estimate") in ("true", "1"):
+                return JSON(
+                    await run_in_threadpool(lambda: gw.cm.estimated_quality(endpoint, **kw, **ref))
+                )
+            by = q.get("by") or None
+            return JSON(await run_in_threadpool(lambda: gw.cm.quality(endpoint, **kw, by=by)))
+        except (EstimateError, SliceError) as exc:
+            return for_error(exc)
         except NotFound as exc:
             return error(404, "not_found", str(exc))
         except Refused as exc:

@@ -1,0 +1,484 @@
+"""Quality estimated before labels arrive: confidence-based performance estimation (CBPE).
+
+The method is NannyML's. On labelled reference data (the training snapshot,
+or a labelled window of decisions) each class's score is calibrated with an
+isotonic regression, one-vs-rest; calibrated probabilities of a row then sum
+to 1 (a row whose calibrated scores are all 0 gets the uniform distribution).
+If calibration holds, the calibrated probability is the chance that a row's
+label is that class, so the confusion matrix a window *will* show once its
+labels arrive has the expectation
+
+    TP = sum of p over rows predicted positive,   FP = sum of (1 - p) there,
+    FN = sum of p over rows predicted negative,   TN = sum of (1 - p) there,
+
+and accuracy, precision, recall and F1 follow from it. ROC AUC is estimated
+from the curve of those expected counts as the threshold walks down the
+model's own (uncalibrated) scores; tied scores move together. Multiclass:
+each class one-vs-rest, then the unweighted mean over classes (macro);
+accuracy is the mean calibrated probability of the predicted class.
+
+``calibration="auto"`` (the default) calibrates a class only where it helps
+out of sample, as NannyML decides: ten stratified 90/10 splits of the
+reference, isotonic fitted on each 90%, and the expected calibration error
+(ten equal-count bins) of the pooled 10% parts compared before and after.
+``"isotonic"`` always calibrates and ``"none"`` never does.
+
+Interval (our own, not NannyML's sampling error): given the calibrated
+probabilities, each row's correctness is an independent Bernoulli draw, so
+the counts are Poisson-binomial sums with known variance; the delta method
+carries that to each metric, and for ROC AUC the Hanley-McNeil variance at
+the expected numbers of positives and negatives. The interval says where the
+realised value should fall once the labels are in, if calibration holds, widened
+by ``1 + window rows / reference rows`` for the error of the calibration map
+itself (estimated from the reference, its error is about the sampling error of
+the same metric on that many rows; an isotonic fit also spreads the
+probabilities a little, which biases ROC AUC upward by a few thousandths at
+100k reference rows). It
+does not cover a change in the relation between scores and labels (concept
+drift), which no label-free method can see. Macro averages treat the
+classes as independent.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import numpy as np
+import numpy.typing as npt
+import pandas as pd
+
+from chronoml.fairness._common import FairnessError, as_1d, labelled_mask, num, z_value
+
+Calibration = Literal["auto", "isotonic", "none"]
+METRICS = ("accuracy", "precision", "recall", "f1", "roc_auc")
+FArray = npt.NDArray[np.float64]
+
+
+class CbpeError(FairnessError):
+    """CBPE cannot estimate from this input; ``field`` names the input and the message says why."""
+
+
+@dataclass(frozen=True)
+class Estimate:
+    """One estimated metric of one window, with its interval."""
+
+    value: float | None
+    low: float | None
+    high: float | None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"value": num(self.value), "low": num(self.low), "high": num(self.high)}
+
+
+@dataclass(frozen=True)
+class WindowEstimate:
+    """Estimated (and, where labels exist, realised) quality of one window."""
+
+    window: str
+    rows: int
+    estimated: dict[str, Estimate]
+    labelled: int
+    realized: dict[str, float | None] | None  # None while no row of the window is labelled
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "window": self.window,
+            "rows": self.rows,
+            "estimated": {k: v.to_dict() for k, v in self.estimated.items()},
+            "labelled": self.labelled,
+            "realized": None
+            if self.realized is None
+            else {k: num(v) for k, v in self.realized.items()},
+        }
+
+
+@dataclass(frozen=True)
+class CbpeReport:
+    """Estimated quality per window."""
+
+    task: str  # "binary" or "multiclass"
+    classes: tuple[Any, ...]
+    average: str  # "binary" (of the positive class, the last of classes) or "macro"
+    calibrated: tuple[bool, ...]  # per class (binary: the positive one): isotonic applied?
+    confidence: float
+    windows: tuple[WindowEstimate, ...]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "method": "cbpe",
+            "task": self.task,
+            "classes": [c if isinstance(c, str | int | bool) else str(c) for c in self.classes],
+            "average": self.average,
+            "calibrated": list(self.calibrated),
+            "confidence": self.confidence,
+            "windows": [w.to_dict() for w in self.windows],
+        }
+
+
+@dataclass(frozen=True)
+class Calibrator:
+    """Per-class isotonic calibrators fitted on labelled reference data (None: left as is)."""
+
+    classes: tuple[Any, ...]
+    fitted: tuple[Any, ...]  # sklearn IsotonicRegression or None, per score column
+    reference_rows: int
+
+    @property
+    def binary(self) -> bool:
+        return len(self.classes) == 2
+
+    def calibrate(self, scores: FArray) -> FArray:
+        """Calibrated class probabilities, shape (n, classes)."""
+        cols = [
+            scores[:, j] if f is None else np.asarray(f.predict(scores[:, j]), dtype=float)
+            for j, f in enumerate(self.fitted)
+        ]
+        if self.binary:
+            p = np.clip(cols[-1], 0.0, 1.0)
+            return np.column_stack([1 - p, p])
+        out = np.column_stack(cols)
+        total = out.sum(axis=1, keepdims=True)
+        uniform = np.full_like(out, 1 / out.shape[1])
+        return np.asarray(np.divide(out, total, out=uniform, where=total != 0), dtype=float)
+
+
+def _scores(scores: Any, n_classes: int | None, field: str) -> FArray:
+    if scores is None:
+        raise CbpeError(
+            "no scores: the model logs class labels only, and CBPE needs the probability "
+            "of each class (a model with predict_proba)",
+            field,
+        )
+    try:
+        arr = np.asarray(scores, dtype=float)
+    except (TypeError, ValueError):
+        raise CbpeError(
+            "scores must be numbers (probabilities); some are not, or some are missing", field
+        ) from None
+    if arr.ndim == 1:
+        arr = np.column_stack([1 - arr, arr])
+    if arr.ndim != 2 or arr.shape[0] == 0:
+        raise CbpeError("no scores to estimate from (empty)", field)
+    if not np.isfinite(arr).all():
+        raise CbpeError("scores contain missing or infinite values", field)
+    if n_classes is not None and arr.shape[1] != n_classes:
+        raise CbpeError(f"{arr.shape[1]} score columns for {n_classes} classes", field)
+    return arr
+
+
+def _ece(y: npt.NDArray[Any], p: FArray, bins: int = 10) -> float:
+    order = np.argsort(p, kind="stable")
+    y, p = y[order], p[order]
+    n = len(p)
+    if n <= 2 * bins:
+        bins = max(n // 2, 1)
+    width = n // bins
+    edges = list(range(0, n + 1, width))
+    edges[-1] = n
+    total = 0.0
+    for a, b in itertools.pairwise(edges):
+        total += (b - a) / n * abs(float(p[a:b].mean()) - float(y[a:b].mean()))
+    return total
+
+
+def _splits(
+    y: npt.NDArray[Any], n_splits: int, test_share: float, seed: int
+) -> list[tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]]:
+    """Stratified random train/test splits: each class keeps its share in the test part."""
+    rng = np.random.default_rng(seed)
+    members = [np.flatnonzero(y == c) for c in np.unique(y)]
+    out = []
+    for _ in range(n_splits):
+        test = np.concatenate(
+            [rng.permutation(m)[: max(1, round(len(m) * test_share))] for m in members]
+        )
+        mask = np.ones(len(y), dtype=bool)
+        mask[test] = False
+        out.append((np.flatnonzero(mask), np.sort(test)))
+    return out
+
+
+def _helps(y: npt.NDArray[Any], p: FArray) -> bool:
+    """NannyML's rule: calibrate when out-of-sample calibration error drops."""
+    # lazy: scikit-learn loads only when an estimate is computed
+    from sklearn.isotonic import IsotonicRegression
+    from sklearn.metrics import roc_auc_score
+
+    if roc_auc_score(y, p) > 0.999:
+        return False
+    yt, before, after = [], [], []
+    for train, test in _splits(y, 10, 0.1, 42):
+        iso = IsotonicRegression(out_of_bounds="clip", increasing=True).fit(p[train], y[train])
+        yt.append(y[test])
+        before.append(p[test])
+        after.append(iso.predict(p[test]))
+    y_all = np.concatenate(yt)
+    return _ece(y_all, np.concatenate(before)) > _ece(y_all, np.concatenate(after))
+
+
+def fit_calibrator(
+    reference_scores: Any,
+    reference_labels: Any,
+    *,
+    classes: Sequence[Any] | None = None,
+    calibration: Calibration = "auto",
+) -> Calibrator:
+    """Fit the calibrators on labelled reference data.
+
+    ``reference_scores`` is the probability of the positive class (binary,
+    one dimension) or one column per class in the order of ``classes``
+    (default: the sorted distinct labels). Binary: the positive class is the
+    last of ``classes``.
+    """
+    # lazy: scikit-learn loads only when a calibrator is fitted
+    from sklearn.isotonic import IsotonicRegression
+
+    if calibration not in ("auto", "isotonic", "none"):
+        raise CbpeError(
+            f"calibration must be auto, isotonic or none, got {calibration!r}", "calibration"
+        )
+    labels = as_1d(reference_labels, "reference_labels", CbpeError)
+    if len(labels) == 0:
+        raise CbpeError("the reference has no rows", "reference_labels")
+    if not labelled_mask(labels).all():
+        raise CbpeError("every reference row needs its label", "reference_labels")
+    distinct = sorted(pd.unique(labels).tolist(), key=str)
+    if len(distinct) < 2:
+        raise CbpeError(
+            f"the reference has one class only ({distinct[0]!r}): calibration needs both "
+            "positive and negative examples",
+            "reference_labels",
+        )
+    cls = tuple(classes) if classes is not None else tuple(distinct)
+    unknown = [c for c in distinct if c not in cls]
+    if unknown:
+        raise CbpeError(f"reference label {unknown[0]!r} is not among the classes", "classes")
+    scores = _scores(reference_scores, len(cls), "reference_scores")
+    if len(scores) != len(labels):
+        raise CbpeError(
+            f"{len(scores)} reference scores for {len(labels)} labels", "reference_scores"
+        )
+    cols = [len(cls) - 1] if len(cls) == 2 else list(range(len(cls)))
+    fitted: list[Any] = [None] * len(cls)
+    for j in cols:
+        y = np.asarray(labels == cls[j], dtype=float)
+        if not 0 < y.sum() < len(y):
+            raise CbpeError(
+                f"class {cls[j]!r} is {'absent from' if y.sum() == 0 else 'all of'} the "
+                "reference: it cannot be calibrated",
+                "reference_labels",
+            )
+        p = scores[:, j]
+        if calibration == "isotonic" or (calibration == "auto" and _helps(y, p)):
+            fitted[j] = IsotonicRegression(out_of_bounds="clip", increasing=True).fit(p, y)
+    return Calibrator(cls, tuple(fitted), len(labels))
+
+
+def _auc(score: FArray, p: FArray) -> float | None:
+    """Area under the ROC curve of expected counts, ordered by the model's score."""
+    order = np.argsort(-score, kind="stable")
+    s, q = score[order], p[order]
+    tps = np.cumsum(q)
+    fps = np.cumsum(1 - q)
+    last = np.r_[s[1:] != s[:-1], True]  # one curve point per distinct score
+    tps = np.r_[0.0, tps[last]]
+    fps = np.r_[0.0, fps[last]]
+    if tps[-1] <= 0 or fps[-1] <= 0:
+        return None
+    return float(np.trapezoid(tps / tps[-1], fps / fps[-1]))
+
+
+def _binary(
+    p: FArray, predicted: npt.NDArray[np.bool_], score: FArray
+) -> dict[str, tuple[float | None, float]]:
+    """Estimates and their variances from calibrated ``p`` of the positive class."""
+    n = len(p)
+    pp, pn = p[predicted], p[~predicted]
+    tp, fn = float(pp.sum()), float(pn.sum())
+    npp = float(predicted.sum())
+    v_tp, v_fn = float((pp * (1 - pp)).sum()), float((pn * (1 - pn)).sum())
+    out: dict[str, tuple[float | None, float]] = {}
+    out["accuracy"] = ((tp + (n - npp - fn)) / n, (v_tp + v_fn) / n**2)
+    # an undefined precision/recall/F1 (empty denominator) counts as 0, as the realised
+    # metrics do (scikit-learn's zero_division=0)
+    out["precision"] = (tp / npp, v_tp / npp**2) if npp > 0 else (0.0, 0.0)
+    actual = tp + fn
+    out["recall"] = (
+        (tp / actual, (fn**2 * v_tp + tp**2 * v_fn) / actual**4) if actual > 0 else (0.0, 0.0)
+    )
+    d = npp + actual
+    out["f1"] = (
+        (2 * tp / d, (4 * (npp + fn) ** 2 * v_tp + 4 * tp**2 * v_fn) / d**4)
+        if d > 0
+        else (0.0, 0.0)
+    )
+    auc = _auc(score, p)
+    if auc is None:
+        out["roc_auc"] = (None, 0.0)
+    else:
+        n_pos, n_neg = max(actual, 1.0), max(n - actual, 1.0)
+        q1, q2 = auc / (2 - auc), 2 * auc**2 / (1 + auc)
+        var = (auc * (1 - auc) + (n_pos - 1) * (q1 - auc**2) + (n_neg - 1) * (q2 - auc**2)) / (
+            n_pos * n_neg
+        )
+        out["roc_auc"] = (auc, max(var, 0.0))
+    return out
+
+
+def _realized(
+    labels: npt.NDArray[Any], pred: npt.NDArray[Any], scores: FArray, classes: tuple[Any, ...]
+) -> dict[str, float | None]:
+    # lazy: scikit-learn loads only when an estimate is computed
+    from sklearn import metrics as m
+
+    binary = len(classes) == 2
+    kw: dict[str, Any] = (
+        {"average": "binary", "pos_label": classes[-1]} if binary else {"average": "macro"}
+    )
+    kw["zero_division"] = 0
+    lab = list(classes)
+    out: dict[str, float | None] = {
+        "accuracy": float(m.accuracy_score(labels, pred)),
+        "precision": float(
+            m.precision_score(labels, pred, labels=lab if not binary else None, **kw)
+        ),
+        "recall": float(m.recall_score(labels, pred, labels=lab if not binary else None, **kw)),
+        "f1": float(m.f1_score(labels, pred, labels=lab if not binary else None, **kw)),
+    }
+    present = set(pd.unique(labels).tolist())
+    if binary:
+        out["roc_auc"] = (
+            float(m.roc_auc_score(labels == classes[-1], scores[:, -1]))
+            if len(present) == 2
+            else None
+        )
+    else:
+        aucs = [
+            float(m.roc_auc_score(labels == c, scores[:, j]))
+            for j, c in enumerate(classes)
+            if c in present and len(present) > 1
+        ]
+        out["roc_auc"] = float(np.mean(aucs)) if len(aucs) == len(classes) else None
+    return out
+
+
+def estimate(
+    calibrator: Calibrator,
+    scores: Any,
+    y_pred: Any = None,
+    windows: Any = None,
+    *,
+    labels: Any = None,
+    confidence: float = 0.95,
+) -> CbpeReport:
+    """Estimated accuracy, precision, recall, F1 and ROC AUC per window.
+
+    ``scores`` are the model's own scores, shaped as for :func:`fit_calibrator`.
+    ``y_pred`` are the labels it answered (default: the class of the highest
+    score). ``windows`` gives each row's window (default: one window, "all");
+    windows are reported in sorted order. ``labels``, where some have arrived
+    (None/NaN elsewhere), adds the realised metrics beside the estimates.
+    """
+    if not 0 < confidence < 1:
+        raise CbpeError(f"confidence must lie in (0, 1), got {confidence}", "confidence")
+    classes = calibrator.classes
+    raw = _scores(scores, len(classes), "scores")
+    n = len(raw)
+    if y_pred is None:
+        pred = np.asarray(list(classes))[raw.argmax(axis=1)]
+    else:
+        pred = as_1d(y_pred, "y_pred", CbpeError)
+        if len(pred) != n:
+            raise CbpeError(f"{len(pred)} predictions for {n} score rows", "y_pred")
+    pred_idx = np.full(n, -1, dtype=np.int64)
+    for j, c in enumerate(classes):
+        pred_idx[pred == c] = j
+    if (pred_idx < 0).any():
+        bad = pred[pred_idx < 0][0]
+        raise CbpeError(f"prediction {bad!r} is not among the classes", "y_pred")
+    win = np.zeros(n, dtype=np.int64) if windows is None else as_1d(windows, "windows", CbpeError)
+    if len(win) != n:
+        raise CbpeError(f"{len(win)} window keys for {n} rows", "windows")
+    lab = None if labels is None else as_1d(labels, "labels", CbpeError)
+    if lab is not None and len(lab) != n:
+        raise CbpeError(f"{len(lab)} labels for {n} rows", "labels")
+
+    cal = calibrator.calibrate(raw)
+    z = z_value(confidence)
+    codes, keys = pd.factorize(pd.Series(win, dtype=object), sort=True)
+    out: list[WindowEstimate] = []
+    order = np.argsort(codes, kind="stable")
+    bounds = np.searchsorted(codes[order], np.arange(len(keys) + 1))
+    for w, key in enumerate(keys):
+        rows = order[bounds[w] : bounds[w + 1]]
+        # the calibration map is itself estimated from the reference: its error is
+        # about the sampling error of the same metric on as many rows as the reference,
+        # so the variance is widened by the share that error adds
+        inflate = 1 + len(rows) / calibrator.reference_rows
+        est = _window(cal[rows], raw[rows], pred_idx[rows], z, inflate)
+        realized, labelled = None, 0
+        if lab is not None:
+            wl = lab[rows]
+            mask = labelled_mask(wl)
+            labelled = int(mask.sum())
+            if labelled:
+                # object arrays (labels mixed with None) would confuse scikit-learn's
+                # type detection: let numpy infer the dtype of the labelled part
+                realized = _realized(
+                    np.asarray(wl[mask].tolist()),
+                    np.asarray(pred[rows][mask].tolist()),
+                    raw[rows][mask],
+                    classes,
+                )
+        out.append(
+            WindowEstimate(
+                window="all" if windows is None else str(key),
+                rows=len(rows),
+                estimated=est,
+                labelled=labelled,
+                realized=realized,
+            )
+        )
+    return CbpeReport(
+        task="binary" if calibrator.binary else "multiclass",
+        classes=classes,
+        average="binary" if calibrator.binary else "macro",
+        calibrated=tuple(
+            f is not None
+            for f in (calibrator.fitted[-1:] if calibrator.binary else calibrator.fitted)
+        ),
+        confidence=confidence,
+        windows=tuple(out),
+    )
+
+
+def _window(
+    cal: FArray, raw: FArray, pred_idx: npt.NDArray[np.int64], z: float, inflate: float
+) -> dict[str, Estimate]:
+    k = cal.shape[1]
+    if k == 2:
+        parts = [_binary(cal[:, 1], pred_idx == 1, raw[:, 1])]
+    else:
+        parts = [_binary(cal[:, j], pred_idx == j, raw[:, j]) for j in range(k)]
+    est: dict[str, Estimate] = {}
+    for metric in METRICS:
+        if metric == "accuracy" and k > 2:
+            q = cal[np.arange(len(cal)), pred_idx]
+            value: float | None = float(q.mean())
+            var = float((q * (1 - q)).sum()) / len(q) ** 2
+        else:
+            vals = [p[metric][0] for p in parts]
+            if any(v is None for v in vals):
+                est[metric] = Estimate(None, None, None)
+                continue
+            mean = float(np.mean([float(v) for v in vals if v is not None]))
+            value = mean
+            var = sum(p[metric][1] for p in parts) / len(parts) ** 2
+        half = z * math.sqrt(var * inflate)
+        v = float(value) if value is not None else 0.0
+        est[metric] = Estimate(v, max(0.0, v - half), min(1.0, v + half))
+    return est

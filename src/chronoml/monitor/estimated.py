@@ -1,0 +1,157 @@
+"""Quality estimated before labels arrive (CBPE) from the scores in the decision log.
+
+The reference is a labelled window of the same version's decisions with
+scores: the one asked for (``--reference-from/--reference-to``), or by default
+the version's labelled decisions in the 30 days before the window. Its
+scores are calibrated against its labels
+(:func:`chronoml.fairness.cbpe.fit_calibrator`); the window's confusion matrix
+is then estimated from its own scores, and realized quality is shown beside
+the estimate wherever labels have arrived.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from chronoml.errors import InvalidInput
+from chronoml.fairness.cbpe import CbpeError, estimate, fit_calibrator
+from chronoml.store import outcomes as O
+from chronoml.store.database import Store
+from chronoml.timeutil import iso
+
+DEFAULT_REFERENCE_US = 30 * 86_400_000_000
+MIN_REFERENCE = 50  # labelled and scored decisions a calibration needs
+
+
+class EstimateError(InvalidInput):
+    """Quality cannot be estimated for this question; ``field`` and the message say why."""
+
+    code = "cannot_estimate"
+
+
+@dataclass(frozen=True)
+class Reference:
+    """Where the calibration comes from."""
+
+    start: int
+    end: int
+    explicit: bool
+
+
+def _scored(got: O.Outcomes, idx: list[int], width: int) -> tuple[list[int], np.ndarray[Any, Any]]:
+    scores = O.unpack_scores([got.scores[i] for i in idx], width)
+    keep = ~np.isnan(scores).any(axis=1)
+    return [i for i, k in zip(idx, keep, strict=True) if k], scores[keep]
+
+
+def estimate_version(
+    store: Store,
+    endpoint: str,
+    model_name: str,
+    version: str,
+    start: int,
+    end: int,
+    reference: Reference,
+    *,
+    variant: str | None = None,
+) -> dict[str, Any]:
+    """Estimated and realized quality of one version's decisions in ``[start, end)``."""
+    classes = O.classes_of(store, model_name, version)
+    if classes is None:
+        raise EstimateError(
+            f"{model_name} v{version} logs no class scores (it offers no predict_proba, or is "
+            "not a classifier): CBPE needs them",
+            "scores",
+            422,
+        )
+    cur = O.outcomes(
+        store, endpoint, start, end, variant=variant, version=version, with_context=False
+    )
+    rows, scores = _scored(cur, list(range(len(cur))), len(classes))
+    if not rows:
+        raise EstimateError("no decision with scores in this window", "window", 422)
+    ref = O.outcomes(
+        store, endpoint, reference.start, reference.end, version=version, with_context=False
+    )
+    ref_rows, ref_scores = _scored(
+        ref, [i for i in range(len(ref)) if ref.labels[i] is not None], len(classes)
+    )
+    field = "reference_from" if reference.explicit else "reference"
+    if len(ref_rows) < MIN_REFERENCE:
+        raise EstimateError(
+            f"the reference ({iso(reference.start)} to {iso(reference.end)}) holds "
+            f"{len(ref_rows)} labelled decisions of v{version} with scores; CBPE needs at "
+            f"least {MIN_REFERENCE} (give --reference-from/--reference-to)",
+            field,
+            422,
+        )
+    ref_labels = [ref.labels[i] for i in ref_rows]
+    unknown = sorted({str(v) for v in ref_labels} - {str(c) for c in classes})
+    if unknown:
+        raise EstimateError(f"reference label {unknown[0]!r} is not a class of the model", field)
+    try:
+        cal = fit_calibrator(ref_scores, ref_labels, classes=classes)
+        rep = estimate(
+            cal,
+            scores,
+            [cur.outputs[i] for i in rows],
+            labels=[cur.labels[i] for i in rows],
+        )
+    except CbpeError as exc:
+        raise EstimateError(exc.message, exc.field, 422) from None
+    [w] = rep.windows
+    out = rep.to_dict()
+    out.pop("windows")
+    return {
+        **out,
+        "model": {"name": model_name, "version": version},
+        "decisions": len(cur),
+        "scored": len(rows),
+        "labelled": w.labelled,
+        "reference": {
+            "from": iso(reference.start),
+            "to": iso(reference.end),
+            "rows": len(ref_rows),
+        },
+        "estimated": {k: v.to_dict() for k, v in w.estimated.items()},
+        "realized": None if w.realized is None else dict(w.realized),
+    }
+
+
+def estimated_quality(
+    store: Store,
+    endpoint: str,
+    start: int,
+    end: int,
+    *,
+    reference_start: int | None = None,
+    reference_end: int | None = None,
+    variant: str | None = None,
+    version: str | None = None,
+) -> dict[str, Any]:
+    """CBPE estimates per variant and version of ``endpoint`` over ``[start, end)``."""
+    if (reference_start is None) != (reference_end is None):
+        raise EstimateError("give both --reference-from and --reference-to", "reference_to", 400)
+    if reference_start is not None and reference_end is not None:
+        if reference_end <= reference_start:
+            raise EstimateError("the reference ends before it starts", "reference_to", 400)
+        ref = Reference(reference_start, reference_end, True)
+    else:
+        ref = Reference(start - DEFAULT_REFERENCE_US, start, False)
+    got = O.outcomes(
+        store, endpoint, start, end, variant=variant, version=version, with_context=False
+    )
+    if len(got) == 0:
+        raise EstimateError("no decisions in this window", "window", 422)
+    variants = []
+    for vname, mname, ver in got.groups():
+        entry = estimate_version(store, endpoint, mname, ver, start, end, ref, variant=vname)
+        variants.append({"variant": vname, **entry})
+    return {
+        "endpoint": endpoint,
+        "window": {"from": iso(start), "to": iso(end), "rows": len(got)},
+        "variants": variants,
+    }

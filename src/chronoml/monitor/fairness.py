@@ -1,0 +1,145 @@
+"""Fairness of a served version over its logged decisions, their labels and their context.
+
+The sensitive attribute is a key of the decisions' context (sent with the
+prediction or later with feedback); the figures are
+:func:`chronoml.fairness.groups.group_report`'s, over the decisions that have a
+label. One model version at a time: the one asked for, or the window's most
+served one.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from chronoml.errors import InvalidInput
+from chronoml.fairness._common import FairnessError
+from chronoml.fairness.groups import GroupReport, group_report
+from chronoml.store import outcomes as O
+from chronoml.store.database import Store
+from chronoml.timeutil import iso
+
+
+class FairnessQueryError(InvalidInput):
+    """A fairness question that cannot be answered from the log; ``field`` says why."""
+
+    code = "bad_fairness"
+
+
+@dataclass(frozen=True)
+class Served:
+    """The decisions of one model version within a window."""
+
+    model_name: str
+    version: str
+    rows: list[int]  # positions in the window's outcomes
+    others: tuple[str, ...]  # the other versions that served in the window
+
+
+def pick_version(got: O.Outcomes, version: str | None) -> Served:
+    """The decisions of ``version`` (or of the window's most served version)."""
+    if len(got) == 0:
+        raise FairnessQueryError("no decisions in this window", "window", 422)
+    by: dict[tuple[str, str], list[int]] = {}
+    for i, key in enumerate(zip(got.model_names, got.versions, strict=True)):
+        by.setdefault(key, []).append(i)
+    if version is not None:
+        hits = [k for k in by if k[1] == version]
+        if not hits:
+            served = ", ".join(sorted({v for _, v in by}))
+            raise FairnessQueryError(
+                f"version {version} made no decision in this window (served: {served})",
+                "version",
+                422,
+            )
+        key = hits[0]
+    else:
+        key = max(by, key=lambda k: len(by[k]))
+    others = tuple(sorted({v for _, v in by if v != key[1]}))
+    return Served(key[0], key[1], by[key], others)
+
+
+def attribute_values(got: O.Outcomes, rows: Sequence[int], attribute: str) -> list[Any]:
+    """Each decision's value of context ``attribute`` (None where it has none)."""
+    values = [got.context[i].get(attribute) for i in rows]
+    if all(v is None for v in values):
+        known = sorted({k for i in rows for k in got.context[i]})
+        hint = f"; their context has: {', '.join(known)}" if known else "; they carry no context"
+        raise FairnessQueryError(
+            f"no decision in this window has context attribute {attribute!r}{hint}",
+            "attribute",
+            422,
+        )
+    return values
+
+
+def report_for(
+    got: O.Outcomes,
+    rows: Sequence[int],
+    attribute: str,
+    *,
+    positive_class: Any = None,
+    min_group_size: int = 30,
+    n_boot: int = 1000,
+) -> GroupReport:
+    """:func:`group_report` of ``rows`` over ``attribute``; its errors as a 4xx kind."""
+    values = attribute_values(got, rows, attribute)
+    try:
+        return group_report(
+            [got.labels[i] for i in rows],
+            [got.outputs[i] for i in rows],
+            values,
+            attribute=attribute,
+            positive_class=positive_class,
+            min_group_size=min_group_size,
+            n_boot=n_boot,
+        )
+    except FairnessError as exc:
+        raise FairnessQueryError(exc.message, exc.field, 422) from None
+
+
+def fairness(
+    store: Store,
+    endpoint: str,
+    attribute: str,
+    start: int,
+    end: int,
+    *,
+    version: str | None = None,
+    variant: str | None = None,
+    positive_class: Any = None,
+    min_group_size: int = 30,
+) -> dict[str, Any]:
+    """The fairness report of one version of ``endpoint`` over ``[start, end)``."""
+    if not attribute:
+        raise FairnessQueryError("name the context attribute to group by", "attribute", 400)
+    got = O.outcomes(store, endpoint, start, end, variant=variant)
+    served = pick_version(got, version)
+    rep = report_for(
+        got, served.rows, attribute, positive_class=positive_class, min_group_size=min_group_size
+    )
+    out: dict[str, Any] = {
+        "endpoint": endpoint,
+        "window": {"from": iso(start), "to": iso(end), "rows": len(served.rows)},
+        "model": {"name": served.model_name, "version": served.version},
+    }
+    if served.others:
+        out["other_versions"] = list(served.others)
+    out.update(rep.to_dict())
+    return out
+
+
+def parse_class(text: str | None) -> Any:
+    """A ``--positive-class`` value: a JSON number or boolean when it reads as one, else text."""
+    if text is None:
+        return None
+    lowered = text.strip()
+    for cast in (int, float):
+        try:
+            return cast(lowered)
+        except ValueError:
+            continue
+    if lowered in ("true", "false"):
+        return lowered == "true"
+    return text
