@@ -27,7 +27,7 @@ def audit() -> None:
 @click.pass_context
 def verify(ctx: click.Context, as_json: bool) -> None:
     """Recompute the hash chain; name the first event that does not match (exit 1)."""
-    with _chronoml(ctx) as cm:
+    with _chronoml(ctx, create=False) as cm:
         report = cm.verify()
     if as_json:
         _json(report.__dict__)
