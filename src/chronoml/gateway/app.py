@@ -25,6 +25,7 @@ from chronoml.gateway.views import explain as explain_views
 from chronoml.gateway.views import loop as loop_views
 from chronoml.gateway.views import monitor as monitor_views
 from chronoml.gateway.views import tokens as token_views
+from chronoml.gateway.views import ui as ui_views
 from chronoml.service import Chronoml
 from chronoml.settings import Settings
 
@@ -58,6 +59,7 @@ def create_app(settings: Settings, cm: Chronoml | None = None) -> Starlette:
         *explain_views.routes(gw),
         *loop_views.routes(gw),
         *token_views.routes(gw),
+        *ui_views.routes(gw),
     ]
     app = GatewayApp(gw, routes=guard_all(gw.access, routes), lifespan=lifespan)
     app.state.gateway = gw

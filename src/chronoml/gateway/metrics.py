@@ -113,6 +113,15 @@ class Metrics:
             child = self._errored[status] = self.http_errors.labels(str(status))
         child.inc()
 
+    def totals(self) -> dict[str, tuple[int, int]]:
+        """Requests and 5xx answers per endpoint since this process started (for the web UI)."""
+        out: dict[str, tuple[int, int]] = {}
+        for (endpoint, _, _, status), child in list(self._counted.items()):
+            n = int(child._value.get())
+            total, errors = out.get(endpoint, (0, 0))
+            out[endpoint] = (total + n, errors + (n if status >= 500 else 0))
+        return out
+
     def take_counts(self, endpoint: str, variant: str) -> tuple[int, int]:
         """Requests and server errors of a variant since the last call (for monitoring windows)."""
         total, errors = self._window_counts.pop((endpoint, variant), [0, 0])
