@@ -1,6 +1,8 @@
 PY ?= python3.11
 VENV ?= .venv
 BIN = $(VENV)/bin
+# the demo needs only the base install; tests, lint and benchmarks add the dev tools
+BASE = $(VENV)/.installed-base
 STAMP = $(VENV)/.installed
 
 .PHONY: demo test lint bench install clean
@@ -9,13 +11,17 @@ $(BIN)/python:
 	$(PY) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 
-$(STAMP): $(BIN)/python pyproject.toml
+$(BASE): $(BIN)/python pyproject.toml
+	$(BIN)/pip install --quiet -e .
+	touch $(BASE)
+
+$(STAMP): $(BASE)
 	$(BIN)/pip install --quiet -e '.[dev]'
 	touch $(STAMP)
 
 install: $(STAMP)
 
-demo: $(STAMP)
+demo: $(BASE)
 	MLFLOW_DISABLE_TELEMETRY=true $(BIN)/chronoml demo
 
 test: $(STAMP)

@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from typing import Self
 
 from chronoml.auth.roles import Principal
+from chronoml.errors import StoreError
 from chronoml.registry import Registry
 from chronoml.settings import Settings
 from chronoml.store import Store
@@ -33,22 +34,31 @@ class Context:
     def open(cls, settings: Settings | None = None, *, create_embedded: bool = True) -> Self:
         """Open the configured store; it must be at the current schema.
 
-        A brand-new embedded home is created on first use. An existing store
+        A brand-new embedded home is created on first use, unless
+        ``create_embedded`` is False (commands that only read): then a missing
+        store is a :class:`StoreError` naming where it was looked for. An existing store
         is never migrated implicitly: that is ``chronoml db upgrade``.
         """
         s = settings or Settings.from_env()
+        db = s.home / "chronoml.db"
+        fresh = s.store_url is None and (not db.exists() or not db.stat().st_size)
+        if fresh and not create_embedded:
+            # a command that only reads must not leave an empty store behind
+            raise StoreError(
+                f"no chronoml store at {s.home} (CHRONOML_HOME); deploy something or run "
+                "chronoml db upgrade"
+            )
         store = Store.open(s.database_url, s.home)
         if s.embedded and s.mlflow_tracking_uri is None:
             private_home(s.home, s.home / "mlflow.db")
         try:
-            db = s.home / "chronoml.db"
-            if (
-                create_embedded
-                and s.store_url is None
-                and (not db.exists() or not db.stat().st_size)
-            ):
+            if create_embedded and fresh:
                 store.upgrade()
             store.check_schema()
+        except StoreError as exc:
+            store.close()
+            where = s.store_url.split("@")[-1] if s.store_url else str(s.home)
+            raise StoreError(f"{exc.message} (store: {where})", exc.field) from None
         except Exception:
             store.close()
             raise

@@ -216,7 +216,17 @@ def history(ctx: Context, endpoint: str) -> dict[str, Any]:
     return {
         "endpoint": endpoint,
         "events": [
-            {**event_dict(e), "summary": L.event_summary(e), "payload": dict(e.payload)}
+            {
+                **event_dict(e),
+                "summary": L.event_summary(e),
+                "payload": dict(e.payload),
+                # a rollback's line alone names an event number; say what came back
+                **(
+                    {"restored": [variant_dict(v) for v in e.state or ()]}
+                    if e.kind == "rollback"
+                    else {}
+                ),
+            }
             for e in events
         ],
     }

@@ -83,7 +83,8 @@ def test_deploy_status_history_rollback(cm: Any, settings: Any, models: Any) -> 
     )
     r = run(settings, "history", "cancer")
     lines = r.output.strip().splitlines()
-    assert len(lines) == 3 and who in lines[0] and "rollback" in lines[2]
+    assert len(lines) == 4 and who in lines[0] and "rollback" in lines[2]
+    assert "restored:" in lines[3]
     r = run(settings, "audit", "verify")
     assert r.exit_code == 0 and r.output.startswith("ok: 3 events")
 

@@ -127,7 +127,7 @@ def list_(ctx: click.Context, as_json: bool) -> None:
     # lazy: the command's modules load when it runs, so `chronoml --help` stays fast
     from chronoml.monitor.alerts import AlertEngine
 
-    with _chronoml(ctx) as cm:
+    with _chronoml(ctx, create=False) as cm:
         rules = AlertEngine(cm.store).status()
     if as_json:
         _json(rules)
@@ -174,7 +174,7 @@ def outbox(ctx: click.Context, as_json: bool) -> None:
     # lazy: the command's modules load when it runs, so `chronoml --help` stays fast
     from chronoml.monitor import outbox as ob
 
-    with _chronoml(ctx) as cm:
+    with _chronoml(ctx, create=False) as cm:
         st = ob.status(cm.store)
     if as_json:
         _json(st)

@@ -86,7 +86,7 @@ def verify(
             w = Window.parse(window)
         except ValueError as exc:
             raise Fail(f"--window: {exc}") from None
-    with _chronoml(ctx) as cm:
+    with _chronoml(ctx, create=False) as cm:
         chain = cm.verify()
         ev = EA.verify(cm.store, decisions=decisions, window=w, checkpoint=cp)
     ok = chain.ok and ev.ok

@@ -51,8 +51,12 @@ def _where(s: Settings) -> str:
 
 
 @contextmanager
-def _chronoml(ctx: click.Context) -> Iterator[Chronoml]:
-    """Open chronoml, translating its errors into clean CLI failures."""
+def _chronoml(ctx: click.Context, *, create: bool = True) -> Iterator[Chronoml]:
+    """Open chronoml, translating its errors into clean CLI failures.
+
+    ``create=False`` for commands that only read: they never make a new
+    store, and a missing one is an error naming where it was looked for.
+    """
     # lazy: the command's modules load when it runs, so `chronoml --help` stays fast
     from chronoml.domain.snapshot import SnapshotError
     from chronoml.errors import StoreError
@@ -61,13 +65,14 @@ def _chronoml(ctx: click.Context) -> Iterator[Chronoml]:
 
     s = _settings(ctx)
     try:
-        cm = Chronoml.open(s)
+        cm = Chronoml.open(s, create_embedded=create)
     except StoreError as exc:
         raise Fail(str(exc)) from None
     try:
         yield cm
     except (NotFound, RegistryError) as exc:
-        raise Fail(str(exc)) from None
+        # the usual cause is a different store than meant (another folder's ./.chronoml)
+        raise Fail(f"{exc} (store: {_where(s)})") from None
     except Refused as exc:
         raise Fail(exc.message) from None
     except (StoreError, SnapshotError, ValueError) as exc:

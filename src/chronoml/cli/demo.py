@@ -2,25 +2,50 @@
 
 from __future__ import annotations
 
-import socket
+import logging
+import random
+import signal
 import time
 from typing import Any
 
 import click
 
+from chronoml.cli.ports import port_holder
 from chronoml.settings import Settings
 
 ENDPOINT = "cancer"
 MODEL = "cancer-classifier"
 
 
-def _port_free(host: str, port: int) -> bool:
-    with socket.socket() as s:
-        try:
-            s.bind((host, port))
-        except OSError:
+class _Once(logging.Filter):
+    """Let a warning containing ``text`` through once: the demo logs two models alike."""
+
+    def __init__(self, text: str) -> None:
+        super().__init__()
+        self.text = text
+        self.seen = False
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if self.text not in record.getMessage():
+            return True
+        if self.seen:
             return False
-    return True
+        self.seen = True
+        return True
+
+
+def _sample(n_rows: int, seed: int = 0) -> list[int]:
+    """Row order for the demo's traffic: shuffled, so each request is like the training data.
+
+    The data set is grouped by diagnosis; its first rows alone differ from the
+    whole, and drift over them would be real but say nothing about the models.
+    """
+    return [int(i) for i in random.Random(seed).sample(range(n_rows), n_rows)]
+
+
+def _on_sigterm(signum: int, frame: Any) -> None:
+    # `kill` or an IDE's stop button: the same clean end as Ctrl-C, exit status 0
+    raise KeyboardInterrupt
 
 
 def _train_and_register(df: Any, snap: Any, estimator: Any, run_name: str) -> str:
@@ -72,10 +97,12 @@ def run(
     from chronoml.service import Chronoml
     from chronoml.timeutil import iso, now_us
 
-    if not _port_free(host, port):
-        raise RuntimeError(f"port {port} on {host} is in use: stop what runs there or pass --port")
+    busy = port_holder(host, port)
+    if busy is not None:
+        raise RuntimeError(f"{busy}: stop it or pass --port")
 
     say = click.echo
+    logging.getLogger("mlflow.sklearn").addFilter(_Once("pickle or cloudpickle format"))
     cm = Chronoml.open(settings)
     chronoml.setup_mlflow("chronoml-demo", settings)
     say(f"chronoml home: {settings.home}")
@@ -91,11 +118,12 @@ def run(
 
     data = load_breast_cancer(as_frame=True).frame
     features = data.drop(columns=["target"])
+    order = _sample(len(features))
 
     def traffic(n: int, offset: int) -> list[dict[str, Any]]:
         answers = []
         for i in range(n):
-            row = features.iloc[[(offset + i) % len(features)]]
+            row = features.iloc[[order[(offset + i) % len(features)]]]
             body = {"dataframe_split": {"columns": list(row.columns), "data": row.values.tolist()}}
             r = http.post(
                 f"/v1/endpoints/{ENDPOINT}/predict",
@@ -115,7 +143,7 @@ def run(
         ev = r.json()["event"]
         say(f"  ledger #{ev['seq']} {ev['effective_at']}: {ev['summary']}  [{ev['hash'][:12]}]")
 
-    say("\n1. Snapshot clinic A's data and train version 1 (logistic regression)")
+    say("\n1. Snapshot clinic A's data and train a first model (logistic regression)")
     snap_a = chronoml.snapshot(data.iloc[:300], name="cancer-clinic-a", settings=settings)
     say(f"  snapshot {snap_a.id} ({snap_a.rows} rows)")
     v1 = _train_and_register(
@@ -124,7 +152,8 @@ def run(
         make_pipeline(StandardScaler(), LogisticRegression(max_iter=500)),
         "v1-logreg",
     )
-    say(f"  registered {MODEL} v{v1}")
+    again = " (earlier runs registered the lower versions)" if v1 != "1" else ""
+    say(f"  registered {MODEL} v{v1}{again}")
 
     say(f"\n2. Deploy it to endpoint '{ENDPOINT}' and send 20 predictions over HTTP")
     deploy({"model_uri": f"models:/{MODEL}/{v1}"})
@@ -132,13 +161,13 @@ def run(
     moment_1 = now_us()
     time.sleep(0.05)
 
-    say("\n3. Snapshot clinics A+B and train version 2 (gradient boosting)")
+    say("\n3. Snapshot clinics A+B and train a second model (gradient boosting)")
     snap_b = chronoml.snapshot(data, name="cancer-clinics-a-b", settings=settings)
     say(f"  snapshot {snap_b.id} ({snap_b.rows} rows)")
     v2 = _train_and_register(data, snap_b, GradientBoostingClassifier(random_state=0), "v2-gbm")
     say(f"  registered {MODEL} v{v2}")
 
-    say("\n4. Deploy version 2 beside version 1 at 50/50 and send 40 more predictions")
+    say(f"\n4. Deploy v{v2} beside v{v1} at 50/50 and send 40 more predictions")
     deploy({"model_uri": f"models:/{MODEL}/{v2}", "weight": 50})
     answers = traffic(40, 20)
     moment_2 = now_us()
@@ -168,12 +197,25 @@ def run(
         server.stop()
         cm.close()
         return
-    say(f"\nchronoml server is running on {base} (dashboard at {base}/, Ctrl-C to stop). Try:")
-    say(f'  curl -H "Authorization: Bearer $(cat {admin_file})" {base}/v1/endpoints/{ENDPOINT}')
-    say(f"  chronoml status {ENDPOINT} --at {iso(moment_1)}")
+    # before the announcement, so a stop right after it is already a clean one
+    signal.signal(signal.SIGTERM, _on_sigterm)
     try:
+        _announce(base, admin_file, iso(moment_1))
         server.wait()
     except KeyboardInterrupt:
         server.stop()
     finally:
         cm.close()
+
+
+def _announce(base: str, admin_file: Any, moment: str) -> None:
+    say = click.echo
+    say(f"\nchronoml server is running on {base} (dashboard at {base}/, Ctrl-C to stop). Try:")
+    say(f'  curl -H "Authorization: Bearer $(cat {admin_file})" {base}/v1/endpoints/{ENDPOINT}')
+    say(f"  chronoml status {ENDPOINT} --at {moment}")
+    say(f"  chronoml drift {ENDPOINT} --window 1h")
+    say(
+        "  (drift compares the requests, a shuffled sample of both clinics, with each\n"
+        "   version's training snapshot: v1 saw clinic A only, so features that differ\n"
+        "   between the clinics can show as drifted for v1; v2 saw both.)"
+    )

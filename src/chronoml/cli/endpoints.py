@@ -187,7 +187,7 @@ def status(ctx: click.Context, endpoint: str, at: str | None, as_json: bool) -> 
     # lazy: the command's modules load when it runs, so `chronoml --help` stays fast
     from chronoml.timeutil import parse_time
 
-    with _chronoml(ctx) as cm:
+    with _chronoml(ctx, create=False) as cm:
         t = parse_time(at) if at else None
         st = cm.status(endpoint, t)
     if as_json:
@@ -231,7 +231,7 @@ def format_status(st: dict[str, Any]) -> str:
 @click.pass_context
 def history(ctx: click.Context, endpoint: str, as_json: bool) -> None:
     """The ledger timeline of ENDPOINT, oldest first."""
-    with _chronoml(ctx) as cm:
+    with _chronoml(ctx, create=False) as cm:
         h = cm.history(endpoint)
     if as_json:
         _json(h)
@@ -243,6 +243,14 @@ def format_history(h: dict[str, Any]) -> str:
     lines = []
     for e in h["events"]:
         lines.append(f"#{e['seq']:<5} {e['effective_at']}  {e['actor']:<16} {e['summary']}")
+        if "restored" in e:
+            live = ", ".join(
+                f"{v['variant']} ({v['model']['name']} v{v['model']['version']}, "
+                + ("shadow" if v["shadow"] else f"{v['weight']:g}%")
+                + ")"
+                for v in e["restored"]
+            )
+            lines.append(f"{'':6} restored: {live or 'nothing live'}")
     return "\n".join(lines)
 
 
@@ -251,7 +259,7 @@ def format_history(h: dict[str, Any]) -> str:
 @click.pass_context
 def endpoints(ctx: click.Context, as_json: bool) -> None:
     """List endpoints and what each serves now."""
-    with _chronoml(ctx) as cm:
+    with _chronoml(ctx, create=False) as cm:
         eps = cm.endpoints()
     if as_json:
         _json(eps)

@@ -88,7 +88,7 @@ def experiment(
     from chronoml.monitor.experiments import experiment as run
 
     begin, stop = window_bounds(window, start, end)
-    with _chronoml(ctx) as cm:
+    with _chronoml(ctx, create=False) as cm:
         cm.status(endpoint)  # unknown endpoint: a clean error
         try:
             report = run(

@@ -42,7 +42,7 @@ def _audit(ctx: click.Context) -> Iterator[tuple[Chronoml, Models]]:
     from chronoml.explain.replay import ModelFailed
     from chronoml.registry.archive import DecisionModelError
 
-    with _chronoml(ctx) as cm:
+    with _chronoml(ctx, create=False) as cm:
         try:
             yield cm, Models(cm)
         except (DecisionModelError, ModelFailed) as exc:
@@ -422,7 +422,7 @@ def decision(
     if explain or replay:
         show_decision(ctx, decision_id, explain=explain, replay=replay, as_json=as_json)
         return
-    with _chronoml(ctx) as cm:
+    with _chronoml(ctx, create=False) as cm:
         d = cm.decision(decision_id)
     if as_json:
         _json(d)

@@ -31,7 +31,7 @@ def jobs(ctx: click.Context, endpoint: str | None, limit: int, as_json: bool) ->
     # lazy: the command's modules load when it runs, so `chronoml --help` stays fast
     from chronoml.store import jobs as J
 
-    with _chronoml(ctx) as cm:
+    with _chronoml(ctx, create=False) as cm:
         found = J.listing(cm.store, endpoint, limit)
     if as_json:
         _json([j.to_dict() for j in found])
@@ -65,7 +65,7 @@ def job(ctx: click.Context, job_id: int, show_log: bool, as_json: bool) -> None:
     # lazy: the command's modules load when it runs, so `chronoml --help` stays fast
     from chronoml.store import jobs as J
 
-    with _chronoml(ctx) as cm:
+    with _chronoml(ctx, create=False) as cm:
         found = J.get(cm.store, job_id)
         if found is None:
             raise Fail(f"unknown job {job_id}")

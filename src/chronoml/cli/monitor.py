@@ -120,7 +120,7 @@ def quality(
         return
     if reference_from or reference_to:
         raise Fail("--reference-from/--reference-to go with --estimate")
-    with _chronoml(ctx) as cm:
+    with _chronoml(ctx, create=False) as cm:
         rep = cm.quality(
             endpoint,
             start=begin,
@@ -259,7 +259,7 @@ def monitor_history(ctx: click.Context, endpoint: str, metric: str | None, as_js
     # lazy: the command's modules load when it runs, so `chronoml --help` stays fast
     from chronoml.monitor.scheduler import history
 
-    with _chronoml(ctx) as cm:
+    with _chronoml(ctx, create=False) as cm:
         cm.status(endpoint)
         rows = history(cm, endpoint, metric)
     if as_json:
@@ -315,7 +315,7 @@ def drift(
     from chronoml.monitor.reports import parse_overrides, to_html
 
     begin, stop = window_bounds(window, start, end)
-    with _chronoml(ctx) as cm:
+    with _chronoml(ctx, create=False) as cm:
         rep = cm.drift(
             endpoint,
             start=begin,
@@ -332,7 +332,12 @@ def drift(
     click.echo(format_drift(rep))
 
 
+#: Below this many decisions a drift verdict rests on too few rows to mean much.
+SMALL_SAMPLE = 30
+
+
 def format_drift(rep: dict[str, Any]) -> str:
+    """The drift report for people: each statistic says whether it is a p-value or a distance."""
     lines = window_heading(rep, rep["variants"])
     for v in rep["variants"]:
         m = v["model"]
@@ -344,13 +349,21 @@ def format_drift(rep: dict[str, Any]) -> str:
         verdict = "DATASET DRIFT" if v["dataset_drift"] else "no dataset drift"
         share_text = "n/a" if share is None else f"{share:.0%}"
         lines.append(f"{head}: {verdict} ({share_text} of features drifted)")
+        if v["rows"] < SMALL_SAMPLE:
+            lines.append(
+                f"    warning: only {v['rows']} decisions (fewer than {SMALL_SAMPLE}); "
+                "the tests have little power and the verdicts are noise-prone"
+            )
         for f in [*v["features"], *([v["prediction"]] if v["prediction"] else [])]:
             if f["status"] != "ok":
                 lines.append(f"    {f['feature']:<28} {f['status']}")
                 continue
             mark = "DRIFT" if f["drifted"] else "ok"
-            lines.append(
-                f"    {f['feature']:<28} {f['method']:<14} {f['statistic']:.4g} "
-                f"(threshold {f['threshold']:g}) {mark}"
-            )
+            # a p-value drifts when small, a distance when large: say which this is
+            if f.get("is_p_value"):
+                below = "<=" if f["method"] == "ks" else "<"
+                stat = f"p={f['statistic']:.4g} (drift if {below} {f['threshold']:g})"
+            else:
+                stat = f"distance={f['statistic']:.4g} (drift if > {f['threshold']:g})"
+            lines.append(f"    {f['feature']:<28} {f['method']:<14} {stat:<36} {mark}")
     return "\n".join(lines)

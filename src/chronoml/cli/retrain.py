@@ -364,7 +364,7 @@ def retrain_show(ctx: click.Context, endpoint: str, as_json: bool) -> None:
     # lazy: the command's modules load when it runs, so `chronoml --help` stays fast
     from chronoml.store import retrain_configs as RC
 
-    with _chronoml(ctx) as cm:
+    with _chronoml(ctx, create=False) as cm:
         cfg = RC.get(cm.store, endpoint)
     if cfg is None:
         raise Fail(f"no retraining configured for {endpoint!r}")

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 import click
 
 from chronoml.cli.common import Fail, _chronoml, _settings, _where, cli
+from chronoml.cli.ports import port_holder
 
 if TYPE_CHECKING:
     from chronoml.service import Chronoml
@@ -204,6 +205,10 @@ def server(
         window_us = parse_duration(monitor_window)
     except ValueError as exc:
         raise Fail(str(exc)) from None
+    busy = port_holder(host, port)
+    if busy is not None:
+        # before the store opens: a second server on the port would otherwise die late
+        raise Fail(f"{busy}: stop it (a `chronoml demo` keeps serving) or pass --port")
     with _chronoml(ctx) as cm:
         if alerts_file is not None:
             # lazy: the command's modules load when it runs, so `chronoml --help` stays fast

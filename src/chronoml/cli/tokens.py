@@ -65,7 +65,7 @@ def token_list(ctx: click.Context, as_json: bool) -> None:
     # lazy: the command's modules load when it runs, so `chronoml --help` stays fast
     from chronoml.auth.access import list_tokens
 
-    with _chronoml(ctx) as cm:
+    with _chronoml(ctx, create=False) as cm:
         records = [r.to_dict() for r in list_tokens(cm.store)]
     if as_json:
         _json({"tokens": records})

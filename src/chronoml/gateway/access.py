@@ -17,10 +17,11 @@ import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
+from urllib.parse import quote
 
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
-from starlette.responses import Response
+from starlette.responses import RedirectResponse, Response
 from starlette.routing import BaseRoute, Route
 from starlette.types import Scope
 
@@ -81,7 +82,15 @@ ACTIONS: dict[tuple[str, str], Rule | None] = {
     ("GET", "/v2/health/ready"): None,
     ("GET", "/openapi.json"): None,
     ("GET", "/docs"): None,
-    ("GET", "/"): _r(A.READ_STATUS, scope=SOME),
+    ("GET", "/"): None,  # a redirect to /ui/
+    ("GET", "/ui/"): _r(A.READ_STATUS, scope=SOME),
+    ("GET", "/ui/login"): None,
+    ("POST", "/ui/login"): None,
+    ("GET", "/ui/endpoints/{endpoint}"): _r(A.READ_STATUS),
+    ("GET", "/ui/decisions/{id}"): _r(A.READ_STATUS, scope=SOME),
+    ("GET", "/ui/audit"): _r(A.AUDIT, scope=GLOBAL),
+    ("GET", "/ui/jobs"): _r(A.READ_STATUS, scope=SOME),
+    ("GET", "/ui/static/{name}"): None,
     ("GET", "/metrics"): _r(A.READ_STATUS, scope=SOME),
     ("GET", "/v1/endpoints"): _r(A.READ_STATUS, scope=SOME),
     ("GET", "/v1/endpoints/{endpoint}"): _r(A.READ_STATUS),
@@ -122,6 +131,9 @@ ACTIONS: dict[tuple[str, str], Rule | None] = {
     ("GET", "/v1/snapshots"): _r(A.READ_STATUS, scope=SOME),
     ("GET", "/v1/snapshots/{ref}"): _r(A.READ_STATUS, scope=SOME),
 }
+
+#: The web UI's session: the token a login page was given, HttpOnly and SameSite=Strict.
+SESSION_COOKIE = "chronoml_session"
 
 # Bodies a change may carry: JSON, or (predict only) MLflow's CSV.
 JSON_TYPES = ("application/json",)
@@ -219,6 +231,8 @@ class Access:
     async def principal(self, scope: Scope) -> Principal:
         """The caller; raises Unauthenticated for credentials that are not valid."""
         raw = next((v for k, v in scope.get("headers", ()) if k == b"authorization"), b"")
+        if not raw:
+            raw = next((v for k, v in scope.get("headers", ()) if k == b"cookie"), b"")
         peer = scope.get("client")
         key = (raw, peer[0] if peer and not self.proxies else None)
         got = self._principals.get(key)
@@ -238,7 +252,13 @@ class Access:
         self._principals.clear()
 
     async def _authenticate(self, scope: Scope) -> Principal:
-        authorization = _headers(scope).get("authorization")
+        headers = _headers(scope)
+        authorization = headers.get("authorization")
+        if authorization is None and "cookie" in headers:
+            # the web UI's session cookie; changes made with it pass the Origin check first
+            session = _cookie(headers["cookie"], SESSION_COOKIE)
+            if session:
+                authorization = f"Bearer {session}"
         client = self.client(scope)
         credential = bearer(authorization)
         if credential is not None and looks_like_secret(credential):
@@ -272,6 +292,12 @@ class Access:
                 response: Response = await inner(request)
             except AuthError as exc:
                 response = for_error(exc)
+                if exc.status == 401 and route.path.startswith("/ui/") and request.method == "GET":
+                    # a page, not an API: send the browser to log in, then back here
+                    target = quote(
+                        request.url.path + ("?" + request.url.query if request.url.query else "")
+                    )
+                    response = RedirectResponse(f"/ui/login?next={target}", 303)
             self.log(request, principal, response.status_code, started)
             return response
 
@@ -359,3 +385,12 @@ def _headers(scope: Scope) -> dict[str, str]:
         if key not in out:
             out[key] = value.decode("latin-1")
     return out
+
+
+def _cookie(header: str, name: str) -> str | None:
+    """The value of cookie ``name`` in a Cookie header, if it is there."""
+    for part in header.split(";"):
+        key, _, value = part.strip().partition("=")
+        if key == name:
+            return value.strip('"')
+    return None

@@ -28,6 +28,7 @@ from chronoml.gateway.views import loop as loop_views
 from chronoml.gateway.views import monitor as monitor_views
 from chronoml.gateway.views import snapshots as snapshot_views
 from chronoml.gateway.views import tokens as token_views
+from chronoml.gateway.views import ui as ui_views
 from chronoml.service import Chronoml
 from chronoml.settings import Settings
 
@@ -64,6 +65,7 @@ def create_app(settings: Settings, cm: Chronoml | None = None) -> Starlette:
         *audit_views.routes(gw),
         *snapshot_views.routes(gw),
         *fairness_views.routes(gw),
+        *ui_views.routes(gw),
     ]
     app = GatewayApp(gw, routes=guard_all(gw.access, routes), lifespan=lifespan)
     app.state.gateway = gw

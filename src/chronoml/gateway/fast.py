@@ -62,6 +62,7 @@ class GatewayApp(Starlette):
         if scope["type"] != "http":
             await super().__call__(scope, receive, send)
             return
+        send = self._counting(send)
         path: str = scope["path"]
         predict = scope["method"] == "POST" and (path == "/invocations" or path.endswith(_SUFFIX))
         refusal = self.gateway.access.refuse(scope, predict=predict)
@@ -87,6 +88,17 @@ class GatewayApp(Starlette):
             )
             return
         await super().__call__(scope, _replay(body, receive), send)
+
+    def _counting(self, send: Send) -> Send:
+        """``send`` that counts each 4xx and 5xx response by status, whichever route gave it."""
+        observe = self.gateway.metrics.http_error
+
+        async def counted(message: Message) -> None:
+            if message["type"] == "http.response.start" and message["status"] >= 400:
+                observe(message["status"])
+            await send(message)
+
+        return counted
 
     async def _serve(
         self, scope: Scope, receive: Receive, send: Send, endpoint: str | None, explain: str | None

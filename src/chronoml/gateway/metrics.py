@@ -71,6 +71,13 @@ class Metrics:
             ("endpoint", "guardrail"),
             registry=self.registry,
         )
+        self.http_errors = Counter(
+            "chronoml_http_errors",
+            "Responses with a 4xx or 5xx status on any route (refused, bad input, not found, ...)",
+            ("status",),
+            registry=self.registry,
+        )
+        self._errored: dict[int, Any] = {}
         # who else wants each request's outcome (the canary guardrails)
         self.listener: Outcomes | None = None
         # labelled children by their labels: labels() takes a lock and checks
@@ -98,6 +105,22 @@ class Metrics:
             tally[1] += 1
         if self.listener is not None:
             self.listener.count(endpoint, variant, status)
+
+    def http_error(self, status: int) -> None:
+        """Count one response of ``status`` (400 and up)."""
+        child = self._errored.get(status)
+        if child is None:
+            child = self._errored[status] = self.http_errors.labels(str(status))
+        child.inc()
+
+    def totals(self) -> dict[str, tuple[int, int]]:
+        """Requests and 5xx answers per endpoint since this process started (for the web UI)."""
+        out: dict[str, tuple[int, int]] = {}
+        for (endpoint, _, _, status), child in list(self._counted.items()):
+            n = int(child._value.get())
+            total, errors = out.get(endpoint, (0, 0))
+            out[endpoint] = (total + n, errors + (n if status >= 500 else 0))
+        return out
 
     def take_counts(self, endpoint: str, variant: str) -> tuple[int, int]:
         """Requests and server errors of a variant since the last call (for monitoring windows)."""

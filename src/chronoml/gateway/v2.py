@@ -11,12 +11,16 @@ Errors follow the protocol: ``{"error": "message"}``.
 
 from __future__ import annotations
 
+import asyncio
 import math
 import time
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import orjson
+import pandas as pd
+import yaml
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
@@ -155,7 +159,46 @@ def output_tensor(outputs: list[Any]) -> dict[str, Any]:
     return {"name": "predict", "shape": shape, "datatype": dtype, "data": flat}
 
 
+# MLflow signature types (column specs and tensor dtypes) as v2 datatypes
+_SIGNATURE_TYPES = {
+    "long": "INT64", "integer": "INT32", "double": "FP64", "float": "FP32", "boolean": "BOOL",
+    "string": "BYTES", "int64": "INT64", "int32": "INT32", "float64": "FP64", "float32": "FP32",
+    "bool": "BOOL", "object": "BYTES", "str": "BYTES",
+}  # fmt: skip
+
+
+def signature_output_type(model_dir: Path) -> str | None:
+    """The v2 datatype of a model's declared output (its MLmodel signature), if it has one."""
+    try:
+        meta = yaml.safe_load((model_dir / "MLmodel").read_text())
+        outputs = orjson.loads(meta["signature"]["outputs"])
+        spec = outputs[0]
+        kind = spec.get("tensor-spec", {}).get("dtype") if spec.get("type") == "tensor" else None
+        return _SIGNATURE_TYPES.get(str(kind or spec.get("type")))
+    except (OSError, KeyError, TypeError, IndexError, AttributeError, ValueError, yaml.YAMLError):
+        return None
+
+
+def probe_output_type(model: LoadedModel) -> str:
+    """The datatype of the model's answer to one neutral row (zeros, empty strings).
+
+    Not logged: it is no decision. FP64 when the model has no schema or refuses the row.
+    """
+    if not model.schema:
+        return "FP64"
+    neutral = {"float": 0.0, "int": 0, "bool": False, "string": ""}
+    frame = pd.DataFrame([{c: neutral[k] for c, k in model.schema}])
+    try:
+        kind = np.asarray(model.predict(frame)).dtype.kind
+    except Exception:  # the model's own failure on a made-up row says nothing about its type
+        return "FP64"
+    return {"i": "INT64", "u": "INT64", "f": "FP64", "b": "BOOL"}.get(kind, "BYTES")
+
+
 def routes(gw: Gateway) -> list[Route]:
+    # the datatype infer last returned per model version: what a client will really get
+    returned: dict[tuple[str, str], str] = {}
+
     async def live(request: Request) -> Response:
         return _json({"live": True})
 
@@ -168,6 +211,17 @@ def routes(gw: Gateway) -> list[Route]:
         le = gw.live.get(e)
         ok = le is not None and bool(le.router.answers)
         return _json({"name": e, "ready": ok}, 200 if ok else 404 if le is None else 409)
+
+    async def _output_type(model: LoadedModel) -> str:
+        key = (model.ref.name, model.ref.version)
+        seen = returned.get(key)
+        if seen is None:
+            seen = signature_output_type(model.path)
+            if seen is None:
+                # no usable output signature: ask the model itself, once, off the event loop
+                seen = await asyncio.to_thread(probe_output_type, model)
+            returned[key] = seen
+        return seen
 
     async def metadata(request: Request) -> Response:
         e = request.path_params["endpoint"]
@@ -185,7 +239,7 @@ def routes(gw: Gateway) -> list[Route]:
                 "inputs": [
                     {"name": c, "datatype": _DATATYPES[k], "shape": [-1, 1]} for c, k in schema
                 ],
-                "outputs": [{"name": "predict", "datatype": "FP64", "shape": [-1]}],
+                "outputs": [{"name": "predict", "datatype": await _output_type(first), "shape": [-1]}],
                 "parameters": {
                     "variants": [
                         {"variant": v.name, "weight": v.weight / 100, "shadow": v.shadow,
@@ -241,10 +295,12 @@ def routes(gw: Gateway) -> list[Route]:
         gw.metrics.observe_latency(*labels, time.perf_counter() - arrived)
         if le.shadows:
             gw._shadow(le, b"", model, mat, frame, n, unit, ts)
+        tensor = output_tensor(res.outputs)
+        returned[(model.ref.name, model.ref.version)] = tensor["datatype"]
         out: dict[str, Any] = {
             "model_name": e,
             "model_version": f"{model.ref.name}/{model.ref.version}",
-            "outputs": [output_tensor(res.outputs)],
+            "outputs": [tensor],
             "parameters": {"decision_ids": res.ids, "variant": variant.name},
         }
         if isinstance(req, dict) and req.get("id") is not None:

@@ -332,3 +332,10 @@ class Appender:
                 conn.close()
         except Exception:  # already gone; nothing to give back to the pool
             pass
+
+
+def recent_ids(store: Store, endpoint: str, limit: int = 20) -> list[str]:
+    """Ids of ``endpoint``'s latest logged decisions, newest first (for the web UI)."""
+    q = select(D.c.id).where(D.c.endpoint == endpoint).order_by(D.c.ts.desc()).limit(limit)
+    with store.engine.connect() as conn:
+        return [str(r[0]) for r in conn.execute(q)]

@@ -76,8 +76,7 @@ def decision_leaf(r: Sequence[Any], commitment: bytes) -> LV.DecisionLeaf:
 
 
 def _scores_digest(r: Sequence[Any]) -> bytes | None:
-    scores = r[16] if len(r) > 16 else None
-    return None if scores is None else hashlib.sha256(bytes(scores)).digest()
+    return None if len(r) <= 16 or r[16] is None else hashlib.sha256(bytes(r[16])).digest()
 
 
 _PACK_U32 = struct.Struct(">I").pack

@@ -17,7 +17,6 @@ from chronoml.domain.ledger import event_summary
 from chronoml.errors import NotFound, Refused
 from chronoml.gateway.access import actor_of, principal_of
 from chronoml.gateway.responses import JSON, error
-from chronoml.gateway.views.dashboard import render
 from chronoml.gateway.views.monitor import window_args
 from chronoml.monitor.reports import parse_overrides, to_html
 from chronoml.service import event_dict
@@ -183,12 +182,7 @@ def routes(gw: Gateway) -> list[Route]:
         data, ctype = gw.metrics.render()
         return Response(data, media_type=ctype)
 
-    async def dashboard(request: Request) -> Response:
-        html = await run_in_threadpool(render, gw.cm)
-        return HTMLResponse(html)
-
     return [
-        Route("/", dashboard, methods=["GET"]),
         Route("/health", health, methods=["GET"]),
         Route("/metrics", metrics_view, methods=["GET"]),
         Route("/v1/endpoints", list_endpoints, methods=["GET"]),
