@@ -296,3 +296,15 @@ def test_changes_go_through_a_server_as_the_tokens_principal(
         assert r.exit_code == 1 and "HTTP 401" in r.output
     finally:
         server.stop()
+
+
+def test_audit_reads_lists_who_read_raw_inputs(cm: Any, settings: Any) -> None:
+    from chronoml.store import principals as SP
+
+    SP.record_reads(cm.store, "token:auditor-1", ["dec-1", "dec-2"], "GET /v1/decisions/{id}", 10)
+    r = run(settings, "audit", "reads", "--decision", "dec-2", "--json")
+    assert r.exit_code == 0, r.output
+    (only,) = json.loads(r.output)["reads"]
+    assert only["principal"] == "token:auditor-1" and only["decision_id"] == "dec-2"
+    r = run(settings, "audit", "reads", "--principal", "token:nobody")
+    assert r.exit_code == 0 and "no reads" in r.output

@@ -173,3 +173,40 @@ def show_proof(ctx: click.Context, decision_id: str, as_json: bool) -> None:
     click.echo("  checkpoint")
     for line in p["checkpoint"].splitlines():
         click.echo(f"    {line}")
+
+
+@audit.command(name="reads")
+@click.option("--decision", "decision_id", help="Only reads of this decision.")
+@click.option("--principal", help="Only reads by this principal (e.g. token:auditor-1).")
+@click.option("--since", help="Only reads at or after this time (ISO 8601).")
+@click.option("--limit", default=1000, show_default=True, type=click.IntRange(1, 100_000))
+@json_option
+@click.pass_context
+def reads(
+    ctx: click.Context,
+    decision_id: str | None,
+    principal: str | None,
+    since: str | None,
+    limit: int,
+    as_json: bool,
+) -> None:
+    """Who read raw decision inputs, when, and through what (newest first)."""
+    # lazy: the command's modules load when it runs, so `chronoml --help` stays fast
+    from chronoml.store import principals as SP
+    from chronoml.timeutil import iso, parse_time
+
+    try:
+        t = parse_time(since) if since else None
+    except ValueError as exc:
+        raise Fail(f"--since: {exc}") from None
+    with _chronoml(ctx, create=False) as cm:
+        rows = SP.reads(
+            cm.store, decision_id=decision_id, principal=principal, since=t, limit=limit
+        )
+    if as_json:
+        _json({"reads": rows})
+        return
+    for r in rows:
+        click.echo(f"{iso(r['ts'])}  {r['principal']:<28} {r['decision_id']}  {r['route']}")
+    if not rows:
+        click.echo("no reads of raw inputs match")
