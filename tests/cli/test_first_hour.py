@@ -10,12 +10,12 @@ from typing import Any
 from click.testing import CliRunner
 from sklearn.datasets import load_breast_cancer
 
+from access_support import admin_client
 from chronoml.cli.common import cli
 from chronoml.cli.monitor import format_drift
 from chronoml.cli.ports import port_holder
 from chronoml.gateway.app import create_app
 from chronoml.store import snapshots
-from conftest import admin_client
 
 DATA = load_breast_cancer(as_frame=True).frame
 X = DATA.drop(columns=["target"])

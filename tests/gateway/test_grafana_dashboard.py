@@ -11,8 +11,8 @@ from typing import Any
 import httpx
 from sklearn.datasets import load_breast_cancer
 
+from access_support import token_for
 from chronoml.gateway.server import BackgroundServer
-from conftest import token_for
 
 X = load_breast_cancer(as_frame=True).frame.drop(columns=["target"])
 

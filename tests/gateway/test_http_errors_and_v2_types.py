@@ -8,8 +8,8 @@ from typing import Any
 from sklearn.datasets import load_breast_cancer
 from starlette.testclient import TestClient
 
+from access_support import admin_client
 from chronoml.gateway.app import create_app
-from conftest import admin_client
 
 X = load_breast_cancer(as_frame=True).frame.drop(columns=["target"])
 

@@ -10,10 +10,10 @@ from sklearn.datasets import load_breast_cancer
 from sqlalchemy import text, update
 from starlette.testclient import TestClient
 
+from access_support import admin_client
 from chronoml.auth.access import create_token
 from chronoml.gateway.app import create_app
 from chronoml.store.schema import ledger_events
-from conftest import admin_client
 
 X = load_breast_cancer(as_frame=True).frame.drop(columns=["target"])
 # any absolute URL in a src, href or url(): the UI must load nothing from elsewhere
