@@ -44,6 +44,7 @@ from chronoml.auth import (
 from chronoml.auth.access import TokenCache
 from chronoml.auth.roles import PERMISSIONS
 from chronoml.auth.tokens import looks_like_secret
+from chronoml.errors import StoreError
 from chronoml.gateway.responses import error_body, for_error
 from chronoml.settings import Settings
 from chronoml.store.database import Store
@@ -290,7 +291,7 @@ class Access:
                 if rule is not None:
                     check(principal, rule, request.path_params.get("endpoint"))
                 response: Response = await inner(request)
-            except AuthError as exc:
+            except (AuthError, StoreError) as exc:
                 response = for_error(exc)
                 if exc.status == 401 and route.path.startswith("/ui/") and request.method == "GET":
                     # a page, not an API: send the browser to log in, then back here

@@ -20,7 +20,7 @@ from starlette.applications import Starlette
 from starlette.types import Message, Receive, Scope, Send
 
 from chronoml.auth import AuthError
-from chronoml.errors import InvalidInput
+from chronoml.errors import InvalidInput, StoreError
 from chronoml.gateway import inputs
 from chronoml.gateway.access import ACTIONS, Rule, access_log, check
 from chronoml.gateway.responses import error_body
@@ -159,7 +159,7 @@ class GatewayApp(Starlette):
             principal = await gw.access.principal(scope)
             scope["chronoml.principal"] = principal
             check(principal, PREDICT_RULE, endpoint)
-        except AuthError as exc:
+        except (AuthError, StoreError) as exc:
             await respond(*error_body(exc.status, exc.code, exc.message, exc.field))
             return
         declared = unit = ctype = None

@@ -6,9 +6,9 @@ from collections.abc import Sequence
 from typing import Any
 
 from sqlalchemy import select, update
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import DBAPIError, IntegrityError
 
-from chronoml.errors import Refused
+from chronoml.errors import Refused, StoreError
 from chronoml.store import schema
 from chronoml.store.database import Store
 
@@ -42,8 +42,11 @@ def add_token(store: Store, values: dict[str, Any]) -> None:
 def tokens_with_hash(store: Store, secret_sha256: str) -> list[dict[str, Any]]:
     """The token rows whose secret hashes to ``secret_sha256`` (one, or none)."""
     cols = [T.c[f] for f in TOKEN_FIELDS]
-    with store.lookup() as conn:
-        rows = conn.execute(select(*cols).where(T.c.secret_sha256 == secret_sha256)).all()
+    try:
+        with store.lookup() as conn:
+            rows = conn.execute(select(*cols).where(T.c.secret_sha256 == secret_sha256)).all()
+    except DBAPIError as exc:  # the store is down: no one can be told who they are
+        raise StoreError(f"cannot check the token: the store is unavailable ({exc.orig})") from None
     return [dict(r._mapping) for r in rows]
 
 
