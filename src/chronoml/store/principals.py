@@ -46,7 +46,9 @@ def tokens_with_hash(store: Store, secret_sha256: str) -> list[dict[str, Any]]:
         with store.lookup() as conn:
             rows = conn.execute(select(*cols).where(T.c.secret_sha256 == secret_sha256)).all()
     except DBAPIError as exc:  # the store is down: no one can be told who they are
-        raise StoreError(f"cannot check the token: the store is unavailable ({exc.orig})") from None
+        raise StoreError(
+            f"decision log unavailable: its store cannot check the token ({exc.orig})"
+        ) from None
     return [dict(r._mapping) for r in rows]
 
 
