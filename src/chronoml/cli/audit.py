@@ -11,7 +11,7 @@ import click
 from chronoml.cli.common import Fail, _chronoml, _json, cli, json_option
 
 if TYPE_CHECKING:
-    from chronoml.domain.note import Checkpoint
+    from chronoml.domain.note import Checkpoint, VerifierKey
     from chronoml.evidence.keys import SigningKey
     from chronoml.service import Chronoml
 
@@ -32,18 +32,26 @@ def _key(cm: Chronoml) -> SigningKey:
         raise Fail(exc.message) from None
 
 
+def verifier_key(key_arg: str) -> VerifierKey:
+    """The verifier key given with ``--key`` (the key itself or a file holding it)."""
+    # lazy: the command's modules load when it runs, so `chronoml --help` stays fast
+    from chronoml.verify import UsageError, read_key
+
+    try:
+        return read_key(key_arg)
+    except UsageError as exc:
+        raise Fail(f"--key: {exc.message}") from None
+
+
 def read_checkpoint(path: Path, key_arg: str | None) -> Checkpoint:
     """A signed checkpoint file opened with the verifier key given (``--key``)."""
     # lazy: the command's modules load when it runs, so `chronoml --help` stays fast
     from chronoml.domain import note
-    from chronoml.verify import UsageError, ed25519_verify, read_key
+    from chronoml.verify import ed25519_verify
 
     if key_arg is None:
         raise Fail("--checkpoint needs --key PUBKEY (the log's verifier key)")
-    try:
-        vk = read_key(key_arg)
-    except UsageError as exc:
-        raise Fail(f"--key: {exc.message}") from None
+    vk = verifier_key(key_arg)
     try:
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
@@ -63,7 +71,12 @@ def read_checkpoint(path: Path, key_arg: str | None) -> Checkpoint:
     type=click.Path(exists=True, dir_okay=False, path_type=Path),
     help="A signed checkpoint published earlier: prove the store still extends it.",
 )
-@click.option("--key", "key_arg", help="The log's verifier key (or a file with it).")
+@click.option(
+    "--key",
+    "key_arg",
+    help="The log's verifier key (or a file with it): --checkpoint and every stored "
+    "checkpoint must be signed by it (stored ones by the store's own key too).",
+)
 @json_option
 @click.pass_context
 def verify(
@@ -77,9 +90,11 @@ def verify(
     """Recompute the hash chain and the evidence log; name the first bad entry (exit 1)."""
     # lazy: the command's modules load when it runs, so `chronoml --help` stays fast
     from chronoml.evidence import audit as EA
+    from chronoml.evidence.signatures import trusted_keys
     from chronoml.window import Window
 
     cp = read_checkpoint(checkpoint_file, key_arg) if checkpoint_file is not None else None
+    given = verifier_key(key_arg) if key_arg is not None else None
     w = None
     if window is not None:
         try:
@@ -87,8 +102,9 @@ def verify(
         except ValueError as exc:
             raise Fail(f"--window: {exc}") from None
     with _chronoml(ctx, create=False) as cm:
+        keys, no_own_key = trusted_keys(cm.settings.signing_key_path, given)
         chain = cm.verify()
-        ev = EA.verify(cm.store, decisions=decisions, window=w, checkpoint=cp)
+        ev = EA.verify(cm.store, decisions=decisions, window=w, checkpoint=cp, keys=keys)
     ok = chain.ok and ev.ok
     if as_json:
         _json({**chain.__dict__, "ok": ok, "evidence": ev.to_dict()})
@@ -100,6 +116,15 @@ def verify(
         click.echo(EA.summary(ev), err=not ev.ok)
         for p in ev.problems[1:6]:
             click.echo(f"  also: {p.what}: {p.reason}", err=True)
+        stored = [c for c in ev.checkpoints if c.source != "given"]
+        if stored and not keys:
+            click.echo(
+                f"  the {len(stored)} stored checkpoints' signatures were not checked "
+                f"({no_own_key}): give --key PUBKEY",
+                err=True,
+            )
+        elif stored and all(c.signed for c in stored):
+            click.echo(f"  {len(stored)} stored checkpoints carry valid signatures")
     if not ok:
         sys.exit(1)
 

@@ -25,7 +25,10 @@ def routes(gw: Gateway) -> list[Route]:
         decisions = request.query_params.get("decisions", "").lower() in {"1", "true", "yes"}
 
         chain = await run_in_threadpool(gw.cm.verify)
-        evidence = await run_in_threadpool(lambda: EA.verify(gw.cm.store, decisions=decisions))
+        keys = [gw.signing_key.verifier()] if gw.signing_key is not None else []
+        evidence = await run_in_threadpool(
+            lambda: EA.verify(gw.cm.store, decisions=decisions, keys=keys)
+        )
         ok = chain.ok and evidence.ok
         body = {
             "ok": ok,
