@@ -55,6 +55,7 @@ class Issued:
     id: int | None = None  # its number in the store
     timestamp: bytes | None = None  # the authority's DER TimeStampResp over the note
     deliveries: tuple[int, ...] = ()  # outbox ids of its webhooks
+    timestamp_error: str | None = None  # why the authority gave none
 
     def to_dict(self) -> dict[str, object]:
         """JSON form (the note as text, the timestamp as base64); what webhooks receive."""
@@ -95,12 +96,14 @@ def issue(
     cp = note.Checkpoint(head.origin, head.size, head.root, (f"{TIME_PREFIX}{iso(t)}",))
     signed = key.sign_checkpoint(cp)
     stamp: bytes | None = None
+    why: str | None = None
     if authority is not None:
         try:
             stamp = authority.stamp(signed.encode("utf-8"))
         except TimestampError as exc:
-            log.warning("checkpoint of size %d has no timestamp: %s", cp.size, exc.message)
-    draft = Issued(cp, signed, t, timestamp=stamp)
+            why = exc.message
+            log.warning("checkpoint of size %d has no timestamp: %s", cp.size, why)
+    draft = Issued(cp, signed, t, timestamp=stamp, timestamp_error=why)
 
     def record(conn: Tx) -> Issued:
         cid = SC.add_checkpoint(conn, cp.size, cp.root_hash, t, signed)

@@ -36,6 +36,8 @@ from rfc3161_client import (
 
 from chronoml.auth import AuthError, SecretResolver, redact
 from chronoml.auth.policy import deliverable_url
+from chronoml.store import Store
+from chronoml.store import checkpoints as SC
 
 QUERY_TYPE = "application/timestamp-query"
 REPLY_TYPE = "application/timestamp-reply"
@@ -227,11 +229,75 @@ def beside(note_path: Path) -> Path:
     return note_path.with_suffix(".tsr")
 
 
+@dataclass
+class TimestampReport:
+    """The timestamps ``audit verify`` checked, and those that failed (what, why)."""
+
+    checked: int = 0
+    chained: bool = False  # signatures and chains checked too (a certificate was given)
+    stamps: list[tuple[str, Stamp]] = field(default_factory=list)
+    problems: list[tuple[str, str]] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+    def check(
+        self, what: str, der: bytes | None, data: bytes, certs: Sequence[x509.Certificate]
+    ) -> None:
+        """Check one timestamp (``None``: there is none, which fails when certs were given)."""
+        if der is None:
+            if certs:
+                self.problems.append((what, "it has no timestamp, and --tsa-cert asks for one"))
+            return
+        self.checked += 1
+        try:
+            self.stamps.append((what, verify(der, data, certs)))
+        except TimestampError as exc:
+            self.problems.append((what, exc.message))
+
+    def to_dict(self) -> dict[str, object]:
+        """JSON form (the ``timestamps`` object of ``audit verify --json``)."""
+        return {
+            "ok": self.ok,
+            "checked": self.checked,
+            "chained": self.chained,
+            "stamps": [{"of": w, **s.to_dict()} for w, s in self.stamps],
+            "problems": [{"what": w, "reason": r} for w, r in self.problems],
+        }
+
+
+def check_stored(
+    store: Store, certs: Sequence[x509.Certificate] = (), given: Path | None = None
+) -> TimestampReport:
+    """Check the timestamps kept beside the store's checkpoints, and the one beside the
+    checkpoint file ``given`` (``<file>.tsr``). Each must timestamp its note's exact bytes;
+    with ``certs`` each must also be signed by that authority, and each must exist."""
+    report = TimestampReport(chained=bool(certs))
+    with store.read() as conn:
+        notes = SC.checkpoints_in(conn)
+        stamps = SC.timestamps_in(conn)
+    for cid, _size, _root, _at, text in notes:
+        found = stamps.pop(cid, None)
+        # checkpoints from before an authority was configured have none: fine
+        if found is not None:
+            report.check(f"timestamp of stored checkpoint #{cid}", found[1], text.encode(), certs)
+    for cid in sorted(stamps):
+        report.problems.append((f"timestamp #{cid}", "its checkpoint is not in the store"))
+    if given is not None:
+        tsr = beside(given)
+        der = tsr.read_bytes() if tsr.exists() else None
+        report.check(f"timestamp {tsr}", der, given.read_bytes(), certs)
+    return report
+
+
 __all__ = [
     "Authority",
     "Stamp",
     "TimestampError",
+    "TimestampReport",
     "beside",
+    "check_stored",
     "imprint",
     "load_certificates",
     "verify",
