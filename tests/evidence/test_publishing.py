@@ -335,3 +335,21 @@ def test_the_certificate_file_must_reach_a_root(tmp_path: Path, tsa: LocalAuthor
     chain = tmp_path / "chain.pem"
     chain.write_bytes(tsa.chain_pem())
     assert TS.load_certificates(chain) == [tsa.cert, tsa.ca]
+
+
+def test_audit_checkpoint_on_demand_writes_its_timestamp_beside_it(
+    store_url: str,
+    store: Store,
+    key: keys.SigningKey,
+    tsa: LocalAuthority,
+    tsa_url: str,
+    tmp_path: Path,
+) -> None:
+    out = tmp_path / "cp.txt"
+    r = audit(store_url, tmp_path, "checkpoint", "--out", str(out), "--tsa-url", tsa_url)
+    assert r.exit_code == 0, r.output
+    TS.verify(TS.beside(out).read_bytes(), out.read_bytes(), [tsa.ca])
+    down = f"http://127.0.0.1:{free_port()}/tsa"
+    r = audit(store_url, tmp_path, "checkpoint", "--out", str(out), "--tsa-url", down)
+    assert r.exit_code == 0 and "warning: no timestamp:" in r.output
+    assert not TS.beside(out).exists()  # the old one would not match the new note
