@@ -13,11 +13,11 @@ from typing import Any
 
 import pytest
 from starlette.testclient import TestClient
-from tsa_support import Authority, Receiver, serve_authority, serve_receiver
 
 from access_support import admin_client
 from chronoml.evidence import timestamps as TS
 from chronoml.gateway.app import create_app
+from tsa_support import Authority, Receiver, serve_authority, serve_receiver
 
 
 @pytest.fixture
