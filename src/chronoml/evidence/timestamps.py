@@ -100,16 +100,11 @@ class Authority:
         try:
             if client is None:
                 with httpx.Client(timeout=self.timeout_s, follow_redirects=False) as c:
-                    resp = c.post(url, content=request.as_bytes(), headers=headers)
+                    der = self._post(c, url, request.as_bytes(), headers)
             else:
-                resp = client.post(url, content=request.as_bytes(), headers=headers)
+                der = self._post(client, url, request.as_bytes(), headers)
         except httpx.HTTPError as exc:
             raise TimestampError(f"{self.shown}: {type(exc).__name__}: {exc}") from None
-        if resp.status_code != 200:
-            raise TimestampError(f"{self.shown} answered HTTP {resp.status_code}")
-        der = resp.content
-        if len(der) > MAX_REPLY_BYTES:
-            raise TimestampError(f"{self.shown} answered over {MAX_REPLY_BYTES} bytes")
         tsr = _decode(der)
         if PKIStatus(tsr.status) not in (PKIStatus.GRANTED, PKIStatus.GRANTED_WITH_MODS):
             raise TimestampError(f"{self.shown} refused the request (status {tsr.status})")
@@ -119,6 +114,18 @@ class Authority:
         if info.nonce != request.nonce:
             raise TimestampError(f"{self.shown} answered with another request's nonce")
         return der
+
+    def _post(self, client: httpx.Client, url: str, body: bytes, headers: dict[str, str]) -> bytes:
+        with client.stream("POST", url, content=body, headers=headers) as resp:
+            if resp.status_code != 200:
+                raise TimestampError(f"{self.shown} answered HTTP {resp.status_code}")
+            chunks, size = [], 0
+            for chunk in resp.iter_bytes():
+                size += len(chunk)
+                if size > MAX_REPLY_BYTES:
+                    raise TimestampError(f"{self.shown} answered over {MAX_REPLY_BYTES} bytes")
+                chunks.append(chunk)
+        return b"".join(chunks)
 
 
 def _decode(der: bytes) -> TimeStampResponse:
