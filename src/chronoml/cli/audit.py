@@ -95,7 +95,8 @@ def verify(
     tsa_cert: Path | None,
     as_json: bool,
 ) -> None:
-    """Recompute the hash chain and the evidence log; name the first bad entry (exit 1)."""
+    """Recompute the hash chain and the evidence log, check the stored checkpoints'
+    signatures and timestamps; name the first bad entry (exit 1)."""
     # lazy: the command's modules load when it runs, so `chronoml --help` stays fast
     from chronoml.evidence import audit as EA
     from chronoml.evidence import timestamps as TS
