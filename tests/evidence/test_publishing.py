@@ -353,3 +353,28 @@ def test_audit_checkpoint_on_demand_writes_its_timestamp_beside_it(
     r = audit(store_url, tmp_path, "checkpoint", "--out", str(out), "--tsa-url", down)
     assert r.exit_code == 0 and "warning: no timestamp:" in r.output
     assert not TS.beside(out).exists()  # the old one would not match the new note
+
+
+def test_one_process_per_store_signs_and_publishes(
+    store_url: str, store: Store, key: keys.SigningKey, tmp_path: Path
+) -> None:
+    """Two servers on one store (``--workers 2``, or replicas): one checkpoint and one
+    webhook per new size, not one from each; the other takes over when the first stops."""
+    other = Store.open(store_url, tmp_path / "home")
+    hook = ["http://127.0.0.1:9/cp"]
+    first = EC.CheckpointWorker(store, key, 3600, webhooks=hook)
+    second = EC.CheckpointWorker(other, key, 3600, webhooks=hook)
+    try:
+        first._step()
+        second._step()
+        with store.read() as conn:
+            assert len(SC.checkpoints_in(conn)) == 1
+        assert status(store)["pending"] == 1
+        first.stop()
+        SL.append(store, L.Change("alert", "churn", "monitor", {"rule": "latency"}), now=T0 + 1)
+        second._step()
+        assert second.last is not None and second.last.checkpoint.size == 2
+        assert status(store)["pending"] == 2
+    finally:
+        second.stop()
+        other.close()

@@ -32,6 +32,7 @@ from chronoml.domain import note
 from chronoml.evidence.keys import SigningKey, ensure_key_file
 from chronoml.evidence.timestamps import Authority, TimestampError, beside
 from chronoml.monitor import outbox
+from chronoml.monitor.leader import Leadership
 from chronoml.settings import Settings
 from chronoml.store import Store
 from chronoml.store import checkpoints as SC
@@ -162,7 +163,12 @@ def write(issued: Issued, out: Path) -> Path:
 
 
 class CheckpointWorker(Worker):
-    """Signs a checkpoint every interval while the log has grown, and publishes it."""
+    """Signs a checkpoint every interval while the log has grown, and publishes it.
+
+    One process per store does it (:class:`Leadership` ``checkpoints``): with
+    ``--workers N`` or replicas, each would otherwise sign, timestamp and post
+    its own copy of every checkpoint.
+    """
 
     def __init__(
         self,
@@ -183,8 +189,16 @@ class CheckpointWorker(Worker):
         self.webhooks = tuple(webhooks)
         self.on_enqueue = on_enqueue  # wakes the outbox after a checkpoint with webhooks
         self.last: Issued | None = None
+        self.leader = Leadership(store, "checkpoints")
+
+    def stop(self, timeout_s: float = 10.0) -> None:
+        """Stop after the pass in flight, and let another process lead."""
+        super().stop(timeout_s)
+        self.leader.release()
 
     def _step(self) -> bool:
+        if not self.leader.held():  # another process signs this store's checkpoints
+            return False
         with self.store.read() as conn:
             size = SE.head_in(conn).size
             latest = SC.latest_checkpoint(conn)
