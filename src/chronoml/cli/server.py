@@ -148,6 +148,13 @@ if TYPE_CHECKING:
     help="Seconds between signed checkpoints of the evidence log (when it grew); 0: never.",
 )
 @click.option(
+    "--detach-after",
+    metavar="DURATION",
+    default=None,
+    help="PostgreSQL: detach day partitions of decisions older than this (e.g. 190d) once "
+    "archiving has emptied them; a partition still holding rows is never detached.",
+)
+@click.option(
     "--checkpoint-dir",
     type=click.Path(file_okay=False, path_type=Path),
     help="Also publish each checkpoint into this folder (<size>-<time>.txt and latest.txt).",
@@ -182,6 +189,7 @@ def server(
     access_log: bool,
     checkpoint_interval: float,
     checkpoint_dir: Path | None,
+    detach_after: str | None,
     log_level: str,
 ) -> None:
     """Serve the REST API, the prediction gateway and the dashboard.
@@ -203,6 +211,7 @@ def server(
 
     try:
         window_us = parse_duration(monitor_window)
+        detach_us = parse_duration(detach_after) if detach_after is not None else None
     except ValueError as exc:
         raise Fail(str(exc)) from None
     busy = port_holder(host, port)
@@ -239,6 +248,7 @@ def server(
             oidc_roles_claim=oidc_roles_claim,
             checkpoint_interval_s=checkpoint_interval,
             checkpoint_dir=checkpoint_dir,
+            detach_after_us=detach_us,
         )
         # lazy: the command's modules load when it runs, so `chronoml --help` stays fast
         from chronoml.auth.access import ensure_admin_token

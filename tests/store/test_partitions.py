@@ -1,0 +1,254 @@
+"""Time partitions of the decision log on PostgreSQL: the migration of a store with rows,
+plans that read only the partitions a lookup or a window needs, partitions made ahead,
+and detaching that never takes a row with it."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+from sqlalchemy import text
+from sqlalchemy.dialects import postgresql
+
+from chronoml.domain import codec
+from chronoml.ids import new_id
+from chronoml.store import Store, partitions
+from chronoml.store import decisions as D
+from chronoml.store.partitions import DAY_US
+from chronoml.timeutil import now_us
+
+SCHEMA = (("x", "float"), ("k", "int"))
+# noon UTC on 2026-06-01, then the days around it
+NOON = 1_780_315_200_000_000
+
+
+def _id_at(ts_us: int) -> str:
+    """A UUIDv7 id made at ``ts_us`` (its millisecond prefix replaced)."""
+    h = new_id().replace("-", "")
+    h = f"{ts_us // 1000:012x}" + h[12:]
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
+
+
+def _rows(store: Store, times: list[int], ids: list[str] | None = None) -> list[D.DecisionRow]:
+    layout = codec.layout_id(SCHEMA)
+    D.Layouts(store).ensure(layout, SCHEMA)
+    rows = []
+    for i, ts in enumerate(times):
+        num = np.array([float(i), float(i % 3)]).astype("<f8")
+        num[1:] = np.array([i % 3], dtype="<i8").view("<f8")
+        rows.append(
+            D.DecisionRow(
+                ids[i] if ids else _id_at(ts),
+                ts,
+                "e",
+                "a",
+                "m",
+                "1",
+                1,
+                False,
+                None,
+                "r",
+                layout,
+                num.tobytes(),
+                None,
+                str(i % 2),
+                float(i % 2),
+                1.0,
+            )
+        )
+    D.insert_many(store, rows)
+    return rows
+
+
+@pytest.fixture
+def pg(pg_url: str, tmp_path: Path) -> Iterator[Store]:
+    s = Store.open(pg_url, tmp_path / "home")
+    yield s
+    s.close()
+
+
+def _where(store: Store, decision_id: str) -> str:
+    with store.read() as conn:
+        return str(
+            conn.execute(
+                text("SELECT tableoid::regclass::text FROM decisions WHERE id = :i"),
+                {"i": decision_id},
+            ).scalar_one()
+        )
+
+
+def _sql(stmt: object) -> str:
+    return str(
+        stmt.compile(  # type: ignore[attr-defined]
+            dialect=postgresql.dialect(), compile_kwargs={"literal_binds": True}
+        )
+    )
+
+
+def test_migration_keeps_every_row_of_an_existing_store(pg: Store) -> None:
+    pg.upgrade("0010")
+    times = [NOON - 40 * DAY_US + k * DAY_US + i for k in (0, 1, 5) for i in range(30)]
+    before = _rows(pg, times)
+    with pg.read() as conn:
+        assert not partitions.is_partitioned(conn)
+    assert pg.upgrade() == "0011"
+    with pg.read() as conn:
+        assert partitions.is_partitioned(conn)
+        names = [p.name for p in partitions.partitions(conn)]
+        pkey = conn.execute(
+            text(
+                "SELECT array_agg(a.attname::text ORDER BY a.attname) FROM pg_index i"
+                " JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = ANY(i.indkey)"
+                " WHERE i.indrelid = 'decisions'::regclass AND i.indisprimary"
+            )
+        ).scalar_one()
+    assert sorted(pkey) == ["id", "ts"]
+    # a partition for each day with rows, then today and the week ahead, then DEFAULT
+    for k in (0, 1, 5):
+        assert partitions.name_for(partitions.day_start(NOON - (40 - k) * DAY_US)) in names
+    assert names[-1] == partitions.DEFAULT
+    assert D.count(pg) == len(before)
+    for r in before[::7]:
+        assert D.get(pg, r.id) == r
+        assert _where(pg, r.id) == partitions.name_for(partitions.day_start(r.ts))
+    # the window read over the migrated rows
+    w = D.window(pg, D.Layouts(pg), "e", times[0], times[-1] + 1)
+    assert w.rows == len(before)
+
+
+def test_a_lookup_by_id_and_a_window_read_touch_only_their_partitions(pg: Store) -> None:
+    pg.upgrade()
+    with pg.write() as conn:
+        partitions.create_ahead(conn, NOON - 3 * DAY_US, 6)
+        every = [p.name for p in partitions.partitions(conn)]
+    assert len(every) > 8
+    row = _rows(pg, [NOON])[0]
+    lo, hi = partitions.id_span(row.id) or (0, 0)
+    today = partitions.name_for(partitions.day_start(NOON))
+    with pg.read() as conn:
+        by_id = _sql(D._GET_SPAN.params(id=row.id, lo=lo, hi=hi))
+        assert partitions.explain(conn, by_id, {}) == [today]
+        # the same statement as the driver prepares it (a generic plan) prunes at start-up
+        conn.execute(text("SET LOCAL plan_cache_mode = force_generic_plan"))
+        conn.exec_driver_sql(
+            "PREPARE by_id(text, bigint, bigint) AS SELECT * FROM decisions"
+            " WHERE id = $1 AND ts >= $2 AND ts < $3"
+        )
+        plan = conn.exec_driver_sql(
+            f"EXPLAIN (FORMAT JSON) EXECUTE by_id('{row.id}', {lo}, {hi})"
+        ).scalar_one()
+        top = plan[0]["Plan"]
+        kept = [p.get("Relation Name") for p in top.get("Plans", [top])]
+        assert kept == [today], kept
+        assert top.get("Subplans Removed", 0) == len(every) - 1
+        # a two-day window of one endpoint reads those two days' partitions
+        q = D.D.select().where(
+            D.D.c.endpoint == "e", D.D.c.ts >= NOON - DAY_US, D.D.c.ts < NOON + 1
+        )
+        assert partitions.explain(conn, _sql(q), {}) == sorted(
+            [partitions.name_for(partitions.day_start(NOON - DAY_US)), today]
+        )
+        # without the id's span, every partition is searched
+        assert len(partitions.explain(conn, _sql(D._GET.params(id=row.id)), {})) == len(every)
+
+
+def test_a_row_far_from_its_ids_time_is_still_found(pg: Store) -> None:
+    pg.upgrade()
+    with pg.write() as conn:
+        partitions.create_ahead(conn, NOON - 5 * DAY_US, 6)
+    made = _id_at(NOON)
+    # the row sits three days before the time its id says: the pruned lookup misses it
+    row = _rows(pg, [NOON - 3 * DAY_US], ids=[made])[0]
+    assert D.get(pg, made) == row
+    assert D.get(pg, _id_at(NOON + 1000)) is None
+    assert D.get(pg, "not-a-uuid") is None
+
+
+def test_partitions_are_made_ahead_and_rows_waiting_in_default_move_in(pg: Store) -> None:
+    pg.upgrade()
+    later = NOON + 400 * DAY_US  # beyond every partition the migration made
+    waiting = _rows(pg, [later, later + 1])
+    assert _where(pg, waiting[0].id) == partitions.DEFAULT
+    report = partitions.maintain(pg, now=later - 2 * DAY_US, ahead_days=3)
+    assert report is not None
+    days = [partitions.name_for(partitions.day_start(later) + k * DAY_US) for k in (-2, -1, 0, 1)]
+    assert report.created == days
+    assert report.moved == 2
+    assert _where(pg, waiting[0].id) == days[2]
+    assert [D.get(pg, r.id) for r in waiting] == waiting
+    # a second pass has nothing to do
+    again = partitions.maintain(pg, now=later - 2 * DAY_US, ahead_days=3)
+    assert again is not None and again.created == [] and again.moved == 0
+
+
+def test_detach_takes_only_empty_partitions_and_keeps_unarchived_rows(pg: Store) -> None:
+    pg.upgrade()
+    old = NOON - 300 * DAY_US
+    with pg.write() as conn:
+        partitions.create_ahead(conn, old, 2)  # three old days
+    kept_rows = _rows(pg, [old + 10, old + 20])
+    total = D.count(pg)
+    day0, day1, day2 = (partitions.name_for(partitions.day_start(old) + k * DAY_US) for k in range(3))
+    # cut at 180 days: all three old days are past it; only the one with rows stays
+    report = partitions.maintain(pg, now=NOON, detach_after_us=180 * DAY_US)
+    assert report is not None
+    assert report.kept == [(day0, 2)]
+    assert day1 in report.detached and day2 in report.detached
+    with pg.read() as conn:
+        names = [p.name for p in partitions.partitions(conn)]
+        assert conn.execute(text("SELECT to_regclass(:n)"), {"n": day1}).scalar() is None
+    assert day0 in names and day1 not in names
+    assert D.count(pg) == total
+    assert [D.get(pg, r.id) for r in kept_rows] == kept_rows
+    # once its rows are gone (archived and deleted), the partition goes too
+    with pg.write() as conn:
+        conn.execute(text("DELETE FROM decisions WHERE ts < :t"), {"t": old + DAY_US})
+    report = partitions.maintain(pg, now=NOON, detach_after_us=180 * DAY_US)
+    assert report is not None and report.detached == [day0] and report.kept == []
+    # today's partition and DEFAULT are never detached
+    with pg.read() as conn:
+        names = [p.name for p in partitions.partitions(conn)]
+    assert partitions.DEFAULT in names
+
+
+def test_the_appender_copies_into_partitions(pg: Store) -> None:
+    pg.upgrade()
+    layout = codec.layout_id(SCHEMA)
+    D.Layouts(pg).ensure(layout, SCHEMA)
+    t = now_us()
+    ids = [new_id() for _ in range(3)]
+    num = np.zeros(2, dtype="<f8").tobytes()
+    tuples = [
+        (i, t, "e", "a", "m", "1", 1, False, None, "r", layout, num, None, "0", 0.0, 1.0, None, None)
+        for i in ids
+    ]
+    app = D.Appender(pg)
+    try:
+        app.append(tuples)  # type: ignore[arg-type]
+    finally:
+        app.close()
+    assert _where(pg, ids[0]) == partitions.name_for(partitions.day_start(t))
+    got = D.get(pg, ids[1])
+    assert got is not None and got.ts == t
+
+
+def test_downgrade_gives_back_one_table_with_every_row(pg: Store) -> None:
+    pg.upgrade()
+    rows = _rows(pg, [NOON, NOON + DAY_US, NOON + 500 * DAY_US])
+    with pg.write() as conn:
+        partitions.unconvert(conn)
+        assert not partitions.is_partitioned(conn)
+    assert [D.get(pg, r.id) for r in rows] == rows
+
+
+def test_sqlite_keeps_its_one_table(tmp_path: Path) -> None:
+    s = Store.open(f"sqlite:///{tmp_path / 'home' / 'c.db'}", tmp_path / "home")
+    try:
+        assert s.upgrade() == "0011"
+        assert partitions.maintain(s) is None
+        rows = _rows(s, [NOON])
+        assert D.get(s, rows[0].id) == rows[0]
+    finally:
+        s.close()
