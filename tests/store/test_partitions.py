@@ -4,12 +4,14 @@ and detaching that never takes a row with it."""
 
 from __future__ import annotations
 
+import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import pytest
-from sqlalchemy import text
+from sqlalchemy import create_engine, text
 from sqlalchemy.dialects import postgresql
 
 from chronoml.domain import codec
@@ -190,7 +192,9 @@ def test_detach_takes_only_empty_partitions_and_keeps_unarchived_rows(pg: Store)
         partitions.create_ahead(conn, old, 2)  # three old days
     kept_rows = _rows(pg, [old + 10, old + 20])
     total = D.count(pg)
-    day0, day1, day2 = (partitions.name_for(partitions.day_start(old) + k * DAY_US) for k in range(3))
+    day0, day1, day2 = (
+        partitions.name_for(partitions.day_start(old) + k * DAY_US) for k in range(3)
+    )
     # cut at 180 days: all three old days are past it; only the one with rows stays
     report = partitions.maintain(pg, now=NOON, detach_after_us=180 * DAY_US)
     assert report is not None
@@ -213,6 +217,57 @@ def test_detach_takes_only_empty_partitions_and_keeps_unarchived_rows(pg: Store)
     assert partitions.DEFAULT in names
 
 
+def test_a_row_committed_while_detach_waits_keeps_its_partition(pg: Store, pg_url: str) -> None:
+    """The race detaching must not lose: a writer's row lands in an old, empty partition
+    and commits while the detach waits for its lock. Checking emptiness before taking
+    the lock would then detach and drop the partition with the row in it."""
+    pg.upgrade()
+    old = NOON - 300 * DAY_US
+    with pg.write() as conn:
+        partitions.create_ahead(conn, old, 0)
+    partitions.maintain(pg, now=NOON)  # nothing left to create in the pass below
+    day = partitions.name_for(partitions.day_start(old))
+    late = _rows(pg, [old + 7])[0]
+    with pg.write() as conn:
+        conn.execute(text("DELETE FROM decisions WHERE id = :i"), {"i": late.id})
+    writer = create_engine(pg_url)
+    watcher = create_engine(pg_url)
+    waited = threading.Event()
+
+    def write_then_commit() -> None:
+        with writer.connect() as other:
+            tx = other.begin()
+            other.execute(D.D.insert(), [late.__dict__])  # into the empty old partition
+            started.set()
+            with watcher.connect() as w:
+                for _ in range(3000):  # until the maintainer waits for a lock (30 s at most)
+                    if w.execute(
+                        text(
+                            "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'"
+                            " AND query ILIKE '%decisions%' AND pid <> pg_backend_pid()"
+                        )
+                    ).scalar_one():
+                        waited.set()
+                        break
+                    time.sleep(0.01)
+            tx.commit()
+
+    started = threading.Event()
+    t = threading.Thread(target=write_then_commit)
+    try:
+        t.start()
+        assert started.wait(30)
+        report = partitions.maintain(pg, now=NOON, detach_after_us=180 * DAY_US)
+        t.join(60)
+    finally:
+        writer.dispose()
+        watcher.dispose()
+    assert waited.is_set()
+    assert report is not None and not report.busy
+    assert report.kept == [(day, 1)] and report.detached == []
+    assert D.get(pg, late.id) == late
+
+
 def test_the_appender_copies_into_partitions(pg: Store) -> None:
     pg.upgrade()
     layout = codec.layout_id(SCHEMA)
@@ -221,7 +276,26 @@ def test_the_appender_copies_into_partitions(pg: Store) -> None:
     ids = [new_id() for _ in range(3)]
     num = np.zeros(2, dtype="<f8").tobytes()
     tuples = [
-        (i, t, "e", "a", "m", "1", 1, False, None, "r", layout, num, None, "0", 0.0, 1.0, None, None)
+        (
+            i,
+            t,
+            "e",
+            "a",
+            "m",
+            "1",
+            1,
+            False,
+            None,
+            "r",
+            layout,
+            num,
+            None,
+            "0",
+            0.0,
+            1.0,
+            None,
+            None,
+        )
         for i in ids
     ]
     app = D.Appender(pg)

@@ -124,6 +124,8 @@ def partitions_cmd(ctx: click.Context, ahead: int, detach_after: str | None, sho
             click.echo(f"moved {report.moved} decisions from {partitions.DEFAULT} to their day")
         for name in report.detached:
             click.echo(f"detached and dropped {name} (empty)")
+        if report.busy:
+            click.echo("a step waited too long for other transactions' locks: try again later")
         for name, n in report.kept:
             click.echo(f"kept {name}: {n} decisions not archived yet")
         if show:

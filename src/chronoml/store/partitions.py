@@ -28,6 +28,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import Connection, text
+from sqlalchemy.exc import OperationalError
 
 from chronoml.store.database import Store
 from chronoml.timeutil import now_us
@@ -69,6 +70,7 @@ class Report:
     detached: list[str]
     kept: list[tuple[str, int]]  # old partitions still holding rows (not yet archived)
     moved: int = 0  # rows moved out of the DEFAULT partition into a new day partition
+    busy: bool = False  # a step waited too long for other transactions' locks: next pass
 
 
 def day_start(us: int) -> int:
@@ -225,22 +227,37 @@ def maintain(
 ) -> Report | None:
     """One maintenance pass: partitions created ahead, empty old ones detached behind.
 
-    None on SQLite or an unpartitioned store, or when another replica is
-    maintaining right now (its pass does the same work).
+    Each step is a transaction of its own that waits at most 2 s for the locks
+    it needs (``busy`` in the report when it gave up; the next pass tries
+    again). None on SQLite or an unpartitioned store, or when another replica
+    is maintaining right now (its pass does the same work).
     """
     if store.is_sqlite:
         return None
     t = now_us() if now is None else now
-    with store.write() as conn:
-        if not is_partitioned(conn) or not _guard(conn):
+    report = Report([], [], [])
+    with store.read() as conn:
+        if not is_partitioned(conn):
             return None
-        created, moved = create_ahead(conn, t, ahead_days)
-    report = Report(created, [], [], moved)
-    if detach_after_us is not None:
-        # a transaction of its own: its lock on the parent is short and separate
-        with store.write() as conn:
-            if _guard(conn):
-                report.detached, report.kept = detach_empty(conn, day_start(t - detach_after_us))
+
+    def ahead(conn: Connection) -> None:
+        report.created, report.moved = create_ahead(conn, t, ahead_days)
+
+    def behind(conn: Connection) -> None:
+        assert detach_after_us is not None
+        report.detached, report.kept = detach_empty(conn, day_start(t - detach_after_us))
+
+    steps = [ahead] + ([behind] if detach_after_us is not None else [])
+    for step in steps:
+        try:
+            with store.write() as conn:
+                if not _guard(conn):
+                    return None
+                step(conn)
+        except OperationalError as exc:
+            if getattr(exc.orig, "sqlstate", None) != "55P03":  # lock_not_available
+                raise
+            report.busy = True
     return report
 
 
