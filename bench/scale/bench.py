@@ -14,7 +14,10 @@ Measured in one run, on fresh schemas of the PostgreSQL at --pg:
    (zstd), as stored (inputs one binary column) and with the inputs as 30
    float64 columns;
 4. migration 0011 on the filled unpartitioned table: rows/s;
-5. lookups by id with 7, 30, 180 and 365 day partitions: a hit (pruned to the
+5. commits per second of 1, 4 and 16 concurrent appenders (one connection each,
+   as replicas have) with batches of 1 and 16 rows: every commit appends to
+   the one evidence log and so locks its head row until it commits;
+6. lookups by id with 7, 30, 180 and 365 day partitions: a hit (pruned to the
    id's partition) and a miss (every partition probed), median microseconds.
 
 Rows look like the gateway's: 30 float inputs (make_classification), a class
@@ -35,6 +38,7 @@ import tempfile
 import time
 import uuid
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -236,6 +240,38 @@ def lookups(admin: Any, work: Path, per_day: int, queries: int) -> list[dict[str
     return out
 
 
+def concurrent_commits(
+    admin: Any, work: Path, writers: int, rows: int, seconds: float
+) -> dict[str, float]:
+    """``writers`` appenders (a connection each, as replicas have) committing ``rows``-row
+    batches as fast as they can: every commit also appends to the one evidence log,
+    whose head row each transaction locks until it commits."""
+    layout = codec.layout_id(SCHEMA)
+    x = features(rows, seed=5)
+    with schema_store(admin, work) as st:
+        st.upgrade()
+        D.Layouts(st).ensure(layout, SCHEMA)
+        apps = [D.Appender(st) for _ in range(writers)]
+        for app in apps:
+            app.append(tuples(x, layout, now_us()))
+        counts = [0] * writers
+        stop = time.perf_counter() + seconds
+
+        def loop(j: int) -> None:
+            while time.perf_counter() < stop:
+                apps[j].append(tuples(x, layout, now_us()))
+                counts[j] += 1
+
+        t0 = time.perf_counter()
+        with ThreadPoolExecutor(writers) as pool:
+            list(pool.map(loop, range(writers)))
+        dt = time.perf_counter() - t0
+        for app in apps:
+            app.close()
+    commits = sum(counts)
+    return {"commits_per_s": commits / dt, "rows_per_s": commits * rows / dt}
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("--pg", default=PG)
@@ -279,7 +315,15 @@ def main(argv: list[str] | None = None) -> int:
             plain.upgrade()
             dt = time.perf_counter() - t0
             print(f"\n4. migration 0011 of {rows} rows: {dt:.1f} s, {rows / dt:.0f} rows/s")
-        print(f"\n5. lookup by id ({a.per_day} rows a day, {a.queries} queries, median):")
+        print("\n5. concurrent appenders (a connection each), commits of 1 and 16 rows, 5 s:")
+        for rows in (1, 16):
+            for writers in (1, 4, 16):
+                r = concurrent_commits(admin, work, writers, rows, 5.0)
+                print(
+                    f"  {writers:2} writers x {rows:2} rows: {r['commits_per_s']:6.0f} commits/s"
+                    f"  {r['rows_per_s']:7.0f} rows/s"
+                )
+        print(f"\n6. lookup by id ({a.per_day} rows a day, {a.queries} queries, median):")
         for r in lookups(admin, work, a.per_day, a.queries):
             print(
                 f"  {r['partitions']:4} partitions: hit {r['hit_us']:6.0f} us "

@@ -165,6 +165,11 @@ def test_a_row_far_from_its_ids_time_is_still_found(pg: Store) -> None:
     row = _rows(pg, [NOON - 3 * DAY_US], ids=[made])[0]
     assert D.get(pg, made) == row
     assert D.get(pg, _id_at(NOON + 1000)) is None
+    # in bulk too: one id where it points, one elsewhere
+    near = _rows(pg, [NOON + 5])[0]
+    with pg.read() as conn:
+        got = partitions.rows_by_ids(conn, [D.D.c.id, D.D.c.ts], [made, near.id])
+    assert sorted(got) == sorted([(made, row.ts), (near.id, near.ts)])
     assert D.get(pg, "not-a-uuid") is None
 
 

@@ -137,18 +137,9 @@ def batches(
 
 
 def _by_ids(store: Store, ids: list[str]) -> list[Any]:
-    """The rows of ``ids`` in time order; on PostgreSQL first from the partitions their
-    ids point to, then from all of them for any found elsewhere."""
-    q = select(*_COLS).where(D.c.id.in_(ids))
-    span = None if store.is_sqlite else partitions.ids_span(ids)
+    """The rows of ``ids`` in time order (on PostgreSQL, from the partitions they point to)."""
     with store.engine.connect() as conn:
-        if span is None:
-            return list(conn.execute(q.order_by(D.c.ts, D.c.id)).cursor.fetchall())  # type: ignore[union-attr]
-        rows = list(conn.execute(q.where(D.c.ts >= span[0], D.c.ts < span[1])).cursor.fetchall())  # type: ignore[union-attr]
-        missing = set(ids).difference(r[0] for r in rows)
-        if missing:
-            rest = select(*_COLS).where(D.c.id.in_(sorted(missing)))
-            rows += conn.execute(rest).cursor.fetchall()  # type: ignore[union-attr]
+        rows = partitions.rows_by_ids(conn, _COLS, ids)
     return sorted(rows, key=lambda r: (r[1], r[0]))
 
 

@@ -23,13 +23,15 @@ from __future__ import annotations
 
 import logging
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Connection, text
+from sqlalchemy import Connection, select, text
 from sqlalchemy.exc import OperationalError
 
+from chronoml.store import schema
 from chronoml.store.database import Store
 from chronoml.timeutil import now_us
 from chronoml.worker import Worker
@@ -103,6 +105,26 @@ def ids_span(ids: list[str]) -> tuple[int, int] | None:
     if not spans or any(s is None for s in spans):
         return None
     return min(s[0] for s in spans if s), max(s[1] for s in spans if s)
+
+
+def rows_by_ids(conn: Connection, columns: Sequence[Any], ids: Sequence[str]) -> list[Any]:
+    """Driver rows of ``columns`` (the first is ``decisions.id``) for the decisions of ``ids``.
+
+    On PostgreSQL the first query reads only the partitions the ids point to;
+    ids not found there are looked for in every partition.
+    """
+    d = schema.decisions
+    q = select(*columns).where(d.c.id.in_(list(ids)))
+    span = None if conn.dialect.name == "sqlite" else ids_span(list(ids))
+    if span is None:
+        return list(conn.execute(q).cursor.fetchall())  # type: ignore[union-attr]
+    pruned = q.where(d.c.ts >= span[0], d.c.ts < span[1])
+    rows = list(conn.execute(pruned).cursor.fetchall())  # type: ignore[union-attr]
+    missing = set(ids).difference(r[0] for r in rows)
+    if missing:
+        rest = select(*columns).where(d.c.id.in_(sorted(missing)))
+        rows += conn.execute(rest).cursor.fetchall()  # type: ignore[union-attr]
+    return rows
 
 
 def is_partitioned(conn: Connection) -> bool:
