@@ -16,7 +16,8 @@ Measured in one run, on fresh schemas of the PostgreSQL at --pg:
 4. migration 0011 on the filled unpartitioned table: rows/s;
 5. commits per second of 1, 4 and 16 concurrent appenders (one connection each,
    as replicas have) with batches of 1 and 16 rows: every commit appends to
-   the one evidence log and so locks its head row until it commits;
+   the one evidence log and so locks its head row until it commits; anchor:
+   bare one-row commits on as many connections, in the same run;
 6. lookups by id with 7, 30, 180 and 365 day partitions: a hit (pruned to the
    id's partition) and a miss (every partition probed), median microseconds.
 
@@ -272,6 +273,32 @@ def concurrent_commits(
     return {"commits_per_s": commits / dt, "rows_per_s": commits * rows / dt}
 
 
+def bare_commits(admin: Any, work: Path, writers: int, seconds: float) -> float:
+    """The anchor of ``concurrent_commits``: one-row INSERT and COMMIT into a table of
+    one integer on ``writers`` connections (PostgreSQL's own group flush of the WAL)."""
+    with schema_store(admin, work) as st:
+        with st.write() as conn:
+            conn.execute(text("CREATE TABLE probe (x integer)"))
+        counts = [0] * writers
+        stop = time.perf_counter() + seconds
+
+        def loop(j: int) -> None:
+            raw = st.engine.raw_connection()
+            try:
+                db = raw.driver_connection
+                while time.perf_counter() < stop:
+                    db.execute("INSERT INTO probe VALUES (1)")  # type: ignore[union-attr]
+                    db.commit()  # type: ignore[union-attr]
+                    counts[j] += 1
+            finally:
+                raw.close()
+
+        t0 = time.perf_counter()
+        with ThreadPoolExecutor(writers) as pool:
+            list(pool.map(loop, range(writers)))
+        return sum(counts) / (time.perf_counter() - t0)
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("--pg", default=PG)
@@ -316,8 +343,10 @@ def main(argv: list[str] | None = None) -> int:
             dt = time.perf_counter() - t0
             print(f"\n4. migration 0011 of {rows} rows: {dt:.1f} s, {rows / dt:.0f} rows/s")
         print("\n5. concurrent appenders (a connection each), commits of 1 and 16 rows, 5 s:")
-        for rows in (1, 16):
-            for writers in (1, 4, 16):
+        for writers in (1, 4, 16):
+            bare = bare_commits(admin, work, writers, 5.0)
+            print(f"  {writers:2} writers, bare one-row commits (anchor): {bare:6.0f} commits/s")
+            for rows in (1, 16):
                 r = concurrent_commits(admin, work, writers, rows, 5.0)
                 print(
                     f"  {writers:2} writers x {rows:2} rows: {r['commits_per_s']:6.0f} commits/s"
