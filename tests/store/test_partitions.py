@@ -331,3 +331,23 @@ def test_sqlite_keeps_its_one_table(tmp_path: Path) -> None:
         assert D.get(s, rows[0].id) == rows[0]
     finally:
         s.close()
+
+
+def test_the_servers_worker_makes_a_missing_partition(pg: Store) -> None:
+    pg.upgrade()
+    last = partitions.name_for(partitions.day_start(now_us()) + partitions.AHEAD_DAYS * DAY_US)
+    with pg.write() as conn:
+        conn.execute(text(f'DROP TABLE "{last}"'))
+    worker = partitions.PartitionWorker(pg, 3600)
+    worker.start()
+    worker.wake()
+    try:
+        for _ in range(600):  # its first pass, within 30 s
+            with pg.read() as conn:
+                if conn.execute(text("SELECT to_regclass(:n)"), {"n": last}).scalar():
+                    break
+            time.sleep(0.05)
+        else:
+            raise AssertionError(f"{last} was not made")
+    finally:
+        worker.stop()
