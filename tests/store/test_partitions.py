@@ -15,6 +15,7 @@ from sqlalchemy import create_engine, text
 from sqlalchemy.dialects import postgresql
 
 from chronoml.domain import codec
+from chronoml.evidence import audit
 from chronoml.ids import new_id
 from chronoml.store import Store, partitions
 from chronoml.store import decisions as D
@@ -118,6 +119,10 @@ def test_migration_keeps_every_row_of_an_existing_store(pg: Store) -> None:
     # the window read over the migrated rows
     w = D.window(pg, D.Layouts(pg), "e", times[0], times[-1] + 1)
     assert w.rows == len(before)
+    # the evidence log still covers every decision, recomputed from the moved rows
+    report = audit.verify(pg, decisions=True)
+    assert report.ok, report.reason
+    assert report.decisions == len(before)
 
 
 def test_a_lookup_by_id_and_a_window_read_touch_only_their_partitions(pg: Store) -> None:
