@@ -356,3 +356,31 @@ def test_the_servers_worker_makes_a_missing_partition(pg: Store) -> None:
             raise AssertionError(f"{last} was not made")
     finally:
         worker.stop()
+
+
+def test_one_maintainer_per_store_and_other_stores_go_on(
+    pg: Store, pg_url: str, tmp_path: Path
+) -> None:
+    pg.upgrade()
+    base = pg_url.split("?")[0]
+    other_schema = "t_other_" + new_id().replace("-", "")[-12:]
+    admin = create_engine(base)
+    holder = create_engine(pg_url)
+    with admin.begin() as conn:
+        conn.execute(text(f"CREATE SCHEMA {other_schema}"))
+    other = Store.open(f"{base}?options=-csearch_path%3D{other_schema}", tmp_path / "other")
+    try:
+        other.upgrade()
+        with holder.connect() as h, h.begin():
+            # another replica of this store is maintaining its partitions right now
+            key = "hashtext(current_schema() || '.chronoml-partitions')"
+            assert h.execute(text(f"SELECT pg_try_advisory_xact_lock({key})")).scalar()
+            assert partitions.maintain(pg) is None
+            assert partitions.maintain(other) is not None
+        assert partitions.maintain(pg) is not None
+    finally:
+        other.close()
+        holder.dispose()
+        with admin.begin() as conn:
+            conn.execute(text(f"DROP SCHEMA {other_schema} CASCADE"))
+        admin.dispose()

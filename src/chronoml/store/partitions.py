@@ -46,8 +46,9 @@ AHEAD_DAYS = 7
 # answered: the id's time follows ts by the request's time in the server
 ID_SPAN_BEFORE_US = 600_000_000
 ID_SPAN_AFTER_US = 60_000_000
-# one maintainer at a time across replicas (an arbitrary constant: "chrono" in ASCII)
-_LOCK_KEY = 0x6368726F6E6F
+# one maintainer at a time across the replicas of a store; advisory locks are per
+# database, so the key names the store's schema (stores in other schemas go on)
+_LOCK_KEY = "hashtext(current_schema() || '.chronoml-partitions')"
 # DDL waits at most this long for a lock, so writers never queue behind it for long
 _LOCK_TIMEOUT = "2s"
 
