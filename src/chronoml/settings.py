@@ -57,6 +57,10 @@ class Settings:
     checkpoint_dir: Path | None = None  # where the server also publishes each checkpoint
     checkpoint_webhooks: tuple[str, ...] = ()  # URLs each checkpoint is POSTed to (outbox)
     tsa_url: str | None = None  # an RFC 3161 authority that timestamps each checkpoint
+    # PostgreSQL time partitions of the decision log: how often the server makes day
+    # partitions ahead (0: never) and, if set, after how long empty ones are detached
+    partition_interval_s: float = 3600.0
+    detach_after_us: int | None = None
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides: object) -> Settings:

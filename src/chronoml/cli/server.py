@@ -148,6 +148,13 @@ if TYPE_CHECKING:
     help="Seconds between signed checkpoints of the evidence log (when it grew); 0: never.",
 )
 @click.option(
+    "--detach-after",
+    metavar="DURATION",
+    default=None,
+    help="PostgreSQL: detach day partitions of decisions older than this (e.g. 190d) once "
+    "archiving has emptied them; a partition still holding rows is never detached.",
+)
+@click.option(
     "--checkpoint-dir",
     type=click.Path(file_okay=False, path_type=Path),
     help="Also publish each checkpoint into this folder (<size>-<time>.txt and latest.txt).",
@@ -198,6 +205,7 @@ def server(
     checkpoint_dir: Path | None,
     checkpoint_webhooks: tuple[str, ...],
     tsa_url: str | None,
+    detach_after: str | None,
     log_level: str,
 ) -> None:
     """Serve the REST API, the prediction gateway and the dashboard.
@@ -219,6 +227,7 @@ def server(
 
     try:
         window_us = parse_duration(monitor_window)
+        detach_us = parse_duration(detach_after) if detach_after is not None else None
     except ValueError as exc:
         raise Fail(str(exc)) from None
     _check_publishing(checkpoint_webhooks, tsa_url, allow_webhook_hosts)
@@ -258,6 +267,7 @@ def server(
             checkpoint_dir=checkpoint_dir,
             checkpoint_webhooks=checkpoint_webhooks,
             tsa_url=tsa_url,
+            detach_after_us=detach_us,
         )
         # lazy: the command's modules load when it runs, so `chronoml --help` stays fast
         from chronoml.auth.access import ensure_admin_token

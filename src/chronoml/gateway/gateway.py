@@ -44,6 +44,7 @@ from chronoml.service import Chronoml
 from chronoml.settings import Settings
 from chronoml.store import ledger as SL
 from chronoml.store import outcomes
+from chronoml.store.partitions import PartitionWorker
 from chronoml.timeutil import now_us
 
 log = logging.getLogger("chronoml.gateway")
@@ -67,6 +68,7 @@ class Gateway:
         self.jobs: JobRunner | None = None  # advances retraining jobs while the server runs
         self.signing_key: SigningKey | None = None  # signs the evidence log's checkpoints
         self.checkpoints: CheckpointWorker | None = None
+        self.partitions: PartitionWorker | None = None
 
     # --- lifecycle ---------------------------------------------------------
 
@@ -100,6 +102,12 @@ class Gateway:
         self.monitor.start()
         self.jobs = JobRunner(self.cm, interval_s=self.settings.retrain_interval_s)
         self.jobs.start()
+        if not self.cm.store.is_sqlite:
+            self.partitions = PartitionWorker(
+                self.cm.store, self.settings.partition_interval_s, self.settings.detach_after_us
+            )
+            self.partitions.start()
+            self.partitions.wake()
         try:
             # created 0600 on the first start if absent
             self.signing_key, created = signing_key(self.settings, self.cm.store)
@@ -121,6 +129,8 @@ class Gateway:
             self.checkpoints.start()
 
     def stop(self) -> None:
+        if self.partitions is not None:
+            self.partitions.stop()
         if self.checkpoints is not None:
             self.checkpoints.stop()
         if self.jobs is not None:
