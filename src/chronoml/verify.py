@@ -59,6 +59,7 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from chronoml.domain import leaves, merkle, note
+from chronoml.errors import InvalidInput
 
 BUNDLE_FORMAT = "chronoml-evidence-bundle/1"
 ITEM_FORMAT = "chronoml-evidence-item/1"
@@ -147,13 +148,8 @@ class Report:
         return "\n".join(out)
 
 
-class UsageError(ValueError):
+class UsageError(InvalidInput):
     """A bad argument to the verifier (exit status 2)."""
-
-    def __init__(self, message: str, field: str) -> None:
-        super().__init__(message)
-        self.message = message
-        self.field = field
 
 
 def read_key(arg: str) -> note.VerifierKey:

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
+from chronoml.errors import InvalidInput
 from chronoml.timeutil import iso
 
 OPS = (">", ">=", "<", "<=", "==")
@@ -58,13 +59,8 @@ _ACTION_FIELDS = {
 _UNITS = (("w", 604_800), ("d", 86_400), ("h", 3_600), ("m", 60), ("s", 1))
 
 
-class RuleError(ValueError):
+class RuleError(InvalidInput):
     """A rule spec that cannot be accepted; ``field`` names the offending field."""
-
-    def __init__(self, message: str, field: str | None = None) -> None:
-        super().__init__(message)
-        self.message = message
-        self.field = field
 
 
 @dataclass(frozen=True)

@@ -53,6 +53,7 @@ from dataclasses import asdict, dataclass
 from typing import Any, Literal
 
 from chronoml.domain.experiment import ExperimentResult, GuardrailResult
+from chronoml.errors import InvalidInput
 
 Action = Literal["wait", "promote", "rollback", "ask"]
 DEPLOY_MODES = ("shadow", "canary")
@@ -62,13 +63,8 @@ METRICS = ("accuracy", "abs_error", "squared_error", "label")
 _DAY_US = 86_400_000_000
 
 
-class PolicyError(ValueError):
+class PolicyError(InvalidInput):
     """A policy setting that makes no sense; ``field`` names it."""
-
-    def __init__(self, message: str, field: str | None = None) -> None:
-        super().__init__(message)
-        self.message = message
-        self.field = field
 
 
 @dataclass(frozen=True)

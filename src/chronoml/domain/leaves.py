@@ -39,19 +39,15 @@ from dataclasses import dataclass, fields
 from typing import Any, ClassVar
 
 from chronoml.domain import merkle
+from chronoml.errors import InvalidInput
 
 _U32 = struct.Struct(">I")
 _I64 = struct.Struct(">q")
 _F64 = struct.Struct(">d")
 
 
-class LeafError(ValueError):
+class LeafError(InvalidInput):
     """A leaf that cannot be encoded or read (names the bad field)."""
-
-    def __init__(self, message: str, field: str) -> None:
-        super().__init__(message)
-        self.message = message
-        self.field = field
 
 
 def canonical_json(obj: Any) -> bytes:

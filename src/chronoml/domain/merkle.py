@@ -43,6 +43,8 @@ import hashlib
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 
+from chronoml.errors import InvalidInput
+
 HASH_SIZE = 32
 EMPTY_ROOT = hashlib.sha256(b"").digest()  # the root of the empty tree (RFC 9162 2.1.1)
 
@@ -53,13 +55,8 @@ _NODE = b"\x01"
 NodeSource = Callable[[int, int], bytes]
 
 
-class MerkleError(ValueError):
+class MerkleError(InvalidInput):
     """A request the tree cannot answer (an index or size out of range, a bad hash)."""
-
-    def __init__(self, message: str, field: str) -> None:
-        super().__init__(message)
-        self.message = message
-        self.field = field
 
 
 def leaf_hash(data: bytes) -> bytes:

@@ -34,6 +34,8 @@ import unicodedata
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
+from chronoml.errors import InvalidInput
+
 ED25519 = 0x01  # the signature type byte C2SP assigns to Ed25519
 ED25519_KEY_SIZE = 32
 ED25519_SIG_SIZE = 64
@@ -45,13 +47,8 @@ Sign = Callable[[bytes], bytes]  # message -> signature
 Verify = Callable[[bytes, bytes, bytes], bool]  # (public key, message, signature) -> ok
 
 
-class NoteError(ValueError):
+class NoteError(InvalidInput):
     """A note, checkpoint or key that is malformed or does not verify."""
-
-    def __init__(self, message: str, field: str) -> None:
-        super().__init__(message)
-        self.message = message
-        self.field = field
 
 
 @dataclass(frozen=True)

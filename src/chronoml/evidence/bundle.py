@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from chronoml.domain import leaves, merkle, note
+from chronoml.errors import InvalidInput
 from chronoml.verify import BUNDLE_FORMAT, ITEM_FORMAT
 
 ItemLeaf = (
@@ -25,13 +26,8 @@ ItemLeaf = (
 )
 
 
-class BundleError(ValueError):
+class BundleError(InvalidInput):
     """A bundle that cannot be written as asked (``field`` names the input)."""
-
-    def __init__(self, message: str, field: str) -> None:
-        super().__init__(message)
-        self.message = message
-        self.field = field
 
 
 @dataclass(frozen=True)

@@ -23,18 +23,17 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from chronoml.domain import note
+from chronoml.errors import InvalidInput
 
 _PREFIX = "PRIVATE+KEY+"
 _RAW = serialization.Encoding.Raw
 
 
-class KeyFileError(ValueError):
+class KeyFileError(InvalidInput):
     """A signing key that cannot be created, read or trusted (``field`` names the input)."""
 
     def __init__(self, message: str, field: str = "signing_key") -> None:
-        super().__init__(message)
-        self.message = message
-        self.field = field
+        super().__init__(message, field)
 
 
 @dataclass(frozen=True)

@@ -11,14 +11,11 @@ import numpy as np
 import numpy.typing as npt
 import pandas as pd
 
+from chronoml.errors import InvalidInput
 
-class FairnessError(ValueError):
+
+class FairnessError(InvalidInput):
     """Bad input to a fairness or estimation computation; ``field`` names the input."""
-
-    def __init__(self, message: str, field: str | None = None) -> None:
-        super().__init__(message)
-        self.message = message
-        self.field = field
 
 
 def num(x: Any) -> float | None:

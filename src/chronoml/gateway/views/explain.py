@@ -18,7 +18,7 @@ from starlette.responses import HTMLResponse, Response
 from starlette.routing import Route
 
 from chronoml.domain.explanation import NotExplainable
-from chronoml.errors import NotFound, Refused, StoreError
+from chronoml.errors import InvalidInput, NotFound, Refused, StoreError
 from chronoml.explain.backtest import backtest
 from chronoml.explain.decisions import TooManyRows, check_rows, explain_decision, importance
 from chronoml.explain.importance_html import render
@@ -323,7 +323,7 @@ def _range(spec: dict[str, Any], default_window: str = "1h") -> tuple[int, int] 
     try:
         for k in ("from", "to", "window"):
             if spec.get(k) is not None and not isinstance(spec[k], str):
-                raise _Bad(k, f"{k} must be a string")
+                raise InvalidInput(f"{k} must be a string", k)
         end = parse_time(spec["to"]) if spec.get("to") else now_us()
         if spec.get("from"):
             start = parse_time(spec["from"])
@@ -331,8 +331,8 @@ def _range(spec: dict[str, Any], default_window: str = "1h") -> tuple[int, int] 
             try:
                 start = end - parse_duration(spec.get("window") or default_window)
             except ValueError as exc:
-                raise _Bad("window", str(exc)) from None
-    except _Bad as exc:
+                raise InvalidInput(str(exc), "window") from None
+    except InvalidInput as exc:
         return _error(400, "bad_query", exc.message, exc.field)
     except ValueError as exc:
         field = "to" if spec.get("to") and not _parses(spec["to"]) else "from"
@@ -348,10 +348,3 @@ def _parses(s: str) -> bool:
     except ValueError:
         return False
     return True
-
-
-class _Bad(ValueError):
-    def __init__(self, field: str, message: str) -> None:
-        super().__init__(message)
-        self.field = field
-        self.message = message
