@@ -19,6 +19,7 @@ import orjson
 from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 
+from chronoml.store import archive_reads as AR
 from chronoml.store import schema
 from chronoml.store.database import Store
 from chronoml.timeutil import now_us
@@ -200,9 +201,24 @@ def outcomes(
         q = q.where(D.c.variant == variant)
     if version is not None:
         q = q.where(D.c.model_version == version)
+    # the archived part of the window, older than every row left in the database
+    names = ("id", "ts", "variant", "model_name", "model_version", "output", "scores", "context")
+    archived = AR.rows(store, endpoint, start, end, names, shadow=False, variant=variant, version=version)
+    arch_ids = [r[0] for r in archived]
+    labels = AR.label_texts(store, arch_ids)
+    rows: list[Any] = [(*r[:6], labels.get(r[0]), *r[6:]) for r in archived]
     with store.read() as conn:
-        rows = conn.execute(q.order_by(D.c.ts, D.c.id)).cursor.fetchall()  # type: ignore[union-attr]
+        rows += conn.execute(q.order_by(D.c.ts, D.c.id)).cursor.fetchall()  # type: ignore[union-attr]
         later: dict[str, dict[str, Any]] = {}
+        if with_context and arch_ids:
+            for i in range(0, len(arch_ids), 500):
+                aq = (
+                    select(DC.c.decision_id, DC.c.context)
+                    .where(DC.c.decision_id.in_(arch_ids[i : i + 500]))
+                    .order_by(DC.c.id)
+                )
+                for did, text in conn.execute(aq).all():
+                    later.setdefault(did, {}).update(orjson.loads(text))
         if with_context and rows:
             # only the decisions that received context later are looked up one by one
             lq = (
