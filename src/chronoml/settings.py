@@ -55,6 +55,13 @@ class Settings:
     signing_key: Path | None = None
     checkpoint_interval_s: float = 3600.0  # how often the server signs a checkpoint (0: never)
     checkpoint_dir: Path | None = None  # where the server also publishes each checkpoint
+    # archive: decisions older than archive_after_us move to Parquet files (0: never)
+    archive_after_us: int = 0
+    archive_to: str | None = None  # s3://bucket/prefix or file:///folder (default: home/archive)
+    archive_s3_endpoint_url: str | None = None
+    archive_access_key: str | None = None  # a ${ENV} reference, never the key
+    archive_secret_key: str | None = None
+    archive_profile: str | None = None
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides: object) -> Settings:

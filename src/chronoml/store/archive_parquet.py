@@ -74,6 +74,8 @@ def encode(rows: Sequence[Sequence[Any]], sch: Schema) -> tuple[bytes, bytes]:
         values: Any = cols[i]
         if name == "scores":
             values = [None if v is None else bytes(v) for v in values]
+        elif name == "shadow":
+            values = [bool(v) for v in values]  # SQLite's driver gives 0 and 1
         arrays[name] = pa.array(values, type=_TYPES[name])
     numeric = numeric_inputs(sch)
     packed = b"".join(bytes(v) for v in cols[NUM])

@@ -9,6 +9,7 @@ take the archived part of a range from here and the rest from their query.
 
 from __future__ import annotations
 
+import hashlib
 import threading
 from collections import OrderedDict
 from collections.abc import Sequence
@@ -20,7 +21,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from sqlalchemy import Connection, select
 
-from chronoml.domain.archive import Target, file_name
+from chronoml.domain.archive import ArchiveError, FileLeaf, Target, file_name
 from chronoml.domain.codec import NUMERIC_KINDS, Schema
 from chronoml.store import archive_parquet as AP
 from chronoml.store import schema
@@ -50,6 +51,9 @@ class _Cache:
                 return got
         target = Target.from_dict(orjson.loads(target_json))
         data = open_objects(target).get(file_name(sha))
+        if hashlib.sha256(data).hexdigest() != sha:
+            # never serve (or keep) a file whose bytes changed since it was committed
+            raise ArchiveError(f"archive file {sha} no longer matches its digest", "archive")
         with self.lock:
             if sha not in self.items and len(data) <= CACHE_BYTES:
                 self.items[sha] = data
@@ -245,3 +249,62 @@ def recent_ids(store: Store, endpoint: str, limit: int) -> list[str]:
         got += list(zip(table.column("ts").to_pylist(), table.column("id").to_pylist(), strict=True))
     got.sort(reverse=True)
     return [i for _, i in got[:limit]]
+
+
+def archive_items(conn: Connection) -> Any:
+    """Archive evidence rows joined to their file's row (absent: NULL columns)."""
+    ITEMS = schema.evidence_items
+    q = (
+        select(ITEMS.c.log_index, ITEMS.c.position, ITEMS.c.ref, ITEMS.c.leaf, *F.c)
+        .select_from(ITEMS.outerjoin(F, F.c.sha256 == ITEMS.c.ref))
+        .where(ITEMS.c.kind == "archive")
+        .order_by(ITEMS.c.log_index, ITEMS.c.position)
+    )
+    yield from conn.execute(q).mappings()
+
+
+def file_leaf(r: Any) -> FileLeaf | None:
+    """The leaf of an archive file's row (a mapping of its columns), or None when gone."""
+    if r["sha256"] is None:
+        return None
+    return FileLeaf(
+        r["sha256"], r["endpoint"], r["layout"], int(r["ts_min"]), int(r["ts_max"]),
+        int(r["rows"]), r["min_id"], r["max_id"],
+    )  # fmt: skip
+
+
+class Archived:
+    """Archived decisions by id for a pass over the whole log (``audit verify --decisions``).
+
+    Each file is fetched once, its digest checked against its name, and its
+    rows kept while the pass is in its time range (log order is time order).
+    """
+
+    def __init__(self, store: Store) -> None:
+        with store.read() as conn:
+            self.files = list(conn.execute(select(F).order_by(F.c.min_id)).all())
+        self.loaded: OrderedDict[str, dict[str, tuple[Any, ...]]] = OrderedDict()
+        self.problems: list[tuple[str, str]] = []  # (what, why)
+
+    def _load(self, f: Any) -> dict[str, tuple[Any, ...]]:
+        got = self.loaded.get(f.sha256)
+        if got is not None:
+            return got
+        got = {}
+        try:
+            table = AP.read(_cache.get(f.sha256, f.target))
+            got = {r[0]: r for r in AP.rows(table, layout_of(table))}
+        except ArchiveError as exc:
+            self.problems.append((f"archive file {f.sha256}", exc.message))
+        self.loaded[f.sha256] = got
+        while len(self.loaded) > 4:
+            self.loaded.popitem(last=False)
+        return got
+
+    def get(self, decision_id: str) -> tuple[Any, ...] | None:
+        for f in self.files:
+            if f.min_id <= decision_id <= f.max_id:
+                r = self._load(f).get(decision_id)
+                if r is not None:
+                    return r
+        return None
