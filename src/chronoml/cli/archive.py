@@ -9,33 +9,40 @@ import click
 from chronoml.cli.common import Fail, _chronoml, _json, cli, json_option
 
 
-def target_options(f: Any) -> Any:
-    """``--to`` and the S3 options (shared with ``chronoml server``)."""
+def target_options(f: Any, prefix: str = "") -> Any:
+    """``--to`` and the S3 options (``chronoml server`` takes them as ``--archive-...``)."""
+    p = f"--{prefix}" if prefix else "--"
+    dest = prefix.replace("-", "_")
     for opt in reversed(
         [
             click.option(
-                "--to",
-                "to",
+                f"{p}to",
+                f"{dest}to",
                 metavar="URL",
                 help="s3://bucket/prefix or file:///folder (default: CHRONOML_HOME/archive).",
             ),
             click.option(
-                "--s3-endpoint-url",
+                f"{p}s3-endpoint-url",
                 metavar="URL",
                 help="An S3-compatible server (SeaweedFS, MinIO, Ceph...); default: AWS.",
             ),
             click.option(
-                "--s3-access-key",
+                f"{p}s3-access-key",
                 metavar="${ENV}",
                 help="The access key by reference, e.g. '${ARCHIVE_KEY_ID}' (never the key). "
                 "Default: the standard AWS environment variables or profile.",
             ),
-            click.option("--s3-secret-key", metavar="${ENV}", help="The secret key by reference."),
-            click.option("--s3-profile", metavar="NAME", help="An AWS profile to take keys from."),
+            click.option(f"{p}s3-secret-key", metavar="${ENV}", help="The secret key by reference."),
+            click.option(f"{p}s3-profile", metavar="NAME", help="An AWS profile to take keys from."),
         ]
     ):
         f = opt(f)
     return f
+
+
+def archive_target_options(f: Any) -> Any:
+    """The target options of ``chronoml server``: ``--archive-to`` and ``--archive-s3-...``."""
+    return target_options(f, "archive-")
 
 
 @cli.group(invoke_without_command=True)

@@ -8,6 +8,7 @@ rebuild the inputs with their logged types (integers stay integers).
 
 from __future__ import annotations
 
+from collections import namedtuple
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -158,6 +159,12 @@ def batches(
             result.close()
 
 
+def _named(fields: Sequence[str], rows: Iterable[Sequence[Any]]) -> list[Any]:
+    """Archived rows with the attribute access of the database's result rows."""
+    cls = namedtuple("Row", fields)  # type: ignore[misc]  # noqa: PYI024
+    return [cls(*r) for r in rows]
+
+
 def _ts_id(r: Sequence[Any]) -> tuple[int, str]:
     return int(r[1]), str(r[0])
 
@@ -241,7 +248,7 @@ def outputs_and_labels(
     names = ("id", "variant", "model_name", "model_version", "output")
     archived = AR.rows(store, endpoint, start, end, names, shadow=False, variant=variant)
     labels = AR.label_texts(store, [r[0] for r in archived])
-    got: list[Any] = [(*r[1:], labels.get(r[0])) for r in archived]
+    got = _named((*names[1:], "label"), [(*r[1:], labels.get(r[0])) for r in archived])
     with store.read() as conn:
         return got + list(conn.execute(q).all())
 
@@ -293,7 +300,8 @@ def arm_rows(
         event_seqs=list(seqs),
     )
     labels = AR.label_texts(store, [r[0] for r in archived])
-    got: list[Any] = [(*r[1:5], labels.get(r[0]), *r[5:]) for r in archived]
+    fields = (*names[1:5], "label", *names[5:])
+    got = _named(fields, [(*r[1:5], labels.get(r[0]), *r[5:]) for r in archived])
     with store.read() as conn:
         return got + list(conn.execute(q).all())
 
@@ -301,7 +309,7 @@ def arm_rows(
 def latencies(store: Store, endpoint: str, start: int, end: int) -> list[Any]:
     """``(variant, model_version, latency_ms)`` of the served decisions in ``[start, end)``."""
     names = ("variant", "model_version", "latency_ms")
-    got: list[Any] = AR.rows(store, endpoint, start, end, names, shadow=False)
+    got = _named(names, AR.rows(store, endpoint, start, end, names, shadow=False))
     with store.read() as conn:
         return got + list(
             conn.execute(
