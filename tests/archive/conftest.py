@@ -16,7 +16,10 @@ from pathlib import Path
 import pytest
 
 # any keys work against SeaweedFS without an identity config; tests pass them by reference
-KEY_ENV = {"CHRONOML_TEST_S3_KEY": "chronoml-test", "CHRONOML_TEST_S3_SECRET": "chronoml-test-secret"}
+KEY_ENV = {
+    "CHRONOML_TEST_S3_KEY": "chronoml-test",
+    "CHRONOML_TEST_S3_SECRET": "chronoml-test-secret",
+}
 
 
 @dataclass(frozen=True)
@@ -71,10 +74,17 @@ def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Server]:
     log = open(data / "weed.log", "wb")  # noqa: SIM115 - closed below
     proc = subprocess.Popen(
         [
-            str(weed), "server", f"-dir={data}", "-s3", f"-s3.port={s3}",
-            f"-master.port={master}", f"-volume.port={volume}", f"-filer.port={filer}",
-            "-ip=127.0.0.1", "-ip.bind=127.0.0.1",
-        ],  # fmt: skip
+            str(weed),
+            "server",
+            f"-dir={data}",
+            "-s3",
+            f"-s3.port={s3}",
+            f"-master.port={master}",
+            f"-volume.port={volume}",
+            f"-filer.port={filer}",
+            "-ip=127.0.0.1",
+            "-ip.bind=127.0.0.1",
+        ],
         stdout=log,
         stderr=subprocess.STDOUT,
     )

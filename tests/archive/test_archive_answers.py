@@ -91,7 +91,10 @@ def test_answers_are_the_same_after_archiving_to_s3(
             stored = " ".join(
                 conn.exec_driver_sql("SELECT target FROM archive_files").scalars().all()
             )
-        assert s3_keys["CHRONOML_TEST_S3_SECRET"] not in stored and "${CHRONOML_TEST_S3_SECRET}" in stored
+        assert (
+            s3_keys["CHRONOML_TEST_S3_SECRET"] not in stored
+            and "${CHRONOML_TEST_S3_SECRET}" in stored
+        )
 
         after = _answers(c, ep, picked, span, models)
         for k, v in before.items():

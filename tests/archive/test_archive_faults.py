@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from archive_support import log
 from sqlalchemy import create_engine, text
 
 from access_support import admin_client
@@ -26,7 +27,6 @@ from chronoml.store import archive as SA
 from chronoml.store import decisions as D
 from chronoml.store.archive_objects import Unreachable
 from chronoml.timeutil import parse_time
-from test_archive_store import log
 
 T2000 = parse_time("2000-01-01T00:00:00")
 
@@ -45,7 +45,9 @@ def test_kill_9_between_write_and_delete_loses_and_duplicates_nothing(
     store_url: str, tmp_path: Path
 ) -> None:
     home = tmp_path / "home"
-    settings = Settings.from_env({}, home=home, store_url=None if store_url.startswith("sqlite") else store_url)
+    settings = Settings.from_env(
+        {}, home=home, store_url=None if store_url.startswith("sqlite") else store_url
+    )
     store = Store.open(settings.database_url, home)
     store.upgrade()
     layouts = D.Layouts(store)
@@ -85,7 +87,9 @@ def test_kill_9_between_write_and_delete_loses_and_duplicates_nothing(
     assert SA.status(store)["endpoints"][0]["files"] == 0
     assert audit.verify(store, decisions=True).ok
 
-    done = subprocess.run(cmd, env=_env(home, store_url), capture_output=True, text=True, timeout=300)
+    done = subprocess.run(
+        cmd, env=_env(home, store_url), capture_output=True, text=True, timeout=300
+    )
     assert done.returncode == 0, done.stderr
     assert "archived 4000 decisions" in done.stdout
     st = SA.status(store)["endpoints"][0]
@@ -95,7 +99,11 @@ def test_kill_9_between_write_and_delete_loses_and_duplicates_nothing(
         shas = conn.exec_driver_sql("SELECT sha256 FROM archive_files").scalars().all()
     seen: list[str] = []
     for sha in shas:
-        seen += SA.AP.read((folder / f"{sha}.parquet").read_bytes(), columns=["id"]).column("id").to_pylist()
+        seen += (
+            SA.AP.read((folder / f"{sha}.parquet").read_bytes(), columns=["id"])
+            .column("id")
+            .to_pylist()
+        )
     assert sorted(seen) == sorted(ids)
     assert D.get(store, ids[1234]) is not None and D.get(store, ids[1234]).id == ids[1234]  # type: ignore[union-attr]
     report = audit.verify(store, decisions=True)

@@ -6,21 +6,17 @@ import hashlib
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pandas as pd
 import pytest
+from archive_support import log
 
-from chronoml.domain import codec
 from chronoml.domain.archive import ArchiveError, parse_target
 from chronoml.evidence import audit
-from chronoml.ids import new_id
 from chronoml.store import Store, blocks
 from chronoml.store import archive as SA
 from chronoml.store import decision_reads as DR
 from chronoml.store import decisions as D
 from chronoml.store.archive_objects import Folder
-
-SCHEMA = (("x", "float"), ("k", "int"), ("city", "string"), ("flag", "bool"))
 
 
 @pytest.fixture
@@ -29,32 +25,6 @@ def store(store_url: str, tmp_path: Path) -> Any:
     s.upgrade()
     yield s
     s.close()
-
-
-def log(store: Store, layouts: D.Layouts, n: int, t0: int, variant: str, shadow: bool = False) -> list[str]:
-    rng = np.random.default_rng(t0)
-    df = pd.DataFrame(
-        {
-            "x": rng.normal(size=n),
-            "k": rng.integers(-5, 5, size=n),
-            "city": rng.choice(["oslo", "lima", None], size=n),
-            "flag": rng.integers(0, 2, size=n).astype(bool),
-        }
-    )
-    df.loc[3, "x"] = np.nan
-    layout = codec.layout_id(SCHEMA)
-    layouts.ensure(layout, SCHEMA)
-    nums, txts = codec.encode(df, SCHEMA)
-    rows = [
-        D.DecisionRow(
-            new_id(), t0 + 10 * i, "e", variant, "m", "1" if variant == "a" else "2", 1, shadow,
-            f"u{i}" if i % 3 else None, "r", layout, nums[i], txts[i], str(i % 2), float(i % 2),
-            1.5, None if i % 4 else b"\x00" * 16, '{"ch": "web"}' if i % 5 == 0 else None,
-        )  # fmt: skip
-        for i in range(n)
-    ]
-    D.insert_many(store, rows)
-    return [r.id for r in rows]
 
 
 def canon(w: D.Window) -> pd.DataFrame:
@@ -127,7 +97,10 @@ def test_a_changed_or_missing_archive_file_is_named(store: Store, tmp_path: Path
     report = audit.verify(store, decisions=True)
     assert not report.ok
     assert report.first_bad == f"archive file {path.name.removesuffix('.parquet')}"
-    assert report.reason == "archive file " + path.name.removesuffix(".parquet") + " no longer matches its digest"
+    assert (
+        report.reason
+        == "archive file " + path.name.removesuffix(".parquet") + " no longer matches its digest"
+    )
     path.unlink()
     report = audit.verify(store, decisions=True)
     assert not report.ok and "missing" in report.reason

@@ -47,8 +47,12 @@ def test_a_model_with_artifacts_in_s3_deploys_and_serves(
             pip_requirements=[f"scikit-learn=={sklearn.__version__}"],
             serialization_format="cloudpickle",
         )
-    assert info.artifact_path and str(mlflow.get_run(info.run_id).info.artifact_uri).startswith(root)
-    listed = s3_server.client().list_objects_v2(Bucket=s3_server.bucket, Prefix=root.split("/", 3)[3])
+    assert info.artifact_path and str(mlflow.get_run(info.run_id).info.artifact_uri).startswith(
+        root
+    )
+    listed = s3_server.client().list_objects_v2(
+        Bucket=s3_server.bucket, Prefix=root.split("/", 3)[3]
+    )
     assert any(o["Key"].endswith("MLmodel") for o in listed["Contents"])
 
     store = Store.open(settings.database_url, settings.home)
@@ -58,7 +62,9 @@ def test_a_model_with_artifacts_in_s3_deploys_and_serves(
         with admin_client(create_app(settings, cm)) as c:
             r = c.put("/v1/endpoints/iris", json={"model_uri": "models:/iris-s3/1"})
             assert r.status_code == 200, r.text
-            body = {"dataframe_split": {"columns": list(X.columns), "data": X.iloc[:3].values.tolist()}}
+            body = {
+                "dataframe_split": {"columns": list(X.columns), "data": X.iloc[:3].values.tolist()}
+            }
             r = c.post("/v1/endpoints/iris/predict", json=body)
             assert r.status_code == 200, r.text
             assert r.json()["predictions"] == [0, 0, 0]

@@ -42,7 +42,7 @@ def target_from_settings(settings: Settings, store_home_default: Target) -> Targ
 
 def backoff_s(failures: int) -> float:
     """Seconds to wait after ``failures`` consecutive failures."""
-    return min(MAX_BACKOFF_S, FIRST_BACKOFF_S * 2 ** max(0, failures - 1))
+    return float(min(MAX_BACKOFF_S, FIRST_BACKOFF_S * 2.0 ** max(0, failures - 1)))
 
 
 def run(

@@ -32,8 +32,12 @@ def target_options(f: Any, prefix: str = "") -> Any:
                 help="The access key by reference, e.g. '${ARCHIVE_KEY_ID}' (never the key). "
                 "Default: the standard AWS environment variables or profile.",
             ),
-            click.option(f"{p}s3-secret-key", metavar="${ENV}", help="The secret key by reference."),
-            click.option(f"{p}s3-profile", metavar="NAME", help="An AWS profile to take keys from."),
+            click.option(
+                f"{p}s3-secret-key", metavar="${ENV}", help="The secret key by reference."
+            ),
+            click.option(
+                f"{p}s3-profile", metavar="NAME", help="An AWS profile to take keys from."
+            ),
         ]
     ):
         f = opt(f)

@@ -236,7 +236,9 @@ def server(
                 profile=archive_s3_profile,
             )
         except ArchiveError as exc:
-            raise Fail(f"--archive-{(exc.field or 'to').replace('_', '-')}: {exc.message}") from None
+            raise Fail(
+                f"--archive-{(exc.field or 'to').replace('_', '-')}: {exc.message}"
+            ) from None
     busy = port_holder(host, port)
     if busy is not None:
         # before the store opens: a second server on the port would otherwise die late

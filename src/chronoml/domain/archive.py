@@ -52,7 +52,10 @@ class FileLeaf:
         if not SHA_HEX.match(self.sha256):
             raise ArchiveError("the file digest is not 64 hex digits", "sha256")
         parts = [b"\x00", _s(_TAG), bytes.fromhex(self.sha256), _s(self.endpoint.encode())]
-        parts += [_s(self.layout.encode()), struct.pack(">qqq", self.ts_min, self.ts_max, self.rows)]
+        parts += [
+            _s(self.layout.encode()),
+            struct.pack(">qqq", self.ts_min, self.ts_max, self.rows),
+        ]
         parts += [_s(self.min_id.encode()), _s(self.max_id.encode())]
         return hashlib.sha256(b"".join(parts)).digest()
 
@@ -143,7 +146,9 @@ def resolve_ref(ref: str, env: dict[str, str]) -> str:
     if m is None:
         raise ArchiveError(f"{ref!r} is not a ${{ENV}} reference", "credentials")
     if m.group(1) not in env:
-        raise ArchiveError(f"the environment has no {m.group(1)} (referenced by the target)", "credentials")
+        raise ArchiveError(
+            f"the environment has no {m.group(1)} (referenced by the target)", "credentials"
+        )
     return env[m.group(1)]
 
 

@@ -68,7 +68,9 @@ class Gateway:
         self.jobs: JobRunner | None = None  # advances retraining jobs while the server runs
         self.signing_key: SigningKey | None = None  # signs the evidence log's checkpoints
         self.checkpoints: CheckpointWorker | None = None
-        self.archiver: Archiver | None = None  # moves old decisions to archive files (--archive-after)
+        self.archiver: Archiver | None = (
+            None  # moves old decisions to archive files (--archive-after)
+        )
 
     # --- lifecycle ---------------------------------------------------------
 
@@ -105,7 +107,10 @@ class Gateway:
         if self.settings.archive_after_us > 0:
             target = target_from_settings(self.settings, SA.default_target(self.cm.store))
             self.archiver = Archiver(
-                self.cm, self.settings.archive_after_us, target, on_pass=self.metrics.observe_archive
+                self.cm,
+                self.settings.archive_after_us,
+                target,
+                on_pass=self.metrics.observe_archive,
             )
             self.archiver.start()
         try:

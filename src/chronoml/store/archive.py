@@ -74,7 +74,12 @@ class Result:
     endpoints: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"files": self.files, "rows": self.rows, "bytes": self.bytes, "endpoints": self.endpoints}
+        return {
+            "files": self.files,
+            "rows": self.rows,
+            "bytes": self.bytes,
+            "endpoints": self.endpoints,
+        }
 
 
 def mark_in(conn: Connection, endpoint: str) -> int | None:
@@ -309,7 +314,9 @@ def record_attempt(store: Store, error: str | None, next_at: int | None) -> int:
 def status(store: Store) -> dict[str, Any]:
     """Per endpoint: decisions in the database, archived decisions, files and bytes, the mark."""
     with store.read() as conn:
-        live = dict(conn.execute(select(D.c.endpoint, func.count()).group_by(D.c.endpoint)).all())
+        live: dict[str, int] = dict(
+            conn.execute(select(D.c.endpoint, func.count()).group_by(D.c.endpoint)).all()
+        )
         arch = conn.execute(
             select(F.c.endpoint, func.count(), func.sum(F.c.rows), func.sum(F.c.bytes)).group_by(
                 F.c.endpoint

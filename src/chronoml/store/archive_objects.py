@@ -118,7 +118,9 @@ class S3:
         except ClientError as exc:
             code = exc.response.get("Error", {}).get("Code", "")
             if code in {"NoSuchKey", "404"}:
-                raise ArchiveError(f"archive object {kw.get('Key')} is missing", "archive") from None
+                raise ArchiveError(
+                    f"archive object {kw.get('Key')} is missing", "archive"
+                ) from None
             raise Unreachable(f"{self.target.url}: {what} failed: {code or exc}") from exc
         except BotoCoreError as exc:
             raise Unreachable(f"{self.target.url}: {what} failed: {exc}") from exc

@@ -246,7 +246,9 @@ def recent_ids(store: Store, endpoint: str, limit: int) -> list[str]:
     got: list[tuple[int, str]] = []
     for f in files:
         table, _ = _table(f, ["id", "ts"], [])
-        got += list(zip(table.column("ts").to_pylist(), table.column("id").to_pylist(), strict=True))
+        got += list(
+            zip(table.column("ts").to_pylist(), table.column("id").to_pylist(), strict=True)
+        )
     got.sort(reverse=True)
     return [i for _, i in got[:limit]]
 

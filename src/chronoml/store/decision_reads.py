@@ -19,6 +19,7 @@ from sqlalchemy import func, select
 
 from chronoml.domain import codec
 from chronoml.domain.codec import Schema
+from chronoml.store import archive_parquet as AP
 from chronoml.store import archive_reads as AR
 from chronoml.store import schema
 from chronoml.store.database import Store
@@ -129,15 +130,13 @@ def batches(
                 rows = conn.execute(q).cursor.fetchall()  # type: ignore[union-attr]
             if len(rows) < len(part):
                 found = {r[0] for r in rows}
-                idx = [AR.AP.COLUMNS.index(n) for n in names]
+                idx = [AP.COLUMNS.index(n) for n in names]
                 more = AR.by_ids(store, [d for d in part if d not in found])
                 rows = sorted([*rows, *(tuple(r[j] for j in idx) for r in more)], key=_ts_id)
             yield from _decode(layouts, rows)
         return
     # the archived part of the range comes first: it is all older than the rows left
-    archived = AR.rows(
-        store, endpoint, start, end, names, shadow=None if include_shadow else False
-    )
+    archived = AR.rows(store, endpoint, start, end, names, shadow=None if include_shadow else False)
     for i in range(0, len(archived), size):
         yield from _decode(layouts, archived[i : i + size])
     q = select(*_COLS).where(*_where(endpoint, start, end, include_shadow)).order_by(D.c.ts, D.c.id)
@@ -161,7 +160,7 @@ def batches(
 
 def _named(fields: Sequence[str], rows: Iterable[Sequence[Any]]) -> list[Any]:
     """Archived rows with the attribute access of the database's result rows."""
-    cls = namedtuple("Row", fields)  # type: ignore[misc]  # noqa: PYI024
+    cls = namedtuple("Row", fields)  # type: ignore[misc]
     return [cls(*r) for r in rows]
 
 

@@ -203,7 +203,9 @@ def outcomes(
         q = q.where(D.c.model_version == version)
     # the archived part of the window, older than every row left in the database
     names = ("id", "ts", "variant", "model_name", "model_version", "output", "scores", "context")
-    archived = AR.rows(store, endpoint, start, end, names, shadow=False, variant=variant, version=version)
+    archived = AR.rows(
+        store, endpoint, start, end, names, shadow=False, variant=variant, version=version
+    )
     arch_ids = [r[0] for r in archived]
     labels = AR.label_texts(store, arch_ids)
     rows: list[Any] = [(*r[:6], labels.get(r[0]), *r[6:]) for r in archived]
