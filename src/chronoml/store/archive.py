@@ -135,8 +135,7 @@ def _chunk(
     if lo >= cut:
         return False
     q = (
-        select(*_COLS, ITEMS.c.leaf)
-        .select_from(D.outerjoin(ITEMS, (ITEMS.c.kind == "decision") & (ITEMS.c.ref == D.c.id)))
+        select(*_COLS)
         .where(D.c.endpoint == endpoint, D.c.ts >= lo, D.c.ts < cut)
         .order_by(D.c.ts, D.c.id)
         .limit(chunk_rows)
@@ -151,14 +150,11 @@ def _chunk(
                 q_one = q.limit(None).where(D.c.ts == upto)
                 data = conn.execute(q_one).cursor.fetchall()  # type: ignore[union-attr]
                 upto += 1
-    for r in data:
-        if r[-1] is None:
-            raise ArchiveError(
-                f"decision {r[0]} is not in the evidence log: run audit verify", "decision"
-            )
+        if data:
+            _all_committed(conn, endpoint, lo, upto, len(data))
     groups: dict[str, list[tuple[Any, ...]]] = {}
     for r in data:
-        groups.setdefault(r[10], []).append(tuple(r[:-1]))
+        groups.setdefault(r[10], []).append(r)
     written = [_write(objs, endpoint, layout, rows, layouts) for layout, rows in groups.items()]
     if not _commit(store, endpoint, mark, lo, upto, written, target, len(data)):
         return True  # another archiver moved the mark meanwhile: look again
@@ -166,6 +162,26 @@ def _chunk(
     result.rows += len(data)
     result.bytes += sum(w.size for w in written)
     return upto < cut
+
+
+def _all_committed(conn: Connection, endpoint: str, lo: int, upto: int, n: int) -> None:
+    """Refuse to archive a decision the evidence log does not commit (added outside chronoml):
+    in a file it would look committed by the file's leaf."""
+    on = (ITEMS.c.kind == "decision") & (ITEMS.c.ref == D.c.id)
+    q = (
+        select(func.count())
+        .select_from(D.join(ITEMS, on))
+        .where(D.c.endpoint == endpoint, D.c.ts >= lo, D.c.ts < upto)
+    )
+    if int(conn.execute(q).scalar_one()) != n:
+        missing = select(D.c.id).select_from(D.outerjoin(ITEMS, on)).where(
+            D.c.endpoint == endpoint, D.c.ts >= lo, D.c.ts < upto, ITEMS.c.ref.is_(None)
+        )
+        raise ArchiveError(
+            f"decision {conn.execute(missing.limit(1)).scalar()} is not in the evidence log "
+            "(added outside chronoml): run audit verify; nothing was archived",
+            "decision",
+        )
 
 
 def _write(
@@ -179,7 +195,7 @@ def _write(
     back = objs.get(name)
     if hashlib.sha256(back).hexdigest() != sha:
         raise ArchiveError(f"archive file {name} read back with another digest", "archive")
-    table = AP.read(back)
+    table = AP.read(back, columns=["id", *AP.input_names(sch)])
     ids = [r[0] for r in rows]
     if table.num_rows != len(rows) or table.column("id").to_pylist() != ids:
         raise ArchiveError(f"archive file {name} does not hold the rows written", "archive")

@@ -72,13 +72,15 @@ def encode(rows: Sequence[Sequence[Any]], sch: Schema) -> tuple[bytes, bytes]:
         if name == "num":
             continue
         values: Any = cols[i]
-        if name == "scores":
+        if name == "shadow":
+            arrays[name] = pa.array(np.asarray(values, dtype=bool))  # SQLite gives 0 and 1
+            continue
+        if name == "scores" and not all(v is None or type(v) is bytes for v in values):
             values = [None if v is None else bytes(v) for v in values]
-        elif name == "shadow":
-            values = [bool(v) for v in values]  # SQLite's driver gives 0 and 1
         arrays[name] = pa.array(values, type=_TYPES[name])
     numeric = numeric_inputs(sch)
-    packed = b"".join(bytes(v) for v in cols[NUM])
+    nums = cols[NUM]
+    packed = b"".join(nums if all(type(v) is bytes for v in nums) else [bytes(v) for v in nums])
     if len(packed) != 8 * len(numeric) * n:
         raise ArchiveError("packed inputs do not match their layout's numeric columns", "num")
     mat = np.frombuffer(packed, dtype="<f8").reshape(n, len(numeric))
