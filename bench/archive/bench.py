@@ -69,10 +69,23 @@ def populate(store: Store, rows: int, seed: int = 0) -> tuple[float, pa.Table]:
         out = rng.integers(0, 2, size=n)
         batch = [
             D.DecisionRow(
-                new_id(), T0 + start + i, ENDPOINT, "a", "bench-model", "1", 1, False,
-                f"user-{(start + i) % 5000}", new_id(), layout, nums[i], txts[i],
-                str(int(out[i])), float(out[i]), 0.8 + (i % 7) * 0.01,
-            )  # fmt: skip
+                new_id(),
+                T0 + start + i,
+                ENDPOINT,
+                "a",
+                "bench-model",
+                "1",
+                1,
+                False,
+                f"user-{(start + i) % 5000}",
+                new_id(),
+                layout,
+                nums[i],
+                txts[i],
+                str(int(out[i])),
+                float(out[i]),
+                0.8 + (i % 7) * 0.01,
+            )
             for i in range(n)
         ]
         D.insert_many(store, batch)
@@ -178,7 +191,9 @@ def main() -> None:
         "pyarrow_rows_per_s": round(n / a_med),
         "archive_vs_pyarrow": round(a_med / archive_s, 3),
         "live_bytes_per_decision_database": round(live["database"] / n, 1),
-        "live_bytes_per_decision_table": round(live["decisions"] / n, 1) if live["decisions"] else None,
+        "live_bytes_per_decision_table": round(live["decisions"] / n, 1)
+        if live["decisions"]
+        else None,
         "archived_file_bytes_per_decision": round(result.bytes / n, 1),
         "pyarrow_file_bytes_per_decision": round(anchor_bytes / n, 1),
         "database_bytes_per_decision_after_archive": round(after["database"] / n, 1),

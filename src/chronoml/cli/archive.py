@@ -44,6 +44,15 @@ def target_options(f: Any, prefix: str = "") -> Any:
     return f
 
 
+_OPTIONS = {"access_key": "s3-access-key", "secret_key": "s3-secret-key"}
+
+
+def option_of(field: str | None) -> str:
+    """The option (without its dashes) a target error's field stands for."""
+    f = field or "to"
+    return _OPTIONS.get(f, f.replace("_", "-"))
+
+
 def archive_target_options(f: Any) -> Any:
     """The target options of ``chronoml server``: ``--archive-to`` and ``--archive-s3-...``."""
     return target_options(f, "archive-")
@@ -111,7 +120,7 @@ def archive(
                 else SA.default_target(cm.store)
             )
         except ArchiveError as exc:
-            raise Fail(f"--{(exc.field or 'to').replace('_', '-')}: {exc.message}") from None
+            raise Fail(f"--{option_of(exc.field)}: {exc.message}") from None
         try:
             result = run(cm, cut, target, attempts=attempts)
         except Unreachable as exc:

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 
 import click
 
-from chronoml.cli.archive import archive_target_options
+from chronoml.cli.archive import archive_target_options, option_of
 from chronoml.cli.common import Fail, _chronoml, _settings, _where, cli
 from chronoml.cli.ports import port_holder
 
@@ -236,9 +236,7 @@ def server(
                 profile=archive_s3_profile,
             )
         except ArchiveError as exc:
-            raise Fail(
-                f"--archive-{(exc.field or 'to').replace('_', '-')}: {exc.message}"
-            ) from None
+            raise Fail(f"--archive-{option_of(exc.field)}: {exc.message}") from None
     busy = port_holder(host, port)
     if busy is not None:
         # before the store opens: a second server on the port would otherwise die late

@@ -174,8 +174,10 @@ def _all_committed(conn: Connection, endpoint: str, lo: int, upto: int, n: int) 
         .where(D.c.endpoint == endpoint, D.c.ts >= lo, D.c.ts < upto)
     )
     if int(conn.execute(q).scalar_one()) != n:
-        missing = select(D.c.id).select_from(D.outerjoin(ITEMS, on)).where(
-            D.c.endpoint == endpoint, D.c.ts >= lo, D.c.ts < upto, ITEMS.c.ref.is_(None)
+        missing = (
+            select(D.c.id)
+            .select_from(D.outerjoin(ITEMS, on))
+            .where(D.c.endpoint == endpoint, D.c.ts >= lo, D.c.ts < upto, ITEMS.c.ref.is_(None))
         )
         raise ArchiveError(
             f"decision {conn.execute(missing.limit(1)).scalar()} is not in the evidence log "

@@ -292,9 +292,15 @@ def shadow_outcomes(
         )
         .order_by(D.c.ts, D.c.id)
     )
+    # archived decisions of the range first (all older than the rows left)
+    keys: list[Any] = AR.rows(store, endpoint, start, end, ("id", "ts", "num", "txt"), shadow=False)
+    names = ("id", "ts", "num", "txt", "model_name", "output", "scores")
+    shadows: list[Any] = AR.rows(
+        store, endpoint, start, end, names, shadow=True, variant=variant, version=version
+    )
     with store.read() as conn:
-        keys = conn.execute(key_q).cursor.fetchall()  # type: ignore[union-attr]
-        shadows = conn.execute(shadow_q).cursor.fetchall()  # type: ignore[union-attr]
+        keys += conn.execute(key_q).cursor.fetchall()  # type: ignore[union-attr]
+        shadows += conn.execute(shadow_q).cursor.fetchall()  # type: ignore[union-attr]
     where = {did: i for i, did in enumerate(answered.ids)}
     by_input: dict[tuple[int, bytes, str | None], int] = {}
     for did, ts, num, txt in keys:
