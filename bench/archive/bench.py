@@ -26,6 +26,7 @@ import os
 import statistics
 import tempfile
 import time
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -33,7 +34,7 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
-from sqlalchemy import text
+from sqlalchemy import create_engine, text
 
 from chronoml.domain import codec
 from chronoml.domain.archive import parse_target
@@ -141,14 +142,30 @@ def main() -> None:
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--pg", help="a PostgreSQL URL (a fresh schema is used and dropped)")
     args = ap.parse_args()
+    schema = f"bench_archive_{uuid.uuid4().hex[:8]}"
+    admin = create_engine(args.pg) if args.pg else None
+    if admin is not None:  # a schema of its own, dropped at the end: nothing else is touched
+        with admin.begin() as conn:
+            conn.execute(text(f"CREATE SCHEMA {schema}"))
+    try:
+        out = _run(args, schema)
+    finally:
+        if admin is not None:
+            with admin.begin() as conn:
+                conn.execute(text(f"DROP SCHEMA {schema} CASCADE"))
+            admin.dispose()
+    print(json.dumps(out, indent=2))
+
+
+def _run(args: argparse.Namespace, schema: str) -> dict[str, Any]:
     with tempfile.TemporaryDirectory() as tmp:
         home = Path(tmp)
-        url = args.pg or f"sqlite:///{home / 'chronoml.db'}"
+        url = (
+            f"{args.pg}?options=-csearch_path%3D{schema}"
+            if args.pg
+            else f"sqlite:///{home / 'chronoml.db'}"
+        )
         store = Store.open(url, home)
-        if args.pg:
-            with store.engine.begin() as conn:
-                conn.execute(text("DROP SCHEMA public CASCADE"))
-                conn.execute(text("CREATE SCHEMA public"))
         store.upgrade()
         log_s, table = populate(store, args.rows)
         blocks.compact(store, upto=T0 + args.rows + 1)
@@ -203,7 +220,7 @@ def main() -> None:
             statistics.median(arch_times) / statistics.median(live_times), 3
         ),
     }
-    print(json.dumps(out, indent=2))
+    return out
 
 
 if __name__ == "__main__":
