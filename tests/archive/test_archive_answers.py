@@ -27,7 +27,7 @@ def _answers(c: Any, ep: str, ids: list[str], span: dict[str, str], models: Any)
         proof = c.get(f"/v1/decisions/{i}/proof").json()
         got[f"proof {i}"] = (proof["leaf"], proof["leaf_hash"], proof["batch"])
         got[f"replay {i}"] = c.post(f"/v1/decisions/{i}/replay").json()
-        got[f"ui {i}"] = c.get(f"/ui/decisions/{i}").status_code
+        got[f"ui {i}"] = c.get(f"/ui/decisions/{i}").text
     got["drift"] = c.get(f"/v1/endpoints/{ep}/drift", params=span).json()
     got["quality"] = c.get(f"/v1/endpoints/{ep}/quality", params=span).json()
     got["experiment"] = c.get(
