@@ -304,6 +304,11 @@ class Archived:
         return got
 
     def get(self, decision_id: str) -> tuple[Any, ...] | None:
+        # the files already loaded first: the pass reads decisions in time order
+        for rows in reversed(self.loaded.values()):
+            r = rows.get(decision_id)
+            if r is not None:
+                return r
         for f in self.files:
             if f.min_id <= decision_id <= f.max_id:
                 r = self._load(f).get(decision_id)
