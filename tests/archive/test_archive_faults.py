@@ -153,3 +153,20 @@ def test_an_unreachable_store_pauses_reports_and_deletes_nothing(
     st = SA.status(cm.store)
     assert st["endpoints"][0]["archived_decisions"] == 100 and st["state"]["failures"] == 0
     assert D.count(cm.store, "e") == 100 and audit.verify(cm.store, decisions=True).ok
+
+
+def test_one_process_archives_a_store_apart_from_the_monitor(cm: Any) -> None:
+    from chronoml.monitor.leader import Leadership
+
+    other = Store.open(cm.settings.database_url, cm.settings.home)
+    first, second = Leadership(cm.store, "archive"), Leadership(other, "archive")
+    monitor = Leadership(other, "monitor")
+    try:
+        assert first.held() and not second.held()
+        assert monitor.held()  # archiving and monitoring lead separately
+        first.release()
+        assert second.held()
+    finally:
+        for lead in (first, second, monitor):
+            lead.release()
+        other.close()

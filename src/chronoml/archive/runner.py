@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 from chronoml.context import Context
 from chronoml.domain.archive import ArchiveError, Target, parse_target
+from chronoml.monitor.leader import Leadership
 from chronoml.settings import Settings
 from chronoml.store import archive as SA
 from chronoml.store.archive_objects import Unreachable
@@ -103,10 +104,23 @@ class Archiver(Worker):
         self.on_pass = on_pass
         self.progress = Progress()
         self._not_before = 0.0
+        self._leader: Leadership | None = None
+
+    def start(self) -> None:
+        """Start archiving; of several processes on one store, only the leader archives."""
+        self._leader = Leadership(self.cm.store, "archive")
+        super().start()
+
+    def stop(self, timeout_s: float = 10.0) -> None:
+        super().stop(timeout_s)
+        if self._leader is not None:
+            self._leader.release()
 
     def _step(self) -> bool:
         if time.monotonic() < self._not_before:
             return False
+        if self._leader is not None and not self._leader.held():
+            return False  # another process archives this store
         p = self.progress
         try:
             result = SA.archive(
