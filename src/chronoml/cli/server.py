@@ -149,6 +149,13 @@ if TYPE_CHECKING:
     help="Seconds between signed checkpoints of the evidence log (when it grew); 0: never.",
 )
 @click.option(
+    "--detach-after",
+    metavar="DURATION",
+    default=None,
+    help="PostgreSQL: detach day partitions of decisions older than this (e.g. 190d) once "
+    "archiving has emptied them; a partition still holding rows is never detached.",
+)
+@click.option(
     "--checkpoint-dir",
     type=click.Path(file_okay=False, path_type=Path),
     help="Also publish each checkpoint into this folder (<size>-<time>.txt and latest.txt).",
@@ -160,6 +167,20 @@ if TYPE_CHECKING:
     "off by default. Where: --archive-to (default CHRONOML_HOME/archive).",
 )
 @archive_target_options
+@click.option(
+    "--checkpoint-webhook",
+    "checkpoint_webhooks",
+    multiple=True,
+    help="Also POST each checkpoint (JSON with the signed note) to this URL through the "
+    "durable outbox, retried until delivered (repeatable; credentials as ${ENV_NAME}; "
+    "private hosts need --allow-webhook-host).",
+)
+@click.option(
+    "--tsa-url",
+    help="Timestamp each checkpoint with this RFC 3161 authority; the token is kept beside "
+    "the checkpoint (database, .tsr files, webhook body). Private hosts need "
+    "--allow-webhook-host.",
+)
 @click.option("--log-level", default="info", show_default=True)
 @click.pass_context
 def server(
@@ -196,6 +217,9 @@ def server(
     archive_s3_access_key: str | None,
     archive_s3_secret_key: str | None,
     archive_s3_profile: str | None,
+    checkpoint_webhooks: tuple[str, ...],
+    tsa_url: str | None,
+    detach_after: str | None,
     log_level: str,
 ) -> None:
     """Serve the REST API, the prediction gateway and the dashboard.
@@ -217,6 +241,7 @@ def server(
 
     try:
         window_us = parse_duration(monitor_window)
+        detach_us = parse_duration(detach_after) if detach_after is not None else None
     except ValueError as exc:
         raise Fail(str(exc)) from None
     try:
@@ -237,6 +262,7 @@ def server(
             )
         except ArchiveError as exc:
             raise Fail(f"--archive-{option_of(exc.field)}: {exc.message}") from None
+    _check_publishing(checkpoint_webhooks, tsa_url, allow_webhook_hosts)
     busy = port_holder(host, port)
     if busy is not None:
         # before the store opens: a second server on the port would otherwise die late
@@ -277,6 +303,9 @@ def server(
             archive_access_key=archive_s3_access_key,
             archive_secret_key=archive_s3_secret_key,
             archive_profile=archive_s3_profile,
+            checkpoint_webhooks=checkpoint_webhooks,
+            tsa_url=tsa_url,
+            detach_after_us=detach_us,
         )
         # lazy: the command's modules load when it runs, so `chronoml --help` stays fast
         from chronoml.auth.access import ensure_admin_token
@@ -289,6 +318,23 @@ def server(
                 "chronoml token create"
             )
         _serve(cm, host, port, log_level, workers, access_log)
+
+
+def _check_publishing(
+    webhooks: tuple[str, ...], tsa_url: str | None, allow: tuple[str, ...]
+) -> None:
+    """Refuse, before anything starts, a checkpoint destination the server may not reach."""
+    # lazy: the command's modules load when it runs, so `chronoml --help` stays fast
+    from chronoml.auth import AuthError
+    from chronoml.auth.policy import check_webhook_url
+
+    given = [("--checkpoint-webhook", url) for url in webhooks]
+    given += [("--tsa-url", tsa_url)] if tsa_url else []
+    for option, url in given:
+        try:
+            check_webhook_url(url, allow, field=option.removeprefix("--").replace("-", "_"))
+        except AuthError as exc:
+            raise Fail(f"{option}: {exc.message}") from None
 
 
 def _serve(

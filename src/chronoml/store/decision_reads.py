@@ -21,7 +21,7 @@ from chronoml.domain import codec
 from chronoml.domain.codec import Schema
 from chronoml.store import archive_parquet as AP
 from chronoml.store import archive_reads as AR
-from chronoml.store import schema
+from chronoml.store import partitions, schema
 from chronoml.store.database import Store
 from chronoml.store.decisions import Layouts
 
@@ -125,15 +125,13 @@ def batches(
         chunk = 500  # bound the IN list
         for i in range(0, len(ids), chunk):
             part = list(ids[i : i + chunk])
-            q = select(*_COLS).where(D.c.id.in_(part)).order_by(D.c.ts, D.c.id)
-            with store.engine.connect() as conn:
-                rows = conn.execute(q).cursor.fetchall()  # type: ignore[union-attr]
-            if len(rows) < len(part):
-                found = {r[0] for r in rows}
+            got = _by_ids(store, part)
+            if len(got) < len(part):
+                found = {r[0] for r in got}
                 idx = [AP.COLUMNS.index(n) for n in names]
                 more = AR.by_ids(store, [d for d in part if d not in found])
-                rows = sorted([*rows, *(tuple(r[j] for j in idx) for r in more)], key=_ts_id)
-            yield from _decode(layouts, rows)
+                got = sorted([*got, *(tuple(r[j] for j in idx) for r in more)], key=_ts_id)
+            yield from _decode(layouts, got)
         return
     # the archived part of the range comes first: it is all older than the rows left
     archived = AR.rows(store, endpoint, start, end, names, shadow=None if include_shadow else False)
@@ -166,6 +164,13 @@ def _named(fields: Sequence[str], rows: Iterable[Sequence[Any]]) -> list[Any]:
 
 def _ts_id(r: Sequence[Any]) -> tuple[int, str]:
     return int(r[1]), str(r[0])
+
+
+def _by_ids(store: Store, ids: list[str]) -> list[Any]:
+    """The rows of ``ids`` in time order (on PostgreSQL, from the partitions they point to)."""
+    with store.engine.connect() as conn:
+        rows = partitions.rows_by_ids(conn, _COLS, ids)
+    return sorted(rows, key=lambda r: (r[1], r[0]))
 
 
 def _decode(layouts: Layouts, rows: Sequence[Any]) -> Iterator[Batch]:
