@@ -27,6 +27,8 @@ OWNERS = {
     "uvicorn": {"gateway"},
     "click": {"cli"},
     "duckdb": {"datasets"},
+    "boto3": {"store"},
+    "botocore": {"store"},
 }
 # modules that run outside the server's layering: the demo script is a user of
 # MLflow like any training script, and the retraining child process is the user's

@@ -61,6 +61,13 @@ class Settings:
     # partitions ahead (0: never) and, if set, after how long empty ones are detached
     partition_interval_s: float = 3600.0
     detach_after_us: int | None = None
+    # archive: decisions older than archive_after_us move to Parquet files (0: never)
+    archive_after_us: int = 0
+    archive_to: str | None = None  # s3://bucket/prefix or file:///folder (default: home/archive)
+    archive_s3_endpoint_url: str | None = None
+    archive_access_key: str | None = None  # a ${ENV} reference, never the key
+    archive_secret_key: str | None = None
+    archive_profile: str | None = None
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides: object) -> Settings:

@@ -2,6 +2,7 @@
 
 from chronoml.cli import (
     alerts,
+    archive,
     audit,
     card,
     dataset,
@@ -23,6 +24,7 @@ from chronoml.cli.common import cli, main
 
 __all__ = [
     "alerts",
+    "archive",
     "audit",
     "card",
     "cli",

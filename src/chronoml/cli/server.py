@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 
 import click
 
+from chronoml.cli.archive import archive_target_options, option_of
 from chronoml.cli.common import Fail, _chronoml, _settings, _where, cli
 from chronoml.cli.ports import port_holder
 
@@ -160,6 +161,13 @@ if TYPE_CHECKING:
     help="Also publish each checkpoint into this folder (<size>-<time>.txt and latest.txt).",
 )
 @click.option(
+    "--archive-after",
+    metavar="DURATION",
+    help="Move decisions older than this (90d, 26w) to Parquet files in the background; "
+    "off by default. Where: --archive-to (default CHRONOML_HOME/archive).",
+)
+@archive_target_options
+@click.option(
     "--checkpoint-webhook",
     "checkpoint_webhooks",
     multiple=True,
@@ -203,6 +211,12 @@ def server(
     access_log: bool,
     checkpoint_interval: float,
     checkpoint_dir: Path | None,
+    archive_after: str | None,
+    archive_to: str | None,
+    archive_s3_endpoint_url: str | None,
+    archive_s3_access_key: str | None,
+    archive_s3_secret_key: str | None,
+    archive_s3_profile: str | None,
     checkpoint_webhooks: tuple[str, ...],
     tsa_url: str | None,
     detach_after: str | None,
@@ -230,6 +244,24 @@ def server(
         detach_us = parse_duration(detach_after) if detach_after is not None else None
     except ValueError as exc:
         raise Fail(str(exc)) from None
+    try:
+        archive_after_us = parse_duration(archive_after) if archive_after else 0
+    except ValueError as exc:
+        raise Fail(f"--archive-after: {exc}") from None
+    if archive_to is not None:
+        # lazy: the command's modules load when it runs, so `chronoml --help` stays fast
+        from chronoml.domain.archive import ArchiveError, parse_target
+
+        try:  # checked before the server starts, not at its first archive pass
+            parse_target(
+                archive_to,
+                endpoint_url=archive_s3_endpoint_url,
+                access_key=archive_s3_access_key,
+                secret_key=archive_s3_secret_key,
+                profile=archive_s3_profile,
+            )
+        except ArchiveError as exc:
+            raise Fail(f"--archive-{option_of(exc.field)}: {exc.message}") from None
     _check_publishing(checkpoint_webhooks, tsa_url, allow_webhook_hosts)
     busy = port_holder(host, port)
     if busy is not None:
@@ -265,6 +297,12 @@ def server(
             oidc_roles_claim=oidc_roles_claim,
             checkpoint_interval_s=checkpoint_interval,
             checkpoint_dir=checkpoint_dir,
+            archive_after_us=archive_after_us,
+            archive_to=archive_to,
+            archive_s3_endpoint_url=archive_s3_endpoint_url,
+            archive_access_key=archive_s3_access_key,
+            archive_secret_key=archive_s3_secret_key,
+            archive_profile=archive_s3_profile,
             checkpoint_webhooks=checkpoint_webhooks,
             tsa_url=tsa_url,
             detach_after_us=detach_us,

@@ -26,6 +26,7 @@ from chronoml.domain import merkle, note
 from chronoml.evidence.checkpoints import TIME_PREFIX
 from chronoml.evidence.signatures import signature_problem
 from chronoml.store import Store
+from chronoml.store import archive_reads as AR
 from chronoml.store import checkpoints as SC
 from chronoml.store import evidence as SE
 from chronoml.store import ledger as SL
@@ -254,9 +255,15 @@ def _explanation_leaf(r: Any) -> bytes | None:
     ).leaf_hash()
 
 
+def _archive_leaf(r: Any) -> bytes | None:
+    leaf = AR.file_leaf(r)
+    return None if leaf is None else leaf.leaf_hash()
+
+
 def _decision_groups(
     store: Store, lo: int, hi: int, f: _Found
 ) -> Iterable[tuple[int, list[tuple[int, str, bytes | None]]]]:
+    archived = AR.Archived(store)  # decisions moved to archive files are read back from them
     cur: int | None = None
     group: list[tuple[int, str, bytes | None]] = []
     commitment_of = LV.inputs_commitment
@@ -269,10 +276,13 @@ def _decision_groups(
             cur = idx
             h: bytes | None = None
             what = f"decision {ref}"
-            if r[6] is None:
+            row = r[6:] if r[6] is not None else archived.get(ref)
+            for bad, why in archived.problems:
+                f.add(idx, bad, why)
+            archived.problems.clear()
+            if row is None:
                 f.add(idx, what, "it was deleted: the evidence log committed it")
             else:
-                row = r[6:]
                 salt, com = r[4], r[5]
                 try:
                     if salt is not None:
@@ -401,9 +411,12 @@ def verify(
         for kind, rows, leaf_of in (
             ("feedback", SE.feedback_items(conn), _feedback_leaf),
             ("explanation", SE.explanation_items(conn), _explanation_leaf),
+            ("archive", AR.archive_items(conn), _archive_leaf),
         ):
             wanted = {int(e[0]) for e in entries if e[1] == kind}
             n = _check_batches(kind, _item_groups(rows, kind, leaf_of, f), entries, f, wanted)
+            if kind == "archive":
+                continue
             setattr(report, kind if kind == "feedback" else "explanations", n)
             for ref in SE.uncommitted(conn, kind):
                 f.add(

@@ -21,6 +21,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import Response
 
+from chronoml.archive import Archiver, target_from_settings
 from chronoml.auth.access import reads_logger
 from chronoml.domain import codec, routing
 from chronoml.errors import InvalidInput, StoreError
@@ -42,6 +43,7 @@ from chronoml.registry.models import LoadedModel, warm_up
 from chronoml.retrain.runner import JobRunner
 from chronoml.service import Chronoml
 from chronoml.settings import Settings
+from chronoml.store import archive as SA
 from chronoml.store import ledger as SL
 from chronoml.store import outcomes
 from chronoml.store.partitions import PartitionWorker
@@ -68,6 +70,8 @@ class Gateway:
         self.jobs: JobRunner | None = None  # advances retraining jobs while the server runs
         self.signing_key: SigningKey | None = None  # signs the evidence log's checkpoints
         self.checkpoints: CheckpointWorker | None = None
+        # moves old decisions to archive files (--archive-after)
+        self.archiver: Archiver | None = None
         self.partitions: PartitionWorker | None = None
 
     # --- lifecycle ---------------------------------------------------------
@@ -102,6 +106,15 @@ class Gateway:
         self.monitor.start()
         self.jobs = JobRunner(self.cm, interval_s=self.settings.retrain_interval_s)
         self.jobs.start()
+        if self.settings.archive_after_us > 0:
+            target = target_from_settings(self.settings, SA.default_target(self.cm.store))
+            self.archiver = Archiver(
+                self.cm,
+                self.settings.archive_after_us,
+                target,
+                on_pass=self.metrics.observe_archive,
+            )
+            self.archiver.start()
         if not self.cm.store.is_sqlite:
             self.partitions = PartitionWorker(
                 self.cm.store, self.settings.partition_interval_s, self.settings.detach_after_us
@@ -129,6 +142,8 @@ class Gateway:
             self.checkpoints.start()
 
     def stop(self) -> None:
+        if self.archiver is not None:
+            self.archiver.stop()
         if self.partitions is not None:
             self.partitions.stop()
         if self.checkpoints is not None:

@@ -78,6 +78,26 @@ class Metrics:
             registry=self.registry,
         )
         self._errored: dict[int, Any] = {}
+        self.archive_paused = Gauge(
+            "chronoml_archive_paused",
+            "1 while archiving is paused (the object store failed; it retries with backoff)",
+            registry=self.registry,
+        )
+        self.archive_failures = Gauge(
+            "chronoml_archive_failures",
+            "Consecutive failed archive passes",
+            registry=self.registry,
+        )
+        self.archive_decisions = Gauge(
+            "chronoml_archive_decisions",
+            "Decisions this process moved to archive files",
+            registry=self.registry,
+        )
+        self.archive_last_success = Gauge(
+            "chronoml_archive_last_success_timestamp_seconds",
+            "When an archive pass last succeeded",
+            registry=self.registry,
+        )
         # who else wants each request's outcome (the canary guardrails)
         self.listener: Outcomes | None = None
         # labelled children by their labels: labels() takes a lock and checks
@@ -153,6 +173,14 @@ class Metrics:
     def observe_commit(self, rows: int, seconds: float) -> None:
         self.commit_rows.observe(rows)
         self.commit_seconds.observe(seconds)
+
+    def observe_archive(self, p: Any) -> None:
+        """The background archiver's state after a pass (a ``chronoml.archive.runner.Progress``)."""
+        self.archive_paused.set(1 if p.paused else 0)
+        self.archive_failures.set(p.failures)
+        self.archive_decisions.set(p.archived)
+        if p.last_success_at is not None:
+            self.archive_last_success.set(p.last_success_at / 1e6)
 
     def render(self) -> tuple[bytes, str]:
         return generate_latest(self.registry), CONTENT_TYPE_LATEST

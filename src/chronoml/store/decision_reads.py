@@ -8,6 +8,7 @@ rebuild the inputs with their logged types (integers stay integers).
 
 from __future__ import annotations
 
+from collections import namedtuple
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -18,6 +19,8 @@ from sqlalchemy import func, select
 
 from chronoml.domain import codec
 from chronoml.domain.codec import Schema
+from chronoml.store import archive_parquet as AP
+from chronoml.store import archive_reads as AR
 from chronoml.store import partitions, schema
 from chronoml.store.database import Store
 from chronoml.store.decisions import Layouts
@@ -73,7 +76,9 @@ def _where(
 def count(store: Store, endpoint: str, start: int, end: int, *, include_shadow: bool) -> int:
     with store.read() as conn:
         q = select(func.count()).select_from(D).where(*_where(endpoint, start, end, include_shadow))
-        return int(conn.execute(q).scalar_one())
+        n = int(conn.execute(q).scalar_one())
+    shadow = None if include_shadow else False
+    return n + len(AR.rows(store, endpoint, start, end, ("id",), shadow=shadow))
 
 
 @dataclass(frozen=True)
@@ -91,8 +96,12 @@ def keys(store: Store, endpoint: str, start: int, end: int, *, include_shadow: b
     """Every decision of the range, without its inputs, in time order."""
     cols = (D.c.id, D.c.variant, D.c.model_name, D.c.model_version, D.c.event_seq)
     q = select(*cols).where(*_where(endpoint, start, end, include_shadow)).order_by(D.c.ts, D.c.id)
+    shadow = None if include_shadow else False
+    names = ("id", "variant", "model_name", "model_version", "event_seq")
+    archived = AR.rows(store, endpoint, start, end, (*names, "ts"), shadow=shadow)
+    got = [Key(*r[:5]) for r in sorted(archived, key=lambda r: (r[5], r[0]))]
     with store.read() as conn:
-        return [Key(*r) for r in conn.execute(q).all()]
+        return got + [Key(*r) for r in conn.execute(q).all()]
 
 
 def batches(
@@ -111,12 +120,23 @@ def batches(
     Rows come from the driver's own cursor (no per-row result objects) and
     are turned into columns with one transpose per chunk.
     """
+    names = [c.name for c in _COLS]
     if ids is not None:
         chunk = 500  # bound the IN list
         for i in range(0, len(ids), chunk):
             part = list(ids[i : i + chunk])
-            yield from _decode(layouts, _by_ids(store, part))
+            got = _by_ids(store, part)
+            if len(got) < len(part):
+                found = {r[0] for r in got}
+                idx = [AP.COLUMNS.index(n) for n in names]
+                more = AR.by_ids(store, [d for d in part if d not in found])
+                got = sorted([*got, *(tuple(r[j] for j in idx) for r in more)], key=_ts_id)
+            yield from _decode(layouts, got)
         return
+    # the archived part of the range comes first: it is all older than the rows left
+    archived = AR.rows(store, endpoint, start, end, names, shadow=None if include_shadow else False)
+    for i in range(0, len(archived), size):
+        yield from _decode(layouts, archived[i : i + size])
     q = select(*_COLS).where(*_where(endpoint, start, end, include_shadow)).order_by(D.c.ts, D.c.id)
     with store.engine.connect() as conn:
         if store.is_sqlite:
@@ -134,6 +154,16 @@ def batches(
                 yield from _decode(layouts, rows)
         finally:
             result.close()
+
+
+def _named(fields: Sequence[str], rows: Iterable[Sequence[Any]]) -> list[Any]:
+    """Archived rows with the attribute access of the database's result rows."""
+    cls = namedtuple("Row", fields)  # type: ignore[misc]
+    return [cls(*r) for r in rows]
+
+
+def _ts_id(r: Sequence[Any]) -> tuple[int, str]:
+    return int(r[1]), str(r[0])
 
 
 def _by_ids(store: Store, ids: list[str]) -> list[Any]:
@@ -219,8 +249,12 @@ def outputs_and_labels(
     )
     if variant is not None:
         q = q.where(D.c.variant == variant)
+    names = ("id", "variant", "model_name", "model_version", "output")
+    archived = AR.rows(store, endpoint, start, end, names, shadow=False, variant=variant)
+    labels = AR.label_texts(store, [r[0] for r in archived])
+    got = _named((*names[1:], "label"), [(*r[1:], labels.get(r[0])) for r in archived])
     with store.read() as conn:
-        return list(conn.execute(q).all())
+        return got + list(conn.execute(q).all())
 
 
 def arm_rows(
@@ -237,6 +271,7 @@ def arm_rows(
 ) -> list[Any]:
     """An experiment arm's decisions routed by ``seqs``: ts, event_seq, output, latency,
     latest label (and, with ``inputs``, the packed inputs)."""
+    seqs = list(seqs)
     last = _latest_label_ids()
     cols = [D.c.ts, D.c.event_seq, D.c.output, D.c.latency_ms, FB.c.label]
     if inputs:
@@ -256,14 +291,31 @@ def arm_rows(
             D.c.event_seq.in_(list(seqs)),
         )
     )
+    names = ["id", "ts", "event_seq", "output", "latency_ms"] + (["num", "txt"] if inputs else [])
+    archived = AR.rows(
+        store,
+        endpoint,
+        start,
+        end,
+        names,
+        shadow=shadow,
+        variant=variant,
+        version=version,
+        event_seqs=list(seqs),
+    )
+    labels = AR.label_texts(store, [r[0] for r in archived])
+    fields = (*names[1:5], "label", *names[5:])
+    got = _named(fields, [(*r[1:5], labels.get(r[0]), *r[5:]) for r in archived])
     with store.read() as conn:
-        return list(conn.execute(q).all())
+        return got + list(conn.execute(q).all())
 
 
 def latencies(store: Store, endpoint: str, start: int, end: int) -> list[Any]:
     """``(variant, model_version, latency_ms)`` of the served decisions in ``[start, end)``."""
+    names = ("variant", "model_version", "latency_ms")
+    got = _named(names, AR.rows(store, endpoint, start, end, names, shadow=False))
     with store.read() as conn:
-        return list(
+        return got + list(
             conn.execute(
                 select(D.c.variant, D.c.model_version, D.c.latency_ms).where(
                     D.c.endpoint == endpoint, D.c.ts >= start, D.c.ts < end, D.c.shadow.is_(False)

@@ -13,7 +13,7 @@ from sqlalchemy.exc import IntegrityError
 
 from chronoml.domain import codec
 from chronoml.domain.codec import NUMERIC_KINDS, Schema
-from chronoml.store import blocks, evidence, partitions, schema
+from chronoml.store import archive_reads, blocks, evidence, partitions, schema
 from chronoml.store.database import Store
 
 D = schema.decisions
@@ -111,7 +111,7 @@ def get(store: Store, decision_id: str) -> DecisionRow | None:
 
 
 def get_in(conn: Any, decision_id: str) -> DecisionRow | None:
-    """The decision row, on a connection the caller holds."""
+    """The decision row, on a connection the caller holds (archived ones too)."""
     row = None
     span = None if conn.dialect.name == "sqlite" else partitions.id_span(decision_id)
     if span is not None:
@@ -119,15 +119,22 @@ def get_in(conn: Any, decision_id: str) -> DecisionRow | None:
         row = conn.execute(_GET_SPAN, params).mappings().first()
     if row is None:  # not where its id says (or not there at all): every partition
         row = conn.execute(_GET, {"id": decision_id}).mappings().first()
-    return DecisionRow(**row) if row is not None else None
+    if row is not None:
+        return DecisionRow(**row)
+    archived = archive_reads.find(conn, decision_id)
+    return DecisionRow(*archived) if archived is not None else None
 
 
 def count(store: Store, endpoint: str | None = None) -> int:
+    """Decisions logged (archived ones included)."""
     q = select(func.count()).select_from(D)
+    A = schema.archive_files
+    qa = select(func.coalesce(func.sum(A.c.rows), 0))
     if endpoint is not None:
         q = q.where(D.c.endpoint == endpoint)
+        qa = qa.where(A.c.endpoint == endpoint)
     with store.read() as conn:
-        return int(conn.execute(q).scalar_one())
+        return int(conn.execute(q).scalar_one()) + int(conn.execute(qa).scalar_one())
 
 
 @dataclass
@@ -162,10 +169,15 @@ def window(
     viewed as a matrix, with no per-value parsing.
     """
 
-    # history below the endpoint's watermark comes from columnar blocks
-    parts, raw_start = blocks.read(
+    # archived history comes from its Parquet files, then blocks below the
+    # endpoint's compaction watermark, then raw rows
+    parts, start = archive_reads.window_parts(
+        store, endpoint, start, end, variant=variant, include_shadow=include_shadow
+    )
+    blocked, raw_start = blocks.read(
         store, layouts, endpoint, start, end, variant=variant, include_shadow=include_shadow
     )
+    parts += blocked
     where = [D.c.endpoint == endpoint, D.c.ts >= raw_start, D.c.ts < end]
     if variant is not None:
         where.append(D.c.variant == variant)
@@ -346,4 +358,7 @@ def recent_ids(store: Store, endpoint: str, limit: int = 20) -> list[str]:
     """Ids of ``endpoint``'s latest logged decisions, newest first (for the web UI)."""
     q = select(D.c.id).where(D.c.endpoint == endpoint).order_by(D.c.ts.desc()).limit(limit)
     with store.engine.connect() as conn:
-        return [str(r[0]) for r in conn.execute(q)]
+        got = [str(r[0]) for r in conn.execute(q)]
+    if len(got) < limit:
+        got += archive_reads.recent_ids(store, endpoint, limit - len(got))
+    return got

@@ -9,6 +9,7 @@ import orjson
 from sqlalchemy import bindparam, func, select
 
 from chronoml.domain.feedback import FeedbackError, Label, check_label
+from chronoml.store import archive_reads as AR
 from chronoml.store import evidence, outcomes, partitions, schema
 from chronoml.store.database import Store
 from chronoml.timeutil import iso, now_us
@@ -49,6 +50,10 @@ def record(
     now = now_us()
     with store.write() as conn:
         outputs = dict(partitions.rows_by_ids(conn, [D.c.id, D.c.output], list(seen)))
+        for i in [i for i in seen if i not in outputs]:
+            archived = AR.find(conn, i)  # a label may arrive after its decision was archived
+            if archived is not None:
+                outputs[i] = archived[13]
         missing = [i for i in seen if i not in outputs]
         if missing:
             raise FeedbackError(f"unknown decision {missing[0]!r}", status=404, field="decision_id")

@@ -19,6 +19,7 @@ import orjson
 from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 
+from chronoml.store import archive_reads as AR
 from chronoml.store import schema
 from chronoml.store.database import Store
 from chronoml.timeutil import now_us
@@ -200,9 +201,26 @@ def outcomes(
         q = q.where(D.c.variant == variant)
     if version is not None:
         q = q.where(D.c.model_version == version)
+    # the archived part of the window, older than every row left in the database
+    names = ("id", "ts", "variant", "model_name", "model_version", "output", "scores", "context")
+    archived = AR.rows(
+        store, endpoint, start, end, names, shadow=False, variant=variant, version=version
+    )
+    arch_ids = [r[0] for r in archived]
+    labels = AR.label_texts(store, arch_ids)
+    rows: list[Any] = [(*r[:6], labels.get(r[0]), *r[6:]) for r in archived]
     with store.read() as conn:
-        rows = conn.execute(q.order_by(D.c.ts, D.c.id)).cursor.fetchall()  # type: ignore[union-attr]
+        rows += conn.execute(q.order_by(D.c.ts, D.c.id)).cursor.fetchall()  # type: ignore[union-attr]
         later: dict[str, dict[str, Any]] = {}
+        if with_context and arch_ids:
+            for i in range(0, len(arch_ids), 500):
+                aq = (
+                    select(DC.c.decision_id, DC.c.context)
+                    .where(DC.c.decision_id.in_(arch_ids[i : i + 500]))
+                    .order_by(DC.c.id)
+                )
+                for did, text in conn.execute(aq).all():
+                    later.setdefault(did, {}).update(orjson.loads(text))
         if with_context and rows:
             # only the decisions that received context later are looked up one by one
             lq = (
@@ -274,9 +292,15 @@ def shadow_outcomes(
         )
         .order_by(D.c.ts, D.c.id)
     )
+    # archived decisions of the range first (all older than the rows left)
+    keys: list[Any] = AR.rows(store, endpoint, start, end, ("id", "ts", "num", "txt"), shadow=False)
+    names = ("id", "ts", "num", "txt", "model_name", "output", "scores")
+    shadows: list[Any] = AR.rows(
+        store, endpoint, start, end, names, shadow=True, variant=variant, version=version
+    )
     with store.read() as conn:
-        keys = conn.execute(key_q).cursor.fetchall()  # type: ignore[union-attr]
-        shadows = conn.execute(shadow_q).cursor.fetchall()  # type: ignore[union-attr]
+        keys += conn.execute(key_q).cursor.fetchall()  # type: ignore[union-attr]
+        shadows += conn.execute(shadow_q).cursor.fetchall()  # type: ignore[union-attr]
     where = {did: i for i, did in enumerate(answered.ids)}
     by_input: dict[tuple[int, bytes, str | None], int] = {}
     for did, ts, num, txt in keys:

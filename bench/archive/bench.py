@@ -1,0 +1,227 @@
+"""Archiving the decision log: rate, bytes per decision, drift over an archived window.
+
+Goals (issue 15): archiving runs at least half as fast as pyarrow writing the same
+rows to Parquet on its own; archived bytes per decision are at most 1/5 of the live
+table's; a drift report over an archived 1M-decision window is no slower than over
+a live one.
+
+One run: N decisions (30 float inputs, the gateway's encoding, evidence committed)
+are logged to a fresh SQLite store (or PostgreSQL with --pg URL) and compacted into
+columnar blocks as the server does. Then, in order: the drift report over the live
+window (median of --runs); the anchor, pyarrow writing the same rows (already in
+memory as Arrow columns) to one zstd Parquet file; `chronoml archive` of every
+decision into a local folder (write, read back, check, commit, delete); the drift
+report over the archived window. The two drift reports must agree exactly.
+
+    .venv/bin/python bench/archive/bench.py                  # 1M decisions, SQLite
+    .venv/bin/python bench/archive/bench.py --rows 100000 --runs 3
+    .venv/bin/python bench/archive/bench.py --pg postgresql+psycopg://127.0.0.1/test
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import tempfile
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+from sqlalchemy import create_engine, text
+
+from chronoml.domain import codec
+from chronoml.domain.archive import parse_target
+from chronoml.domain.ledger import ModelRef
+from chronoml.domain.profiling import build_profile
+from chronoml.ids import new_id
+from chronoml.monitor.reports import drift
+from chronoml.store import Store, blocks
+from chronoml.store import archive as SA
+from chronoml.store import decisions as D
+
+ENDPOINT = "bench"
+DIGEST = "sha256:" + "0" * 64
+FEATURES = [f"f{i}" for i in range(30)]
+T0 = 1_000_000_000_000_000  # 2001-09-09: long settled
+
+
+def populate(store: Store, rows: int, seed: int = 0) -> tuple[float, pa.Table]:
+    """Log ``rows`` decisions; returns the time and the same rows as an Arrow table."""
+    rng = np.random.default_rng(seed)
+    ref = pd.DataFrame(rng.normal(size=(100_000, 30)), columns=FEATURES)
+    store.put_profile(DIGEST, "bench-model", "1", "sha256:bench", build_profile(ref).to_bytes())
+    schema = tuple((c, "float") for c in FEATURES)
+    layout = codec.layout_id(schema)
+    D.Layouts(store).ensure(layout, schema)
+    chunks: list[pa.Table] = []
+    t0 = time.perf_counter()
+    for start in range(0, rows, 50_000):
+        n = min(50_000, rows - start)
+        x = rng.normal(0.1, 1.0, size=(n, 30))
+        df = pd.DataFrame(x, columns=FEATURES)
+        nums, txts = codec.encode(df, schema)
+        out = rng.integers(0, 2, size=n)
+        batch = [
+            D.DecisionRow(
+                new_id(),
+                T0 + start + i,
+                ENDPOINT,
+                "a",
+                "bench-model",
+                "1",
+                1,
+                False,
+                f"user-{(start + i) % 5000}",
+                new_id(),
+                layout,
+                nums[i],
+                txts[i],
+                str(int(out[i])),
+                float(out[i]),
+                0.8 + (i % 7) * 0.01,
+            )
+            for i in range(n)
+        ]
+        D.insert_many(store, batch)
+        cols: dict[str, Any] = {
+            c: [getattr(r, c) for r in batch]
+            for c in ("id", "ts", "endpoint", "variant", "model_name", "model_version",
+                      "event_seq", "shadow", "unit", "request_id", "layout", "output",
+                      "output_num", "latency_ms")
+        }  # fmt: skip
+        cols.update({f"input.{c}": x[:, j] for j, c in enumerate(FEATURES)})
+        chunks.append(pa.table(cols))
+    return time.perf_counter() - t0, pa.concat_tables(chunks)
+
+
+def db_bytes(store: Store, url: str) -> dict[str, int]:
+    """The database's size: the whole file (SQLite, after a checkpoint) or the decision
+    tables' total relation size (PostgreSQL), and the decisions table alone."""
+    with store.engine.connect() as conn:
+        if store.is_sqlite:
+            conn.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)")
+            path = url.removeprefix("sqlite:///")
+            try:
+                table = conn.exec_driver_sql(
+                    "SELECT SUM(pgsize) FROM dbstat WHERE name IN "
+                    "('decisions', 'ix_decisions_endpoint_ts', 'sqlite_autoindex_decisions_1')"
+                ).scalar()
+            except Exception:  # dbstat not compiled in
+                table = None
+            return {"database": os.path.getsize(path), "decisions": int(table or 0)}
+        total = 0
+        for t in ("decisions", "evidence_items", "decision_blocks"):
+            total += int(conn.execute(text(f"SELECT pg_total_relation_size('{t}')")).scalar_one())
+        dec = int(conn.execute(text("SELECT pg_total_relation_size('decisions')")).scalar_one())
+        return {"database": total, "decisions": dec}
+
+
+def time_drift(store: Store, rows: int, runs: int) -> tuple[list[float], Any]:
+    layouts = D.Layouts(store)
+    ref = ModelRef("bench-model", "1", None, DIGEST)
+    times, report = [], None
+    for _ in range(runs):
+        t = time.perf_counter()
+        report = drift(store, layouts, ENDPOINT, T0, T0 + rows, {("a", "1"): ref})
+        times.append(time.perf_counter() - t)
+    return times, report
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    ap.add_argument("--rows", type=int, default=1_000_000)
+    ap.add_argument("--runs", type=int, default=3)
+    ap.add_argument("--pg", help="a PostgreSQL URL (a fresh schema is used and dropped)")
+    args = ap.parse_args()
+    schema = f"bench_archive_{uuid.uuid4().hex[:8]}"
+    admin = create_engine(args.pg) if args.pg else None
+    if admin is not None:  # a schema of its own, dropped at the end: nothing else is touched
+        with admin.begin() as conn:
+            conn.execute(text(f"CREATE SCHEMA {schema}"))
+    try:
+        out = _run(args, schema)
+    finally:
+        if admin is not None:
+            with admin.begin() as conn:
+                conn.execute(text(f"DROP SCHEMA {schema} CASCADE"))
+            admin.dispose()
+    print(json.dumps(out, indent=2))
+
+
+def _run(args: argparse.Namespace, schema: str) -> dict[str, Any]:
+    with tempfile.TemporaryDirectory() as tmp:
+        home = Path(tmp)
+        url = (
+            f"{args.pg}?options=-csearch_path%3D{schema}"
+            if args.pg
+            else f"sqlite:///{home / 'chronoml.db'}"
+        )
+        store = Store.open(url, home)
+        store.upgrade()
+        log_s, table = populate(store, args.rows)
+        blocks.compact(store, upto=T0 + args.rows + 1)
+        live = db_bytes(store, url)
+        live_times, live_report = time_drift(store, args.rows, args.runs)
+
+        anchor = []
+        for _ in range(args.runs):
+            t = time.perf_counter()
+            pq.write_table(table, home / "anchor.parquet", compression="zstd")
+            anchor.append(time.perf_counter() - t)
+        anchor_bytes = (home / "anchor.parquet").stat().st_size
+        del table
+
+        target = parse_target(f"file://{home / 'archive'}")
+        t = time.perf_counter()
+        result = SA.archive(store, D.Layouts(store), T0 + args.rows + 1, target, settle_us=0)
+        archive_s = time.perf_counter() - t
+        assert result.rows == args.rows, result
+        if store.is_sqlite:
+            raw = store.engine.raw_connection()
+            try:
+                raw.driver_connection.execute("VACUUM")  # type: ignore[union-attr]
+            finally:
+                raw.close()
+        after = db_bytes(store, url)
+        arch_times, arch_report = time_drift(store, args.rows, args.runs)
+        assert json.dumps(arch_report, default=str) == json.dumps(live_report, default=str)
+        store.close()
+
+    n = args.rows
+    a_med = statistics.median(anchor)
+    out = {
+        "rows": n,
+        "store": "postgresql" if args.pg else "sqlite",
+        "log_s": round(log_s, 1),
+        "archive_s": round(archive_s, 2),
+        "archive_rows_per_s": round(n / archive_s),
+        "pyarrow_write_s": round(a_med, 2),
+        "pyarrow_rows_per_s": round(n / a_med),
+        "archive_vs_pyarrow": round(a_med / archive_s, 3),
+        "live_bytes_per_decision_database": round(live["database"] / n, 1),
+        "live_bytes_per_decision_table": round(live["decisions"] / n, 1)
+        if live["decisions"]
+        else None,
+        "archived_file_bytes_per_decision": round(result.bytes / n, 1),
+        "pyarrow_file_bytes_per_decision": round(anchor_bytes / n, 1),
+        "database_bytes_per_decision_after_archive": round(after["database"] / n, 1),
+        "drift_live_s": [round(x, 3) for x in live_times],
+        "drift_archived_s": [round(x, 3) for x in arch_times],
+        "drift_archived_vs_live": round(
+            statistics.median(arch_times) / statistics.median(live_times), 3
+        ),
+    }
+    return out
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,374 @@
+"""Moving decisions out of the database into content-addressed Parquet files.
+
+:func:`archive` takes, per endpoint, the decisions with ``ts`` below a cut in
+time order, a chunk at a time. For each chunk it writes one Parquet file per
+input layout to the object store under the file's sha256, reads it back and
+checks the digest, the row count, the ids and the packed inputs rebuilt from
+the columns. Only then, in one transaction, it records the files, appends an
+``archive`` entry to the evidence log (one leaf per file), deletes the rows
+(by endpoint and time range, checking the count), trims the columnar blocks
+and moves the endpoint's archive mark. A crash anywhere before that commit
+leaves every row in the database (and at most an orphan file, which the next
+run writes again under the same name); a crash after it leaves them archived.
+
+The decisions' own evidence items (leaf, salt, commitment) stay in the
+database: they are the log. Erasure of a subject's inputs must also rewrite
+the archive files that hold them: :func:`files_holding` names them (the
+privacy feature's hook; files are immutable, so a rewrite is a new file
+committed by a new ``archive`` entry).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import orjson
+from sqlalchemy import Connection, delete, func, select, update
+
+from chronoml.domain.archive import ArchiveError, FileLeaf, Target, file_name
+from chronoml.store import archive_parquet as AP
+from chronoml.store import evidence, schema
+from chronoml.store.archive_objects import Objects, open_objects
+from chronoml.store.database import Store
+from chronoml.timeutil import now_us
+
+if TYPE_CHECKING:
+    from chronoml.store.decisions import Layouts
+
+D = schema.decisions
+ITEMS = schema.evidence_items
+F = schema.archive_files
+M = schema.archive_marks
+S = schema.archive_state
+B = schema.decision_blocks
+
+CHUNK_ROWS = 200_000  # rows per transaction: bounds memory and how long the write lock is held
+SETTLE_US = 60_000_000  # decisions are stamped before they commit: archive only settled ones
+MIN_TS = -(2**62)
+
+
+def default_target(store: Store) -> Target:
+    """The local folder under CHRONOML_HOME."""
+    return Target(f"file://{(store.home / 'archive').resolve()}")
+
+
+@dataclass
+class Written:
+    """One file written, read back and checked, not yet committed."""
+
+    leaf: FileLeaf
+    size: int
+
+
+@dataclass
+class Result:
+    """What one archive run moved."""
+
+    files: int = 0
+    rows: int = 0
+    bytes: int = 0
+    endpoints: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "files": self.files,
+            "rows": self.rows,
+            "bytes": self.bytes,
+            "endpoints": self.endpoints,
+        }
+
+
+def mark_in(conn: Connection, endpoint: str) -> int | None:
+    v = conn.execute(select(M.c.archived_to).where(M.c.endpoint == endpoint)).scalar()
+    return None if v is None else int(v)
+
+
+def archive(
+    store: Store,
+    layouts: Layouts,
+    before: int,
+    target: Target | None = None,
+    *,
+    endpoints: Iterable[str] | None = None,
+    settle_us: int = SETTLE_US,
+    chunk_rows: int = CHUNK_ROWS,
+    objects: Objects | None = None,
+) -> Result:
+    """Archive every decision with ``ts < before`` (and settled) of ``endpoints`` (default all)."""
+    target = target or default_target(store)
+    objs = objects or open_objects(target)
+    cut = min(before, now_us() - settle_us)
+    if endpoints is None:
+        with store.read() as conn:
+            endpoints = sorted(conn.execute(select(D.c.endpoint).distinct()).scalars())
+    result = Result()
+    for endpoint in endpoints:
+        before_rows = result.rows
+        while _chunk(store, layouts, endpoint, cut, target, objs, chunk_rows, result):
+            pass
+        if result.rows > before_rows:
+            result.endpoints.append(endpoint)
+    return result
+
+
+_COLS = [D.c[c] for c in AP.COLUMNS]
+
+
+def _chunk(
+    store: Store,
+    layouts: Layouts,
+    endpoint: str,
+    cut: int,
+    target: Target,
+    objs: Objects,
+    chunk_rows: int,
+    result: Result,
+) -> bool:
+    """Archive the next chunk of ``endpoint`` below ``cut``; False when none is left."""
+    with store.read() as conn:
+        mark = mark_in(conn, endpoint)
+    lo = MIN_TS if mark is None else mark
+    if lo >= cut:
+        return False
+    q = (
+        select(*_COLS)
+        .where(D.c.endpoint == endpoint, D.c.ts >= lo, D.c.ts < cut)
+        .order_by(D.c.ts)  # the (endpoint, ts) index's order: no sort
+        .limit(chunk_rows)
+    )
+    with store.engine.connect() as conn:
+        data = conn.execute(q).cursor.fetchall()  # type: ignore[union-attr]
+        upto = cut
+        if len(data) == chunk_rows:
+            upto = int(data[-1][1])
+            data = [r for r in data if r[1] < upto]
+            if not data:  # one timestamp fills the chunk: take every row of it
+                q_one = q.limit(None).where(D.c.ts == upto)
+                data = conn.execute(q_one).cursor.fetchall()  # type: ignore[union-attr]
+                upto += 1
+        if data:
+            _all_committed(conn, endpoint, lo, upto, len(data))
+    groups: dict[str, list[tuple[Any, ...]]] = {}
+    for r in data:
+        groups.setdefault(r[10], []).append(r)
+    written = [_write(objs, endpoint, layout, rows, layouts) for layout, rows in groups.items()]
+    if not _commit(store, endpoint, mark, lo, upto, written, target, len(data)):
+        return True  # another archiver moved the mark meanwhile: look again
+    result.files += len(written)
+    result.rows += len(data)
+    result.bytes += sum(w.size for w in written)
+    return upto < cut
+
+
+def _all_committed(conn: Connection, endpoint: str, lo: int, upto: int, n: int) -> None:
+    """Refuse to archive a decision the evidence log does not commit (added outside chronoml):
+    in a file it would look committed by the file's leaf."""
+    on = (ITEMS.c.kind == "decision") & (ITEMS.c.ref == D.c.id)
+    q = (
+        select(func.count())
+        .select_from(D.join(ITEMS, on))
+        .where(D.c.endpoint == endpoint, D.c.ts >= lo, D.c.ts < upto)
+    )
+    if int(conn.execute(q).scalar_one()) != n:
+        missing = (
+            select(D.c.id)
+            .select_from(D.outerjoin(ITEMS, on))
+            .where(D.c.endpoint == endpoint, D.c.ts >= lo, D.c.ts < upto, ITEMS.c.ref.is_(None))
+        )
+        raise ArchiveError(
+            f"decision {conn.execute(missing.limit(1)).scalar()} is not in the evidence log "
+            "(added outside chronoml): run audit verify; nothing was archived",
+            "decision",
+        )
+
+
+def _write(
+    objs: Objects, endpoint: str, layout: str, rows: Sequence[tuple[Any, ...]], layouts: Layouts
+) -> Written:
+    sch = layouts.get(layout)
+    data, packed = AP.encode(rows, sch)
+    sha = hashlib.sha256(data).hexdigest()
+    name = file_name(sha)
+    objs.put(name, data)
+    back = objs.get(name)
+    if hashlib.sha256(back).hexdigest() != sha:
+        raise ArchiveError(f"archive file {name} read back with another digest", "archive")
+    table = AP.read(back, columns=["id", *AP.input_names(sch)])
+    ids = [r[0] for r in rows]
+    if table.num_rows != len(rows) or table.column("id").to_pylist() != ids:
+        raise ArchiveError(f"archive file {name} does not hold the rows written", "archive")
+    if AP.packed_inputs(table, sch).tobytes() != packed:
+        raise ArchiveError(f"archive file {name} does not give back the inputs", "archive")
+    leaf = FileLeaf(
+        sha, endpoint, layout, int(rows[0][1]), int(rows[-1][1]), len(rows), min(ids), max(ids)
+    )
+    return Written(leaf, len(data))
+
+
+def _commit(
+    store: Store,
+    endpoint: str,
+    mark: int | None,
+    lo: int,
+    upto: int,
+    written: Sequence[Written],
+    target: Target,
+    expected: int,
+) -> bool:
+    target_json = orjson.dumps(target.to_dict()).decode()
+    t = now_us()
+    with store.write() as conn:
+        now_mark = conn.execute(
+            select(M.c.archived_to).where(M.c.endpoint == endpoint).with_for_update()
+        ).scalar()
+        if now_mark != mark:
+            return False
+        fresh = [w for w in written if _absent(conn, w.leaf.sha256)]
+        if fresh:
+            conn.execute(
+                F.insert(),
+                [
+                    {
+                        "sha256": w.leaf.sha256,
+                        "endpoint": endpoint,
+                        "layout": w.leaf.layout,
+                        "ts_min": w.leaf.ts_min,
+                        "ts_max": w.leaf.ts_max,
+                        "rows": w.leaf.rows,
+                        "bytes": w.size,
+                        "min_id": w.leaf.min_id,
+                        "max_id": w.leaf.max_id,
+                        "target": target_json,
+                        "created_at": t,
+                    }
+                    for w in fresh
+                ],
+            )
+            entry = evidence.batch_entry(
+                "archive", [w.leaf.sha256 for w in fresh], [w.leaf.leaf_hash() for w in fresh], t
+            )
+            evidence.append_in(conn, [entry])
+        gone = conn.execute(
+            delete(D).where(D.c.endpoint == endpoint, D.c.ts >= lo, D.c.ts < upto)
+        ).rowcount
+        if gone != expected:
+            # a decision landed in the range after it was read: roll back, nothing moves
+            raise ArchiveError(
+                f"{endpoint}: {gone} decisions in the range at commit, {expected} archived; "
+                "nothing was deleted (try again, or archive an older cut)",
+                "before",
+            )
+        _trim_blocks(conn, endpoint, upto)
+        if mark is None:
+            conn.execute(M.insert().values(endpoint=endpoint, archived_to=upto))
+        else:
+            conn.execute(update(M).where(M.c.endpoint == endpoint).values(archived_to=upto))
+    return True
+
+
+def _absent(conn: Connection, sha: str) -> bool:
+    return conn.execute(select(F.c.sha256).where(F.c.sha256 == sha)).first() is None
+
+
+def _trim_blocks(conn: Connection, endpoint: str, upto: int) -> None:
+    """Drop the columnar blocks below ``upto``; keep the later rows of a block that spans it."""
+    conn.execute(delete(B).where(B.c.endpoint == endpoint, B.c.ts_max < upto))
+    spanning = conn.execute(
+        select(B).where(B.c.endpoint == endpoint, B.c.ts_min < upto, B.c.ts_max >= upto)
+    ).mappings()
+    for b in list(spanning):
+        ts = np.frombuffer(b["ts"], dtype="<i8")
+        keep = np.flatnonzero(ts >= upto)
+        n = len(ts)
+        width = len(b["num"]) // n if n else 0
+        num = np.frombuffer(b["num"], dtype=np.uint8).reshape(n, width)[keep]
+        outs = np.frombuffer(b["outputs"], dtype="<f8")[keep]
+        codes = b["codes"]
+        if codes is not None:
+            cw = len(codes) // (4 * n)
+            codes = np.frombuffer(codes, dtype="<i4").reshape(n, cw)[keep].tobytes()
+        conn.execute(
+            update(B)
+            .where(B.c.id == b["id"])
+            .values(
+                ts_min=int(ts[keep[0]]),
+                rows=len(keep),
+                ts=ts[keep].tobytes(),
+                num=num.tobytes(),
+                outputs=outs.tobytes(),
+                codes=codes,
+            )
+        )
+
+
+# --- the archiver's state and what is where ----------------------------------------
+
+
+def record_attempt(store: Store, error: str | None, next_at: int | None) -> int:
+    """Remember how the last background pass went; returns the consecutive failures."""
+    t = now_us()
+    with store.write() as conn:
+        row = conn.execute(select(S.c.failures).where(S.c.id == 1)).first()
+        failures = 0 if error is None else (int(row[0]) + 1 if row is not None else 1)
+        values: dict[str, Any] = {
+            "failures": failures,
+            "last_error": error,
+            "last_attempt_at": t,
+            "next_attempt_at": next_at,
+        }
+        if error is None:
+            values["last_success_at"] = t
+        if row is None:
+            conn.execute(S.insert().values(id=1, **values))
+        else:
+            conn.execute(update(S).where(S.c.id == 1).values(**values))
+    return failures
+
+
+def status(store: Store) -> dict[str, Any]:
+    """Per endpoint: decisions in the database, archived decisions, files and bytes, the mark."""
+    with store.read() as conn:
+        live: dict[str, int] = dict(
+            conn.execute(select(D.c.endpoint, func.count()).group_by(D.c.endpoint)).all()
+        )
+        arch = conn.execute(
+            select(F.c.endpoint, func.count(), func.sum(F.c.rows), func.sum(F.c.bytes)).group_by(
+                F.c.endpoint
+            )
+        ).all()
+        marks = dict(conn.execute(select(M.c.endpoint, M.c.archived_to)).all())
+        targets = sorted(set(conn.execute(select(F.c.target).distinct()).scalars()))
+        state = conn.execute(select(S)).mappings().first()
+    by = {e: (int(n), int(r or 0), int(b or 0)) for e, n, r, b in arch}
+    endpoints = []
+    for e in sorted(set(live) | set(by) | set(marks)):
+        files, rows, size = by.get(e, (0, 0, 0))
+        endpoints.append(
+            {
+                "endpoint": e,
+                "live_decisions": int(live.get(e, 0)),
+                "archived_decisions": rows,
+                "files": files,
+                "bytes": size,
+                "archived_to": marks.get(e),
+            }
+        )
+    return {
+        "endpoints": endpoints,
+        "targets": [orjson.loads(t)["url"] for t in targets],
+        "state": dict(state) if state is not None else None,
+    }
+
+
+def files_holding(store: Store, decision_ids: Sequence[str]) -> list[str]:
+    """The archive files whose id range covers any of ``decision_ids`` (for erasure)."""
+    out: set[str] = set()
+    with store.read() as conn:
+        for did in decision_ids:
+            q = select(F.c.sha256).where(F.c.min_id <= did, F.c.max_id >= did)
+            out.update(conn.execute(q).scalars())
+    return sorted(out)

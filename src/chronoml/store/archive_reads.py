@@ -1,0 +1,317 @@
+"""Reading archived decisions back, so every reader sees one decision log.
+
+Files are chosen by the database's index of them (endpoint and time range, or
+id range for a lookup), then read with pyarrow with the time (or id) filter
+pushed down to the row groups. Every decision of an endpoint below its
+archive mark is in the files and none is left in the database, so readers
+take the archived part of a range from here and the rest from their query.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+from collections import OrderedDict
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import orjson
+import pyarrow as pa
+import pyarrow.compute as pc
+from sqlalchemy import Connection, select
+
+from chronoml.domain.archive import ArchiveError, FileLeaf, Target, file_name
+from chronoml.domain.codec import NUMERIC_KINDS, Schema
+from chronoml.store import archive_parquet as AP
+from chronoml.store import schema
+from chronoml.store.archive_objects import open_objects
+from chronoml.store.database import Store
+
+F = schema.archive_files
+M = schema.archive_marks
+FB = schema.feedback
+
+CACHE_BYTES = 256 * 1024 * 1024
+
+
+class _Cache:
+    """Recently read files by digest (they never change), up to CACHE_BYTES."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.items: OrderedDict[str, bytes] = OrderedDict()
+        self.size = 0
+
+    def get(self, sha: str, target_json: str) -> bytes:
+        with self.lock:
+            got = self.items.get(sha)
+            if got is not None:
+                self.items.move_to_end(sha)
+                return got
+        target = Target.from_dict(orjson.loads(target_json))
+        data = open_objects(target).get(file_name(sha))
+        if hashlib.sha256(data).hexdigest() != sha:
+            # never serve (or keep) a file whose bytes changed since it was committed
+            raise ArchiveError(f"archive file {sha} no longer matches its digest", "archive")
+        with self.lock:
+            if sha not in self.items and len(data) <= CACHE_BYTES:
+                self.items[sha] = data
+                self.size += len(data)
+                while self.size > CACHE_BYTES:
+                    _, old = self.items.popitem(last=False)
+                    self.size -= len(old)
+        return data
+
+
+_cache = _Cache()
+
+
+def layout_of(table: pa.Table) -> Schema:
+    meta = table.schema.metadata or {}
+    return tuple((c, k) for c, k in orjson.loads(meta[b"chronoml.layout"]))
+
+
+def _table(
+    f: Any, columns: Sequence[str] | None, filters: list[tuple[str, str, Any]]
+) -> tuple[pa.Table, Schema]:
+    data = _cache.get(f.sha256, f.target)
+    table = AP.read(data, columns=None if columns is None else list(columns), filters=filters)
+    return table, layout_of(table)
+
+
+def mark(store: Store, endpoint: str) -> int | None:
+    with store.read() as conn:
+        v = conn.execute(select(M.c.archived_to).where(M.c.endpoint == endpoint)).scalar()
+    return None if v is None else int(v)
+
+
+def _files(store: Store, endpoint: str, start: int, stop: int) -> list[Any]:
+    q = (
+        select(F)
+        .where(F.c.endpoint == endpoint, F.c.ts_max >= start, F.c.ts_min < stop)
+        .order_by(F.c.ts_min)
+    )
+    with store.read() as conn:
+        return list(conn.execute(q).all())
+
+
+def span(store: Store, endpoint: str, start: int, end: int) -> tuple[int, int] | None:
+    """The archived part ``[start, stop)`` of ``[start, end)``, or None when none is."""
+    m = mark(store, endpoint)
+    if m is None or start >= m:
+        return None
+    return start, min(end, m)
+
+
+def find(conn: Connection, decision_id: str) -> tuple[Any, ...] | None:
+    """An archived decision as a tuple in ``decisions.COLUMNS`` order, or None."""
+    q = select(F).where(F.c.min_id <= decision_id, F.c.max_id >= decision_id)
+    for f in conn.execute(q).all():
+        table, sch = _table(f, None, [("id", "==", decision_id)])
+        if table.num_rows:
+            return AP.rows(table, sch)[0]
+    return None
+
+
+def _filters(
+    start: int,
+    stop: int,
+    *,
+    shadow: bool | None,
+    variant: str | None,
+    version: str | None,
+) -> list[tuple[str, str, Any]]:
+    got: list[tuple[str, str, Any]] = [("ts", ">=", start), ("ts", "<", stop)]
+    if shadow is not None:
+        got.append(("shadow", "==", shadow))
+    if variant is not None:
+        got.append(("variant", "==", variant))
+    if version is not None:
+        got.append(("model_version", "==", version))
+    return got
+
+
+def window_parts(
+    store: Store, endpoint: str, start: int, end: int, *, variant: str | None, include_shadow: bool
+) -> tuple[list[tuple[str, str, dict[str, np.ndarray[Any, Any]], np.ndarray[Any, Any]]], int]:
+    """Archived decisions of a window as ``decisions.window`` parts; and where the database
+    takes over."""
+    got = span(store, endpoint, start, end)
+    if got is None:
+        return [], start
+    lo, stop = got
+    filters = _filters(
+        lo, stop, shadow=None if include_shadow else False, variant=variant, version=None
+    )
+    parts = []
+    for f in _files(store, endpoint, lo, stop):
+        data = _cache.get(f.sha256, f.target)
+        sch = AP.layout(data)
+        wanted = ["variant", "model_version", "output_num", *AP.input_names(sch)]
+        if any(k not in NUMERIC_KINDS for _, k in sch):
+            wanted.append("txt")
+        table = AP.read(data, columns=wanted, filters=filters)
+        if table.num_rows == 0:
+            continue
+        for (vname, version), sub in _groups(table):
+            outs = sub.column("output_num").to_numpy(zero_copy_only=False).astype(np.float64)
+            parts.append((vname, version, AP.columns(sub, sch), outs))
+    return parts, stop
+
+
+def _groups(table: pa.Table) -> list[tuple[tuple[str, str], pa.Table]]:
+    pairs = table.select(["variant", "model_version"]).group_by(["variant", "model_version"])
+    keys = pairs.aggregate([]).to_pylist()
+    if len(keys) == 1:
+        k = keys[0]
+        return [((k["variant"], k["model_version"]), table)]
+    out = []
+    for k in keys:
+        mask = pc.and_(
+            pc.equal(table.column("variant"), k["variant"]),
+            pc.equal(table.column("model_version"), k["model_version"]),
+        )
+        out.append(((k["variant"], k["model_version"]), table.filter(mask)))
+    return out
+
+
+def rows(
+    store: Store,
+    endpoint: str,
+    start: int,
+    end: int,
+    names: Sequence[str],
+    *,
+    shadow: bool | None = None,
+    variant: str | None = None,
+    version: str | None = None,
+    event_seqs: Sequence[int] | None = None,
+) -> list[tuple[Any, ...]]:
+    """Archived decisions of ``[start, end)`` as tuples of the columns ``names``
+    (any of ``decisions.COLUMNS``), in (ts, id) order."""
+    got = span(store, endpoint, start, end)
+    if got is None:
+        return []
+    lo, stop = got
+    filters = _filters(lo, stop, shadow=shadow, variant=variant, version=version)
+    if event_seqs is not None:
+        filters.append(("event_seq", "in", list(event_seqs)))
+    out: list[tuple[Any, ...]] = []
+    for f in _files(store, endpoint, lo, stop):
+        table, sch = _table(f, None, filters)
+        if table.num_rows == 0:
+            continue
+        if "num" in names:
+            full = AP.rows(table, sch)
+            idx = [AP.COLUMNS.index(n) for n in names]
+            out += [tuple(r[i] for i in idx) for r in full]
+        else:
+            cols = [table.column(n).to_pylist() for n in names]
+            out += list(zip(*cols, strict=True))
+    if "ts" in names and "id" in names:
+        ti, ii = names.index("ts"), names.index("id")
+        out.sort(key=lambda r: (r[ti], r[ii]))
+    return out
+
+
+def by_ids(store: Store, ids: Sequence[str]) -> list[tuple[Any, ...]]:
+    """Archived decisions among ``ids`` as tuples in ``decisions.COLUMNS`` order."""
+    out = []
+    with store.read() as conn:
+        for did in ids:
+            r = find(conn, did)
+            if r is not None:
+                out.append(r)
+    return out
+
+
+def label_texts(store: Store, ids: Sequence[str]) -> dict[str, str]:
+    """The latest label (as stored, JSON text) of each of ``ids`` that has one."""
+    out: dict[str, str] = {}
+    for i in range(0, len(ids), 500):
+        part = list(ids[i : i + 500])
+        q = select(FB.c.decision_id, FB.c.label).where(FB.c.decision_id.in_(part)).order_by(FB.c.id)
+        with store.read() as conn:
+            for did, label in conn.execute(q).all():
+                out[did] = label
+    return out
+
+
+def recent_ids(store: Store, endpoint: str, limit: int) -> list[str]:
+    """The newest archived decision ids of ``endpoint``, newest first."""
+    q = select(F).where(F.c.endpoint == endpoint).order_by(F.c.ts_max.desc()).limit(4)
+    with store.read() as conn:
+        files = list(conn.execute(q).all())
+    got: list[tuple[int, str]] = []
+    for f in files:
+        table, _ = _table(f, ["id", "ts"], [])
+        got += list(
+            zip(table.column("ts").to_pylist(), table.column("id").to_pylist(), strict=True)
+        )
+    got.sort(reverse=True)
+    return [i for _, i in got[:limit]]
+
+
+def archive_items(conn: Connection) -> Any:
+    """Archive evidence rows joined to their file's row (absent: NULL columns)."""
+    ITEMS = schema.evidence_items
+    q = (
+        select(ITEMS.c.log_index, ITEMS.c.position, ITEMS.c.ref, ITEMS.c.leaf, *F.c)
+        .select_from(ITEMS.outerjoin(F, F.c.sha256 == ITEMS.c.ref))
+        .where(ITEMS.c.kind == "archive")
+        .order_by(ITEMS.c.log_index, ITEMS.c.position)
+    )
+    yield from conn.execute(q).mappings()
+
+
+def file_leaf(r: Any) -> FileLeaf | None:
+    """The leaf of an archive file's row (a mapping of its columns), or None when gone."""
+    if r["sha256"] is None:
+        return None
+    return FileLeaf(
+        r["sha256"], r["endpoint"], r["layout"], int(r["ts_min"]), int(r["ts_max"]),
+        int(r["rows"]), r["min_id"], r["max_id"],
+    )  # fmt: skip
+
+
+class Archived:
+    """Archived decisions by id for a pass over the whole log (``audit verify --decisions``).
+
+    Each file is fetched once, its digest checked against its name, and its
+    rows kept while the pass is in its time range (log order is time order).
+    """
+
+    def __init__(self, store: Store) -> None:
+        with store.read() as conn:
+            self.files = list(conn.execute(select(F).order_by(F.c.min_id)).all())
+        self.loaded: OrderedDict[str, dict[str, tuple[Any, ...]]] = OrderedDict()
+        self.problems: list[tuple[str, str]] = []  # (what, why)
+
+    def _load(self, f: Any) -> dict[str, tuple[Any, ...]]:
+        got = self.loaded.get(f.sha256)
+        if got is not None:
+            return got
+        got = {}
+        try:
+            table = AP.read(_cache.get(f.sha256, f.target))
+            got = {r[0]: r for r in AP.rows(table, layout_of(table))}
+        except ArchiveError as exc:
+            self.problems.append((f"archive file {f.sha256}", exc.message))
+        self.loaded[f.sha256] = got
+        while len(self.loaded) > 4:
+            self.loaded.popitem(last=False)
+        return got
+
+    def get(self, decision_id: str) -> tuple[Any, ...] | None:
+        # the files already loaded first: the pass reads decisions in time order
+        for rows in reversed(self.loaded.values()):
+            r = rows.get(decision_id)
+            if r is not None:
+                return r
+        for f in self.files:
+            if f.min_id <= decision_id <= f.max_id:
+                r = self._load(f).get(decision_id)
+                if r is not None:
+                    return r
+        return None

@@ -1,0 +1,121 @@
+"""Archiving at the store level: windows, lookups and the evidence log are the same after."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import pytest
+from archive_support import log
+
+from chronoml.domain.archive import ArchiveError, parse_target
+from chronoml.evidence import audit
+from chronoml.store import Store, blocks
+from chronoml.store import archive as SA
+from chronoml.store import decision_reads as DR
+from chronoml.store import decisions as D
+from chronoml.store.archive_objects import Folder
+
+
+@pytest.fixture
+def store(store_url: str, tmp_path: Path) -> Any:
+    s = Store.open(store_url, tmp_path / "home")
+    s.upgrade()
+    yield s
+    s.close()
+
+
+def canon(w: D.Window) -> pd.DataFrame:
+    df = pd.DataFrame(
+        {**{c: list(v) for c, v in w.columns.items()}, "out": w.outputs, "variant": w.variants}
+    )
+    return df.sort_values(["variant", "x", "k"], na_position="first").reset_index(drop=True)
+
+
+CASES = [(0, 10**9, None, False), (1_003_000, 1_012_000, "b", False), (0, 10**9, None, True)]
+
+
+def answers(store: Store, layouts: D.Layouts, ids: list[str]) -> Any:
+    wins = [
+        canon(D.window(store, layouts, "e", s, e, variant=v, include_shadow=sh))
+        for s, e, v, sh in CASES
+    ]
+    rows = [D.get(store, i) for i in ids[::97]]
+    keys = DR.keys(store, "e", 0, 10**9, include_shadow=True)
+    frames = [b.frame for b in DR.batches(store, layouts, "e", 0, 10**9, include_shadow=False)]
+    some = [b.ids for b in DR.batches(store, layouts, "e", 0, 0, include_shadow=False, ids=ids[:7])]
+    lab = sorted(DR.outputs_and_labels(store, "e", 0, 10**9))
+    return wins, rows, keys, pd.concat(frames, ignore_index=True), some, lab, D.count(store, "e")
+
+
+def test_archived_windows_lookups_and_evidence_match(store: Store, tmp_path: Path) -> None:
+    layouts = D.Layouts(store)
+    ids = log(store, layouts, 1500, 1_000_000, "a")
+    ids += log(store, layouts, 900, 1_004_000, "b")
+    ids += log(store, layouts, 200, 1_002_000, "b", shadow=True)
+    blocks.compact(store, upto=1_008_000)  # a block spans the cut below
+    before = answers(store, layouts, ids)
+
+    target = parse_target(f"file://{tmp_path / 'objects'}")
+    got = SA.archive(store, layouts, 1_006_000, target, settle_us=0, chunk_rows=700)
+    assert got.rows > 0 and got.files >= 2
+    status = SA.status(store)["endpoints"][0]
+    assert status["archived_decisions"] == got.rows > 0 and status["archived_to"] == 1_006_000
+    assert status["live_decisions"] + status["archived_decisions"] == 2600
+    # every file is named by its digest
+    for p in (tmp_path / "objects").iterdir():
+        assert p.name == hashlib.sha256(p.read_bytes()).hexdigest() + ".parquet"
+    mid = answers(store, layouts, ids)
+    SA.archive(store, layouts, 10**9, target, settle_us=0)
+    after = answers(store, layouts, ids)
+    for b, m, a in zip(before, mid, after, strict=True):
+        for x, y in ((b, m), (b, a)):
+            if isinstance(x, list) and x and isinstance(x[0], pd.DataFrame):
+                for fx, fy in zip(x, y, strict=True):
+                    pd.testing.assert_frame_equal(fx, fy)
+            elif isinstance(x, pd.DataFrame):
+                pd.testing.assert_frame_equal(x, y)
+            else:
+                assert x == y
+    assert SA.status(store)["endpoints"][0]["live_decisions"] == 0
+    report = audit.verify(store, decisions=True)
+    assert report.ok, report.reason
+    assert report.decisions == 2600
+
+
+def test_a_changed_or_missing_archive_file_is_named(store: Store, tmp_path: Path) -> None:
+    layouts = D.Layouts(store)
+    log(store, layouts, 300, 1_000_000, "a")
+    folder = tmp_path / "objects"
+    SA.archive(store, layouts, 10**9, parse_target(f"file://{folder}"), settle_us=0)
+    (path,) = list(folder.iterdir())
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 1
+    path.write_bytes(bytes(data))
+    report = audit.verify(store, decisions=True)
+    assert not report.ok
+    assert report.first_bad == f"archive file {path.name.removesuffix('.parquet')}"
+    assert (
+        report.reason
+        == "archive file " + path.name.removesuffix(".parquet") + " no longer matches its digest"
+    )
+    path.unlink()
+    report = audit.verify(store, decisions=True)
+    assert not report.ok and "missing" in report.reason
+
+
+def test_nothing_is_deleted_when_the_file_does_not_read_back(store: Store, tmp_path: Path) -> None:
+    layouts = D.Layouts(store)
+    log(store, layouts, 50, 1_000_000, "a")
+
+    class Lossy(Folder):
+        def get(self, key: str) -> bytes:  # a store that corrupts what it keeps
+            return super().get(key)[:-1] + b"\x00"
+
+    target = parse_target(f"file://{tmp_path / 'objects'}")
+    with pytest.raises(ArchiveError, match="another digest"):
+        SA.archive(store, layouts, 10**9, target, settle_us=0, objects=Lossy(target))
+    assert D.count(store, "e") == 50 and SA.status(store)["endpoints"][0]["files"] == 0
+    assert audit.verify(store, decisions=True).ok
