@@ -189,6 +189,7 @@ def read(
         B.c.txt,
         B.c.codes,
         B.c.outputs,
+        B.c.erased,
     ).where(B.c.endpoint == endpoint, B.c.ts_max >= start, B.c.ts_min < stop)
     if variant is not None:
         q = q.where(B.c.variant == variant)
@@ -197,13 +198,18 @@ def read(
     with store.engine.connect() as conn:
         blocks = conn.execute(q.order_by(B.c.ts_min)).cursor.fetchall()  # type: ignore[union-attr]
     parts: list[Part] = []
-    for vname, version, layout, _shadow, ts_b, num, uniques, codes, outs_b in blocks:
+    for vname, version, layout, _shadow, ts_b, num, uniques, codes, outs_b, erased in blocks:
         ts = np.frombuffer(ts_b, dtype="<i8")
         outs = np.frombuffer(outs_b, dtype="<f8")
         keep = (ts >= start) & (ts < stop)
         if not keep.any():
             continue
         got = decode(layouts.get(layout), len(ts), num, uniques, codes)
+        if erased and any(erased):  # rows whose inputs were erased read as missing
+            mask = np.frombuffer(erased, dtype=np.uint8).astype(bool)
+            for c, v in got.items():
+                if v.dtype.kind == "f":
+                    got[c] = np.where(mask, np.nan, v)
         if keep.all():
             parts.append((vname, version, got, outs))
         else:

@@ -1,0 +1,299 @@
+"""Privacy persistence: endpoint policies, and erasing decisions' inputs where they are stored.
+
+Erasure rewrites: a decision's packed inputs become NaN of the same width, its
+text inputs and context NULL, the salt of its input commitment NULL (the
+evidence triggers allow exactly that change), its later context rows are
+deleted and its row in a columnar block is blanked and flagged. The leaf keeps
+the commitment, so every proof still verifies. On SQLite the erasing
+connection runs with ``secure_delete`` (freed bytes are zeroed) and the WAL is
+checkpointed and truncated afterwards, so no copy of the old pages remains in
+the files; on PostgreSQL the affected tables are vacuumed (see :func:`vacuum`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import orjson
+from sqlalchemy import delete, select, update
+from sqlalchemy.engine import Connection
+
+from chronoml.domain import ledger as L
+from chronoml.domain.privacy import Policy
+from chronoml.store import ledger as SL
+from chronoml.store import schema
+from chronoml.store.database import Store
+
+P = schema.privacy_policies
+D = schema.decisions
+B = schema.decision_blocks
+I = schema.evidence_items  # noqa: E741 - the evidence items table, as elsewhere
+DC = schema.decision_context
+EXP = schema.explanations
+
+# rows erased per statement: bounded parameter lists on both databases
+_CHUNK = 500
+
+
+@dataclass(frozen=True)
+class StoredPolicy:
+    endpoint: str
+    policy: Policy
+    event_seq: int
+    updated_at: int
+    actor: str
+
+
+def _row(r: Any) -> StoredPolicy:
+    return StoredPolicy(
+        r.endpoint, Policy.from_dict(orjson.loads(r.policy)), int(r.event_seq), int(r.updated_at),
+        r.actor,
+    )  # fmt: skip
+
+
+def get(store: Store, endpoint: str) -> StoredPolicy | None:
+    with store.read() as conn:
+        r = conn.execute(select(P).where(P.c.endpoint == endpoint)).first()
+    return _row(r) if r is not None else None
+
+
+def all_policies(store: Store) -> dict[str, StoredPolicy]:
+    """Every endpoint's policy (one small table: the gateway reads it when the ledger moves)."""
+    with store.read() as conn:
+        return {r.endpoint: _row(r) for r in conn.execute(select(P))}
+
+
+def put(store: Store, change: L.Change, policy: Policy) -> tuple[L.LedgerEvent, StoredPolicy]:
+    """Record the policy and its ledger event in one transaction."""
+
+    def tx(conn: Connection) -> tuple[L.LedgerEvent, StoredPolicy]:
+        ev = SL.append_in(conn, change)
+        values = {
+            "policy": orjson.dumps(policy.to_dict()).decode(),
+            "event_seq": ev.seq,
+            "updated_at": ev.recorded_at,
+            "actor": change.actor,
+        }
+        done = conn.execute(update(P).where(P.c.endpoint == change.endpoint).values(**values))
+        if not done.rowcount:
+            conn.execute(P.insert().values(endpoint=change.endpoint, **values))
+        return ev, StoredPolicy(change.endpoint, policy, ev.seq, ev.recorded_at, change.actor)
+
+    return store.write_retrying(tx, "the privacy policy")
+
+
+# --- erasure ---------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Target:
+    """A decision whose inputs are to be erased."""
+
+    id: str
+    ts: int
+    endpoint: str
+    variant: str
+    model_version: str
+    layout: str
+    shadow: bool
+    num: bytes
+    txt: str | None
+
+
+_TARGET_COLS = (
+    D.c.id, D.c.ts, D.c.endpoint, D.c.variant, D.c.model_version, D.c.layout, D.c.shadow,
+    D.c.num, D.c.txt,
+)  # fmt: skip
+# a decision still holding inputs: its commitment's salt is there
+_NOT_ERASED = select(I.c.ref).where(I.c.kind == "decision", I.c.salt.is_not(None))
+
+
+def by_units(conn: Connection, units: Sequence[str]) -> list[Target]:
+    """Decisions of these unit keys whose inputs are not erased yet (an index seek)."""
+    q = select(*_TARGET_COLS).where(D.c.unit.in_(list(units)), D.c.id.in_(_NOT_ERASED))
+    return [Target(*r) for r in conn.execute(q)]
+
+
+def older_than(conn: Connection, before: int, limit: int) -> list[Target]:
+    """Up to ``limit`` decisions before ``before`` whose inputs are not erased yet."""
+    q = (
+        select(*_TARGET_COLS)
+        .where(D.c.ts < before, D.c.id.in_(_NOT_ERASED))
+        .order_by(D.c.ts)
+        .limit(limit)
+    )
+    return [Target(*r) for r in conn.execute(q)]
+
+
+def erase_in(conn: Connection, targets: Sequence[Target]) -> None:
+    """Erase the targets' inputs in the caller's transaction (rows, blocks, context)."""
+    for part in _chunks(targets):
+        ids = [t.id for t in part]
+        # same width of NaN: window reads stay aligned, and nothing of the value is left
+        by_width: dict[int, list[str]] = {}
+        for t in part:
+            by_width.setdefault(len(t.num), []).append(t.id)
+        for width, group in by_width.items():
+            blank = np.full(width // 8, np.nan, dtype="<f8").tobytes()
+            conn.execute(
+                update(D).where(D.c.id.in_(group)).values(num=blank, txt=None, context=None)
+            )
+        conn.execute(
+            update(I).where(I.c.kind == "decision", I.c.ref.in_(ids)).values(salt=None)
+        )
+        conn.execute(delete(DC).where(DC.c.decision_id.in_(ids)))
+    _erase_in_blocks(conn, targets)
+
+
+def _chunks(items: Sequence[Target]) -> Iterator[Sequence[Target]]:
+    for i in range(0, len(items), _CHUNK):
+        yield items[i : i + _CHUNK]
+
+
+def _erase_in_blocks(conn: Connection, targets: Sequence[Target]) -> None:
+    """Blank each target's row in the block holding it and flag it erased.
+
+    A block holds rows of one (endpoint, variant, version, layout, shadow) in
+    time order; a row is found by its timestamp and its packed inputs (rows of
+    one request share a timestamp).
+    """
+    groups: dict[tuple[str, str, str, str, bool], list[Target]] = {}
+    for t in targets:
+        groups.setdefault((t.endpoint, t.variant, t.model_version, t.layout, t.shadow), []).append(t)
+    for (endpoint, variant, version, layout, shadow), members in groups.items():
+        lo, hi = min(t.ts for t in members), max(t.ts for t in members)
+        q = select(B.c.id, B.c.rows, B.c.ts, B.c.num, B.c.txt, B.c.codes, B.c.erased).where(
+            B.c.endpoint == endpoint,
+            B.c.variant == variant,
+            B.c.model_version == version,
+            B.c.layout == layout,
+            B.c.shadow.is_(shadow),
+            B.c.ts_min <= hi,
+            B.c.ts_max >= lo,
+        )
+        for bid, n, ts_b, num, txt, codes, erased in conn.execute(q).all():
+            values = _blank_rows(members, n, ts_b, num, txt, codes, erased)
+            if values is not None:
+                conn.execute(update(B).where(B.c.id == bid).values(**values))
+
+
+def _blank_rows(
+    members: Sequence[Target],
+    n: int,
+    ts_b: bytes,
+    num: bytes,
+    txt: str | None,
+    codes: bytes | None,
+    erased: bytes | None,
+) -> dict[str, Any] | None:
+    ts = np.frombuffer(ts_b, dtype="<i8")
+    width = len(num) // n if n else 0
+    mat = np.frombuffer(num, dtype=np.uint8).reshape(n, width).copy() if width else None
+    flags = np.frombuffer(erased, dtype=np.uint8).copy() if erased else np.zeros(n, np.uint8)
+    hit = False
+    for t in members:
+        for i in np.flatnonzero(ts == t.ts):
+            if flags[i]:
+                continue
+            if mat is not None and bytes(mat[i]) != bytes(t.num):
+                continue
+            flags[i] = 1
+            if mat is not None:
+                mat[i] = np.frombuffer(
+                    np.full(width // 8, np.nan, dtype="<f8").tobytes(), dtype=np.uint8
+                )
+            hit = True
+            break
+    if not hit:
+        return None
+    values: dict[str, Any] = {"erased": flags.tobytes()}
+    if mat is not None:
+        values["num"] = mat.tobytes()
+    if txt is not None and codes is not None:
+        values["txt"], values["codes"] = _reencode_texts(txt, codes, n, flags)
+    return values
+
+
+def _reencode_texts(
+    txt: str, codes: bytes, n: int, flags: np.ndarray[Any, Any]
+) -> tuple[str, bytes]:
+    """The block's dictionary without the erased rows' values (a value only they held
+    must not stay in the dictionary)."""
+    uniques = orjson.loads(txt)
+    width = len(uniques)
+    mat = np.frombuffer(codes, dtype="<i4").reshape(n, width).copy()
+    mat[flags.astype(bool)] = -1
+    fresh: list[list[Any]] = []
+    for j in range(width):
+        used = np.unique(mat[:, j][mat[:, j] >= 0])
+        remap = np.full(len(uniques[j]) + 1, -1, dtype="<i4")
+        remap[used] = np.arange(len(used), dtype="<i4")
+        mat[:, j] = remap[mat[:, j]]  # -1 indexes the last slot, which stays -1
+        fresh.append([uniques[j][k] for k in used.tolist()])
+    return orjson.dumps(fresh).decode(), mat.tobytes()
+
+
+def erased_mask(erased: bytes | None, n: int) -> np.ndarray[Any, Any] | None:
+    """A block's erased rows as a bool array, or None when none are."""
+    if not erased:
+        return None
+    mask = np.frombuffer(erased, dtype=np.uint8).astype(bool)
+    return mask if mask.any() else None
+
+
+def is_erased_in(conn: Connection, decision_id: str) -> bool:
+    """Whether a decision's inputs were erased (its commitment's salt is gone)."""
+    r = conn.execute(
+        select(I.c.salt).where(I.c.kind == "decision", I.c.ref == decision_id)
+    ).first()
+    return r is not None and r[0] is None
+
+
+def erasure_events_in(conn: Connection, endpoint: str) -> list[L.LedgerEvent]:
+    """The endpoint's erasure events, oldest first."""
+    E = schema.ledger_events
+    q = select(E.c.seq).where(E.c.endpoint == endpoint, E.c.kind == "erasure").order_by(E.c.seq)
+    out = []
+    for seq in conn.execute(q).scalars():
+        ev = SL.get_event(conn, int(seq))
+        if ev is not None:
+            out.append(ev)
+    return out
+
+
+def scrub(store: Store) -> None:
+    """Leave no copy of erased bytes in the store's files.
+
+    SQLite: the erasing transaction ran with ``secure_delete`` on, so freed
+    cells and pages were zeroed; a ``TRUNCATE`` checkpoint then copies the
+    newest pages into the database file and empties the WAL, which still held
+    the pages as they were before. PostgreSQL: ``VACUUM`` of the changed
+    tables frees the dead row versions so their space is reused; see the
+    README for what that does not promise.
+    """
+    raw = store.engine.raw_connection()
+    try:
+        db = raw.driver_connection
+        if store.is_sqlite:
+            db.execute("PRAGMA wal_checkpoint(TRUNCATE)")  # type: ignore[union-attr]
+        else:
+            db.autocommit = True  # type: ignore[union-attr]
+            with db.cursor() as cur:  # type: ignore[union-attr]
+                for table in ("decisions", "decision_blocks", "evidence_items", "decision_context"):
+                    cur.execute(f"VACUUM {table}")
+    finally:
+        raw.invalidate() if not store.is_sqlite else raw.close()
+
+
+def secure_delete_on(conn: Connection, is_sqlite: bool) -> None:
+    """Zero freed bytes for the rest of this connection's transaction (SQLite)."""
+    if is_sqlite:
+        conn.exec_driver_sql("PRAGMA secure_delete=ON")
+
+
+def secure_delete_off(conn: Connection, is_sqlite: bool) -> None:
+    if is_sqlite:
+        conn.exec_driver_sql("PRAGMA secure_delete=OFF")
