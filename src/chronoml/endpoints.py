@@ -21,12 +21,14 @@ from chronoml.domain.canary import Breach, Guardrails
 from chronoml.errors import NotFound, Refused
 from chronoml.monitor import feedback as fb
 from chronoml.monitor.reports import ensure_profile
+from chronoml.privacy import erasure
 from chronoml.registry import RegistryError
 from chronoml.registry.models import load_model
 from chronoml.registry.probe import check_format, probe
 from chronoml.store import decisions as D
 from chronoml.store import explanations as stored_explanations
 from chronoml.store import ledger as SL
+from chronoml.store import privacy as SP
 from chronoml.timeutil import iso, now_us
 
 _ENDPOINT = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
@@ -259,6 +261,11 @@ def decision(ctx: Context, decision_id: str) -> dict[str, Any]:
         )
         labels = fb.history_in(conn, row.id)
         explanation = stored_explanations.get_in(conn, row.id)
+        erased = (
+            erasure.erased_note(ctx, conn, row.endpoint, row.unit, row.ts)
+            if SP.is_erased_in(conn, row.id)
+            else None
+        )
     sch = ctx.layouts.get(row.layout)
     out: dict[str, Any] = {
         "id": row.id,
@@ -272,10 +279,13 @@ def decision(ctx: Context, decision_id: str) -> dict[str, Any]:
         "code_version": None,
         "event": event_dict(deploy_event) if deploy_event else None,
         "routed_by_event": event_dict(state_event) if state_event else None,
-        "inputs": codec.decode(sch, row.num, row.txt),
+        "inputs": codec.decode(sch, row.num, row.txt) if erased is None else None,
         "output": orjson.loads(row.output),
         "latency_ms": row.latency_ms,
     }
+    if erased is not None:
+        # the commitment, output and lineage stay; the inputs and context are gone
+        out["inputs_erased"] = erased
     if labels:
         out["label"] = labels[-1]["label"]
         out["label_history"] = labels

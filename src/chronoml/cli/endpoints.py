@@ -296,5 +296,9 @@ def format_decision(d: dict[str, Any]) -> str:
             f"  live by   ledger #{ev['seq']} {ev['kind']} by {ev['actor']} at {ev['effective_at']}"
         )
     lines.append(f"  output    {json.dumps(d['output'])}  ({d['latency_ms']:.2f} ms)")
-    lines.append("  inputs    " + ", ".join(f"{k}={v}" for k, v in d["inputs"].items()))
+    gone = d.get("inputs_erased")
+    if gone is not None:
+        lines.append(f"  inputs    erased at {gone['erased_at']} by {gone['erased_by']}")
+    else:
+        lines.append("  inputs    " + ", ".join(f"{k}={v}" for k, v in d["inputs"].items()))
     return "\n".join(lines)

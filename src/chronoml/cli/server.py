@@ -152,6 +152,12 @@ if TYPE_CHECKING:
     type=click.Path(file_okay=False, path_type=Path),
     help="Also publish each checkpoint into this folder (<size>-<time>.txt and latest.txt).",
 )
+@click.option(
+    "--retain-inputs",
+    metavar="DURATION",
+    help="Erase raw inputs (and context) of decisions older than this, e.g. 180d, in each "
+    "monitoring pass; outputs, commitments and lineage stay [default: keep until erased].",
+)
 @click.option("--log-level", default="info", show_default=True)
 @click.pass_context
 def server(
@@ -182,6 +188,7 @@ def server(
     access_log: bool,
     checkpoint_interval: float,
     checkpoint_dir: Path | None,
+    retain_inputs: str | None,
     log_level: str,
 ) -> None:
     """Serve the REST API, the prediction gateway and the dashboard.
@@ -203,6 +210,7 @@ def server(
 
     try:
         window_us = parse_duration(monitor_window)
+        retain_us = parse_duration(retain_inputs) if retain_inputs else None
     except ValueError as exc:
         raise Fail(str(exc)) from None
     busy = port_holder(host, port)
@@ -238,6 +246,7 @@ def server(
             oidc_jwks=oidc_jwks,
             oidc_roles_claim=oidc_roles_claim,
             checkpoint_interval_s=checkpoint_interval,
+            retain_inputs_us=retain_us,
             checkpoint_dir=checkpoint_dir,
         )
         # lazy: the command's modules load when it runs, so `chronoml --help` stays fast

@@ -70,6 +70,8 @@ def _compact_one(store: Store, endpoint: str, limit: int) -> int:
     lo = start if start is not None else -(2**62)
     if limit <= lo:
         return 0
+    # an erasure between this read and the write below would leave its bytes in a block
+    erasures_before = _last_erasure(store, endpoint)
     q = (
         select(
             D.c.ts,
@@ -120,6 +122,8 @@ def _compact_one(store: Store, endpoint: str, limit: int) -> int:
         ).scalar()
         if now_mark != start:
             return 0
+        if _last_erasure_in(conn, endpoint) != erasures_before:
+            return 0  # the next pass compacts again, from the erased rows
         if rows:
             conn.execute(B.insert(), rows)
         if start is None:
@@ -127,6 +131,18 @@ def _compact_one(store: Store, endpoint: str, limit: int) -> int:
         else:
             conn.execute(W.update().where(W.c.endpoint == endpoint).values(compacted_to=limit))
     return len(data)
+
+
+def _last_erasure_in(conn: Any, endpoint: str) -> int | None:
+    E = schema.ledger_events
+    q = select(func.max(E.c.seq)).where(E.c.endpoint == endpoint, E.c.kind == "erasure")
+    v = conn.execute(q).scalar()
+    return None if v is None else int(v)
+
+
+def _last_erasure(store: Store, endpoint: str) -> int | None:
+    with store.read() as conn:
+        return _last_erasure_in(conn, endpoint)
 
 
 def _dictionary(texts: list[str | None]) -> tuple[str | None, bytes | None]:

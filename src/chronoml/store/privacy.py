@@ -21,6 +21,7 @@ import orjson
 from sqlalchemy import delete, select, update
 from sqlalchemy.engine import Connection
 
+from chronoml.domain import leaves as LV
 from chronoml.domain import ledger as L
 from chronoml.domain.privacy import Policy
 from chronoml.store import ledger as SL
@@ -85,12 +86,19 @@ def put(store: Store, change: L.Change, policy: Policy) -> tuple[L.LedgerEvent, 
     return store.write_retrying(tx, "the privacy policy")
 
 
+def endpoints_of(store: Store, ids: Sequence[str]) -> dict[str, str]:
+    """The endpoint of each of these decisions."""
+    with store.read() as conn:
+        q = select(D.c.id, D.c.endpoint).where(D.c.id.in_(list(ids)))
+        return {str(a): str(b) for a, b in conn.execute(q)}
+
+
 # --- erasure ---------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
 class Target:
-    """A decision whose inputs are to be erased."""
+    """A decision whose inputs are to be erased, with its input commitment."""
 
     id: str
     ts: int
@@ -101,51 +109,76 @@ class Target:
     shadow: bool
     num: bytes
     txt: str | None
+    context: str | None
+    salt: bytes
+    commitment: bytes
 
 
-_TARGET_COLS = (
+_TARGETS = select(
     D.c.id, D.c.ts, D.c.endpoint, D.c.variant, D.c.model_version, D.c.layout, D.c.shadow,
-    D.c.num, D.c.txt,
-)  # fmt: skip
-# a decision still holding inputs: its commitment's salt is there
-_NOT_ERASED = select(I.c.ref).where(I.c.kind == "decision", I.c.salt.is_not(None))
+    D.c.num, D.c.txt, D.c.context, I.c.salt, I.c.commitment,
+).select_from(
+    D.join(I, (I.c.kind == "decision") & (I.c.ref == D.c.id))
+).where(I.c.salt.is_not(None))  # fmt: skip
+
+
+def _target(r: Any) -> Target:
+    return Target(
+        str(r[0]), int(r[1]), str(r[2]), str(r[3]), str(r[4]), str(r[5]), bool(r[6]),
+        bytes(r[7]), r[8], r[9], bytes(r[10]), bytes(r[11]),
+    )  # fmt: skip
 
 
 def by_units(conn: Connection, units: Sequence[str]) -> list[Target]:
     """Decisions of these unit keys whose inputs are not erased yet (an index seek)."""
-    q = select(*_TARGET_COLS).where(D.c.unit.in_(list(units)), D.c.id.in_(_NOT_ERASED))
-    return [Target(*r) for r in conn.execute(q)]
+    return [_target(r) for r in conn.execute(_TARGETS.where(D.c.unit.in_(list(units))))]
 
 
-def older_than(conn: Connection, before: int, limit: int) -> list[Target]:
-    """Up to ``limit`` decisions before ``before`` whose inputs are not erased yet."""
+def older_than(
+    conn: Connection, endpoint: str, since: int, before: int, limit: int
+) -> list[Target]:
+    """Up to ``limit`` of the endpoint's decisions in ``[since, before)`` whose inputs are
+    not erased yet, oldest first."""
     q = (
-        select(*_TARGET_COLS)
-        .where(D.c.ts < before, D.c.id.in_(_NOT_ERASED))
+        _TARGETS.where(D.c.endpoint == endpoint, D.c.ts >= since, D.c.ts < before)
         .order_by(D.c.ts)
         .limit(limit)
     )
-    return [Target(*r) for r in conn.execute(q)]
+    return [_target(r) for r in conn.execute(q)]
 
 
 def erase_in(conn: Connection, targets: Sequence[Target]) -> None:
     """Erase the targets' inputs in the caller's transaction (rows, blocks, context)."""
+    if not targets:
+        return
+    # serialises with compaction, which writes blocks under this lock (PostgreSQL)
+    W = schema.block_watermarks
+    endpoints = sorted({t.endpoint for t in targets})
+    conn.execute(select(W.c.endpoint).where(W.c.endpoint.in_(endpoints)).with_for_update()).all()
     for part in _chunks(targets):
         ids = [t.id for t in part]
         # same width of NaN: window reads stay aligned, and nothing of the value is left
-        by_width: dict[int, list[str]] = {}
+        by_shape: dict[tuple[int, bool], list[str]] = {}
         for t in part:
-            by_width.setdefault(len(t.num), []).append(t.id)
-        for width, group in by_width.items():
+            by_shape.setdefault((len(t.num), _context_in_leaf(t)), []).append(t.id)
+        for (width, keep_context), group in by_shape.items():
             blank = np.full(width // 8, np.nan, dtype="<f8").tobytes()
-            conn.execute(
-                update(D).where(D.c.id.in_(group)).values(num=blank, txt=None, context=None)
-            )
-        conn.execute(
-            update(I).where(I.c.kind == "decision", I.c.ref.in_(ids)).values(salt=None)
-        )
+            values: dict[str, Any] = {"num": blank, "txt": None}
+            if not keep_context:
+                values["context"] = None
+            conn.execute(update(D).where(D.c.id.in_(group)).values(**values))
+        conn.execute(update(I).where(I.c.kind == "decision", I.c.ref.in_(ids)).values(salt=None))
         conn.execute(delete(DC).where(DC.c.decision_id.in_(ids)))
     _erase_in_blocks(conn, targets)
+
+
+def _context_in_leaf(t: Target) -> bool:
+    """A decision logged before 0011 has its context verbatim in its leaf: erasing it
+    would break the proof, so it stays (its inputs go)."""
+    if t.context is None:
+        return False
+    inside = LV.inputs_commitment(t.layout, t.num, t.txt, t.salt, t.context)
+    return inside != t.commitment
 
 
 def _chunks(items: Sequence[Target]) -> Iterator[Sequence[Target]]:
@@ -162,7 +195,9 @@ def _erase_in_blocks(conn: Connection, targets: Sequence[Target]) -> None:
     """
     groups: dict[tuple[str, str, str, str, bool], list[Target]] = {}
     for t in targets:
-        groups.setdefault((t.endpoint, t.variant, t.model_version, t.layout, t.shadow), []).append(t)
+        groups.setdefault((t.endpoint, t.variant, t.model_version, t.layout, t.shadow), []).append(
+            t
+        )
     for (endpoint, variant, version, layout, shadow), members in groups.items():
         lo, hi = min(t.ts for t in members), max(t.ts for t in members)
         q = select(B.c.id, B.c.rows, B.c.ts, B.c.num, B.c.txt, B.c.codes, B.c.erased).where(
@@ -246,9 +281,7 @@ def erased_mask(erased: bytes | None, n: int) -> np.ndarray[Any, Any] | None:
 
 def is_erased_in(conn: Connection, decision_id: str) -> bool:
     """Whether a decision's inputs were erased (its commitment's salt is gone)."""
-    r = conn.execute(
-        select(I.c.salt).where(I.c.kind == "decision", I.c.ref == decision_id)
-    ).first()
+    r = conn.execute(select(I.c.salt).where(I.c.kind == "decision", I.c.ref == decision_id)).first()
     return r is not None and r[0] is None
 
 

@@ -164,11 +164,14 @@ def routes(gw: Gateway) -> list[Route]:
         principal.require(Action.READ_STATUS, endpoint)
         if principal.can(Action.READ_INPUTS, endpoint):
             await run_in_threadpool(gw.read_log, principal, [decision_id], "GET /v1/decisions/{id}")
-        else:
+        elif d.get("inputs_erased") is None:
             # a viewer sees the lineage and the output, not who it was or what they sent
             d["inputs"] = None
             d["unit"] = None
             d["redacted"] = {"fields": ["inputs", "unit"], "needs_role": "auditor"}
+        else:
+            d["unit"] = None
+            d["redacted"] = {"fields": ["unit"], "needs_role": "auditor"}
         return JSON(d)
 
     async def health(request: Request) -> Response:
