@@ -16,7 +16,7 @@ from chronoml.context import Context
 from chronoml.domain import ledger as L
 from chronoml.domain import privacy as DP
 from chronoml.domain.feedback import Label
-from chronoml.errors import InvalidInput, NotFound
+from chronoml.errors import InvalidInput, NotFound, Refused
 from chronoml.privacy import secret
 from chronoml.store import ledger as SL
 from chronoml.store import privacy as SP
@@ -132,7 +132,7 @@ def check_slice(ctx: Context, endpoint: str, attribute: str | None) -> None:
         return
     got = SP.get(ctx.store, endpoint)
     if got is not None and got.policy.context.get(attribute) == "drop":
-        raise InvalidInput(
+        raise Refused(
             f"context attribute {attribute!r} is dropped by {endpoint}'s privacy policy: "
             "no decision keeps it",
             "by",
