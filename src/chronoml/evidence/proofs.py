@@ -28,6 +28,7 @@ from chronoml.store import decisions as D
 from chronoml.store import evidence as SE
 from chronoml.store import explanations as SX
 from chronoml.store import ledger as SL
+from chronoml.store import privacy as SP
 from chronoml.store.database import Tx
 
 
@@ -99,7 +100,7 @@ def _decision_item(conn: Tx, decision_id: str, size: int) -> B.BundleItem:
     salt, commitment = item[5], item[6]
     r = tuple(getattr(row, c) for c in D.COLUMNS)
     salt = bytes(salt) if salt is not None else None
-    lr = SE.leaf_row(r, salt, bytes(commitment))
+    lr = SP.leaf_row(r, salt, bytes(commitment))
     leaf = SE.decision_leaf(lr, bytes(commitment))
     inputs = None
     if salt is not None:

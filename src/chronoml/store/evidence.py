@@ -129,30 +129,10 @@ def commit_decisions(rows: Sequence[Sequence[Any]]) -> tuple[list[bytes], list[b
     """Fresh salts, input commitments and leaf hashes for decision tuples (COLUMNS order)."""
     pool = os.urandom(SALT_BYTES * len(rows))
     salts = [pool[i * SALT_BYTES : (i + 1) * SALT_BYTES] for i in range(len(rows))]
-    # the context is committed with the inputs (and erased with them), not in the leaf
-    commitments = [
-        LV.inputs_commitment(r[10], bytes(r[11]), r[12], s, r[17] if len(r) > 17 else None)
-        for r, s in zip(rows, salts, strict=True)
-    ]
-    hashes = [
-        decision_leaf_hash(r if len(r) < 18 or r[17] is None else r[:17], c)
-        for r, c in zip(rows, commitments, strict=True)
-    ]
+    ctx = [r[17] if len(r) > 17 else None for r in rows]  # committed with the inputs, not in the leaf
+    commitments = [LV.inputs_commitment(r[10], bytes(r[11]), r[12], s, c) for r, s, c in zip(rows, salts, ctx, strict=True)]  # fmt: skip
+    hashes = [decision_leaf_hash(r if c is None else r[:17], m) for r, c, m in zip(rows, ctx, commitments, strict=True)]  # fmt: skip
     return salts, commitments, hashes
-
-
-def leaf_row(r: Sequence[Any], salt: bytes | None, commitment: bytes) -> Sequence[Any]:
-    """The decision tuple its leaf hashes: without the context when the context is in the
-    input commitment (decisions logged since 0011), with it when it is in the leaf (before).
-
-    A row whose salt is gone was erased; an erased row keeps a context only if it was
-    committed in the leaf.
-    """
-    context = r[17] if len(r) > 17 else None
-    if context is None or salt is None:
-        return r
-    inside = LV.inputs_commitment(r[10], bytes(r[11]), r[12], bytes(salt), context)
-    return r[:17] if inside == commitment else r
 
 
 def feedback_leaf(r: Any) -> LV.FeedbackLeaf:

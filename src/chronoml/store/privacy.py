@@ -93,6 +93,20 @@ def endpoints_of(store: Store, ids: Sequence[str]) -> dict[str, str]:
         return {str(a): str(b) for a, b in conn.execute(q)}
 
 
+def leaf_row(r: Sequence[Any], salt: bytes | None, commitment: bytes) -> Sequence[Any]:
+    """The decision tuple its leaf hashes: without the context when the context is in the
+    input commitment (decisions logged since 0011), with it when it is in the leaf (before).
+
+    A row whose salt is gone was erased; an erased row keeps a context only if it was
+    committed in the leaf.
+    """
+    context = r[17] if len(r) > 17 else None
+    if context is None or salt is None:
+        return r
+    inside = LV.inputs_commitment(r[10], bytes(r[11]), r[12], bytes(salt), context)
+    return r[:17] if inside == commitment else r
+
+
 # --- erasure ---------------------------------------------------------------------
 
 
