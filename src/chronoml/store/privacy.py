@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 import orjson
-from sqlalchemy import delete, select, update
+from sqlalchemy import delete, func, select, update
 from sqlalchemy.engine import Connection
 
 from chronoml.domain import leaves as LV
@@ -205,65 +205,91 @@ def _erase_in_blocks(conn: Connection, targets: Sequence[Target]) -> None:
 
     A block holds rows of one (endpoint, variant, version, layout, shadow) in
     time order; a row is found by its timestamp and its packed inputs (rows of
-    one request share a timestamp).
+    one request share a timestamp). On SQLite the row's bytes are overwritten in
+    place (incremental blob I/O), so erasing one row does not rewrite a block of
+    65,536; PostgreSQL rewrites the block's value.
     """
-    groups: dict[tuple[str, str, str, str, bool], list[Target]] = {}
+    by_block: dict[int, list[Target]] = {}
     for t in targets:
-        groups.setdefault((t.endpoint, t.variant, t.model_version, t.layout, t.shadow), []).append(
-            t
+        q = select(B.c.id).where(
+            B.c.endpoint == t.endpoint,
+            B.c.variant == t.variant,
+            B.c.model_version == t.model_version,
+            B.c.layout == t.layout,
+            B.c.shadow.is_(t.shadow),
+            B.c.ts_max >= t.ts,
+            B.c.ts_min <= t.ts,
         )
-    for (endpoint, variant, version, layout, shadow), members in groups.items():
-        lo, hi = min(t.ts for t in members), max(t.ts for t in members)
-        q = select(B.c.id, B.c.rows, B.c.ts, B.c.num, B.c.txt, B.c.codes, B.c.erased).where(
-            B.c.endpoint == endpoint,
-            B.c.variant == variant,
-            B.c.model_version == version,
-            B.c.layout == layout,
-            B.c.shadow.is_(shadow),
-            B.c.ts_min <= hi,
-            B.c.ts_max >= lo,
-        )
-        for bid, n, ts_b, num, txt, codes, erased in conn.execute(q).all():
-            values = _blank_rows(members, n, ts_b, num, txt, codes, erased)
-            if values is not None:
-                conn.execute(update(B).where(B.c.id == bid).values(**values))
+        for bid in conn.execute(q).scalars():
+            by_block.setdefault(int(bid), []).append(t)
+    in_place = conn.dialect.name == "sqlite"
+    for bid, members in by_block.items():
+        q = select(B.c.rows, B.c.ts, B.c.txt, B.c.codes, B.c.erased, func.length(B.c.num))
+        n, ts_b, txt, codes, erased, size = conn.execute(q.where(B.c.id == bid)).one()
+        ts = np.frombuffer(ts_b, dtype="<i8")
+        flags = np.frombuffer(erased, dtype=np.uint8).copy() if erased else np.zeros(n, np.uint8)
+        width = int(size) // n if n else 0
+        values: dict[str, Any] = {}
+        if in_place:
+            db = conn.connection.driver_connection
+            with db.blobopen("decision_blocks", "num", bid) as blob:  # type: ignore[union-attr]
+                hit = _blank(members, ts, flags, width, blob.seek, blob.read, blob.write)
+        else:
+            (num,) = conn.execute(select(B.c.num).where(B.c.id == bid)).one()
+            buf = bytearray(num)
+            view = _Buffer(buf)
+            hit = _blank(members, ts, flags, width, view.seek, view.read, view.write)
+            values["num"] = bytes(buf)
+        if not hit:
+            continue
+        values["erased"] = flags.tobytes()
+        if txt is not None and codes is not None:
+            values["txt"], values["codes"] = _reencode_texts(txt, codes, n, flags)
+        conn.execute(update(B).where(B.c.id == bid).values(**values))
 
 
-def _blank_rows(
+class _Buffer:
+    """seek/read/write over a bytearray, as a SQLite blob offers them."""
+
+    def __init__(self, buf: bytearray) -> None:
+        self.buf, self.pos = buf, 0
+
+    def seek(self, pos: int) -> None:
+        self.pos = pos
+
+    def read(self, n: int) -> bytes:
+        return bytes(self.buf[self.pos : self.pos + n])
+
+    def write(self, data: bytes) -> None:
+        self.buf[self.pos : self.pos + len(data)] = data
+
+
+def _blank(
     members: Sequence[Target],
-    n: int,
-    ts_b: bytes,
-    num: bytes,
-    txt: str | None,
-    codes: bytes | None,
-    erased: bytes | None,
-) -> dict[str, Any] | None:
-    ts = np.frombuffer(ts_b, dtype="<i8")
-    width = len(num) // n if n else 0
-    mat = np.frombuffer(num, dtype=np.uint8).reshape(n, width).copy() if width else None
-    flags = np.frombuffer(erased, dtype=np.uint8).copy() if erased else np.zeros(n, np.uint8)
+    ts: np.ndarray[Any, Any],
+    flags: np.ndarray[Any, Any],
+    width: int,
+    seek: Any,
+    read: Any,
+    write: Any,
+) -> bool:
+    """Overwrite each member's row with NaN and flag it; True if any was found."""
+    blank = np.full(width // 8, np.nan, dtype="<f8").tobytes()
     hit = False
     for t in members:
-        for i in np.flatnonzero(ts == t.ts):
+        for i in np.flatnonzero(ts == t.ts).tolist():
             if flags[i]:
                 continue
-            if mat is not None and bytes(mat[i]) != bytes(t.num):
-                continue
+            if width:
+                seek(i * width)
+                if read(width) != t.num:
+                    continue
+                seek(i * width)
+                write(blank)
             flags[i] = 1
-            if mat is not None:
-                mat[i] = np.frombuffer(
-                    np.full(width // 8, np.nan, dtype="<f8").tobytes(), dtype=np.uint8
-                )
             hit = True
             break
-    if not hit:
-        return None
-    values: dict[str, Any] = {"erased": flags.tobytes()}
-    if mat is not None:
-        values["num"] = mat.tobytes()
-    if txt is not None and codes is not None:
-        values["txt"], values["codes"] = _reencode_texts(txt, codes, n, flags)
-    return values
+    return hit
 
 
 def _reencode_texts(
