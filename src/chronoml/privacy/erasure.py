@@ -90,24 +90,30 @@ def erase_older(
         since = -(2**62)
         while True:
 
-            def tx(conn: Any, endpoint: str = endpoint, since: int = since) -> tuple[int, int]:
+            def tx(conn: Any, endpoint: str = endpoint, since: int = since) -> tuple[int, int, int]:
                 SP.secure_delete_on(conn, ctx.store.is_sqlite)
                 try:
-                    targets = SP.older_than(conn, endpoint, since, before, RETENTION_BATCH)
-                    if not targets:
-                        return 0, since
-                    SP.erase_in(conn, targets)
-                    payload = {"reason": "retention", "before": before, "decisions": len(targets)}
-                    SL.append_in(conn, L.Change("erasure", endpoint, who, payload), now=t)
-                    return len(targets), max(x.ts for x in targets)
+                    targets, read, last = SP.older_than(
+                        conn, endpoint, since, before, RETENTION_BATCH
+                    )
+                    if targets:
+                        SP.erase_in(conn, targets)
+                        payload = {
+                            "reason": "retention",
+                            "before": before,
+                            "decisions": len(targets),
+                        }
+                        SL.append_in(conn, L.Change("erasure", endpoint, who, payload), now=t)
+                    return len(targets), read, last
                 finally:
                     SP.secure_delete_off(conn, ctx.store.is_sqlite)
 
-            n, since = ctx.store.write_retrying(tx, "the retention erasure")
+            n, read, last = ctx.store.write_retrying(tx, "the retention erasure")
             if n:
                 counts[endpoint] = counts.get(endpoint, 0) + n
-            if n < RETENTION_BATCH:
+            if read < RETENTION_BATCH or last == since:
                 break
+            since = last
     if counts:
         SP.scrub(ctx.store)
     return {"before": iso(before), "decisions": sum(counts.values()), "endpoints": counts}

@@ -113,6 +113,8 @@ def _compact_one(store: Store, endpoint: str, limit: int) -> int:
                     "txt": uniques,
                     "codes": codes,
                     "outputs": np.array([r[7] for r in chunk], dtype="<f8").tobytes(),
+                    # room for erasure's flags, so flagging a row rewrites no block (0011)
+                    "erased": bytes(len(chunk)),
                 }
             )
     with store.write() as conn:

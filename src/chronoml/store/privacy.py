@@ -128,37 +128,54 @@ class Target:
     commitment: bytes
 
 
-_TARGETS = select(
+_COLS = (
     D.c.id, D.c.ts, D.c.endpoint, D.c.variant, D.c.model_version, D.c.layout, D.c.shadow,
-    D.c.num, D.c.txt, D.c.context, I.c.salt, I.c.commitment,
-).select_from(
-    D.join(I, (I.c.kind == "decision") & (I.c.ref == D.c.id))
-).where(I.c.salt.is_not(None))  # fmt: skip
+    D.c.num, D.c.txt, D.c.context,
+)  # fmt: skip
 
 
-def _target(r: Any) -> Target:
-    return Target(
-        str(r[0]), int(r[1]), str(r[2]), str(r[3]), str(r[4]), str(r[5]), bool(r[6]),
-        bytes(r[7]), r[8], r[9], bytes(r[10]), bytes(r[11]),
-    )  # fmt: skip
+def _targets(conn: Connection, rows: Sequence[Any]) -> list[Target]:
+    """The rows whose inputs are not erased yet (their commitment's salt is there).
+
+    Two index seeks rather than a join: without statistics SQLite would scan the
+    evidence items for the join.
+    """
+    out: list[Target] = []
+    for i in range(0, len(rows), _CHUNK):
+        part = rows[i : i + _CHUNK]
+        q = select(I.c.ref, I.c.salt, I.c.commitment).where(
+            I.c.kind == "decision", I.c.ref.in_([r[0] for r in part]), I.c.salt.is_not(None)
+        )
+        items = {str(ref): (bytes(salt), bytes(com)) for ref, salt, com in conn.execute(q)}
+        for r in part:
+            got = items.get(str(r[0]))
+            if got is None:
+                continue
+            ident, ts, endpoint, variant, version, layout, shadow, num, txt, ctx = r
+            t = Target(str(ident), int(ts), str(endpoint), str(variant), str(version), str(layout),
+                       bool(shadow), bytes(num), txt, ctx, *got)  # fmt: skip
+            out.append(t)
+    return out
 
 
 def by_units(conn: Connection, units: Sequence[str]) -> list[Target]:
     """Decisions of these unit keys whose inputs are not erased yet (an index seek)."""
-    return [_target(r) for r in conn.execute(_TARGETS.where(D.c.unit.in_(list(units))))]
+    return _targets(conn, conn.execute(select(*_COLS).where(D.c.unit.in_(list(units)))).all())
 
 
 def older_than(
     conn: Connection, endpoint: str, since: int, before: int, limit: int
-) -> list[Target]:
-    """Up to ``limit`` of the endpoint's decisions in ``[since, before)`` whose inputs are
-    not erased yet, oldest first."""
+) -> tuple[list[Target], int, int]:
+    """Of the endpoint's first ``limit`` decisions in ``[since, before)``, those whose
+    inputs are not erased yet; with how many were read and the last one's time."""
     q = (
-        _TARGETS.where(D.c.endpoint == endpoint, D.c.ts >= since, D.c.ts < before)
+        select(*_COLS)
+        .where(D.c.endpoint == endpoint, D.c.ts >= since, D.c.ts < before)
         .order_by(D.c.ts)
         .limit(limit)
     )
-    return [_target(r) for r in conn.execute(q)]
+    rows = conn.execute(q).all()
+    return _targets(conn, rows), len(rows), int(rows[-1][1]) if rows else since
 
 
 def erase_in(conn: Connection, targets: Sequence[Target]) -> None:
@@ -232,8 +249,17 @@ def _erase_in_blocks(conn: Connection, targets: Sequence[Target]) -> None:
         values: dict[str, Any] = {}
         if in_place:
             db = conn.connection.driver_connection
+            was = flags.copy()
             with db.blobopen("decision_blocks", "num", bid) as blob:  # type: ignore[union-attr]
                 hit = _blank(members, ts, flags, width, blob.seek, blob.read, blob.write)
+            if hit and erased is not None and len(erased) == n:
+                # the flags too, in place: updating a column would rewrite the whole block
+                with db.blobopen("decision_blocks", "erased", bid) as blob:  # type: ignore[union-attr]
+                    for i in np.flatnonzero(flags != was).tolist():
+                        blob.seek(i)
+                        blob.write(b"\x01")
+                if txt is None or codes is None:
+                    continue
         else:
             (num,) = conn.execute(select(B.c.num).where(B.c.id == bid)).one()
             buf = bytearray(num)
