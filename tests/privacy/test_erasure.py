@@ -187,3 +187,29 @@ def test_retention_erases_old_inputs_and_keeps_outputs(home: Path, store_url: st
     assert run(home, store_url, "audit", "verify", "--decisions").exit_code == 0
     r = run(home, store_url, "retention", "run", "--retain-inputs", "soon")
     assert r.exit_code == 1 and "retain_inputs" in r.output
+
+
+def test_privacy_set_and_show_from_the_cli(home: Path, store_url: str) -> None:
+    r = run(
+        home, store_url, "privacy", "set", "churn", "--context", "email=drop", "--unit-key", "hash"
+    )
+    assert r.exit_code == 0, r.output
+    assert "context email: drop" in r.output and "unit key: hash" in r.output
+    assert "by os:" in r.output
+    r = run(home, store_url, "privacy", "show", "churn", "--json")
+    got = json.loads(r.output)
+    assert got["context"] == {"email": "drop"} and got["unit_key"] == "hash"
+    # the secret was created private, and is not what show prints
+    key = home / "privacy.key"
+    assert key.stat().st_mode & 0o077 == 0 and key.read_text().strip() not in r.output
+    for args, named in (
+        (["--feature", "x=shred"], "shred"),
+        (["--context", "email"], "NAME=keep|hash|drop"),
+        (["--unit-key", "drop"], "drop"),
+    ):
+        r = run(home, store_url, "privacy", "set", "churn", *args)
+        assert r.exit_code != 0 and named in r.output, r.output
+    r = run(home, store_url, "privacy", "set", "nowhere", "--context", "a=drop")
+    assert r.exit_code == 1 and "unknown endpoint 'nowhere'" in r.output
+    r = run(home, store_url, "erase", "--unit", "")
+    assert r.exit_code == 1 and "unit" in r.output

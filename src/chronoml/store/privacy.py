@@ -23,7 +23,9 @@ from sqlalchemy.engine import Connection
 
 from chronoml.domain import leaves as LV
 from chronoml.domain import ledger as L
+from chronoml.domain.codec import layout_id
 from chronoml.domain.privacy import Policy
+from chronoml.errors import Refused
 from chronoml.store import ledger as SL
 from chronoml.store import schema
 from chronoml.store.database import Store
@@ -396,3 +398,18 @@ def secure_delete_on(conn: Connection, is_sqlite: bool) -> None:
 def secure_delete_off(conn: Connection, is_sqlite: bool) -> None:
     if is_sqlite:
         conn.exec_driver_sql("PRAGMA secure_delete=OFF")
+
+
+def check_inputs_whole(store: Store, decision_id: str, layout: str, model_schema: Any) -> None:
+    """Refuse, saying why, to re-run a decision whose inputs were erased or stored under a
+    policy that hashed or dropped some (the model would get other inputs than it did)."""
+    with store.read() as conn:
+        erased = is_erased_in(conn, decision_id)
+    if erased:
+        raise Refused(f"the inputs of decision {decision_id} were erased", "decision_id")
+    if model_schema is not None and layout != layout_id(tuple(model_schema)):
+        raise Refused(
+            f"decision {decision_id} was logged under a privacy policy that hashed or dropped "
+            "some of its inputs: it cannot be re-run",
+            "decision_id",
+        )
