@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 import orjson
-from sqlalchemy import delete, func, select, update
+from sqlalchemy import delete, func, select, text, update
 from sqlalchemy.engine import Connection
 
 from chronoml.domain import leaves as LV
@@ -263,11 +263,24 @@ def _erase_in_blocks(conn: Connection, targets: Sequence[Target]) -> None:
                 if txt is None or codes is None:
                     continue
         else:
-            (num,) = conn.execute(select(B.c.num).where(B.c.id == bid)).one()
-            buf = bytearray(num)
-            view = _Buffer(buf)
-            hit = _blank(members, ts, flags, width, view.seek, view.read, view.write)
-            values["num"] = bytes(buf)
+            # read only the candidate rows, and overwrite them in one statement on the server
+            pieces: list[int] = []
+
+            def read_at(pos: int, n: int, bid: int = bid) -> bytes:
+                q = select(func.substring(B.c.num, pos + 1, n)).where(B.c.id == bid)
+                return bytes(conn.execute(q).scalar_one())
+
+            cursor = _Cursor(read_at, pieces.append)
+            hit = _blank(members, ts, flags, width, cursor.seek, cursor.read, cursor.write)
+            if hit and width:
+                expr = "num"
+                params: dict[str, Any] = {"id": bid, "w": width}
+                params["blank"] = np.full(width // 8, np.nan, dtype="<f8").tobytes()
+                for k, pos in enumerate(pieces):
+                    expr = f"overlay({expr} placing :blank from :p{k} for :w)"
+                    params[f"p{k}"] = pos + 1
+                sql = f"UPDATE decision_blocks SET num = {expr} WHERE id = :id"
+                conn.execute(text(sql), params)
         if not hit:
             continue
         values["erased"] = flags.tobytes()
@@ -276,20 +289,21 @@ def _erase_in_blocks(conn: Connection, targets: Sequence[Target]) -> None:
         conn.execute(update(B).where(B.c.id == bid).values(**values))
 
 
-class _Buffer:
-    """seek/read/write over a bytearray, as a SQLite blob offers them."""
+class _Cursor:
+    """seek/read/write as a SQLite blob offers them, reading from the server and
+    noting where writes go (PostgreSQL)."""
 
-    def __init__(self, buf: bytearray) -> None:
-        self.buf, self.pos = buf, 0
+    def __init__(self, read_at: Any, note: Any) -> None:
+        self.read_at, self.note, self.pos = read_at, note, 0
 
     def seek(self, pos: int) -> None:
         self.pos = pos
 
     def read(self, n: int) -> bytes:
-        return bytes(self.buf[self.pos : self.pos + n])
+        return bytes(self.read_at(self.pos, n))
 
     def write(self, data: bytes) -> None:
-        self.buf[self.pos : self.pos + len(data)] = data
+        self.note(self.pos)
 
 
 def _blank(
