@@ -291,7 +291,8 @@ def serve(
             "warning",
             "--workers",
             str(workers),
-            *(["--open-predict", "--no-access-log"] if name == "chronoml-open" else []),
+            # the code before a change is served open too: older code may predate tokens
+            *(["--open-predict", "--no-access-log"] if name in ("chronoml-open", "before") else []),
         ]
         url, ready = f"{base}/v1/endpoints/bench/predict", f"{base}/health"
     else:
