@@ -90,6 +90,10 @@ def test_hashed_and_dropped_inputs_never_reach_the_store(
     r = client.post("/v1/endpoints/cancer/predict", json=body, headers={"X-Chronoml-Unit": UNIT})
     assert r.status_code == 200, r.text
     did = r.json()["decision_ids"][0]
+    # context sent later, with feedback, is under the same policy
+    later = {"sex": "later-drop-marker", "email": "later-hash-marker@example.org", "tier": "gold"}
+    r = client.post("/v1/feedback", json={"decision_id": did, "label": 1, "context": later})
+    assert r.status_code == 200, r.text
     SB.compact(cm.store, upto=now_us() + 1)  # into the columnar blocks too
     d = client.get(f"/v1/decisions/{did}").json()  # admin reads inputs
     assert d["inputs"][HASHED].startswith("h:") and DROPPED not in d["inputs"]
@@ -97,9 +101,10 @@ def test_hashed_and_dropped_inputs_never_reach_the_store(
     stored = _stored_bytes(cm, settings.home)
     assert struct.pack("<d", KEPT_MARK) in stored  # what is kept is found: the search works
     for gone in (struct.pack("<d", HASH_MARK), struct.pack("<d", DROP_MARK), CTX_HASH.encode(),
-                 CTX_DROP.encode(), UNIT.encode()):  # fmt: skip
+                 CTX_DROP.encode(), UNIT.encode(), b"later-drop-marker",
+                 b"later-hash-marker@example.org"):  # fmt: skip
         assert gone not in stored, gone
-    assert b"north" in stored
+    assert b"north" in stored and b"gold" in stored
     drift = client.get("/v1/endpoints/cancer/drift?window=1h").json()
     assert {n["feature"] for n in drift["not_used"]} == {HASHED, DROPPED}
     assert {f["feature"] for f in drift["features"]}.isdisjoint({HASHED, DROPPED})
