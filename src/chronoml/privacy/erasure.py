@@ -15,6 +15,7 @@ the evidence log), holding no personal data: the keyed hash of the unit key
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from chronoml.context import Context
@@ -26,6 +27,8 @@ from chronoml.store import ledger as SL
 from chronoml.store import privacy as SP
 from chronoml.timeutil import iso, now_us
 from chronoml.timeutil import parse_duration as _duration
+
+log = logging.getLogger("chronoml.privacy")
 
 # decisions erased per transaction by retention: bounded locks and WAL growth
 RETENTION_BATCH = 20_000
@@ -66,9 +69,11 @@ def erase_unit(ctx: Context, unit: str, actor: str | None = None) -> dict[str, A
             SP.secure_delete_off(conn, ctx.store.is_sqlite)
 
     counts = ctx.store.write_retrying(tx, "the erasure")
-    if counts:
-        SP.scrub(ctx.store)
+    scrubbed = SP.scrub(ctx.store) if counts else True
+    if not scrubbed:
+        log.warning("erasure: the SQLite WAL stayed busy; old pages go at its next checkpoint")
     return {
+        "files_scrubbed": scrubbed,
         "unit_hash": hashed,
         "decisions": sum(counts.values()),
         "endpoints": counts,

@@ -12,6 +12,7 @@ the files; on PostgreSQL the affected tables are vacuumed (see :func:`vacuum`).
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -379,7 +380,7 @@ def erasure_events_in(conn: Connection, endpoint: str) -> list[L.LedgerEvent]:
     return out
 
 
-def scrub(store: Store) -> None:
+def scrub(store: Store, attempts: int = 40) -> bool:
     """Leave no copy of erased bytes in the store's files.
 
     SQLite: the erasing transaction ran with ``secure_delete`` on, so freed
@@ -388,17 +389,27 @@ def scrub(store: Store) -> None:
     the pages as they were before. PostgreSQL: ``VACUUM`` of the changed
     tables frees the dead row versions so their space is reused; see the
     README for what that does not promise.
+
+    Returns False when SQLite could not truncate the WAL (a reader held it
+    through every attempt): the old pages may then still be in it until the
+    next checkpoint.
     """
     raw = store.engine.raw_connection()
     try:
         db = raw.driver_connection
         if store.is_sqlite:
-            db.execute("PRAGMA wal_checkpoint(TRUNCATE)")  # type: ignore[union-attr]
+            for _ in range(attempts):
+                busy = db.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()[0]  # type: ignore[union-attr]
+                if not busy:
+                    return True
+                time.sleep(0.05)  # a reader is in the WAL: it finishes within moments
+            return False
         else:
             db.autocommit = True  # type: ignore[union-attr]
             with db.cursor() as cur:  # type: ignore[union-attr]
                 for table in ("decisions", "decision_blocks", "evidence_items", "decision_context"):
                     cur.execute(f"VACUUM {table}")
+        return True
     finally:
         raw.invalidate() if not store.is_sqlite else raw.close()
 
