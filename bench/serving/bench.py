@@ -186,7 +186,7 @@ def wrk(
     }
 
 
-def setup(work: Path, src: Path | None = None) -> dict[str, str]:
+def setup(work: Path, src: Path | None = None, privacy: bool = False) -> dict[str, str]:
     """Train, register two versions, deploy chronoml's 90/10 split; returns the env.
 
     With ``src``, all of it runs on that copy of chronoml's code (first on
@@ -231,6 +231,12 @@ X.head(1000).to_json({str(work / "rows.json")!r}, orient="split", index=False)
         ["deploy", "bench", "models:/bench/2", "--weight", "10"],
     ):
         subprocess.run([*cli, *args], env=env, check=True, cwd=work, stdout=subprocess.DEVNULL)
+    if privacy:  # a policy that hashes one feature and the unit key and drops another
+        subprocess.run(
+            [*cli, "privacy", "set", "bench", "--feature", "f00=hash", "--feature", "f01=drop",
+             "--unit-key", "hash"],
+            env=env, check=True, cwd=work, stdout=subprocess.DEVNULL,
+        )  # fmt: skip
     if src is None:
         made = subprocess.run(
             [*cli, "token", "create", "bench-client", "--role", "predictor"],
@@ -285,7 +291,8 @@ def serve(
             "warning",
             "--workers",
             str(workers),
-            *(["--open-predict", "--no-access-log"] if name == "chronoml-open" else []),
+            # the code before a change is served open too: older code may predate tokens
+            *(["--open-predict", "--no-access-log"] if name in ("chronoml-open", "before") else []),
         ]
         url, ready = f"{base}/v1/endpoints/bench/predict", f"{base}/health"
     else:
@@ -421,6 +428,12 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="also serve with --open-predict (no token check) to price the token check",
     )
+    ap.add_argument(
+        "--privacy",
+        action="store_true",
+        help="chronoml serves under a privacy policy (f00 and the unit key hashed, f01 "
+        "dropped); with --before, the price of applying it",
+    )
     ap.add_argument("--keep", action="store_true", help="keep the work folder")
     args = ap.parse_args(argv)
     if shutil.which("wrk") is None:
@@ -437,7 +450,7 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     work = Path(tempfile.mkdtemp(prefix="chronoml-bench-serving-"))
     try:
-        env = setup(work)
+        env = setup(work, privacy=args.privacy)
         envs = {"before": setup(work, args.before.resolve())} if args.before else {}
         one, many = bodies(work)
         runs: list[Run] = []

@@ -22,12 +22,14 @@ from chronoml.domain.canary import Breach, Guardrails
 from chronoml.errors import NotFound, Refused
 from chronoml.monitor import feedback as fb
 from chronoml.monitor.reports import ensure_profile
+from chronoml.privacy import erasure
 from chronoml.registry import RegistryError
 from chronoml.registry.models import load_model
 from chronoml.registry.probe import check_format, probe
 from chronoml.store import decisions as D
 from chronoml.store import explanations as stored_explanations
 from chronoml.store import ledger as SL
+from chronoml.store import privacy as SP
 from chronoml.timeutil import now_us
 
 _ENDPOINT = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
@@ -220,6 +222,11 @@ def decision(ctx: Context, decision_id: str) -> R.DecisionRecord:
         )
         labels = fb.history_in(conn, row.id)
         explanation = stored_explanations.get_in(conn, row.id)
+        erased = (
+            erasure.erased_note(ctx, conn, row.endpoint, row.unit, row.ts)
+            if SP.is_erased_in(conn, row.id)
+            else None
+        )
     sch = ctx.layouts.get(row.layout)
     return R.DecisionRecord(
         id=row.id,
@@ -228,7 +235,7 @@ def decision(ctx: Context, decision_id: str) -> R.DecisionRecord:
         variant=row.variant,
         shadow=row.shadow,
         unit=row.unit,
-        inputs=codec.decode(sch, row.num, row.txt),
+        inputs=codec.decode(sch, row.num, row.txt) if erased is None else None,
         output=orjson.loads(row.output),
         latency_ms=row.latency_ms,
         served_by=R.LiveVariant.of(variant) if variant is not None else None,
@@ -236,6 +243,8 @@ def decision(ctx: Context, decision_id: str) -> R.DecisionRecord:
         routed_by_event=R.EventRef.of(state_event) if state_event else None,
         labels=tuple(labels),
         explanation=explanation,
+        # the commitment, output and lineage stay; the inputs and context are gone
+        inputs_erased=erased,
     )
 
 

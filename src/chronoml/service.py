@@ -22,6 +22,7 @@ from chronoml.monitor.estimated import estimated_quality as _estimated
 from chronoml.monitor.fairness import fairness as _fairness
 from chronoml.monitor.quality import quality as _quality
 from chronoml.monitor.reports import endpoint_drift
+from chronoml.privacy import erasure, policies
 from chronoml.store import ledger as SL
 from chronoml.window import Window
 
@@ -149,6 +150,7 @@ class Chronoml(Context):
         """Attach late labels ``(decision_id, label, observed_at)`` (or :class:`fb.Label`
         items, which may carry context), all or nothing."""
         items = [it if isinstance(it, fb.Label) else fb.Label(*it) for it in labels]
+        items = policies.apply_to_labels(self, items)  # context kept as the policy says
         counts = fb.record(self.store, items, actor=self.actor(actor), update=update)
         return R.FeedbackResult(counts["labelled"], counts["updated"], counts.get("context"))
 
@@ -165,6 +167,7 @@ class Chronoml(Context):
         """Label coverage and quality metrics per variant and version over a window
         (and per slice of context attribute ``by``)."""
         E.known(self, endpoint)
+        policies.check_slice(self, endpoint, by)
         w = Window.bounded(start, end, window_us)
         return _quality(self.store, endpoint, w.start, w.end, variant=variant, by=by)
 
@@ -182,6 +185,7 @@ class Chronoml(Context):
     ) -> dict[str, Any]:
         """Group metrics and disparities of one version over a context attribute."""
         E.known(self, endpoint)
+        policies.check_slice(self, endpoint, attribute)
         w = Window.bounded(start, end, window_us)
         return _fairness(
             self.store,
@@ -217,3 +221,31 @@ class Chronoml(Context):
             reference_start=reference_start,
             reference_end=reference_end,
         )
+
+    # --- privacy -----------------------------------------------------------
+
+    def privacy(self, endpoint: str) -> dict[str, Any]:
+        """The endpoint's privacy policy (features and context kept, hashed or dropped)."""
+        return policies.show(self, endpoint)
+
+    def set_privacy(
+        self,
+        endpoint: str,
+        *,
+        features: Mapping[str, str] | None = None,
+        context: Mapping[str, str] | None = None,
+        unit_key: str | None = None,
+        actor: str | None = None,
+    ) -> dict[str, Any]:
+        """Set privacy rules (``keep``, ``hash``, ``drop``) on top of the endpoint's policy."""
+        return policies.set_policy(
+            self, endpoint, features=features, context=context, unit_key=unit_key, actor=actor
+        )
+
+    def erase(self, unit: str, actor: str | None = None) -> dict[str, Any]:
+        """Erase every stored input and context of unit key ``unit``; proofs stay valid."""
+        return erasure.erase_unit(self, unit, actor)
+
+    def enforce_retention(self, retain_us: int, actor: str | None = None) -> dict[str, Any]:
+        """Erase the inputs of decisions older than ``retain_us`` microseconds."""
+        return erasure.erase_older(self, retain_us, actor)

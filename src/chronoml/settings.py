@@ -68,6 +68,10 @@ class Settings:
     archive_access_key: str | None = None  # a ${ENV} reference, never the key
     archive_secret_key: str | None = None
     archive_profile: str | None = None
+    # privacy: the secret keyed hashes use (default $CHRONOML_HOME/privacy.key; every
+    # server of one store needs the same file), and how long raw inputs are kept
+    privacy_key: Path | None = None
+    retain_inputs_us: int | None = None  # None: kept until erased
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides: object) -> Settings:
@@ -83,6 +87,9 @@ class Settings:
             "signing_key": Path(e["CHRONOML_SIGNING_KEY"])
             if e.get("CHRONOML_SIGNING_KEY")
             else None,
+            "privacy_key": Path(e["CHRONOML_PRIVACY_KEY"])
+            if e.get("CHRONOML_PRIVACY_KEY")
+            else None,
         }
         values.update({k: v for k, v in overrides.items() if v is not None})
         home = Path(str(values["home"])).expanduser().resolve()
@@ -97,6 +104,11 @@ class Settings:
     def signing_key_path(self) -> Path:
         """Where the evidence log's Ed25519 signing key is kept."""
         return self.signing_key or self.home / "signing.key"
+
+    @property
+    def privacy_key_path(self) -> Path:
+        """Where the secret of keyed hashes (hashed features, unit keys) is kept."""
+        return self.privacy_key or self.home / "privacy.key"
 
     @property
     def tracking_uri(self) -> str:

@@ -23,7 +23,8 @@ Bundle layout (format ``chronoml-evidence-bundle/1``)::
       items/<name>.json   {"format": "chronoml-evidence-item/1", "kind": <kind>,
                            "leaf": <the item's stored columns, chronoml.domain.leaves>,
                            "inputs": {"num": <base64>, "txt": <str|null>,
-                                      "salt": <hex>}}   (decisions; absent once erased)
+                                      "salt": <hex>, "context": <str>?}}
+                                                (decisions; absent once erased)
 
 ``kind`` is ``decision``, ``ledger_event``, ``feedback`` or ``explanation``.
 
@@ -211,7 +212,10 @@ def _check_inputs(leaf: leaves.DecisionLeaf, inputs: Any) -> str:
     txt = inputs.get("txt")
     if txt is not None and not isinstance(txt, str):
         raise ValueError("inputs.txt is not text")
-    if leaves.inputs_commitment(leaf.layout, num, txt, salt) != leaf.inputs_commitment:
+    context = inputs.get("context")
+    if context is not None and not isinstance(context, str):
+        raise ValueError("inputs.context is not text")
+    if leaves.inputs_commitment(leaf.layout, num, txt, salt, context) != leaf.inputs_commitment:
         raise ValueError("the inputs do not match the decision's input commitment")
     return "verified"
 

@@ -32,6 +32,7 @@ EXPECTED = {
         Action.EXPLAIN,
         Action.REPLAY,
         Action.AUDIT,
+        Action.ERASE,
     },
     Role.PREDICTOR: {Action.PREDICT},
     Role.OPERATOR: {

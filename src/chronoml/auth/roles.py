@@ -39,6 +39,8 @@ class Action(StrEnum):
     CONFIGURE_CODE = "configure_code"  # retraining entrypoints, data sources: runs code
     READ_DELIVERY_ERRORS = "read_delivery_errors"  # outbound errors reveal the network
     TOKENS = "tokens"  # create, list and revoke tokens
+    CONFIGURE_PRIVACY = "configure_privacy"  # which inputs are kept, hashed or dropped
+    ERASE = "erase"  # erase a subject's inputs (and run retention)
 
 
 class Role(StrEnum):
@@ -57,7 +59,8 @@ _VIEWER = frozenset({Action.READ_STATUS})
 # sensibly blind) but not raw inputs; predictors only predict.
 PERMISSIONS: dict[Role, frozenset[Action]] = {
     Role.VIEWER: _VIEWER,
-    Role.AUDITOR: _VIEWER | {Action.READ_INPUTS, Action.EXPLAIN, Action.REPLAY, Action.AUDIT},
+    Role.AUDITOR: _VIEWER
+    | {Action.READ_INPUTS, Action.EXPLAIN, Action.REPLAY, Action.AUDIT, Action.ERASE},
     Role.PREDICTOR: frozenset({Action.PREDICT}),
     Role.OPERATOR: _VIEWER | {Action.DEPLOY, Action.ALERTS, Action.FEEDBACK, Action.RETRAIN},
     Role.APPROVER: _VIEWER | {Action.APPROVE},

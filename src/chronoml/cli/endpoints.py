@@ -293,6 +293,10 @@ def format_decision(d: R.DecisionRecord) -> str:
             f"  live by   ledger #{ev.seq} {ev.kind} by {ev.actor} at {iso(ev.effective_at)}"
         )
     lines.append(f"  output    {json.dumps(d.output)}  ({d.latency_ms:.2f} ms)")
-    inputs = d.inputs or {}
-    lines.append("  inputs    " + ", ".join(f"{k}={v}" for k, v in inputs.items()))
+    gone = d.inputs_erased
+    if gone is not None:
+        lines.append(f"  inputs    erased at {gone['erased_at']} by {gone['erased_by']}")
+    else:
+        inputs = d.inputs or {}
+        lines.append("  inputs    " + ", ".join(f"{k}={v}" for k, v in inputs.items()))
     return "\n".join(lines)

@@ -181,6 +181,12 @@ if TYPE_CHECKING:
     "the checkpoint (database, .tsr files, webhook body). Private hosts need "
     "--allow-webhook-host.",
 )
+@click.option(
+    "--retain-inputs",
+    metavar="DURATION",
+    help="Erase raw inputs (and context) of decisions older than this, e.g. 180d, in each "
+    "monitoring pass; outputs, commitments and lineage stay [default: keep until erased].",
+)
 @click.option("--log-level", default="info", show_default=True)
 @click.pass_context
 def server(
@@ -220,6 +226,7 @@ def server(
     checkpoint_webhooks: tuple[str, ...],
     tsa_url: str | None,
     detach_after: str | None,
+    retain_inputs: str | None,
     log_level: str,
 ) -> None:
     """Serve the REST API, the prediction gateway and the dashboard.
@@ -242,6 +249,7 @@ def server(
     try:
         window_us = parse_duration(monitor_window)
         detach_us = parse_duration(detach_after) if detach_after is not None else None
+        retain_us = parse_duration(retain_inputs) if retain_inputs else None
     except ValueError as exc:
         raise Fail(str(exc)) from None
     try:
@@ -296,6 +304,7 @@ def server(
             oidc_jwks=oidc_jwks,
             oidc_roles_claim=oidc_roles_claim,
             checkpoint_interval_s=checkpoint_interval,
+            retain_inputs_us=retain_us,
             checkpoint_dir=checkpoint_dir,
             archive_after_us=archive_after_us,
             archive_to=archive_to,

@@ -12,7 +12,7 @@ def token() -> None:
     """API tokens: each names a principal with one role, on endpoints matching a glob.
 
     Roles: viewer (status, history, drift, quality, metrics; no raw inputs),
-    auditor (viewer + raw inputs, explanations, replay, audit), predictor
+    auditor (viewer + raw inputs, explanations, replay, audit, erasure), predictor
     (predict only), operator (deploy, weights, rollback, retire, alerts,
     feedback, retrain), approver (approve or reject a challenger not its own),
     admin (everything, including retraining code, data sources and tokens).

@@ -23,6 +23,8 @@ from chronoml.errors import InvalidInput
 
 Schema = tuple[tuple[str, str], ...]
 NUMERIC_KINDS = frozenset({"float", "int", "bool"})
+# the bits of an erased value (NaN): an int column reads them as this number
+ERASED_INT = int(np.array(np.nan, dtype="<f8").view("<i8"))
 
 
 def schema_from_frame(df: pd.DataFrame) -> Schema:
@@ -202,7 +204,10 @@ def decode_numeric(
     for j, (c, k) in enumerate(numeric):
         col = mat[:, j]
         if k == "int":
-            got[c] = col.view("<i8").astype(np.int64 if typed else np.float64)
+            ints = col.view("<i8")
+            got[c] = ints.astype(np.int64 if typed else np.float64)
+            if not typed and (ints == ERASED_INT).any():  # erased inputs read as missing
+                got[c][ints == ERASED_INT] = np.nan
         elif k == "bool" and typed:
             got[c] = col != 0
         else:

@@ -425,23 +425,30 @@ def item_from_dict(kind: str, d: Mapping[str, Any]) -> LeafType:
     return cls.from_dict(d)
 
 
-def inputs_commitment(layout: str, num: bytes, txt: str | None, salt: bytes) -> bytes:
-    """The commitment a decision leaf holds instead of its inputs.
+def inputs_commitment(
+    layout: str, num: bytes, txt: str | None, salt: bytes, context: str | None = None
+) -> bytes:
+    """The commitment a decision leaf holds instead of its inputs (and context).
 
     ``SHA-256(tag || salt || layout || num || opt(txt))`` over the stored
-    columns. ``salt`` (16 random bytes or more, stored with the inputs and
-    erased with them) keeps low-entropy inputs from being guessed from the
-    commitment once the raw bytes are gone. With crypto-shredding, pass the
-    ciphertext as ``num`` / ``txt``.
+    columns, and for a decision with context ``SHA-256(tag2 || salt || layout
+    || num || opt(txt) || context)``. ``salt`` (16 random bytes or more, stored
+    with the inputs and erased with them) keeps low-entropy inputs from being
+    guessed from the commitment once the raw bytes are gone.
+
+    Decisions logged before context was committed here carry their context
+    verbatim in the leaf instead (``DecisionLeaf.context``); since, the leaf's
+    context is None and erasing a subject removes the context with the inputs.
     """
     if len(salt) < 16:
         raise LeafError("the input salt must be at least 16 bytes", "salt")
     body = (
-        _enc_str("chronoml/inputs/v1")
+        _enc_str("chronoml/inputs/v1" if context is None else "chronoml/inputs/v2")
         + _enc_bytes(salt)
         + _enc_str(layout)
         + _enc_bytes(num)
         + (b"\x00" if txt is None else b"\x01" + _enc_str(txt))
+        + (b"" if context is None else _enc_str(context))
     )
     return hashlib.sha256(body).digest()
 

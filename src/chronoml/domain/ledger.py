@@ -447,6 +447,15 @@ def event_summary(e: LedgerEvent) -> str:
         return summary(e.kind, p)
     if e.kind.startswith("job_") or e.kind == "experiment_verdict":
         return challenger.summary(e.kind, p)
+    if e.kind == "privacy":
+        pol = p.get("policy", {})
+        rules = [f"{k}={v}" for k, v in sorted(pol.get("features", {}).items())]
+        rules += [f"context {k}={v}" for k, v in sorted(pol.get("context", {}).items())]
+        rules += ["unit key hashed"] if pol.get("unit_key") == "hash" else []
+        return "privacy policy: " + (", ".join(rules) or "every input kept")
+    if e.kind == "erasure":
+        why = "retention" if p.get("reason") == "retention" else f"subject {p.get('unit_hash')}"
+        return f"erased the inputs of {p.get('decisions')} decisions ({why})"
     return f"{e.kind} {json.dumps(dict(p), sort_keys=True)}"
 
 

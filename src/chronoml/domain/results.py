@@ -194,6 +194,8 @@ class DecisionRecord:
     explanation: Mapping[str, Any] | None = None
     # fields withheld from this reader, and the role that may see them
     redacted: Mapping[str, Any] | None = None
+    # when, by whom and why the inputs were erased (None: they are kept)
+    inputs_erased: Mapping[str, Any] | None = None
 
     @property
     def label(self) -> Any:
@@ -207,7 +209,11 @@ class DecisionRecord:
                 **self.__dict__,
                 "inputs": None,
                 "unit": None,
-                "redacted": {"fields": ["inputs", "unit"], "needs_role": needs_role},
+                # erased inputs are gone for every reader: only the unit is withheld
+                "redacted": {
+                    "fields": ["unit"] if self.inputs_erased is not None else ["inputs", "unit"],
+                    "needs_role": needs_role,
+                },
             }
         )
 
@@ -234,6 +240,8 @@ class DecisionRecord:
             out["label_history"] = [dict(x) for x in self.labels]
         if self.explanation is not None:
             out["explanation"] = dict(self.explanation)
+        if self.inputs_erased is not None:
+            out["inputs_erased"] = dict(self.inputs_erased)
         if self.redacted is not None:
             out["redacted"] = dict(self.redacted)
         return out

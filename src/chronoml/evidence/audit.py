@@ -286,8 +286,15 @@ def _decision_groups(
                 salt, com = r[4], r[5]
                 try:
                     if salt is not None:
-                        got = commitment_of(row[10], bytes(row[11]), row[12], bytes(salt))
-                        if got != bytes(com):
+                        ctx = row[17]
+                        got = commitment_of(row[10], bytes(row[11]), row[12], bytes(salt), ctx)
+                        if got == bytes(com) and ctx is not None:
+                            row = row[:17]  # the context is inside the commitment
+                        elif got != bytes(com) and (
+                            ctx is None
+                            or commitment_of(row[10], bytes(row[11]), row[12], bytes(salt))
+                            != bytes(com)
+                        ):
                             f.add(idx, what, "its stored inputs no longer match their commitment")
                     h = SE.decision_leaf_hash(row, bytes(com))
                 except (LV.LeafError, TypeError, ValueError) as exc:

@@ -56,14 +56,18 @@ class StoredInputs:
     num: bytes
     txt: str | None
     salt: bytes
+    context: str | None = None  # when committed with the inputs
 
     def to_dict(self) -> dict[str, Any]:
         """The ``inputs`` object of an item file."""
-        return {
+        out: dict[str, Any] = {
             "num": base64.b64encode(self.num).decode("ascii"),
             "txt": self.txt,
             "salt": self.salt.hex(),
         }
+        if self.context is not None:
+            out["context"] = self.context
+        return out
 
 
 @dataclass(frozen=True)

@@ -28,6 +28,7 @@ from chronoml.store import decisions as D
 from chronoml.store import evidence as SE
 from chronoml.store import explanations as SX
 from chronoml.store import ledger as SL
+from chronoml.store import privacy as SP
 from chronoml.store.database import Tx
 
 
@@ -98,8 +99,14 @@ def _decision_item(conn: Tx, decision_id: str, size: int) -> B.BundleItem:
         raise NotFound(f"decision {decision_id} is not in the evidence log")
     salt, commitment = item[5], item[6]
     r = tuple(getattr(row, c) for c in D.COLUMNS)
-    leaf = SE.decision_leaf(r, bytes(commitment))
-    inputs = B.StoredInputs(bytes(row.num), row.txt, bytes(salt)) if salt is not None else None
+    salt = bytes(salt) if salt is not None else None
+    lr = SP.leaf_row(r, salt, bytes(commitment))
+    leaf = SE.decision_leaf(lr, bytes(commitment))
+    inputs = None
+    if salt is not None:
+        # a context committed with the inputs travels with them
+        context = row.context if len(lr) < len(r) else None
+        inputs = B.StoredInputs(bytes(row.num), row.txt, salt, context)
     return _prove(conn, leaf, "decision", decision_id, size, inputs)
 
 

@@ -20,6 +20,7 @@ from chronoml.store import decision_reads as DR
 from chronoml.store import decisions as D
 from chronoml.store import explanations as SE
 from chronoml.store import ledger as SL
+from chronoml.store import privacy as SP
 from chronoml.timeutil import iso
 
 if TYPE_CHECKING:
@@ -56,6 +57,7 @@ def explain_decision(cm: Context, models: Models, decision_id: str) -> dict[str,
         raise NotFound(f"unknown decision {decision_id!r}")
     ref = models.ref_of(row.event_seq, row.variant, row.model_name, row.model_version)
     model = models.load(ref)
+    SP.check_inputs_whole(cm.store, decision_id, row.layout, model.schema)
     df = codec.decode_frame(cm.layouts.get(row.layout), [bytes(row.num)], [row.txt])
     exp = models.explainer(model).explain(model_frame(model, df))[0]
     SE.put_many(cm.store, [(decision_id, exp)])

@@ -23,6 +23,7 @@ from chronoml.registry.archive import ArtifactError, DecisionModelError
 from chronoml.store import decision_reads as DR
 from chronoml.store import decisions as D
 from chronoml.store import ledger as SL
+from chronoml.store import privacy as SP
 from chronoml.timeutil import iso
 
 if TYPE_CHECKING:
@@ -93,6 +94,7 @@ def replay_decision(cm: Context, models: Models, decision_id: str) -> dict[str, 
         raise NotFound(f"unknown decision {decision_id!r}")
     ref = models.ref_of(row.event_seq, row.variant, row.model_name, row.model_version)
     model = models.load(ref)  # digest checked now, not at some earlier load
+    SP.check_inputs_whole(cm.store, decision_id, row.layout, model.schema)
     df = codec.decode_frame(cm.layouts.get(row.layout), [bytes(row.num)], [row.txt])
     values, texts = run(model, model_frame(model, df))
     original = orjson.loads(row.output)

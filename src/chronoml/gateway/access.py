@@ -131,6 +131,10 @@ ACTIONS: dict[tuple[str, str], Rule | None] = {
     ("GET", "/v1/whoami"): None,
     ("GET", "/v1/snapshots"): _r(A.READ_STATUS, scope=SOME),
     ("GET", "/v1/snapshots/{ref}"): _r(A.READ_STATUS, scope=SOME),
+    ("GET", "/v1/endpoints/{endpoint}/privacy"): _r(A.READ_STATUS),
+    ("PUT", "/v1/endpoints/{endpoint}/privacy"): _r(A.CONFIGURE_PRIVACY),
+    # a subject's decisions may be on any endpoint: erasure needs a grant on all of them
+    ("POST", "/v1/erasures"): _r(A.ERASE, scope=GLOBAL),
 }
 
 #: The web UI's session: the token a login page was given, HttpOnly and SameSite=Strict.

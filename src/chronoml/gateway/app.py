@@ -26,6 +26,7 @@ from chronoml.gateway.views import explain as explain_views
 from chronoml.gateway.views import fairness as fairness_views
 from chronoml.gateway.views import loop as loop_views
 from chronoml.gateway.views import monitor as monitor_views
+from chronoml.gateway.views import privacy as privacy_views
 from chronoml.gateway.views import snapshots as snapshot_views
 from chronoml.gateway.views import tokens as token_views
 from chronoml.gateway.views import ui as ui_views
@@ -64,6 +65,7 @@ def create_app(settings: Settings, cm: Chronoml | None = None) -> Starlette:
         *token_views.routes(gw),
         *audit_views.routes(gw),
         *snapshot_views.routes(gw),
+        *privacy_views.routes(gw),
         *fairness_views.routes(gw),
         *ui_views.routes(gw),
     ]

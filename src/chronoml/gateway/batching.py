@@ -31,7 +31,7 @@ import numpy as np
 import orjson
 import pandas as pd
 
-from chronoml.domain import codec
+from chronoml.domain import codec, privacy
 from chronoml.errors import StoreError
 from chronoml.gateway.log import DecisionLog
 from chronoml.ids import new_ids
@@ -45,8 +45,10 @@ log = logging.getLogger("chronoml.batching")
 # their numbers, and the packed class scores (None when the model gives none)
 _Part = tuple[
     Sequence["Job"], str, list[bytes], list[str | None], list[Any], list[float | None],
-    list[bytes] | None,
+    list[bytes] | None, "privacy.StoragePlan | None",
 ]  # fmt: skip
+# the endpoint's privacy policy (with the seq of the event that set it) and the secret
+PolicyOf = Callable[[], "tuple[int, privacy.Policy, bytes] | None"]
 
 
 class ModelFailed(RuntimeError):
@@ -103,6 +105,7 @@ class Batcher:
         settings: BatchSettings,
         on_batch: Callable[[str, str, int, int], None] | None = None,
         ensure_classes: Callable[[str, str, Sequence[Any]], None] | None = None,
+        policy_of: PolicyOf | None = None,
     ) -> None:
         self.endpoint = endpoint
         self.variant = variant
@@ -120,6 +123,8 @@ class Batcher:
         self.columns = pd.Index(self.names, dtype=object) if self.names is not None else None
         self.layout = codec.layout_id(model.schema) if model.schema is not None else None
         self._layouts: set[str] = set()
+        self.policy_of = policy_of
+        self._plans: dict[tuple[int, str], privacy.StoragePlan] = {}
         self._queue: collections.deque[Job] = collections.deque()
         # rows queued and rows taken, each counted by one thread only
         self._put_rows = 0
@@ -231,7 +236,7 @@ class Batcher:
             if isinstance(part, BaseException):
                 results.append(part)
                 continue
-            part_jobs, layout, packed, texts, outputs, nums, scores = part
+            part_jobs, layout, packed, texts, outputs, nums, scores, plan = part
             shown = _output_texts(outputs)
             m = self.model.ref
             fresh = new_ids(sum(j.n + 1 for j in part_jobs))
@@ -255,7 +260,7 @@ class Batcher:
                         repeat(m.version),
                         repeat(j.event_seq),
                         repeat(j.shadow),
-                        repeat(j.unit),
+                        repeat(j.unit if plan is None else plan.unit(j.unit)),
                         repeat(request_id),
                         repeat(layout),
                         packed[off:end],
@@ -264,7 +269,9 @@ class Batcher:
                         nums[off:end],
                         repeat((done - j.t0) * 1000),
                         scores[off:end] if scores is not None else repeat(None, j.n),
-                        j.context if j.context is not None else repeat(None, j.n),
+                        repeat(None, j.n)
+                        if j.context is None
+                        else (j.context if plan is None else plan.context(j.context)),
                     )
                 )
                 results.append(Result(ids, outputs[off:end], batch_rows))
@@ -296,17 +303,26 @@ class Batcher:
                 proba = self.model.proba_matrix
             else:
                 x = pd.DataFrame(mat, columns=self.columns, copy=False)
-            packed = codec.pack_rows(mat)
-            texts: list[str | None] = [None] * n
+            plan = self._plan(schema)
+            if plan is None:
+                packed = codec.pack_rows(mat)
+                texts: list[str | None] = [None] * n
+            else:
+                packed, texts = plan.encode_matrix(mat)
         else:
             frames = [j.frame if j.frame is not None else self._frame(j) for j in jobs]
             x = frames[0] if len(frames) == 1 else pd.concat(frames, ignore_index=True)
             schema = schema or codec.schema_from_frame(x)
-            packed, texts = codec.encode(x, schema)
-        layout = self.layout or codec.layout_id(schema)
+            plan = self._plan(schema)
+            packed, texts = codec.encode(x, schema) if plan is None else plan.encode_frame(x)
+        if plan is None:
+            layout = self.layout or codec.layout_id(schema)
+            stored = schema
+        else:  # what the policy keeps has its own layout
+            layout, stored = plan.layout, plan.stored_schema
         if layout not in self._layouts:
             try:
-                self.ensure_layout(layout, schema)
+                self.ensure_layout(layout, stored)
             except Exception as exc:
                 raise StoreError(str(exc).splitlines()[0]) from exc
             self._layouts.add(layout)
@@ -332,7 +348,22 @@ class Batcher:
             raise ModelFailed(str(exc) or type(exc).__name__) from exc
         if proba is not None and not one_call:
             scores = self._scores(proba, x, n)
-        return jobs, layout, packed, texts, outputs, nums, scores
+        return jobs, layout, packed, texts, outputs, nums, scores, plan
+
+    def _plan(self, schema: codec.Schema) -> privacy.StoragePlan | None:
+        """The endpoint's privacy policy compiled for ``schema``; None when there is none.
+
+        One call per batch: the policy lookup is a dict read, the plan is built once.
+        """
+        got = self.policy_of() if self.policy_of is not None else None
+        if got is None:
+            return None
+        seq, policy, secret = got
+        key = (seq, codec.layout_id(schema) if schema is not self.model.schema else "")
+        plan = self._plans.get(key)
+        if plan is None:
+            plan = self._plans[key] = privacy.StoragePlan(policy, schema, secret)
+        return plan
 
     def _scores(self, proba: Callable[[Any], Any], x: Any, n: int) -> list[bytes] | None:
         """Every row's class scores packed as float64, from one ``predict_proba`` call.

@@ -23,8 +23,8 @@ from starlette.responses import Response
 
 from chronoml.archive import Archiver, target_from_settings
 from chronoml.auth.access import reads_logger
-from chronoml.domain import codec, routing
-from chronoml.errors import InvalidInput, StoreError
+from chronoml.domain import codec, privacy, routing
+from chronoml.errors import ChronomlError, InvalidInput, StoreError
 from chronoml.evidence.checkpoints import CheckpointWorker, signing_key
 from chronoml.evidence.keys import KeyFileError, SigningKey
 from chronoml.evidence.timestamps import Authority
@@ -39,6 +39,7 @@ from chronoml.gateway.views import explain as explain_views
 from chronoml.monitor.alerts import AlertEngine
 from chronoml.monitor.outbox import Outbox
 from chronoml.monitor.scheduler import Monitor
+from chronoml.privacy import secret
 from chronoml.registry.models import LoadedModel, warm_up
 from chronoml.retrain.runner import JobRunner
 from chronoml.service import Chronoml
@@ -73,6 +74,7 @@ class Gateway:
         # moves old decisions to archive files (--archive-after)
         self.archiver: Archiver | None = None
         self.partitions: PartitionWorker | None = None
+        self._privacy_secret: bytes | None = None  # loaded when a policy first hashes
 
     # --- lifecycle ---------------------------------------------------------
 
@@ -332,9 +334,23 @@ class Gateway:
                 ),
                 on_batch=self.metrics.observe_batch,
                 ensure_classes=self._ensure_classes,
+                policy_of=lambda: self._policy_of(endpoint),
             )
             self._batchers[key] = b
         return b
+
+    def _policy_of(self, endpoint: str) -> tuple[int, privacy.Policy, bytes] | None:
+        """The endpoint's privacy policy for the decision log; None when it keeps everything."""
+        p = self.live.privacy.get(endpoint)
+        if p is None or p.policy.plain:
+            return None
+        if self._privacy_secret is None:
+            try:
+                self._privacy_secret = secret.load(self.settings.privacy_key_path)
+            except (OSError, ChronomlError) as exc:
+                # fail closed: a decision is not logged with what the policy would remove
+                raise StoreError(f"privacy secret unavailable: {exc}") from exc
+        return p.event_seq, p.policy, self._privacy_secret
 
     def _ensure_classes(self, name: str, version: str, classes: Sequence[Any]) -> None:
         outcomes.ensure_classes(self.cm.store, name, version, classes)

@@ -19,6 +19,7 @@ from chronoml.domain.routing import Router
 from chronoml.registry import Registry
 from chronoml.registry.models import LoadedModel, load_model
 from chronoml.store import ledger as SL
+from chronoml.store import privacy as SP
 from chronoml.store.database import Store
 from chronoml.timeutil import now_us
 from chronoml.worker import Worker
@@ -57,6 +58,8 @@ class Live:
     endpoints: dict[str, LiveEndpoint] = field(default_factory=dict)
     errors: dict[str, str] = field(default_factory=dict)
     seen_seq: int = -1
+    # each endpoint's privacy policy, read again whenever the ledger moves
+    privacy: dict[str, SP.StoredPolicy] = field(default_factory=dict)
     _cache: dict[str, LoadedModel] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _worker: Worker | None = None
@@ -74,6 +77,8 @@ class Live:
             head_seq = self._head.seq()
             if head_seq == self.seen_seq:
                 return False
+            # a policy change is a ledger event: one small table read per move of the head
+            self.privacy = SP.all_policies(self.store)
             if self.seen_seq < 0:
                 changed = set(SL.endpoints(self.store))
             else:

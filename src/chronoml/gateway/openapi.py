@@ -94,7 +94,23 @@ QUERY: dict[tuple[str, str], dict[str, Any]] = {
         "limit": {"type": "integer", "minimum": 1, "maximum": 10000},
     },
 }
+MODES = {"type": "string", "enum": ["keep", "hash", "drop"]}
 BODY: dict[tuple[str, str], dict[str, Any]] = {
+    ("PUT", "/v1/endpoints/{endpoint}/privacy"): {
+        "type": "object",
+        "description": "rules set on top of the policy (keep removes one): input features, "
+        "context attributes, and whether the unit key is hashed",
+        "properties": {
+            "features": {"type": "object", "additionalProperties": MODES},
+            "context": {"type": "object", "additionalProperties": MODES},
+            "unit_key": {"type": "string", "enum": ["keep", "hash"]},
+        },
+    },
+    ("POST", "/v1/erasures"): {
+        "type": "object",
+        "required": ["unit"],
+        "properties": {"unit": {"type": "string", "minLength": 1}},
+    },
     ("POST", "/v1/endpoints/{endpoint}/predict"): SCORING,
     ("POST", "/invocations"): SCORING,
     ("POST", "/v2/models/{endpoint}/infer"): {

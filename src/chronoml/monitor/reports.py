@@ -9,6 +9,7 @@ each variant's rows with the profile of the version that decided them.
 from __future__ import annotations
 
 import logging
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -21,6 +22,7 @@ from chronoml.errors import Refused
 from chronoml.monitor import multivariate
 from chronoml.store import decisions as D
 from chronoml.store import ledger as SL
+from chronoml.store import privacy as SP
 from chronoml.store import snapshots
 from chronoml.store.database import Store
 from chronoml.timeutil import iso
@@ -119,6 +121,12 @@ def drift(
         "window": {"from": iso(start), "to": iso(end), "rows": w.rows},
         "variants": [],
     }
+    # features the privacy policy hashes or drops are not compared: say so
+    policy = SP.get(store, endpoint)
+    not_used = policy.policy.not_used() if policy is not None else []
+    skip = {n["feature"] for n in not_used}
+    if not_used:
+        out["not_used"] = not_used
     groups: dict[tuple[str, str], np.ndarray[Any, Any] | None] = {}
     if w.rows and (w.variants == w.variants[0]).all() and (w.versions == w.versions[0]).all():
         # one variant and version (the usual window): no per-row selection
@@ -143,7 +151,12 @@ def drift(
             out["variants"].append(entry)
             continue
         profile = Profile.from_bytes(raw)
+        if skip:
+            kept = {k: v for k, v in profile.features.items() if k not in skip}
+            profile = replace(profile, features=kept)
         current = w.columns if idx is None else {c: v[idx] for c, v in w.columns.items()}
+        if skip:
+            current = {c: v for c, v in current.items() if c not in skip}
         outputs = w.outputs if idx is None else w.outputs[idx]
         feats = {k: v for k, v in (overrides or {}).items() if k != PREDICTION}
         report = drift_report(

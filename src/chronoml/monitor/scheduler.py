@@ -20,6 +20,7 @@ from chronoml.monitor import estimated
 from chronoml.monitor.leader import Leadership
 from chronoml.monitor.quality import quality as quality_of
 from chronoml.monitor.reports import endpoint_drift
+from chronoml.privacy import erasure
 from chronoml.store import blocks
 from chronoml.store import decision_reads as DR
 from chronoml.store import ledger as SL
@@ -182,6 +183,12 @@ class Monitor:
         """
         end = now_us() if now is None else now
         out: list[WindowResult] = []
+        retain = self.cm.settings.retain_inputs_us
+        if retain:
+            try:  # before compaction: what it erases is not copied into new blocks
+                erasure.erase_older(self.cm, retain, erasure.RETENTION_ACTOR, now=end)
+            except Exception as exc:
+                log.error("erasing inputs past their retention failed: %s", exc)
         try:
             # settled history into columnar blocks, so windows read fast
             blocks.compact(self.cm.store)

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from chronoml.domain.ledger import ModelRef
 from chronoml.domain.snapshot import Snapshot
+from chronoml.registry.models import schema_from_mlflow
 from chronoml.settings import Settings
 from chronoml.timeutil import iso
 
@@ -285,6 +286,15 @@ class Registry:
                 f"recorded {ref.artifact_digest}, found {found}"
             )
         return dest
+
+    def input_columns(self, ref: ModelRef) -> list[str] | None:
+        """The input column names of ``ref``'s signature; None when it has none."""
+        # lazy: mlflow costs 1.6 s to import
+        from mlflow.models import Model
+
+        model = Model.load(str(self.fetch(ref)))
+        schema = schema_from_mlflow(model.get_input_schema())  # type: ignore[no-untyped-call]
+        return [c for c, _ in schema] if schema is not None else None
 
 
 def ensure_experiment(settings: Settings, experiment: str) -> None:

@@ -70,6 +70,8 @@ def _compact_one(store: Store, endpoint: str, limit: int) -> int:
     lo = start if start is not None else -(2**62)
     if limit <= lo:
         return 0
+    # an erasure between this read and the write below would leave its bytes in a block
+    erasures_before = _last_erasure(store, endpoint)
     q = (
         select(
             D.c.ts,
@@ -111,6 +113,8 @@ def _compact_one(store: Store, endpoint: str, limit: int) -> int:
                     "txt": uniques,
                     "codes": codes,
                     "outputs": np.array([r[7] for r in chunk], dtype="<f8").tobytes(),
+                    # room for erasure's flags, so flagging a row rewrites no block (0014)
+                    "erased": bytes(len(chunk)),
                 }
             )
     with store.write() as conn:
@@ -120,6 +124,8 @@ def _compact_one(store: Store, endpoint: str, limit: int) -> int:
         ).scalar()
         if now_mark != start:
             return 0
+        if _last_erasure_in(conn, endpoint) != erasures_before:
+            return 0  # the next pass compacts again, from the erased rows
         if rows:
             conn.execute(B.insert(), rows)
         if start is None:
@@ -127,6 +133,18 @@ def _compact_one(store: Store, endpoint: str, limit: int) -> int:
         else:
             conn.execute(W.update().where(W.c.endpoint == endpoint).values(compacted_to=limit))
     return len(data)
+
+
+def _last_erasure_in(conn: Any, endpoint: str) -> int | None:
+    E = schema.ledger_events
+    q = select(func.max(E.c.seq)).where(E.c.endpoint == endpoint, E.c.kind == "erasure")
+    v = conn.execute(q).scalar()
+    return None if v is None else int(v)
+
+
+def _last_erasure(store: Store, endpoint: str) -> int | None:
+    with store.read() as conn:
+        return _last_erasure_in(conn, endpoint)
 
 
 def _dictionary(texts: list[str | None]) -> tuple[str | None, bytes | None]:
@@ -189,6 +207,7 @@ def read(
         B.c.txt,
         B.c.codes,
         B.c.outputs,
+        B.c.erased,
     ).where(B.c.endpoint == endpoint, B.c.ts_max >= start, B.c.ts_min < stop)
     if variant is not None:
         q = q.where(B.c.variant == variant)
@@ -197,13 +216,18 @@ def read(
     with store.engine.connect() as conn:
         blocks = conn.execute(q.order_by(B.c.ts_min)).cursor.fetchall()  # type: ignore[union-attr]
     parts: list[Part] = []
-    for vname, version, layout, _shadow, ts_b, num, uniques, codes, outs_b in blocks:
+    for vname, version, layout, _shadow, ts_b, num, uniques, codes, outs_b, erased in blocks:
         ts = np.frombuffer(ts_b, dtype="<i8")
         outs = np.frombuffer(outs_b, dtype="<f8")
         keep = (ts >= start) & (ts < stop)
         if not keep.any():
             continue
         got = decode(layouts.get(layout), len(ts), num, uniques, codes)
+        if erased and any(erased):  # rows whose inputs were erased read as missing
+            mask = np.frombuffer(erased, dtype=np.uint8).astype(bool)
+            for c, v in got.items():
+                if v.dtype.kind == "f":
+                    got[c] = np.where(mask, np.nan, v)
         if keep.all():
             parts.append((vname, version, got, outs))
         else:

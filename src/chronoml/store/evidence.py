@@ -129,11 +129,11 @@ def commit_decisions(rows: Sequence[Sequence[Any]]) -> tuple[list[bytes], list[b
     """Fresh salts, input commitments and leaf hashes for decision tuples (COLUMNS order)."""
     pool = os.urandom(SALT_BYTES * len(rows))
     salts = [pool[i * SALT_BYTES : (i + 1) * SALT_BYTES] for i in range(len(rows))]
-    commitments = [
-        LV.inputs_commitment(r[10], bytes(r[11]), r[12], s)
-        for r, s in zip(rows, salts, strict=True)
-    ]
-    hashes = [decision_leaf_hash(r, c) for r, c in zip(rows, commitments, strict=True)]
+    ctx = [
+        r[17] if len(r) > 17 else None for r in rows
+    ]  # committed with the inputs, not in the leaf
+    commitments = [LV.inputs_commitment(r[10], bytes(r[11]), r[12], s, c) for r, s, c in zip(rows, salts, ctx, strict=True)]  # fmt: skip
+    hashes = [decision_leaf_hash(r if c is None else r[:17], m) for r, c, m in zip(rows, ctx, commitments, strict=True)]  # fmt: skip
     return salts, commitments, hashes
 
 

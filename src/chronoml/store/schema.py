@@ -107,6 +107,7 @@ decisions = Table(
     Column("context", Text, nullable=True),
 )
 Index("ix_decisions_endpoint_ts", decisions.c.endpoint, decisions.c.ts)
+Index("ix_decisions_unit", decisions.c.unit)
 
 # The reference profile of a deployed artifact: built once from its training
 # snapshot (features and the model's predictions on it), read by every report.
@@ -289,6 +290,8 @@ decision_blocks = Table(
     Column("txt", Text, nullable=True),
     Column("codes", LargeBinary, nullable=True),
     Column("outputs", LargeBinary, nullable=False),
+    # one byte per row, 1 where the row's inputs were erased (migration 0014)
+    Column("erased", LargeBinary, nullable=True),
 )
 Index("ix_decision_blocks_endpoint", decision_blocks.c.endpoint, decision_blocks.c.ts_max)
 
@@ -424,7 +427,7 @@ decision_context = Table(
 )
 Index("ix_decision_context_decision", decision_context.c.decision_id, decision_context.c.id)
 
-# --- archive (migration 0011) ---------------------------------------------------
+# --- archive (migration 0013) ---------------------------------------------------
 # Decisions moved out of the database into content-addressed Parquet files
 # (one endpoint and input layout each); the evidence log commits each file.
 archive_files = Table(
@@ -463,4 +466,17 @@ archive_state = Table(
     Column("last_attempt_at", BigInteger, nullable=True),
     Column("last_success_at", BigInteger, nullable=True),
     Column("next_attempt_at", BigInteger, nullable=True),
+)
+
+# The input policy of each endpoint (migration 0014): which features and context
+# attributes are kept, hashed or dropped, and whether the unit key is hashed. Each
+# change is also a ledger event (``event_seq``), so who set it is on the record.
+privacy_policies = Table(
+    "privacy_policies",
+    metadata,
+    Column("endpoint", String(200), primary_key=True),
+    Column("policy", Text, nullable=False),
+    Column("event_seq", BigInteger, nullable=False),
+    Column("updated_at", BigInteger, nullable=False),
+    Column("actor", String(200), nullable=False),
 )

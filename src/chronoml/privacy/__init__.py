@@ -1,0 +1,1 @@
+"""Privacy: per-endpoint input policies, erasure of one subject's inputs, retention."""

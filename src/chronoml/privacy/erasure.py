@@ -1,0 +1,147 @@
+"""Erasing a subject's inputs, and inputs past their retention, without breaking a proof.
+
+Erasure rewrites the stored bytes (rather than crypto-shredding them): the
+decision log already commits to a salted commitment of the inputs, so the
+bytes and the salt can simply go while the leaf, and every proof through it,
+stays valid. Rewriting keeps the hot path free of a per-unit key lookup and
+an encryption per decision, and leaves window reads as fast as before; the
+price is that erasure must reach every copy, which the store does (rows,
+columnar blocks, later context, and on SQLite the free pages and the WAL).
+
+Each erasure appends one ``erasure`` ledger event per endpoint (so it is in
+the evidence log), holding no personal data: the keyed hash of the unit key
+(or the retention cut-off), how many decisions, and who.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from chronoml.context import Context
+from chronoml.domain import ledger as L
+from chronoml.domain import privacy as DP
+from chronoml.errors import InvalidInput
+from chronoml.privacy import secret
+from chronoml.store import ledger as SL
+from chronoml.store import privacy as SP
+from chronoml.timeutil import iso, now_us
+from chronoml.timeutil import parse_duration as _duration
+
+log = logging.getLogger("chronoml.privacy")
+
+# decisions erased per transaction by retention: bounded locks and WAL growth
+RETENTION_BATCH = 20_000
+RETENTION_ACTOR = "monitor:retention"
+
+
+def parse_duration(text: str, field: str = "retain_inputs") -> int:
+    """``180d``, ``12h``, ``30m`` in microseconds; InvalidInput names the field."""
+    try:
+        return _duration(text)
+    except ValueError as exc:
+        raise InvalidInput(f"{field}: {exc}", field) from None
+
+
+def erase_unit(ctx: Context, unit: str, actor: str | None = None) -> dict[str, Any]:
+    """Erase the inputs (and context) of every decision of unit key ``unit``."""
+    if not isinstance(unit, str) or not unit:
+        raise InvalidInput("give the unit key to erase", "unit")
+    key = secret.load(ctx.settings.privacy_key_path)
+    hashed = DP.unit_hash(key, unit)
+    who = ctx.actor(actor)
+    at = now_us()
+
+    def tx(conn: Any) -> dict[str, int]:
+        SP.secure_delete_on(conn, ctx.store.is_sqlite)
+        try:
+            # the key as sent, and as stored by an endpoint that hashes unit keys
+            targets = SP.by_units(conn, [unit, hashed])
+            SP.erase_in(conn, targets)
+            counts: dict[str, int] = {}
+            for t in targets:
+                counts[t.endpoint] = counts.get(t.endpoint, 0) + 1
+            for endpoint, n in sorted(counts.items()):
+                payload = {"reason": "subject", "unit_hash": hashed, "decisions": n}
+                SL.append_in(conn, L.Change("erasure", endpoint, who, payload), now=at)
+            return counts
+        finally:
+            SP.secure_delete_off(conn, ctx.store.is_sqlite)
+
+    counts = ctx.store.write_retrying(tx, "the erasure")
+    scrubbed = SP.scrub(ctx.store) if counts else True
+    if not scrubbed:
+        log.warning("erasure: the SQLite WAL stayed busy; old pages go at its next checkpoint")
+    return {
+        "files_scrubbed": scrubbed,
+        "unit_hash": hashed,
+        "decisions": sum(counts.values()),
+        "endpoints": counts,
+        "erased_at": iso(at),
+        "erased_by": who,
+    }
+
+
+def erase_older(
+    ctx: Context, retain_us: int, actor: str | None = None, *, now: int | None = None
+) -> dict[str, Any]:
+    """Erase the inputs of decisions older than ``retain_us``; outputs, commitments and
+    lineage stay."""
+    t = now_us() if now is None else now
+    before = t - retain_us
+    who = ctx.actor(actor)
+    counts: dict[str, int] = {}
+    for endpoint in SL.endpoints(ctx.store):
+        since = -(2**62)
+        while True:
+
+            def tx(conn: Any, endpoint: str = endpoint, since: int = since) -> tuple[int, int, int]:
+                SP.secure_delete_on(conn, ctx.store.is_sqlite)
+                try:
+                    targets, read, last = SP.older_than(
+                        conn, endpoint, since, before, RETENTION_BATCH
+                    )
+                    if targets:
+                        SP.erase_in(conn, targets)
+                        payload = {
+                            "reason": "retention",
+                            "before": before,
+                            "decisions": len(targets),
+                        }
+                        SL.append_in(conn, L.Change("erasure", endpoint, who, payload), now=t)
+                    return len(targets), read, last
+                finally:
+                    SP.secure_delete_off(conn, ctx.store.is_sqlite)
+
+            n, read, last = ctx.store.write_retrying(tx, "the retention erasure")
+            if n:
+                counts[endpoint] = counts.get(endpoint, 0) + n
+            if read < RETENTION_BATCH or last == since:
+                break
+            since = last
+    if counts:
+        SP.scrub(ctx.store)
+    return {"before": iso(before), "decisions": sum(counts.values()), "endpoints": counts}
+
+
+def erased_note(
+    ctx: Context, conn: Any, endpoint: str, unit: str | None, ts: int
+) -> dict[str, Any]:
+    """When, by whom and why a decision's inputs were erased, from its erasure event."""
+    hashes: set[str] = set()
+    if unit is not None:
+        hashes.add(unit)  # a unit stored hashed is its own hash
+        if ctx.settings.privacy_key_path.exists():
+            hashes.add(DP.unit_hash(secret.load(ctx.settings.privacy_key_path), unit))
+    for ev in SP.erasure_events_in(conn, endpoint):
+        p = ev.payload
+        if (p.get("reason") == "subject" and p.get("unit_hash") in hashes) or (
+            p.get("reason") == "retention" and int(p.get("before", 0)) > ts
+        ):
+            return {
+                "erased_at": iso(ev.recorded_at),
+                "erased_by": ev.actor,
+                "reason": p.get("reason"),
+                "event_seq": ev.seq,
+            }
+    return {"erased_at": None, "erased_by": None, "reason": "unknown", "event_seq": None}
