@@ -49,7 +49,7 @@ def rows(n: int, start: int, seq: int) -> list[D.DecisionTuple]:
         out.append(
             (
                 new_id(), T0 + i, "churn", "a", "churn", "1", seq, False, f"user-{i % 1000}",
-                new_id(), "lay30", num, None, "0.5", 0.5, 0.8,
+                new_id(), "lay30", num, None, "0.5", 0.5, 0.8, None, None,
             )
         )  # fmt: skip
     return out

@@ -451,41 +451,6 @@ def uncommitted(conn: Connection, kind: str, limit: int = 1) -> list[str]:
     return [str(v) for v in conn.execute(q).scalars()]
 
 
-# decisions with their evidence, read on the driver's cursor: verify reads millions
-_DECISION_ITEMS = (
-    "SELECT i.log_index, i.position, i.ref, i.leaf, i.salt, i.commitment, "
-    "d.id, d.ts, d.endpoint, d.variant, d.model_name, d.model_version, d.event_seq, "
-    "d.shadow, d.unit, d.request_id, d.layout, d.num, d.txt, d.output, d.output_num, "
-    "d.latency_ms, d.scores, d.context FROM evidence_items i LEFT JOIN decisions d ON d.id = i.ref "
-    "WHERE i.kind = 'decision' AND i.log_index >= {ph} AND i.log_index < {ph} "
-    "ORDER BY i.log_index, i.position"
-)
-
-
-def decision_items(
-    engine: Any, is_sqlite: bool, lo: int, hi: int, page: int = 20_000
-) -> Iterator[list[tuple[Any, ...]]]:
-    """Pages of decision evidence rows joined to their decision, for log entries [lo, hi)."""
-    raw = engine.raw_connection()
-    try:
-        sql = _DECISION_ITEMS.format(ph="?" if is_sqlite else "%s")
-        db = raw.driver_connection
-        cur = db.cursor() if is_sqlite else db.cursor(name="chronoml_verify")
-        try:
-            cur.execute(sql, (lo, hi))
-            while True:
-                rows = cur.fetchmany(page)
-                if not rows:
-                    break
-                yield rows
-        finally:
-            cur.close()
-            if not is_sqlite:
-                db.rollback()
-    finally:
-        raw.close()
-
-
 def sets_state_in(conn: Connection, seqs: Sequence[int]) -> list[tuple[int, bool]]:
     """The stored ``sets_state`` column of the given ledger events."""
     E = schema.ledger_events
