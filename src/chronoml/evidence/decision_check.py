@@ -19,6 +19,7 @@ range is checked exactly as a single process would check it.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import struct
 import subprocess
@@ -32,6 +33,8 @@ from chronoml.evidence.findings import Found, Problem, check_batches
 from chronoml.store import Store
 from chronoml.store import evidence as SE
 from chronoml.store import evidence_batch as EB
+
+log = logging.getLogger("chronoml.audit")
 
 # decisions; below this a process start costs more than it saves
 PARALLEL_FROM = 200_000
@@ -202,6 +205,7 @@ def check(
     for proc, run in zip(procs, runs[1:], strict=True):
         got = _finish(proc)
         if got is None:  # the worker could not run: check its range here
+            log.warning("a verify worker failed; checking its log entries in this process")
             n += _check_range(store, entries, run, f)
             continue
         n += got[0]

@@ -1,0 +1,119 @@
+"""Leaves and commitments computed a page at a time are the leaf encoder's, byte for byte,
+and ``audit verify --decisions`` split across processes finds what one process finds."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from evidence_fill import Filled, drop_guards, fill, sql
+
+from chronoml.domain import leaves as LV
+from chronoml.evidence import audit as EA
+from chronoml.evidence import decision_check as DC
+from chronoml.store import Store
+from chronoml.store import evidence as SE
+from chronoml.store import evidence_batch as EB
+
+BASE = (
+    "0190-a", 1_767_225_600_000_000, "churn", "v1", "churn", "3", 7, False, "user-1",
+    "req-1", "lay1", b"\x00" * 16, None, '{"p":0.5}', 0.5, 1.25, None, None,
+)  # fmt: skip
+VARIANTS = [
+    {},
+    {7: True, 8: None},
+    {14: None},
+    {14: math.nan, 15: math.inf},
+    {14: -math.inf, 15: 0.0},
+    {0: "décision-✓", 2: "", 13: "\u00e9", 9: "ré"},
+    {1: -5, 6: 2**62},
+    {15: 3},  # an integer latency encodes as its float
+    {16: b"\x01\x02" * 8, 17: '{"region":"nord"}'},
+    {12: "texte ✓", 11: b""},
+]
+SALT = b"s" * 16
+
+
+def _row(change: dict[int, object]) -> tuple[object, ...]:
+    row = list(BASE)
+    for k, v in change.items():
+        row[k] = v
+    return tuple(row)
+
+
+def test_a_page_of_leaves_matches_the_leaf_encoder() -> None:
+    rows = [_row(c) for c in VARIANTS] * 2  # repeated values come from the page's cache
+    coms = [LV.inputs_commitment(r[10], r[11], r[12], SALT) for r in rows]  # type: ignore[arg-type]
+    want = [SE.decision_leaf(r, c).leaf_hash() for r, c in zip(rows, coms, strict=True)]
+    assert EB.leaf_hashes(rows, coms) == want
+    # with other columns in front, as the verify query reads them
+    assert EB.leaf_hashes([("x", 1, *r) for r in rows], coms, offset=2) == want
+    assert EB.commitments(rows, [SALT] * len(rows)) == coms
+    assert EB.commitments([(0, *r) for r in rows], [SALT] * len(rows), offset=1) == coms
+
+
+@pytest.mark.parametrize(
+    ("change", "error"),
+    [({2: 5}, TypeError), ({3: b"v1"}, TypeError), ({0: None}, AttributeError)],
+)
+def test_a_row_of_the_wrong_types_is_refused(change: dict[int, object], error: type) -> None:
+    row = _row(change)
+    with pytest.raises(error):
+        EB.leaf_hashes([row], [b"c" * 32])
+
+
+def test_a_bad_commitment_or_salt_is_refused() -> None:
+    with pytest.raises(LV.LeafError):
+        EB.leaf_hashes([BASE], [b"short"])
+    with pytest.raises(LV.LeafError):
+        EB.commitments([BASE], [b"short"])
+
+
+@pytest.fixture
+def store(store_url: str, tmp_path: Path) -> Iterator[Store]:
+    s = Store.open(store_url, tmp_path / "home")
+    s.upgrade()
+    yield s
+    s.close()
+
+
+def _problems(report: EA.EvidenceReport) -> list[tuple[int | None, str, str]]:
+    return [(p.log_index, p.what, p.reason) for p in report.problems]
+
+
+def test_verify_in_two_processes_agrees_with_one(store: Store, tmp_path: Path) -> None:
+    filled: Filled = fill(store, tmp_path)
+    one = EA.verify(store, decisions=True, workers=1)
+    two = EA.verify(store, decisions=True, workers=2)
+    assert one.ok and two.ok
+    assert two.decisions == one.decisions == len(filled.decisions)
+    drop_guards(store)
+    # the last batch is the second process's range: its edits must come back named
+    sql(store, "UPDATE decisions SET output = :v WHERE id = :k", {"v": "0.99", "k": "dec-0008"})
+    sql(store, "DELETE FROM decisions WHERE id = :k", {"k": "dec-0010"})
+    sql(store, "UPDATE decisions SET latency_ms = :v WHERE id = :k", {"v": 9.0, "k": "dec-0002"})
+    one = EA.verify(store, decisions=True, workers=1)
+    two = EA.verify(store, decisions=True, workers=2)
+    assert not two.ok
+    assert _problems(two) == _problems(one)
+    named = [p.what for p in two.problems]
+    assert "decision dec-0002" in named and "decision dec-0008" in named
+    assert any("dec-0010" in p.what and "deleted" in p.reason for p in two.problems)
+
+
+def test_a_worker_process_reports_the_rows_of_its_range(store: Store, tmp_path: Path) -> None:
+    fill(store, tmp_path)
+    with store.read() as conn:
+        last = max(int(e[0]) for e in SE.log_entries(conn) if e[1] == "decision")
+    drop_guards(store)
+    sql(store, "UPDATE decisions SET unit = :v WHERE id = :k", {"v": "user-9", "k": "dec-0009"})
+    url = store.engine.url.render_as_string(hide_password=False)
+    got = DC._finish(DC._start(url, str(store.home), [last]))
+    assert got is not None, "the worker process did not run"
+    n, problems = got
+    assert n == 6
+    assert [(p.what, p.reason) for p in problems][:1] == [
+        ("decision dec-0009", "its stored row no longer matches its committed leaf")
+    ]
