@@ -24,7 +24,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import Connection, String, cast, select, update
+from sqlalchemy import Connection, String, bindparam, cast, select, update
 
 from chronoml.domain import leaves as LV
 from chronoml.domain import ledger as L
@@ -353,10 +353,12 @@ def log_entries(conn: Connection) -> list[tuple[Any, ...]]:
     return [tuple(r) for r in conn.execute(q)]
 
 
+_LOG_ENTRY = select(*[LOG.c[c] for c in LOG_COLUMNS]).where(LOG.c.idx == bindparam("idx"))
+
+
 def log_entry(conn: Connection, idx: int) -> tuple[Any, ...] | None:
     """One log entry, or None."""
-    q = select(*[LOG.c[c] for c in LOG_COLUMNS]).where(LOG.c.idx == idx)
-    r = conn.execute(q).first()
+    r = conn.execute(_LOG_ENTRY, {"idx": idx}).first()
     return tuple(r) if r is not None else None
 
 
@@ -377,27 +379,40 @@ def nodes_in(conn: Connection, wanted: Sequence[tuple[int, int]]) -> dict[tuple[
     """The stored hashes of the ``(level, idx)`` nodes asked for (those that exist): one query."""
     if not wanted:
         return {}
-    # integers we computed, inlined: one statement, no per-call statement building
-    pairs = ", ".join(f"({int(lv)}, {int(i)})" for lv, i in wanted)
-    q = f"SELECT level, idx, hash FROM evidence_nodes WHERE (level, idx) IN (VALUES {pairs})"
+    by_level: dict[int, list[int]] = {}
+    for lv, i in wanted:
+        by_level.setdefault(int(lv), []).append(int(i))
+    # integers we computed, inlined; one OR term per level so each is a primary-key search
+    # (a row-value IN list makes SQLite scan the whole table)
+    terms = " OR ".join(
+        f"(level = {lv} AND idx IN ({', '.join(map(str, sorted(set(ix))))}))"
+        for lv, ix in sorted(by_level.items())
+    )
+    q = f"SELECT level, idx, hash FROM evidence_nodes WHERE {terms}"
     return {(int(lv), int(i)): bytes(h) for lv, i, h in conn.exec_driver_sql(q)}
+
+
+_ITEM = select(*[ITEMS.c[c] for c in ITEM_COLUMNS]).where(
+    ITEMS.c.kind == bindparam("kind"), ITEMS.c.ref == bindparam("ref")
+)
 
 
 def item_in(conn: Connection, kind: str, ref: str) -> tuple[Any, ...] | None:
     """An item's evidence row in :data:`ITEM_COLUMNS` order, or None."""
-    q = select(*[ITEMS.c[c] for c in ITEM_COLUMNS]).where(ITEMS.c.kind == kind, ITEMS.c.ref == ref)
-    r = conn.execute(q).first()
+    r = conn.execute(_ITEM, {"kind": kind, "ref": ref}).first()
     return tuple(r) if r is not None else None
 
 
 def batch_leaves_in(conn: Connection, log_index: int) -> list[tuple[int, bytes]]:
     """The (position, leaf) of every item of the batch at ``log_index``, in order."""
     q = (
-        select(ITEMS.c.position, ITEMS.c.leaf)
-        .where(ITEMS.c.log_index == log_index)
-        .order_by(ITEMS.c.position)
+        "SELECT position, leaf FROM evidence_items WHERE log_index = "
+        f"{int(log_index)} ORDER BY position"
     )
-    return [(int(p), bytes(h)) for p, h in conn.execute(q)]
+    # the driver's tuples: a batch holds up to thousands of items
+    cur = conn.exec_driver_sql(q).cursor
+    assert cur is not None
+    return [(int(p), bytes(h)) for p, h in cur.fetchall()]
 
 
 def ledger_rows(conn: Connection) -> Iterator[Any]:
