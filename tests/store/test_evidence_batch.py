@@ -117,3 +117,28 @@ def test_a_worker_process_reports_the_rows_of_its_range(store: Store, tmp_path: 
     assert [(p.what, p.reason) for p in problems][:1] == [
         ("decision dec-0009", "its stored row no longer matches its committed leaf")
     ]
+
+
+@pytest.mark.parametrize("kind", ["decision", "feedback", "explanation"])
+def test_the_spelled_out_batch_leaf_is_the_leaf_encoders(kind: str) -> None:
+    root = bytes(range(32))
+    for size, at in ((1, 0), (256, 1_767_225_600_000_000), (2**40, -1)):
+        want = LV.BatchLeaf(kind, size, root, at).leaf_hash()
+        assert EB.batch_leaf_hash(kind, size, root, at) == want
+    with pytest.raises(LV.LeafError):
+        EB.batch_leaf_hash(kind, 1, b"short", 0)
+
+
+def test_commit_decisions_matches_the_leaf_encoder_for_new_and_old_rows() -> None:
+    rows = [_row(c) for c in VARIANTS]  # enough rows for the page-at-a-time path
+    assert len(rows) >= 8
+    salts, coms, hashes = SE.commit_decisions(rows)
+    assert len({bytes(s) for s in salts}) == len(rows)
+    for r, s, c, h in zip(rows, salts, coms, hashes, strict=True):
+        assert c == LV.inputs_commitment(r[10], r[11], r[12], s)  # type: ignore[arg-type]
+        assert h == SE.decision_leaf(r, c).leaf_hash()
+    # rows of 16 columns (stores upgraded from before scores and context) take the other path
+    old = [r[:16] for r in rows]
+    salts, coms, hashes = SE.commit_decisions(old)
+    for r, c, h in zip(old, coms, hashes, strict=True):
+        assert h == SE.decision_leaf(r, c).leaf_hash()

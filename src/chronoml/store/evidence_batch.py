@@ -35,6 +35,7 @@ _PACK_F64 = struct.Struct(">d").pack
 
 _LEAF_PREFIX = b"\x00" + _PACK_U32(len(b"chronoml/decision/v2")) + b"chronoml/decision/v2"
 _INPUTS_TAG = _PACK_U32(len(b"chronoml/inputs/v1")) + b"chronoml/inputs/v1"
+_BATCH_PREFIX = b"\x00" + _PACK_U32(len(b"chronoml/batch/v1")) + b"chronoml/batch/v1"
 _CACHE_LIMIT = 4096
 _SALT_MIN = 16
 
@@ -143,6 +144,24 @@ def commitments(
             ).digest()
         )
     return out
+
+
+def batch_leaf_hash(items: str, size: int, root: bytes, committed_at: int) -> bytes:
+    """``BatchLeaf(items, size, root, committed_at).leaf_hash()``, spelled out (once per commit)."""
+    if type(root) is not bytes or len(root) != merkle.HASH_SIZE:
+        raise LV.LeafError("the batch root is not a 32-byte hash", "root")
+    kind = items.encode("utf-8")
+    data = b"".join(
+        (
+            _BATCH_PREFIX,
+            _PACK_U32(len(kind)),
+            kind,
+            _PACK_I64(size),
+            root,
+            _PACK_I64(committed_at),
+        )
+    )
+    return hashlib.sha256(data).digest()
 
 
 # --- reading ----------------------------------------------------------------------
