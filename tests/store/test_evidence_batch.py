@@ -142,3 +142,31 @@ def test_commit_decisions_matches_the_leaf_encoder_for_new_and_old_rows() -> Non
     salts, coms, hashes = SE.commit_decisions(old)
     for r, c, h in zip(old, coms, hashes, strict=True):
         assert h == SE.decision_leaf(r, c).leaf_hash()
+
+
+def test_two_writers_and_the_ledger_interleave_into_one_log(store: Store, tmp_path: Path) -> None:
+    # each writer keeps its own copy of the head; when another appended, its guarded
+    # update misses and it must re-read the head, or the log would fork
+    from evidence_fill import _rows, deploy
+
+    from chronoml.store import decisions as D
+    from chronoml.store import ledger as SL
+
+    ev = SL.append(store, deploy("churn", "a"))
+    a, b = D.Appender(store), D.Appender(store)
+    try:
+        a.append(_rows(2, 0, ev.seq))
+        a.append(_rows(1, 2, ev.seq))  # a's copy is current: the guarded update path
+        b.append(_rows(3, 3, ev.seq))  # b has no copy yet
+        a.append(_rows(1, 6, ev.seq))  # a's copy is stale now
+        SL.append(store, deploy("churn", "b", 2))
+        b.append(_rows(2, 7, ev.seq))
+        a.append(_rows(1, 9, ev.seq))
+    finally:
+        a.close()
+        b.close()
+    report = EA.verify(store, decisions=True)
+    assert report.ok, report.problems[:3]
+    assert report.decisions == 10 and report.entries == 8
+    with store.read() as conn:
+        assert [e[0] for e in SE.log_entries(conn)] == list(range(8))

@@ -261,7 +261,8 @@ class RawAppend:
     """Writes a plan on a driver connection (sqlite3 or psycopg) inside its open transaction.
 
     The decision log's group commit runs below SQLAlchemy; this is its evidence
-    step: one head read, three inserts and one head update per commit.
+    step: one head update (and a head read when another writer appended since)
+    and three inserts per commit.
     """
 
     def __init__(self, is_sqlite: bool) -> None:
@@ -278,35 +279,44 @@ class RawAppend:
         )
         self._items_copy = f"COPY evidence_items ({', '.join(ITEM_COLUMNS)}) FROM STDIN"
         self._update = f"UPDATE evidence_head SET size = {ph}, peaks = {ph} WHERE id = 1"
+        self._update_if = f"{self._update} AND size = {ph} AND peaks = {ph}"
         # the last head this writer saw: its peaks need no re-parsing while no one else appends
         self._cached: tuple[int, bytes, merkle.CompactRange] | None = None
 
-    def _range(self, size: int, peaks: bytes) -> merkle.CompactRange:
+    def _plan(self, cur: Any, entries: Sequence[Entry]) -> tuple[Plan, merkle.CompactRange]:
+        """Lock the head and plan on it: one guarded UPDATE while this writer's copy is current.
+
+        The UPDATE succeeds only if the head is still exactly what this writer
+        last wrote (no other writer appended), so the plan made on that copy is
+        the plan the head gives; otherwise the head is read and planned on.
+        """
         c = self._cached
-        if c is not None and c[0] == size and c[1] == peaks:
-            return c[2].copy()
-        return split_peaks(size, peaks)
+        if c is not None:
+            rng = c[2].copy()
+            p = plan(rng, entries)
+            cur.execute(self._update_if, (p.size, p.peaks, c[0], c[1]))
+            if cur.rowcount == 1:
+                return p, rng
+        cur.execute(self._head)
+        size, peaks = cur.fetchone()
+        rng = split_peaks(size, bytes(peaks))
+        p = plan(rng, entries)
+        cur.execute(self._update, (p.size, p.peaks))
+        return p, rng
 
     def write(self, db: Any, entries: Sequence[Entry]) -> None:
         """Append ``entries``; ``db`` is the driver connection with a transaction open."""
         if self.is_sqlite:
-            size, peaks = db.execute(self._head).fetchone()
-            rng = self._range(size, bytes(peaks))
-            p = plan(rng, entries)
+            p, rng = self._plan(db.cursor(), entries)
             db.executemany(self._log, p.log)
             db.executemany(self._nodes, p.nodes)
             if p.items:
                 db.executemany(self._items, p.items)
-            db.execute(self._update, (p.size, p.peaks))
         else:
             with db.cursor() as cur:
-                cur.execute(self._head)
-                size, peaks = cur.fetchone()
-                rng = self._range(size, bytes(peaks))
-                p = plan(rng, entries)
+                p, rng = self._plan(cur, entries)
                 cur.executemany(self._log, p.log)
                 cur.executemany(self._nodes, p.nodes)
-                cur.execute(self._update, (p.size, p.peaks))
             if p.items:
                 with db.cursor() as cur, cur.copy(self._items_copy) as copy:
                     for r in p.items:
