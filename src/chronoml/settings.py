@@ -55,6 +55,8 @@ class Settings:
     signing_key: Path | None = None
     checkpoint_interval_s: float = 3600.0  # how often the server signs a checkpoint (0: never)
     checkpoint_dir: Path | None = None  # where the server also publishes each checkpoint
+    checkpoint_webhooks: tuple[str, ...] = ()  # URLs each checkpoint is POSTed to (outbox)
+    tsa_url: str | None = None  # an RFC 3161 authority that timestamps each checkpoint
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides: object) -> Settings:

@@ -16,8 +16,8 @@ committed, or the log entry, node or checkpoint that does not fit.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-from dataclasses import dataclass, field
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from chronoml.domain import leaves as LV
@@ -27,6 +27,7 @@ from chronoml.evidence import decision_check
 from chronoml.evidence.checkpoints import TIME_PREFIX
 from chronoml.evidence.findings import Found as _Found
 from chronoml.evidence.findings import Problem, check_batches
+from chronoml.evidence.signatures import signature_problem
 from chronoml.store import Store
 from chronoml.store import checkpoints as SC
 from chronoml.store import evidence as SE
@@ -43,6 +44,7 @@ class CheckpointResult:
     size: int
     root: str
     consistent: bool
+    signed: bool | None = None  # by every trusted key (None: no key to check with)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON form."""
@@ -51,6 +53,7 @@ class CheckpointResult:
             "size": self.size,
             "root": self.root,
             "consistent": self.consistent,
+            "signed": self.signed,
         }
 
 
@@ -248,10 +251,14 @@ def verify(
     decisions: bool = False,
     window: Window | None = None,
     checkpoint: note.Checkpoint | None = None,
+    keys: Sequence[note.VerifierKey] = (),
     workers: int | None = None,
 ) -> EvidenceReport:
     """Recompute the evidence log from the stored rows (decisions too when asked).
 
+    Each stored checkpoint must be signed by every key of ``keys`` (the
+    store's key and the one an auditor trusts); with none, signatures are
+    not checked and the report says so (``signed`` is None).
     ``workers``: processes for the decisions (default: one per core over a large log).
     """
     f = _Found()
@@ -323,7 +330,12 @@ def verify(
         stamp = f"{TIME_PREFIX}{iso(at)}"
         if (cp.size, cp.root_hash) != (size, root) or stamp not in cp.extensions:
             f.add(None, where, "its columns differ from its signed note", "checkpoint")
-        report.checkpoints.append(check_checkpoint(tree, head.origin, cp, f"stored #{cid}", f))
+        forged = signature_problem(text, keys) if keys else None
+        if forged is not None:
+            f.add(None, where, forged, "checkpoint")
+        result = check_checkpoint(tree, head.origin, cp, f"stored #{cid}", f)
+        signed = None if not keys else forged is None
+        report.checkpoints.append(replace(result, signed=signed))
     if checkpoint is not None:
         report.checkpoints.append(check_checkpoint(tree, head.origin, checkpoint, "given", f))
     report.problems = f.sorted()

@@ -26,6 +26,7 @@ from chronoml.domain import codec, routing
 from chronoml.errors import InvalidInput, StoreError
 from chronoml.evidence.checkpoints import CheckpointWorker, signing_key
 from chronoml.evidence.keys import KeyFileError, SigningKey
+from chronoml.evidence.timestamps import Authority
 from chronoml.gateway import batching, inputs
 from chronoml.gateway.access import Access
 from chronoml.gateway.canary import Canaries
@@ -107,11 +108,15 @@ class Gateway:
         else:
             if created:
                 log.info("created the signing key %s", self.settings.signing_key_path)
+            tsa = self.settings.tsa_url
             self.checkpoints = CheckpointWorker(
                 self.cm.store,
                 self.signing_key,
                 self.settings.checkpoint_interval_s,
                 self.settings.checkpoint_dir,
+                authority=Authority(tsa, self.settings.allow_webhook_hosts) if tsa else None,
+                webhooks=self.settings.checkpoint_webhooks,
+                on_enqueue=self.outbox.wake,
             )
             self.checkpoints.start()
 
