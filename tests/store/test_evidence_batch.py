@@ -16,6 +16,7 @@ from chronoml.evidence import decision_check as DC
 from chronoml.store import Store
 from chronoml.store import evidence as SE
 from chronoml.store import evidence_batch as EB
+from chronoml.store.decisions import COLUMNS as D_COLUMNS
 
 BASE = (
     "0190-a", 1_767_225_600_000_000, "churn", "v1", "churn", "3", 7, False, "user-1",
@@ -112,8 +113,8 @@ def test_a_worker_process_reports_the_rows_of_its_range(store: Store, tmp_path: 
     url = store.engine.url.render_as_string(hide_password=False)
     got = DC._finish(DC._start(url, str(store.home), [last]))
     assert got is not None, "the worker process did not run"
-    n, problems = got
-    assert n == 6
+    n, present, problems = got
+    assert n == present == 6
     assert [(p.what, p.reason) for p in problems][:1] == [
         ("decision dec-0009", "its stored row no longer matches its committed leaf")
     ]
@@ -170,3 +171,23 @@ def test_two_writers_and_the_ledger_interleave_into_one_log(store: Store, tmp_pa
     assert report.decisions == 10 and report.entries == 8
     with store.read() as conn:
         assert [e[0] for e in SE.log_entries(conn)] == list(range(8))
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_a_decision_added_outside_chronoml_is_named(
+    store: Store, tmp_path: Path, workers: int
+) -> None:
+    # verify skips the anti-join when every row was matched to its item; one more row
+    # than the items matched must bring it back, in one process or split across two
+    fill(store, tmp_path)
+    cols = ", ".join(D_COLUMNS)
+    sql(
+        store,
+        f"INSERT INTO decisions ({cols}) SELECT 'dec-mallory', {cols.split(', ', 1)[1]} "
+        "FROM decisions WHERE id = 'dec-0003'",
+    )
+    report = EA.verify(store, decisions=True, workers=workers)
+    assert not report.ok
+    assert [(p.what, p.reason) for p in report.problems] == [
+        ("decision dec-mallory", "it is not in the evidence log: added outside chronoml")
+    ]

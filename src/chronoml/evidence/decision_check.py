@@ -88,10 +88,11 @@ def _page(page: list[tuple[Any, ...]], f: Found) -> list[bytes | None]:
     return list(hashes)
 
 
-def _groups(store: Store, lo: int, hi: int, f: Found) -> Iterable[Group]:
+def _groups(store: Store, lo: int, hi: int, f: Found, present: list[int]) -> Iterable[Group]:
     cur: int | None = None
     group: list[tuple[int, str, bytes | None]] = []
     for page in EB.decision_items(store.engine, store.is_sqlite, lo, hi):
+        present[0] += sum(1 for r in page if r[6] is not None)
         for r, h in zip(page, _page(page, f), strict=True):
             idx = int(r[0])
             if idx != cur:
@@ -106,19 +107,22 @@ def _groups(store: Store, lo: int, hi: int, f: Found) -> Iterable[Group]:
 
 def _check_range(
     store: Store, entries: dict[int, tuple[Any, ...]], picked: list[int], f: Found
-) -> int:
+) -> tuple[int, int]:
+    """(decisions the batches hold, how many of them have their row)."""
     lo, hi = picked[0], picked[-1] + 1
-    return check_batches("decision", _groups(store, lo, hi, f), entries, f, set(picked))
+    present = [0]
+    n = check_batches("decision", _groups(store, lo, hi, f, present), entries, f, set(picked))
+    return n, present[0]
 
 
-def _run_range(url: str, home: str, picked: list[int]) -> tuple[int, list[Problem]]:
+def _run_range(url: str, home: str, picked: list[int]) -> tuple[int, int, list[Problem]]:
     store = Store.open(url, Path(home))
     try:
         with store.read() as conn:
             entries = EB.log_entries_between(conn, picked[0], picked[-1] + 1)
         f = Found()
-        n = _check_range(store, entries, picked, f)
-        return n, f.items
+        n, present = _check_range(store, entries, picked, f)
+        return n, present, f.items
     finally:
         store.close()
 
@@ -139,7 +143,7 @@ def _start(url: str, home: str, picked: list[int]) -> subprocess.Popen[bytes] | 
     return proc
 
 
-def _finish(proc: subprocess.Popen[bytes] | None) -> tuple[int, list[Problem]] | None:
+def _finish(proc: subprocess.Popen[bytes] | None) -> tuple[int, int, list[Problem]] | None:
     if proc is None:
         return None
     assert proc.stdout is not None
@@ -149,7 +153,8 @@ def _finish(proc: subprocess.Popen[bytes] | None) -> tuple[int, list[Problem]] |
         return None
     try:
         got = json.loads(out)
-        return int(got["n"]), [Problem(a, b, c, d) for a, b, c, d in got["problems"]]
+        problems = [Problem(a, b, c, d) for a, b, c, d in got["problems"]]
+        return int(got["n"]), int(got["present"]), problems
     except (ValueError, KeyError, TypeError):
         return None
 
@@ -157,9 +162,10 @@ def _finish(proc: subprocess.Popen[bytes] | None) -> tuple[int, list[Problem]] |
 def main() -> int:
     """A worker: check the range given on stdin, print the findings as JSON."""
     job = json.loads(sys.stdin.read())
-    n, problems = _run_range(str(job["url"]), str(job["home"]), [int(i) for i in job["picked"]])
+    got = _run_range(str(job["url"]), str(job["home"]), [int(i) for i in job["picked"]])
+    n, present, problems = got
     rows = [[p.log_index, p.what, p.reason, p.rank] for p in problems]
-    sys.stdout.write(json.dumps({"n": n, "problems": rows}))
+    sys.stdout.write(json.dumps({"n": n, "present": present, "problems": rows}))
     return 0
 
 
@@ -189,10 +195,14 @@ def check(
     picked: list[int],
     f: Found,
     workers: int | None = None,
-) -> int:
-    """Check the decision batches at the log indexes ``picked``; returns how many decisions."""
+) -> tuple[int, int]:
+    """Check the decision batches at the log indexes ``picked``.
+
+    Returns how many decisions the batches hold and how many of those still
+    have their row (the caller compares it with the decision count).
+    """
     if not picked:
-        return 0
+        return 0, 0
     if workers is None:
         total = sum(int(entries[i][3]) for i in picked)
         workers = min(_cores(), MAX_WORKERS) if total >= PARALLEL_FROM else 1
@@ -201,16 +211,17 @@ def check(
         return _check_range(store, entries, picked, f)
     url = store.engine.url.render_as_string(hide_password=False)
     procs = [_start(url, str(store.home), run) for run in runs[1:]]
-    n = _check_range(store, entries, runs[0], f)
+    n, present = _check_range(store, entries, runs[0], f)
     for proc, run in zip(procs, runs[1:], strict=True):
         got = _finish(proc)
         if got is None:  # the worker could not run: check its range here
             log.warning("a verify worker failed; checking its log entries in this process")
-            n += _check_range(store, entries, run, f)
+            k, p = _check_range(store, entries, run, f)
+            n, present = n + k, present + p
             continue
-        n += got[0]
-        f.extend(got[1])
-    return n
+        n, present = n + got[0], present + got[1]
+        f.extend(got[2])
+    return n, present
 
 
 if __name__ == "__main__":
