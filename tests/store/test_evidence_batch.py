@@ -8,14 +8,16 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from evidence_fill import Filled, drop_guards, fill, sql
+from evidence_fill import Filled, _rows, deploy, drop_guards, fill, sql
 
 from chronoml.domain import leaves as LV
 from chronoml.evidence import audit as EA
 from chronoml.evidence import decision_check as DC
 from chronoml.store import Store
+from chronoml.store import decisions as D
 from chronoml.store import evidence as SE
 from chronoml.store import evidence_batch as EB
+from chronoml.store import ledger as SL
 from chronoml.store.decisions import COLUMNS as D_COLUMNS
 
 BASE = (
@@ -148,11 +150,6 @@ def test_commit_decisions_matches_the_leaf_encoder_for_new_and_old_rows() -> Non
 def test_two_writers_and_the_ledger_interleave_into_one_log(store: Store, tmp_path: Path) -> None:
     # each writer keeps its own copy of the head; when another appended, its guarded
     # update misses and it must re-read the head, or the log would fork
-    from evidence_fill import _rows, deploy
-
-    from chronoml.store import decisions as D
-    from chronoml.store import ledger as SL
-
     ev = SL.append(store, deploy("churn", "a"))
     a, b = D.Appender(store), D.Appender(store)
     try:
