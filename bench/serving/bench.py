@@ -280,10 +280,12 @@ def serve(
         ]
         url, ready = f"{base}/invocations", f"{base}/ping"
     elif name.startswith("chronoml") or name == "before":
+        entry = ["-m", "chronoml.cli"]
+        if name == "chronoml-nocommit":
+            entry = [str(HERE / "no_commitments.py")]
         cmd = [
             sys.executable,
-            "-m",
-            "chronoml.cli",
+            *entry,
             "server",
             "--port",
             str(port),
@@ -344,7 +346,7 @@ def measure(
     port = free_port()
     proc, url, _ = serve(name, port, env, work, workers)
     # the predictor token on every request, except where predict is open (or had no auth)
-    auth = env.get("BENCH_AUTH", "") if name == "chronoml" else ""
+    auth = env.get("BENCH_AUTH", "") if name in ("chronoml", "chronoml-nocommit") else ""
     runs: list[Run] = []
     try:
         wrk(url, one, 16, 2, work, auth)  # warm up
@@ -434,8 +436,17 @@ def main(argv: list[str] | None = None) -> int:
         help="chronoml serves under a privacy policy (f00 and the unit key hashed, f01 "
         "dropped); with --before, the price of applying it",
     )
+    ap.add_argument(
+        "--commitments-off",
+        action="store_true",
+        help="also serve with the decision log's evidence step removed (chronoml-nocommit), "
+        "to price the commitments on vs off in one run; needs --workers 1",
+    )
     ap.add_argument("--keep", action="store_true", help="keep the work folder")
     args = ap.parse_args(argv)
+    if args.commitments_off and args.workers != 1:
+        print("--commitments-off needs --workers 1", file=sys.stderr)
+        return 1
     if shutil.which("wrk") is None:
         print("needs wrk: apt-get install wrk", file=sys.stderr)
         return 1
@@ -455,6 +466,7 @@ def main(argv: list[str] | None = None) -> int:
         one, many = bodies(work)
         runs: list[Run] = []
         names = ["empty", "chronoml"] + (["chronoml-open"] if args.open else [])
+        names += ["chronoml-nocommit"] if args.commitments_off else []
         names += (["before"] if args.before else []) + ([] if args.skip_mlflow else ["mlflow"])
         rounds: list[Run] = []
         for i in range(args.rounds):
@@ -518,6 +530,12 @@ def report(runs: list[Run], work: Path) -> int:
         ("CPU ms per 1-row request", c1.cpu_ms_per_req, "<= 1 ms", c1.cpu_ms_per_req <= 1.0)
     )
     goals.append(("1000-row request p50 ms", cn.p50_ms, "<= 5 ms", cn.p50_ms <= 5.0))
+    if ("chronoml-nocommit", "1 row x16") in by:
+        # issue 11: commitments at most 10% of the server CPU of a 1-row request (on vs off)
+        off = by[("chronoml-nocommit", "1 row x16")].cpu_ms_per_req
+        share = (c1.cpu_ms_per_req - off) / c1.cpu_ms_per_req
+        print(f"commitments add {1000 * (c1.cpu_ms_per_req - off):.0f} us of CPU per 1-row request")
+        goals.append(("commitments' CPU share", share, "<= 0.10", share <= 0.10))
     print()
     for what, value, goal, ok in goals:
         print(f"{what:<28} {value:>8.3f}  goal {goal:<8} {'met' if ok else 'NOT met'}")

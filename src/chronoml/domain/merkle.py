@@ -340,7 +340,11 @@ class CompactRange:
 
     def copy(self) -> CompactRange:
         """An independent copy (appending to it leaves this one alone)."""
-        return CompactRange(self.size, list(self.peaks))
+        # this range is valid already: no second check of every peak (the writer copies per commit)
+        out = object.__new__(CompactRange)
+        out.size = self.size
+        out.peaks = list(self.peaks)
+        return out
 
     def to_dict(self) -> dict[str, object]:
         """``{"size", "peaks": [hex...]}`` for storing the state as JSON."""

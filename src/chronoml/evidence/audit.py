@@ -23,32 +23,19 @@ from typing import Any
 from chronoml.domain import leaves as LV
 from chronoml.domain import ledger as L
 from chronoml.domain import merkle, note
+from chronoml.evidence import decision_check
 from chronoml.evidence.checkpoints import TIME_PREFIX
+from chronoml.evidence.findings import Found as _Found
+from chronoml.evidence.findings import Problem, check_batches
 from chronoml.evidence.signatures import signature_problem
 from chronoml.store import Store
 from chronoml.store import archive_reads as AR
 from chronoml.store import checkpoints as SC
+from chronoml.store import decisions as SD
 from chronoml.store import evidence as SE
 from chronoml.store import ledger as SL
 from chronoml.timeutil import iso
 from chronoml.window import Window
-
-MAX_PROBLEMS = 100
-_RANK = {"item": 0, "entry": 1, "tree": 2, "checkpoint": 3}
-
-
-@dataclass(frozen=True)
-class Problem:
-    """One thing that does not verify: where in the log, what, and why."""
-
-    log_index: int | None
-    what: str
-    reason: str
-    rank: str = "item"
-
-    def to_dict(self) -> dict[str, Any]:
-        """JSON form."""
-        return {"log_index": self.log_index, "what": self.what, "reason": self.reason}
 
 
 @dataclass(frozen=True)
@@ -107,28 +94,6 @@ class EvidenceReport:
         }
 
 
-class _Found:
-    """Collects problems, keeping the first in log order."""
-
-    def __init__(self) -> None:
-        self.items: list[Problem] = []
-
-    def add(self, log_index: int | None, what: str, reason: str, rank: str = "item") -> None:
-        if len(self.items) < MAX_PROBLEMS:
-            self.items.append(Problem(log_index, what, reason, rank))
-
-    def sorted(self) -> list[Problem]:
-        return sorted(
-            self.items,
-            # a named row first: tree and checkpoint mismatches follow from it
-            key=lambda p: (
-                max(_RANK[p.rank], 1),
-                p.log_index if p.log_index is not None else 1 << 62,
-                _RANK[p.rank],
-            ),
-        )
-
-
 def _check_ledger(conn: Any, entries: list[tuple[Any, ...]], leaves: list[bytes], f: _Found) -> int:
     by_seq = {int(e[2]): int(e[0]) for e in entries if e[1] == "ledger_event" and e[2] is not None}
     times = {int(e[0]): int(e[5]) for e in entries if e[1] == "ledger_event"}
@@ -179,43 +144,6 @@ def _check_ledger(conn: Any, entries: list[tuple[Any, ...]], leaves: list[bytes]
     return n
 
 
-def _check_batches(
-    kind: str,
-    groups: Iterable[tuple[int, list[tuple[int, str, bytes | None]]]],
-    entries: list[tuple[Any, ...]],
-    f: _Found,
-    wanted: set[int],
-) -> int:
-    """Check each batch's items (position, ref, recomputed leaf or None if gone) against its root."""
-    n = 0
-    for idx, items in groups:
-        wanted.discard(idx)
-        entry = entries[idx] if 0 <= idx < len(entries) and entries[idx][0] == idx else None
-        if entry is None or entry[1] != kind:
-            ref = items[0][1] if items else "?"
-            f.add(idx, f"{kind} {ref}", f"log entry {idx} is not a {kind} batch")
-            continue
-        size = int(entry[3])
-        positions = [p for p, _, _ in items]
-        if positions != list(range(size)):
-            gap = next((i for i in range(size) if i >= len(positions) or positions[i] != i), size)
-            after = items[gap - 1][1] if 0 < gap <= len(items) else None
-            f.add(
-                idx,
-                f"{kind} at position {gap} of log entry {idx}",
-                f"it was deleted (the batch committed {size}, {len(items)} remain"
-                + (f"; it came after {kind} {after})" if after else ")"),
-            )
-            continue
-        hashes = [h for _, _, h in items if h is not None]
-        n += len(items)
-        if len(hashes) == size and LV.batch_root(hashes) != entry[4]:
-            f.add(idx, f"log entry {idx}", f"its {kind} items no longer hash to its batch root")
-    for idx in sorted(wanted):
-        f.add(idx, f"log entry {idx}", f"its {kind} items were deleted")
-    return n
-
-
 def _item_groups(
     rows: Iterable[Any], kind: str, leaf_of: Any, f: _Found
 ) -> Iterable[tuple[int, list[tuple[int, str, bytes | None]]]]:
@@ -258,52 +186,6 @@ def _explanation_leaf(r: Any) -> bytes | None:
 def _archive_leaf(r: Any) -> bytes | None:
     leaf = AR.file_leaf(r)
     return None if leaf is None else leaf.leaf_hash()
-
-
-def _decision_groups(
-    store: Store, lo: int, hi: int, f: _Found
-) -> Iterable[tuple[int, list[tuple[int, str, bytes | None]]]]:
-    archived = AR.Archived(store)  # decisions moved to archive files are read back from them
-    cur: int | None = None
-    group: list[tuple[int, str, bytes | None]] = []
-    commitment_of = LV.inputs_commitment
-    for page in SE.decision_items(store.engine, store.is_sqlite, lo, hi):
-        for r in page:
-            idx, pos, ref = int(r[0]), int(r[1]), str(r[2])
-            if cur is not None and idx != cur:
-                yield cur, group
-                group = []
-            cur = idx
-            h: bytes | None = None
-            what = f"decision {ref}"
-            row = r[6:] if r[6] is not None else archived.get(ref)
-            for bad, why in archived.problems:
-                f.add(idx, bad, why)
-            archived.problems.clear()
-            if row is None:
-                f.add(idx, what, "it was deleted: the evidence log committed it")
-            else:
-                salt, com = r[4], r[5]
-                try:
-                    if salt is not None:
-                        ctx = row[17]
-                        got = commitment_of(row[10], bytes(row[11]), row[12], bytes(salt), ctx)
-                        if got == bytes(com) and ctx is not None:
-                            row = row[:17]  # the context is inside the commitment
-                        elif got != bytes(com) and (
-                            ctx is None
-                            or commitment_of(row[10], bytes(row[11]), row[12], bytes(salt))
-                            != bytes(com)
-                        ):
-                            f.add(idx, what, "its stored inputs no longer match their commitment")
-                    h = SE.decision_leaf_hash(row, bytes(com))
-                except (LV.LeafError, TypeError, ValueError) as exc:
-                    f.add(idx, what, f"its row cannot be read: {exc}")
-                if h is not None and h != bytes(r[3]):
-                    f.add(idx, what, "its stored row no longer matches its committed leaf")
-            group.append((pos, ref, h))
-    if cur is not None:
-        yield cur, group
 
 
 def _check_tree(
@@ -377,12 +259,14 @@ def verify(
     window: Window | None = None,
     checkpoint: note.Checkpoint | None = None,
     keys: Sequence[note.VerifierKey] = (),
+    workers: int | None = None,
 ) -> EvidenceReport:
     """Recompute the evidence log from the stored rows (decisions too when asked).
 
     Each stored checkpoint must be signed by every key of ``keys`` (the
     store's key and the one an auditor trusts); with none, signatures are
     not checked and the report says so (``signed`` is None).
+    ``workers``: processes for the decisions (default: one per core over a large log).
     """
     f = _Found()
     with store.read() as conn:
@@ -413,6 +297,7 @@ def verify(
             f.add(idx, f"log entry {idx}", "its leaf does not match its batch columns", "entry")
         leaves.append(h)
     report = EvidenceReport(origin=head.origin, entries=len(entries))
+    by_index = {int(e[0]): e for e in entries}
     with store.read() as conn:
         report.events = _check_ledger(conn, entries, leaves, f)
         for kind, rows, leaf_of in (
@@ -421,7 +306,7 @@ def verify(
             ("archive", AR.archive_items(conn), _archive_leaf),
         ):
             wanted = {int(e[0]) for e in entries if e[1] == kind}
-            n = _check_batches(kind, _item_groups(rows, kind, leaf_of, f), entries, f, wanted)
+            n = check_batches(kind, _item_groups(rows, kind, leaf_of, f), by_index, f, wanted)
             if kind == "archive":
                 continue
             setattr(report, kind if kind == "feedback" else "explanations", n)
@@ -435,14 +320,13 @@ def verify(
             for e in entries
             if e[1] == "decision" and (window is None or window.start <= e[5] < window.end)
         ]
-        if picked:
-            lo, hi = picked[0], picked[-1] + 1
-            groups = _decision_groups(store, lo, hi, f)
-            report.decisions = _check_batches("decision", groups, entries, f, set(picked))
-        else:
-            report.decisions = 0
-        with store.read() as conn:
-            for ref in SE.uncommitted(conn, "decision"):
+        report.decisions, present = decision_check.check(store, by_index, picked, f, workers)
+        # both keys are unique, so when every decision row was matched to an item the
+        # anti-join over all rows cannot find one; it runs only to name those that are not
+        if window is not None or SD.count(store) != present:
+            with store.read() as conn:
+                unlogged = SE.uncommitted(conn, "decision")
+            for ref in unlogged:
                 f.add(
                     None, f"decision {ref}", "it is not in the evidence log: added outside chronoml"
                 )

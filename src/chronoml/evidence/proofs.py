@@ -57,16 +57,26 @@ def _nodes(conn: Tx, index: int, size: int) -> Callable[[int, int], bytes]:
 
 
 def _prove(
-    conn: Tx, leaf: B.ItemLeaf, kind: str, ref: str, size: int, inputs: B.StoredInputs | None = None
+    conn: Tx,
+    leaf: B.ItemLeaf,
+    kind: str,
+    ref: str,
+    size: int,
+    inputs: B.StoredInputs | None = None,
+    item: tuple[Any, ...] | None = None,
 ) -> B.BundleItem:
-    """Prove one item (batched or a ledger event) against the log of ``size`` entries."""
+    """Prove one item (batched or a ledger event) against the log of ``size`` entries.
+
+    ``item``: the item's evidence row when the caller has read it already.
+    """
     if kind == "ledger_event":
         assert isinstance(leaf, LV.LedgerEventLeaf)
         idx = SE.event_entry_index(conn, leaf.seq)
         if idx is None:
             raise StoreError(f"ledger event #{leaf.seq} is not in the evidence log")
         return B.prove_item(leaf, _nodes(conn, idx, size), idx, size)
-    item = SE.item_in(conn, kind, ref)
+    if item is None:
+        item = SE.item_in(conn, kind, ref)
     if item is None:
         raise NotFound(f"{kind} {ref} is not in the evidence log")
     log_index, position, stored = int(item[2]), int(item[3]), bytes(item[4])
@@ -90,9 +100,12 @@ def _prove(
         raise StoreError(f"cannot prove {kind} {ref}: {exc.message}: run audit verify") from None
 
 
-def _decision_item(conn: Tx, decision_id: str, size: int) -> B.BundleItem:
+def _decision_item(
+    conn: Tx, decision_id: str, size: int, item: tuple[Any, ...] | None = None
+) -> B.BundleItem:
     row = D.get_in(conn, decision_id)
-    item = SE.item_in(conn, "decision", decision_id)
+    if item is None:
+        item = SE.item_in(conn, "decision", decision_id)
     if row is None:
         raise NotFound(f"unknown decision {decision_id!r}")
     if item is None:
@@ -107,7 +120,7 @@ def _decision_item(conn: Tx, decision_id: str, size: int) -> B.BundleItem:
         # a context committed with the inputs travels with them
         context = row.context if len(lr) < len(r) else None
         inputs = B.StoredInputs(bytes(row.num), row.txt, salt, context)
-    return _prove(conn, leaf, "decision", decision_id, size, inputs)
+    return _prove(conn, leaf, "decision", decision_id, size, inputs, item)
 
 
 def _covering(cm: Context, key: SigningKey, decision_id: str) -> tuple[str, note.Checkpoint]:
@@ -123,9 +136,19 @@ def _covering(cm: Context, key: SigningKey, decision_id: str) -> tuple[str, note
 
 def decision_proof(cm: Context, key: SigningKey, decision_id: str) -> dict[str, Any]:
     """The decision's leaf, its two audit paths and the signed checkpoint they lead to."""
-    signed, cp = _covering(cm, key, decision_id)
+    it: B.BundleItem | None = None
     with cm.store.read() as conn:
-        it = _decision_item(conn, decision_id, cp.size)
+        # the common case in one read: a stored checkpoint already covers the decision
+        item = SE.item_in(conn, "decision", decision_id)
+        latest = SC.latest_checkpoint(conn) if item is not None else None
+        if item is not None and latest is not None and latest[1] > int(item[2]):
+            signed = latest[4]
+            cp = note.parse_checkpoint(note.parse_note(signed).text)
+            it = _decision_item(conn, decision_id, cp.size, item)
+    if it is None:
+        signed, cp = _covering(cm, key, decision_id)
+        with cm.store.read() as conn:
+            it = _decision_item(conn, decision_id, cp.size)
     assert it.batch is not None
     return {
         "decision_id": decision_id,

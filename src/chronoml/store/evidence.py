@@ -24,11 +24,12 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import Connection, String, cast, select, update
+from sqlalchemy import Connection, String, bindparam, cast, select, update
 
 from chronoml.domain import leaves as LV
 from chronoml.domain import ledger as L
 from chronoml.domain import merkle
+from chronoml.store import evidence_batch as EB
 from chronoml.store import schema
 from chronoml.timeutil import now_us
 
@@ -129,9 +130,13 @@ def commit_decisions(rows: Sequence[Sequence[Any]]) -> tuple[list[bytes], list[b
     """Fresh salts, input commitments and leaf hashes for decision tuples (COLUMNS order)."""
     pool = os.urandom(SALT_BYTES * len(rows))
     salts = [pool[i * SALT_BYTES : (i + 1) * SALT_BYTES] for i in range(len(rows))]
-    ctx = [
-        r[17] if len(r) > 17 else None for r in rows
-    ]  # committed with the inputs, not in the leaf
+    # a page at a time pays off once its strings repeat; a few rows go one by one. The
+    # context is committed with the inputs, not in the leaf (erasure removes it with them)
+    if len(rows) >= 8 and all(len(r) == 18 for r in rows):
+        commitments = EB.commitments(rows, salts)
+        inside = [r[17] is not None for r in rows]
+        return salts, commitments, EB.leaf_hashes(rows, commitments, 0, inside)
+    ctx = [r[17] if len(r) > 17 else None for r in rows]
     commitments = [LV.inputs_commitment(r[10], bytes(r[11]), r[12], s, c) for r, s, c in zip(rows, salts, ctx, strict=True)]  # fmt: skip
     hashes = [decision_leaf_hash(r if c is None else r[:17], m) for r, c, m in zip(rows, ctx, commitments, strict=True)]  # fmt: skip
     return salts, commitments, hashes
@@ -194,7 +199,7 @@ def batch_entry(
     """The log entry of one group commit of ``kind`` items (their leaf hashes, in order)."""
     t = now_us() if committed_at is None else committed_at
     root = LV.batch_root(list(leaf_hashes))
-    leaf = LV.BatchLeaf(kind, len(leaf_hashes), root, t).leaf_hash()
+    leaf = EB.batch_leaf_hash(kind, len(leaf_hashes), root, t)
     return Entry(kind, None, len(leaf_hashes), root, t, leaf, refs, leaf_hashes, salts, commitments)
 
 
@@ -256,7 +261,8 @@ class RawAppend:
     """Writes a plan on a driver connection (sqlite3 or psycopg) inside its open transaction.
 
     The decision log's group commit runs below SQLAlchemy; this is its evidence
-    step: one head read, three inserts and one head update per commit.
+    step: one head update (and a head read when another writer appended since)
+    and three inserts per commit.
     """
 
     def __init__(self, is_sqlite: bool) -> None:
@@ -273,38 +279,49 @@ class RawAppend:
         )
         self._items_copy = f"COPY evidence_items ({', '.join(ITEM_COLUMNS)}) FROM STDIN"
         self._update = f"UPDATE evidence_head SET size = {ph}, peaks = {ph} WHERE id = 1"
+        self._update_if = f"{self._update} AND size = {ph} AND peaks = {ph}"
         # the last head this writer saw: its peaks need no re-parsing while no one else appends
         self._cached: tuple[int, bytes, merkle.CompactRange] | None = None
 
-    def _range(self, size: int, peaks: bytes) -> merkle.CompactRange:
+    def _plan(self, cur: Any, entries: Sequence[Entry]) -> tuple[Plan, merkle.CompactRange]:
+        """Lock the head and plan on it: one guarded UPDATE while this writer's copy is current.
+
+        The UPDATE succeeds only if the head is still exactly what this writer
+        last wrote (no other writer appended), so the plan made on that copy is
+        the plan the head gives; otherwise the head is read and planned on.
+        """
         c = self._cached
-        if c is not None and c[0] == size and c[1] == peaks:
-            return c[2].copy()
-        return split_peaks(size, peaks)
+        if c is not None:
+            rng = c[2].copy()
+            p = plan(rng, entries)
+            cur.execute(self._update_if, (p.size, p.peaks, c[0], c[1]))
+            if cur.rowcount == 1:
+                return p, rng
+        cur.execute(self._head)
+        size, peaks = cur.fetchone()
+        rng = split_peaks(size, bytes(peaks))
+        p = plan(rng, entries)
+        cur.execute(self._update, (p.size, p.peaks))
+        return p, rng
 
     def write(self, db: Any, entries: Sequence[Entry]) -> None:
         """Append ``entries``; ``db`` is the driver connection with a transaction open."""
         if self.is_sqlite:
-            size, peaks = db.execute(self._head).fetchone()
-            p = plan(self._range(size, bytes(peaks)), entries)
+            p, rng = self._plan(db.cursor(), entries)
             db.executemany(self._log, p.log)
             db.executemany(self._nodes, p.nodes)
             if p.items:
                 db.executemany(self._items, p.items)
-            db.execute(self._update, (p.size, p.peaks))
         else:
             with db.cursor() as cur:
-                cur.execute(self._head)
-                size, peaks = cur.fetchone()
-                p = plan(self._range(size, bytes(peaks)), entries)
+                p, rng = self._plan(cur, entries)
                 cur.executemany(self._log, p.log)
                 cur.executemany(self._nodes, p.nodes)
-                cur.execute(self._update, (p.size, p.peaks))
             if p.items:
                 with db.cursor() as cur, cur.copy(self._items_copy) as copy:
                     for r in p.items:
                         copy.write_row(r)
-        self._cached = (p.size, p.peaks, split_peaks(p.size, p.peaks))
+        self._cached = (p.size, p.peaks, rng)
 
     def forget(self) -> None:
         """Drop the cached head (after a failed commit)."""
@@ -353,10 +370,12 @@ def log_entries(conn: Connection) -> list[tuple[Any, ...]]:
     return [tuple(r) for r in conn.execute(q)]
 
 
+_LOG_ENTRY = select(*[LOG.c[c] for c in LOG_COLUMNS]).where(LOG.c.idx == bindparam("idx"))
+
+
 def log_entry(conn: Connection, idx: int) -> tuple[Any, ...] | None:
     """One log entry, or None."""
-    q = select(*[LOG.c[c] for c in LOG_COLUMNS]).where(LOG.c.idx == idx)
-    r = conn.execute(q).first()
+    r = conn.execute(_LOG_ENTRY, {"idx": idx}).first()
     return tuple(r) if r is not None else None
 
 
@@ -377,27 +396,40 @@ def nodes_in(conn: Connection, wanted: Sequence[tuple[int, int]]) -> dict[tuple[
     """The stored hashes of the ``(level, idx)`` nodes asked for (those that exist): one query."""
     if not wanted:
         return {}
-    # integers we computed, inlined: one statement, no per-call statement building
-    pairs = ", ".join(f"({int(lv)}, {int(i)})" for lv, i in wanted)
-    q = f"SELECT level, idx, hash FROM evidence_nodes WHERE (level, idx) IN (VALUES {pairs})"
+    by_level: dict[int, list[int]] = {}
+    for lv, i in wanted:
+        by_level.setdefault(int(lv), []).append(int(i))
+    # integers we computed, inlined; one OR term per level so each is a primary-key search
+    # (a row-value IN list makes SQLite scan the whole table)
+    terms = " OR ".join(
+        f"(level = {lv} AND idx IN ({', '.join(map(str, sorted(set(ix))))}))"
+        for lv, ix in sorted(by_level.items())
+    )
+    q = f"SELECT level, idx, hash FROM evidence_nodes WHERE {terms}"
     return {(int(lv), int(i)): bytes(h) for lv, i, h in conn.exec_driver_sql(q)}
+
+
+_ITEM = select(*[ITEMS.c[c] for c in ITEM_COLUMNS]).where(
+    ITEMS.c.kind == bindparam("kind"), ITEMS.c.ref == bindparam("ref")
+)
 
 
 def item_in(conn: Connection, kind: str, ref: str) -> tuple[Any, ...] | None:
     """An item's evidence row in :data:`ITEM_COLUMNS` order, or None."""
-    q = select(*[ITEMS.c[c] for c in ITEM_COLUMNS]).where(ITEMS.c.kind == kind, ITEMS.c.ref == ref)
-    r = conn.execute(q).first()
+    r = conn.execute(_ITEM, {"kind": kind, "ref": ref}).first()
     return tuple(r) if r is not None else None
 
 
 def batch_leaves_in(conn: Connection, log_index: int) -> list[tuple[int, bytes]]:
     """The (position, leaf) of every item of the batch at ``log_index``, in order."""
     q = (
-        select(ITEMS.c.position, ITEMS.c.leaf)
-        .where(ITEMS.c.log_index == log_index)
-        .order_by(ITEMS.c.position)
+        "SELECT position, leaf FROM evidence_items WHERE log_index = "
+        f"{int(log_index)} ORDER BY position"
     )
-    return [(int(p), bytes(h)) for p, h in conn.execute(q)]
+    # the driver's tuples: a batch holds up to thousands of items
+    cur = conn.exec_driver_sql(q).cursor
+    assert cur is not None
+    return [(int(p), bytes(h)) for p, h in cur.fetchall()]
 
 
 def ledger_rows(conn: Connection) -> Iterator[Any]:
@@ -449,41 +481,6 @@ def uncommitted(conn: Connection, kind: str, limit: int = 1) -> list[str]:
         .limit(limit)
     )
     return [str(v) for v in conn.execute(q).scalars()]
-
-
-# decisions with their evidence, read on the driver's cursor: verify reads millions
-_DECISION_ITEMS = (
-    "SELECT i.log_index, i.position, i.ref, i.leaf, i.salt, i.commitment, "
-    "d.id, d.ts, d.endpoint, d.variant, d.model_name, d.model_version, d.event_seq, "
-    "d.shadow, d.unit, d.request_id, d.layout, d.num, d.txt, d.output, d.output_num, "
-    "d.latency_ms, d.scores, d.context FROM evidence_items i LEFT JOIN decisions d ON d.id = i.ref "
-    "WHERE i.kind = 'decision' AND i.log_index >= {ph} AND i.log_index < {ph} "
-    "ORDER BY i.log_index, i.position"
-)
-
-
-def decision_items(
-    engine: Any, is_sqlite: bool, lo: int, hi: int, page: int = 20_000
-) -> Iterator[list[tuple[Any, ...]]]:
-    """Pages of decision evidence rows joined to their decision, for log entries [lo, hi)."""
-    raw = engine.raw_connection()
-    try:
-        sql = _DECISION_ITEMS.format(ph="?" if is_sqlite else "%s")
-        db = raw.driver_connection
-        cur = db.cursor() if is_sqlite else db.cursor(name="chronoml_verify")
-        try:
-            cur.execute(sql, (lo, hi))
-            while True:
-                rows = cur.fetchmany(page)
-                if not rows:
-                    break
-                yield rows
-        finally:
-            cur.close()
-            if not is_sqlite:
-                db.rollback()
-    finally:
-        raw.close()
 
 
 def sets_state_in(conn: Connection, seqs: Sequence[int]) -> list[tuple[int, bool]]:

@@ -1,0 +1,248 @@
+"""``audit verify --decisions``: every stored decision re-encoded and checked against its batch.
+
+The decisions of the log entries asked for are read in pages (their evidence
+rows joined to their rows, in log order), each page's input commitments and
+leaves are recomputed at once (:mod:`chronoml.store.evidence_batch`), and then
+each batch's root from its leaves. A page with anything wrong in it is redone
+row by row, so the report names each row that fails and why.
+
+Over a large log the work is split into contiguous ranges of log entries,
+one per core: the caller's process takes the first, worker processes the
+others, and their problems are merged. A worker is a fresh interpreter
+(``python -m chronoml.evidence.decision_check``, the store's URL on its stdin,
+its findings as JSON on stdout), so nothing of the caller (threads, open
+connections, its main module) is forked or re-imported; a worker that cannot
+start or fails has its range checked in the caller's process instead. Each
+range is checked exactly as a single process would check it.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import struct
+import subprocess
+import sys
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+from chronoml.domain import leaves as LV
+from chronoml.evidence.findings import Found, Problem, check_batches
+from chronoml.store import Store
+from chronoml.store import archive_reads as AR
+from chronoml.store import evidence as SE
+from chronoml.store import evidence_batch as EB
+
+log = logging.getLogger("chronoml.audit")
+
+# decisions; below this a process start costs more than it saves
+PARALLEL_FROM = 200_000
+MAX_WORKERS = 8
+
+Group = tuple[int, list[tuple[int, str, bytes | None]]]
+
+
+def _page_slow(page: list[tuple[Any, ...]], f: Found, archived: AR.Archived) -> list[bytes | None]:
+    """Row by row, naming each row that does not verify (and why) in log order.
+
+    A decision moved to an archive file is read back from the file. Its context is
+    either inside its input commitment (decisions logged since context was committed
+    with the inputs) or in its leaf (before): both verify."""
+    out: list[bytes | None] = []
+    commitment_of = LV.inputs_commitment
+    for r in page:
+        idx, ref = int(r[0]), str(r[2])
+        h: bytes | None = None
+        what = f"decision {ref}"
+        row = r[6:] if r[6] is not None else archived.get(ref)
+        for bad, why in archived.problems:
+            f.add(idx, bad, why)
+        archived.problems.clear()
+        if row is None:
+            f.add(idx, what, "it was deleted: the evidence log committed it")
+        else:
+            salt, com = r[4], r[5]
+            try:
+                if salt is not None:
+                    ctx = row[17] if len(row) > 17 else None
+                    got = commitment_of(row[10], bytes(row[11]), row[12], bytes(salt), ctx)
+                    if got == bytes(com) and ctx is not None:
+                        row = row[:17]  # the context is inside the commitment
+                    elif got != bytes(com) and (
+                        ctx is None
+                        or commitment_of(row[10], bytes(row[11]), row[12], bytes(salt))
+                        != bytes(com)
+                    ):
+                        f.add(idx, what, "its stored inputs no longer match their commitment")
+                h = SE.decision_leaf_hash(row, bytes(com))
+            except (LV.LeafError, TypeError, ValueError, AttributeError) as exc:
+                f.add(idx, what, f"its row cannot be read: {exc}")
+            if h is not None and h != bytes(r[3]):
+                f.add(idx, what, "its stored row no longer matches its committed leaf")
+        out.append(h)
+    return out
+
+
+def _page(page: list[tuple[Any, ...]], f: Found, archived: AR.Archived) -> list[bytes | None]:
+    """The recomputed leaf of each row of a page (None where the decision is gone)."""
+    if any(r[6] is None for r in page):
+        return _page_slow(page, f, archived)
+    try:
+        salted = [r for r in page if r[4] is not None]
+        got = EB.commitments(salted, [bytes(r[4]) for r in salted], 6)
+        coms = [bytes(r[5]) for r in page]
+        if got != ([bytes(r[5]) for r in salted] if len(salted) < len(page) else coms):
+            # a context in the leaf (decisions logged before it was committed with the
+            # inputs) or an edit: the row-by-row pass tells which
+            return _page_slow(page, f, archived)
+        # where the commitment matched with the context inside, the leaf holds none
+        inside = [r[4] is not None and r[23] is not None for r in page]
+        hashes = EB.leaf_hashes(page, coms, 6, inside)
+    except (LV.LeafError, TypeError, ValueError, AttributeError, IndexError, struct.error):
+        return _page_slow(page, f, archived)
+    if b"".join(hashes) != b"".join([bytes(r[3]) for r in page]):
+        return _page_slow(page, f, archived)
+    return list(hashes)
+
+
+def _groups(store: Store, lo: int, hi: int, f: Found, present: list[int]) -> Iterable[Group]:
+    archived = AR.Archived(store)  # decisions moved to archive files are read back from them
+    cur: int | None = None
+    group: list[tuple[int, str, bytes | None]] = []
+    for page in EB.decision_items(store.engine, store.is_sqlite, lo, hi):
+        present[0] += sum(1 for r in page if r[6] is not None)
+        for r, h in zip(page, _page(page, f, archived), strict=True):
+            idx = int(r[0])
+            if idx != cur:
+                if cur is not None:
+                    yield cur, group
+                    group = []
+                cur = idx
+            group.append((int(r[1]), str(r[2]), h))
+    if cur is not None:
+        yield cur, group
+
+
+def _check_range(
+    store: Store, entries: dict[int, tuple[Any, ...]], picked: list[int], f: Found
+) -> tuple[int, int]:
+    """(decisions the batches hold, how many of them have their row)."""
+    lo, hi = picked[0], picked[-1] + 1
+    present = [0]
+    n = check_batches("decision", _groups(store, lo, hi, f, present), entries, f, set(picked))
+    return n, present[0]
+
+
+def _run_range(url: str, home: str, picked: list[int]) -> tuple[int, int, list[Problem]]:
+    store = Store.open(url, Path(home))
+    try:
+        with store.read() as conn:
+            entries = EB.log_entries_between(conn, picked[0], picked[-1] + 1)
+        f = Found()
+        n, present = _check_range(store, entries, picked, f)
+        return n, present, f.items
+    finally:
+        store.close()
+
+
+def _start(url: str, home: str, picked: list[int]) -> subprocess.Popen[bytes] | None:
+    try:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "chronoml.evidence.decision_check"],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+        )
+    except OSError:
+        return None
+    assert proc.stdin is not None
+    # on stdin, not argv: the URL may hold a password
+    proc.stdin.write(json.dumps({"url": url, "home": home, "picked": picked}).encode())
+    proc.stdin.close()
+    return proc
+
+
+def _finish(proc: subprocess.Popen[bytes] | None) -> tuple[int, int, list[Problem]] | None:
+    if proc is None:
+        return None
+    assert proc.stdout is not None
+    out = proc.stdout.read()
+    proc.stdout.close()
+    if proc.wait() != 0:
+        return None
+    try:
+        got = json.loads(out)
+        problems = [Problem(a, b, c, d) for a, b, c, d in got["problems"]]
+        return int(got["n"]), int(got["present"]), problems
+    except (ValueError, KeyError, TypeError):
+        return None
+
+
+def main() -> int:
+    """A worker: check the range given on stdin, print the findings as JSON."""
+    job = json.loads(sys.stdin.read())
+    got = _run_range(str(job["url"]), str(job["home"]), [int(i) for i in job["picked"]])
+    n, present, problems = got
+    rows = [[p.log_index, p.what, p.reason, p.rank] for p in problems]
+    sys.stdout.write(json.dumps({"n": n, "present": present, "problems": rows}))
+    return 0
+
+
+def _cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
+def _split(picked: list[int], entries: dict[int, tuple[Any, ...]], parts: int) -> list[list[int]]:
+    """``picked`` in ``parts`` contiguous runs with about as many decisions each."""
+    total = sum(int(entries[i][3]) for i in picked)
+    out: list[list[int]] = [[]]
+    acc = 0
+    for i in picked:
+        if out[-1] and acc >= total * len(out) / parts and len(out) < parts:
+            out.append([])
+        out[-1].append(i)
+        acc += int(entries[i][3])
+    return out
+
+
+def check(
+    store: Store,
+    entries: dict[int, tuple[Any, ...]],
+    picked: list[int],
+    f: Found,
+    workers: int | None = None,
+) -> tuple[int, int]:
+    """Check the decision batches at the log indexes ``picked``.
+
+    Returns how many decisions the batches hold and how many of those still
+    have their row (the caller compares it with the decision count).
+    """
+    if not picked:
+        return 0, 0
+    if workers is None:
+        total = sum(int(entries[i][3]) for i in picked)
+        workers = min(_cores(), MAX_WORKERS) if total >= PARALLEL_FROM else 1
+    runs = _split(picked, entries, max(1, min(workers, len(picked))))
+    if len(runs) == 1:
+        return _check_range(store, entries, picked, f)
+    url = store.engine.url.render_as_string(hide_password=False)
+    procs = [_start(url, str(store.home), run) for run in runs[1:]]
+    n, present = _check_range(store, entries, runs[0], f)
+    for proc, run in zip(procs, runs[1:], strict=True):
+        got = _finish(proc)
+        if got is None:  # the worker could not run: check its range here
+            log.warning("a verify worker failed; checking its log entries in this process")
+            k, p = _check_range(store, entries, run, f)
+            n, present = n + k, present + p
+            continue
+        n, present = n + got[0], present + got[1]
+        f.extend(got[2])
+    return n, present
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,190 @@
+"""Leaves and commitments computed a page at a time are the leaf encoder's, byte for byte,
+and ``audit verify --decisions`` split across processes finds what one process finds."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from evidence_fill import Filled, _rows, deploy, drop_guards, fill, sql
+
+from chronoml.domain import leaves as LV
+from chronoml.evidence import audit as EA
+from chronoml.evidence import decision_check as DC
+from chronoml.store import Store
+from chronoml.store import decisions as D
+from chronoml.store import evidence as SE
+from chronoml.store import evidence_batch as EB
+from chronoml.store import ledger as SL
+from chronoml.store.decisions import COLUMNS as D_COLUMNS
+
+BASE = (
+    "0190-a", 1_767_225_600_000_000, "churn", "v1", "churn", "3", 7, False, "user-1",
+    "req-1", "lay1", b"\x00" * 16, None, '{"p":0.5}', 0.5, 1.25, None, None,
+)  # fmt: skip
+VARIANTS = [
+    {},
+    {7: True, 8: None},
+    {14: None},
+    {14: math.nan, 15: math.inf},
+    {14: -math.inf, 15: 0.0},
+    {0: "décision-✓", 2: "", 13: "\u00e9", 9: "ré"},
+    {1: -5, 6: 2**62},
+    {15: 3},  # an integer latency encodes as its float
+    {16: b"\x01\x02" * 8, 17: '{"region":"nord"}'},
+    {12: "texte ✓", 11: b""},
+]
+SALT = b"s" * 16
+
+
+def _row(change: dict[int, object]) -> tuple[object, ...]:
+    row = list(BASE)
+    for k, v in change.items():
+        row[k] = v
+    return tuple(row)
+
+
+def test_a_page_of_leaves_matches_the_leaf_encoder() -> None:
+    rows = [_row(c) for c in VARIANTS] * 2  # repeated values come from the page's cache
+    coms = [LV.inputs_commitment(r[10], r[11], r[12], SALT) for r in rows]  # type: ignore[arg-type]
+    want = [SE.decision_leaf(r, c).leaf_hash() for r, c in zip(rows, coms, strict=True)]
+    assert EB.leaf_hashes(rows, coms) == want
+    # with other columns in front, as the verify query reads them
+    assert EB.leaf_hashes([("x", 1, *r) for r in rows], coms, offset=2) == want
+    assert EB.commitments(rows, [SALT] * len(rows)) == coms
+    assert EB.commitments([(0, *r) for r in rows], [SALT] * len(rows), offset=1) == coms
+
+
+@pytest.mark.parametrize(
+    ("change", "error"),
+    [({2: 5}, TypeError), ({3: b"v1"}, TypeError), ({0: None}, AttributeError)],
+)
+def test_a_row_of_the_wrong_types_is_refused(change: dict[int, object], error: type) -> None:
+    row = _row(change)
+    with pytest.raises(error):
+        EB.leaf_hashes([row], [b"c" * 32])
+
+
+def test_a_bad_commitment_or_salt_is_refused() -> None:
+    with pytest.raises(LV.LeafError):
+        EB.leaf_hashes([BASE], [b"short"])
+    with pytest.raises(LV.LeafError):
+        EB.commitments([BASE], [b"short"])
+
+
+@pytest.fixture
+def store(store_url: str, tmp_path: Path) -> Iterator[Store]:
+    s = Store.open(store_url, tmp_path / "home")
+    s.upgrade()
+    yield s
+    s.close()
+
+
+def _problems(report: EA.EvidenceReport) -> list[tuple[int | None, str, str]]:
+    return [(p.log_index, p.what, p.reason) for p in report.problems]
+
+
+def test_verify_in_two_processes_agrees_with_one(store: Store, tmp_path: Path) -> None:
+    filled: Filled = fill(store, tmp_path)
+    one = EA.verify(store, decisions=True, workers=1)
+    two = EA.verify(store, decisions=True, workers=2)
+    assert one.ok and two.ok
+    assert two.decisions == one.decisions == len(filled.decisions)
+    drop_guards(store)
+    # the last batch is the second process's range: its edits must come back named
+    sql(store, "UPDATE decisions SET output = :v WHERE id = :k", {"v": "0.99", "k": "dec-0008"})
+    sql(store, "DELETE FROM decisions WHERE id = :k", {"k": "dec-0010"})
+    sql(store, "UPDATE decisions SET latency_ms = :v WHERE id = :k", {"v": 9.0, "k": "dec-0002"})
+    one = EA.verify(store, decisions=True, workers=1)
+    two = EA.verify(store, decisions=True, workers=2)
+    assert not two.ok
+    assert _problems(two) == _problems(one)
+    named = [p.what for p in two.problems]
+    assert "decision dec-0002" in named and "decision dec-0008" in named
+    assert any("dec-0010" in p.what and "deleted" in p.reason for p in two.problems)
+
+
+def test_a_worker_process_reports_the_rows_of_its_range(store: Store, tmp_path: Path) -> None:
+    fill(store, tmp_path)
+    with store.read() as conn:
+        last = max(int(e[0]) for e in SE.log_entries(conn) if e[1] == "decision")
+    drop_guards(store)
+    sql(store, "UPDATE decisions SET unit = :v WHERE id = :k", {"v": "user-9", "k": "dec-0009"})
+    url = store.engine.url.render_as_string(hide_password=False)
+    got = DC._finish(DC._start(url, str(store.home), [last]))
+    assert got is not None, "the worker process did not run"
+    n, present, problems = got
+    assert n == present == 6
+    assert [(p.what, p.reason) for p in problems][:1] == [
+        ("decision dec-0009", "its stored row no longer matches its committed leaf")
+    ]
+
+
+@pytest.mark.parametrize("kind", ["decision", "feedback", "explanation"])
+def test_the_spelled_out_batch_leaf_is_the_leaf_encoders(kind: str) -> None:
+    root = bytes(range(32))
+    for size, at in ((1, 0), (256, 1_767_225_600_000_000), (2**40, -1)):
+        want = LV.BatchLeaf(kind, size, root, at).leaf_hash()
+        assert EB.batch_leaf_hash(kind, size, root, at) == want
+    with pytest.raises(LV.LeafError):
+        EB.batch_leaf_hash(kind, 1, b"short", 0)
+
+
+def test_commit_decisions_matches_the_leaf_encoder_for_new_and_old_rows() -> None:
+    rows = [_row(c) for c in VARIANTS]  # enough rows for the page-at-a-time path
+    assert len(rows) >= 8
+    salts, coms, hashes = SE.commit_decisions(rows)
+    assert len({bytes(s) for s in salts}) == len(rows)
+    for r, s, c, h in zip(rows, salts, coms, hashes, strict=True):
+        assert c == LV.inputs_commitment(r[10], r[11], r[12], s)  # type: ignore[arg-type]
+        assert h == SE.decision_leaf(r, c).leaf_hash()
+    # rows of 16 columns (stores upgraded from before scores and context) take the other path
+    old = [r[:16] for r in rows]
+    salts, coms, hashes = SE.commit_decisions(old)
+    for r, c, h in zip(old, coms, hashes, strict=True):
+        assert h == SE.decision_leaf(r, c).leaf_hash()
+
+
+def test_two_writers_and_the_ledger_interleave_into_one_log(store: Store, tmp_path: Path) -> None:
+    # each writer keeps its own copy of the head; when another appended, its guarded
+    # update misses and it must re-read the head, or the log would fork
+    ev = SL.append(store, deploy("churn", "a"))
+    a, b = D.Appender(store), D.Appender(store)
+    try:
+        a.append(_rows(2, 0, ev.seq))
+        a.append(_rows(1, 2, ev.seq))  # a's copy is current: the guarded update path
+        b.append(_rows(3, 3, ev.seq))  # b has no copy yet
+        a.append(_rows(1, 6, ev.seq))  # a's copy is stale now
+        SL.append(store, deploy("churn", "b", 2))
+        b.append(_rows(2, 7, ev.seq))
+        a.append(_rows(1, 9, ev.seq))
+    finally:
+        a.close()
+        b.close()
+    report = EA.verify(store, decisions=True)
+    assert report.ok, report.problems[:3]
+    assert report.decisions == 10 and report.entries == 8
+    with store.read() as conn:
+        assert [e[0] for e in SE.log_entries(conn)] == list(range(8))
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_a_decision_added_outside_chronoml_is_named(
+    store: Store, tmp_path: Path, workers: int
+) -> None:
+    # verify skips the anti-join when every row was matched to its item; one more row
+    # than the items matched must bring it back, in one process or split across two
+    fill(store, tmp_path)
+    cols = ", ".join(D_COLUMNS)
+    sql(
+        store,
+        f"INSERT INTO decisions ({cols}) SELECT 'dec-mallory', {cols.split(', ', 1)[1]} "
+        "FROM decisions WHERE id = 'dec-0003'",
+    )
+    report = EA.verify(store, decisions=True, workers=workers)
+    assert not report.ok
+    assert [(p.what, p.reason) for p in report.problems] == [
+        ("decision dec-mallory", "it is not in the evidence log: added outside chronoml")
+    ]
