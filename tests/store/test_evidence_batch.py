@@ -53,8 +53,16 @@ def test_a_page_of_leaves_matches_the_leaf_encoder() -> None:
     assert EB.leaf_hashes(rows, coms) == want
     # with other columns in front, as the verify query reads them
     assert EB.leaf_hashes([("x", 1, *r) for r in rows], coms, offset=2) == want
-    assert EB.commitments(rows, [SALT] * len(rows)) == coms
-    assert EB.commitments([(0, *r) for r in rows], [SALT] * len(rows), offset=1) == coms
+    # the commitment holds the context where a row has one, and then the leaf holds none
+    with_ctx = [LV.inputs_commitment(r[10], r[11], r[12], SALT, r[17]) for r in rows]  # type: ignore[arg-type]
+    assert any(r[17] is not None for r in rows)
+    assert EB.commitments(rows, [SALT] * len(rows)) == with_ctx
+    assert EB.commitments([(0, *r) for r in rows], [SALT] * len(rows), offset=1) == with_ctx
+    inside = [r[17] is not None for r in rows]
+    assert EB.leaf_hashes(rows, with_ctx, 0, inside) == [
+        SE.decision_leaf(r[:17] if i else r, c).leaf_hash()
+        for r, c, i in zip(rows, with_ctx, inside, strict=True)
+    ]
 
 
 @pytest.mark.parametrize(
@@ -138,8 +146,9 @@ def test_commit_decisions_matches_the_leaf_encoder_for_new_and_old_rows() -> Non
     salts, coms, hashes = SE.commit_decisions(rows)
     assert len({bytes(s) for s in salts}) == len(rows)
     for r, s, c, h in zip(rows, salts, coms, hashes, strict=True):
-        assert c == LV.inputs_commitment(r[10], r[11], r[12], s)  # type: ignore[arg-type]
-        assert h == SE.decision_leaf(r, c).leaf_hash()
+        # the context is committed with the inputs (erasure removes both), not in the leaf
+        assert c == LV.inputs_commitment(r[10], r[11], r[12], s, r[17])  # type: ignore[arg-type]
+        assert h == SE.decision_leaf(r[:17] if r[17] is not None else r, c).leaf_hash()
     # rows of 16 columns (stores upgraded from before scores and context) take the other path
     old = [r[:16] for r in rows]
     salts, coms, hashes = SE.commit_decisions(old)
