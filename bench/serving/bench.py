@@ -231,11 +231,11 @@ X.head(1000).to_json({str(work / "rows.json")!r}, orient="split", index=False)
         ["deploy", "bench", "models:/bench/2", "--weight", "10"],
     ):
         subprocess.run([*cli, *args], env=env, check=True, cwd=work, stdout=subprocess.DEVNULL)
-    if src is None:
-        made = subprocess.run(
-            [*cli, "token", "create", "bench-client", "--role", "predictor"],
-            env=env, check=True, cwd=work, capture_output=True, text=True,
-        )  # fmt: skip
+    made = subprocess.run(
+        [*cli, "token", "create", "bench-client", "--role", "predictor"],
+        env=env, check=src is None, cwd=work, capture_output=True, text=True,
+    )  # fmt: skip
+    if made.returncode == 0:  # code from before tokens existed answers without one
         env["BENCH_AUTH"] = "Bearer " + made.stdout.strip().splitlines()[-1]
     return env
 
@@ -337,7 +337,7 @@ def measure(
     port = free_port()
     proc, url, _ = serve(name, port, env, work, workers)
     # the predictor token on every request, except where predict is open (or had no auth)
-    auth = env.get("BENCH_AUTH", "") if name == "chronoml" else ""
+    auth = env.get("BENCH_AUTH", "") if name in ("chronoml", "before") else ""
     runs: list[Run] = []
     try:
         wrk(url, one, 16, 2, work, auth)  # warm up

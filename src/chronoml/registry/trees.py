@@ -101,7 +101,7 @@ def _build(raw: Any) -> FastTrees | None:
     if kind in _GB:
         return _gradient_boosting(raw)
     if kind in _FORESTS or kind in _TREES:
-        return _forest(raw, [raw] if kind in _TREES else list(raw.estimators_))
+        return _forest(raw, [raw] if kind in _TREES else list(raw.estimators_), kind in _TREES)
     return None
 
 
@@ -162,8 +162,9 @@ def _init_row(gb: Any, width: int) -> Matrix | None:
     return np.asarray(row, dtype=np.float64).reshape(1, width)
 
 
-def _forest(model: Any, trees: list[Any]) -> FastTrees | None:
-    """A forest (or one tree): the mean of its trees' leaf values, summed in the model's order."""
+def _forest(model: Any, trees: list[Any], alone: bool) -> FastTrees | None:
+    """A forest (or one tree, ``alone``): the mean of its trees' leaf values, summed from
+    zero in the model's order, as its own predict sums them."""
     if not trees or any(getattr(t, "tree_", None) is None for t in trees):
         return None
     structs = [t.tree_ for t in trees]
@@ -172,20 +173,20 @@ def _forest(model: Any, trees: list[Any]) -> FastTrees | None:
     if not classifier:
 
         def value(x32: Matrix) -> Matrix:
-            total = structs[0].predict(x32)[:, 0].copy()
-            for s in structs[1:]:
+            if alone:
+                return np.asarray(structs[0].predict(x32)[:, 0])
+            total = np.zeros(x32.shape[0], dtype=np.float64)
+            for s in structs:
                 total += s.predict(x32)[:, 0]
-            if len(structs) > 1:
-                total /= len(structs)
+            total /= len(structs)
             return total
 
         return FastTrees(_guarded(value, own_predict), None)
     n_classes, classes = int(model.n_classes_), model.classes_
-    single = len(structs) == 1
 
     def proba(x32: Matrix) -> Matrix:
-        if single:
-            return structs[0].predict(x32)[:, :n_classes]
+        if alone:
+            return np.asarray(structs[0].predict(x32)[:, :n_classes])
         total = np.zeros((x32.shape[0], n_classes), dtype=np.float64)
         for s in structs:
             total += s.predict(x32)[:, :n_classes]
