@@ -49,10 +49,6 @@ _Part = tuple[
 ]  # fmt: skip
 
 
-# a request of at most this many rows may be predicted in the caller's thread (see submit)
-INLINE_ROWS = 16
-
-
 class ModelFailed(RuntimeError):
     """The model raised, or returned something that is not one output per row."""
 
@@ -139,27 +135,6 @@ class Batcher:
     # --- the request side (the event loop's thread) ---------------------------
 
     def submit(self, job: Job) -> asyncio.Future[Result]:
-        if (
-            self.model.fast_trees
-            and job.n <= INLINE_ROWS
-            and job.explain is None
-            and self._idle
-            and not self._queue
-            and self._layouts
-            and (self._classes_known or self.model.classes is None)
-        ):
-            # Nothing to batch with, and the model is our own walk of its fitted trees
-            # (bounded, some microseconds a row, it cannot hang): predicting here costs
-            # less than waking the model's thread and being woken back by it. The
-            # store was already written to for the layout and classes, so nothing
-            # here waits for it: the decisions go to the log's thread as usual.
-            loop = asyncio.get_running_loop()
-            try:
-                self._compute([job], loop)
-            except Exception as exc:  # a bug of ours: fail the request, keep serving
-                log.exception("batch on %s/%s failed", self.endpoint, self.variant)
-                _fail([job], exc)
-            return job.fut
         queued = self._put_rows - self._taken_rows
         if queued + job.n > self.settings.max_queue_rows and self._queue:
             raise Overloaded(
