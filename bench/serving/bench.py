@@ -237,6 +237,11 @@ X.head(1000).to_json({str(work / "rows.json")!r}, orient="split", index=False)
     )  # fmt: skip
     if made.returncode == 0:  # code from before tokens existed answers without one
         env["BENCH_AUTH"] = "Bearer " + made.stdout.strip().splitlines()[-1]
+        viewer = subprocess.run(
+            [*cli, "token", "create", "bench-metrics", "--role", "viewer"],
+            env=env, check=True, cwd=work, capture_output=True, text=True,
+        )  # fmt: skip
+        env["BENCH_VIEWER"] = "Bearer " + viewer.stdout.strip().splitlines()[-1]
     return env
 
 
@@ -343,7 +348,7 @@ def measure(
         wrk(url, one, 16, 2, work, auth)  # warm up
         for load, body, conns in (("1 row x16", one, 16), ("1000 rows x1", many, 1)):
             if name == "chronoml" and load != "1 row x16":
-                batches(url, auth)
+                batches(url, env)
             got = []
             for _ in range(repeats):
                 cpu0 = tree_cpu_seconds(proc.pid)
@@ -378,10 +383,11 @@ def measure(
     return runs
 
 
-def batches(url: str, auth: str) -> None:
+def batches(url: str, env: dict[str, str]) -> None:
     """Print how many requests chronoml's predict calls held on average, per variant."""
     import httpx
 
+    auth = env.get("BENCH_VIEWER", "")  # /metrics needs a viewer, not the predictor's token
     metrics = url.split("/v1/")[0] + "/metrics"
     text = httpx.get(metrics, timeout=10, headers={"Authorization": auth} if auth else {}).text
     got: dict[str, dict[str, float]] = {}
