@@ -12,6 +12,7 @@ import pandas as pd
 import pytest
 import sklearn
 from mlflow.models import infer_signature
+from sklearn.dummy import DummyClassifier
 from sklearn.ensemble import (
     ExtraTreesRegressor,
     GradientBoostingClassifier,
@@ -75,6 +76,10 @@ def test_an_estimator_that_is_not_a_known_tree_is_left_alone() -> None:
         n_estimators=5, init=DecisionTreeClassifier(max_depth=2)
     ).fit(FRAME, BINARY)
     assert fast_trees(boosted, NAMES) is None  # an init model that depends on the row
+    drawn = GradientBoostingClassifier(
+        n_estimators=5, init=DummyClassifier(strategy="stratified", random_state=0)
+    ).fit(FRAME, BINARY)
+    assert fast_trees(drawn, NAMES) is None  # an init drawn at random for every row
 
 
 def _saved(estimator: Any, tmp_path: Path) -> Path:

@@ -110,8 +110,10 @@ def _gradient_boosting(gb: Any) -> FastTrees | None:
     from sklearn.ensemble._gradient_boosting import predict_stages
 
     init = gb.init_
-    if not (isinstance(init, str) and init == "zero") and type(init).__name__ not in _DUMMIES:
-        return None  # an init model whose output depends on the row
+    if not (isinstance(init, str) and init == "zero") and (
+        type(init).__name__ not in _DUMMIES or getattr(init, "strategy", None) == "stratified"
+    ):
+        return None  # an init model whose output depends on the row (or is drawn at random)
     width = int(gb.n_trees_per_iteration_)
     stages, rate = gb.estimators_, gb.learning_rate
     start = _init_row(gb, width)
