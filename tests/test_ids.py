@@ -153,3 +153,35 @@ def test_forked_processes_do_not_repeat_random_parts() -> None:
     assert not {random_part(v) for v in mine} & {random_part(v) for v in theirs}
     # the child keeps the parent's order too: its ids follow the parent's last one
     assert theirs == sorted(theirs)
+
+
+@pytest.mark.parametrize("n", [3, 200, 600])  # per id, vectorised, and past the pool
+def test_ids_in_bulk_are_those_one_at_a_time_would_be(
+    monkeypatch: pytest.MonkeyPatch, n: int
+) -> None:
+    def urandom(k: int) -> bytes:
+        return bytes(i * 7 % 256 for i in range(k))
+
+    monkeypatch.setattr(ids, "os", SimpleNamespace(urandom=urandom))
+    future = 2**47  # the clock never passes it: the counter carries into the milliseconds
+
+    def start() -> None:
+        ids._drop_pool()
+        ids._last_ms, ids._counter = future, 4000
+
+    saved = (ids._last_ms, ids._counter)
+    try:
+        start()
+        bulk = ids.new_ids(n)
+        after_bulk = (ids._last_ms, ids._counter)
+        if n > ids._POOL_IDS:  # a big batch reads its words at once: so does the loop's pool
+            monkeypatch.setattr(ids, "_POOL_BYTES", 8 * n)
+            monkeypatch.setattr(ids, "_POOL_IDS", n)
+        start()
+        one_by_one = [ids.new_id() for _ in range(n)]
+        assert bulk == one_by_one
+        assert after_bulk == (ids._last_ms, ids._counter)
+    finally:
+        monkeypatch.undo()
+        ids._drop_pool()
+        ids._last_ms, ids._counter = saved

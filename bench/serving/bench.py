@@ -237,12 +237,17 @@ X.head(1000).to_json({str(work / "rows.json")!r}, orient="split", index=False)
              "--unit-key", "hash"],
             env=env, check=True, cwd=work, stdout=subprocess.DEVNULL,
         )  # fmt: skip
-    if src is None:
-        made = subprocess.run(
-            [*cli, "token", "create", "bench-client", "--role", "predictor"],
+    made = subprocess.run(
+        [*cli, "token", "create", "bench-client", "--role", "predictor"],
+        env=env, check=src is None, cwd=work, capture_output=True, text=True,
+    )  # fmt: skip
+    if made.returncode == 0:  # code from before tokens existed answers without one
+        env["BENCH_AUTH"] = "Bearer " + made.stdout.strip().splitlines()[-1]
+        viewer = subprocess.run(
+            [*cli, "token", "create", "bench-metrics", "--role", "viewer"],
             env=env, check=True, cwd=work, capture_output=True, text=True,
         )  # fmt: skip
-        env["BENCH_AUTH"] = "Bearer " + made.stdout.strip().splitlines()[-1]
+        env["BENCH_VIEWER"] = "Bearer " + viewer.stdout.strip().splitlines()[-1]
     return env
 
 
@@ -346,13 +351,13 @@ def measure(
     port = free_port()
     proc, url, _ = serve(name, port, env, work, workers)
     # the predictor token on every request, except where predict is open (or had no auth)
-    auth = env.get("BENCH_AUTH", "") if name in ("chronoml", "chronoml-nocommit") else ""
+    auth = env.get("BENCH_AUTH", "") if name in ("chronoml", "chronoml-nocommit", "before") else ""
     runs: list[Run] = []
     try:
         wrk(url, one, 16, 2, work, auth)  # warm up
         for load, body, conns in (("1 row x16", one, 16), ("1000 rows x1", many, 1)):
             if name == "chronoml" and load != "1 row x16":
-                batches(url, auth)
+                batches(url, env)
             got = []
             for _ in range(repeats):
                 cpu0 = tree_cpu_seconds(proc.pid)
@@ -387,10 +392,11 @@ def measure(
     return runs
 
 
-def batches(url: str, auth: str) -> None:
+def batches(url: str, env: dict[str, str]) -> None:
     """Print how many requests chronoml's predict calls held on average, per variant."""
     import httpx
 
+    auth = env.get("BENCH_VIEWER", "")  # /metrics needs a viewer, not the predictor's token
     metrics = url.split("/v1/")[0] + "/metrics"
     text = httpx.get(metrics, timeout=10, headers={"Authorization": auth} if auth else {}).text
     got: dict[str, dict[str, float]] = {}

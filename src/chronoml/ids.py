@@ -17,6 +17,9 @@ from __future__ import annotations
 import os
 import threading
 import time
+from typing import Any
+
+import numpy as np
 
 _POOL_BYTES = 4096
 _POOL_IDS = _POOL_BYTES // 8  # one 64-bit word per id; its top 2 bits are dropped
@@ -95,25 +98,47 @@ def new_ids(n: int) -> list[str]:
         return []
     # a batch larger than the pool reads its own randomness, in one system call
     # and outside the lock (nothing shared is touched)
-    big = memoryview(os.urandom(8 * n)).cast("Q") if n > _POOL_IDS else None
-    prefixes: list[int] = []
+    big = os.urandom(8 * n) if n > _POOL_IDS else None
     with _lock:
         ms = time.time_ns() // 1_000_000
         if ms > _last_ms:
             _last_ms, _counter = ms, -1
-        last, counter = _last_ms, _counter
-        for _ in range(n):
-            counter += 1
-            if counter > 0xFFF:
-                last += 1
-                counter = 0
-            prefixes.append((last & _MASK48) << 80 | _VERSION_VARIANT | counter << 64)
-        _last_ms, _counter = last, counter
+        # the k-th id (from 1) has sequence number _counter + k, carried into the
+        # milliseconds past 0xFFF: what new_id() would give called n times
+        last, first = _last_ms, _counter + 1
+        _last_ms, _counter = last + (first + n - 1) // 4096, (first + n - 1) % 4096
         if big is None:
             if _pos + n > _POOL_IDS:
                 _refill()
-            words = _pool[_pos : _pos + n].tolist()
+            part = _pool[_pos : _pos + n]
+            words: Any = np.array(part, dtype=np.uint64) if n >= _VECTOR_FROM else part.tolist()
             _pos += n
     if big is not None:
-        words = big.tolist()
-    return [_format(p | (w & _MASK62)) for p, w in zip(prefixes, words, strict=True)]
+        words = np.frombuffer(big, dtype=np.uint64)  # n > the pool: the vector path
+    if n < _VECTOR_FROM:
+        return [
+            _format(
+                (last + c // 4096 & _MASK48) << 80 | _VERSION_VARIANT | c % 4096 << 64 | w & _MASK62
+            )
+            for c, w in zip(range(first, first + n), words, strict=True)
+        ]
+    seq = np.arange(first, first + n, dtype=np.uint64)
+    out = np.empty((n, 2), dtype=">u8")
+    out[:, 0] = ((last + seq // 4096) & _MASK48) << 16 | 0x7 << 12 | seq % 4096
+    out[:, 1] = (words & _MASK62) | 0b10 << 62
+    return _dashed(out.tobytes().hex(), n)
+
+
+# below this many ids, numpy's per-call overhead costs more than formatting each one
+_VECTOR_FROM = 32
+# where each of the 32 hex digits goes in the 36 characters of an id
+_HEX_AT = np.r_[0:8, 9:13, 14:18, 19:23, 24:36]
+
+
+def _dashed(hexed: str, n: int) -> list[str]:
+    """``n`` ids from their 32-digit hex strings, joined: the dashes put in with one copy."""
+    digits = np.frombuffer(hexed.encode("ascii"), dtype=np.uint8).reshape(n, 32)
+    chars = np.full((n, 37), ord("-"), dtype=np.uint8)
+    chars[:, _HEX_AT] = digits
+    chars[:, 36] = ord("\n")
+    return chars.tobytes().decode("ascii").split("\n")[:n]

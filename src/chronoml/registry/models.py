@@ -19,6 +19,7 @@ import pandas as pd
 from chronoml.domain.codec import Schema
 from chronoml.domain.ledger import ModelRef
 from chronoml.errors import InvalidInput
+from chronoml.registry.trees import fast_trees
 
 _MLFLOW_KINDS = {
     "double": "float",
@@ -67,6 +68,9 @@ class LoadedModel:
     # whether predict is the class of the highest score (checked at load): the scores
     # then give the labels too, and the batch needs one model call instead of two
     labels_from_scores: bool = False
+    # predict_matrix and proba_matrix walk the fitted trees below scikit-learn's
+    # per-call checks (registry/trees.py), after a probe showed identical outputs
+    fast_trees: bool = False
 
 
 def load_model(ref: ModelRef, path: Path) -> LoadedModel:
@@ -106,7 +110,30 @@ def load_model(ref: ModelRef, path: Path) -> LoadedModel:
     )
     if raw is not None:
         _add_scores(model, raw, schema)
+        if predict_matrix is not None and schema is not None:
+            _use_fast_trees(model, raw, schema, _input_example(pyfunc_model, path, schema))
     return model
+
+
+def _use_fast_trees(model: LoadedModel, raw: Any, schema: Schema, example: Any) -> None:
+    """Swap the matrix path for the trees' own arithmetic when the probe shows it is equal."""
+    fast = fast_trees(raw, [c for c, _ in schema], example)
+    if fast is None or (model.classes is not None and fast.predict_proba is None):
+        return
+    model.predict_matrix = fast.predict
+    if model.classes is not None:
+        model.proba_matrix = fast.predict_proba
+    model.fast_trees = True
+
+
+def _input_example(pyfunc_model: Any, path: Path, schema: Schema) -> np.ndarray[Any, Any] | None:
+    """The version's input example as a float matrix in schema order, or None."""
+    try:
+        ex = pyfunc_model.metadata.load_input_example(str(path))
+        frame = pd.DataFrame(ex)
+        return np.asarray(frame[[c for c, _ in schema]], dtype=np.float64)
+    except Exception:  # no example, or not a table of these columns: probe without it
+        return None
 
 
 def classifier_classes(raw: Any) -> tuple[Any, ...] | None:
