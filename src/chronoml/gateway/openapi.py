@@ -51,6 +51,8 @@ QUERY: dict[tuple[str, str], dict[str, Any]] = {
         "method": {"type": "string"},
         "threshold": {"type": "string"},
         "format": {"type": "string", "enum": ["json", "html"]},
+        "by": {"type": "string"},
+        "bins": {"type": "integer", "minimum": 2, "maximum": 100},
     },
     ("GET", "/v1/endpoints/{endpoint}/quality"): {
         **WINDOW_PARAMS,

@@ -16,9 +16,10 @@ from chronoml.domain.canary import Guardrails
 from chronoml.domain.ledger import event_summary
 from chronoml.errors import NotFound, Refused
 from chronoml.gateway.access import actor_of, principal_of
-from chronoml.gateway.responses import JSON, error
+from chronoml.gateway.responses import JSON, error, for_error
 from chronoml.gateway.views.monitor import window_args
 from chronoml.monitor.reports import parse_overrides, to_html
+from chronoml.monitor.slices import SliceError
 from chronoml.service import event_dict
 from chronoml.timeutil import parse_time
 
@@ -52,11 +53,16 @@ def routes(gw: Gateway) -> list[Route]:
                 [m.replace(":", "=", 1) for m in q.getlist("method")],
                 [t.replace(":", "=", 1) for t in q.getlist("threshold")],
             )
+            kw["by"] = q.get("by") or None
+            if q.get("bins"):
+                kw["bins"] = int(q["bins"])
         except ValueError as exc:
             return error(400, "bad_query", str(exc))
         endpoint = request.path_params["endpoint"]
         try:
             report = await run_in_threadpool(lambda: gw.cm.drift(endpoint, **kw))
+        except SliceError as exc:
+            return for_error(exc)
         except NotFound as exc:
             return error(404, "not_found", str(exc))
         except Refused as exc:
