@@ -86,9 +86,7 @@ def test_drift_by_numeric_model_input_uses_quantile_bins(client: TestClient) -> 
     # quantile bins hold about the same number of decisions each
     assert all(80 <= s["rows"] <= 120 for s in by["slices"])
     # the sliced input is left out of each slice's verdicts (it differs by construction)
-    assert all(
-        "mean radius" not in {f["feature"] for f in s["features"]} for s in by["slices"]
-    )
+    assert all("mean radius" not in {f["feature"] for f in s["features"]} for s in by["slices"])
     assert sum(s["worst"] for s in by["slices"]) == 1
 
 

@@ -72,6 +72,8 @@ QUERY: dict[tuple[str, str], dict[str, Any]] = {
         "from": TIME,
         "to": TIME,
         "metric": {"type": "string"},
+        "by": {"type": "string"},
+        "bins": {"type": "integer", "minimum": 2, "maximum": 100},
     },
     ("GET", "/v1/endpoints/{endpoint}/importance"): {
         "window": WINDOW,
