@@ -149,7 +149,16 @@ def routes(gw: Gateway) -> list[Route]:
         # make the change live here before answering; other replicas follow by polling
         await run_in_threadpool(gw.live.refresh)
         status = await run_in_threadpool(gw.cm.status, endpoint)
-        return JSON({"event": {**event_dict(ev), "summary": event_summary(ev)}, "status": status})
+        body: dict[str, Any] = {
+            "event": {**event_dict(ev), "summary": event_summary(ev)},
+            "status": status,
+        }
+        card = (ev.payload or {}).get("model_card") if ev.kind == "deploy" else None
+        if card is not None:
+            body["model_card"] = card
+            if card.get("error"):
+                body["warnings"] = [f"the model card was not stored: {card['error']}"]
+        return JSON(body)
 
     async def _call(fn: Callable[..., Any], *args: Any) -> Response:
         try:
