@@ -234,7 +234,7 @@ def outcomes(
             ctx.append(base)
     else:
         ctx = [{} for _ in ids]
-    return Outcomes(
+    out = Outcomes(
         ids=ids,
         ts=np.asarray(c[1], dtype=np.int64),
         variants=list(c[2]),
@@ -245,6 +245,29 @@ def outcomes(
         scores=list(c[7]),
         context=ctx,
     )
+    _label_score_outputs(store, out)
+    return out
+
+
+def _label_score_outputs(store: Store, got: Outcomes) -> None:
+    """A model that answers with its class scores (a pyfunc returning probabilities) decided
+    the class of the highest score: that class stands for its output here."""
+    rows = [
+        i
+        for i, o in enumerate(got.outputs)
+        if isinstance(o, dict | list) and got.scores[i] is not None
+    ]
+    by: dict[tuple[str, str], list[int]] = {}
+    for i in rows:
+        by.setdefault((got.model_names[i], got.versions[i]), []).append(i)
+    for (name, version), idx in by.items():
+        classes = classes_of(store, name, version)
+        if classes is None:
+            continue
+        p = unpack_scores([got.scores[i] for i in idx], len(classes))
+        for i, row in zip(idx, p, strict=True):
+            if not np.isnan(row).any():
+                got.outputs[i] = classes[int(row.argmax())]
 
 
 def _json_list(texts: Sequence[str | None]) -> list[Any]:
