@@ -238,7 +238,7 @@ def columns(
                 OB.c.labels_to,
                 OB.c.id_min,
                 OB.c.id_max,
-            )  # fmt: skip
+            )
             .select_from(B.outerjoin(OB, OB.c.block_id == B.c.id))
             .where(B.c.endpoint == endpoint, B.c.ts_max >= start, B.c.ts_min < stop)
             .where(B.c.shadow.is_(False))
