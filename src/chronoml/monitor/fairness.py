@@ -38,7 +38,7 @@ class Served:
 
     model_name: str
     version: str
-    rows: list[int]  # positions in the window's outcomes
+    rows: Sequence[int]  # positions in the window's outcomes
     others: tuple[str, ...]  # the other versions that served in the window
 
 
@@ -53,17 +53,25 @@ def _pick(names: Any, versions: Any, version: str | None) -> Served:
     n_codes, n_uniq = pd.factorize(np.asarray(names, dtype=object))
     v_codes, v_uniq = pd.factorize(np.asarray(versions, dtype=object))
     key = n_codes.astype(np.int64) * len(v_uniq) + v_codes
-    counts = np.bincount(key)
-    by: dict[tuple[str, str], int] = {
-        (str(n_uniq[k // len(v_uniq)]), str(v_uniq[k % len(v_uniq)])): int(k)
-        for k in np.flatnonzero(counts).tolist()
-    }
+    served = [
+        (str(n_uniq[k // len(v_uniq)]), str(v_uniq[k % len(v_uniq)]))
+        for k in range(len(n_uniq) * len(v_uniq))
+    ]
+    return _pick_coded(key, served, version)
+
+
+def _pick_coded(key: Any, served: list[tuple[str, str]], version: str | None) -> Served:
+    """:func:`pick_version` over each decision's index into ``served`` (name, version)."""
+    if len(key) == 0:
+        raise FairnessQueryError("no decisions in this window", "window", 422)
+    counts = np.bincount(key, minlength=len(served))
+    by: dict[tuple[str, str], int] = {served[k]: k for k in np.flatnonzero(counts).tolist()}
     if version is not None:
         hits = [k for k in by if k[1] == version]
         if not hits:
-            served = ", ".join(sorted({v for _, v in by}))
+            shown = ", ".join(sorted({v for _, v in by}))
             raise FairnessQueryError(
-                f"version {version} made no decision in this window (served: {served})",
+                f"version {version} made no decision in this window (served: {shown})",
                 "version",
                 422,
             )
@@ -71,7 +79,8 @@ def _pick(names: Any, versions: Any, version: str | None) -> Served:
     else:
         chosen = max(by, key=lambda k: (int(counts[by[k]]), k))
     others = tuple(sorted({v for _, v in by if v != chosen[1]}))
-    rows = np.flatnonzero(key == by[chosen]).tolist()
+    # every decision of the window: no selection to copy
+    rows = range(len(key)) if len(by) == 1 else np.flatnonzero(key == by[chosen]).tolist()
     return Served(chosen[0], chosen[1], rows, others)
 
 
@@ -141,8 +150,12 @@ def fairness(
             min_group_size=min_group_size,
         )
     else:
-        served = _pick(cols.model_names, cols.versions, version)
-        rows = np.asarray(served.rows, dtype=np.int64)
+        served = _pick_coded(cols.served_codes, cols.served, version)
+        rows: Any = (
+            slice(None)
+            if isinstance(served.rows, range)
+            else np.asarray(served.rows, dtype=np.int64)
+        )
         values = cols.attribute(attribute)[rows]
         if all(v is None for v in values.tolist()):
             known = _keys(cols)

@@ -142,6 +142,9 @@ class Columns:
     context_texts: list[str]
     tail_context: list[dict[str, Any]]
     later: dict[str, dict[str, Any]] = field(default_factory=dict)
+    # who decided each row: an index into ``served`` (model name, version)
+    served_codes: np.ndarray[Any, Any] = field(default_factory=lambda: np.empty(0, np.int64))
+    served: list[tuple[str, str]] = field(default_factory=list)
 
     def __len__(self) -> int:
         return len(self.context_codes) + len(self.tail_ids)
@@ -284,6 +287,8 @@ def columns(
                 )
     ids, names, versions, outputs, labels, ctx_codes, labels_to = [], [], [], [], [], [], []
     ctx_texts: list[str] = []
+    served: dict[tuple[str, str], int] = {}
+    served_codes: list[np.ndarray[Any, Any]] = []
     for bid, _lo, _hi, version, _ob, n_t, n_c, o_t, o_c, c_t, c_c, l_t, l_c, upto, *_ in got:
         sel: Any = slice(None)
         if bid in ts_of:
@@ -294,7 +299,11 @@ def columns(
             continue
         if ids_of:
             ids.append(np.frombuffer(ids_of[bid], dtype=f"S{ID_WIDTH}")[sel])
-        names.append(_table(orjson.loads(n_t), False)[np.frombuffer(n_c, dtype="<i4")[sel]])
+        block_names = orjson.loads(n_t)
+        name_codes = np.frombuffer(n_c, dtype="<i4")[sel]
+        names.append(_table(block_names, False)[name_codes])
+        keys = np.array([served.setdefault((n, version), len(served)) for n in block_names])
+        served_codes.append(keys[name_codes])
         versions.append(np.full(len(codes), version, dtype=object))
         outputs.append(_table(orjson.loads(o_t), True)[np.frombuffer(o_c, dtype="<i4")[sel]])
         labels.append(_table(orjson.loads(l_t), True)[np.frombuffer(l_c, dtype="<i4")[sel]])
@@ -319,7 +328,19 @@ def columns(
     tail = O.outcomes(store, endpoint, max(start, stop), end, variant=variant)
     codes_all = np.concatenate(ctx_codes) if ctx_codes else np.empty(0, dtype=np.int64)
     codes_all = np.where(codes_all < 0, len(ctx_texts), codes_all)
+    served_codes.append(
+        np.fromiter(
+            (
+                served.setdefault(k, len(served))
+                for k in zip(tail.model_names, tail.versions, strict=True)
+            ),
+            dtype=np.int64,
+            count=len(tail),
+        )
+    )
     return Columns(
+        served_codes=np.concatenate(served_codes),
+        served=list(served),
         ids=blocked_ids,
         tail_ids=tail.ids,
         model_names=_cat(names, tail.model_names),
