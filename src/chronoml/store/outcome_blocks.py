@@ -93,35 +93,63 @@ def row_for(conn: Any, ids: Sequence[str], names: Sequence[str], outputs: Sequen
 
 
 def refresh_labels(store: Store, endpoint: str) -> int:
-    """Fold settled feedback into ``endpoint``'s outcome blocks; returns the blocks rebuilt."""
+    """Fold settled feedback into ``endpoint``'s outcome blocks; returns the blocks rebuilt.
+
+    Only the blocks holding a decision labelled since their ``labels_to`` are rebuilt
+    (found through the labelled decisions' time, variant and version); the others just
+    move ``labels_to`` on.
+    """
     with store.engine.connect() as conn:
         upto = settled_feedback(conn)
-        stale = conn.execute(
-            select(OB.c.block_id, OB.c.ids, OB.c.labels_to)
-            .join(B, B.c.id == OB.c.block_id)
-            .where(B.c.endpoint == endpoint, OB.c.labels_to < upto)
-        ).all()
+        mine = select(B.c.id).where(B.c.endpoint == endpoint).scalar_subquery()
+        stale = dict(
+            conn.execute(
+                select(OB.c.block_id, OB.c.labels_to).where(
+                    OB.c.block_id.in_(mine), OB.c.labels_to < upto
+                )
+            ).all()
+        )
         if not stale:
             return 0
-        low = min(int(r[2]) for r in stale)
-        late = conn.execute(
-            select(FB.c.decision_id).where(FB.c.id > low, FB.c.id <= upto)
-        ).scalars()
-        late_ids = np.array(sorted(set(late)), dtype=f"S{ID_WIDTH}")
-        updates = []
-        for block_id, ids_b, _ in stale:
-            ids = np.frombuffer(ids_b, dtype=f"S{ID_WIDTH}")
-            values: dict[str, Any] = {"labels_to": upto}
-            if len(late_ids) and np.isin(ids, late_ids).any():
-                texts = [i.decode() for i in ids.tolist()]
-                values["labels"], values["label_codes"] = _dictionary(
-                    _latest_labels(conn, texts, upto)
+        low = min(int(v) for v in stale.values())
+        touched = (
+            select(B.c.id)
+            .distinct()
+            .select_from(
+                FB.join(D, D.c.id == FB.c.decision_id).join(
+                    B,
+                    (B.c.endpoint == D.c.endpoint)
+                    & (B.c.variant == D.c.variant)
+                    & (B.c.model_version == D.c.model_version)
+                    & (B.c.shadow == D.c.shadow)
+                    & (D.c.ts >= B.c.ts_min)
+                    & (D.c.ts <= B.c.ts_max),
                 )
-            updates.append((block_id, values))
+            )
+            .where(FB.c.id > low, FB.c.id <= upto, D.c.endpoint == endpoint)
+        )
+        rebuilt = []
+        for block_id, ids_b in conn.execute(
+            select(OB.c.block_id, OB.c.ids).where(
+                OB.c.block_id.in_(touched), OB.c.block_id.in_(list(stale))
+            )
+        ).all():
+            texts = [i.decode() for i in np.frombuffer(ids_b, dtype=f"S{ID_WIDTH}").tolist()]
+            rebuilt.append((block_id, _dictionary(_latest_labels(conn, texts, upto))))
     with store.write() as conn:
-        for block_id, values in updates:
-            conn.execute(OB.update().where(OB.c.block_id == block_id).values(**values))
-    return sum(1 for _, v in updates if "labels" in v)
+        for block_id, (labels, codes) in rebuilt:
+            conn.execute(
+                OB.update()
+                .where(OB.c.block_id == block_id)
+                .values(labels=labels, label_codes=codes, labels_to=upto)
+            )
+        conn.execute(
+            # only the blocks seen stale above: one compacted since may hold labels not read
+            OB.update()
+            .where(OB.c.block_id.in_(list(stale)), OB.c.labels_to < upto)
+            .values(labels_to=upto)
+        )
+    return len(rebuilt)
 
 
 @dataclass
