@@ -243,7 +243,7 @@ def measure(name: str, store: Store, home: Path, url: str | None, args: argparse
     # warm the pool, the statement caches and the layout cache; check the lineage resolves
     for i in lookups[:500]:
         d = cm.decision(i)
-        if d["model"] is None or d["event"] is None or len(d["inputs"]) != len(SCHEMA):
+        if d.served_by is None or d.event is None or len(d.inputs or {}) != len(SCHEMA):
             print(f"  lineage did not resolve for {i}: {d}")
             return False
         D.get(store, i)

@@ -29,6 +29,8 @@ PATHS = {
     "serving": "serving/bench.py",
     "explain": "explain/bench_explain.py",
     "ids": "ids.py",
+    "scale": "scale/bench.py",
+    "replicas": "replicas/bench.py",
 }
 SCRIPTS = tuple(PATHS)
 OUTCOME = {0: "ok", 2: "goal NOT met"}

@@ -17,6 +17,7 @@ import orjson
 from chronoml.context import Context
 from chronoml.domain import codec
 from chronoml.domain import ledger as L
+from chronoml.domain import results as R
 from chronoml.domain.canary import Breach, Guardrails
 from chronoml.errors import NotFound, Refused
 from chronoml.monitor import feedback as fb
@@ -28,38 +29,14 @@ from chronoml.registry.probe import check_format, probe
 from chronoml.store import decisions as D
 from chronoml.store import explanations as stored_explanations
 from chronoml.store import ledger as SL
-from chronoml.timeutil import iso, now_us
+from chronoml.timeutil import now_us
 
 _ENDPOINT = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 
 
 def event_dict(e: L.LedgerEvent) -> dict[str, Any]:
-    return {
-        "seq": e.seq,
-        "hash": e.hash,
-        "kind": e.kind,
-        "recorded_at": iso(e.recorded_at),
-        "effective_at": iso(e.effective_at),
-        "actor": e.actor,
-    }
-
-
-def variant_dict(v: L.Variant) -> dict[str, Any]:
-    m = v.model
-    return {
-        "variant": v.name,
-        "weight": v.weight / 100,
-        "shadow": v.shadow,
-        "model": {
-            "name": m.name,
-            "version": m.version,
-            "run_id": m.run_id,
-            "artifact_digest": m.artifact_digest,
-        },
-        "data_snapshot": dict(m.data_snapshot) if m.data_snapshot else None,
-        "code_version": m.code_version,
-        "since_event": v.since,
-    }
+    """A ledger event in the JSON form answers cite it in."""
+    return R.EventRef.of(e).as_dict()
 
 
 # --- changes -----------------------------------------------------------
@@ -201,52 +178,36 @@ def known(ctx: Context, endpoint: str) -> None:
 # --- questions ---------------------------------------------------------
 
 
-def status(ctx: Context, endpoint: str, at: int | None = None) -> dict[str, Any]:
+def status(ctx: Context, endpoint: str, at: int | None = None) -> R.Status:
     """What was live on ``endpoint`` at ``at`` (default now), with lineage."""
     known(ctx, endpoint)
     t = now_us() if at is None else at
     ev = SL.state_event_at(ctx.store, endpoint, t)
     state = L.state_of(ev, endpoint)
-    return {
-        "endpoint": endpoint,
-        "at": iso(t),
-        "variants": [variant_dict(v) for v in state.variants],
-        "event": event_dict(ev) if ev is not None else None,
-    }
+    return R.Status(
+        endpoint=endpoint,
+        at=t,
+        variants=tuple(R.LiveVariant.of(v) for v in state.variants),
+        event=R.EventRef.of(ev) if ev is not None else None,
+    )
 
 
-def history(ctx: Context, endpoint: str) -> dict[str, Any]:
+def history(ctx: Context, endpoint: str) -> R.History:
     known(ctx, endpoint)
     events = SL.history(ctx.store, endpoint)
-    return {
-        "endpoint": endpoint,
-        "events": [
-            {
-                **event_dict(e),
-                "summary": L.event_summary(e),
-                "payload": dict(e.payload),
-                # a rollback's line alone names an event number; say what came back
-                **(
-                    {"restored": [variant_dict(v) for v in e.state or ()]}
-                    if e.kind == "rollback"
-                    else {}
-                ),
-            }
-            for e in events
-        ],
-    }
+    return R.History(endpoint, tuple(R.HistoryEntry.of(e) for e in events))
 
 
-def endpoints(ctx: Context) -> list[dict[str, Any]]:
+def endpoints(ctx: Context) -> list[R.EndpointNow]:
     out = []
     t = now_us()
     for name in SL.endpoints(ctx.store):
         state = SL.state_at(ctx.store, name, t)
-        out.append({"endpoint": name, "variants": [variant_dict(v) for v in state.variants]})
+        out.append(R.EndpointNow(name, tuple(R.LiveVariant.of(v) for v in state.variants)))
     return out
 
 
-def decision(ctx: Context, decision_id: str) -> dict[str, Any]:
+def decision(ctx: Context, decision_id: str) -> R.DecisionRecord:
     """A logged decision with its full lineage."""
 
     # One connection for the whole lineage; each read is one index seek on
@@ -265,33 +226,22 @@ def decision(ctx: Context, decision_id: str) -> dict[str, Any]:
         labels = fb.history_in(conn, row.id)
         explanation = stored_explanations.get_in(conn, row.id)
     sch = ctx.layouts.get(row.layout)
-    out: dict[str, Any] = {
-        "id": row.id,
-        "time": iso(row.ts),
-        "endpoint": row.endpoint,
-        "variant": row.variant,
-        "shadow": row.shadow,
-        "unit": row.unit,
-        "model": None,
-        "data_snapshot": None,
-        "code_version": None,
-        "event": event_dict(deploy_event) if deploy_event else None,
-        "routed_by_event": event_dict(state_event) if state_event else None,
-        "inputs": codec.decode(sch, row.num, row.txt),
-        "output": orjson.loads(row.output),
-        "latency_ms": row.latency_ms,
-    }
-    if labels:
-        out["label"] = labels[-1]["label"]
-        out["label_history"] = labels
-    if explanation is not None:
-        out["explanation"] = explanation
-    if variant is not None:
-        vd = variant_dict(variant)
-        out["model"] = vd["model"]
-        out["data_snapshot"] = vd["data_snapshot"]
-        out["code_version"] = vd["code_version"]
-    return out
+    return R.DecisionRecord(
+        id=row.id,
+        ts=row.ts,
+        endpoint=row.endpoint,
+        variant=row.variant,
+        shadow=row.shadow,
+        unit=row.unit,
+        inputs=codec.decode(sch, row.num, row.txt),
+        output=orjson.loads(row.output),
+        latency_ms=row.latency_ms,
+        served_by=R.LiveVariant.of(variant) if variant is not None else None,
+        event=R.EventRef.of(deploy_event) if deploy_event else None,
+        routed_by_event=R.EventRef.of(state_event) if state_event else None,
+        labels=tuple(labels),
+        explanation=explanation,
+    )
 
 
 def _check_endpoint(name: str, what: str = "endpoint") -> None:

@@ -14,6 +14,7 @@ from typing import Any
 from chronoml import endpoints as E
 from chronoml.context import Context
 from chronoml.domain import ledger as L
+from chronoml.domain import results as R
 from chronoml.domain.canary import Breach, Guardrails
 from chronoml.errors import NotFound, Refused
 from chronoml.monitor import feedback as fb
@@ -25,11 +26,7 @@ from chronoml.monitor.slices import DEFAULT_BINS
 from chronoml.store import ledger as SL
 from chronoml.window import Window
 
-# the names the public API and older callers know these by
-event_dict = E.event_dict
-variant_dict = E.variant_dict
-
-__all__ = ["Chronoml", "NotFound", "Refused", "event_dict", "variant_dict"]
+__all__ = ["Chronoml", "NotFound", "Refused"]
 
 
 class Chronoml(Context):
@@ -100,19 +97,19 @@ class Chronoml(Context):
 
     # --- questions ---------------------------------------------------------
 
-    def status(self, endpoint: str, at: int | None = None) -> dict[str, Any]:
+    def status(self, endpoint: str, at: int | None = None) -> R.Status:
         """What was live on ``endpoint`` at ``at`` (default now), with lineage."""
         return E.status(self, endpoint, at)
 
-    def history(self, endpoint: str) -> dict[str, Any]:
+    def history(self, endpoint: str) -> R.History:
         """The ledger timeline of ``endpoint``."""
         return E.history(self, endpoint)
 
-    def endpoints(self) -> list[dict[str, Any]]:
+    def endpoints(self) -> list[R.EndpointNow]:
         """Every endpoint with what is live on it now."""
         return E.endpoints(self)
 
-    def decision(self, decision_id: str) -> dict[str, Any]:
+    def decision(self, decision_id: str) -> R.DecisionRecord:
         """A logged decision with its full lineage."""
         return E.decision(self, decision_id)
 
@@ -160,11 +157,12 @@ class Chronoml(Context):
         *,
         update: bool = False,
         actor: str | None = None,
-    ) -> dict[str, int]:
+    ) -> R.FeedbackResult:
         """Attach late labels ``(decision_id, label, observed_at)`` (or :class:`fb.Label`
         items, which may carry context), all or nothing."""
         items = [it if isinstance(it, fb.Label) else fb.Label(*it) for it in labels]
-        return fb.record(self.store, items, actor=self.actor(actor), update=update)
+        counts = fb.record(self.store, items, actor=self.actor(actor), update=update)
+        return R.FeedbackResult(counts["labelled"], counts["updated"], counts.get("context"))
 
     def quality(
         self,

@@ -55,6 +55,12 @@ class Settings:
     signing_key: Path | None = None
     checkpoint_interval_s: float = 3600.0  # how often the server signs a checkpoint (0: never)
     checkpoint_dir: Path | None = None  # where the server also publishes each checkpoint
+    checkpoint_webhooks: tuple[str, ...] = ()  # URLs each checkpoint is POSTed to (outbox)
+    tsa_url: str | None = None  # an RFC 3161 authority that timestamps each checkpoint
+    # PostgreSQL time partitions of the decision log: how often the server makes day
+    # partitions ahead (0: never) and, if set, after how long empty ones are detached
+    partition_interval_s: float = 3600.0
+    detach_after_us: int | None = None
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides: object) -> Settings:

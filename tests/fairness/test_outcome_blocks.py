@@ -14,11 +14,10 @@ from chronoml.domain import codec
 from chronoml.ids import new_ids
 from chronoml.monitor.fairness import fairness
 from chronoml.monitor.feedback import Label
-from chronoml.store import blocks
+from chronoml.store import blocks, schema
 from chronoml.store import decisions as D
 from chronoml.store import outcome_blocks as OB
 from chronoml.store import outcomes as O
-from chronoml.store import schema
 
 SCHEMA = (("x", "float"),)
 N = 900

@@ -59,8 +59,8 @@ def test_deploy_writes_the_card_and_card_shows_it(cm: Any, settings: Any, models
     names = {a.path for a in client.list_artifacts(run_id, folder)}
     assert names == set(written["stored"])
     # the ledger event says where the card is
-    ev = cm.history("cards-ep")["events"][-1]
-    assert ev["payload"]["model_card"] == written
+    ev = cm.history("cards-ep").events[-1]
+    assert ev.payload["model_card"] == written
 
     stored = cards.stored_card(cm, "cards-ep")
     assert stored is not None and stored["model"]["version"] == models.linked_v1
@@ -108,8 +108,8 @@ def test_a_card_that_cannot_be_stored_is_reported_and_the_deploy_goes_on(
     assert body["status"]["variants"][0]["model"]["name"] == "cards-broken"
     assert body["model_card"]["stored"] == [] and body["model_card"]["error"]
     assert body["warnings"][0].startswith("the model card was not stored: ")
-    ev = cm.history("broken-ep")["events"][-1]
-    assert ev["payload"]["model_card"]["error"] == body["model_card"]["error"]
+    ev = cm.history("broken-ep").events[-1]
+    assert ev.payload["model_card"]["error"] == body["model_card"]["error"]
 
     out = CliRunner().invoke(
         cli,

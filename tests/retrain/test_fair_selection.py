@@ -104,7 +104,7 @@ def test_an_accurate_but_unfair_challenger_is_held_back(
     verdict = next(e for e in SL.history(cm.store, ep) if e.kind == "experiment_verdict")
     assert verdict.payload["fairness"]["verdict"]["checks"][0]["challenger"] == check["challenger"]
     assert "fairness guardrail" in verdict.payload["decision"]["reason"]
-    assert [v["model"]["version"] for v in cm.status(ep)["variants"]] == [synth.v1]
+    assert [v.model.version for v in cm.status(ep).variants] == [synth.v1]
 
 
 def test_the_policy_decides_on_fairness_after_quality() -> None:

@@ -133,8 +133,8 @@ def test_drift_alert_retrains_shadows_and_promotes(
     t_promoted = now_us()
 
     # one story on the ledger, each line readable
-    hist = cm.history(ep)["events"]
-    kinds = [e["kind"] for e in hist]
+    hist = cm.history(ep).events
+    kinds = [e.event.kind for e in hist]
     assert kinds == [
         "deploy",
         "alert_fired",
@@ -144,22 +144,22 @@ def test_drift_alert_retrains_shadows_and_promotes(
         "experiment_verdict",
         "deploy",
     ]
-    lines = [e["summary"] for e in hist]
+    lines = [e.summary for e in hist]
     assert f"retraining job {job.id} started: alert drift-{ep}" in lines[2]
     assert f"registered {synth.model} v{v2} trained on snapshot synth" in lines[3]
     assert "shadow" in lines[4] and f"challenger of retraining job {job.id}" in lines[4]
     assert lines[5].startswith(f"experiment verdict for job {job.id}: B better on accuracy")
     assert "always-valid p=" in lines[5] and lines[5].endswith(")")
     assert "as the only variant" in lines[6] and f"promoted by retraining job {job.id}" in lines[6]
-    verdict = hist[5]["payload"]
+    verdict = hist[5].payload
     assert verdict["decision"]["action"] == "promote"
     assert verdict["experiment"]["sequential_method"].startswith("mSPRT")
-    assert hist[6]["payload"]["job"]["verdict_seq"] == hist[5]["seq"] == job.verdict_seq
+    assert hist[6].payload["job"]["verdict_seq"] == hist[5].event.seq == job.verdict_seq
     # the promotion wrote the version's model card, live since it joined as the shadow
-    assert hist[6]["payload"]["model_card"]["stored"], hist[6]["payload"]["model_card"]
+    assert hist[6].payload["model_card"]["stored"], hist[6].payload["model_card"]
     card = cards.stored_card(cm, ep, v2)
     assert card is not None and card["model"]["version"] == v2
-    assert card["live_since"] == hist[4]["effective_at"]
+    assert card["live_since"] == hist[4].as_dict()["effective_at"]
 
     # status --at answers exactly for a moment in each phase
     def live(t: int) -> list[tuple[str, bool]]:
@@ -172,8 +172,8 @@ def test_drift_alert_retrains_shadows_and_promotes(
     assert live(t_shadow) == [(synth.v1, False), (v2, True)]
     assert live(t_promoted) == [(v2, False)]
     # the promoted version's lineage names the job's snapshot
-    now = cm.status(ep)["variants"][0]
-    assert now["data_snapshot"]["id"] == job.snapshot_id
+    now = cm.status(ep).variants[0]
+    assert now.data_snapshot is not None and now.data_snapshot["id"] == job.snapshot_id
 
     # `chronoml experiment` over the whole story finds the same numbers the policy used
     rep = experiment(cm.store, ep, t_champion, now_us() + 1)

@@ -243,7 +243,7 @@ def test_a_bad_entrypoint_fails_the_job_and_deploys_nothing(
     assert job.status == "failed" and says in (job.reason or "")
     assert in_log in (job.log or "")
     assert _kinds(cm, synth.endpoint) == ["deploy", "job_started", "job_failed"]
-    last = cm.history(synth.endpoint)["events"][-1]["summary"]
+    last = cm.history(synth.endpoint).events[-1].summary
     assert last.startswith(f"retraining job {job.id} failed at ") and says in last
     log = _cli(settings, "job", str(job.id), "--log")
     assert log.exit_code == 0 and in_log in log.output
@@ -303,7 +303,7 @@ def test_canary_restart_and_manual_rejection(
     job, _ = runner.start_job(ep, "alice")
     job = runner.advance(job.id)
     assert job.status == "evaluating", (job.reason, job.log)
-    assert cm.status(ep)["variants"][1]["weight"] == 50
+    assert cm.status(ep).variants[1].weight == 50
     deploys = [e for e in SL.history(cm.store, ep) if e.kind == "deploy"]
     assert deploys[-1].payload["canary"]  # the gateway's canary guardrails ride along
 
@@ -356,7 +356,7 @@ def test_canary_restart_and_manual_rejection(
     )
     job = J.get(cm.store, job.id)  # type: ignore[assignment]
     assert job.status == "rolled_back"
-    assert [v["model"]["version"] for v in cm.status(ep)["variants"]] == [synth.v1]
+    assert [v.model.version for v in cm.status(ep).variants] == [synth.v1]
     kinds = _kinds(cm, ep)
     assert kinds[-5:] == ["job_trained", "deploy", "experiment_verdict", "job_rejected", "rollback"]
     rb = SL.history(cm.store, ep)[-1]
@@ -392,7 +392,7 @@ def test_a_version_worse_on_the_holdout_is_never_deployed(
     assert job.status == "failed" and "validation on the holdout failed" in (job.reason or "")
     assert "worse by" in (job.reason or "") and "not deployed" in (job.reason or "")
     assert _kinds(cm, synth.endpoint) == ["deploy", "job_started", "job_failed"]
-    assert len(cm.status(synth.endpoint)["variants"]) == 1
+    assert len(cm.status(synth.endpoint).variants) == 1
 
 
 def test_a_schedule_queues_jobs_and_rest_starts_them(
@@ -474,7 +474,7 @@ def test_an_mlflow_project_entrypoint_runs_offline(cm: Any, synth: Synth) -> Non
     job = JobRunner(cm).advance(job.id)
     assert job.status == "evaluating", (job.reason, job.log)
     assert f"trained on 600 rows of {job.snapshot_id}" in (job.log or "")
-    assert cm.status(synth.endpoint)["variants"][1]["shadow"] is True
+    assert cm.status(synth.endpoint).variants[1].shadow is True
 
 
 @sqlite_only

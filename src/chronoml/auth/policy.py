@@ -95,41 +95,46 @@ def redacted_rule(d: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def check_webhooks(rule: AlertRule, allow_hosts: Iterable[str] = ()) -> None:
-    """Refuse webhook URLs with plain-text credentials or aimed at this network.
+    """Refuse webhook URLs with plain-text credentials or aimed at this network."""
+    allowed = tuple(allow_hosts)
+    for action in rule.actions:
+        if action.type == "webhook" and action.url is not None:
+            check_webhook_url(action.url, allowed)
+
+
+def check_webhook_url(raw: str, allow_hosts: Iterable[str] = (), field: str = "url") -> None:
+    """Refuse a webhook URL with a plain-text credential or aimed at this network.
 
     A URL that names a host checks only what it says (an address, localhost):
     names resolve where and when the webhook is delivered, checked again there.
     """
     allowed = tuple(allow_hosts)
-    for action in rule.actions:
-        if action.type != "webhook" or action.url is None:
-            continue
-        url = action.url.strip()
-        if references(url) and url.startswith("${") and url.endswith("}"):
-            continue  # the whole URL is a secret reference: checked at delivery
-        require_reference(url, "url")
-        try:
-            parts = urlsplit(url)
-            port = parts.port
-        except ValueError:
-            raise EgressRefused(f"not a URL: {url!r}", field="url") from None
-        if parts.scheme.lower() not in ("http", "https"):
-            raise EgressRefused("a webhook URL must be http or https", field="url")
-        host = (parts.hostname or "").lower().rstrip(".")
-        if not host:
-            raise EgressRefused("the webhook URL has no host", field="url")
-        port = port or (443 if parts.scheme.lower() == "https" else 80)
-        if _listed(host, port, allowed):
-            continue
-        if host == "localhost" or host.endswith(".localhost"):
-            raise EgressRefused(_private(host, port, "loopback"), field="url")
-        try:
-            ip = ipaddress.ip_address(host)
-        except ValueError:
-            continue
-        why = why_not_public(ip)
-        if why is not None:
-            raise EgressRefused(_private(host, port, why), field="url")
+    url = raw.strip()
+    if references(url) and url.startswith("${") and url.endswith("}"):
+        return  # the whole URL is a secret reference: checked at delivery
+    require_reference(url, field)
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError:
+        raise EgressRefused(f"not a URL: {url!r}", field=field) from None
+    if parts.scheme.lower() not in ("http", "https"):
+        raise EgressRefused("a webhook URL must be http or https", field=field)
+    host = (parts.hostname or "").lower().rstrip(".")
+    if not host:
+        raise EgressRefused("the webhook URL has no host", field=field)
+    port = port or (443 if parts.scheme.lower() == "https" else 80)
+    if _listed(host, port, allowed):
+        return
+    if host == "localhost" or host.endswith(".localhost"):
+        raise EgressRefused(_private(host, port, "loopback"), field=field)
+    try:
+        ip = ipaddress.ip_address(host)
+    except ValueError:
+        return
+    why = why_not_public(ip)
+    if why is not None:
+        raise EgressRefused(_private(host, port, why), field=field)
 
 
 def deliverable_url(stored: str, allow_hosts: Iterable[str], resolver: SecretResolver) -> str:

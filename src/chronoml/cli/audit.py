@@ -11,8 +11,9 @@ import click
 from chronoml.cli.common import Fail, _chronoml, _json, cli, json_option
 
 if TYPE_CHECKING:
-    from chronoml.domain.note import Checkpoint
+    from chronoml.domain.note import Checkpoint, VerifierKey
     from chronoml.evidence.keys import SigningKey
+    from chronoml.evidence.timestamps import TimestampReport
     from chronoml.service import Chronoml
 
 
@@ -32,18 +33,26 @@ def _key(cm: Chronoml) -> SigningKey:
         raise Fail(exc.message) from None
 
 
+def verifier_key(key_arg: str) -> VerifierKey:
+    """The verifier key given with ``--key`` (the key itself or a file holding it)."""
+    # lazy: the command's modules load when it runs, so `chronoml --help` stays fast
+    from chronoml.verify import UsageError, read_key
+
+    try:
+        return read_key(key_arg)
+    except UsageError as exc:
+        raise Fail(f"--key: {exc.message}") from None
+
+
 def read_checkpoint(path: Path, key_arg: str | None) -> Checkpoint:
     """A signed checkpoint file opened with the verifier key given (``--key``)."""
     # lazy: the command's modules load when it runs, so `chronoml --help` stays fast
     from chronoml.domain import note
-    from chronoml.verify import UsageError, ed25519_verify, read_key
+    from chronoml.verify import ed25519_verify
 
     if key_arg is None:
         raise Fail("--checkpoint needs --key PUBKEY (the log's verifier key)")
-    try:
-        vk = read_key(key_arg)
-    except UsageError as exc:
-        raise Fail(f"--key: {exc.message}") from None
+    vk = verifier_key(key_arg)
     try:
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
@@ -63,7 +72,18 @@ def read_checkpoint(path: Path, key_arg: str | None) -> Checkpoint:
     type=click.Path(exists=True, dir_okay=False, path_type=Path),
     help="A signed checkpoint published earlier: prove the store still extends it.",
 )
-@click.option("--key", "key_arg", help="The log's verifier key (or a file with it).")
+@click.option(
+    "--key",
+    "key_arg",
+    help="The log's verifier key (or a file with it): --checkpoint and every stored "
+    "checkpoint must be signed by it (stored ones by the store's own key too).",
+)
+@click.option(
+    "--tsa-cert",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="The RFC 3161 authority's certificates (PEM, up to its root): every stored "
+    "timestamp and the one beside --checkpoint (FILE.tsr) must be signed by it.",
+)
 @json_option
 @click.pass_context
 def verify(
@@ -72,14 +92,23 @@ def verify(
     window: str | None,
     checkpoint_file: Path | None,
     key_arg: str | None,
+    tsa_cert: Path | None,
     as_json: bool,
 ) -> None:
-    """Recompute the hash chain and the evidence log; name the first bad entry (exit 1)."""
+    """Recompute the hash chain and the evidence log, check the stored checkpoints'
+    signatures and timestamps; name the first bad entry (exit 1)."""
     # lazy: the command's modules load when it runs, so `chronoml --help` stays fast
     from chronoml.evidence import audit as EA
+    from chronoml.evidence import timestamps as TS
+    from chronoml.evidence.signatures import trusted_keys
     from chronoml.window import Window
 
     cp = read_checkpoint(checkpoint_file, key_arg) if checkpoint_file is not None else None
+    given = verifier_key(key_arg) if key_arg is not None else None
+    try:
+        certs = TS.load_certificates(tsa_cert) if tsa_cert is not None else []
+    except TS.TimestampError as exc:
+        raise Fail(f"--tsa-cert: {exc.message}") from None
     w = None
     if window is not None:
         try:
@@ -87,11 +116,13 @@ def verify(
         except ValueError as exc:
             raise Fail(f"--window: {exc}") from None
     with _chronoml(ctx, create=False) as cm:
+        keys, no_own_key = trusted_keys(cm.settings.signing_key_path, given)
         chain = cm.verify()
-        ev = EA.verify(cm.store, decisions=decisions, window=w, checkpoint=cp)
-    ok = chain.ok and ev.ok
+        ev = EA.verify(cm.store, decisions=decisions, window=w, checkpoint=cp, keys=keys)
+        ts = TS.check_stored(cm.store, certs, checkpoint_file)
+    ok = chain.ok and ev.ok and ts.ok
     if as_json:
-        _json({**chain.__dict__, "ok": ok, "evidence": ev.to_dict()})
+        _json({**chain.__dict__, "ok": ok, "evidence": ev.to_dict(), "timestamps": ts.to_dict()})
     else:
         if chain.ok:
             click.echo(f"ok: {chain.events} events, head {chain.head}")
@@ -100,8 +131,27 @@ def verify(
         click.echo(EA.summary(ev), err=not ev.ok)
         for p in ev.problems[1:6]:
             click.echo(f"  also: {p.what}: {p.reason}", err=True)
+        stored = [c for c in ev.checkpoints if c.source != "given"]
+        if stored and not keys:
+            click.echo(
+                f"  the {len(stored)} stored checkpoints' signatures were not checked "
+                f"({no_own_key}): give --key PUBKEY",
+                err=True,
+            )
+        elif stored and all(c.signed for c in stored):
+            click.echo(f"  {len(stored)} stored checkpoints carry valid signatures")
+        _echo_timestamps(ts)
     if not ok:
         sys.exit(1)
+
+
+def _echo_timestamps(ts: TimestampReport) -> None:
+    for what, reason in ts.problems:
+        click.echo(f"FAILED at {what}: {reason}", err=True)
+    if ts.checked and ts.ok:
+        how = "signed by the authority" if ts.chained else "imprints only: give --tsa-cert"
+        newest = max(s.time for _, s in ts.stamps).isoformat()
+        click.echo(f"  {ts.checked} timestamps ok ({how}), the latest at {newest}")
 
 
 @audit.command()
@@ -118,15 +168,25 @@ def key(ctx: click.Context) -> None:
     type=click.Path(dir_okay=False, path_type=Path),
     help="Write the signed checkpoint to this file (default: print it).",
 )
+@click.option(
+    "--tsa-url",
+    help="Also timestamp it with this RFC 3161 authority (kept in the store, and in "
+    "FILE.tsr beside --out).",
+)
 @json_option
 @click.pass_context
-def checkpoint(ctx: click.Context, out: Path | None, as_json: bool) -> None:
+def checkpoint(ctx: click.Context, out: Path | None, tsa_url: str | None, as_json: bool) -> None:
     """Sign a checkpoint of the evidence log now (C2SP signed note) and record it."""
     # lazy: the command's modules load when it runs, so `chronoml --help` stays fast
     from chronoml.evidence import checkpoints as EC
+    from chronoml.evidence.timestamps import Authority
 
+    # a URL typed here is the user's own request, not a configuration the server follows
+    tsa = Authority(tsa_url, check_egress=False) if tsa_url else None
     with _chronoml(ctx) as cm:
-        issued = EC.issue(cm.store, _key(cm))
+        issued = EC.issue(cm.store, _key(cm), authority=tsa)
+    if tsa is not None and issued.timestamp is None:
+        click.echo(f"warning: no timestamp: {issued.timestamp_error}", err=True)
     if out is not None:
         EC.write(issued, out)
     if as_json:

@@ -4,7 +4,8 @@ endpoints and decision."""
 from __future__ import annotations
 
 import json
-from typing import Any
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
 
 import click
 
@@ -18,6 +19,10 @@ from chronoml.cli.common import (
     print_remote_event,
     remote,
 )
+from chronoml.timeutil import iso
+
+if TYPE_CHECKING:
+    from chronoml.domain import results as R
 
 
 @cli.command()
@@ -191,38 +196,34 @@ def status(ctx: click.Context, endpoint: str, at: str | None, as_json: bool) -> 
         t = parse_time(at) if at else None
         st = cm.status(endpoint, t)
     if as_json:
-        _json(st)
+        _json(st.as_dict())
         return
     click.echo(format_status(st))
 
 
-def format_status(st: dict[str, Any]) -> str:
-    lines = [f"{st['endpoint']} at {st['at']}"]
-    ev = st["event"]
-    if not st["variants"]:
-        lines.append(
-            "  nothing live" + (f" (since ledger #{ev['seq']} {ev['kind']})" if ev else "")
-        )
+def format_status(st: R.Status) -> str:
+    lines = [f"{st.endpoint} at {iso(st.at)}"]
+    ev = st.event
+    if not st.variants:
+        lines.append("  nothing live" + (f" (since ledger #{ev.seq} {ev.kind})" if ev else ""))
         return "\n".join(lines)
-    lines[0] += f"  (ledger #{ev['seq']} {ev['kind']} by {ev['actor']} at {ev['effective_at']})"
-    for v in st["variants"]:
-        m = v["model"]
-        share = "shadow" if v["shadow"] else f"{v['weight']:g}%"
+    if ev is not None:
+        lines[0] += f"  (ledger #{ev.seq} {ev.kind} by {ev.actor} at {iso(ev.effective_at)})"
+    for v in st.variants:
+        m = v.model
+        share = "shadow" if v.shadow else f"{v.weight:g}%"
+        lines.append(f"  {v.variant:<20} {share:>7}  {m.name} v{m.version}  run {m.run_id}")
+        lines.append(f"  {'':<20} {'':>7}  data {_snapshot_line(v.data_snapshot)}")
         lines.append(
-            f"  {v['variant']:<20} {share:>7}  {m['name']} v{m['version']}  run {m['run_id']}"
-        )
-        snap = v["data_snapshot"]
-        if snap:
-            lines.append(
-                f"  {'':<20} {'':>7}  data {snap['name']} {snap['id']} ({snap['rows']} rows, "
-                f"taken {snap['created_at']})"
-            )
-        else:
-            lines.append(f"  {'':<20} {'':>7}  data: not linked to a snapshot")
-        lines.append(
-            f"  {'':<20} {'':>7}  artifact {m['artifact_digest']}  code {v['code_version'] or 'unknown'}"
+            f"  {'':<20} {'':>7}  artifact {m.artifact_digest}  code {v.code_version or 'unknown'}"
         )
     return "\n".join(lines)
+
+
+def _snapshot_line(snap: Mapping[str, Any] | None) -> str:
+    if not snap:
+        return "not linked to a snapshot"
+    return f"{snap['name']} {snap['id']} ({snap['rows']} rows, taken {snap['created_at']})"
 
 
 @cli.command()
@@ -234,21 +235,22 @@ def history(ctx: click.Context, endpoint: str, as_json: bool) -> None:
     with _chronoml(ctx, create=False) as cm:
         h = cm.history(endpoint)
     if as_json:
-        _json(h)
+        _json(h.as_dict())
         return
     click.echo(format_history(h))
 
 
-def format_history(h: dict[str, Any]) -> str:
+def format_history(h: R.History) -> str:
     lines = []
-    for e in h["events"]:
-        lines.append(f"#{e['seq']:<5} {e['effective_at']}  {e['actor']:<16} {e['summary']}")
-        if "restored" in e:
+    for e in h.events:
+        ev = e.event
+        lines.append(f"#{ev.seq:<5} {iso(ev.effective_at)}  {ev.actor:<16} {e.summary}")
+        if e.restored is not None:
             live = ", ".join(
-                f"{v['variant']} ({v['model']['name']} v{v['model']['version']}, "
-                + ("shadow" if v["shadow"] else f"{v['weight']:g}%")
+                f"{v.variant} ({v.model.name} v{v.model.version}, "
+                + ("shadow" if v.shadow else f"{v.weight:g}%")
                 + ")"
-                for v in e["restored"]
+                for v in e.restored
             )
             lines.append(f"{'':6} restored: {live or 'nothing live'}")
     return "\n".join(lines)
@@ -262,39 +264,35 @@ def endpoints(ctx: click.Context, as_json: bool) -> None:
     with _chronoml(ctx, create=False) as cm:
         eps = cm.endpoints()
     if as_json:
-        _json(eps)
+        _json([ep.as_dict() for ep in eps])
         return
     for ep in eps:
         live = ", ".join(
-            f"{v['variant']} ({'shadow' if v['shadow'] else str(v['weight']) + '%'})"
-            for v in ep["variants"]
+            f"{v.variant} ({'shadow' if v.shadow else str(v.weight) + '%'})" for v in ep.variants
         )
-        click.echo(f"{ep['endpoint']:<24} {live or 'nothing live'}")
+        click.echo(f"{ep.endpoint:<24} {live or 'nothing live'}")
 
 
-def format_decision(d: dict[str, Any]) -> str:
-    m = d["model"] or {}
-    snap = d["data_snapshot"]
-    ev = d["event"]
+def format_decision(d: R.DecisionRecord) -> str:
+    sv = d.served_by
+    m = sv.model if sv else None
+    ev = d.event
     lines = [
-        f"decision {d['id']}",
-        f"  time      {d['time']}",
-        f"  endpoint  {d['endpoint']}  variant {d['variant']}{' (shadow)' if d['shadow'] else ''}"
-        + (f"  unit {d['unit']}" if d["unit"] else ""),
-        f"  model     {m.get('name')} v{m.get('version')}  run {m.get('run_id')}",
-        f"  artifact  {m.get('artifact_digest')}",
-        "  data      "
-        + (
-            f"{snap['name']} {snap['id']} ({snap['rows']} rows, taken {snap['created_at']})"
-            if snap
-            else "not linked"
-        ),
-        f"  code      {d['code_version'] or 'unknown'}",
+        f"decision {d.id}",
+        f"  time      {iso(d.ts)}",
+        f"  endpoint  {d.endpoint}  variant {d.variant}{' (shadow)' if d.shadow else ''}"
+        + (f"  unit {d.unit}" if d.unit else ""),
+        f"  model     {m.name if m else None} v{m.version if m else None}"
+        f"  run {m.run_id if m else None}",
+        f"  artifact  {m.artifact_digest if m else None}",
+        "  data      " + (_snapshot_line(sv.data_snapshot) if sv else "not linked"),
+        f"  code      {(sv.code_version if sv else None) or 'unknown'}",
     ]
     if ev:
         lines.append(
-            f"  live by   ledger #{ev['seq']} {ev['kind']} by {ev['actor']} at {ev['effective_at']}"
+            f"  live by   ledger #{ev.seq} {ev.kind} by {ev.actor} at {iso(ev.effective_at)}"
         )
-    lines.append(f"  output    {json.dumps(d['output'])}  ({d['latency_ms']:.2f} ms)")
-    lines.append("  inputs    " + ", ".join(f"{k}={v}" for k, v in d["inputs"].items()))
+    lines.append(f"  output    {json.dumps(d.output)}  ({d.latency_ms:.2f} ms)")
+    inputs = d.inputs or {}
+    lines.append("  inputs    " + ", ".join(f"{k}={v}" for k, v in inputs.items()))
     return "\n".join(lines)

@@ -86,7 +86,8 @@ def show_decision(
     from chronoml.explain.replay import replay_decision
 
     with _audit(ctx) as (cm, models):
-        d = cm.decision(decision_id)
+        record = cm.decision(decision_id)
+        d = record.as_dict()
         if explain:
             d["explanation"] = explain_decision(cm, models, decision_id)
         if replay:
@@ -94,7 +95,7 @@ def show_decision(
     if as_json:
         _json(d)
     else:
-        lines = [format_decision(d)]
+        lines = [format_decision(record)]
         if explain:
             lines.append(format_explanation(d["explanation"]))
         if replay:
@@ -425,6 +426,6 @@ def decision(
     with _chronoml(ctx, create=False) as cm:
         d = cm.decision(decision_id)
     if as_json:
-        _json(d)
+        _json(d.as_dict())
         return
     click.echo(format_decision(d))

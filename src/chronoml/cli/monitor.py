@@ -46,7 +46,7 @@ def feedback_import(ctx: click.Context, path: Path, update: bool) -> None:
             )
     except fb.FeedbackError as exc:
         raise Fail(exc.message) from None
-    click.echo(f"{result['labelled']} labelled, {result['updated']} updated from {path}")
+    click.echo(f"{result.labelled} labelled, {result.updated} updated from {path}")
 
 
 @feedback.command("add")
@@ -76,7 +76,7 @@ def feedback_add(ctx: click.Context, decision_id: str, label: str, update: bool)
             result = cm.feedback([(decision_id, value, None)], update=update)
     except fb.FeedbackError as exc:
         raise Fail(exc.message) from None
-    click.echo("updated" if result["updated"] else "labelled")
+    click.echo("updated" if result.updated else "labelled")
 
 
 @cli.command()

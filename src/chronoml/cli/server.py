@@ -148,9 +148,30 @@ if TYPE_CHECKING:
     help="Seconds between signed checkpoints of the evidence log (when it grew); 0: never.",
 )
 @click.option(
+    "--detach-after",
+    metavar="DURATION",
+    default=None,
+    help="PostgreSQL: detach day partitions of decisions older than this (e.g. 190d) once "
+    "archiving has emptied them; a partition still holding rows is never detached.",
+)
+@click.option(
     "--checkpoint-dir",
     type=click.Path(file_okay=False, path_type=Path),
     help="Also publish each checkpoint into this folder (<size>-<time>.txt and latest.txt).",
+)
+@click.option(
+    "--checkpoint-webhook",
+    "checkpoint_webhooks",
+    multiple=True,
+    help="Also POST each checkpoint (JSON with the signed note) to this URL through the "
+    "durable outbox, retried until delivered (repeatable; credentials as ${ENV_NAME}; "
+    "private hosts need --allow-webhook-host).",
+)
+@click.option(
+    "--tsa-url",
+    help="Timestamp each checkpoint with this RFC 3161 authority; the token is kept beside "
+    "the checkpoint (database, .tsr files, webhook body). Private hosts need "
+    "--allow-webhook-host.",
 )
 @click.option("--log-level", default="info", show_default=True)
 @click.pass_context
@@ -182,6 +203,9 @@ def server(
     access_log: bool,
     checkpoint_interval: float,
     checkpoint_dir: Path | None,
+    checkpoint_webhooks: tuple[str, ...],
+    tsa_url: str | None,
+    detach_after: str | None,
     log_level: str,
 ) -> None:
     """Serve the REST API, the prediction gateway and the dashboard.
@@ -203,8 +227,10 @@ def server(
 
     try:
         window_us = parse_duration(monitor_window)
+        detach_us = parse_duration(detach_after) if detach_after is not None else None
     except ValueError as exc:
         raise Fail(str(exc)) from None
+    _check_publishing(checkpoint_webhooks, tsa_url, allow_webhook_hosts)
     busy = port_holder(host, port)
     if busy is not None:
         # before the store opens: a second server on the port would otherwise die late
@@ -239,6 +265,9 @@ def server(
             oidc_roles_claim=oidc_roles_claim,
             checkpoint_interval_s=checkpoint_interval,
             checkpoint_dir=checkpoint_dir,
+            checkpoint_webhooks=checkpoint_webhooks,
+            tsa_url=tsa_url,
+            detach_after_us=detach_us,
         )
         # lazy: the command's modules load when it runs, so `chronoml --help` stays fast
         from chronoml.auth.access import ensure_admin_token
@@ -251,6 +280,23 @@ def server(
                 "chronoml token create"
             )
         _serve(cm, host, port, log_level, workers, access_log)
+
+
+def _check_publishing(
+    webhooks: tuple[str, ...], tsa_url: str | None, allow: tuple[str, ...]
+) -> None:
+    """Refuse, before anything starts, a checkpoint destination the server may not reach."""
+    # lazy: the command's modules load when it runs, so `chronoml --help` stays fast
+    from chronoml.auth import AuthError
+    from chronoml.auth.policy import check_webhook_url
+
+    given = [("--checkpoint-webhook", url) for url in webhooks]
+    given += [("--tsa-url", tsa_url)] if tsa_url else []
+    for option, url in given:
+        try:
+            check_webhook_url(url, allow, field=option.removeprefix("--").replace("-", "_"))
+        except AuthError as exc:
+            raise Fail(f"{option}: {exc.message}") from None
 
 
 def _serve(

@@ -16,14 +16,15 @@ committed, or the log entry, node or checkpoint that does not fit.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-from dataclasses import dataclass, field
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from chronoml.domain import leaves as LV
 from chronoml.domain import ledger as L
 from chronoml.domain import merkle, note
 from chronoml.evidence.checkpoints import TIME_PREFIX
+from chronoml.evidence.signatures import signature_problem
 from chronoml.store import Store
 from chronoml.store import checkpoints as SC
 from chronoml.store import evidence as SE
@@ -57,6 +58,7 @@ class CheckpointResult:
     size: int
     root: str
     consistent: bool
+    signed: bool | None = None  # by every trusted key (None: no key to check with)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON form."""
@@ -65,6 +67,7 @@ class CheckpointResult:
             "size": self.size,
             "root": self.root,
             "consistent": self.consistent,
+            "signed": self.signed,
         }
 
 
@@ -356,8 +359,14 @@ def verify(
     decisions: bool = False,
     window: Window | None = None,
     checkpoint: note.Checkpoint | None = None,
+    keys: Sequence[note.VerifierKey] = (),
 ) -> EvidenceReport:
-    """Recompute the evidence log from the stored rows (decisions too when asked)."""
+    """Recompute the evidence log from the stored rows (decisions too when asked).
+
+    Each stored checkpoint must be signed by every key of ``keys`` (the
+    store's key and the one an auditor trusts); with none, signatures are
+    not checked and the report says so (``signed`` is None).
+    """
     f = _Found()
     with store.read() as conn:
         found = SE.find_head(conn)
@@ -431,7 +440,12 @@ def verify(
         stamp = f"{TIME_PREFIX}{iso(at)}"
         if (cp.size, cp.root_hash) != (size, root) or stamp not in cp.extensions:
             f.add(None, where, "its columns differ from its signed note", "checkpoint")
-        report.checkpoints.append(check_checkpoint(tree, head.origin, cp, f"stored #{cid}", f))
+        forged = signature_problem(text, keys) if keys else None
+        if forged is not None:
+            f.add(None, where, forged, "checkpoint")
+        result = check_checkpoint(tree, head.origin, cp, f"stored #{cid}", f)
+        signed = None if not keys else forged is None
+        report.checkpoints.append(replace(result, signed=signed))
     if checkpoint is not None:
         report.checkpoints.append(check_checkpoint(tree, head.origin, checkpoint, "given", f))
     report.problems = f.sorted()

@@ -143,7 +143,7 @@ def export(cm: Context, key: SigningKey, decision_id: str, out: Path) -> list[Pa
     labels; each with its proof up to one signed checkpoint. ``lineage.json``
     is the decision as ``chronoml decision ID --json`` shows it, for reading.
     """
-    lineage = decision_lineage(cm, decision_id)
+    lineage = decision_lineage(cm, decision_id).as_dict()
     _covering(cm, key, decision_id)  # a known decision, committed
     # a fresh checkpoint: it covers the decision's labels and explanation recorded since
     issued = EC.issue(cm.store, key)

@@ -26,6 +26,7 @@ from chronoml.domain import codec, routing
 from chronoml.errors import InvalidInput, StoreError
 from chronoml.evidence.checkpoints import CheckpointWorker, signing_key
 from chronoml.evidence.keys import KeyFileError, SigningKey
+from chronoml.evidence.timestamps import Authority
 from chronoml.gateway import batching, inputs
 from chronoml.gateway.access import Access
 from chronoml.gateway.canary import Canaries
@@ -43,6 +44,7 @@ from chronoml.service import Chronoml
 from chronoml.settings import Settings
 from chronoml.store import ledger as SL
 from chronoml.store import outcomes
+from chronoml.store.partitions import PartitionWorker
 from chronoml.timeutil import now_us
 
 log = logging.getLogger("chronoml.gateway")
@@ -66,6 +68,7 @@ class Gateway:
         self.jobs: JobRunner | None = None  # advances retraining jobs while the server runs
         self.signing_key: SigningKey | None = None  # signs the evidence log's checkpoints
         self.checkpoints: CheckpointWorker | None = None
+        self.partitions: PartitionWorker | None = None
 
     # --- lifecycle ---------------------------------------------------------
 
@@ -99,6 +102,12 @@ class Gateway:
         self.monitor.start()
         self.jobs = JobRunner(self.cm, interval_s=self.settings.retrain_interval_s)
         self.jobs.start()
+        if not self.cm.store.is_sqlite:
+            self.partitions = PartitionWorker(
+                self.cm.store, self.settings.partition_interval_s, self.settings.detach_after_us
+            )
+            self.partitions.start()
+            self.partitions.wake()
         try:
             # created 0600 on the first start if absent
             self.signing_key, created = signing_key(self.settings, self.cm.store)
@@ -107,15 +116,21 @@ class Gateway:
         else:
             if created:
                 log.info("created the signing key %s", self.settings.signing_key_path)
+            tsa = self.settings.tsa_url
             self.checkpoints = CheckpointWorker(
                 self.cm.store,
                 self.signing_key,
                 self.settings.checkpoint_interval_s,
                 self.settings.checkpoint_dir,
+                authority=Authority(tsa, self.settings.allow_webhook_hosts) if tsa else None,
+                webhooks=self.settings.checkpoint_webhooks,
+                on_enqueue=self.outbox.wake,
             )
             self.checkpoints.start()
 
     def stop(self) -> None:
+        if self.partitions is not None:
+            self.partitions.stop()
         if self.checkpoints is not None:
             self.checkpoints.stop()
         if self.jobs is not None:

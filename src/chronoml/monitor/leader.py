@@ -29,16 +29,18 @@ from chronoml.store import Store
 
 log = logging.getLogger("chronoml.monitor")
 
-_PG_KEY = "hashtext(current_schema() || '.chronoml-monitor')"
-_PG_LOCK = f"SELECT pg_try_advisory_lock({_PG_KEY})"
-_PG_UNLOCK = f"SELECT pg_advisory_unlock({_PG_KEY})"
+
+def _pg_key(role: str) -> str:
+    return f"hashtext(current_schema() || '.chronoml-{role}')"
 
 
 class Leadership:
-    """Whether this process runs the scheduled monitoring passes of ``store``."""
+    """Whether this process runs the scheduled monitoring passes of ``store`` (or, with
+    another ``role``, whatever else one process per store should do: ``checkpoints``)."""
 
-    def __init__(self, store: Store) -> None:
+    def __init__(self, store: Store, role: str = "monitor") -> None:
         self.store = store
+        self.role = role
         self._file: int | None = None  # SQLite: the locked file's descriptor
         self._conn: Any = None  # PostgreSQL: the session holding the advisory lock
 
@@ -61,14 +63,15 @@ class Leadership:
                 # unlocked before the session ends: its end reaches the server later
                 # than close() returns, and the next leader must not wait for it
                 with conn.cursor() as cur:
-                    cur.execute(_PG_UNLOCK)
+                    cur.execute(f"SELECT pg_advisory_unlock({_pg_key(self.role)})")
                 conn.close()
 
     def _sqlite(self) -> bool:
         if self._file is not None:
             return True
         database = self.store.engine.url.database
-        path = Path(f"{database}.monitor-lock") if database else self.store.home / "monitor-lock"
+        name = f"{self.role}-lock"
+        path = Path(f"{database}.{name}") if database else self.store.home / name
         fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -91,7 +94,7 @@ class Leadership:
         try:
             driver.autocommit = True
             with driver.cursor() as cur:
-                cur.execute(_PG_LOCK)
+                cur.execute(f"SELECT pg_try_advisory_lock({_pg_key(self.role)})")
                 row = cur.fetchone()
         except BaseException:
             conn.invalidate()

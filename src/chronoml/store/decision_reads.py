@@ -18,7 +18,7 @@ from sqlalchemy import func, select
 
 from chronoml.domain import codec
 from chronoml.domain.codec import Schema
-from chronoml.store import schema
+from chronoml.store import partitions, schema
 from chronoml.store.database import Store
 from chronoml.store.decisions import Layouts
 
@@ -115,10 +115,7 @@ def batches(
         chunk = 500  # bound the IN list
         for i in range(0, len(ids), chunk):
             part = list(ids[i : i + chunk])
-            q = select(*_COLS).where(D.c.id.in_(part)).order_by(D.c.ts, D.c.id)
-            with store.engine.connect() as conn:
-                rows = conn.execute(q).cursor.fetchall()  # type: ignore[union-attr]
-            yield from _decode(layouts, rows)
+            yield from _decode(layouts, _by_ids(store, part))
         return
     q = select(*_COLS).where(*_where(endpoint, start, end, include_shadow)).order_by(D.c.ts, D.c.id)
     with store.engine.connect() as conn:
@@ -137,6 +134,13 @@ def batches(
                 yield from _decode(layouts, rows)
         finally:
             result.close()
+
+
+def _by_ids(store: Store, ids: list[str]) -> list[Any]:
+    """The rows of ``ids`` in time order (on PostgreSQL, from the partitions they point to)."""
+    with store.engine.connect() as conn:
+        rows = partitions.rows_by_ids(conn, _COLS, ids)
+    return sorted(rows, key=lambda r: (r[1], r[0]))
 
 
 def _decode(layouts: Layouts, rows: Sequence[Any]) -> Iterator[Batch]:

@@ -13,7 +13,7 @@ from sqlalchemy.exc import IntegrityError
 
 from chronoml.domain import codec
 from chronoml.domain.codec import NUMERIC_KINDS, Schema
-from chronoml.store import blocks, evidence, schema
+from chronoml.store import blocks, evidence, partitions, schema
 from chronoml.store.database import Store
 
 D = schema.decisions
@@ -101,6 +101,8 @@ def explanation_entry(rows: Sequence[Sequence[Any]]) -> evidence.Entry:
 
 
 _GET = select(D).where(D.c.id == bindparam("id"))
+# on PostgreSQL's time partitions: the span of ts the id implies reads one partition
+_GET_SPAN = _GET.where(D.c.ts >= bindparam("lo"), D.c.ts < bindparam("hi"))
 
 
 def get(store: Store, decision_id: str) -> DecisionRow | None:
@@ -110,7 +112,13 @@ def get(store: Store, decision_id: str) -> DecisionRow | None:
 
 def get_in(conn: Any, decision_id: str) -> DecisionRow | None:
     """The decision row, on a connection the caller holds."""
-    row = conn.execute(_GET, {"id": decision_id}).mappings().first()
+    row = None
+    span = None if conn.dialect.name == "sqlite" else partitions.id_span(decision_id)
+    if span is not None:
+        params = {"id": decision_id, "lo": span[0], "hi": span[1]}
+        row = conn.execute(_GET_SPAN, params).mappings().first()
+    if row is None:  # not where its id says (or not there at all): every partition
+        row = conn.execute(_GET, {"id": decision_id}).mappings().first()
     return DecisionRow(**row) if row is not None else None
 
 

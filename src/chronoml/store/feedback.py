@@ -9,7 +9,7 @@ import orjson
 from sqlalchemy import bindparam, func, select
 
 from chronoml.domain.feedback import FeedbackError, Label, check_label
-from chronoml.store import evidence, outcomes, schema
+from chronoml.store import evidence, outcomes, partitions, schema
 from chronoml.store.database import Store
 from chronoml.timeutil import iso, now_us
 
@@ -48,7 +48,7 @@ def record(
         seen.add(it.decision_id)
     now = now_us()
     with store.write() as conn:
-        outputs = dict(conn.execute(select(D.c.id, D.c.output).where(D.c.id.in_(list(seen)))).all())
+        outputs = dict(partitions.rows_by_ids(conn, [D.c.id, D.c.output], list(seen)))
         missing = [i for i in seen if i not in outputs]
         if missing:
             raise FeedbackError(f"unknown decision {missing[0]!r}", status=404, field="decision_id")

@@ -414,6 +414,15 @@ checkpoints = Table(
     Column("created_at", BigInteger, nullable=False),
     Column("note", Text, nullable=False),
 )
+# RFC 3161 timestamps of checkpoints: the authority's DER TimeStampResp over the note.
+checkpoint_timestamps = Table(
+    "checkpoint_timestamps",
+    metadata,
+    Column("checkpoint_id", Integer, primary_key=True, autoincrement=False),
+    Column("authority", Text, nullable=False),  # its URL as configured (references kept)
+    Column("response", LargeBinary, nullable=False),
+    Column("created_at", BigInteger, nullable=False),
+)
 # The class order of a classifier's logged scores, once per model version.
 model_classes = Table(
     "model_classes",

@@ -12,6 +12,7 @@ from starlette.routing import Route
 from chronoml.errors import NotFound, StoreError
 from chronoml.evidence import audit as EA
 from chronoml.evidence import proofs
+from chronoml.evidence import timestamps as TS
 from chronoml.gateway.responses import JSON, error
 
 if TYPE_CHECKING:
@@ -25,8 +26,13 @@ def routes(gw: Gateway) -> list[Route]:
         decisions = request.query_params.get("decisions", "").lower() in {"1", "true", "yes"}
 
         chain = await run_in_threadpool(gw.cm.verify)
-        evidence = await run_in_threadpool(lambda: EA.verify(gw.cm.store, decisions=decisions))
-        ok = chain.ok and evidence.ok
+        keys = [gw.signing_key.verifier()] if gw.signing_key is not None else []
+        evidence = await run_in_threadpool(
+            lambda: EA.verify(gw.cm.store, decisions=decisions, keys=keys)
+        )
+        # the server holds no authority certificate: each timestamp's imprint is checked
+        stamps = await run_in_threadpool(TS.check_stored, gw.cm.store)
+        ok = chain.ok and evidence.ok and stamps.ok
         body = {
             "ok": ok,
             "events": chain.events,
@@ -34,6 +40,7 @@ def routes(gw: Gateway) -> list[Route]:
             "first_bad_seq": chain.first_bad_seq,
             "reason": chain.reason,
             "evidence": evidence.to_dict(),
+            "timestamps": stamps.to_dict(),
         }
         return JSON(body, status_code=200 if ok else 409)
 

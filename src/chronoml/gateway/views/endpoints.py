@@ -14,13 +14,13 @@ from starlette.routing import Route
 from chronoml.auth import Action
 from chronoml.domain.canary import Guardrails
 from chronoml.domain.ledger import event_summary
+from chronoml.endpoints import event_dict
 from chronoml.errors import NotFound, Refused
 from chronoml.gateway.access import actor_of, principal_of
 from chronoml.gateway.responses import JSON, error, for_error
 from chronoml.gateway.views.monitor import window_args
 from chronoml.monitor.reports import parse_overrides, to_html
 from chronoml.monitor.slices import SliceError
-from chronoml.service import event_dict
 from chronoml.timeutil import parse_time
 
 if TYPE_CHECKING:
@@ -33,7 +33,7 @@ def routes(gw: Gateway) -> list[Route]:
     async def list_endpoints(request: Request) -> Response:
         principal = principal_of(request)
         rows = await run_in_threadpool(gw.cm.endpoints)
-        visible = [r for r in rows if principal.can(Action.READ_STATUS, str(r["endpoint"]))]
+        visible = [r.as_dict() for r in rows if principal.can(Action.READ_STATUS, r.endpoint)]
         return JSON({"endpoints": visible})
 
     async def get_endpoint(request: Request) -> Response:
@@ -151,7 +151,7 @@ def routes(gw: Gateway) -> list[Route]:
         status = await run_in_threadpool(gw.cm.status, endpoint)
         body: dict[str, Any] = {
             "event": {**event_dict(ev), "summary": event_summary(ev)},
-            "status": status,
+            "status": status.as_dict(),
         }
         card = (ev.payload or {}).get("model_card") if ev.kind == "deploy" else None
         if card is not None:
@@ -162,7 +162,7 @@ def routes(gw: Gateway) -> list[Route]:
 
     async def _call(fn: Callable[..., Any], *args: Any) -> Response:
         try:
-            return JSON(await run_in_threadpool(fn, *args))
+            return JSON((await run_in_threadpool(fn, *args)).as_dict())
         except NotFound as exc:
             return error(404, "not_found", str(exc))
 
@@ -175,16 +175,13 @@ def routes(gw: Gateway) -> list[Route]:
             d = await run_in_threadpool(gw.cm.decision, decision_id)
         except NotFound as exc:
             return error(404, "not_found", str(exc))
-        endpoint = str(d["endpoint"])
-        principal.require(Action.READ_STATUS, endpoint)
-        if principal.can(Action.READ_INPUTS, endpoint):
+        principal.require(Action.READ_STATUS, d.endpoint)
+        if principal.can(Action.READ_INPUTS, d.endpoint):
             await run_in_threadpool(gw.read_log, principal, [decision_id], "GET /v1/decisions/{id}")
         else:
             # a viewer sees the lineage and the output, not who it was or what they sent
-            d["inputs"] = None
-            d["unit"] = None
-            d["redacted"] = {"fields": ["inputs", "unit"], "needs_role": "auditor"}
-        return JSON(d)
+            d = d.without_inputs("auditor")
+        return JSON(d.as_dict())
 
     async def health(request: Request) -> Response:
         return JSON(

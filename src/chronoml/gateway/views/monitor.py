@@ -78,7 +78,7 @@ def routes(gw: Gateway) -> list[Route]:
             )
         except FeedbackError as exc:
             return error(exc.status, "bad_feedback", exc.message, exc.field)
-        return JSON(result)
+        return JSON(result.as_dict())
 
     async def get_quality(request: Request) -> Response:
         try:

@@ -93,9 +93,9 @@ def routes(gw: Gateway) -> list[Route]:
         totals = gw.metrics.totals()
         eps = []
         for ep in cm.endpoints():
-            n, errors = totals.get(ep["endpoint"], (0, 0))
+            n, errors = totals.get(ep.endpoint, (0, 0))
             rate = f"{errors / n:.1%}" if n else "n/a"
-            eps.append({**ep, "requests": n, "error_rate": rate, "alerts": []})
+            eps.append({**ep.as_dict(), "requests": n, "error_rate": rate, "alerts": []})
         return {
             "endpoints": eps,
             "verify": report,
@@ -152,8 +152,8 @@ def routes(gw: Gateway) -> list[Route]:
         return _page("endpoint", **context)
 
     def _endpoint_context(e: str, at: int) -> dict[str, Any]:
-        status = cm.status(e, at)
-        events = cm.history(e)["events"]
+        status = cm.status(e, at).as_dict()
+        events = cm.history(e).as_dict()["events"]
         raw = {ev.seq: ev for ev in SL.history(cm.store, e)}
         marks = []
         for ev in events:
@@ -187,14 +187,12 @@ def routes(gw: Gateway) -> list[Route]:
             d = await run_in_threadpool(cm.decision, decision_id)
         except NotFound as exc:
             return for_error(exc)
-        endpoint = str(d["endpoint"])
-        principal.require(Action.READ_STATUS, endpoint)
-        if principal.can(Action.READ_INPUTS, endpoint):
+        principal.require(Action.READ_STATUS, d.endpoint)
+        if principal.can(Action.READ_INPUTS, d.endpoint):
             await run_in_threadpool(gw.read_log, principal, [decision_id], "GET /ui/decisions/{id}")
         else:
-            d["inputs"] = None
-            d["redacted"] = {"needs_role": "auditor"}
-        return _page("decision", d=d, output=json.dumps(d["output"]))
+            d = d.without_inputs("auditor")
+        return _page("decision", d=d.as_dict(), output=json.dumps(d.output))
 
     async def audit_page(request: Request) -> Response:
         def load() -> dict[str, Any]:
@@ -202,7 +200,7 @@ def routes(gw: Gateway) -> list[Route]:
             verified.update(report=report, at=time.time())
             events = []
             for name in cm.endpoints():
-                events += cm.history(name["endpoint"])["events"]
+                events += cm.history(name.endpoint).as_dict()["events"]
             events.sort(key=lambda ev: ev["seq"])
             return {"verify": report, "events": events}
 

@@ -1,15 +1,15 @@
 """Outcome blocks: what fairness reads of a compacted block (ids, model names, outputs,
 context and the latest labels), dictionary-coded.
 
-Revision ID: 0011
-Revises: 0010
+Revision ID: 0013
+Revises: 0012
 """
 
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0011"
-down_revision = "0010"
+revision = "0013"
+down_revision = "0012"
 branch_labels = None
 depends_on = None
 
