@@ -21,6 +21,7 @@ from chronoml.domain import results as R
 from chronoml.domain.canary import Breach, Guardrails
 from chronoml.errors import NotFound, Refused
 from chronoml.monitor import feedback as fb
+from chronoml.monitor.cards import card_at_deploy
 from chronoml.monitor.reports import ensure_profile
 from chronoml.privacy import erasure
 from chronoml.registry import RegistryError
@@ -63,7 +64,9 @@ def deploy(
     With ``canary`` (and a ``weight``), the version joins as a canary:
     gateways roll it back when it breaches those guardrails. ``extra``
     fields are recorded in the event's payload (a retraining job's id and
-    evidence: ``{"job": {...}}``).
+    evidence: ``{"job": {...}}``). The version's model card is built and stored
+    as MLflow artifacts of its run first; the event's ``model_card`` says where,
+    or why it could not be (which does not stop the deploy).
     """
     _check_endpoint(endpoint)
     if canary is not None and (weight is None or shadow):
@@ -118,6 +121,8 @@ def deploy(
         payload["canary"] = canary.to_dict()
     for k, val in (extra or {}).items():
         payload.setdefault(k, val)
+    # the card is written as the version goes live, and the event says where (or why not)
+    payload["model_card"] = card_at_deploy(ctx, endpoint, ref, now_us())
     return _append(ctx, L.Change("deploy", endpoint, ctx.actor(actor), payload))
 
 

@@ -22,6 +22,7 @@ from chronoml.monitor.estimated import estimated_quality as _estimated
 from chronoml.monitor.fairness import fairness as _fairness
 from chronoml.monitor.quality import quality as _quality
 from chronoml.monitor.reports import endpoint_drift
+from chronoml.monitor.slices import DEFAULT_BINS
 from chronoml.privacy import erasure, policies
 from chronoml.store import ledger as SL
 from chronoml.window import Window
@@ -128,16 +129,27 @@ class Chronoml(Context):
         window_us: int = 3_600_000_000,
         variant: str | None = None,
         overrides: dict[str, dict[str, Any]] | None = None,
+        by: str | None = None,
+        bins: int = DEFAULT_BINS,
     ) -> dict[str, Any]:
         """Drift of ``endpoint``'s decisions in ``[start, end)`` (default: the last hour).
 
         ``overrides`` maps a feature (or ``prediction``) to its own
-        ``{"method": "psi" | "ks" | ..., "threshold": x}``.
+        ``{"method": "psi" | "ks" | ..., "threshold": x}``; ``by`` (a model input or a
+        context attribute) adds the report per slice, numeric values in ``bins``
+        quantile bins.
         """
         E.known(self, endpoint)
         w = Window.bounded(start, end, window_us)
         return endpoint_drift(
-            self.store, self.layouts, endpoint, w, variant=variant, overrides=overrides
+            self.store,
+            self.layouts,
+            endpoint,
+            w,
+            variant=variant,
+            overrides=overrides,
+            by=by,
+            bins=bins,
         )
 
     def feedback(

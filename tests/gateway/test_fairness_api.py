@@ -165,8 +165,9 @@ def test_model_card(client: TestClient, settings: Any, models: Any) -> None:
     from mlflow.tracking import MlflowClient
 
     run_id = card["model"]["run_id"]
-    names = {a.path for a in MlflowClient(settings.tracking_uri).list_artifacts(run_id, "chronoml")}
-    assert names == {f"chronoml/model_card.{x}" for x in ("json", "md", "html")}
+    folder = "chronoml/model_cards/cancer"
+    names = {a.path for a in MlflowClient(settings.tracking_uri).list_artifacts(run_id, folder)}
+    assert names == {f"{folder}/model_card.{x}" for x in ("json", "md", "html")}
     out = run(cli, [*base, "--no-store"], env=env)
     assert out.exit_code == 0 and "## Fairness" in out.output and "- sex:" in out.output
     out = run(cli, [*base, "--version", "99", "--no-store"], env=env)

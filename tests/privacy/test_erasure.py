@@ -94,8 +94,9 @@ def _stored_bytes(home: Path, url: str) -> bytes:
     try:
         out = []
         with store.read() as conn:
-            for table in (schema.decisions, schema.decision_blocks, schema.decision_context,
-                          schema.explanations, schema.ledger_events):  # fmt: skip
+            for table in (schema.decisions, schema.decision_blocks, schema.outcome_blocks,
+                          schema.decision_context, schema.explanations,
+                          schema.ledger_events):  # fmt: skip
                 for row in conn.execute(select(table)):
                     for v in row:
                         out.append(

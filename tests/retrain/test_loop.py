@@ -17,6 +17,7 @@ from starlette.testclient import TestClient
 from access_support import admin_client
 from chronoml.cli.common import cli
 from chronoml.gateway.app import create_app
+from chronoml.monitor import cards
 from chronoml.monitor.alerts import AlertEngine
 from chronoml.monitor.experiments import experiment
 from chronoml.monitor.scheduler import Monitor
@@ -154,6 +155,11 @@ def test_drift_alert_retrains_shadows_and_promotes(
     assert verdict["decision"]["action"] == "promote"
     assert verdict["experiment"]["sequential_method"].startswith("mSPRT")
     assert hist[6].payload["job"]["verdict_seq"] == hist[5].event.seq == job.verdict_seq
+    # the promotion wrote the version's model card, live since it joined as the shadow
+    assert hist[6].payload["model_card"]["stored"], hist[6].payload["model_card"]
+    card = cards.stored_card(cm, ep, v2)
+    assert card is not None and card["model"]["version"] == v2
+    assert card["live_since"] == hist[4].as_dict()["effective_at"]
 
     # status --at answers exactly for a moment in each phase
     def live(t: int) -> list[tuple[str, bool]]:

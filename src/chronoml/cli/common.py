@@ -90,6 +90,9 @@ def _print_event(ev: LedgerEvent) -> None:
         f"ledger #{ev.seq}  {iso(ev.effective_at)}  {ev.actor}  {ev.endpoint}: {event_summary(ev)}"
         f"  [{ev.hash[:12]}]"
     )
+    card = (ev.payload or {}).get("model_card") if ev.kind == "deploy" else None
+    if card and card.get("error"):
+        click.echo(f"warning: the model card was not stored: {card['error']}", err=True)
 
 
 def _num(x: Any, fmt: str = ".4g") -> str:
@@ -256,6 +259,8 @@ def print_remote_event(endpoint: str, answer: dict[str, Any]) -> None:
     click.echo(
         f"ledger #{ev['seq']}  {ev['effective_at']}  {ev['actor']}  {endpoint}: {ev['summary']}"
     )
+    for w in answer.get("warnings", []):
+        click.echo(f"warning: {w}", err=True)
 
 
 def main() -> None:

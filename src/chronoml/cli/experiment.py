@@ -60,6 +60,12 @@ def _duration(text: str, option: str) -> int:
     type=click.FloatRange(0),
     help="Call it 'no difference' once the effect is known to lie within +/- this.",
 )
+@click.option(
+    "--by",
+    help="Also analyse each slice of this model input or context attribute (numbers with "
+    "more than 10 values in --bins quantile bins); p-values Holm-adjusted over the slices.",
+)
+@click.option("--bins", default=4, show_default=True, type=click.IntRange(2, 100))
 @json_option
 @click.pass_context
 def experiment(
@@ -73,6 +79,8 @@ def experiment(
     alpha: float,
     min_samples: int,
     margin: float | None,
+    by: str | None,
+    bins: int,
     as_json: bool,
 ) -> None:
     """A/B analysis of ENDPOINT's variants over a window, from logged outcomes.
@@ -86,6 +94,7 @@ def experiment(
     # lazy: the command's modules load when it runs, so `chronoml --help` stays fast
     from chronoml.monitor.experiments import ExperimentError
     from chronoml.monitor.experiments import experiment as run
+    from chronoml.monitor.slices import SliceError
 
     begin, stop = window_bounds(window, start, end)
     with _chronoml(ctx, create=False) as cm:
@@ -101,9 +110,13 @@ def experiment(
                 min_samples=min_samples,
                 equivalence_margin=margin,
                 higher_is_better=False if lower_is_better else None,
+                by=by,
+                bins=bins,
             )
         except ExperimentError as exc:
             raise Fail(exc.message) from None
+        except SliceError as exc:
+            raise Fail(f"--{exc.field or 'by'}: {exc.message}") from None
     if as_json:
         _json(report)
         return
@@ -157,4 +170,27 @@ def format_experiment(r: dict[str, Any]) -> str:
             f"{_num(c['mde_sequential'])} (sequential)"
         )
         lines.append(f"    verdict: {c['verdict']}: {c['reason']}")
+        lines += _slice_lines(c.get("by"), m["name"])
     return "\n".join(lines)
+
+
+def _slice_lines(sliced: dict[str, Any] | None, metric: str) -> list[str]:
+    if not sliced:
+        return []
+    how = sliced["binning"]
+    binned = f", {how['bins']} quantile bins" if how["kind"] == "quantile" else ""
+    lines = [
+        f"    by {sliced['attribute']} ({sliced['source']}{binned}); "
+        f"p adjusted by {sliced['adjustment'].capitalize()} over the slices:"
+    ]
+    for s in sliced["slices"]:
+        a, b, ci = s["control"], s["treatment"], s["confidence_interval"]
+        mark = "  <- worst" if s["worst"] else ""
+        sig = " significant" if s["significant"] else ""
+        lines.append(
+            f"      {s['slice']:<18} A {a['outcomes']:>6} {metric} {_num(a['estimate'])}, "
+            f"B {b['outcomes']:>6} {_num(b['estimate'])}: effect {_num(s['effect'])} "
+            f"CI [{_num(ci['low'])}, {_num(ci['high'])}], p={_num(s['p_value'], '.3g')}, "
+            f"adjusted p={_num(s['p_value_adjusted'], '.3g')}{sig}{mark}"
+        )
+    return lines

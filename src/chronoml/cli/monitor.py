@@ -291,6 +291,12 @@ def monitor_history(ctx: click.Context, endpoint: str, metric: str | None, as_js
     type=click.Path(dir_okay=False, path_type=Path),
     help="Also write an offline HTML report.",
 )
+@click.option(
+    "--by",
+    help="Also report each slice of this model input or context attribute "
+    "(numbers with more than 10 values in --bins quantile bins).",
+)
+@click.option("--bins", default=4, show_default=True, type=click.IntRange(2, 100))
 @json_option
 @click.pass_context
 def drift(
@@ -303,6 +309,8 @@ def drift(
     methods: tuple[str, ...],
     thresholds: tuple[str, ...],
     html: Path | None,
+    by: str | None,
+    bins: int,
     as_json: bool,
 ) -> None:
     """Feature and prediction drift of ENDPOINT's decisions against the training data.
@@ -313,16 +321,22 @@ def drift(
     """
     # lazy: the command's modules load when it runs, so `chronoml --help` stays fast
     from chronoml.monitor.reports import parse_overrides, to_html
+    from chronoml.monitor.slices import SliceError
 
     begin, stop = window_bounds(window, start, end)
     with _chronoml(ctx, create=False) as cm:
-        rep = cm.drift(
-            endpoint,
-            start=begin,
-            end=stop,
-            variant=variant,
-            overrides=parse_overrides(list(methods), list(thresholds)),
-        )
+        try:
+            rep = cm.drift(
+                endpoint,
+                start=begin,
+                end=stop,
+                variant=variant,
+                overrides=parse_overrides(list(methods), list(thresholds)),
+                by=by,
+                bins=bins,
+            )
+        except SliceError as exc:
+            raise Fail(f"--{exc.field or 'by'}: {exc.message}") from None
     if html is not None:
         html.write_text(to_html(rep), encoding="utf-8")
         click.echo(f"wrote {html}", err=True)
@@ -366,4 +380,25 @@ def format_drift(rep: dict[str, Any]) -> str:
             else:
                 stat = f"distance={f['statistic']:.4g} (drift if > {f['threshold']:g})"
             lines.append(f"    {f['feature']:<28} {f['method']:<14} {stat:<36} {mark}")
+        lines += _slice_lines(v.get("by"))
     return "\n".join(lines)
+
+
+def _slice_lines(sliced: dict[str, Any] | None) -> list[str]:
+    """A variant's drift per slice: rows, drifted share and drifted features, worst marked."""
+    if not sliced:
+        return []
+    how = sliced["binning"]
+    binned = f", {how['bins']} quantile bins" if how["kind"] == "quantile" else ""
+    lines = [f"    by {sliced['attribute']} ({sliced['source']}{binned}):"]
+    for s in sliced["slices"]:
+        share = "n/a" if s["drifted_share"] is None else f"{s['drifted_share']:.0%}"
+        drifted = [f["feature"] for f in s["features"] if f.get("drifted")]
+        pred = " prediction DRIFT" if (s["prediction"] or {}).get("drifted") else ""
+        mark = "  <- worst" if s["worst"] else ""
+        warn = f" ({s['warning']})" if s.get("warning") else ""
+        lines.append(
+            f"      {s['slice']:<20} {s['rows']:>7} decisions{warn}, {share} drifted"
+            f"{': ' + ', '.join(drifted) if drifted else ''}{pred}{mark}"
+        )
+    return lines

@@ -6,6 +6,7 @@ Plain functions of the arms' summaries; :mod:`chronoml.domain.experiment` compos
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
 from scipy import special
 
@@ -84,3 +85,20 @@ def _msprt(
     p = math.exp(-log_lambda) if log_lambda > 0 else 1.0
     half = boundary * math.sqrt(v)
     return min(1.0, p), Interval(effect - half, effect + half), boundary
+
+
+def holm(p_values: Sequence[float]) -> list[float]:
+    """Holm's step-down adjustment of a family of p-values (family-wise error rate).
+
+    The ``i``-th smallest of ``m`` p-values is multiplied by ``m - i``, made
+    monotone and capped at 1. NaN p-values (no test) stay NaN and are not
+    counted in ``m``.
+    """
+    ranked = sorted((p, i) for i, p in enumerate(p_values) if math.isfinite(p))
+    out = [_NAN] * len(p_values)
+    m = len(ranked)
+    running = 0.0
+    for k, (p, i) in enumerate(ranked):
+        running = max(running, min(1.0, (m - k) * p))
+        out[i] = running
+    return out

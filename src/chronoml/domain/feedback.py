@@ -47,7 +47,8 @@ def check_label(output: Any, label: Any) -> Any:
     """The label, if its type fits the decision's output; FeedbackError otherwise.
 
     A classifier that answered 0/1 takes integer labels (1.0 counts as 1), one
-    that answered strings takes strings; a regressor takes any finite number.
+    that answered strings takes strings; a regressor takes any finite number; one that
+    answered its class scores takes a class.
     """
     out, lab = _kind(output), _kind(label)
     if lab == "other" or label is None:
@@ -64,6 +65,9 @@ def check_label(output: Any, label: Any) -> Any:
             return int(label)
     elif out == lab:
         return label
+    elif out == "other":
+        # an answer of class scores (a pyfunc returning probabilities): the label is a class
+        return int(label) if lab == "int" and not isinstance(label, bool) else label
     raise FeedbackError(
         f"label {label!r} does not fit this model's outputs (it answered {output!r}): "
         f"expected {'a number' if out == 'float' else 'an integer' if out == 'int' else 'a ' + out}",

@@ -36,6 +36,7 @@ from chronoml.errors import StoreError
 from chronoml.gateway.log import DecisionLog
 from chronoml.ids import new_ids
 from chronoml.registry.models import LoadedModel, labels_of
+from chronoml.registry.scores import split_scores
 from chronoml.store import decisions as D
 
 log = logging.getLogger("chronoml.batching")
@@ -343,6 +344,8 @@ class Batcher:
                 scores = self._pack(p, n)
             else:
                 pred = predict(x)
+                if proba is None:  # a plain pyfunc may answer with its class scores
+                    pred, scores = self._output_scores(pred, n)
             outputs, nums = codec.encode_outputs(pred, n)
         except Exception as exc:
             raise ModelFailed(str(exc) or type(exc).__name__) from exc
@@ -364,6 +367,17 @@ class Batcher:
         if plan is None:
             plan = self._plans[key] = privacy.StoragePlan(policy, schema, secret)
         return plan
+
+    def _output_scores(self, pred: Any, n: int) -> tuple[Any, list[bytes] | None]:
+        """The answer and the packed scores of a pyfunc that returns class probabilities."""
+        got = split_scores(pred, n)
+        if got is None:
+            return pred, None
+        if self.model.classes is None:
+            self.model.classes = got.classes  # this version's class order, from now on
+        elif got.classes != self.model.classes:
+            return got.answer, None  # a class order unlike the first batch's: no scores
+        return got.answer, self._pack(got.scores, n)
 
     def _scores(self, proba: Callable[[Any], Any], x: Any, n: int) -> list[bytes] | None:
         """Every row's class scores packed as float64, from one ``predict_proba`` call.

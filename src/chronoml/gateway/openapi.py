@@ -51,6 +51,8 @@ QUERY: dict[tuple[str, str], dict[str, Any]] = {
         "method": {"type": "string"},
         "threshold": {"type": "string"},
         "format": {"type": "string", "enum": ["json", "html"]},
+        "by": {"type": "string"},
+        "bins": {"type": "integer", "minimum": 2, "maximum": 100},
     },
     ("GET", "/v1/endpoints/{endpoint}/quality"): {
         **WINDOW_PARAMS,
@@ -70,6 +72,8 @@ QUERY: dict[tuple[str, str], dict[str, Any]] = {
         "from": TIME,
         "to": TIME,
         "metric": {"type": "string"},
+        "by": {"type": "string"},
+        "bins": {"type": "integer", "minimum": 2, "maximum": 100},
     },
     ("GET", "/v1/endpoints/{endpoint}/importance"): {
         "window": WINDOW,

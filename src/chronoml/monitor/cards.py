@@ -10,8 +10,10 @@ Markdown and HTML, and is stored as artifacts of the version's MLflow run.
 from __future__ import annotations
 
 import html
+import logging
 from typing import TYPE_CHECKING, Any
 
+from chronoml.domain.ledger import ModelRef
 from chronoml.errors import ChronomlError, NotFound
 from chronoml.monitor.fairness import fairness
 from chronoml.monitor.quality import quality
@@ -25,6 +27,7 @@ if TYPE_CHECKING:
     from chronoml.context import Context
 
 FORMATS = ("json", "markdown", "html")
+log = logging.getLogger("chronoml.cards")
 
 
 def _served(ctx: Context, endpoint: str, version: str | None) -> tuple[Any, int]:
@@ -46,11 +49,22 @@ def _served(ctx: Context, endpoint: str, version: str | None) -> tuple[Any, int]
 
 
 def build_card(
-    ctx: Context, endpoint: str, version: str | None = None, *, intended_use: str | None = None
+    ctx: Context,
+    endpoint: str,
+    version: str | None = None,
+    *,
+    intended_use: str | None = None,
+    served: tuple[Any, int] | None = None,
 ) -> dict[str, Any]:
-    """The card of ``version`` of ``endpoint`` (default: the version answering now)."""
-    ref, since = _served(ctx, endpoint, version)
-    end = now_us()
+    """The card of ``version`` of ``endpoint`` (default: the version answering now).
+
+    ``served`` (its model reference and since when it is live) is for a version about to
+    go live, which the ledger does not show yet.
+    """
+    ref, since = served or _served(ctx, endpoint, version)
+    if intended_use is None:
+        intended_use = ctx.registry.intended_use(ref)
+    end = max(now_us(), since + 1)
     limits: list[str] = []
     q = quality(ctx.store, endpoint, since, end)
     mine = [v for v in q["variants"] if v["model"]["version"] == ref.version]
@@ -183,4 +197,31 @@ def store_card(ctx: Context, card: dict[str, Any]) -> list[str]:
     run_id = card["model"]["run_id"]
     if not run_id:
         return []
-    return ctx.registry.log_card(run_id, card, to_markdown(card), to_html(card))
+    return ctx.registry.log_card(run_id, card["endpoint"], card, to_markdown(card), to_html(card))
+
+
+def stored_card(ctx: Context, endpoint: str, version: str | None = None) -> dict[str, Any] | None:
+    """The card last stored for ``version`` of ``endpoint`` (default: the one answering now),
+    or None when none was stored."""
+    ref, _ = _served(ctx, endpoint, version)
+    if not ref.run_id:
+        return None
+    return ctx.registry.read_card(ref.run_id, endpoint)
+
+
+def card_at_deploy(ctx: Context, endpoint: str, ref: ModelRef, at: int) -> dict[str, Any]:
+    """Build and store the card of ``ref`` as it goes live on ``endpoint``, for the deploy's
+    ledger event: where it was stored, or why it could not be. Never raises: a card that
+    cannot be written must not stop a deploy, only be reported."""
+    try:
+        try:
+            served = _served(ctx, endpoint, ref.version)  # already live here: a promotion
+        except NotFound:
+            served = (ref, at)
+        card = build_card(ctx, endpoint, ref.version, served=served)
+        if not ref.run_id:
+            return {"stored": [], "error": "the version has no MLflow run to store it in"}
+        return {"run_id": ref.run_id, "stored": store_card(ctx, card)}
+    except Exception as exc:  # the deploy goes on; the event says why there is no card
+        log.warning("model card of %s v%s on %s: %s", ref.name, ref.version, endpoint, exc)
+        return {"stored": [], "error": f"{type(exc).__name__}: {exc}"[:500]}

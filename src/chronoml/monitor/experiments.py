@@ -34,7 +34,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -42,18 +42,20 @@ import orjson
 
 from chronoml.domain import experiment as X
 from chronoml.domain import ledger as L
+from chronoml.monitor.ab_outcomes import (
+    METRICS,
+    _clean,
+    _kind,
+    _serving_dict,
+    outcome,
+    summarise,
+)
+from chronoml.monitor.experiment_slices import by_slice
+from chronoml.monitor.slices import DEFAULT_BINS
 from chronoml.store import decision_reads as DR
 from chronoml.store import ledger as SL
 from chronoml.store.database import Store
 from chronoml.timeutil import iso
-
-# metric -> (kind, higher is better); kind "auto" picks rate for 0/1 outcomes
-METRICS: dict[str, tuple[str, bool]] = {
-    "accuracy": ("rate", True),
-    "abs_error": ("mean", False),
-    "squared_error": ("mean", False),
-    "label": ("auto", True),
-}
 
 
 class ExperimentError(ValueError):
@@ -106,6 +108,10 @@ class Comparison:
     champion_serving: X.ServingStats
     challenger_serving: X.ServingStats
     serving_note: str
+    # with ``detail``: each arm's outcomes and the logged rows they came from (a shadow's
+    # outcomes come from the champion's rows they were paired with)
+    outcomes: tuple[list[float], list[float]] = field(default=([], []), repr=False)
+    sources: tuple[list[Any], list[Any]] = field(default=([], []), repr=False)
 
     def to_dict(self) -> dict[str, Any]:
         analysis = self.result.to_dict()
@@ -146,21 +152,6 @@ class Comparison:
                 }
             ),
         }
-
-
-def _clean(x: Any) -> Any:
-    """NaN and infinities become None (JSON has neither)."""
-    if isinstance(x, float) and not np.isfinite(x):
-        return None
-    if isinstance(x, dict):
-        return {k: _clean(v) for k, v in x.items()}
-    if isinstance(x, list | tuple):
-        return [_clean(v) for v in x]
-    return x
-
-
-def _serving_dict(s: X.ServingStats) -> dict[str, Any]:
-    return {"error_rate": s.error_rate, "p99_latency_ms": s.p99_latency_ms, "quality": s.quality}
 
 
 # --- the ledger side ----------------------------------------------------------------
@@ -212,46 +203,6 @@ def champion_of(arms: Sequence[Arm]) -> Arm | None:
     return min(answering, key=lambda a: (a.since or 0, a.variant)) if answering else None
 
 
-# --- outcomes -----------------------------------------------------------------------
-
-
-def outcome(metric: str, output: Any, label: Any) -> float | None:
-    """One decision's outcome under ``metric``; None when it does not apply."""
-    if label is None:
-        return None
-    if metric == "accuracy":
-        return 1.0 if _same(output, label) else 0.0
-    if metric == "label":
-        return float(label) if isinstance(label, int | float) else None
-    if not (_number(output) and _number(label)):
-        return None
-    diff = float(output) - float(label)
-    return abs(diff) if metric == "abs_error" else diff * diff
-
-
-def _number(x: Any) -> bool:
-    return isinstance(x, int | float) and not isinstance(x, bool)
-
-
-def _same(a: Any, b: Any) -> bool:
-    if isinstance(a, bool | int | float) and isinstance(b, bool | int | float):
-        return float(a) == float(b)
-    return bool(a == b)
-
-
-def summarise(kind: str, values: Sequence[float]) -> X.Summary:
-    if kind == "rate":
-        return X.RateSummary.from_outcomes(values)
-    return X.MeanSummary.from_values(values)
-
-
-def _kind(metric: str, values: Iterable[float]) -> str:
-    kind = METRICS[metric][0]
-    if kind != "auto":
-        return kind
-    return "rate" if all(v in (0.0, 1.0) for v in values) else "mean"
-
-
 # --- reading the log ----------------------------------------------------------------
 
 
@@ -264,10 +215,20 @@ def _rows(
     seqs: Iterable[int],
     *,
     inputs: bool = False,
+    ids: bool = False,
 ) -> list[Any]:
     """An arm's decisions routed by ``seqs``: output, latest label, latency (and inputs)."""
     return DR.arm_rows(
-        store, endpoint, start, end, arm.variant, arm.version, arm.shadow, seqs, inputs=inputs
+        store,
+        endpoint,
+        start,
+        end,
+        arm.variant,
+        arm.version,
+        arm.shadow,
+        seqs,
+        inputs=inputs,
+        ids=ids,
     )
 
 
@@ -291,12 +252,14 @@ def compare(
     equivalence_margin: float | None = None,
     higher_is_better: bool | None = None,
     settle_us: int = 0,
+    detail: bool = False,
 ) -> Comparison:
     """Compare ``treatment`` with ``control`` on the decisions of ``[start, end)``.
 
     ``settle_us``: a shadow's copy is logged shortly after the champion's
     answer, so champion decisions younger than this are left out of the
-    shadow's error rate (copies that never arrived).
+    shadow's error rate (copies that never arrived). ``detail`` keeps the
+    outcomes and their rows (ids and inputs), for the analysis per slice.
     """
     if metric not in METRICS:
         raise ExperimentError(
@@ -314,13 +277,16 @@ def compare(
     states = states or States.load(store, endpoint)
     both = states.both_live(control, treatment)
     better = METRICS[metric][1] if higher_is_better is None else higher_is_better
-    c_rows = _rows(store, endpoint, start, end, control, both, inputs=treatment.shadow)
-    t_rows = _rows(store, endpoint, start, end, treatment, both, inputs=treatment.shadow)
+    wide = {"inputs": treatment.shadow or detail, "ids": detail}
+    c_rows = _rows(store, endpoint, start, end, control, both, **wide)
+    t_rows = _rows(store, endpoint, start, end, treatment, both, **wide)
     c_lat = [r.latency_ms for r in c_rows]
     t_lat = [r.latency_ms for r in t_rows]
 
     c_out: list[float] = []
     t_out: list[float] = []
+    c_src: list[Any] = []
+    t_src: list[Any] = []
     if treatment.shadow:
         design = "shadow"
         copies: dict[tuple[int, bytes, str | None], list[Any]] = defaultdict(list)
@@ -341,6 +307,8 @@ def compare(
             if a is not None and b is not None:
                 c_out.append(a)
                 t_out.append(b)
+                c_src.append(r)
+                t_src.append(r)
         expected = (1.0, 1.0)
         traffic = X.sample_ratio_check(
             len(c_out), len(t_out), X.TrafficSplit(*expected), srm_alpha=X.SRM_ALPHA
@@ -357,7 +325,7 @@ def compare(
         design = "a/b"
         exp_c = exp_t = 0.0
         all_c = all_t = 0.0
-        for rows, out in ((c_rows, c_out), (t_rows, t_out)):
+        for rows, out, src in ((c_rows, c_out, c_src), (t_rows, t_out, t_src)):
             for r in rows:
                 wc, wt = both[r.event_seq]
                 share = wc / (wc + wt) if wc + wt else 0.5
@@ -369,6 +337,7 @@ def compare(
                 if v is None:
                     continue
                 out.append(v)
+                src.append(r)
                 exp_c += share
                 exp_t += 1 - share
         expected = (exp_c, exp_t) if exp_c > 0 and exp_t > 0 else (0.5, 0.5)
@@ -414,6 +383,8 @@ def compare(
         champion_serving=X.ServingStats(c_serv.error_rate, c_serv.p99_latency_ms, c_q),
         challenger_serving=X.ServingStats(t_serv.error_rate, t_serv.p99_latency_ms, t_q),
         serving_note=note,
+        outcomes=(c_out, t_out) if detail else ([], []),
+        sources=(c_src, t_src) if detail else ([], []),
     )
 
 
@@ -429,8 +400,13 @@ def experiment(
     max_samples: int | None = None,
     equivalence_margin: float | None = None,
     higher_is_better: bool | None = None,
+    by: str | None = None,
+    bins: int = DEFAULT_BINS,
 ) -> dict[str, Any]:
-    """Every challenger live in ``[start, end)`` against the champion, as a JSON-ready dict."""
+    """Every challenger live in ``[start, end)`` against the champion, as a JSON-ready dict.
+
+    ``by`` (a model input or a context attribute) adds each comparison per slice, with
+    Holm-adjusted p-values (see :mod:`chronoml.monitor.experiment_slices`)."""
     if start >= end:
         raise ExperimentError("the window's start must be before its end", "from")
     if metric not in METRICS:
@@ -465,11 +441,15 @@ def experiment(
                 max_samples=max_samples,
                 equivalence_margin=equivalence_margin,
                 higher_is_better=higher_is_better,
+                detail=by is not None,
             )
         except ExperimentError as exc:
             skipped.append({**arm.to_dict(), "reason": exc.message})
             continue
-        comparisons.append(c.to_dict())
+        d = c.to_dict()
+        if by is not None:
+            d["by"] = by_slice(store, c, by, bins=bins, alpha=alpha, min_samples=min_samples)
+        comparisons.append(d)
     out: dict[str, Any] = {
         "endpoint": endpoint,
         "window": {"from": iso(start), "to": iso(end)},

@@ -20,6 +20,7 @@ from chronoml.domain.profile import PREDICTION, Profile
 from chronoml.domain.profiling import build_profile
 from chronoml.errors import Refused
 from chronoml.monitor import multivariate
+from chronoml.monitor.slices import DEFAULT_BINS, SliceError, Slicing, mark_worst, members, slicing
 from chronoml.store import decisions as D
 from chronoml.store import ledger as SL
 from chronoml.store import privacy as SP
@@ -33,6 +34,8 @@ if TYPE_CHECKING:
     from chronoml.registry.models import LoadedModel
 
 log = logging.getLogger("chronoml.monitor")
+# below this many decisions a slice's verdicts rest on too few rows
+SMALL_SLICE = 30
 
 
 def ensure_profile(store: Store, model: LoadedModel) -> str | None:
@@ -76,6 +79,8 @@ def endpoint_drift(
     *,
     variant: str | None = None,
     overrides: dict[str, dict[str, Any]] | None = None,
+    by: str | None = None,
+    bins: int = DEFAULT_BINS,
 ) -> dict[str, Any]:
     """:func:`drift` of ``endpoint``, each version against the profile of what served it."""
     served: dict[tuple[str, str], ModelRef] = {}
@@ -92,7 +97,11 @@ def endpoint_drift(
             served,
             variant=variant,
             overrides=overrides,
+            by=by,
+            bins=bins,
         )
+    except SliceError:
+        raise
     except ValueError as exc:  # a bad override
         raise Refused(str(exc), "overrides") from None
 
@@ -107,15 +116,26 @@ def drift(
     *,
     variant: str | None = None,
     overrides: dict[str, dict[str, Any]] | None = None,
+    by: str | None = None,
+    bins: int = DEFAULT_BINS,
 ) -> dict[str, Any]:
     """The drift report of ``endpoint`` over ``[start, end)``, per variant and version.
 
     ``overrides`` maps a feature (or ``prediction``) to ``{"method", "threshold"}``.
+    ``by`` (a model input or a context attribute) adds each variant's report per slice
+    (see :mod:`chronoml.monitor.slices`), the most drifted slice marked worst.
 
     ``models`` maps (variant, version) to the model that served them. The
     top-level verdict is that of the variant with most decisions.
     """
     w = D.window(store, layouts, endpoint, start, end, variant=variant)
+    sliced: Slicing | None = None
+    if by is not None:
+        if w.rows == 0:
+            raise SliceError("no decisions in this window to break down", "window")
+        if by not in w.columns:
+            w = D.window(store, layouts, endpoint, start, end, variant=variant, with_context=True)
+        sliced = slicing(by, w.context, w.columns, bins=bins)
     out: dict[str, Any] = {
         "endpoint": endpoint,
         "window": {"from": iso(start), "to": iso(end), "rows": w.rows},
@@ -170,6 +190,12 @@ def drift(
         entry.update(report.to_dict())
         if ref is not None:
             entry["multivariate"] = multivariate.section(store, ref, current)
+        if sliced is not None and by is not None:
+            keys = sliced.keys if idx is None else [sliced.keys[i] for i in idx]
+            entry["by"] = {
+                **sliced.describe(by),
+                **_by_slice(profile, current, outputs, keys, by, feats, overrides),
+            }
         out["variants"].append(entry)
     main = next((v for v in out["variants"] if "features" in v), None)
     if main is None:
@@ -195,6 +221,58 @@ def drift(
             }
         )
     return out
+
+
+def _by_slice(
+    profile: Profile,
+    current: dict[str, np.ndarray[Any, Any]],
+    outputs: np.ndarray[Any, Any],
+    keys: list[str],
+    by: str,
+    feats: dict[str, dict[str, Any]],
+    overrides: dict[str, dict[str, Any]] | None,
+) -> dict[str, Any]:
+    """One variant's drift per slice. Slicing on a model input makes that input differ from
+    the training data within each slice by construction, so it is left out of the slices'
+    verdicts."""
+    if by in profile.features:
+        profile = replace(profile, features={k: v for k, v in profile.features.items() if k != by})
+    slices = []
+    for key, rows in members(keys).items():
+        idx = np.asarray(rows)
+        rep = drift_report(
+            profile,
+            {c: v[idx] for c, v in current.items() if c != by},
+            outputs[idx],
+            overrides=feats,
+            prediction_override=(overrides or {}).get(PREDICTION),
+        )
+        d = rep.to_dict()
+        slices.append(
+            {
+                "slice": key,
+                "rows": len(rows),
+                "drifted_share": d["drifted_share"],
+                "dataset_drift": d["dataset_drift"],
+                "number_of_drifted_features": d["number_of_drifted_features"],
+                "prediction": d["prediction"],
+                "features": d["features"],
+                **({"warning": f"only {len(rows)} decisions"} if len(rows) < SMALL_SLICE else {}),
+            }
+        )
+    worst = mark_worst(
+        slices,
+        lambda s: (
+            None
+            if s["drifted_share"] is None
+            else (s["drifted_share"], bool((s["prediction"] or {}).get("drifted")), s["rows"])
+        ),
+    )
+    return {
+        "slices": slices,
+        "worst": worst,
+        "worst_rule": "highest share of drifted features, prediction drift breaking ties",
+    }
 
 
 def parse_overrides(methods: list[str], thresholds: list[str]) -> dict[str, dict[str, Any]]:

@@ -27,6 +27,8 @@ if TYPE_CHECKING:
     from mlflow.tracking import MlflowClient
 
 SNAPSHOT_TAG = "chronoml.snapshot.id"
+CARD_FOLDER = "chronoml/model_cards"
+INTENDED_USE_TAG = "intended_use"
 SNAPSHOT_NAME_TAG = "chronoml.snapshot.name"
 SNAPSHOT_ROWS_TAG = "chronoml.snapshot.rows"
 SNAPSHOT_CREATED_TAG = "chronoml.snapshot.created_at"
@@ -254,16 +256,51 @@ class Registry:
             batch = [Metric(k, v, ts_ms, step) for k, v in metrics.items()]
             self.client.log_batch(run_id, metrics=batch)
 
-    def log_card(self, run_id: str, card: dict[str, Any], markdown: str, page: str) -> list[str]:
-        """Store a model card as artifacts of ``run_id``; returns their artifact paths."""
+    def log_card(
+        self, run_id: str, endpoint: str, card: dict[str, Any], markdown: str, page: str
+    ) -> list[str]:
+        """Store a model card (one per endpoint the version serves) as artifacts of
+        ``run_id``; returns their artifact paths."""
+        folder = f"{CARD_FOLDER}/{endpoint}"
         files = {
-            "chronoml/model_card.json": json.dumps(card, indent=2, default=str),
-            "chronoml/model_card.md": markdown,
-            "chronoml/model_card.html": page,
+            f"{folder}/model_card.json": json.dumps(card, indent=2, default=str),
+            f"{folder}/model_card.md": markdown,
+            f"{folder}/model_card.html": page,
         }
         for path, text in files.items():
             self.client.log_text(run_id, text, path)
         return list(files)
+
+    def read_card(self, run_id: str, endpoint: str) -> dict[str, Any] | None:
+        """The model card stored for ``endpoint`` in ``run_id``, or None when there is none."""
+        # lazy: mlflow costs 1.6 s to import
+        from mlflow.exceptions import MlflowException
+
+        path = f"{CARD_FOLDER}/{endpoint}/model_card.json"
+        with tempfile.TemporaryDirectory() as tmp:
+            try:
+                local = self.client.download_artifacts(run_id, path, tmp)
+            except (MlflowException, OSError):
+                return None
+            got: dict[str, Any] = json.loads(Path(local).read_text())
+            return got
+
+    def intended_use(self, ref: ModelRef) -> str | None:
+        """What the version is for, as its owner wrote it: the registered version's
+        description, else its run's ``intended_use`` tag."""
+        # lazy: mlflow costs 1.6 s to import
+        from mlflow.exceptions import MlflowException
+
+        try:
+            mv = self.client.get_model_version(ref.name, ref.version)
+            if mv.description:
+                return str(mv.description)
+            if ref.run_id:
+                tag = self.client.get_run(ref.run_id).data.tags.get(INTENDED_USE_TAG)
+                return str(tag) if tag else None
+        except MlflowException:
+            return None
+        return None
 
     def fetch(self, ref: ModelRef) -> Path:
         """The archived artifact for ``ref``, its digest checked.

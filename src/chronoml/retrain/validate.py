@@ -11,7 +11,7 @@ from chronoml.context import Context
 from chronoml.domain.challenger import Policy
 from chronoml.domain.ledger import ModelRef
 from chronoml.domain.retraining import Holdout
-from chronoml.monitor.experiments import outcome
+from chronoml.monitor.ab_outcomes import outcome
 from chronoml.registry.models import load_model
 from chronoml.store.snapshots import read_table
 

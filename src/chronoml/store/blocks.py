@@ -26,6 +26,7 @@ from sqlalchemy import delete, func, select
 
 from chronoml.domain import codec
 from chronoml.domain.codec import NUMERIC_KINDS, Schema
+from chronoml.store import outcome_blocks as OB
 from chronoml.store import schema
 from chronoml.store.database import Store
 
@@ -62,6 +63,7 @@ def compact(
     total = 0
     for endpoint in endpoints:
         total += _compact_one(store, endpoint, limit)
+        OB.refresh_labels(store, endpoint)
     return total
 
 
@@ -82,22 +84,38 @@ def _compact_one(store: Store, endpoint: str, limit: int) -> int:
             D.c.num,
             D.c.txt,
             D.c.output_num,
+            D.c.id,
+            D.c.model_name,
+            D.c.output,
+            D.c.context,
         )
         .where(D.c.endpoint == endpoint, D.c.ts >= lo, D.c.ts < limit)
         .order_by(D.c.ts)
     )
     with store.engine.connect() as conn:
         data = conn.execute(q).cursor.fetchall()  # type: ignore[union-attr]
+        upto = OB.settled_feedback(conn)
     groups: dict[tuple[str, str, str, bool], list[Any]] = {}
     for r in data:
         groups.setdefault((r[1], r[2], r[3], bool(r[4])), []).append(r)
     rows = []
+    outcomes: list[dict[str, Any] | None] = []
     for (variant, version, layout, shadow), members in groups.items():
         for i in range(0, len(members), BLOCK_ROWS):
             chunk = members[i : i + BLOCK_ROWS]
             ts = np.fromiter((r[0] for r in chunk), dtype="<i8", count=len(chunk))
             texts = [r[6] for r in chunk]
             uniques, codes = _dictionary(texts)
+            with store.engine.connect() as conn:
+                outcome = OB.row_for(
+                    conn,
+                    [r[8] for r in chunk],
+                    [r[9] for r in chunk],
+                    [r[10] for r in chunk],
+                    [r[11] for r in chunk],
+                    upto,
+                )
+            outcomes.append(outcome)
             rows.append(
                 {
                     "endpoint": endpoint,
@@ -126,8 +144,10 @@ def _compact_one(store: Store, endpoint: str, limit: int) -> int:
             return 0
         if _last_erasure_in(conn, endpoint) != erasures_before:
             return 0  # the next pass compacts again, from the erased rows
-        if rows:
-            conn.execute(B.insert(), rows)
+        for row, outcome in zip(rows, outcomes, strict=True):
+            block_id = conn.execute(B.insert().values(**row).returning(B.c.id)).scalar_one()
+            if outcome is not None:
+                conn.execute(schema.outcome_blocks.insert().values(block_id=block_id, **outcome))
         if start is None:
             conn.execute(W.insert().values(endpoint=endpoint, compacted_to=limit))
         else:
@@ -175,9 +195,14 @@ def drop(store: Store, endpoint: str | None = None) -> None:
     """Forget the blocks (of one endpoint or all); reads fall back to rows until compacted again."""
     with store.write() as conn:
         if endpoint is None:
+            conn.execute(delete(schema.outcome_blocks))
             conn.execute(delete(B))
             conn.execute(delete(W))
         else:
+            mine = select(B.c.id).where(B.c.endpoint == endpoint).scalar_subquery()
+            conn.execute(
+                delete(schema.outcome_blocks).where(schema.outcome_blocks.c.block_id.in_(mine))
+            )
             conn.execute(delete(B).where(B.c.endpoint == endpoint))
             conn.execute(delete(W).where(W.c.endpoint == endpoint))
 

@@ -268,14 +268,17 @@ def arm_rows(
     seqs: Iterable[int],
     *,
     inputs: bool = False,
+    ids: bool = False,
 ) -> list[Any]:
     """An experiment arm's decisions routed by ``seqs``: ts, event_seq, output, latency,
-    latest label (and, with ``inputs``, the packed inputs)."""
+    latest label (with ``inputs``, the packed inputs; with ``ids``, id and layout)."""
     seqs = list(seqs)
     last = _latest_label_ids()
     cols = [D.c.ts, D.c.event_seq, D.c.output, D.c.latency_ms, FB.c.label]
     if inputs:
         cols += [D.c.num, D.c.txt]
+    if ids:
+        cols += [D.c.id, D.c.layout]
     q = (
         select(*cols)
         .select_from(

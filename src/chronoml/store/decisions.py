@@ -150,6 +150,8 @@ class Window:
     outputs: np.ndarray[Any, Any]
     variants: np.ndarray[Any, Any]
     versions: np.ndarray[Any, Any]
+    # with ``with_context``: each row's merged context ({} when none), else None
+    context: list[dict[str, Any]] | None = None
 
 
 def window(
@@ -161,23 +163,31 @@ def window(
     *,
     variant: str | None = None,
     include_shadow: bool = False,
+    with_context: bool = False,
 ) -> Window:
     """Decisions of ``endpoint`` with ``start <= ts < end`` as columns.
 
     One query per (variant, version, layout) fetches only the packed inputs
     and the numeric output; the packed rows are joined into one buffer and
-    viewed as a matrix, with no per-value parsing.
+    viewed as a matrix, with no per-value parsing. ``with_context`` also reads
+    each row's context; the blocks do not hold it, so the rows are read then.
     """
 
     # archived history comes from its Parquet files, then blocks below the
-    # endpoint's compaction watermark, then raw rows
+    # endpoint's compaction watermark (they hold no context), then raw rows
     parts, start = archive_reads.window_parts(
         store, endpoint, start, end, variant=variant, include_shadow=include_shadow
     )
-    blocked, raw_start = blocks.read(
-        store, layouts, endpoint, start, end, variant=variant, include_shadow=include_shadow
-    )
-    parts += blocked
+    # the archive's context is not read here: archived decisions count with none
+    contexts: list[dict[str, Any]] = [{} for p in parts for _ in range(len(p[3]))]
+    if with_context:
+        raw_start = start
+    else:
+        blocked, raw_start = blocks.read(
+            store, layouts, endpoint, start, end, variant=variant, include_shadow=include_shadow
+        )
+        parts += blocked
+    later = _later_context(store, endpoint, start, end) if with_context else {}
     where = [D.c.endpoint == endpoint, D.c.ts >= raw_start, D.c.ts < end]
     if variant is not None:
         where.append(D.c.variant == variant)
@@ -190,7 +200,9 @@ def window(
         sch = layouts.get(layout)
         numeric = [c for c, k in sch if k in NUMERIC_KINDS]
         other = [c for c, k in sch if k not in NUMERIC_KINDS]
-        cols = [D.c.num, D.c.output_num] + ([D.c.txt] if other else [])
+        cols = [D.c.num, D.c.output_num, D.c.txt if other else D.c.layout]
+        if with_context:
+            cols += [D.c.id, D.c.context]
         match = [*where, D.c.variant == vname, D.c.model_version == version, D.c.layout == layout]
         q = select(*cols).where(*match).order_by(D.c.ts)
         with store.engine.connect() as conn:
@@ -203,6 +215,8 @@ def window(
         # None (a non-numeric output) becomes NaN
         outs = np.array([r[1] for r in data], dtype=np.float64)
         parts.append((vname, version, got, outs))
+        if with_context:
+            contexts += _merged([r[3] for r in data], [r[4] for r in data], later)
     total = sum(len(p[3]) for p in parts)
     names = list(dict.fromkeys(c for p in parts for c in p[2]))
     columns: dict[str, np.ndarray[Any, Any]] = {}
@@ -224,7 +238,42 @@ def window(
         versions=np.repeat(
             np.array([p[1] for p in parts], dtype=object), [len(p[3]) for p in parts]
         ),
+        context=contexts if with_context else None,
     )
+
+
+def _later_context(store: Store, endpoint: str, start: int, end: int) -> dict[str, dict[str, Any]]:
+    """Context added after the fact to the window's decisions, merged per decision."""
+    DC = schema.decision_context
+    q = (
+        select(DC.c.decision_id, DC.c.context)
+        .join(D, D.c.id == DC.c.decision_id)
+        .where(D.c.endpoint == endpoint, D.c.ts >= start, D.c.ts < end)
+        .order_by(DC.c.id)
+    )
+    out: dict[str, dict[str, Any]] = {}
+    with store.read() as conn:
+        for did, text in conn.execute(q).all():
+            out.setdefault(did, {}).update(orjson.loads(text))
+    return out
+
+
+def _merged(
+    ids: Sequence[str], texts: Sequence[str | None], later: dict[str, dict[str, Any]]
+) -> list[dict[str, Any]]:
+    """Each row's context: what came with the prediction, then later keys (read only)."""
+    parsed: dict[str, dict[str, Any]] = {}
+    out: list[dict[str, Any]] = []
+    for did, text in zip(ids, texts, strict=True):
+        if text is None:
+            base: dict[str, Any] = {}
+        else:
+            got = parsed.get(text)
+            if got is None:
+                got = parsed[text] = dict(orjson.loads(text))
+            base = got
+        out.append({**base, **later[did]} if did in later else base)
+    return out
 
 
 # --- the fast write path of the gateway ---------------------------------------

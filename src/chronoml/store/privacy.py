@@ -242,6 +242,11 @@ def _erase_in_blocks(conn: Connection, targets: Sequence[Target]) -> None:
         )
         for bid in conn.execute(q).scalars():
             by_block.setdefault(int(bid), []).append(t)
+    if by_block:
+        # a block's outcome copy holds its rows' context: it goes (readers fall back to the
+        # rows for a block without one), so erased context is nowhere in a block
+        OB = schema.outcome_blocks
+        conn.execute(delete(OB).where(OB.c.block_id.in_(sorted(by_block))))
     in_place = conn.dialect.name == "sqlite"
     for bid, members in by_block.items():
         q = select(B.c.rows, B.c.ts, B.c.txt, B.c.codes, B.c.erased, func.length(B.c.num))
@@ -407,7 +412,13 @@ def scrub(store: Store, attempts: int = 40) -> bool:
         else:
             db.autocommit = True  # type: ignore[union-attr]
             with db.cursor() as cur:  # type: ignore[union-attr]
-                for table in ("decisions", "decision_blocks", "evidence_items", "decision_context"):
+                for table in (
+                    "decisions",
+                    "decision_blocks",
+                    "outcome_blocks",
+                    "evidence_items",
+                    "decision_context",
+                ):
                     cur.execute(f"VACUUM {table}")
         return True
     finally:

@@ -295,6 +295,29 @@ decision_blocks = Table(
 )
 Index("ix_decision_blocks_endpoint", decision_blocks.c.endpoint, decision_blocks.c.ts_max)
 
+# What fairness reads of each decision block, dictionary-coded per column (the JSON
+# list of a column's distinct texts, and an int32 code per row into it, -1 for none):
+# the rows' ids (fixed width), model names, outputs, context as logged, and the latest
+# label of each decision among the feedback rows with id <= labels_to (a later label is
+# read from the feedback table, and compaction folds it in).
+outcome_blocks = Table(
+    "outcome_blocks",
+    metadata,
+    Column("block_id", Integer, primary_key=True, autoincrement=False),
+    Column("ids", LargeBinary, nullable=False),
+    Column("id_min", String(64), nullable=False),
+    Column("id_max", String(64), nullable=False),
+    Column("names", Text, nullable=False),
+    Column("name_codes", LargeBinary, nullable=False),
+    Column("outputs", Text, nullable=False),
+    Column("output_codes", LargeBinary, nullable=False),
+    Column("contexts", Text, nullable=False),
+    Column("context_codes", LargeBinary, nullable=False),
+    Column("labels", Text, nullable=False),
+    Column("label_codes", LargeBinary, nullable=False),
+    Column("labels_to", BigInteger, nullable=False),
+)
+
 block_watermarks = Table(
     "block_watermarks",
     metadata,

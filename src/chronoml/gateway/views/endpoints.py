@@ -17,9 +17,10 @@ from chronoml.domain.ledger import event_summary
 from chronoml.endpoints import event_dict
 from chronoml.errors import NotFound, Refused
 from chronoml.gateway.access import actor_of, principal_of
-from chronoml.gateway.responses import JSON, error
+from chronoml.gateway.responses import JSON, error, for_error
 from chronoml.gateway.views.monitor import window_args
 from chronoml.monitor.reports import parse_overrides, to_html
+from chronoml.monitor.slices import SliceError
 from chronoml.timeutil import parse_time
 
 if TYPE_CHECKING:
@@ -52,11 +53,16 @@ def routes(gw: Gateway) -> list[Route]:
                 [m.replace(":", "=", 1) for m in q.getlist("method")],
                 [t.replace(":", "=", 1) for t in q.getlist("threshold")],
             )
+            kw["by"] = q.get("by") or None
+            if q.get("bins"):
+                kw["bins"] = int(q["bins"])
         except ValueError as exc:
             return error(400, "bad_query", str(exc))
         endpoint = request.path_params["endpoint"]
         try:
             report = await run_in_threadpool(lambda: gw.cm.drift(endpoint, **kw))
+        except SliceError as exc:
+            return for_error(exc)
         except NotFound as exc:
             return error(404, "not_found", str(exc))
         except Refused as exc:
@@ -143,9 +149,16 @@ def routes(gw: Gateway) -> list[Route]:
         # make the change live here before answering; other replicas follow by polling
         await run_in_threadpool(gw.live.refresh)
         status = await run_in_threadpool(gw.cm.status, endpoint)
-        return JSON(
-            {"event": {**event_dict(ev), "summary": event_summary(ev)}, "status": status.as_dict()}
-        )
+        body: dict[str, Any] = {
+            "event": {**event_dict(ev), "summary": event_summary(ev)},
+            "status": status.as_dict(),
+        }
+        card = (ev.payload or {}).get("model_card") if ev.kind == "deploy" else None
+        if card is not None:
+            body["model_card"] = card
+            if card.get("error"):
+                body["warnings"] = [f"the model card was not stored: {card['error']}"]
+        return JSON(body)
 
     async def _call(fn: Callable[..., Any], *args: Any) -> Response:
         try:

@@ -15,8 +15,9 @@ from chronoml.auth.policy import check_retraining, data_roots, redacted_retraini
 from chronoml.errors import BadQuery, NotFound, Refused
 from chronoml.fairness.guardrails import GuardrailError
 from chronoml.gateway.access import actor_of, principal_of
-from chronoml.gateway.responses import JSON, error
+from chronoml.gateway.responses import JSON, error, for_error
 from chronoml.monitor.experiments import ExperimentError, experiment
+from chronoml.monitor.slices import SliceError
 from chronoml.retrain.fair_selection import check_policy
 from chronoml.retrain.runner import JobRunner, approve
 from chronoml.store import jobs as J
@@ -52,7 +53,10 @@ def routes(gw: Gateway) -> list[Route]:
                 "min_samples": int(q.get("min_samples", 100)),
                 "equivalence_margin": float(q["margin"]) if q.get("margin") else None,
                 "higher_is_better": False if q.get("lower_is_better") == "true" else None,
+                "by": q.get("by") or None,
             }
+            if q.get("bins"):
+                kw["bins"] = int(q["bins"])
         except ValueError as exc:
             return error(400, "bad_query", str(exc))
         if not 1 <= kw["min_samples"] <= 10**9:
@@ -70,6 +74,8 @@ def routes(gw: Gateway) -> list[Route]:
             )
         except ExperimentError as exc:
             return error(400, "bad_query", exc.message, exc.field)
+        except SliceError as exc:
+            return for_error(exc)
         except ValueError as exc:  # alpha or min_samples out of range
             return error(400, "bad_query", str(exc))
         return JSON(report)
