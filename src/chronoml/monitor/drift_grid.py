@@ -36,6 +36,9 @@ from chronoml.timeutil import iso, now_us
 
 MAX_WINDOWS = 24
 CACHE_WINDOWS = 4096
+#: A window still open is recomputed at most this often (the heatmap's newest column lags by
+#: at most this much; reading it means decoding the blocks it overlaps).
+OPEN_TTL_US = 30_000_000
 Counts = npt.NDArray[np.float64]
 
 
@@ -104,6 +107,7 @@ class DriftGrid:
         self.layouts = layouts
         self.clock = clock
         self._cells: OrderedDict[tuple[str, int, int], list[Cell]] = OrderedDict()
+        self._open: dict[tuple[str, int], tuple[int, int, list[Cell]]] = {}
         self._profiles: dict[str, Profile | None] = {}
         self._lock = threading.Lock()
 
@@ -117,10 +121,20 @@ class DriftGrid:
         self, endpoint: str, start: int, end: int, served: dict[tuple[str, str], ModelRef]
     ) -> list[Cell]:
         key = (endpoint, start, end)
+        now = self.clock()
+        settled = end <= now - SETTLE_US
         with self._lock:
             hit = self._cells.get(key)
+            recent = self._open.get((endpoint, start))
         if hit is not None:
             return hit
+        if (
+            not settled
+            and recent is not None
+            and recent[0] > now - OPEN_TTL_US
+            and recent[1] <= end
+        ):
+            return recent[2]
         w = D.window(self.store, self.layouts, endpoint, start, end)
         out: list[Cell] = []
         if w.rows:
@@ -141,11 +155,13 @@ class DriftGrid:
                 if prof.prediction is not None:
                     pred = histogram(prof.prediction, w.outputs[idx])
                 out.append(Cell(vname, version, ref.artifact_digest, len(idx), feats, pred))
-        if end <= self.clock() - SETTLE_US:
-            with self._lock:
+        with self._lock:
+            if settled:
                 self._cells[key] = out
                 while len(self._cells) > CACHE_WINDOWS:
                     self._cells.popitem(last=False)
+            else:
+                self._open[(endpoint, start)] = (now, end, out)
         return out
 
 

@@ -5,8 +5,10 @@ the same bucket is the same whatever window a page asks for. The decision log
 is append-only, so a bucket that ended more than ``SETTLE_US`` ago never
 changes: its figures are computed once and kept (bounded), and a page over a
 million decisions reads only the buckets still open. Quality depends on labels,
-which arrive late for old decisions too: it is recomputed whenever the
-feedback table grew, from the labelled decisions only.
+which arrive late for old decisions too: per bucket and version it keeps the
+sum of outcomes and counts, and adds only the feedback rows newer than the last
+it saw (a relabelled decision swaps its old outcome for the new one). Quality
+is that of the labels known now, also in an as-of view.
 
 Per bucket and version a latency histogram on fixed log-spaced bins is kept,
 so any span's percentiles per version (the compare page) merge from buckets;
@@ -69,8 +71,16 @@ class Quality:
     points: list[tuple[int, float | None]]
     #: version -> (labelled, sum of outcomes)
     versions: dict[str, tuple[int, float]]
-    #: the feedback table's newest id when this was computed
+
+
+@dataclass
+class _Outcomes:
+    """Running outcome sums of one endpoint on one grid width."""
+
     mark: int = 0
+    metric: str | None = None
+    #: bucket start -> version -> [labelled, sum of outcomes]
+    sums: dict[int, dict[str, list[float]]] = field(default_factory=dict)
 
 
 class Timeline:
@@ -80,7 +90,7 @@ class Timeline:
         self.store = store
         self.clock = clock
         self._buckets: OrderedDict[tuple[str, int, int], Bucket] = OrderedDict()
-        self._quality: dict[tuple[str, int, int, int], Quality] = {}
+        self._outcomes: dict[tuple[str, int], _Outcomes] = {}
         self._lock = threading.Lock()
 
     def buckets(self, endpoint: str, start: int, end: int, width: int) -> list[tuple[int, Bucket]]:
@@ -123,45 +133,39 @@ class Timeline:
         return out
 
     def quality(self, endpoint: str, start: int, end: int, width: int) -> Quality:
-        key = (endpoint, width, start - start % width, end)
-        mark = TR.feedback_mark(self.store)
         with self._lock:
-            hit = self._quality.get(key)
-            if hit is not None and hit.mark == mark:
-                return hit
-        rows = TR.labelled(self.store, endpoint, start, end)
-        metric = _metric(rows)
-        starts = grid(start, end, width)
-        sums = {b: [0, 0.0] for b in starts}
-        per: dict[str, list[float]] = {}
-        first = starts[0] if starts else start
-        for ts, version, output, label in rows:
-            v = outcome(metric, output, label)
-            if v is None:
-                continue
-            b = first + (ts - first) // width * width
-            if b in sums:
-                sums[b][0] += 1
-                sums[b][1] += v
-            acc = per.setdefault(version, [0, 0.0])
-            acc[0] += 1
-            acc[1] += v
-        q = Quality(
-            metric,
-            [(int(n), (t / n) if n else None) for n, t in sums.values()],
-            {k: (int(n), t) for k, (n, t) in per.items()},
-            mark,
-        )
-        with self._lock:
-            if len(self._quality) > 256:
-                self._quality.clear()
-            self._quality[key] = q
-        return q
+            state = self._outcomes.setdefault((endpoint, width), _Outcomes())
+            rows = TR.labels_since(self.store, endpoint, state.mark)
+            if rows and state.metric is None:
+                state.metric = _metric(rows)
+            metric = state.metric or "accuracy"
+            for fid, ts, version, output, label, before in rows:
+                acc = state.sums.setdefault(ts - ts % width, {}).setdefault(version, [0, 0.0])
+                old = outcome(metric, output, before) if before is not None else None
+                if old is not None:
+                    acc[0] -= 1
+                    acc[1] -= old
+                new = outcome(metric, output, label)
+                if new is not None:
+                    acc[0] += 1
+                    acc[1] += new
+                state.mark = fid
+            points: list[tuple[int, float | None]] = []
+            per: dict[str, list[float]] = {}
+            for b in grid(start, end, width):
+                n, total = 0, 0.0
+                for version, (vn, vt) in state.sums.get(b, {}).items():
+                    n, total = n + int(vn), total + vt
+                    acc = per.setdefault(version, [0, 0.0])
+                    acc[0] += vn
+                    acc[1] += vt
+                points.append((n, total / n if n else None))
+        return Quality(metric, points, {k: (int(n), t) for k, (n, t) in per.items()})
 
 
-def _metric(rows: list[tuple[int, str, Any, Any]]) -> str:
+def _metric(rows: list[tuple[int, int, str, Any, Any, Any]]) -> str:
     """Accuracy when outputs are classes, absolute error when they are real numbers."""
-    for _, _, output, label in rows[:200]:
+    for _, _, _, output, label, _ in rows[:200]:
         if isinstance(output, float) and not output.is_integer():
             return "abs_error"
         if isinstance(label, float) and not label.is_integer():

@@ -56,22 +56,48 @@ def served(store: Store, endpoint: str, start: int, end: int) -> Served:
     return Served(ts, lat, version, tuple(names))
 
 
-def labelled(store: Store, endpoint: str, start: int, end: int) -> list[tuple[int, str, Any, Any]]:
-    """``(ts, version, output, label)`` of answered decisions in ``[start, end)`` with a label
-    (the latest one), read from the feedback side: the cost follows the labels, not the log."""
-    last = (
-        select(FB.c.decision_id, func.max(FB.c.id).label("fid"))
-        .group_by(FB.c.decision_id)
-        .subquery()
+def labels_since(
+    store: Store, endpoint: str, after: int
+) -> list[tuple[int, int, str, Any, Any, Any]]:
+    """Feedback rows with an id above ``after`` on answered decisions of ``endpoint``, oldest
+    first: ``(feedback id, decision ts, version, output, label, the decision's label before
+    this one or None)``. The cost follows the new labels, not the log."""
+    prev = FB.alias("prev")
+    before = (
+        select(prev.c.label)
+        .where(prev.c.decision_id == FB.c.decision_id, prev.c.id < FB.c.id)
+        .order_by(prev.c.id.desc())
+        .limit(1)
+        .scalar_subquery()
     )
-    q = (
-        select(D.c.ts, D.c.model_version, D.c.output, FB.c.label, FB.c.label_num)
-        .select_from(last.join(D, D.c.id == last.c.decision_id).join(FB, FB.c.id == last.c.fid))
-        .where(D.c.endpoint == endpoint, D.c.ts >= start, D.c.ts < end, D.c.shadow.is_(False))
-    )
+    # feedback first, by its primary key, then its decisions by theirs: a join lets the
+    # planner walk the endpoint's whole log instead
+    q = select(FB.c.id, FB.c.decision_id, FB.c.label, FB.c.label_num, before).where(FB.c.id > after)
     with store.engine.connect() as conn:
-        rows = conn.execute(q).cursor.fetchall()  # type: ignore[union-attr]
-    return [(int(r[0]), str(r[1]), _json(r[2], None), _json(r[3], r[4])) for r in rows]
+        fb = conn.execute(q.order_by(FB.c.id)).cursor.fetchall()  # type: ignore[union-attr]
+        ids = list({r[1] for r in fb})
+        known: dict[str, tuple[int, str, str]] = {}
+        for i in range(0, len(ids), 900):
+            dq = select(D.c.id, D.c.ts, D.c.model_version, D.c.output).where(
+                D.c.id.in_(ids[i : i + 900]), D.c.endpoint == endpoint, D.c.shadow.is_(False)
+            )
+            for did, ts, version, output in conn.execute(dq).cursor.fetchall():  # type: ignore[union-attr]
+                known[did] = (int(ts), str(version), output)
+    out = []
+    for fid, did, label, label_num, prev_label in fb:
+        d = known.get(did)
+        if d is not None:
+            out.append(
+                (
+                    int(fid),
+                    d[0],
+                    d[1],
+                    _json(d[2], None),
+                    _json(label, label_num),
+                    None if prev_label is None else _json(prev_label, None),
+                )
+            )
+    return out
 
 
 def _json(text: str, num: float | None) -> Any:
@@ -79,12 +105,6 @@ def _json(text: str, num: float | None) -> Any:
         return orjson.loads(text)
     except orjson.JSONDecodeError:
         return num if num is not None else text
-
-
-def feedback_mark(store: Store) -> int:
-    """The newest feedback row's id: labels changed when it changed."""
-    with store.read() as conn:
-        return int(conn.execute(select(func.coalesce(func.max(FB.c.id), 0))).scalar_one())
 
 
 def monitored(
