@@ -16,6 +16,8 @@ from chronoml.gateway.responses import error, for_error
 from chronoml.gateway.views import ui_charts
 from chronoml.monitor.drift_grid import DriftGrid, served_models
 from chronoml.monitor.timeline import Timeline
+from chronoml.store import checkpoints as SC
+from chronoml.store import evidence as SEV
 from chronoml.store import jobs as J
 from chronoml.store import principals as SP
 from chronoml.store import timeline_reads as TR
@@ -34,6 +36,18 @@ def proof_status(gw: Gateway, decision_id: str) -> dict[str, Any]:
     key = gw.signing_key
     if key is None:
         return {"state": "unavailable", "text": "this server has no signing key for checkpoints"}
+    # a page view never issues a checkpoint: only prove against one already signed
+    with gw.cm.store.read() as conn:
+        item = SEV.item_in(conn, "decision", decision_id)
+        latest = SC.latest_checkpoint(conn)
+    if item is None:
+        return {"state": "pending", "text": "not in the evidence log yet (it is added in batches)"}
+    if latest is None or latest[1] <= int(item[2]):
+        return {
+            "state": "pending",
+            "text": f"in the evidence log at index {item[2]}, not yet covered by a signed "
+            "checkpoint (the next one will cover it)",
+        }
     try:
         p = proofs.decision_proof(gw.cm, key, decision_id)
     except NotFound as exc:
