@@ -29,6 +29,7 @@ PATHS = {
     "serving": "serving/bench.py",
     "explain": "explain/bench_explain.py",
     "ids": "ids.py",
+    "ui": "ui/bench.py",
 }
 SCRIPTS = tuple(PATHS)
 OUTCOME = {0: "ok", 2: "goal NOT met"}

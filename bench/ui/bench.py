@@ -26,6 +26,7 @@ from __future__ import annotations
 import argparse
 import socket
 import statistics
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -50,6 +51,8 @@ from chronoml.store import explanations as SE
 from chronoml.store import ledger as SL
 from chronoml.timeutil import now_us
 
+GOAL_SERVER_MS = 300
+GOAL_BROWSER_MS = 1000
 E = "churn"
 COLS = [f"f{i}" for i in range(30)]
 DAY = 86_400_000_000
@@ -208,6 +211,14 @@ def main() -> None:
         print(
             f"endpoint page until its experiment panel is filled: median {statistics.median(exp):.0f} ms"
         )
+    missed = [
+        n for n, (_, rest) in server_times.items() if statistics.median(rest) > GOAL_SERVER_MS
+    ]
+    missed += [n for n in CHARTS if statistics.median(browser_times[n]) > GOAL_BROWSER_MS]
+    if missed:
+        print(f"goal NOT met on: {', '.join(missed)}")
+        sys.exit(2)
+    print(f"goal met: every page <= {GOAL_SERVER_MS} ms median, charts <= {GOAL_BROWSER_MS} ms")
 
 
 def _server(

@@ -29,6 +29,7 @@ if TYPE_CHECKING:
 Page = Callable[..., HTMLResponse]
 READS_SHOWN = 200
 JOBS_SHOWN = 50
+MAX_WINDOW_US = 366 * 86_400_000_000
 
 
 def proof_status(gw: Gateway, decision_id: str) -> dict[str, Any]:
@@ -67,6 +68,8 @@ def _span(request: Request) -> tuple[int, int, str]:
     at = parse_time(q["at"]) if q.get("at") else now_us()
     window = q.get("window") or "7d"
     span = parse_duration(window)
+    if not 0 < span <= MAX_WINDOW_US:
+        raise ValueError("window must be a duration between 1s and 366d")
     return max(at - span, 0), at, window
 
 
@@ -86,6 +89,11 @@ def routes(
             start, end, window = _span(request)
         except ValueError as exc:
             field = "window" if q.get("window") and "duration" in str(exc) else "at"
+            if q.get("at"):
+                try:
+                    parse_time(q["at"])
+                except ValueError:
+                    field = "at"
             return error(400, "bad_query", str(exc), field)
 
         def load() -> dict[str, Any]:
