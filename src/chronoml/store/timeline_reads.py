@@ -125,6 +125,19 @@ def monitored(
         return [(int(a), str(b), None if c is None else float(c)) for a, b, c in conn.execute(q)]
 
 
+def latest(store: Store, endpoint: str, metric: str) -> tuple[int, float] | None:
+    """The newest recorded value of one monitoring metric: ``(window_end, value)``."""
+    q = (
+        select(R.c.window_end, R.c.value)
+        .where(R.c.endpoint == endpoint, R.c.metric == metric, R.c.value.is_not(None))
+        .order_by(R.c.window_end.desc())
+        .limit(1)
+    )
+    with store.read() as conn:
+        r = conn.execute(q).first()
+    return None if r is None else (int(r[0]), float(r[1]))
+
+
 def checkpoints(store: Store, limit: int = 20) -> list[tuple[int, int, str, int]]:
     """The newest signed checkpoints: ``(id, size, root hex, created_at)``, newest first."""
     q = select(CP.c.id, CP.c.size, CP.c.root, CP.c.created_at).order_by(CP.c.id.desc())

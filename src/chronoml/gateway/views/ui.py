@@ -21,14 +21,17 @@ from starlette.routing import Route
 
 from chronoml.auth import AuthError
 from chronoml.auth.roles import Action
+from chronoml.domain.alerts import split_subject
 from chronoml.errors import ChronomlError, NotFound
 from chronoml.gateway.access import SESSION_COOKIE, principal_of
 from chronoml.gateway.responses import JSON, error, for_error
 from chronoml.gateway.views import ui_charts, ui_pages
 from chronoml.monitor.drift_grid import DriftGrid
 from chronoml.monitor.timeline import Timeline
+from chronoml.store import alerts as SA
 from chronoml.store import decisions as D
 from chronoml.store import ledger as SL
+from chronoml.store import timeline_reads as TR
 from chronoml.timeutil import iso, now_us, parse_duration, parse_time
 
 if TYPE_CHECKING:
@@ -101,11 +104,24 @@ def routes(gw: Gateway) -> list[Route]:
     def overview_data() -> dict[str, Any]:
         report, at = verification()
         totals = gw.metrics.totals()
+        firing: dict[str, list[str]] = {}
+        for rule, subject, st in SA.all_states(cm.store):
+            if st.firing:
+                firing.setdefault(split_subject(subject)[0], []).append(rule)
         eps = []
         for ep in cm.endpoints():
             n, errors = totals.get(ep["endpoint"], (0, 0))
             rate = f"{errors / n:.1%}" if n else "n/a"
-            eps.append({**ep, "requests": n, "error_rate": rate, "alerts": []})
+            drift = TR.latest(cm.store, ep["endpoint"], "drifted_share")
+            eps.append(
+                {
+                    **ep,
+                    "requests": n,
+                    "error_rate": rate,
+                    "alerts": sorted(firing.get(ep["endpoint"], [])),
+                    "drift": None if drift is None else {"share": drift[1], "at": iso(drift[0])},
+                }
+            )
         return {
             "endpoints": eps,
             "verify": report,
