@@ -10,12 +10,14 @@ import pytest
 from sqlalchemy import insert
 
 from chronoml.domain import codec
+from chronoml.domain import ledger as L
 from chronoml.domain.profiling import build_profile
 from chronoml.ids import new_ids
-from chronoml.monitor.drift_grid import bins, histogram, js_distance
+from chronoml.monitor.drift_grid import DriftGrid, bins, heatmap, histogram, js_distance
 from chronoml.monitor.timeline import Timeline, by_version
 from chronoml.store import Store, schema
 from chronoml.store import decisions as D
+from chronoml.store import ledger as SL
 
 M = 60_000_000  # one minute in microseconds
 T0 = 1_800_000_000 * 1_000_000 - (1_800_000_000 * 1_000_000) % (60 * M)  # an hour boundary
@@ -95,3 +97,49 @@ def test_drift_is_one_scale_that_grows_with_the_shift() -> None:
     assert far == pytest.approx(1.0)  # every value above the reference's range: disjoint
     h = histogram(p, np.array([-1e9, np.nan, 1e9]))
     assert h[0] == 1 and h[-1] == 1 and h.sum() == 2  # missing values are dropped
+
+
+def _deploy(store: Store, version: str, at: int) -> int:
+    ref = L.ModelRef("m", version, f"run{version}", f"sha256:{int(version):064x}")
+    v = L.Variant(name=f"m-v{version}", model=ref, weight=0, shadow=False)
+    payload = {"variant": v.to_dict(), "weight_bp": None, "model_uri": f"models:/m/{version}"}
+    return SL.append(store, L.Change("deploy", "e", "t", payload), effective_at=at, now=at).seq
+
+
+def test_heatmap_marks_the_version_change_and_shows_both_distributions(store: Store) -> None:
+    rng = np.random.default_rng(1)
+    ref = pd.DataFrame({"x": rng.normal(size=3000), "y": rng.normal(size=3000)})
+    prof = build_profile(ref, (ref["x"] > 0).astype(float).to_numpy())
+    for v in ("1", "2"):
+        store.put_profile(f"sha256:{int(v):064x}", "m", v, "sha256:snap", prof.to_bytes())
+    seqs = {"1": _deploy(store, "1", T0), "2": _deploy(store, "2", T0 + 60 * M)}
+    sch = (("x", "float"), ("y", "float"))
+    layout = codec.layout_id(sch)
+    layouts = D.Layouts(store)
+    layouts.ensure(layout, sch)
+    rows = []
+    for v, start, shift in (("1", T0, 0.0), ("2", T0 + 60 * M, 3.0)):
+        df = pd.DataFrame({"x": rng.normal(shift, size=500), "y": rng.normal(size=500)})
+        nums, txts = codec.encode(df, sch)
+        for i, did in enumerate(new_ids(500)):
+            out = "1" if df["x"].iloc[i] > 0 else "0"
+            rows.append(
+                D.DecisionRow(did, start + i * M // 10, "e", f"m-v{v}", "m", v, seqs[v], False,
+                              None, did, layout, nums[i], txts[i], out, float(out), 1.0)
+            )  # fmt: skip
+    D.insert_many(store, rows)
+    grid = DriftGrid(store, layouts, clock=lambda: T0 + 600 * M)
+    h = heatmap(grid, "e", T0, T0 + 120 * M)
+    assert h["features"] == ["x", "y"]
+    versions = [w["version"] for w in h["windows"] if w["rows"]]
+    assert versions[0] == "m-v1 v1" and versions[-1] == "m-v2 v2"
+    changed = [w for w in h["windows"] if w["changed"]]
+    assert len(changed) == 1 and changed[0]["version"] == "m-v2 v2"
+    x_row, y_row = h["values"]
+    i = h["windows"].index(changed[0])
+    assert x_row[i] > 0.5 > y_row[i]  # x shifted under v2, y did not
+    assert max(v for v in x_row[:i] if v is not None) < 0.35  # 50 rows a window: some noise
+    dist = h["distributions"]["x"]
+    assert len(dist["reference"]) == len(dist["window"]) == len(dist["labels"])
+    assert sum(dist["window"]) == pytest.approx(1.0)
+    assert h["prediction"][i] is not None
