@@ -38,7 +38,8 @@ LADDER = tuple(w * S for w in (60, 300, 900, 3600, 3 * 3600, 6 * 3600, 86400, 7 
 MAX_BUCKETS = 120
 #: Latency histogram bins: 0.001 ms to 100 s, log-spaced (each bin spans 3.7%).
 LATENCY_EDGES = np.geomspace(1e-3, 1e5, 501)
-CACHE_BUCKETS = 20_000
+#: Buckets kept (each holds one 2 KB histogram per version): about 10 MB per version.
+CACHE_BUCKETS = 5_000
 
 
 def width_for(span: int, most: int = MAX_BUCKETS) -> int:
@@ -61,7 +62,7 @@ class Bucket:
     p50: float | None = None
     p99: float | None = None
     #: version -> (decisions, latency histogram counts)
-    versions: dict[str, tuple[int, npt.NDArray[np.int64]]] = field(default_factory=dict)
+    versions: dict[str, tuple[int, npt.NDArray[np.int32]]] = field(default_factory=dict)
 
 
 @dataclass
@@ -127,7 +128,7 @@ class Timeline:
             bucket = Bucket(int(hi - lo), float(p50), float(p99))
             for code in np.unique(vpart):
                 sel = part[vpart == code]
-                hist = np.histogram(np.clip(sel, 1e-3, 1e5), LATENCY_EDGES)[0]
+                hist = np.histogram(np.clip(sel, 1e-3, 1e5), LATENCY_EDGES)[0].astype(np.int32)
                 bucket.versions[s.versions[int(code)]] = (len(sel), hist)
             out[b] = bucket
         return out
@@ -210,7 +211,7 @@ def by_version(tl: Timeline, endpoint: str, start: int, end: int) -> dict[str, d
     for _, bk in tl.buckets(endpoint, start, end, width):
         for v, (n, h) in bk.versions.items():
             counts[v] = counts.get(v, 0) + n
-            hists[v] = hists[v] + h if v in hists else h.copy()
+            hists[v] = hists[v] + h if v in hists else h.astype(np.int64)
     q = tl.quality(endpoint, start, end, width)
     out: dict[str, dict[str, Any]] = {}
     for v in counts:
