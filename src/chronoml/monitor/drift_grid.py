@@ -30,6 +30,7 @@ from chronoml.domain.profile import CategoricalProfile, FeatureProfile, NumericP
 from chronoml.monitor.timeline import grid, width_for
 from chronoml.store import decisions as D
 from chronoml.store import ledger as SL
+from chronoml.store import timed_columns as TC
 from chronoml.store.blocks import SETTLE_US
 from chronoml.store.database import Store
 from chronoml.timeutil import iso, now_us
@@ -118,51 +119,73 @@ class DriftGrid:
         return self._profiles[digest]
 
     def cells(
-        self, endpoint: str, start: int, end: int, served: dict[tuple[str, str], ModelRef]
-    ) -> list[Cell]:
-        key = (endpoint, start, end)
+        self,
+        endpoint: str,
+        spans: list[tuple[int, int]],
+        served: dict[tuple[str, str], ModelRef],
+    ) -> list[list[Cell]]:
+        """Each span's cells; the spans not kept yet are read together, in one pass."""
         now = self.clock()
-        settled = end <= now - SETTLE_US
+        out: list[list[Cell] | None] = []
         with self._lock:
-            hit = self._cells.get(key)
-            recent = self._open.get((endpoint, start))
-        if hit is not None:
-            return hit
-        if (
-            not settled
-            and recent is not None
-            and recent[0] > now - OPEN_TTL_US
-            and recent[1] <= end
-        ):
-            return recent[2]
-        w = D.window(self.store, self.layouts, endpoint, start, end)
-        out: list[Cell] = []
-        if w.rows:
-            for vname, version in dict.fromkeys(
-                zip(w.variants.tolist(), w.versions.tolist(), strict=True)
-            ):
-                ref = served.get((vname, version))
-                prof = self.profile(ref.artifact_digest) if ref is not None else None
-                if ref is None or prof is None:
+            for start, end in spans:
+                hit = self._cells.get((endpoint, start, end))
+                recent = self._open.get((endpoint, start))
+                fresh = recent is not None and recent[0] > now - OPEN_TTL_US
+                if hit is None and fresh and end > now - SETTLE_US and recent[1] <= end:  # type: ignore[index]
+                    hit = recent[2]  # type: ignore[index]
+                out.append(hit)
+        todo = [i for i, c in enumerate(out) if c is None]
+        if todo:
+            got = self._read(endpoint, [spans[i] for i in todo], served)
+            with self._lock:
+                for i, cells in zip(todo, got, strict=True):
+                    out[i] = cells
+                    start, end = spans[i]
+                    if end <= now - SETTLE_US:
+                        self._cells[(endpoint, start, end)] = cells
+                    else:
+                        self._open[(endpoint, start)] = (now, end, cells)
+                while len(self._cells) > CACHE_WINDOWS:
+                    self._cells.popitem(last=False)
+        return [c or [] for c in out]
+
+    def _read(
+        self,
+        endpoint: str,
+        spans: list[tuple[int, int]],
+        served: dict[tuple[str, str], ModelRef],
+    ) -> list[list[Cell]]:
+        acc: list[dict[tuple[str, str], Cell]] = [{} for _ in spans]
+        lo, hi = min(s for s, _ in spans), max(e for _, e in spans)
+        for part in TC.parts(self.store, self.layouts, endpoint, lo, hi):
+            ref = served.get((part.variant, part.version))
+            prof = self.profile(ref.artifact_digest) if ref is not None else None
+            if ref is None or prof is None:
+                continue
+            for i, (start, end) in enumerate(spans):
+                a, b = (int(x) for x in np.searchsorted(part.ts, [start, end]))
+                if a >= b:
                     continue
-                idx = np.flatnonzero((w.variants == vname) & (w.versions == version))
                 feats = {
-                    f: histogram(p, w.columns[f][idx])
+                    f: histogram(p, part.columns[f][a:b])
                     for f, p in prof.features.items()
-                    if f in w.columns
+                    if f in part.columns
                 }
                 pred = None
                 if prof.prediction is not None:
-                    pred = histogram(prof.prediction, w.outputs[idx])
-                out.append(Cell(vname, version, ref.artifact_digest, len(idx), feats, pred))
-        with self._lock:
-            if settled:
-                self._cells[key] = out
-                while len(self._cells) > CACHE_WINDOWS:
-                    self._cells.popitem(last=False)
-            else:
-                self._open[(endpoint, start)] = (now, end, out)
-        return out
+                    pred = histogram(prof.prediction, part.outputs[a:b])
+                rows = b - a
+                old = acc[i].get((part.variant, part.version))
+                if old is not None:  # another block, or the raw rows, of the same version
+                    feats = {f: h + old.features[f] for f, h in feats.items() if f in old.features}
+                    if pred is not None and old.prediction is not None:
+                        pred = pred + old.prediction
+                    rows += old.rows
+                acc[i][(part.variant, part.version)] = Cell(
+                    part.variant, part.version, ref.artifact_digest, rows, feats, pred
+                )
+        return [list(a.values()) for a in acc]
 
 
 def served_models(store: Store, endpoint: str) -> dict[tuple[str, str], ModelRef]:
@@ -181,8 +204,9 @@ def heatmap(g: DriftGrid, endpoint: str, start: int, end: int) -> dict[str, Any]
     width = width_for(end - start, MAX_WINDOWS)
     windows: list[dict[str, Any]] = []
     mains: list[Cell | None] = []
-    for b in grid(start, end, width):
-        cells = g.cells(endpoint, b, min(b + width, end), served)
+    starts = grid(start, end, width)
+    spans = [(b, min(b + width, end)) for b in starts]
+    for b, cells in zip(starts, g.cells(endpoint, spans, served), strict=True):
         main = max(cells, key=lambda c: c.rows) if cells else None
         mains.append(main)
         windows.append(
@@ -266,8 +290,9 @@ def version_drift(
     width = width_for(end - start, MAX_WINDOWS)
     merged: dict[str, Counts] = {}
     digest = None
-    for b in grid(start, end, width):
-        for c in g.cells(endpoint, b, min(b + width, end), served):
+    spans = [(b, min(b + width, end)) for b in grid(start, end, width)]
+    for cells in g.cells(endpoint, spans, served):
+        for c in cells:
             if c.version != version:
                 continue
             digest = c.digest
