@@ -131,8 +131,9 @@ class DriftGrid:
             for start, end in spans:
                 hit = self._cells.get((endpoint, start, end))
                 recent = self._open.get((endpoint, start))
-                fresh = recent is not None and recent[0] > now - OPEN_TTL_US
-                if hit is None and fresh and end > now - SETTLE_US and recent[1] <= end:  # type: ignore[index]
+                # a live view may reuse the open window read less than OPEN_TTL_US ago
+                live = recent is not None and recent[0] > now - OPEN_TTL_US
+                if hit is None and live and 0 <= end - recent[1] <= OPEN_TTL_US:  # type: ignore[index]
                     hit = recent[2]  # type: ignore[index]
                 out.append(hit)
         todo = [i for i, c in enumerate(out) if c is None]
@@ -144,7 +145,7 @@ class DriftGrid:
                     start, end = spans[i]
                     if end <= now - SETTLE_US:
                         self._cells[(endpoint, start, end)] = cells
-                    else:
+                    elif end >= now - OPEN_TTL_US:  # a live view, not an as-of one
                         self._open[(endpoint, start)] = (now, end, cells)
                 while len(self._cells) > CACHE_WINDOWS:
                     self._cells.popitem(last=False)
