@@ -62,41 +62,37 @@ def labels_since(
     """Feedback rows with an id above ``after`` on answered decisions of ``endpoint``, oldest
     first: ``(feedback id, decision ts, version, output, label, the decision's label before
     this one or None)``. The cost follows the new labels, not the log."""
-    prev = FB.alias("prev")
-    before = (
-        select(prev.c.label)
-        .where(prev.c.decision_id == FB.c.decision_id, prev.c.id < FB.c.id)
-        .order_by(prev.c.id.desc())
-        .limit(1)
-        .scalar_subquery()
-    )
     # feedback first, by its primary key, then its decisions by theirs: a join lets the
     # planner walk the endpoint's whole log instead
-    q = select(FB.c.id, FB.c.decision_id, FB.c.label, FB.c.label_num, before).where(FB.c.id > after)
+    q = select(FB.c.id, FB.c.decision_id, FB.c.label, FB.c.label_num).where(FB.c.id > after)
     with store.engine.connect() as conn:
-        fb = conn.execute(q.order_by(FB.c.id)).cursor.fetchall()  # type: ignore[union-attr]
-        ids = list({r[1] for r in fb})
+        new = conn.execute(q.order_by(FB.c.id)).cursor.fetchall()  # type: ignore[union-attr]
+        ids = list({r[1] for r in new})
         known: dict[str, tuple[int, str, str]] = {}
+        last: dict[str, Any] = {}  # each decision's label before this batch, if it had one
         for i in range(0, len(ids), 900):
+            chunk = ids[i : i + 900]
             dq = select(D.c.id, D.c.ts, D.c.model_version, D.c.output).where(
-                D.c.id.in_(ids[i : i + 900]), D.c.endpoint == endpoint, D.c.shadow.is_(False)
+                D.c.id.in_(chunk), D.c.endpoint == endpoint, D.c.shadow.is_(False)
             )
             for did, ts, version, output in conn.execute(dq).cursor.fetchall():  # type: ignore[union-attr]
                 known[did] = (int(ts), str(version), output)
-    out = []
-    for fid, did, label, label_num, prev_label in fb:
-        d = known.get(did)
-        if d is not None:
-            out.append(
-                (
-                    int(fid),
-                    d[0],
-                    d[1],
-                    _json(d[2], None),
-                    _json(label, label_num),
-                    None if prev_label is None else _json(prev_label, None),
+            if after:
+                pq = (
+                    select(FB.c.decision_id, FB.c.label, FB.c.label_num)
+                    .where(FB.c.decision_id.in_(chunk), FB.c.id <= after)
+                    .order_by(FB.c.id)
                 )
-            )
+                for did, label, label_num in conn.execute(pq).cursor.fetchall():  # type: ignore[union-attr]
+                    last[did] = _json(label, label_num)
+    out = []
+    for fid, did, label, label_num in new:
+        d = known.get(did)
+        value = _json(label, label_num)
+        before = last.get(did)
+        last[did] = value
+        if d is not None:
+            out.append((int(fid), d[0], d[1], _json(d[2], None), value, before))
     return out
 
 
