@@ -40,6 +40,8 @@ CACHE_WINDOWS = 4096
 #: A window still open is recomputed at most this often (the heatmap's newest column lags by
 #: at most this much; reading it means decoding the blocks it overlaps).
 OPEN_TTL_US = 30_000_000
+#: A view whose end is this close to the clock is a live one ("now"), not an as-of one.
+LIVE_US = 1_000_000
 Counts = npt.NDArray[np.float64]
 
 
@@ -145,7 +147,7 @@ class DriftGrid:
                     start, end = spans[i]
                     if end <= now - SETTLE_US:
                         self._cells[(endpoint, start, end)] = cells
-                    elif end >= now - OPEN_TTL_US:  # a live view, not an as-of one
+                    elif end >= now - LIVE_US:  # a live view ("now"), not an as-of one
                         self._open[(endpoint, start)] = (now, end, cells)
                 while len(self._cells) > CACHE_WINDOWS:
                     self._cells.popitem(last=False)
