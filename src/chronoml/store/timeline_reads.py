@@ -72,11 +72,13 @@ def labels_since(
         last: dict[str, Any] = {}  # each decision's label before this batch, if it had one
         for i in range(0, len(ids), 900):
             chunk = ids[i : i + 900]
-            dq = select(D.c.id, D.c.ts, D.c.model_version, D.c.output).where(
-                D.c.id.in_(chunk), D.c.endpoint == endpoint, D.c.shadow.is_(False)
-            )
-            for did, ts, version, output in conn.execute(dq).cursor.fetchall():  # type: ignore[union-attr]
-                known[did] = (int(ts), str(version), output)
+            # by id alone: with the endpoint in the WHERE clause SQLite walks the
+            # (endpoint, ts) index, the whole log, for every chunk
+            dq = select(D.c.id, D.c.ts, D.c.model_version, D.c.output, D.c.endpoint, D.c.shadow)
+            rows = conn.execute(dq.where(D.c.id.in_(chunk))).cursor.fetchall()  # type: ignore[union-attr]
+            for did, ts, version, output, ep, shadow in rows:
+                if ep == endpoint and not shadow:
+                    known[did] = (int(ts), str(version), output)
             if after:
                 pq = (
                     select(FB.c.decision_id, FB.c.label, FB.c.label_num)
