@@ -59,7 +59,7 @@ def test_pages_in_chromium(served: tuple[str, str, list[str]], tmp_path: Path) -
         assert page.url.startswith(f"{base}/ui/login")
         page.fill("#token", "cml_not-a-token")
         page.click("#login")
-        assert page.locator("#error").is_visible()
+        page.locator("#error").wait_for(state="visible")  # the refusal comes back from a fetch
         page.fill("#token", admin)
         page.click("#login")
         page.wait_for_url(f"{base}/ui/")
