@@ -31,6 +31,7 @@ PATHS = {
     "ids": "ids.py",
     "scale": "scale/bench.py",
     "replicas": "replicas/bench.py",
+    "ui": "ui/bench.py",
 }
 SCRIPTS = tuple(PATHS)
 OUTCOME = {0: "ok", 2: "goal NOT met"}

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import re
 import socket
 from collections.abc import Iterator
@@ -11,31 +10,10 @@ from typing import Any
 
 import httpx
 import pytest
-from sklearn.datasets import load_breast_cancer
+from browser_support import ARGS, CHROMIUM, X, sync_api
 
 from chronoml.auth.access import create_token
 from chronoml.gateway.server import BackgroundServer
-
-CHROMIUM = "/usr/bin/chromium"
-ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
-X = load_breast_cancer(as_frame=True).frame.drop(columns=["target"])
-
-CI = os.environ.get("CI") == "true"
-if not os.path.exists(CHROMIUM) and not CI:
-    pytest.skip(
-        "Debian's chromium is not installed (apt-get install chromium)", allow_module_level=True
-    )
-if CI:
-    from playwright import sync_api  # under CI a missing browser stack is a failure
-else:
-    sync_api = pytest.importorskip("playwright.sync_api", reason="pip install playwright")
 
 
 @pytest.fixture
@@ -81,7 +59,7 @@ def test_pages_in_chromium(served: tuple[str, str, list[str]], tmp_path: Path) -
         assert page.url.startswith(f"{base}/ui/login")
         page.fill("#token", "cml_not-a-token")
         page.click("#login")
-        assert page.locator("#error").is_visible()
+        page.locator("#error").wait_for(state="visible")  # the refusal comes back from a fetch
         page.fill("#token", admin)
         page.click("#login")
         page.wait_for_url(f"{base}/ui/")

@@ -89,6 +89,7 @@ ACTIONS: dict[tuple[str, str], Rule | None] = {
     ("GET", "/ui/login"): None,
     ("POST", "/ui/login"): None,
     ("GET", "/ui/endpoints/{endpoint}"): _r(A.READ_STATUS),
+    ("GET", "/ui/compare/{endpoint}"): _r(A.READ_STATUS),
     ("GET", "/ui/decisions/{id}"): _r(A.READ_STATUS, scope=SOME),
     ("GET", "/ui/audit"): _r(A.AUDIT, scope=GLOBAL),
     ("GET", "/ui/jobs"): _r(A.READ_STATUS, scope=SOME),

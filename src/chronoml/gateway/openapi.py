@@ -46,6 +46,13 @@ SCORING = {
 QUERY: dict[tuple[str, str], dict[str, Any]] = {
     ("GET", "/v1/snapshots"): {"name": {"type": "string"}},
     ("GET", "/v1/endpoints/{endpoint}"): {"at": TIME},
+    ("GET", "/ui/endpoints/{endpoint}"): {"at": TIME, "window": {"type": "string"}},
+    ("GET", "/ui/compare/{endpoint}"): {
+        "a": {"type": "string"},
+        "b": {"type": "string"},
+        "at": TIME,
+        "window": {"type": "string"},
+    },
     ("GET", "/v1/endpoints/{endpoint}/drift"): {
         **WINDOW_PARAMS,
         "method": {"type": "string"},

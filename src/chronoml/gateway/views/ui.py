@@ -21,19 +21,30 @@ from starlette.routing import Route
 
 from chronoml.auth import AuthError
 from chronoml.auth.roles import Action
+from chronoml.domain.alerts import split_subject
 from chronoml.errors import ChronomlError, NotFound
 from chronoml.gateway.access import SESSION_COOKIE, principal_of
 from chronoml.gateway.responses import JSON, error, for_error
+from chronoml.gateway.views import ui_charts, ui_pages
+from chronoml.monitor.drift_grid import DriftGrid
+from chronoml.monitor.timeline import Timeline
+from chronoml.store import alerts as SA
 from chronoml.store import decisions as D
-from chronoml.store import jobs as J
 from chronoml.store import ledger as SL
-from chronoml.timeutil import iso, now_us, parse_time
+from chronoml.store import timeline_reads as TR
+from chronoml.timeutil import iso, now_us, parse_duration, parse_time
 
 if TYPE_CHECKING:
     from chronoml.gateway.gateway import Gateway
 
 _env = Environment(loader=PackageLoader("chronoml", "templates"), autoescape=select_autoescape())
-_ASSETS = {"uPlot.iife.min.js": "text/javascript", "uPlot.min.css": "text/css"}
+_ASSETS = {
+    "uPlot.iife.min.js": "text/javascript",
+    "uPlot.min.css": "text/css",
+    "charts.js": "text/javascript",
+}
+#: The span the endpoint page charts when the URL does not say (``?window=``).
+DEFAULT_WINDOW = "7d"
 _COLORS = ("#0969da", "#bf3989", "#1a7f37", "#9a6700", "#8250df", "#cf222e")
 #: How long the overview reuses a verification of the whole chain.
 VERIFY_CACHE_S = 60.0
@@ -81,6 +92,8 @@ def weight_series(events: list[dict[str, Any]], end: int) -> dict[str, Any]:
 def routes(gw: Gateway) -> list[Route]:
     cm = gw.cm
     verified: dict[str, Any] = {}
+    timeline = Timeline(cm.store)
+    grid = DriftGrid(cm.store, cm.layouts)
 
     def verification() -> tuple[Any, float]:
         # the whole chain is recomputed at most once a minute, not on every view
@@ -91,11 +104,24 @@ def routes(gw: Gateway) -> list[Route]:
     def overview_data() -> dict[str, Any]:
         report, at = verification()
         totals = gw.metrics.totals()
+        firing: dict[str, list[str]] = {}
+        for rule, subject, st in SA.all_states(cm.store):
+            if st.firing:
+                firing.setdefault(split_subject(subject)[0], []).append(rule)
         eps = []
         for ep in cm.endpoints():
             n, errors = totals.get(ep.endpoint, (0, 0))
             rate = f"{errors / n:.1%}" if n else "n/a"
-            eps.append({**ep.as_dict(), "requests": n, "error_rate": rate, "alerts": []})
+            drift = TR.latest(cm.store, ep.endpoint, "drifted_share")
+            eps.append(
+                {
+                    **ep.as_dict(),
+                    "requests": n,
+                    "error_rate": rate,
+                    "alerts": sorted(firing.get(ep.endpoint, [])),
+                    "drift": None if drift is None else {"share": drift[1], "at": iso(drift[0])},
+                }
+            )
         return {
             "endpoints": eps,
             "verify": report,
@@ -141,19 +167,28 @@ def routes(gw: Gateway) -> list[Route]:
     async def endpoint_page(request: Request) -> Response:
         e = request.path_params["endpoint"]
         at_text = request.query_params.get("at")
+        window_text = request.query_params.get("window") or DEFAULT_WINDOW
         try:
             at = parse_time(at_text) if at_text else now_us()
         except ValueError as exc:
             return error(400, "bad_query", str(exc), "at")
         try:
-            context = await run_in_threadpool(_endpoint_context, e, at)
+            span = parse_duration(window_text)
+        except ValueError as exc:
+            return error(400, "bad_query", str(exc), "window")
+        if not 0 < span <= 366 * 86_400_000_000:
+            return error(400, "bad_query", "window must be between 1s and 366d", "window")
+        try:
+            context = await run_in_threadpool(_endpoint_context, e, at, span)
         except ChronomlError as exc:
             return for_error(exc)
+        context["window"] = window_text
         return _page("endpoint", **context)
 
-    def _endpoint_context(e: str, at: int) -> dict[str, Any]:
+    def _endpoint_context(e: str, at: int, span: int) -> dict[str, Any]:
         status = cm.status(e, at).as_dict()
         events = cm.history(e).as_dict()["events"]
+        charts = ui_charts.endpoint_charts(timeline, grid, e, events, max(at - span, 0), at)
         raw = {ev.seq: ev for ev in SL.history(cm.store, e)}
         marks = []
         for ev in events:
@@ -177,6 +212,7 @@ def routes(gw: Gateway) -> list[Route]:
             "events": events,
             "bands": bands(marks, end),
             "weights_json": json.dumps(weight_series(marks, end)).replace("<", "\\u003c"),
+            "charts_json": ui_charts.embed(charts),
             "decisions": D.recent_ids(cm.store, e),
         }
 
@@ -192,23 +228,20 @@ def routes(gw: Gateway) -> list[Route]:
             await run_in_threadpool(gw.read_log, principal, [decision_id], "GET /ui/decisions/{id}")
         else:
             d = d.without_inputs("auditor")
-        return _page("decision", d=d.as_dict(), output=json.dumps(d.output))
+        proof = await run_in_threadpool(ui_pages.proof_status, gw, decision_id)
+        return _page(
+            "decision",
+            d=d.as_dict(),
+            output=json.dumps(d.output),
+            proof=proof,
+            can_replay=principal.can(Action.REPLAY, d.endpoint),
+        )
 
-    async def audit_page(request: Request) -> Response:
-        def load() -> dict[str, Any]:
-            report = cm.verify()
-            verified.update(report=report, at=time.time())
-            events = []
-            for name in cm.endpoints():
-                events += cm.history(name.endpoint).as_dict()["events"]
-            events.sort(key=lambda ev: ev["seq"])
-            return {"verify": report, "events": events}
-
-        return _page("audit", **await run_in_threadpool(load))
-
-    async def jobs_page(request: Request) -> Response:
-        found = await run_in_threadpool(J.listing, cm.store, None, 100)
-        return _page("jobs", jobs=[j.to_dict() for j in found])
+    def verify_now() -> Any:
+        # the audit page always recomputes, and refreshes the overview's cached answer
+        report = cm.verify()
+        verified.update(report=report, at=time.time())
+        return report
 
     async def asset(request: Request) -> Response:
         name = request.path_params["name"]
@@ -225,8 +258,7 @@ def routes(gw: Gateway) -> list[Route]:
         Route("/ui/login", login, methods=["POST"]),
         Route("/ui/endpoints/{endpoint}", endpoint_page, methods=["GET"]),
         Route("/ui/decisions/{id}", decision_page, methods=["GET"]),
-        Route("/ui/audit", audit_page, methods=["GET"]),
-        Route("/ui/jobs", jobs_page, methods=["GET"]),
+        *ui_pages.routes(gw, _page, timeline, grid, verify_now),
         Route("/ui/static/{name}", asset, methods=["GET"]),
     ]
 
