@@ -69,3 +69,15 @@ def test_cli_start_does_not_import_heavy_libraries() -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, check=True
     ).stdout
     assert out.strip() == "[]"
+
+
+def test_every_rest_route_is_in_the_readme() -> None:
+    # lazy: the web stack loads only for this test of the docs
+    from chronoml.gateway.access import ACTIONS
+
+    routes = [
+        f"`{method} {path.replace('{endpoint}', '{e}')}`"
+        for method, path in ACTIONS
+        if not path.startswith("/ui/")
+    ]
+    assert [r for r in routes if r not in README] == []

@@ -1,0 +1,49 @@
+"""The archive's tables: decisions moved out of the database into content-addressed
+Parquet files, how far each endpoint is archived, and how the archiver is doing."""
+
+from __future__ import annotations
+
+from sqlalchemy import BigInteger, Column, Index, Integer, String, Table, Text
+
+from chronoml.store.schema import metadata
+
+# migration 0013
+# Decisions moved out of the database into content-addressed Parquet files
+# (one endpoint and input layout each); the evidence log commits each file.
+archive_files = Table(
+    "archive_files",
+    metadata,
+    Column("sha256", String(64), primary_key=True),
+    Column("endpoint", String(200), nullable=False),
+    Column("layout", String(16), nullable=False),
+    Column("ts_min", BigInteger, nullable=False),
+    Column("ts_max", BigInteger, nullable=False),
+    Column("rows", BigInteger, nullable=False),
+    Column("bytes", BigInteger, nullable=False),
+    Column("min_id", String(36), nullable=False),
+    Column("max_id", String(36), nullable=False),
+    Column("target", Text, nullable=False),  # JSON: URL, endpoint URL, credential references
+    Column("created_at", BigInteger, nullable=False),
+)
+Index("ix_archive_files_endpoint", archive_files.c.endpoint, archive_files.c.ts_max)
+Index("ix_archive_files_ids", archive_files.c.min_id, archive_files.c.max_id)
+
+# Every decision of the endpoint with ts < archived_to is in archive files.
+archive_marks = Table(
+    "archive_marks",
+    metadata,
+    Column("endpoint", String(200), primary_key=True),
+    Column("archived_to", BigInteger, nullable=False),
+)
+
+# One row: how the background archiver is doing (failures back it off).
+archive_state = Table(
+    "archive_state",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=False),
+    Column("failures", Integer, nullable=False),
+    Column("last_error", Text, nullable=True),
+    Column("last_attempt_at", BigInteger, nullable=True),
+    Column("last_success_at", BigInteger, nullable=True),
+    Column("next_attempt_at", BigInteger, nullable=True),
+)
