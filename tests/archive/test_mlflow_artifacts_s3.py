@@ -3,14 +3,30 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 
+@pytest.fixture
+def own_mlflow_uris() -> Iterator[None]:
+    """MLflow's tracking and registry URIs are process-wide: put the session's back after."""
+    import mlflow
+
+    before = (mlflow.get_tracking_uri(), mlflow.get_registry_uri())
+    yield
+    mlflow.set_tracking_uri(before[0])
+    mlflow.set_registry_uri(before[1])
+
+
 def test_a_model_with_artifacts_in_s3_deploys_and_serves(
-    tmp_path: Path, s3_server: Any, s3_keys: dict[str, str], monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path,
+    s3_server: Any,
+    s3_keys: dict[str, str],
+    monkeypatch: pytest.MonkeyPatch,
+    own_mlflow_uris: None,
 ) -> None:
     import mlflow
     import sklearn
