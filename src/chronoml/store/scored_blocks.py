@@ -56,6 +56,23 @@ class Scored:
         cols = (self.variants.tolist(), self.model_names.tolist(), self.versions.tolist())
         return list(dict.fromkeys(zip(*cols, strict=True)))
 
+    def take(self, order: np.ndarray[Any, Any]) -> Scored:
+        """The decisions at positions ``order``, in that order."""
+        lengths = self.score_lengths
+        ends = np.cumsum(np.maximum(lengths, 0))
+        starts = ends - np.maximum(lengths, 0)
+        blob = self.score_bytes
+        packed = b"".join([blob[starts[i] : ends[i]] for i in order.tolist()])
+        return Scored(
+            variants=self.variants[order],
+            model_names=self.model_names[order],
+            versions=self.versions[order],
+            outputs=self.outputs[order],
+            labels=self.labels[order],
+            score_lengths=lengths[order],
+            score_bytes=packed,
+        )
+
     def scores(self, width: int) -> np.ndarray[Any, Any]:
         """An ``(n, width)`` float64 matrix; NaN rows where a row has no scores of that width."""
         n = len(self)
@@ -178,14 +195,14 @@ def _decode(
     variant: str | None,
     version: str | None,
 ) -> Scored:
-    edge = [r[0] for r in got if r[1] < start or r[2] >= stop]
     ts_of: dict[int, bytes] = {}
     late: list[tuple[int, str, Any]] = []
     ids_of: dict[int, bytes] = {}
     with store.engine.connect() as conn:
-        if edge:
-            ts_of = dict(conn.execute(select(B.c.id, B.c.ts).where(B.c.id.in_(edge))).all())
         if got:
+            # every block's times: the rows come in (time, id) order, as from the rows
+            q1 = select(B.c.id, B.c.ts).where(B.c.id.in_([r[0] for r in got]))
+            ts_of = dict(conn.execute(q1).all())
             low = min(int(r[13]) for r in got)
             q = select(FB.c.id, FB.c.decision_id, FB.c.label).where(FB.c.id > low)
             late = [(int(f), d, orjson.loads(t)) for f, d, t in conn.execute(q.order_by(FB.c.id))]
@@ -193,16 +210,18 @@ def _decode(
                 q2 = select(OB.c.block_id, OB.c.ids).where(OB.c.block_id.in_([r[0] for r in got]))
                 ids_of = dict(conn.execute(q2).all())
     variants, names, versions, outputs, labels, lengths, blobs = [], [], [], [], [], [], []
-    for bid, _lo, _hi, _n, vname, ver, _ob, n_t, n_c, o_t, o_c, l_t, l_c, upto, sc, sl in got:
+    times: list[np.ndarray[Any, Any]] = []
+    kept: list[tuple[int, Any]] = []
+    for bid, lo, hi, _n, vname, ver, _ob, n_t, n_c, o_t, o_c, l_t, l_c, upto, sc, sl in got:
         lens = np.frombuffer(sl, dtype="<i4").astype(np.int64)
+        ts = np.frombuffer(ts_of[bid], dtype="<i8")
         sel: Any = slice(None)
-        if bid in ts_of:
-            ts = np.frombuffer(ts_of[bid], dtype="<i8")
+        if lo < start or hi >= stop:
             sel = np.flatnonzero((ts >= start) & (ts < stop))
         n_names = np.frombuffer(n_c, dtype="<i4")[sel]
         if not len(n_names):
             continue
-        name_table = _table(orjson.loads(n_t))
+        name_table = _objects([*orjson.loads(n_t), None])
         block_labels = _table(orjson.loads(l_t))[np.frombuffer(l_c, dtype="<i4")[sel]]
         if late:
             ids = np.frombuffer(ids_of[bid], dtype=f"S{OBK.ID_WIDTH}")[sel]
@@ -215,6 +234,8 @@ def _decode(
             blob = b"".join([sc[cum[i] : cum[i + 1]] for i in sel.tolist()])
             lens = lens[sel]
         block_outputs = _table(orjson.loads(o_t))[np.frombuffer(o_c, dtype="<i4")[sel]]
+        times.append(ts[sel])
+        kept.append((bid, sel))
         variants.append(np.full(len(n_names), vname, dtype=object))
         names.append(name_table[n_names])
         versions.append(np.full(len(n_names), ver, dtype=object))
@@ -231,6 +252,7 @@ def _decode(
         score_lengths=np.concatenate(lengths) if lengths else np.empty(0, np.int64),
         score_bytes=b"".join(blobs),
     )
+    head = _in_row_order(store, head, times, kept)
     _label_score_outputs(store, head)
     tail = from_outcomes(
         O.outcomes(store, endpoint, max(start, stop), end, variant=variant, version=version,
@@ -245,6 +267,28 @@ def _decode(
         score_lengths=np.concatenate([head.score_lengths, tail.score_lengths]),
         score_bytes=head.score_bytes + tail.score_bytes,
     )
+
+
+def _in_row_order(
+    store: Store, head: Scored, times: list[np.ndarray[Any, Any]], kept: list[tuple[int, Any]]
+) -> Scored:
+    """``head`` in (time, id) order, the rows' order (blocks of several variants or layouts
+    interleave in time; ids are read only when times tie)."""
+    if not times:
+        return head
+    ts = np.concatenate(times)
+    d = np.diff(ts)
+    if not (d <= 0).any():
+        return head
+    if not (np.diff(np.sort(ts)) == 0).any():
+        return head.take(np.argsort(ts, kind="stable"))
+    with store.engine.connect() as conn:
+        q = select(OB.c.block_id, OB.c.ids).where(OB.c.block_id.in_([b for b, _ in kept]))
+        ids_of = dict(conn.execute(q).all())
+    ids = np.concatenate(
+        [np.frombuffer(ids_of[b], dtype=f"S{OBK.ID_WIDTH}")[sel] for b, sel in kept]
+    )
+    return head.take(np.lexsort((ids, ts)))
 
 
 def _cat(parts: list[np.ndarray[Any, Any]]) -> np.ndarray[Any, Any]:
