@@ -60,8 +60,10 @@ def estimate_version(
     reference: Reference,
     *,
     variant: str | None = None,
+    window: SB.Scored | None = None,
 ) -> dict[str, Any]:
-    """Estimated and realized quality of one version's decisions in ``[start, end)``."""
+    """Estimated and realized quality of one version's decisions in ``[start, end)``
+    (``window``: those decisions, when the caller has read them already)."""
     classes = O.classes_of(store, model_name, version)
     if classes is None:
         raise EstimateError(
@@ -70,7 +72,11 @@ def estimate_version(
             "scores",
             422,
         )
-    cur = SB.scored(store, endpoint, start, end, variant=variant, version=version)
+    cur = (
+        window
+        if window is not None
+        else SB.scored(store, endpoint, start, end, variant=variant, version=version)
+    )
     rows, scores = _scored(cur, np.arange(len(cur)), len(classes))
     if not len(rows):
         raise EstimateError("no decision with scores in this window", "window", 422)
@@ -144,8 +150,13 @@ def estimated_quality(
     if len(got) == 0:
         raise EstimateError("no decisions in this window", "window", 422)
     variants = []
-    for vname, mname, ver in got.groups():
-        entry = estimate_version(store, endpoint, mname, ver, start, end, ref, variant=vname)
+    groups = got.groups()
+    for vname, mname, ver in groups:
+        # one variant and version: the window read is already theirs
+        mine = got if len({(v, x) for v, _, x in groups}) == 1 else None
+        entry = estimate_version(
+            store, endpoint, mname, ver, start, end, ref, variant=vname, window=mine
+        )
         variants.append({"variant": vname, **entry})
     return {
         "endpoint": endpoint,

@@ -212,6 +212,7 @@ def _decode(
     variants, names, versions, outputs, labels, lengths, blobs = [], [], [], [], [], [], []
     times: list[np.ndarray[Any, Any]] = []
     kept: list[tuple[int, Any]] = []
+    shaped = False  # an output that is the scores themselves, somewhere
     for bid, lo, hi, _n, vname, ver, _ob, n_t, n_c, o_t, o_c, l_t, l_c, upto, sc, sl in got:
         lens = np.frombuffer(sl, dtype="<i4").astype(np.int64)
         ts = np.frombuffer(ts_of[bid], dtype="<i8")
@@ -233,7 +234,9 @@ def _decode(
             cum = np.concatenate([[0], np.cumsum(np.maximum(lens, 0))])
             blob = b"".join([sc[cum[i] : cum[i + 1]] for i in sel.tolist()])
             lens = lens[sel]
-        block_outputs = _table(orjson.loads(o_t))[np.frombuffer(o_c, dtype="<i4")[sel]]
+        output_table = _table(orjson.loads(o_t))
+        shaped = shaped or any(isinstance(v, dict | list) for v in output_table.tolist())
+        block_outputs = output_table[np.frombuffer(o_c, dtype="<i4")[sel]]
         times.append(ts[sel])
         kept.append((bid, sel))
         variants.append(np.full(len(n_names), vname, dtype=object))
@@ -253,7 +256,8 @@ def _decode(
         score_bytes=b"".join(blobs),
     )
     head = _in_row_order(store, head, times, kept)
-    _label_score_outputs(store, head)
+    if shaped:
+        _label_score_outputs(store, head)
     tail = from_outcomes(
         O.outcomes(store, endpoint, max(start, stop), end, variant=variant, version=version,
                    with_context=False)
