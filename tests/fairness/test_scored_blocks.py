@@ -10,6 +10,7 @@ from typing import Any
 import numpy as np
 import orjson
 import pytest
+from sqlalchemy import func, select
 
 from chronoml.domain import codec
 from chronoml.ids import new_ids
@@ -116,7 +117,17 @@ def test_blocks_without_scores_fall_back_to_the_rows(cm: Any) -> None:
     _populate(cm)
     before = _estimate(cm)
     blocks.compact(cm.store, ["e"], upto=10**6)
+    OBT = schema.outcome_blocks
+    # an erasure drops the outcome blocks it touches: their windows are read from the rows
     with cm.store.write() as conn:
-        conn.execute(schema.outcome_blocks.update().values(scores=None, score_lengths=None))
+        first = conn.execute(select(func.min(OBT.c.block_id))).scalar_one()
+        conn.execute(OBT.delete().where(OBT.c.block_id == first))
+    _same(SB.scored(cm.store, "e", 0, 10**6), _rows(cm, 0, 10**6))
+    assert _estimate(cm) == before
+    # blocks built before their scores were kept
+    blocks.drop(cm.store, "e")
+    blocks.compact(cm.store, ["e"], upto=10**6)
+    with cm.store.write() as conn:
+        conn.execute(OBT.update().values(scores=None, score_lengths=None))
     _same(SB.scored(cm.store, "e", 0, 10**6), _rows(cm, 0, 10**6))
     assert _estimate(cm) == before
