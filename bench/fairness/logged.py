@@ -8,8 +8,8 @@
 2. ``chronoml fairness`` and ``quality --estimate`` end to end over N logged
    decisions with scores, context and labels in a SQLite store: the read of
    the window (the part the core benchmarks in bench.py leave out) and the
-   computation. Fairness once from the rows, then compacted (as the server's
-   compactor does) and from the outcome blocks.
+   computation. Fairness and CBPE once from the rows, then compacted (as the
+   server's compactor does) and from the outcome blocks.
 
     .venv/bin/python bench/fairness/logged.py [--rows 1000000] [--repeats 3] [--skip-hot]
 """
@@ -36,6 +36,7 @@ from chronoml.store import Store, blocks, schema
 from chronoml.store import decisions as D
 from chronoml.store import outcome_blocks as OB
 from chronoml.store import outcomes as O
+from chronoml.store import scored_blocks as SB
 
 COLS = [f"f{i}" for i in range(30)]
 SCHEMA = tuple((c, "float") for c in COLS)
@@ -149,8 +150,12 @@ def logged(rows: int, repeats: int) -> None:
                 times.append(time.perf_counter() - t0)
             print(f"  {name:<48} median {statistics.median(times):.2f} s over {n}")
 
+        def estimate() -> Any:
+            return estimated_quality(store, "e", half, rows, reference_start=0, reference_end=half)
+
         # before compaction: every decision read as a row
         timed("fairness by group, from the rows", lambda: fairness(store, "e", "group", 0, rows), 1)
+        timed("quality --estimate, from the rows", estimate, 1)
         t0 = time.perf_counter()
         blocks.compact(store, ["e"], upto=rows)
         print(f"compacted into blocks and outcome blocks in {time.perf_counter() - t0:.1f} s")
@@ -158,11 +163,13 @@ def logged(rows: int, repeats: int) -> None:
             ("read window (outcome blocks)", lambda: OB.columns(store, "e", 0, rows)),
             ("fairness by group (outcome blocks)", lambda: fairness(store, "e", "group", 0, rows)),
             (
-                "quality --estimate (ref = first half)",
-                lambda: estimated_quality(
-                    store, "e", half, rows, reference_start=0, reference_end=half
+                "read CBPE's two windows (outcome blocks)",
+                lambda: (
+                    SB.scored(store, "e", 0, half, version="1"),
+                    SB.scored(store, "e", half, rows, variant="a", version="1"),
                 ),
             ),
+            ("quality --estimate (ref = first half, blocks)", estimate),
         ):
             timed(name, fn, repeats)
         store.close()

@@ -19,6 +19,7 @@ import numpy as np
 from chronoml.errors import InvalidInput
 from chronoml.fairness.cbpe import CbpeError, estimate, fit_calibrator
 from chronoml.store import outcomes as O
+from chronoml.store import scored_blocks as SB
 from chronoml.store.database import Store
 from chronoml.timeutil import iso
 
@@ -41,10 +42,12 @@ class Reference:
     explicit: bool
 
 
-def _scored(got: O.Outcomes, idx: list[int], width: int) -> tuple[list[int], np.ndarray[Any, Any]]:
-    scores = O.unpack_scores([got.scores[i] for i in idx], width)
+def _scored(
+    got: SB.Scored, idx: np.ndarray[Any, Any], width: int
+) -> tuple[np.ndarray[Any, Any], np.ndarray[Any, Any]]:
+    scores = got.scores(width)[idx]
     keep = ~np.isnan(scores).any(axis=1)
-    return [i for i, k in zip(idx, keep, strict=True) if k], scores[keep]
+    return idx[keep], scores[keep]
 
 
 def estimate_version(
@@ -57,8 +60,10 @@ def estimate_version(
     reference: Reference,
     *,
     variant: str | None = None,
+    window: SB.Scored | None = None,
 ) -> dict[str, Any]:
-    """Estimated and realized quality of one version's decisions in ``[start, end)``."""
+    """Estimated and realized quality of one version's decisions in ``[start, end)``
+    (``window``: those decisions, when the caller has read them already)."""
     classes = O.classes_of(store, model_name, version)
     if classes is None:
         raise EstimateError(
@@ -67,17 +72,17 @@ def estimate_version(
             "scores",
             422,
         )
-    cur = O.outcomes(
-        store, endpoint, start, end, variant=variant, version=version, with_context=False
+    cur = (
+        window
+        if window is not None
+        else SB.scored(store, endpoint, start, end, variant=variant, version=version)
     )
-    rows, scores = _scored(cur, list(range(len(cur))), len(classes))
-    if not rows:
+    rows, scores = _scored(cur, np.arange(len(cur)), len(classes))
+    if not len(rows):
         raise EstimateError("no decision with scores in this window", "window", 422)
-    ref = O.outcomes(
-        store, endpoint, reference.start, reference.end, version=version, with_context=False
-    )
+    ref = SB.scored(store, endpoint, reference.start, reference.end, version=version)
     ref_rows, ref_scores = _scored(
-        ref, [i for i in range(len(ref)) if ref.labels[i] is not None], len(classes)
+        ref, np.flatnonzero([v is not None for v in ref.labels.tolist()]), len(classes)
     )
     field = "reference_from" if reference.explicit else "reference"
     if len(ref_rows) < MIN_REFERENCE:
@@ -88,7 +93,7 @@ def estimate_version(
             field,
             422,
         )
-    ref_labels = [ref.labels[i] for i in ref_rows]
+    ref_labels = ref.labels[ref_rows].tolist()
     unknown = sorted({str(v) for v in ref_labels} - {str(c) for c in classes})
     if unknown:
         raise EstimateError(f"reference label {unknown[0]!r} is not a class of the model", field)
@@ -97,8 +102,8 @@ def estimate_version(
         rep = estimate(
             cal,
             scores,
-            [cur.outputs[i] for i in rows],
-            labels=[cur.labels[i] for i in rows],
+            cur.outputs[rows].tolist(),
+            labels=cur.labels[rows].tolist(),
         )
     except CbpeError as exc:
         raise EstimateError(exc.message, exc.field, 422) from None
@@ -141,14 +146,17 @@ def estimated_quality(
         ref = Reference(reference_start, reference_end, True)
     else:
         ref = Reference(start - DEFAULT_REFERENCE_US, start, False)
-    got = O.outcomes(
-        store, endpoint, start, end, variant=variant, version=version, with_context=False
-    )
+    got = SB.scored(store, endpoint, start, end, variant=variant, version=version)
     if len(got) == 0:
         raise EstimateError("no decisions in this window", "window", 422)
     variants = []
-    for vname, mname, ver in got.groups():
-        entry = estimate_version(store, endpoint, mname, ver, start, end, ref, variant=vname)
+    groups = got.groups()
+    for vname, mname, ver in groups:
+        # one variant and version: the window read is already theirs
+        mine = got if len({(v, x) for v, _, x in groups}) == 1 else None
+        entry = estimate_version(
+            store, endpoint, mname, ver, start, end, ref, variant=vname, window=mine
+        )
         variants.append({"variant": vname, **entry})
     return {
         "endpoint": endpoint,

@@ -88,6 +88,7 @@ def _compact_one(store: Store, endpoint: str, limit: int) -> int:
             D.c.model_name,
             D.c.output,
             D.c.context,
+            D.c.scores,
         )
         .where(D.c.endpoint == endpoint, D.c.ts >= lo, D.c.ts < limit)
         .order_by(D.c.ts)
@@ -114,6 +115,7 @@ def _compact_one(store: Store, endpoint: str, limit: int) -> int:
                     [r[10] for r in chunk],
                     [r[11] for r in chunk],
                     upto,
+                    [r[12] for r in chunk],
                 )
             outcomes.append(outcome)
             rows.append(

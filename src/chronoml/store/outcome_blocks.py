@@ -3,8 +3,9 @@
 Beside each decision block (:mod:`chronoml.store.blocks`), compaction keeps what
 fairness reads of its rows, dictionary-coded per column so that a million rows
 decode with a few fancy indexes and one parse per distinct value: the ids
-(fixed width), model names, outputs (as logged), context (as logged) and the
-latest label of each decision among the feedback rows up to ``labels_to``.
+(fixed width), model names, outputs (as logged), context (as logged), the
+latest label of each decision among the feedback rows up to ``labels_to``, and
+the packed class scores (read by :mod:`chronoml.store.scored_blocks`).
 
 Labels keep arriving after a block is built. A window read adds the feedback
 rows after each block's ``labels_to`` (the latest one wins, as everywhere), and
@@ -67,10 +68,14 @@ def _latest_labels(conn: Any, ids: Sequence[str], upto: int) -> list[str | None]
 
 
 def row_for(conn: Any, ids: Sequence[str], names: Sequence[str], outputs: Sequence[str],
-            contexts: Sequence[str | None], upto: int) -> dict[str, Any] | None:  # fmt: skip
+            contexts: Sequence[str | None], upto: int,
+            scores: Sequence[bytes | None]) -> dict[str, Any] | None:  # fmt: skip
     """The outcome block of one decision block's rows (None: ids of another width)."""
     if any(len(i) != ID_WIDTH for i in ids):
         return None
+    lengths = np.fromiter(
+        (-1 if b is None else len(b) for b in scores), dtype="<i4", count=len(scores)
+    )
     labels = _latest_labels(conn, ids, upto)
     n_t, n_c = _dictionary(names)
     o_t, o_c = _dictionary(outputs)
@@ -89,6 +94,8 @@ def row_for(conn: Any, ids: Sequence[str], names: Sequence[str], outputs: Sequen
         "labels": l_t,
         "label_codes": l_c,
         "labels_to": upto,
+        "scores": b"".join([bytes(b) for b in scores if b is not None]),
+        "score_lengths": lengths.tobytes(),
     }
 
 
@@ -345,7 +352,7 @@ def columns(
         if not all(_number(v) for _, _, v in late):
             labels = [_objects(x) for x in labels]
         for part, upto_part, lab in zip(ids, labels_to, labels, strict=True):
-            _late_labels(part, lab, upto_part, late)
+            late_labels(part, lab, upto_part, late)
     later: dict[str, dict[str, Any]] = {}
     if dc_rows and len(blocked_ids):
         mine = np.array(sorted({r[0] for r in dc_rows}), dtype=f"S{ID_WIDTH}")
@@ -382,7 +389,7 @@ def columns(
     )
 
 
-def _late_labels(
+def late_labels(
     ids: np.ndarray[Any, Any],
     labels: np.ndarray[Any, Any],
     labels_to: np.ndarray[Any, Any],

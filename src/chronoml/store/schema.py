@@ -299,7 +299,7 @@ Index("ix_decision_blocks_endpoint", decision_blocks.c.endpoint, decision_blocks
 # list of a column's distinct texts, and an int32 code per row into it, -1 for none):
 # the rows' ids (fixed width), model names, outputs, context as logged, and the latest
 # label of each decision among the feedback rows with id <= labels_to (a later label is
-# read from the feedback table, and compaction folds it in).
+# read from the feedback table, and compaction folds it in), and the class scores.
 outcome_blocks = Table(
     "outcome_blocks",
     metadata,
@@ -316,6 +316,10 @@ outcome_blocks = Table(
     Column("labels", Text, nullable=False),
     Column("label_codes", LargeBinary, nullable=False),
     Column("labels_to", BigInteger, nullable=False),
+    # the rows' packed class scores end to end, and each row's byte length (int32, -1:
+    # none); NULL in a block built before 0016 (readers take its rows then)
+    Column("scores", LargeBinary, nullable=True),
+    Column("score_lengths", LargeBinary, nullable=True),
 )
 
 block_watermarks = Table(
