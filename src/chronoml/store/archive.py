@@ -275,7 +275,13 @@ def _absent(conn: Connection, sha: str) -> bool:
 
 
 def _trim_blocks(conn: Connection, endpoint: str, upto: int) -> None:
-    """Drop the columnar blocks below ``upto``; keep the later rows of a block that spans it."""
+    """Drop the columnar blocks below ``upto``; keep the later rows of a block that spans it.
+
+    A block's outcome copy goes with it, and with a trimmed block's rows too: readers
+    take a block without one from its rows instead."""
+    OB = schema.outcome_blocks
+    gone = select(B.c.id).where(B.c.endpoint == endpoint, B.c.ts_min < upto)
+    conn.execute(delete(OB).where(OB.c.block_id.in_(gone.scalar_subquery())))
     conn.execute(delete(B).where(B.c.endpoint == endpoint, B.c.ts_max < upto))
     spanning = conn.execute(
         select(B).where(B.c.endpoint == endpoint, B.c.ts_min < upto, B.c.ts_max >= upto)
@@ -291,6 +297,9 @@ def _trim_blocks(conn: Connection, endpoint: str, upto: int) -> None:
         if codes is not None:
             cw = len(codes) // (4 * n)
             codes = np.frombuffer(codes, dtype="<i4").reshape(n, cw)[keep].tobytes()
+        erased = b["erased"]
+        if erased is not None and len(erased) == n:  # one flag per row: the kept rows' flags
+            erased = np.frombuffer(erased, dtype=np.uint8)[keep].tobytes()
         conn.execute(
             update(B)
             .where(B.c.id == b["id"])
@@ -301,6 +310,7 @@ def _trim_blocks(conn: Connection, endpoint: str, upto: int) -> None:
                 num=num.tobytes(),
                 outputs=outs.tobytes(),
                 codes=codes,
+                erased=erased,
             )
         )
 
