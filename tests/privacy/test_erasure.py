@@ -214,3 +214,44 @@ def test_privacy_set_and_show_from_the_cli(home: Path, store_url: str) -> None:
     assert r.exit_code == 1 and "unknown endpoint 'nowhere'" in r.output
     r = run(home, store_url, "erase", "--unit", "")
     assert r.exit_code == 1 and "unit" in r.output
+
+
+def test_erasure_removes_the_context_from_outcome_blocks(tmp_path: Path, store_url: str) -> None:
+    """Compaction keeps a copy of each block's context for fairness (outcome blocks):
+    erasing a subject must not leave its context there."""
+    from chronoml.ids import new_id
+
+    home = tmp_path / "home"
+    assert run(home, store_url, "db", "upgrade").exit_code == 0
+    store = _open(home, store_url)
+    try:
+        model = L.ModelRef("churn", "1", None, "ab" * 32)
+        v = L.Variant(name="a", model=model, weight=0, shadow=False)
+        change = L.Change("deploy", "churn", "alice", {"variant": v.to_dict()})
+        ev = SL.append(store, change, now=T0)
+        D.Layouts(store).ensure("lay1", SCHEMA)
+        ctx = orjson.dumps({"email": CTX_MARK}).decode()
+        rows = []
+        for i, (unit, c) in enumerate([("subject-7", ctx), ("other-1", None), ("other-1", None)]):
+            r = list(_row(i, T0 + 10 + i, ev.seq, unit, MARK if c else OTHER, "n", c))
+            r[0] = new_id()  # ids of the width outcome blocks keep
+            rows.append(tuple(r))
+        app = D.Appender(store)
+        app.append(rows)
+        app.close()
+        SB.compact(store, upto=T0 + 100)
+        with store.read() as conn:
+            kept = conn.execute(select(schema.outcome_blocks.c.contexts)).scalars().all()
+        assert any(CTX_MARK in t for t in kept)  # the copy is there to remove
+    finally:
+        store.close()
+    assert run(home, store_url, "erase", "--unit", "subject-7").exit_code == 0
+    store = _open(home, store_url)
+    try:
+        with store.read() as conn:
+            kept = conn.execute(select(schema.outcome_blocks.c.contexts)).scalars().all()
+        assert not any(CTX_MARK in t for t in kept)
+    finally:
+        store.close()
+    assert CTX_MARK.encode() not in _stored_bytes(home, store_url)
+    assert run(home, store_url, "audit", "verify", "--decisions").exit_code == 0
