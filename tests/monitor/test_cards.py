@@ -36,7 +36,7 @@ def _env(settings: Any) -> dict[str, str]:
 
 
 def test_deploy_writes_the_card_and_card_shows_it(cm: Any, settings: Any, models: Any) -> None:
-    client = MlflowClient(models.tracking_uri)
+    client = MlflowClient(models.tracking_uri, registry_uri=models.tracking_uri)
     client.update_model_version(
         "cancer", models.linked_v1, description="screening aid, not a diagnosis"
     )
