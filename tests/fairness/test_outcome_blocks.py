@@ -121,3 +121,18 @@ def test_blocks_from_before_outcome_blocks_fall_back_to_the_rows(cm: Any) -> Non
     assert OB.columns(cm.store, "e", 0, 10**6) is None
     rep = fairness(cm.store, "e", "group", 0, 10**6, version="1")
     assert rep["window"]["rows"] == 600
+
+
+def test_an_outcome_block_that_no_longer_matches_its_block_is_not_read(cm: Any) -> None:
+    """A block shortened after its outcome copy was built (as archiving a cut through it
+    does) must not pair one row's outcome with another's: the rows answer instead."""
+    ids = _populate(cm)
+    cm.feedback([(ids[i], i % 2, None) for i in range(N)])
+    blocks.compact(cm.store, ["e"], upto=10**6)
+    assert OB.columns(cm.store, "e", 0, 10**6) is not None
+    B = schema.decision_blocks
+    with cm.store.write() as conn:
+        first = conn.execute(B.select().order_by(B.c.id)).first()
+        assert first is not None
+        conn.execute(B.update().where(B.c.id == first.id).values(rows=first.rows - 1))
+    assert OB.columns(cm.store, "e", 0, 10**6) is None

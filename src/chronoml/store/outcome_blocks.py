@@ -276,6 +276,7 @@ def columns(
                 OB.c.labels_to,
                 OB.c.id_min,
                 OB.c.id_max,
+                B.c.rows,
             )
             .select_from(B.outerjoin(OB, OB.c.block_id == B.c.id))
             .where(B.c.endpoint == endpoint, B.c.ts_max >= start, B.c.ts_min < stop)
@@ -286,7 +287,9 @@ def columns(
             q = q.where(B.c.variant == variant)
         with store.engine.connect() as conn:
             got = list(conn.execute(q).cursor.fetchall())  # type: ignore[union-attr]
-            if any(r[4] is None for r in got):
+            # no outcome block, or one that no longer matches its block's rows: the rows
+            # answer, as for CBPE (a reader must never pair one row's outcome with another)
+            if any(r[4] is None or len(r[6]) != 4 * int(r[16]) for r in got):
                 return None
             if got:
                 low = min(int(r[13]) for r in got)
