@@ -120,11 +120,23 @@ class CbpeReport:
 
 
 @dataclass(frozen=True)
+class IsotonicMap:
+    """A fitted isotonic calibration map: linear between its points, constant past the ends
+    (what scikit-learn's ``IsotonicRegression(out_of_bounds="clip")`` predicts)."""
+
+    x: FArray
+    y: FArray
+
+    def predict(self, scores: FArray) -> FArray:
+        return np.asarray(np.interp(scores, self.x, self.y), dtype=float)
+
+
+@dataclass(frozen=True)
 class Calibrator:
     """Per-class isotonic calibrators fitted on labelled reference data (None: left as is)."""
 
     classes: tuple[Any, ...]
-    fitted: tuple[Any, ...]  # sklearn IsotonicRegression or None, per score column
+    fitted: tuple[IsotonicMap | None, ...]  # per score column; None: left as is
     reference_rows: int
 
     @property
@@ -134,7 +146,7 @@ class Calibrator:
     def calibrate(self, scores: FArray) -> FArray:
         """Calibrated class probabilities, shape (n, classes)."""
         cols = [
-            scores[:, j] if f is None else np.asarray(f.predict(scores[:, j]), dtype=float)
+            scores[:, j] if f is None else f.predict(scores[:, j])
             for j, f in enumerate(self.fitted)
         ]
         if self.binary:
@@ -187,35 +199,95 @@ def _ece(y: npt.NDArray[Any], p: FArray, bins: int = 10) -> float:
 
 def _splits(
     y: npt.NDArray[Any], n_splits: int, test_share: float, seed: int
-) -> list[tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]]:
-    """Stratified random train/test splits: each class keeps its share in the test part."""
+) -> list[npt.NDArray[np.int64]]:
+    """The test parts of stratified random train/test splits: each class keeps its share
+    in the test part (the train part is the rest)."""
     rng = np.random.default_rng(seed)
     members = [np.flatnonzero(y == c) for c in np.unique(y)]
-    out = []
-    for _ in range(n_splits):
-        test = np.concatenate(
-            [rng.permutation(m)[: max(1, round(len(m) * test_share))] for m in members]
+    return [
+        np.sort(
+            np.concatenate(
+                [rng.choice(m, max(1, round(len(m) * test_share)), replace=False) for m in members]
+            )
         )
-        mask = np.ones(len(y), dtype=bool)
-        mask[test] = False
-        out.append((np.flatnonzero(mask), np.sort(test)))
-    return out
+        for _ in range(n_splits)
+    ]
 
 
-def _helps(y: npt.NDArray[Any], p: FArray) -> bool:
+class _SortedScores:
+    """One score column of the reference, sorted once for every fit on it.
+
+    An isotonic fit sorts its input, and sorting is most of its cost: fitting ten
+    splits and the whole reference from one sort gives the same maps for a tenth
+    of the work. Rows with the same score are merged into one point weighted by
+    their count, as scikit-learn's ``IsotonicRegression`` does before its
+    pool-adjacent-violators step (scikit-learn's ``isotonic_regression`` here).
+    """
+
+    def __init__(self, p: FArray, y: FArray) -> None:
+        self.order = np.argsort(p)
+        self.p = p[self.order]
+        if (self.p[1:] == self.p[:-1]).any():
+            # tied scores: keep them in row order, as the splits' calibration error expects
+            self.order = np.argsort(p, kind="stable")
+            self.p = p[self.order]
+        self.y = y[self.order]
+        first = np.r_[True, self.p[1:] != self.p[:-1]]
+        self.values = self.p[first]
+        self.point = np.cumsum(first) - 1  # each sorted row's distinct value
+        self.distinct = len(self.values) == len(p)
+        self.rank = np.empty(len(p), dtype=np.int64)
+        self.rank[self.order] = np.arange(len(p))
+
+    def fit(self, keep: npt.NDArray[np.bool_] | None = None) -> IsotonicMap:
+        """The isotonic map of the rows ``keep`` (in sorted order; default all)."""
+        # lazy: scikit-learn loads only when a calibrator is fitted
+        from sklearn.isotonic import isotonic_regression
+
+        if self.distinct:  # no tied scores (the usual case for real-valued ones): no merging
+            x = self.p if keep is None else self.p[keep]
+            fitted = np.asarray(
+                isotonic_regression(self.y if keep is None else self.y[keep]), dtype=float
+            )
+        else:
+            point = self.point if keep is None else self.point[keep]
+            y = self.y if keep is None else self.y[keep]
+            w = np.bincount(point, minlength=len(self.values)).astype(float)
+            total = np.bincount(point, weights=y, minlength=len(self.values))
+            have = w > 0
+            x = self.values[have]
+            fitted = np.asarray(
+                isotonic_regression(total[have] / w[have], sample_weight=w[have]), dtype=float
+            )
+        # the map is flat inside each run of equal fitted values: its two ends carry it
+        # (scikit-learn keeps the same points), and predicting then searches far fewer
+        step = fitted[1:] != fitted[:-1]
+        ends = np.r_[True, step] | np.r_[step, True]
+        return IsotonicMap(x[ends], fitted[ends])
+
+    def auc(self) -> float:
+        """ROC AUC of the scores against the labels, tied scores counted half."""
+        pos = np.bincount(self.point, weights=self.y, minlength=len(self.values))
+        neg = np.bincount(self.point, minlength=len(self.values)) - pos
+        below = np.cumsum(neg) - neg  # negatives with a strictly lower score
+        n_pos, n_neg = pos.sum(), neg.sum()
+        return float((pos * (below + neg / 2)).sum() / (n_pos * n_neg))
+
+
+def _helps(y: FArray, sorted_: _SortedScores) -> bool:
     """NannyML's rule: calibrate when out-of-sample calibration error drops."""
-    # lazy: scikit-learn loads only when an estimate is computed
-    from sklearn.isotonic import IsotonicRegression
-    from sklearn.metrics import roc_auc_score
-
-    if roc_auc_score(y, p) > 0.999:
+    if sorted_.auc() > 0.999:
         return False
     yt, before, after = [], [], []
-    for train, test in _splits(y, 10, 0.1, 42):
-        iso = IsotonicRegression(out_of_bounds="clip", increasing=True).fit(p[train], y[train])
-        yt.append(y[test])
-        before.append(p[test])
-        after.append(iso.predict(p[test]))
+    for test in _splits(y, 10, 0.1, 42):
+        # the test rows in score order: the pooled parts below sort in runs
+        in_test = np.zeros(len(sorted_.y), dtype=bool)
+        in_test[sorted_.rank[test]] = True
+        iso = sorted_.fit(~in_test)
+        p = sorted_.p[in_test]
+        yt.append(sorted_.y[in_test])
+        before.append(p)
+        after.append(iso.predict(p))
     y_all = np.concatenate(yt)
     return _ece(y_all, np.concatenate(before)) > _ece(y_all, np.concatenate(after))
 
@@ -234,9 +306,6 @@ def fit_calibrator(
     (default: the sorted distinct labels). Binary: the positive class is the
     last of ``classes``.
     """
-    # lazy: scikit-learn loads only when a calibrator is fitted
-    from sklearn.isotonic import IsotonicRegression
-
     if calibration not in ("auto", "isotonic", "none"):
         raise CbpeError(
             f"calibration must be auto, isotonic or none, got {calibration!r}", "calibration"
@@ -263,37 +332,60 @@ def fit_calibrator(
             f"{len(scores)} reference scores for {len(labels)} labels", "reference_scores"
         )
     cols = [len(cls) - 1] if len(cls) == 2 else list(range(len(cls)))
-    fitted: list[Any] = [None] * len(cls)
+    fitted: list[IsotonicMap | None] = [None] * len(cls)
+    codes = _codes(labels, cls)
     for j in cols:
-        y = np.asarray(labels == cls[j], dtype=float)
+        y = np.asarray(codes == j, dtype=float)
         if not 0 < y.sum() < len(y):
             raise CbpeError(
                 f"class {cls[j]!r} is {'absent from' if y.sum() == 0 else 'all of'} the "
                 "reference: it cannot be calibrated",
                 "reference_labels",
             )
-        p = scores[:, j]
-        if calibration == "isotonic" or (calibration == "auto" and _helps(y, p)):
-            fitted[j] = IsotonicRegression(out_of_bounds="clip", increasing=True).fit(p, y)
+        if calibration == "none":
+            continue
+        sorted_ = _SortedScores(scores[:, j], y)
+        if calibration == "isotonic" or _helps(y, sorted_):
+            fitted[j] = sorted_.fit()
     return Calibrator(cls, tuple(fitted), len(labels))
 
 
-def _auc(score: FArray, p: FArray) -> float | None:
-    """Area under the ROC curve of expected counts, ordered by the model's score."""
-    order = np.argsort(-score, kind="stable")
-    s, q = score[order], p[order]
-    tps = np.cumsum(q)
-    fps = np.cumsum(1 - q)
-    last = np.r_[s[1:] != s[:-1], True]  # one curve point per distinct score
-    tps = np.r_[0.0, tps[last]]
-    fps = np.r_[0.0, fps[last]]
-    if tps[-1] <= 0 or fps[-1] <= 0:
-        return None
-    return float(np.trapezoid(tps / tps[-1], fps / fps[-1]))
+@dataclass(frozen=True)
+class _Ranked:
+    """One score column of a window in descending order, sorted once for the estimated
+    and the realised ROC AUC; ``last`` marks where each distinct score ends."""
+
+    order: npt.NDArray[np.int64]
+    last: npt.NDArray[np.bool_]
+
+    @classmethod
+    def of(cls, score: FArray) -> _Ranked:
+        order = np.argsort(-score)  # the order within tied scores is of no consequence
+        s = score[order]
+        return cls(order, np.r_[s[1:] != s[:-1], True])
+
+    def subset(self, keep: npt.NDArray[np.bool_]) -> _Ranked:
+        """The same ranking of the rows ``keep`` (a mask over the window's rows)."""
+        kept = keep[self.order]
+        # each ranked row's distinct score; a kept row ends its score's run when the next
+        # kept row has another score
+        run = (np.cumsum(np.r_[True, self.last[:-1]]) - 1)[kept]
+        position = np.cumsum(keep) - 1  # a kept row's place among the kept rows
+        return _Ranked(position[self.order[kept]], np.r_[run[1:] != run[:-1], True])
+
+    def auc(self, p: FArray) -> float | None:
+        """Area under the ROC curve of (expected) positives ``p``, ordered by the score:
+        one curve point per distinct score, so tied scores move together."""
+        q = p[self.order]
+        tps = np.r_[0.0, np.cumsum(q)[self.last]]
+        fps = np.r_[0.0, np.cumsum(1 - q)[self.last]]
+        if tps[-1] <= 0 or fps[-1] <= 0:
+            return None
+        return float(np.trapezoid(tps / tps[-1], fps / fps[-1]))
 
 
 def _binary(
-    p: FArray, predicted: npt.NDArray[np.bool_], score: FArray
+    p: FArray, predicted: npt.NDArray[np.bool_], ranked: _Ranked
 ) -> dict[str, tuple[float | None, float]]:
     """Estimates and their variances from calibrated ``p`` of the positive class."""
     n = len(p)
@@ -316,7 +408,7 @@ def _binary(
         if d > 0
         else (0.0, 0.0)
     )
-    auc = _auc(score, p)
+    auc = ranked.auc(p)
     if auc is None:
         out["roc_auc"] = (None, 0.0)
     else:
@@ -329,40 +421,47 @@ def _binary(
     return out
 
 
-def _realized(
-    labels: npt.NDArray[Any], pred: npt.NDArray[Any], scores: FArray, classes: tuple[Any, ...]
-) -> dict[str, float | None]:
-    # lazy: scikit-learn loads only when an estimate is computed
-    from sklearn import metrics as m
+def _codes(values: npt.NDArray[Any], classes: tuple[Any, ...]) -> npt.NDArray[np.int64]:
+    """Each value's position among ``classes`` (-1: none of them), matched by equality as
+    ``values == class`` would, one comparison per distinct value."""
+    found, distinct = pd.factorize(pd.Series(values, dtype=object))
+    table = np.full(len(distinct) + 1, -1, dtype=np.int64)  # the last: no value (None)
+    for i, v in enumerate(distinct.tolist()):
+        for j, c in enumerate(classes):
+            if v == c:
+                table[i] = j
+                break
+    return table[np.asarray(found, dtype=np.int64)]
 
-    binary = len(classes) == 2
-    kw: dict[str, Any] = (
-        {"average": "binary", "pos_label": classes[-1]} if binary else {"average": "macro"}
+
+def _realized(
+    label: npt.NDArray[np.int64], pred: npt.NDArray[np.int64], ranked: list[_Ranked], k: int
+) -> dict[str, float | None]:
+    """Realised quality of labelled rows, from their class codes (a label that is no class
+    counts as wrong): scikit-learn's per-class precision, recall and F1 (zero_division=0),
+    of the positive class (binary) or their unweighted mean (macro)."""
+    # lazy: scikit-learn loads only when an estimate is computed
+    from sklearn.metrics import precision_recall_fscore_support
+
+    binary = k == 2
+    prec, rec, f1, _ = precision_recall_fscore_support(
+        label, pred, labels=list(range(k)), average=None, zero_division=0
     )
-    kw["zero_division"] = 0
-    lab = list(classes)
+
+    def pick(per_class: Any) -> float:
+        return float(per_class[-1]) if binary else float(np.mean(per_class))
+
     out: dict[str, float | None] = {
-        "accuracy": float(m.accuracy_score(labels, pred)),
-        "precision": float(
-            m.precision_score(labels, pred, labels=lab if not binary else None, **kw)
-        ),
-        "recall": float(m.recall_score(labels, pred, labels=lab if not binary else None, **kw)),
-        "f1": float(m.f1_score(labels, pred, labels=lab if not binary else None, **kw)),
+        "accuracy": float((label == pred).mean()),
+        "precision": pick(prec),
+        "recall": pick(rec),
+        "f1": pick(f1),
     }
-    present = set(pd.unique(labels).tolist())
-    if binary:
-        out["roc_auc"] = (
-            float(m.roc_auc_score(labels == classes[-1], scores[:, -1]))
-            if len(present) == 2
-            else None
-        )
-    else:
-        aucs = [
-            float(m.roc_auc_score(labels == c, scores[:, j]))
-            for j, c in enumerate(classes)
-            if c in present and len(present) > 1
-        ]
-        out["roc_auc"] = float(np.mean(aucs)) if len(aucs) == len(classes) else None
+    # ROC AUC of each class one-vs-rest on the same ranking as the estimate
+    cols = [k - 1] if binary else list(range(k))
+    aucs = [ranked[i].auc(np.asarray(label == j, dtype=float)) for i, j in enumerate(cols)]
+    known = [a for a in aucs if a is not None]
+    out["roc_auc"] = float(np.mean(known)) if len(known) == len(aucs) else None
     return out
 
 
@@ -389,58 +488,62 @@ def estimate(
     raw = _scores(scores, len(classes), "scores")
     n = len(raw)
     if y_pred is None:
-        pred = np.asarray(list(classes))[raw.argmax(axis=1)]
+        pred_idx = raw.argmax(axis=1).astype(np.int64)
     else:
         pred = as_1d(y_pred, "y_pred", CbpeError)
         if len(pred) != n:
             raise CbpeError(f"{len(pred)} predictions for {n} score rows", "y_pred")
-    pred_idx = np.full(n, -1, dtype=np.int64)
-    for j, c in enumerate(classes):
-        pred_idx[pred == c] = j
-    if (pred_idx < 0).any():
-        bad = pred[pred_idx < 0][0]
-        raise CbpeError(f"prediction {bad!r} is not among the classes", "y_pred")
-    win = np.zeros(n, dtype=np.int64) if windows is None else as_1d(windows, "windows", CbpeError)
-    if len(win) != n:
+        pred_idx = _codes(pred, classes)
+        if (pred_idx < 0).any():
+            bad = pred[pred_idx < 0][0]
+            raise CbpeError(f"prediction {bad!r} is not among the classes", "y_pred")
+    win = None if windows is None else as_1d(windows, "windows", CbpeError)
+    if win is not None and len(win) != n:
         raise CbpeError(f"{len(win)} window keys for {n} rows", "windows")
     lab = None if labels is None else as_1d(labels, "labels", CbpeError)
     if lab is not None and len(lab) != n:
         raise CbpeError(f"{len(lab)} labels for {n} rows", "labels")
+    has_label = None if lab is None else labelled_mask(lab)
+    lab_idx = None if lab is None else _codes(lab, classes)
 
     cal = calibrator.calibrate(raw)
     z = z_value(confidence)
-    codes, keys = pd.factorize(pd.Series(win, dtype=object), sort=True)
+    if win is None:
+        parts: list[tuple[str, npt.NDArray[np.int64] | None]] = [("all", None)]
+    else:
+        codes, keys = pd.factorize(pd.Series(win, dtype=object), sort=True)
+        order = np.argsort(codes, kind="stable")
+        bounds = np.searchsorted(codes[order], np.arange(len(keys) + 1))
+        parts = [(str(key), order[bounds[w] : bounds[w + 1]]) for w, key in enumerate(keys)]
     out: list[WindowEstimate] = []
-    order = np.argsort(codes, kind="stable")
-    bounds = np.searchsorted(codes[order], np.arange(len(keys) + 1))
-    for w, key in enumerate(keys):
-        rows = order[bounds[w] : bounds[w + 1]]
+    for key, rows in parts:
+
+        def part(a: npt.NDArray[Any], rows: npt.NDArray[np.int64] | None = rows) -> Any:
+            return a if rows is None else a[rows]
+
+        size = n if rows is None else len(rows)
+        w_raw, w_pred = part(raw), part(pred_idx)
+        cols = [1] if len(classes) == 2 else list(range(len(classes)))
+        ranked = [_Ranked.of(w_raw[:, j]) for j in cols]
         # the calibration map is itself estimated from the reference: its error is
         # about the sampling error of the same metric on as many rows as the reference,
         # so the variance is widened by the share that error adds
-        inflate = 1 + len(rows) / calibrator.reference_rows
-        est = _window(cal[rows], raw[rows], pred_idx[rows], z, inflate)
+        inflate = 1 + size / calibrator.reference_rows
+        est = _window(part(cal), w_pred, ranked, z, inflate)
         realized, labelled = None, 0
-        if lab is not None:
-            wl = lab[rows]
-            mask = labelled_mask(wl)
+        if has_label is not None and lab_idx is not None:
+            mask = part(has_label)
             labelled = int(mask.sum())
             if labelled:
-                # object arrays (labels mixed with None) would confuse scikit-learn's
-                # type detection: let numpy infer the dtype of the labelled part
                 realized = _realized(
-                    np.asarray(wl[mask].tolist()),
-                    np.asarray(pred[rows][mask].tolist()),
-                    raw[rows][mask],
-                    classes,
+                    part(lab_idx)[mask],
+                    w_pred[mask],
+                    [r.subset(mask) for r in ranked],
+                    len(classes),
                 )
         out.append(
             WindowEstimate(
-                window="all" if windows is None else str(key),
-                rows=len(rows),
-                estimated=est,
-                labelled=labelled,
-                realized=realized,
+                window=key, rows=size, estimated=est, labelled=labelled, realized=realized
             )
         )
     return CbpeReport(
@@ -457,13 +560,17 @@ def estimate(
 
 
 def _window(
-    cal: FArray, raw: FArray, pred_idx: npt.NDArray[np.int64], z: float, inflate: float
+    cal: FArray,
+    pred_idx: npt.NDArray[np.int64],
+    ranked: list[_Ranked],
+    z: float,
+    inflate: float,
 ) -> dict[str, Estimate]:
     k = cal.shape[1]
     if k == 2:
-        parts = [_binary(cal[:, 1], pred_idx == 1, raw[:, 1])]
+        parts = [_binary(cal[:, 1], pred_idx == 1, ranked[0])]
     else:
-        parts = [_binary(cal[:, j], pred_idx == j, raw[:, j]) for j in range(k)]
+        parts = [_binary(cal[:, j], pred_idx == j, ranked[j]) for j in range(k)]
     est: dict[str, Estimate] = {}
     for metric in METRICS:
         if metric == "accuracy" and k > 2:
