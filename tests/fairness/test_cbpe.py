@@ -158,7 +158,7 @@ def test_isotonic_maps_from_one_sort_equal_scikit_learn_fits(decimals: int | Non
     from sklearn.isotonic import IsotonicRegression
     from sklearn.metrics import roc_auc_score
 
-    from chronoml.fairness.cbpe import _SortedScores
+    from chronoml.fairness.calibration import _SortedScores
 
     rng = np.random.default_rng(18)
     s, y = _binary(20_000, rng)

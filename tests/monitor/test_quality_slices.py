@@ -91,12 +91,19 @@ def test_quality_by_categorical_input_through_the_cli(client: TestClient, settin
     rows["mean texture"] = np.resize([15.0, 20.0, 25.0], len(rows))  # three values: categories
     preds = np.asarray(_served(client, rows, Y.loc[rows.index]))
     truth = Y.loc[rows.index].to_numpy()
+    # a slice whose decisions have no label yet: counted, no figures, never the worst
+    more = X.iloc[:30].assign(**{"mean texture": 30.0})
+    body = {"dataframe_split": {"columns": list(more.columns), "data": more.values.tolist()}}
+    assert client.post("/v1/endpoints/cancer/predict", json=body).status_code == 200
     r = client.get("/v1/endpoints/cancer/quality", params={"by": "mean texture"})
     assert r.status_code == 200, r.text
     by = r.json()["variants"][0]["by"]
     assert by["source"] == "input" and by["binning"] == {"kind": "categorical"}
     got = {s["slice"]: s for s in by["slices"]}
-    assert set(got) == {"15", "20", "25"}
+    assert set(got) == {"15", "20", "25", "30"}
+    unlabelled = got.pop("30")
+    assert unlabelled["decisions"] == 30 and unlabelled["labelled"] == 0
+    assert unlabelled["metrics"] == {"task": None} and not unlabelled["worst"]
     for key in got:
         mine = rows["mean texture"].to_numpy() == float(key)
         assert got[key]["decisions"] == int(mine.sum()) == 100

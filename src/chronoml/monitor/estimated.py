@@ -4,7 +4,7 @@ The reference is a labelled window of the same version's decisions with
 scores: the one asked for (``--reference-from/--reference-to``), or by default
 the version's labelled decisions in the 30 days before the window. Its
 scores are calibrated against its labels
-(:func:`chronoml.fairness.cbpe.fit_calibrator`); the window's confusion matrix
+(:func:`chronoml.fairness.calibration.fit_calibrator`); the window's confusion matrix
 is then estimated from its own scores, and realized quality is shown beside
 the estimate wherever labels have arrived.
 """
@@ -18,7 +18,8 @@ import numpy as np
 import pandas as pd
 
 from chronoml.errors import InvalidInput
-from chronoml.fairness.cbpe import CbpeError, estimate, fit_calibrator
+from chronoml.fairness.calibration import CbpeError, fit_calibrator
+from chronoml.fairness.cbpe import estimate
 from chronoml.store import outcomes as O
 from chronoml.store import scored_blocks as SB
 from chronoml.store.database import Store
