@@ -169,7 +169,11 @@ def quality(
     if by is not None:
         if not len(got):
             raise SliceError("no decisions in this window to break down", "window")
-        values, names = input_column(store, endpoint, start, end, got.ids, by)
+        values, names = None, None
+        in_context = any(c.get(by) is not None for c in got.context)
+        # the inputs are read only when ``by`` may be one (or to name them when it is neither)
+        if by in DR.input_names(store) or not in_context:
+            values, names = input_column(store, endpoint, start, end, got.ids, by)
         inputs = None if values is None else {by: values}
         sliced = slicing(by, got.context, inputs, bins=bins, input_names=names)
     variants = []
