@@ -12,6 +12,7 @@
    server's compactor does) and from the outcome blocks.
 
     .venv/bin/python bench/fairness/logged.py [--rows 1000000] [--repeats 3] [--skip-hot]
+        [--reuse DIR]
 """
 
 from __future__ import annotations
@@ -131,15 +132,18 @@ def populate(store: Store, rows: int) -> None:
     app.close()
 
 
-def logged(rows: int, repeats: int) -> None:
+def logged(rows: int, repeats: int, reuse: Path | None = None) -> None:
     with tempfile.TemporaryDirectory() as tmp:
-        home = Path(tmp)
+        home = reuse or Path(tmp)
+        home.mkdir(parents=True, exist_ok=True)
+        again = (home / "chronoml.db").exists()
         store = Store.open(f"sqlite:///{home / 'chronoml.db'}", home)
-        store.upgrade()
-        t0 = time.perf_counter()
-        populate(store, rows)
-        print(f"populated {rows} decisions with scores, context and labels in "
-              f"{time.perf_counter() - t0:.1f} s")  # fmt: skip
+        if not again:
+            store.upgrade()
+            t0 = time.perf_counter()
+            populate(store, rows)
+            print(f"populated {rows} decisions with scores, context and labels in "
+                  f"{time.perf_counter() - t0:.1f} s")  # fmt: skip
         half = rows // 2
 
         def timed(name: str, fn: Any, n: int) -> None:
@@ -153,12 +157,16 @@ def logged(rows: int, repeats: int) -> None:
         def estimate() -> Any:
             return estimated_quality(store, "e", half, rows, reference_start=0, reference_end=half)
 
-        # before compaction: every decision read as a row
-        timed("fairness by group, from the rows", lambda: fairness(store, "e", "group", 0, rows), 1)
-        timed("quality --estimate, from the rows", estimate, 1)
-        t0 = time.perf_counter()
-        blocks.compact(store, ["e"], upto=rows)
-        print(f"compacted into blocks and outcome blocks in {time.perf_counter() - t0:.1f} s")
+        if not again:
+            # before compaction: every decision read as a row
+            timed("fairness by group, from the rows", lambda: fairness(store, "e", "group", 0, rows), 1)  # fmt: skip
+            timed("quality --estimate, from the rows", estimate, 1)
+            t0 = time.perf_counter()
+            blocks.compact(store, ["e"], upto=rows)
+            print(f"compacted into blocks and outcome blocks in {time.perf_counter() - t0:.1f} s")
+        else:
+            print(f"reusing the compacted store in {home} (built by an earlier --reuse run)")
+            estimate()  # warm: the first call loads scikit-learn and fills the page cache
         for name, fn in (
             ("read window (outcome blocks)", lambda: OB.columns(store, "e", 0, rows)),
             ("fairness by group (outcome blocks)", lambda: fairness(store, "e", "group", 0, rows)),
@@ -183,11 +191,18 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--skip-log", action="store_true", help="Only the serving-path part.")
     ap.add_argument("--skip-hot", action="store_true", help="Only the part over the log.")
+    ap.add_argument(
+        "--reuse",
+        type=Path,
+        help="Keep the populated, compacted store in this folder; a later run with the same "
+        "folder times the outcome-block part alone (to compare two versions of the code on "
+        "the same data: run it with each one's src on PYTHONPATH).",
+    )
     args = ap.parse_args()
     if not args.skip_hot:
         hot_path()
     if not args.skip_log:
-        logged(args.rows, args.repeats)
+        logged(args.rows, args.repeats, args.reuse)
 
 
 if __name__ == "__main__":
