@@ -299,7 +299,8 @@ def serve(
             "--workers",
             str(workers),
             # the code before a change is served open too: older code may predate tokens
-            *(["--open-predict", "--no-access-log"] if name in ("chronoml-open", "before") else []),
+            *(["--open-predict", "--no-access-log"] if name == "chronoml-open" else []),
+            *(_open_flags(entry, env, work) if name == "before" else []),
         ]
         url, ready = f"{base}/v1/endpoints/bench/predict", f"{base}/health"
     else:
@@ -327,6 +328,16 @@ def serve(
     )
     wait_http(ready, proc)
     return proc, url, ready
+
+
+def _open_flags(entry: list[str], env: dict[str, str], work: Path) -> list[str]:
+    """``--open-predict --no-access-log`` where that code has them: code from before
+    tokens and the access log answers without a token and writes no access line anyway."""
+    usage = subprocess.run(
+        [sys.executable, *entry, "server", "--help"],
+        env=env, cwd=work, capture_output=True, text=True, check=True,
+    ).stdout  # fmt: skip
+    return ["--open-predict", "--no-access-log"] if "--open-predict" in usage else []
 
 
 def stop(proc: subprocess.Popen[bytes]) -> None:

@@ -127,7 +127,7 @@ def quality(
             end=stop,
             variant=variant,
             by=by,
-        )
+        ).as_dict()
     if as_json:
         _json(rep)
         return
@@ -185,7 +185,7 @@ def _estimate(
             variant=variant,
             reference_start=ref[0],
             reference_end=ref[1],
-        )
+        ).as_dict()
     if as_json:
         _json(rep)
         return
@@ -334,7 +334,7 @@ def drift(
                 overrides=parse_overrides(list(methods), list(thresholds)),
                 by=by,
                 bins=bins,
-            )
+            ).as_dict()
         except SliceError as exc:
             raise Fail(f"--{exc.field or 'by'}: {exc.message}") from None
     if html is not None:

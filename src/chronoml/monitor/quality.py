@@ -7,10 +7,10 @@ from typing import Any
 
 import numpy as np
 
+from chronoml.domain.reports import ModelId, QualityReport, Span, VariantQuality
 from chronoml.monitor.slices import breakdown, slice_keys
 from chronoml.store import outcomes as O
 from chronoml.store.database import Store
-from chronoml.timeutil import iso
 
 
 def _task(outputs: list[Any]) -> str:
@@ -131,7 +131,7 @@ def quality(
     *,
     variant: str | None = None,
     by: str | None = None,
-) -> dict[str, Any]:
+) -> QualityReport:
     """Label coverage and quality metrics of ``endpoint``'s decisions in ``[start, end)``;
     with ``by``, also per slice of that context attribute, the worst slice marked."""
     got = O.outcomes(store, endpoint, start, end, variant=variant, with_context=by is not None)
@@ -139,33 +139,33 @@ def quality(
     variants = []
     for (vname, mname, version), idx in sorted(got.groups().items(), key=lambda kv: -len(kv[1])):
         labelled = [i for i in idx if got.labels[i] is not None]
-        entry: dict[str, Any] = {
-            "variant": vname,
-            "model": {"name": mname, "version": version},
-            "decisions": len(idx),
-            "labelled": len(labelled),
-            "label_coverage": len(labelled) / len(idx) if idx else None,
-        }
         classes = O.classes_of(store, mname, version)
         scores = (
             O.unpack_scores([got.scores[i] for i in labelled], len(classes))
             if classes is not None
             else None
         )
-        entry["metrics"] = metrics_for(
+        metrics = metrics_for(
             [got.outputs[i] for i in labelled],
             [got.labels[i] for i in labelled],
             scores,
             classes,
         )
+        by_slice: dict[str, Any] | None = None
         if keys is not None:
-            entry["by"] = {
+            by_slice = {
                 "attribute": by,
                 **breakdown(keys, idx, labelled, _figures(got, classes)),
             }
-        variants.append(entry)
-    return {
-        "endpoint": endpoint,
-        "window": {"from": iso(start), "to": iso(end), "rows": len(got)},
-        "variants": variants,
-    }
+        variants.append(
+            VariantQuality(
+                variant=vname,
+                model=ModelId(mname, version),
+                decisions=len(idx),
+                labelled=len(labelled),
+                label_coverage=len(labelled) / len(idx) if idx else None,
+                metrics=metrics,
+                by=by_slice,
+            )
+        )
+    return QualityReport(endpoint, Span(start, end, len(got)), tuple(variants))
