@@ -300,7 +300,11 @@ def serve(
             str(workers),
             # the code before a change is served open too: older code may predate tokens
             *(["--open-predict", "--no-access-log"] if name == "chronoml-open" else []),
-            *(_open_flags(entry, env, work) if name == "before" else []),
+            *(
+                _open_flags(entry, env, work)
+                if name == "before" and not env.get("BENCH_GUARDED")
+                else []
+            ),
         ]
         url, ready = f"{base}/v1/endpoints/bench/predict", f"{base}/health"
     else:
@@ -459,6 +463,12 @@ def main(argv: list[str] | None = None) -> int:
         help="also serve with the decision log's evidence step removed (chronoml-nocommit), "
         "to price the commitments on vs off in one run; needs --workers 1",
     )
+    ap.add_argument(
+        "--before-guarded",
+        action="store_true",
+        help="serve the --before code as chronoml is served, with a predictor token and the "
+        "access log (it must have both), to price a change to the token check or the log",
+    )
     ap.add_argument("--keep", action="store_true", help="keep the work folder")
     args = ap.parse_args(argv)
     if args.commitments_off and args.workers != 1:
@@ -480,6 +490,11 @@ def main(argv: list[str] | None = None) -> int:
     try:
         env = setup(work, privacy=args.privacy)
         envs = {"before": setup(work, args.before.resolve())} if args.before else {}
+        if args.before_guarded and envs:
+            if "BENCH_AUTH" not in envs["before"]:
+                print("--before-guarded: that code has no tokens", file=sys.stderr)
+                return 1
+            envs["before"]["BENCH_GUARDED"] = "1"
         one, many = bodies(work)
         runs: list[Run] = []
         names = ["empty", "chronoml"] + (["chronoml-open"] if args.open else [])
