@@ -299,7 +299,12 @@ def serve(
             "--workers",
             str(workers),
             # the code before a change is served open too: older code may predate tokens
-            *(["--open-predict", "--no-access-log"] if name in ("chronoml-open", "before") else []),
+            *(["--open-predict", "--no-access-log"] if name == "chronoml-open" else []),
+            *(
+                _open_flags(entry, env, work)
+                if name == "before" and not env.get("BENCH_GUARDED")
+                else []
+            ),
         ]
         url, ready = f"{base}/v1/endpoints/bench/predict", f"{base}/health"
     else:
@@ -327,6 +332,16 @@ def serve(
     )
     wait_http(ready, proc)
     return proc, url, ready
+
+
+def _open_flags(entry: list[str], env: dict[str, str], work: Path) -> list[str]:
+    """``--open-predict --no-access-log`` where that code has them: code from before
+    tokens and the access log answers without a token and writes no access line anyway."""
+    usage = subprocess.run(
+        [sys.executable, *entry, "server", "--help"],
+        env=env, cwd=work, capture_output=True, text=True, check=True,
+    ).stdout  # fmt: skip
+    return ["--open-predict", "--no-access-log"] if "--open-predict" in usage else []
 
 
 def stop(proc: subprocess.Popen[bytes]) -> None:
@@ -448,6 +463,12 @@ def main(argv: list[str] | None = None) -> int:
         help="also serve with the decision log's evidence step removed (chronoml-nocommit), "
         "to price the commitments on vs off in one run; needs --workers 1",
     )
+    ap.add_argument(
+        "--before-guarded",
+        action="store_true",
+        help="serve the --before code as chronoml is served, with a predictor token and the "
+        "access log (it must have both), to price a change to the token check or the log",
+    )
     ap.add_argument("--keep", action="store_true", help="keep the work folder")
     args = ap.parse_args(argv)
     if args.commitments_off and args.workers != 1:
@@ -469,6 +490,11 @@ def main(argv: list[str] | None = None) -> int:
     try:
         env = setup(work, privacy=args.privacy)
         envs = {"before": setup(work, args.before.resolve())} if args.before else {}
+        if args.before_guarded and envs:
+            if "BENCH_AUTH" not in envs["before"]:
+                print("--before-guarded: that code has no tokens", file=sys.stderr)
+                return 1
+            envs["before"]["BENCH_GUARDED"] = "1"
         one, many = bodies(work)
         runs: list[Run] = []
         names = ["empty", "chronoml"] + (["chronoml-open"] if args.open else [])

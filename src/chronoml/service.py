@@ -14,6 +14,7 @@ from typing import Any
 from chronoml import endpoints as E
 from chronoml.context import Context
 from chronoml.domain import ledger as L
+from chronoml.domain import reports as MR
 from chronoml.domain import results as R
 from chronoml.domain.canary import Breach, Guardrails
 from chronoml.errors import NotFound, Refused
@@ -131,7 +132,7 @@ class Chronoml(Context):
         overrides: dict[str, dict[str, Any]] | None = None,
         by: str | None = None,
         bins: int = DEFAULT_BINS,
-    ) -> dict[str, Any]:
+    ) -> MR.EndpointDrift:
         """Drift of ``endpoint``'s decisions in ``[start, end)`` (default: the last hour).
 
         ``overrides`` maps a feature (or ``prediction``) to its own
@@ -176,7 +177,7 @@ class Chronoml(Context):
         variant: str | None = None,
         by: str | None = None,
         bins: int = DEFAULT_BINS,
-    ) -> dict[str, Any]:
+    ) -> MR.QualityReport:
         """Label coverage and quality metrics per variant and version over a window
         (and per slice of ``by``, a model input or a context attribute, numeric values in
         ``bins`` quantile bins)."""
@@ -196,7 +197,7 @@ class Chronoml(Context):
         version: str | None = None,
         variant: str | None = None,
         positive_class: Any = None,
-    ) -> dict[str, Any]:
+    ) -> MR.FairnessReport:
         """Group metrics and disparities of one version over a context attribute."""
         E.known(self, endpoint)
         policies.check_slice(self, endpoint, attribute)
@@ -222,7 +223,7 @@ class Chronoml(Context):
         variant: str | None = None,
         reference_start: int | None = None,
         reference_end: int | None = None,
-    ) -> dict[str, Any]:
+    ) -> MR.EstimatedQuality:
         """Quality estimated from the logged scores (CBPE), beside realized quality."""
         E.known(self, endpoint)
         w = Window.bounded(start, end, window_us)
@@ -238,7 +239,7 @@ class Chronoml(Context):
 
     # --- privacy -----------------------------------------------------------
 
-    def privacy(self, endpoint: str) -> dict[str, Any]:
+    def privacy(self, endpoint: str) -> R.PrivacyPolicy:
         """The endpoint's privacy policy (features and context kept, hashed or dropped)."""
         return policies.show(self, endpoint)
 
@@ -250,16 +251,16 @@ class Chronoml(Context):
         context: Mapping[str, str] | None = None,
         unit_key: str | None = None,
         actor: str | None = None,
-    ) -> dict[str, Any]:
+    ) -> R.PrivacyPolicy:
         """Set privacy rules (``keep``, ``hash``, ``drop``) on top of the endpoint's policy."""
         return policies.set_policy(
             self, endpoint, features=features, context=context, unit_key=unit_key, actor=actor
         )
 
-    def erase(self, unit: str, actor: str | None = None) -> dict[str, Any]:
+    def erase(self, unit: str, actor: str | None = None) -> R.Erasure:
         """Erase every stored input and context of unit key ``unit``; proofs stay valid."""
         return erasure.erase_unit(self, unit, actor)
 
-    def enforce_retention(self, retain_us: int, actor: str | None = None) -> dict[str, Any]:
+    def enforce_retention(self, retain_us: int, actor: str | None = None) -> R.Retention:
         """Erase the inputs of decisions older than ``retain_us`` microseconds."""
         return erasure.erase_older(self, retain_us, actor)

@@ -11,6 +11,7 @@ import orjson
 import pytest
 
 from chronoml.domain import codec
+from chronoml.domain.reports import FairnessReport
 from chronoml.ids import new_ids
 from chronoml.monitor.fairness import fairness
 from chronoml.monitor.feedback import Label
@@ -46,7 +47,8 @@ def _populate(cm: Any) -> list[str]:
     return ids
 
 
-def _same(a: dict[str, Any], b: dict[str, Any]) -> None:
+def _same(ra: FairnessReport, rb: FairnessReport) -> None:
+    a, b = ra.as_dict(), rb.as_dict()
     assert a["window"]["rows"] == b["window"]["rows"]
     assert a["model"] == b["model"] and a["unlabelled"] == b["unlabelled"]
     ga = {g["group"]: g for g in a["groups"]}
@@ -59,7 +61,7 @@ def _same(a: dict[str, Any], b: dict[str, Any]) -> None:
         assert d["value"] == pytest.approx(b["disparities"][k]["value"], nan_ok=True), k
 
 
-def _raw(cm: Any, **kw: Any) -> dict[str, Any]:
+def _raw(cm: Any, **kw: Any) -> FairnessReport:
     """The same question answered from the rows: the blocks dropped, then rebuilt."""
     blocks.drop(cm.store, "e")
     try:
@@ -88,7 +90,7 @@ def test_outcome_blocks_answer_as_the_rows_do(cm: Any, monkeypatch: pytest.Monke
     moved = [Label(ids[i], None, None, {"group": "c"}) for i in range(0, 300, 5)]
     cm.feedback(moved, update=True)
     got = fairness(cm.store, "e", "group", 0, 10**6)
-    assert got["unlabelled"] == 0
+    assert got.as_dict()["unlabelled"] == 0
     _same(got, _raw(cm))
     # a window that cuts the block, and another version
     for kw in ({"version": "2"}, {"version": "1"}):
@@ -120,7 +122,7 @@ def test_blocks_from_before_outcome_blocks_fall_back_to_the_rows(cm: Any) -> Non
         conn.execute(schema.outcome_blocks.delete())
     assert OB.columns(cm.store, "e", 0, 10**6) is None
     rep = fairness(cm.store, "e", "group", 0, 10**6, version="1")
-    assert rep["window"]["rows"] == 600
+    assert rep.as_dict()["window"]["rows"] == 600 and rep.window.rows == 600
 
 
 def test_an_outcome_block_that_no_longer_matches_its_block_is_not_read(cm: Any) -> None:

@@ -60,7 +60,7 @@ def _populate(cm: Any) -> list[str]:
 def _estimate(cm: Any, **kw: Any) -> dict[str, Any]:
     return estimated_quality(
         cm.store, "e", *WINDOW, reference_start=REFERENCE[0], reference_end=REFERENCE[1], **kw
-    )
+    ).as_dict()
 
 
 def _same(a: SB.Scored, b: SB.Scored) -> None:

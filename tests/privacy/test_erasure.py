@@ -175,7 +175,7 @@ def test_retention_erases_old_inputs_and_keeps_outputs(home: Path, store_url: st
         cm = Chronoml(s, store)
         # everything before T0 + 150 is past its retention: decisions 0, 1 and 2
         got = erasure.erase_older(cm, 1_000, "monitor:retention", now=T0 + 1_150)
-        assert got["decisions"] == 3
+        assert got.decisions == 3 and got.as_dict()["decisions"] == 3
         rows = {i: D.get(store, f"dec-{i}") for i in range(5)}
         assert rows[0] is not None and rows[0].output == "0.5"  # the output stays
         assert all(r is not None and r.txt is None for i, r in rows.items() if i < 3)

@@ -103,6 +103,7 @@ class TokenCache:
         self.ttl_s = ttl_s
         self._entries: dict[str, tuple[float, list[TokenRecord]]] = {}
         self._lock = threading.Lock()
+        self._generation = 0  # counts forget() calls
 
     def cached(self, secret_sha256: str) -> list[TokenRecord] | None:
         """The records if read less than ``ttl_s`` ago (no store access), else None."""
@@ -115,17 +116,22 @@ class TokenCache:
         got = self.cached(secret_sha256)
         if got is not None:
             return got
+        generation = self._generation
+        read_at = time.monotonic()
         records = [_record(r) for r in SP.tokens_with_hash(self.store, secret_sha256)]
         with self._lock:
             if len(self._entries) > 10_000:  # many unknown secrets: start over
                 self._entries.clear()
-            self._entries[secret_sha256] = (time.monotonic(), records)
+            # a read that began before forget() may predate the change: answer with it, once
+            if generation == self._generation:
+                self._entries[secret_sha256] = (read_at, records)
         return records
 
     def forget(self) -> None:
         """Drop every entry (this server just created or revoked a token)."""
         with self._lock:
             self._entries.clear()
+            self._generation += 1
 
 
 def reads_logger(store: Store) -> Callable[[Principal, list[str], str], None]:

@@ -61,7 +61,7 @@ def fairness(
             version=version,
             variant=variant,
             positive_class=parse_class(positive_class),
-        )
+        ).as_dict()
     if as_json:
         _json(rep)
         return

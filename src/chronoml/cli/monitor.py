@@ -138,7 +138,7 @@ def quality(
                 variant=variant,
                 by=by,
                 bins=bins,
-            )
+            ).as_dict()
         except SliceError as exc:
             raise Fail(f"--{exc.field or 'by'}: {exc.message}") from None
     if as_json:
@@ -200,7 +200,7 @@ def _estimate(
             variant=variant,
             reference_start=ref[0],
             reference_end=ref[1],
-        )
+        ).as_dict()
     if as_json:
         _json(rep)
         return
@@ -349,7 +349,7 @@ def drift(
                 overrides=parse_overrides(list(methods), list(thresholds)),
                 by=by,
                 bins=bins,
-            )
+            ).as_dict()
         except SliceError as exc:
             raise Fail(f"--{exc.field or 'by'}: {exc.message}") from None
     if html is not None:

@@ -63,7 +63,7 @@ def privacy_set(
             got = server.call("PUT", f"/v1/endpoints/{endpoint}/privacy", body)
         else:
             with _chronoml(ctx) as cm:
-                got = cm.set_privacy(endpoint, features=f, context=c, unit_key=unit_key)
+                got = cm.set_privacy(endpoint, features=f, context=c, unit_key=unit_key).as_dict()
     _json(got) if as_json else _show(got)
 
 
@@ -74,7 +74,7 @@ def privacy_set(
 def privacy_show(ctx: click.Context, endpoint: str, as_json: bool) -> None:
     """Show ENDPOINT's policy and who set it."""
     with _chronoml(ctx, create=False) as cm:
-        got = cm.privacy(endpoint)
+        got = cm.privacy(endpoint).as_dict()
     _json(got) if as_json else _show(got)
 
 
@@ -93,7 +93,7 @@ def erase(ctx: click.Context, unit: str, as_json: bool) -> None:
             got = server.call("POST", "/v1/erasures", {"unit": unit})
         else:
             with _chronoml(ctx, create=False) as cm:
-                got = cm.erase(unit)
+                got = cm.erase(unit).as_dict()
     if as_json:
         _json(got)
         return
@@ -128,7 +128,7 @@ def retention_run(ctx: click.Context, retain_inputs: str, as_json: bool) -> None
     except ChronomlError as exc:
         raise Fail(exc.message) from None
     with _chronoml(ctx, create=False) as cm:
-        got = cm.enforce_retention(retain_us)
+        got = cm.enforce_retention(retain_us).as_dict()
     if as_json:
         _json(got)
         return

@@ -9,11 +9,15 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from chronoml.domain import ledger as L
 from chronoml.domain.lineage import Variant
 from chronoml.timeutil import iso
+
+if TYPE_CHECKING:
+    # a policy's module loads pandas: only the type is needed here
+    from chronoml.domain.privacy import Policy
 
 
 @dataclass(frozen=True)
@@ -261,3 +265,69 @@ class FeedbackResult:
         if self.context is not None:
             out["context"] = self.context
         return out
+
+
+@dataclass(frozen=True)
+class PrivacyPolicy:
+    """An endpoint's privacy policy and the event that set it (``set_at`` None: never set,
+    everything is kept)."""
+
+    endpoint: str
+    policy: Policy
+    event_seq: int | None = None
+    set_at: int | None = None
+    set_by: str | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"endpoint": self.endpoint, **self.policy.to_dict()}
+        if self.set_at is None:
+            return {**out, "set_at": None, "set_by": None}
+        out["event_seq"] = self.event_seq
+        out["set_at"] = iso(self.set_at)
+        out["set_by"] = self.set_by
+        return out
+
+
+@dataclass(frozen=True)
+class Erasure:
+    """What erasing one subject's inputs did: decisions per endpoint, and whether the
+    database's free pages were overwritten as well."""
+
+    unit_hash: str
+    endpoints: Mapping[str, int]
+    erased_at: int
+    erased_by: str
+    files_scrubbed: bool
+
+    @property
+    def decisions(self) -> int:
+        return sum(self.endpoints.values())
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "files_scrubbed": self.files_scrubbed,
+            "unit_hash": self.unit_hash,
+            "decisions": self.decisions,
+            "endpoints": dict(self.endpoints),
+            "erased_at": iso(self.erased_at),
+            "erased_by": self.erased_by,
+        }
+
+
+@dataclass(frozen=True)
+class Retention:
+    """What enforcing input retention did: decisions older than ``before`` per endpoint."""
+
+    before: int
+    endpoints: Mapping[str, int]
+
+    @property
+    def decisions(self) -> int:
+        return sum(self.endpoints.values())
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "before": iso(self.before),
+            "decisions": self.decisions,
+            "endpoints": dict(self.endpoints),
+        }

@@ -12,7 +12,9 @@ action is checked against the principal's roles (401 without credentials,
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import os
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
@@ -175,7 +177,11 @@ class Access:
         # effect within it, as with the token cache itself).
         self._host_ok: dict[bytes, bool] = {}
         self._principals: dict[tuple[bytes, str | None], tuple[float, Principal]] = {}
+        # the lookup under way per credentials: requests that arrive while it runs wait
+        # for it instead of each reading the store (16 connections, one store read)
+        self._pending: dict[tuple[bytes, str | None], asyncio.Future[Principal]] = {}
         self._ttl_s = self.tokens.ttl_s
+        self._generation = 0  # counts forget(): an answer read before one is not kept
 
     # --- before any view -----------------------------------------------------
 
@@ -246,8 +252,33 @@ class Access:
         now = time.monotonic()
         if got is not None and now - got[0] < self._ttl_s:
             return got[1]
-        p = await self._authenticate(scope)
-        if key[1] is not None or not self.proxies:
+        if key[1] is None and self.proxies:
+            # behind a proxy the client is in X-Forwarded-For: the answer is this request's
+            return await self._authenticate(scope)
+        while (pending := self._pending.get(key)) is not None:
+            # a lookup of these credentials is under way: its answer is this request's too
+            try:
+                return await asyncio.shield(pending)
+            except asyncio.CancelledError:
+                if not pending.cancelled():
+                    raise  # this request was cancelled, not the lookup
+        generation = self._generation
+        done: asyncio.Future[Principal] = asyncio.get_running_loop().create_future()
+        self._pending[key] = done
+        try:
+            p = await self._authenticate(scope)
+        except asyncio.CancelledError:
+            done.cancel()  # the requests waiting for it look up again
+            raise
+        except BaseException as exc:
+            done.set_exception(exc)
+            done.exception()  # marked retrieved: the waiters, if any, raise it as well
+            raise
+        finally:
+            if self._pending.get(key) is done:
+                del self._pending[key]
+        done.set_result(p)
+        if generation == self._generation:  # no token changed here while it ran
             if len(self._principals) > 10_000:
                 self._principals.clear()
             self._principals[key] = (now, p)
@@ -257,6 +288,10 @@ class Access:
         """Drop cached tokens and principals (this server just created or revoked a token)."""
         self.tokens.forget()
         self._principals.clear()
+        # a lookup under way may have read the store before the change: its answer
+        # still goes to the requests that wait for it, but is not kept
+        self._pending.clear()
+        self._generation += 1
 
     async def _authenticate(self, scope: Scope) -> Principal:
         headers = _headers(scope)
@@ -323,19 +358,44 @@ class Access:
     ) -> None:
         """One structured line per request: time, principal, client, method, route, status,
         latency (logger ``chronoml.access``)."""
-        access_log.info(
-            orjson.dumps(
-                {
-                    "time": _line_time(),
-                    "principal": principal.actor if principal else None,
-                    "client": principal.client if principal else None,
-                    "method": method,
-                    "route": route,
-                    "status": status,
-                    "latency_ms": round((time.perf_counter() - started) * 1000, 3),
-                }
-            ).decode()
+        line = orjson.dumps(
+            {
+                "time": _line_time(),
+                "principal": principal.actor if principal else None,
+                "client": principal.client if principal else None,
+                "method": method,
+                "route": route,
+                "status": status,
+                "latency_ms": round((time.perf_counter() - started) * 1000, 3),
+            },
+            option=orjson.OPT_APPEND_NEWLINE,
         )
+        handlers = access_log.handlers
+        if len(handlers) == 1 and type(handlers[0]) is AccessLines and not access_log.filters:
+            # as the server configures it: the line as is, with no log record to build
+            handlers[0].write(line)
+        else:
+            access_log.info(line[:-1].decode())
+
+
+class AccessLines(logging.Handler):
+    """The access log's handler: each line goes to a file descriptor (standard error) in
+    one write, so the lines of several worker processes never interleave."""
+
+    def __init__(self, fd: int = 2) -> None:
+        super().__init__(logging.INFO)
+        self.fd = fd
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.write((self.format(record) + "\n").encode())
+
+    def write(self, line: bytes) -> None:
+        view = memoryview(line)
+        try:
+            while view:
+                view = view[os.write(self.fd, view) :]
+        except OSError:
+            pass  # standard error is gone: there is nowhere left to say so
 
 
 # the access line's time: the date and time to the second are formatted once a second

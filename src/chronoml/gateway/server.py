@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
+import sys
 import threading
 import time
 from pathlib import Path
@@ -14,6 +15,7 @@ import orjson
 import uvicorn
 from starlette.applications import Starlette
 
+from chronoml.gateway.access import AccessLines
 from chronoml.gateway.app import create_app
 from chronoml.registry import configure
 from chronoml.service import Chronoml
@@ -26,8 +28,12 @@ def access_lines(enabled: bool) -> None:
     log.propagate = False
     log.handlers.clear()
     if enabled:
-        handler = logging.StreamHandler()
-        handler.setFormatter(logging.Formatter("%(message)s"))
+        try:
+            sys.stderr.flush()  # what was written before goes first
+            handler: logging.Handler = AccessLines(sys.stderr.fileno())
+        except (AttributeError, OSError, ValueError):  # standard error is not a file
+            handler = logging.StreamHandler()
+            handler.setFormatter(logging.Formatter("%(message)s"))
         log.addHandler(handler)
         log.setLevel(logging.INFO)
     else:

@@ -67,8 +67,8 @@ def build_card(
     end = max(now_us(), since + 1)
     limits: list[str] = []
     q = quality(ctx.store, endpoint, since, end)
-    mine = [v for v in q["variants"] if v["model"]["version"] == ref.version]
-    labelled = sum(v["labelled"] for v in mine)
+    mine = [v for v in q.variants if v.model.version == ref.version]
+    labelled = sum(v.labelled for v in mine)
     if not labelled:
         limits.append("no labelled decision since it went live: its quality is not known")
     attrs = sorted(
@@ -87,14 +87,14 @@ def build_card(
             continue
         keep = ("count", "selection_rate", "true_positive_rate", "false_positive_rate", "accuracy")
         fair[a] = {
-            "groups": {g["group"]: {k: g[k] for k in keep} for g in rep["groups"]},
-            "disparities": {k: d["value"] for k, d in rep["disparities"].items()},
+            "groups": {g["group"]: {k: g[k] for k in keep} for g in rep.report["groups"]},
+            "disparities": {k: d["value"] for k, d in rep.disparities.items()},
         }
-        limits += rep["warnings"]
+        limits += rep.warnings
     if not attrs:
         limits.append("its decisions carry no context: fairness across groups is not measured")
     drift = endpoint_drift(ctx.store, ctx.layouts, endpoint, Window(since, end))
-    dv = [v for v in drift["variants"] if v["model"].get("version") == ref.version]
+    dv = [v.as_dict() for v in drift.variants if v.model.version == ref.version]
     drift_part = [
         {
             "variant": v["variant"],
@@ -120,10 +120,10 @@ def build_card(
         "as_of": iso(end),
         "quality": [
             {
-                "variant": v["variant"],
-                "decisions": v["decisions"],
-                "labelled": v["labelled"],
-                "metrics": v["metrics"],
+                "variant": v.variant,
+                "decisions": v.decisions,
+                "labelled": v.labelled,
+                "metrics": dict(v.metrics),
             }
             for v in mine
         ],

@@ -17,6 +17,13 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from chronoml.domain.reports import (
+    EstimatedQuality,
+    ModelId,
+    Span,
+    VariantEstimate,
+    VersionEstimate,
+)
 from chronoml.errors import InvalidInput
 from chronoml.fairness.calibration import CbpeError, fit_calibrator
 from chronoml.fairness.cbpe import estimate
@@ -63,7 +70,7 @@ def estimate_version(
     *,
     variant: str | None = None,
     window: SB.Scored | None = None,
-) -> dict[str, Any]:
+) -> VersionEstimate:
     """Estimated and realized quality of one version's decisions in ``[start, end)``
     (``window``: those decisions, when the caller has read them already)."""
     classes = O.classes_of(store, model_name, version)
@@ -108,22 +115,18 @@ def estimate_version(
     except CbpeError as exc:
         raise EstimateError(exc.message, exc.field, 422) from None
     [w] = rep.windows
-    out = rep.to_dict()
-    out.pop("windows")
-    return {
-        **out,
-        "model": {"name": model_name, "version": version},
-        "decisions": len(cur),
-        "scored": len(rows),
-        "labelled": w.labelled,
-        "reference": {
-            "from": iso(reference.start),
-            "to": iso(reference.end),
-            "rows": len(ref_rows),
-        },
-        "estimated": {k: v.to_dict() for k, v in w.estimated.items()},
-        "realized": None if w.realized is None else dict(w.realized),
-    }
+    method = rep.to_dict()
+    method.pop("windows")
+    return VersionEstimate(
+        method=method,
+        model=ModelId(model_name, version),
+        decisions=len(cur),
+        scored=len(rows),
+        labelled=w.labelled,
+        reference=Span(reference.start, reference.end, len(ref_rows)),
+        estimated={k: v.to_dict() for k, v in w.estimated.items()},
+        realized=None if w.realized is None else dict(w.realized),
+    )
 
 
 def estimated_quality(
@@ -136,7 +139,7 @@ def estimated_quality(
     reference_end: int | None = None,
     variant: str | None = None,
     version: str | None = None,
-) -> dict[str, Any]:
+) -> EstimatedQuality:
     """CBPE estimates per variant and version of ``endpoint`` over ``[start, end)``."""
     if (reference_start is None) != (reference_end is None):
         raise EstimateError("give both --reference-from and --reference-to", "reference_to", 400)
@@ -157,9 +160,5 @@ def estimated_quality(
         entry = estimate_version(
             store, endpoint, mname, ver, start, end, ref, variant=vname, window=mine
         )
-        variants.append({"variant": vname, **entry})
-    return {
-        "endpoint": endpoint,
-        "window": {"from": iso(start), "to": iso(end), "rows": len(got)},
-        "variants": variants,
-    }
+        variants.append(VariantEstimate(vname, entry))
+    return EstimatedQuality(endpoint, Span(start, end, len(got)), tuple(variants))

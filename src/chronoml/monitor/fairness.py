@@ -17,13 +17,13 @@ import numpy as np
 import orjson
 import pandas as pd
 
+from chronoml.domain.reports import FairnessReport, ModelId, Span
 from chronoml.errors import InvalidInput
 from chronoml.fairness._common import FairnessError
 from chronoml.fairness.groups import GroupReport, group_report
 from chronoml.store import outcome_blocks as OB
 from chronoml.store import outcomes as O
 from chronoml.store.database import Store
-from chronoml.timeutil import iso
 
 
 class FairnessQueryError(InvalidInput):
@@ -134,7 +134,7 @@ def fairness(
     variant: str | None = None,
     positive_class: Any = None,
     min_group_size: int = 30,
-) -> dict[str, Any]:
+) -> FairnessReport:
     """The fairness report of one version of ``endpoint`` over ``[start, end)``."""
     if not attribute:
         raise FairnessQueryError("name the context attribute to group by", "attribute", 400)
@@ -178,15 +178,13 @@ def fairness(
             )
         except FairnessError as exc:
             raise FairnessQueryError(exc.message, exc.field, 422) from None
-    out: dict[str, Any] = {
-        "endpoint": endpoint,
-        "window": {"from": iso(start), "to": iso(end), "rows": len(served.rows)},
-        "model": {"name": served.model_name, "version": served.version},
-    }
-    if served.others:
-        out["other_versions"] = list(served.others)
-    out.update(rep.to_dict())
-    return out
+    return FairnessReport(
+        endpoint,
+        Span(start, end, len(served.rows)),
+        ModelId(served.model_name, served.version),
+        rep.to_dict(),
+        other_versions=tuple(served.others),
+    )
 
 
 def _keys(cols: OB.Columns) -> list[str]:

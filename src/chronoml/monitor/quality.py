@@ -7,12 +7,12 @@ from typing import Any
 
 import numpy as np
 
+from chronoml.domain.reports import ModelId, QualityReport, Span, VariantQuality
 from chronoml.monitor.slices import DEFAULT_BINS, SliceError, Slicing, breakdown, slicing
 from chronoml.store import decision_reads as DR
 from chronoml.store import outcomes as O
 from chronoml.store.database import Store
 from chronoml.store.decisions import Layouts
-from chronoml.timeutil import iso
 
 
 def _task(outputs: list[Any]) -> str:
@@ -160,7 +160,7 @@ def quality(
     variant: str | None = None,
     by: str | None = None,
     bins: int = DEFAULT_BINS,
-) -> dict[str, Any]:
+) -> QualityReport:
     """Label coverage and quality metrics of ``endpoint``'s decisions in ``[start, end)``;
     with ``by`` (a model input or a context attribute, numbers with many values in ``bins``
     quantile bins; see :mod:`chronoml.monitor.slices`), also per slice, the worst marked."""
@@ -179,33 +179,33 @@ def quality(
     variants = []
     for (vname, mname, version), idx in sorted(got.groups().items(), key=lambda kv: -len(kv[1])):
         labelled = [i for i in idx if got.labels[i] is not None]
-        entry: dict[str, Any] = {
-            "variant": vname,
-            "model": {"name": mname, "version": version},
-            "decisions": len(idx),
-            "labelled": len(labelled),
-            "label_coverage": len(labelled) / len(idx) if idx else None,
-        }
         classes = O.classes_of(store, mname, version)
         scores = (
             O.unpack_scores([got.scores[i] for i in labelled], len(classes))
             if classes is not None
             else None
         )
-        entry["metrics"] = metrics_for(
+        metrics = metrics_for(
             [got.outputs[i] for i in labelled],
             [got.labels[i] for i in labelled],
             scores,
             classes,
         )
+        by_slice: dict[str, Any] | None = None
         if sliced is not None and by is not None:
-            entry["by"] = {
+            by_slice = {
                 **sliced.describe(by),
                 **breakdown(sliced.keys, idx, labelled, _figures(got, classes)),
             }
-        variants.append(entry)
-    return {
-        "endpoint": endpoint,
-        "window": {"from": iso(start), "to": iso(end), "rows": len(got)},
-        "variants": variants,
-    }
+        variants.append(
+            VariantQuality(
+                variant=vname,
+                model=ModelId(mname, version),
+                decisions=len(idx),
+                labelled=len(labelled),
+                label_coverage=len(labelled) / len(idx) if idx else None,
+                metrics=metrics,
+                by=by_slice,
+            )
+        )
+    return QualityReport(endpoint, Span(start, end, len(got)), tuple(variants))

@@ -18,6 +18,7 @@ from chronoml.domain.drift import METHODS, drift_report
 from chronoml.domain.ledger import ModelRef
 from chronoml.domain.profile import PREDICTION, Profile
 from chronoml.domain.profiling import build_profile
+from chronoml.domain.reports import EndpointDrift, ModelId, Span, VariantDrift
 from chronoml.errors import Refused
 from chronoml.monitor import multivariate
 from chronoml.monitor.slices import DEFAULT_BINS, SliceError, Slicing, mark_worst, members, slicing
@@ -26,7 +27,6 @@ from chronoml.store import ledger as SL
 from chronoml.store import privacy as SP
 from chronoml.store import snapshots
 from chronoml.store.database import Store
-from chronoml.timeutil import iso
 from chronoml.window import Window
 from chronoml.worker import parallel
 
@@ -81,7 +81,7 @@ def endpoint_drift(
     overrides: dict[str, dict[str, Any]] | None = None,
     by: str | None = None,
     bins: int = DEFAULT_BINS,
-) -> dict[str, Any]:
+) -> EndpointDrift:
     """:func:`drift` of ``endpoint``, each version against the profile of what served it."""
     served: dict[tuple[str, str], ModelRef] = {}
     for e in SL.history(store, endpoint):
@@ -118,7 +118,7 @@ def drift(
     overrides: dict[str, dict[str, Any]] | None = None,
     by: str | None = None,
     bins: int = DEFAULT_BINS,
-) -> dict[str, Any]:
+) -> EndpointDrift:
     """The drift report of ``endpoint`` over ``[start, end)``, per variant and version.
 
     ``overrides`` maps a feature (or ``prediction``) to ``{"method", "threshold"}``.
@@ -136,17 +136,11 @@ def drift(
         if by not in w.columns:
             w = D.window(store, layouts, endpoint, start, end, variant=variant, with_context=True)
         sliced = slicing(by, w.context, w.columns, bins=bins)
-    out: dict[str, Any] = {
-        "endpoint": endpoint,
-        "window": {"from": iso(start), "to": iso(end), "rows": w.rows},
-        "variants": [],
-    }
+    span = Span(start, end, w.rows)
     # features the privacy policy hashes or drops are not compared: say so
     policy = SP.get(store, endpoint)
     not_used = policy.policy.not_used() if policy is not None else []
     skip = {n["feature"] for n in not_used}
-    if not_used:
-        out["not_used"] = not_used
     groups: dict[tuple[str, str], np.ndarray[Any, Any] | None] = {}
     if w.rows and (w.variants == w.variants[0]).all() and (w.versions == w.versions[0]).all():
         # one variant and version (the usual window): no per-row selection
@@ -158,17 +152,16 @@ def drift(
     def size(idx: np.ndarray[Any, Any] | None) -> int:
         return w.rows if idx is None else len(idx)
 
+    variants: list[VariantDrift] = []
     for (vname, version), idx in sorted(groups.items(), key=lambda kv: -size(kv[1])):
         ref = models.get((vname, version))
-        entry: dict[str, Any] = {"variant": vname, "model": {"version": version}, "rows": size(idx)}
         raw = store.get_profile(ref.artifact_digest) if ref is not None else None
-        if ref is not None:
-            entry["model"] = {"name": ref.name, "version": ref.version}
-        if raw is None:
-            entry["error"] = (
+        model = ModelId(ref.name, ref.version) if ref is not None else ModelId(None, version)
+        if ref is None or raw is None:
+            no_profile = (
                 "no reference profile for this version (is its training snapshot in this store?)"
             )
-            out["variants"].append(entry)
+            variants.append(VariantDrift(vname, model, size(idx), error=no_profile))
             continue
         profile = Profile.from_bytes(raw)
         if skip:
@@ -187,40 +180,24 @@ def drift(
             prediction_override=(overrides or {}).get(PREDICTION),
             map_features=parallel(2),
         )
-        entry.update(report.to_dict())
-        if ref is not None:
-            entry["multivariate"] = multivariate.section(store, ref, current)
+        by_slice: dict[str, Any] | None = None
         if sliced is not None and by is not None:
             keys = sliced.keys if idx is None else [sliced.keys[i] for i in idx]
-            entry["by"] = {
+            by_slice = {
                 **sliced.describe(by),
                 **_by_slice(profile, current, outputs, keys, by, feats, overrides),
             }
-        out["variants"].append(entry)
-    main = next((v for v in out["variants"] if "features" in v), None)
-    if main is None:
-        out.update(
-            {
-                "features": [],
-                "prediction": None,
-                "drifted_share": None,
-                "dataset_drift": False,
-                "empty": w.rows == 0,
-                "message": "no decisions in this window" if w.rows == 0 else "no reference profile",
-            }
+        variants.append(
+            VariantDrift(
+                vname,
+                model,
+                size(idx),
+                report=report,
+                multivariate=multivariate.section(store, ref, current),
+                by=by_slice,
+            )
         )
-    else:
-        out.update(
-            {
-                "features": main["features"],
-                "prediction": main["prediction"],
-                "drifted_share": main["drifted_share"],
-                "dataset_drift": main["dataset_drift"],
-                "multivariate": main.get("multivariate"),
-                "empty": False,
-            }
-        )
-    return out
+    return EndpointDrift(endpoint, span, tuple(variants), tuple(not_used))
 
 
 def _by_slice(

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
+from chronoml.domain.reports import VariantQuality
 from chronoml.monitor import estimated
 from chronoml.monitor.leader import Leadership
 from chronoml.monitor.quality import quality as quality_of
@@ -69,22 +70,22 @@ def _f(v: Any) -> float | None:
 
 
 def _estimated(
-    cm: Context, endpoint: str, v: Mapping[str, Any], start: int, end: int
+    cm: Context, endpoint: str, v: VariantQuality, start: int, end: int
 ) -> dict[str, float | None]:
     """``estimated:METRIC`` of one variant's window (CBPE), when its version logs scores
     and has a labelled reference; nothing otherwise."""
-    name, version = v["model"]["name"], v["model"]["version"]
+    name, version = v.model.name or "", v.model.version
     if O.classes_of(cm.store, name, version) is None:
         return {}
     ref = estimated.Reference(start - estimated.DEFAULT_REFERENCE_US, start, False)
     try:
         got = estimated.estimate_version(
-            cm.store, endpoint, name, version, start, end, ref, variant=v["variant"]
+            cm.store, endpoint, name, version, start, end, ref, variant=v.variant
         )
     except estimated.EstimateError as exc:
-        log.debug("no estimate for %s %s: %s", endpoint, v["variant"], exc.message)
+        log.debug("no estimate for %s %s: %s", endpoint, v.variant, exc.message)
         return {}
-    return {f"estimated:{k}": _f(e["value"]) for k, e in got["estimated"].items()}
+    return {f"estimated:{k}": _f(got.value(k)) for k in got.estimated}
 
 
 def compute(
@@ -98,7 +99,7 @@ def compute(
     by_key: dict[tuple[str, str], dict[str, float | None]] = {}
     names: dict[tuple[str, str], str] = {}
 
-    drift = endpoint_drift(cm.store, cm.layouts, endpoint, Window(start, end))
+    drift = endpoint_drift(cm.store, cm.layouts, endpoint, Window(start, end)).as_dict()
     for v in drift["variants"]:
         key = (v["variant"], v["model"]["version"])
         names[key] = v["model"].get("name", "")
@@ -121,15 +122,15 @@ def compute(
             m["prediction_drifted"] = 1.0 if p["drifted"] else 0.0
 
     quality = quality_of(cm.store, endpoint, start, end)
-    for v in quality["variants"]:
-        key = (v["variant"], v["model"]["version"])
-        names[key] = v["model"]["name"]
+    for q in quality.variants:
+        key = (q.variant, q.model.version)
+        names[key] = q.model.name or ""
         m = by_key.setdefault(key, {})
-        m["label_coverage"] = _f(v["label_coverage"])
-        for k, val in v["metrics"].items():
+        m["label_coverage"] = _f(q.label_coverage)
+        for k, val in q.metrics.items():
             if isinstance(val, float):
                 m[f"quality:{k}"] = val
-        m.update(_estimated(cm, endpoint, v, start, end))
+        m.update(_estimated(cm, endpoint, q, start, end))
 
     rows = DR.latencies(cm.store, endpoint, start, end)
     lat: dict[tuple[str, str], list[float]] = {}

@@ -21,6 +21,7 @@ from typing import Any
 from chronoml.context import Context
 from chronoml.domain import ledger as L
 from chronoml.domain import privacy as DP
+from chronoml.domain import results as R
 from chronoml.errors import InvalidInput
 from chronoml.privacy import secret
 from chronoml.store import ledger as SL
@@ -43,7 +44,7 @@ def parse_duration(text: str, field: str = "retain_inputs") -> int:
         raise InvalidInput(f"{field}: {exc}", field) from None
 
 
-def erase_unit(ctx: Context, unit: str, actor: str | None = None) -> dict[str, Any]:
+def erase_unit(ctx: Context, unit: str, actor: str | None = None) -> R.Erasure:
     """Erase the inputs (and context) of every decision of unit key ``unit``."""
     if not isinstance(unit, str) or not unit:
         raise InvalidInput("give the unit key to erase", "unit")
@@ -72,19 +73,12 @@ def erase_unit(ctx: Context, unit: str, actor: str | None = None) -> dict[str, A
     scrubbed = SP.scrub(ctx.store) if counts else True
     if not scrubbed:
         log.warning("erasure: the SQLite WAL stayed busy; old pages go at its next checkpoint")
-    return {
-        "files_scrubbed": scrubbed,
-        "unit_hash": hashed,
-        "decisions": sum(counts.values()),
-        "endpoints": counts,
-        "erased_at": iso(at),
-        "erased_by": who,
-    }
+    return R.Erasure(hashed, counts, at, who, files_scrubbed=scrubbed)
 
 
 def erase_older(
     ctx: Context, retain_us: int, actor: str | None = None, *, now: int | None = None
-) -> dict[str, Any]:
+) -> R.Retention:
     """Erase the inputs of decisions older than ``retain_us``; outputs, commitments and
     lineage stay."""
     t = now_us() if now is None else now
@@ -121,7 +115,7 @@ def erase_older(
             since = last
     if counts:
         SP.scrub(ctx.store)
-    return {"before": iso(before), "decisions": sum(counts.values()), "endpoints": counts}
+    return R.Retention(before, counts)
 
 
 def erased_note(

@@ -10,17 +10,17 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import replace
-from typing import Any
 
 from chronoml.context import Context
 from chronoml.domain import ledger as L
 from chronoml.domain import privacy as DP
+from chronoml.domain import results as R
 from chronoml.domain.feedback import Label
 from chronoml.errors import InvalidInput, NotFound, Refused
 from chronoml.privacy import secret
 from chronoml.store import ledger as SL
 from chronoml.store import privacy as SP
-from chronoml.timeutil import iso, now_us
+from chronoml.timeutil import now_us
 
 
 def _known(ctx: Context, endpoint: str) -> None:
@@ -39,23 +39,17 @@ def input_columns(ctx: Context, endpoint: str) -> set[str] | None:
     return found
 
 
-def show(ctx: Context, endpoint: str) -> dict[str, Any]:
+def show(ctx: Context, endpoint: str) -> R.PrivacyPolicy:
     """The endpoint's policy (everything kept when none was set)."""
     _known(ctx, endpoint)
     got = SP.get(ctx.store, endpoint)
     if got is None:
-        return {"endpoint": endpoint, **DP.Policy().to_dict(), "set_at": None, "set_by": None}
-    return _dict(got)
+        return R.PrivacyPolicy(endpoint, DP.Policy())
+    return _typed(got)
 
 
-def _dict(p: SP.StoredPolicy) -> dict[str, Any]:
-    return {
-        "endpoint": p.endpoint,
-        **p.policy.to_dict(),
-        "event_seq": p.event_seq,
-        "set_at": iso(p.updated_at),
-        "set_by": p.actor,
-    }
+def _typed(p: SP.StoredPolicy) -> R.PrivacyPolicy:
+    return R.PrivacyPolicy(p.endpoint, p.policy, p.event_seq, p.updated_at, p.actor)
 
 
 def set_policy(
@@ -66,7 +60,7 @@ def set_policy(
     context: Mapping[str, str] | None = None,
     unit_key: str | None = None,
     actor: str | None = None,
-) -> dict[str, Any]:
+) -> R.PrivacyPolicy:
     """Set rules on top of the endpoint's policy (``keep`` removes a rule); returns it."""
     _known(ctx, endpoint)
     features, context = dict(features or {}), dict(context or {})
@@ -93,7 +87,7 @@ def set_policy(
     policy = (old.policy if old is not None else DP.Policy()).merged(features, context, unit_key)
     change = L.Change("privacy", endpoint, ctx.actor(actor), {"policy": policy.to_dict()})
     _ev, stored = SP.put(ctx.store, change, policy)
-    return _dict(stored)
+    return _typed(stored)
 
 
 def policy_of(ctx: Context, endpoint: str) -> DP.Policy | None:

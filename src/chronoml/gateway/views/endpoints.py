@@ -68,8 +68,8 @@ def routes(gw: Gateway) -> list[Route]:
         except Refused as exc:
             return error(400, "bad_query", exc.message, exc.field)
         if q.get("format") == "html":
-            return HTMLResponse(to_html(report))
-        return JSON(report)
+            return HTMLResponse(to_html(report.as_dict()))
+        return JSON(report.as_dict())
 
     async def history(request: Request) -> Response:
         return await _call(gw.cm.history, request.path_params["endpoint"])

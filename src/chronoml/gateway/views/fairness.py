@@ -42,6 +42,6 @@ def routes(gw: Gateway) -> list[Route]:
             )
         except ChronomlError as exc:
             return for_error(exc)
-        return JSON(rep)
+        return JSON(rep.as_dict())
 
     return [Route("/v1/endpoints/{endpoint}/fairness", get_fairness, methods=["GET"])]

@@ -99,13 +99,13 @@ def routes(gw: Gateway) -> list[Route]:
             return error(400, "bad_query", str(exc), "reference_from")
         try:
             if q.get("estimate") in ("true", "1"):
-                return JSON(
-                    await run_in_threadpool(lambda: gw.cm.estimated_quality(endpoint, **kw, **ref))
+                got = await run_in_threadpool(
+                    lambda: gw.cm.estimated_quality(endpoint, **kw, **ref)
                 )
+                return JSON(got.as_dict())
             by = q.get("by") or None
-            return JSON(
-                await run_in_threadpool(lambda: gw.cm.quality(endpoint, **kw, by=by, **bins))
-            )
+            quality = await run_in_threadpool(lambda: gw.cm.quality(endpoint, **kw, by=by, **bins))
+            return JSON(quality.as_dict())
         except (EstimateError, SliceError) as exc:
             return for_error(exc)
         except NotFound as exc:

@@ -35,7 +35,8 @@ def routes(gw: Gateway) -> list[Route]:
 
     async def get_policy(request: Request) -> Response:
         try:
-            return JSON(await run_in_threadpool(gw.cm.privacy, request.path_params["endpoint"]))
+            got = await run_in_threadpool(gw.cm.privacy, request.path_params["endpoint"])
+            return JSON(got.as_dict())
         except ChronomlError as exc:
             return for_error(exc)
 
@@ -66,7 +67,7 @@ def routes(gw: Gateway) -> list[Route]:
         except ChronomlError as exc:
             return for_error(exc)
         await run_in_threadpool(gw.live.refresh)  # this server applies it before answering
-        return JSON(out)
+        return JSON(out.as_dict())
 
     async def post_erasure(request: Request) -> Response:
         spec = await _object(request)
@@ -83,7 +84,7 @@ def routes(gw: Gateway) -> list[Route]:
             out = await run_in_threadpool(gw.cm.erase, unit, actor)
         except ChronomlError as exc:
             return for_error(exc)
-        return JSON(out)
+        return JSON(out.as_dict())
 
     return [
         Route("/v1/endpoints/{endpoint}/privacy", get_policy, methods=["GET"]),
