@@ -12,7 +12,8 @@ signature's order, so the booster can read that matrix directly:
   without the feature-name check, over the trees (``iteration_range``) and
   with the ``missing`` value the model's own ``predict`` uses;
 - LightGBM: ``Booster.predict`` on the matrix, with the predict-time
-  parameters the model's own ``predict`` passes.
+  parameters the model's own ``predict`` passes;
+- both on one thread for a batch of fewer than :data:`FEW` rows.
 
 The class labels and probabilities of the scikit-learn API classifiers are
 then derived from the booster's output as their own ``predict`` and
@@ -44,6 +45,12 @@ _XGB_SKLEARN = frozenset({"XGBClassifier", "XGBRegressor"})
 _LGB_SKLEARN = frozenset({"LGBMClassifier", "LGBMRegressor"})
 # LightGBM's predict-time parameters that change what it predicts
 _LGB_PREDICT_PARAMS = ("pred_early_stop", "pred_early_stop_freq", "pred_early_stop_margin")
+
+
+# Batches of fewer rows are predicted on one thread: waking OpenMP's other threads costs
+# more than the trees (tens of milliseconds on a busy machine), and each row's output is
+# summed over the trees in the same order whatever the thread count (the probe checks both)
+FEW = 256
 
 
 @dataclass(frozen=True)
@@ -98,8 +105,8 @@ _ALONE = 8
 def disagreement(checks: list[tuple[str, Fn, Frame]], x: Matrix, names: list[str]) -> str | None:
     """Why a fast call is not the model's own on the probe rows ``x``, or None when each
     ``(what, fast, own)`` gives identical outputs (and no warning) on all of them at once
-    and on the first rows alone."""
-    batches = [x, *(x[i : i + 1] for i in range(min(_ALONE, len(x))))]
+    on fewer than :data:`FEW` of them, and on the first rows alone."""
+    batches = [x, x[: FEW - 1], *(x[i : i + 1] for i in range(min(_ALONE, len(x))))]
     try:
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
@@ -143,9 +150,13 @@ def _xgb_call(booster: Any, iterations: tuple[int, int], missing: float, width: 
     if booster.num_features() != width:
         raise ValueError(f"the booster reads {booster.num_features()} features, not {width}")
     run = booster.inplace_predict
+    alone = booster.copy()  # the same trees, set to one thread for small batches
+    alone.set_param({"nthread": 1})
+    run_alone = alone.inplace_predict
 
     def call(mat: Matrix) -> Any:
-        return run(mat, iteration_range=iterations, missing=missing, validate_features=False)
+        fn = run_alone if mat.shape[0] < FEW else run
+        return fn(mat, iteration_range=iterations, missing=missing, validate_features=False)
 
     return call
 
@@ -188,9 +199,12 @@ def _lgb_call(booster: Any, params: dict[str, Any], width: int) -> Fn:
     if booster.num_feature() != width:
         raise ValueError(f"the booster reads {booster.num_feature()} features, not {width}")
     run = booster.predict
-    if not params:
-        return run  # type: ignore[no-any-return]
-    return lambda mat: run(mat, **params)
+    alone = {**params, "num_threads": 1}
+
+    def call(mat: Matrix) -> Any:
+        return run(mat, **(alone if mat.shape[0] < FEW else params))
+
+    return call
 
 
 def _lgb_sklearn(model: Any, width: int, classifier: bool) -> tuple[str, FastTrees] | str:
