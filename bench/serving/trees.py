@@ -16,8 +16,8 @@ with a batch of ``n`` rows already parsed into a float64 matrix:
 - with: ``proba_matrix`` on the matrix and the labels from those scores (one
   call: the loader showed the labels are the scores' argmax);
 - and, as the floor, the booster alone on the matrix (``Booster.predict``,
-  ``Booster.inplace_predict``), which is what the fast call adds its few
-  numpy steps to.
+  ``Booster.inplace_predict``) on as many threads as the fast call uses (one
+  below 256 rows), which is what the fast call adds its few numpy steps to.
 
 The two are interleaved call by call so both see the same noise, and each
 figure is the median of ``--runs`` calls. It also reports how long the load
@@ -45,6 +45,7 @@ from mlflow.models import infer_signature
 from sklearn.datasets import make_classification
 
 from chronoml.domain.ledger import ModelRef
+from chronoml.registry.boosters import FEW
 from chronoml.registry.models import LoadedModel, labels_of, load_model
 
 FEATURES = [f"f{i:02d}" for i in range(30)]
@@ -63,14 +64,19 @@ def _models(x: pd.DataFrame, y: Any) -> dict[str, tuple[Any, Any, Callable[[Any]
     lgb = lightgbm.LGBMClassifier(n_estimators=100, verbose=-1).fit(x, y)
     xgb = xgboost.XGBClassifier(n_estimators=100).fit(x, y)
     gb = GradientBoostingClassifier(n_estimators=100, max_depth=3, random_state=0).fit(x, y)
-    booster = xgb.get_booster()
+    booster, alone = xgb.get_booster(), xgb.get_booster().copy()
+    alone.set_param({"nthread": 1})
+    lgb_booster = lgb.booster_
+
+    def lgb_alone(m: Any) -> Any:  # on as many threads as the fast call uses
+        return lgb_booster.predict(m, **({"num_threads": 1} if len(m) < FEW else {}))
+
+    def xgb_alone(m: Any) -> Any:
+        return (alone if len(m) < FEW else booster).inplace_predict(m, validate_features=False)
+
     return {
-        "lightgbm": (lgb, mlflow.lightgbm, lgb.booster_.predict),
-        "xgboost": (
-            xgb,
-            mlflow.xgboost,
-            lambda m: booster.inplace_predict(m, validate_features=False),
-        ),
+        "lightgbm": (lgb, mlflow.lightgbm, lgb_alone),
+        "xgboost": (xgb, mlflow.xgboost, xgb_alone),
         "scikit-learn": (gb, mlflow.sklearn, lambda m: None),
     }
 
