@@ -116,6 +116,44 @@ def _interleaved(fns: list[Callable[[], Any]], runs: int) -> list[float]:
     return [1e6 * statistics.median(t) for t in times]
 
 
+def _parts(name: str, est: Any, own: LoadedModel, runs: int, rows: Any) -> None:
+    """Where the model's own call spends its time, step by step (``--parts``)."""
+    if name == "scikit-learn":
+        return
+    cols = pd.Index(FEATURES, dtype=object)
+    if name == "lightgbm":
+        booster = est.booster_
+
+        def threads(m: Any) -> Any:
+            return booster.predict(m)
+
+        def one(m: Any) -> Any:
+            return booster.predict(m, num_threads=1)
+    else:
+        booster, alone = est.get_booster(), est.get_booster().copy()
+        alone.set_param({"nthread": 1})
+
+        def threads(m: Any) -> Any:
+            return booster.inplace_predict(m, validate_features=False)
+
+        def one(m: Any) -> Any:
+            return alone.inplace_predict(m, validate_features=False)
+
+    for n in (1, 1000):
+        mat = np.ascontiguousarray(rows[:n])
+        frame = pd.DataFrame(mat, columns=cols)
+        steps = {
+            "MLflow pyfunc predict (frame)": partial(own.predict, frame),
+            "the model's predict (frame)": partial(est.predict, frame),
+            "the model's predict_proba (frame)": partial(est.predict_proba, frame),
+            "the booster on the matrix, its threads": partial(threads, mat),
+            "the booster on the matrix, one thread": partial(one, mat),
+        }
+        us = _interleaved(list(steps.values()), runs if n == 1 else max(20, runs // 10))
+        for step, t in zip(steps, us, strict=True):
+            print(f"  {name:<12} {n:>5} rows  {step:<42} {t:12.1f} us")
+
+
 def _save(est: Any, flavor: Any, x: pd.DataFrame, y: Any, path: Path) -> None:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -136,6 +174,7 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("--runs", type=int, default=300)
     ap.add_argument("--only", choices=["lightgbm", "xgboost", "scikit-learn"], default=None)
+    ap.add_argument("--parts", action="store_true", help="also time each step of the own call")
     args = ap.parse_args()
     X, y = make_classification(n_samples=4000, n_features=30, n_informative=12, random_state=0)
     frame = pd.DataFrame(X, columns=FEATURES)
@@ -167,6 +206,8 @@ def main() -> int:
                 floor = f"{us[2]:17.1f}" if len(us) > 2 else f"{'-':>17}"
                 print(f"{name:<14} {n:>5} {us[0]:12.1f} {us[1]:13.1f} {floor} "
                       f"{us[0] / us[1]:8.1f}x")  # fmt: skip
+            if args.parts:
+                _parts(name, est, own, args.runs, rows)
             print(f"{'':<14} load with the probe {1000 * (t1 - t0):.0f} ms, "
                   f"without {1000 * (t2 - t1):.0f} ms: {fast.call_note}")  # fmt: skip
     return 0
