@@ -192,3 +192,16 @@ def test_a_booster_on_other_inputs_than_the_signatures_is_left_alone(tmp_path: P
     model = load_model(REF, path)
     assert model.predict_matrix is None
     assert model.call_note.startswith("own call: the booster could not be read"), model.call_note
+
+
+def test_the_load_check_of_a_booster_does_not_hang_after_boosters_ran(tmp_path: Path) -> None:
+    # a child forked from a thread that ran LightGBM inherits its OpenMP thread pool without
+    # the threads, and hangs when it loads a LightGBM model (its parser runs on OpenMP):
+    # such models are checked in a fresh interpreter
+    from chronoml.registry.probe import probe
+
+    est = lightgbm.LGBMClassifier(n_estimators=20, verbose=-1).fit(X, BINARY)
+    for _ in range(5):
+        est.booster_.predict(X)  # this process's OpenMP threads are up
+    path = _saved(mlflow.lightgbm, est, BINARY, tmp_path)
+    probe(REF, path, timeout_s=60)  # refused (Refused) if the child hangs

@@ -78,10 +78,15 @@ class LoadedModel:
     call_note: str = ""
 
 
-def load_model(ref: ModelRef, path: Path, fast_calls: bool = True) -> LoadedModel:
+def load_model(
+    ref: ModelRef, path: Path, fast_calls: bool = True, calls: bool = True
+) -> LoadedModel:
     """Load the MLflow model at ``path`` (already digest-checked by the caller).
 
-    ``fast_calls=False`` keeps tree ensembles on their own calls (no probe at load)."""
+    ``fast_calls=False`` keeps tree ensembles on their own calls (no probe at load).
+    ``calls=False`` loads without calling the model at all (no probes, no matrix path):
+    for a forked child, where a library's OpenMP threads inherited from the parent
+    would hang its first parallel call."""
     # lazy: mlflow costs 1.6 s to import; the CLI loads it only when a model is loaded
     import mlflow.pyfunc
 
@@ -105,7 +110,7 @@ def load_model(ref: ModelRef, path: Path, fast_calls: bool = True) -> LoadedMode
             # fitted on a bare array: give it one, as it was trained
             fitted_on_array = raw.predict
             predict = lambda df: fitted_on_array(df.to_numpy())  # noqa: E731
-        predict_matrix = matrix_predictor(raw, schema)
+        predict_matrix = matrix_predictor(raw, schema) if calls else None
     elif loader in _BOOSTER_LOADERS and schema is not None:
         # the booster (or its scikit-learn API model) behind the pyfunc wrapper; the
         # pyfunc's predict stays the model's own call
@@ -120,7 +125,7 @@ def load_model(ref: ModelRef, path: Path, fast_calls: bool = True) -> LoadedMode
         predict_matrix=predict_matrix,
         model_call="matrix" if predict_matrix is not None else "own",
     )
-    if raw is not None and schema is not None:
+    if raw is not None and schema is not None and calls:
         _add_scores(model, raw, schema)
         known: Schema = schema
         _choose_call(
