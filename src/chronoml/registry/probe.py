@@ -67,8 +67,11 @@ _OPENMP = frozenset({"lightgbm", "xgboost"})
 
 def probe(ref: ModelRef, path: Path, timeout_s: float = 120.0) -> None:
     """Load the model in a child process; refuse it if the child fails, dies or hangs."""
-    how = "spawn" if _OPENMP.intersection(flavors(path)) else "fork"
-    ctx = multiprocessing.get_context(how)
+    ctx = (
+        multiprocessing.get_context("spawn")
+        if _OPENMP.intersection(flavors(path))
+        else multiprocessing.get_context("fork")
+    )
     child = ctx.Process(target=_load_in_child, args=(ref, str(path)), daemon=True)
     child.start()
     child.join(timeout_s)
