@@ -9,6 +9,7 @@ from typing import Any
 
 import lightgbm
 import mlflow.lightgbm
+import mlflow.sklearn
 import mlflow.xgboost
 import numpy as np
 import pandas as pd
@@ -33,6 +34,8 @@ FRESH = np.random.default_rng(11).standard_normal((300, len(NAMES))) * 2
 
 def _saved(flavor: Any, model: Any, y: Any, tmp_path: Path, **kw: Any) -> Path:
     path = tmp_path / "model"
+    if flavor is mlflow.sklearn:  # its default format (skops) does not trust boosters
+        kw.setdefault("serialization_format", "cloudpickle")
     with warnings.catch_warnings():
         # MLflow's own example writer compares an index with a range (pandas deprecates it)
         warnings.simplefilter("ignore", pd.errors.Pandas4Warning)
@@ -93,6 +96,18 @@ CASES = {
         ).fit(X, BINARY),
         BINARY,
         "lightgbm Booster.predict",
+    ),
+    "lightgbm-through-the-sklearn-flavor": (
+        mlflow.sklearn,
+        lambda: lightgbm.LGBMClassifier(n_estimators=15, verbose=-1).fit(X, BINARY),
+        BINARY,
+        "lightgbm Booster.predict",
+    ),
+    "xgboost-through-the-sklearn-flavor": (
+        mlflow.sklearn,
+        lambda: xgboost.XGBClassifier(n_estimators=15, n_jobs=1).fit(FRAME, BINARY),
+        BINARY,
+        "xgboost inplace_predict",
     ),
     "lightgbm-booster": (
         mlflow.lightgbm,
