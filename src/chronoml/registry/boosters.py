@@ -104,8 +104,8 @@ _ALONE = 8
 
 def disagreement(checks: list[tuple[str, Fn, Frame]], x: Matrix, names: list[str]) -> str | None:
     """Why a fast call is not the model's own on the probe rows ``x``, or None when each
-    ``(what, fast, own)`` gives identical outputs (and no warning) on all of them at once
-    on fewer than :data:`FEW` of them, and on the first rows alone."""
+    ``(what, fast, own)`` gives identical outputs (and no warning) on all of them at once,
+    on fewer than :data:`FEW` of them (one thread), and on the first rows alone."""
     batches = [x, x[: FEW - 1], *(x[i : i + 1] for i in range(min(_ALONE, len(x))))]
     try:
         with warnings.catch_warnings(record=True) as caught:
