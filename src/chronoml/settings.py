@@ -72,6 +72,9 @@ class Settings:
     # server of one store needs the same file), and how long raw inputs are kept
     privacy_key: Path | None = None
     retain_inputs_us: int | None = None  # None: kept until erased
+    # tree ensembles served below their per-call checks when a probe at load shows
+    # identical outputs (CHRONOML_FAST_MODEL_CALLS=0 keeps every model on its own call)
+    fast_model_calls: bool = True
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides: object) -> Settings:
@@ -90,6 +93,7 @@ class Settings:
             "privacy_key": Path(e["CHRONOML_PRIVACY_KEY"])
             if e.get("CHRONOML_PRIVACY_KEY")
             else None,
+            "fast_model_calls": _flag(e, "CHRONOML_FAST_MODEL_CALLS", True),
         }
         values.update({k: v for k, v in overrides.items() if v is not None})
         home = Path(str(values["home"])).expanduser().resolve()
@@ -125,3 +129,16 @@ class Settings:
     @property
     def embedded(self) -> bool:
         return self.store_url is None or self.store_url.startswith("sqlite")
+
+
+_ON = frozenset({"1", "true", "yes", "on"})
+_OFF = frozenset({"0", "false", "no", "off"})
+
+
+def _flag(env: Mapping[str, str], name: str, default: bool) -> bool:
+    raw = env.get(name, "").strip().lower()
+    if not raw:
+        return default
+    if raw in _ON or raw in _OFF:
+        return raw in _ON
+    raise ValueError(f"{name} must be 1 or 0 (true or false), not {env[name]!r}")

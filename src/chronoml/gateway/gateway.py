@@ -60,7 +60,7 @@ class Gateway:
         self.cm = cm
         self.settings = settings
         self.metrics = Metrics()
-        self.live = Live(cm.store, cm.registry)
+        self.live = Live(cm.store, cm.registry, fast_calls=settings.fast_model_calls)
         self.access = Access(cm.store, settings)
         self.read_log = reads_logger(cm.store)
         self.log: DecisionLog | None = None

@@ -55,6 +55,8 @@ class Live:
 
     store: Store
     registry: Registry
+    # tree ensembles on their fast calls when the probe at load allows it
+    fast_calls: bool = True
     endpoints: dict[str, LiveEndpoint] = field(default_factory=dict)
     errors: dict[str, str] = field(default_factory=dict)
     seen_seq: int = -1
@@ -115,7 +117,8 @@ class Live:
         if cached is not None and cached.ref.name == ref.name and cached.ref.version == ref.version:
             return cached
         path = self.registry.fetch(ref)
-        model = load_model(ref, path)
+        model = load_model(ref, path, fast_calls=self.fast_calls)
+        log.info("loaded %s v%s (%s): %s", ref.name, ref.version, model.flavor, call_of(model))
         self._cache[ref.artifact_digest] = model
         return model
 
@@ -129,6 +132,11 @@ class Live:
             self._worker.stop(5)
         with self._lock:
             self._head.close()
+
+
+def call_of(model: LoadedModel) -> str:
+    """How ``model`` is called on a float matrix, and why (the load log's words)."""
+    return model.call_note or f"{model.model_call} call"
 
 
 class HeadReader:

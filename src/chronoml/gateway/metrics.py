@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any, Protocol
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
@@ -98,6 +99,14 @@ class Metrics:
             "When an archive pass last succeeded",
             registry=self.registry,
         )
+        self.model_call = Gauge(
+            "chronoml_model_call",
+            "1 for the call each live model answers a float matrix with: its booster or trees "
+            "below its per-call checks (after a load probe showed identical outputs), "
+            "'matrix' or its own call",
+            ("endpoint", "variant", "version", "call"),
+            registry=self.registry,
+        )
         # who else wants each request's outcome (the canary guardrails)
         self.listener: Outcomes | None = None
         # labelled children by their labels: labels() takes a lock and checks
@@ -181,6 +190,12 @@ class Metrics:
         self.archive_decisions.set(p.archived)
         if p.last_success_at is not None:
             self.archive_last_success.set(p.last_success_at / 1e6)
+
+    def observe_calls(self, calls: Iterable[tuple[str, str, str, str]]) -> None:
+        """The live models' calls, as ``(endpoint, variant, version, call)``."""
+        self.model_call.clear()
+        for labels in calls:
+            self.model_call.labels(*labels).set(1)
 
     def render(self) -> tuple[bytes, str]:
         return generate_latest(self.registry), CONTENT_TYPE_LATEST

@@ -40,12 +40,25 @@ def access_lines(enabled: bool) -> None:
         log.setLevel(logging.CRITICAL + 1)
 
 
+def load_lines() -> None:
+    """Send the model loads (which call each model is served with, and why) to standard
+    error."""
+    log = logging.getLogger("chronoml.live")
+    if not log.handlers:
+        handler = logging.StreamHandler()
+        handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+        log.addHandler(handler)
+        log.propagate = False
+    log.setLevel(logging.INFO)
+
+
 def serve(
     cm: Chronoml, host: str, port: int, log_level: str, workers: int = 1, access: bool = True
 ) -> None:
     """Serve until interrupted: in this process, or in ``workers`` processes of their own."""
     configure(cm.settings)
     access_lines(access)
+    load_lines()
     os.environ["CHRONOML_ACCESS_LOG"] = "1" if access else "0"
     common: dict[str, Any] = {
         "host": host,
@@ -115,4 +128,5 @@ def worker_app() -> Starlette:
     settings = Settings(**values)
     configure(settings)
     access_lines(os.environ.get("CHRONOML_ACCESS_LOG", "1") == "1")
+    load_lines()
     return create_app(settings)

@@ -19,6 +19,7 @@ import pandas as pd
 from chronoml.domain.codec import Schema
 from chronoml.domain.ledger import ModelRef
 from chronoml.errors import InvalidInput
+from chronoml.registry.boosters import fast_booster, library_of
 from chronoml.registry.trees import fast_trees
 
 _MLFLOW_KINDS = {
@@ -69,12 +70,23 @@ class LoadedModel:
     # then give the labels too, and the batch needs one model call instead of two
     labels_from_scores: bool = False
     # predict_matrix and proba_matrix walk the fitted trees below scikit-learn's
-    # per-call checks (registry/trees.py), after a probe showed identical outputs
+    # per-call checks (registry/trees.py), or read the matrix with the LightGBM or
+    # XGBoost booster itself (registry/boosters.py), after a probe showed identical outputs
     fast_trees: bool = False
+    # the call a float matrix is served with, and why (the load log and /metrics say it)
+    model_call: str = "own"
+    call_note: str = ""
 
 
-def load_model(ref: ModelRef, path: Path) -> LoadedModel:
-    """Load the MLflow model at ``path`` (already digest-checked by the caller)."""
+def load_model(
+    ref: ModelRef, path: Path, fast_calls: bool = True, calls: bool = True
+) -> LoadedModel:
+    """Load the MLflow model at ``path`` (already digest-checked by the caller).
+
+    ``fast_calls=False`` keeps tree ensembles on their own calls (no probe at load).
+    ``calls=False`` loads without calling the model at all (no probes, no matrix path):
+    for a forked child, where a library's OpenMP threads inherited from the parent
+    would hang its first parallel call."""
     # lazy: mlflow costs 1.6 s to import; the CLI loads it only when a model is loaded
     import mlflow.pyfunc
 
@@ -98,7 +110,11 @@ def load_model(ref: ModelRef, path: Path) -> LoadedModel:
             # fitted on a bare array: give it one, as it was trained
             fitted_on_array = raw.predict
             predict = lambda df: fitted_on_array(df.to_numpy())  # noqa: E731
-        predict_matrix = matrix_predictor(raw, schema)
+        predict_matrix = matrix_predictor(raw, schema) if calls else None
+    elif loader in _BOOSTER_LOADERS and schema is not None:
+        # the booster (or its scikit-learn API model) behind the pyfunc wrapper; the
+        # pyfunc's predict stays the model's own call
+        raw = pyfunc_model.get_raw_model()
     model = LoadedModel(
         ref=ref,
         path=path,
@@ -107,23 +123,69 @@ def load_model(ref: ModelRef, path: Path) -> LoadedModel:
         flavor=flavor,
         raw=raw,
         predict_matrix=predict_matrix,
+        model_call="matrix" if predict_matrix is not None else "own",
     )
-    if raw is not None:
+    if raw is not None and schema is not None and calls:
         _add_scores(model, raw, schema)
-        if predict_matrix is not None and schema is not None:
-            _use_fast_trees(model, raw, schema, _input_example(pyfunc_model, path, schema))
+        known: Schema = schema
+        _choose_call(
+            model, raw, known, lambda: _input_example(pyfunc_model, path, known), fast_calls
+        )
     return model
+
+
+_BOOSTER_LOADERS = frozenset({"mlflow.lightgbm", "mlflow.xgboost"})
+
+
+def _choose_call(
+    model: LoadedModel, raw: Any, schema: Schema, example: Callable[[], Any], fast: bool
+) -> None:
+    """Serve a tree ensemble's float matrix with its fast call when the probe allows it."""
+    if not all(kind == "float" for _, kind in schema):
+        model.call_note = "own call: the signature has inputs that are not doubles"
+        return
+    booster = library_of(raw) is not None
+    if not booster and model.predict_matrix is None:
+        return  # not a float-matrix model: nothing to choose
+    if not fast:
+        model.call_note = "own call: fast model calls are turned off"
+        return
+    if booster:
+        _use_fast_booster(model, raw, schema, example())
+    else:
+        _use_fast_trees(model, raw, schema, example())
+
+
+def _use_fast_booster(model: LoadedModel, raw: Any, schema: Schema, example: Any) -> None:
+    """Serve the float matrix with the booster's own reading of it, when the probe shows
+    outputs identical to the model's own call."""
+    names = [c for c, _ in schema]
+    choice = fast_booster(raw, names, model.predict, model.predict_proba, example)
+    model.call_note = choice.note
+    fast = choice.fast
+    if fast is None:
+        return
+    if model.classes is not None and fast.predict_proba is None:
+        model.call_note = "own call: no fast class scores for this classifier"
+        return
+    model.predict_matrix = fast.predict
+    model.proba_matrix = fast.predict_proba if model.classes is not None else None
+    model.fast_trees = True
+    model.model_call = choice.call
 
 
 def _use_fast_trees(model: LoadedModel, raw: Any, schema: Schema, example: Any) -> None:
     """Swap the matrix path for the trees' own arithmetic when the probe shows it is equal."""
     fast = fast_trees(raw, [c for c, _ in schema], example)
     if fast is None or (model.classes is not None and fast.predict_proba is None):
+        model.call_note = "matrix call: the trees' own arithmetic differed or is not known here"
         return
     model.predict_matrix = fast.predict
     if model.classes is not None:
         model.proba_matrix = fast.predict_proba
     model.fast_trees = True
+    model.model_call = "scikit-learn trees"
+    model.call_note = "scikit-learn trees: identical to the model's own on the probe rows"
 
 
 def _input_example(pyfunc_model: Any, path: Path, schema: Schema) -> np.ndarray[Any, Any] | None:
@@ -181,6 +243,8 @@ _ARGMAX_ESTIMATORS = frozenset(
         "RandomForestClassifier",
         "ExtraTreesClassifier",
         "DecisionTreeClassifier",
+        "LGBMClassifier",
+        "XGBClassifier",
     }
 )
 # top two scores closer than this: the label comes from predict itself

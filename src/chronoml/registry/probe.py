@@ -3,8 +3,8 @@
 Loading a pickled model (scikit-learn, a cloudpickle pyfunc) runs code the
 model's author chose. :func:`check_format` refuses flavors a server was not
 told to accept (``--model-formats``); :func:`probe` loads the model in a
-forked child first, so a model that crashes or hangs while loading takes down
-the child, never the gateway.
+child process first (forked; a fresh interpreter for LightGBM and XGBoost), so a
+model that crashes or hangs while loading takes down the child, never the gateway.
 """
 
 from __future__ import annotations
@@ -51,17 +51,27 @@ def check_format(path: Path, allowed: Iterable[str]) -> None:
 
 
 def _load_in_child(ref: ModelRef, path: str) -> None:
-    # the child's only job: load (and so unpickle) the model, then leave
+    # the child's only job: load (and so unpickle) the model, then leave: no probe calls
     try:
-        load_model(ref, Path(path))
+        load_model(ref, Path(path), calls=False)
     except BaseException:
         os._exit(1)
     os._exit(0)
 
 
+# flavors whose libraries load and predict on OpenMP threads: a child forked from a
+# thread that already ran them inherits a thread pool without its threads and hangs, so
+# these are checked in a fresh interpreter instead (slower to start, nothing inherited)
+_OPENMP = frozenset({"lightgbm", "xgboost"})
+
+
 def probe(ref: ModelRef, path: Path, timeout_s: float = 120.0) -> None:
-    """Load the model in a forked child; refuse it if the child fails, dies or hangs."""
-    ctx = multiprocessing.get_context("fork")
+    """Load the model in a child process; refuse it if the child fails, dies or hangs."""
+    ctx = (
+        multiprocessing.get_context("spawn")
+        if _OPENMP.intersection(flavors(path))
+        else multiprocessing.get_context("fork")
+    )
     child = ctx.Process(target=_load_in_child, args=(ref, str(path)), daemon=True)
     child.start()
     child.join(timeout_s)

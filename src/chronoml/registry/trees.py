@@ -215,15 +215,23 @@ def _own_on_matrix(model: Any, method: str) -> Fn:
 
 def probe_rows(raw: Any, width: int, example: Matrix | None, seed: int) -> Matrix | None:
     """Rows to compare on: the input example, random rows, and rows on every split threshold."""
-    rng = np.random.default_rng(seed)
-    parts = [rng.standard_normal((32, width)) * scale for scale in (0.01, 1.0, 100.0, 1e4)]
-    if example is not None and example.ndim == 2 and example.shape[1] == width:
-        parts.append(np.asarray(example, dtype=np.float64))
     edges: list[list[float]] = [[] for _ in range(width)]
     for struct in _tree_structs(raw):
         for f, t in zip(struct.feature, struct.threshold, strict=True):
             if f >= 0:
                 edges[f].append(float(t))
+    return rows_near(edges, example, seed)
+
+
+def rows_near(edges: list[list[float]], example: Matrix | None, seed: int) -> Matrix | None:
+    """The probe's rows for a model splitting feature ``j`` at each of ``edges[j]``: 128
+    random rows at four scales, the input example, and 512 rows drawn from the thresholds
+    and their neighbouring float64 and float32 values (where a rounding difference shows)."""
+    width = len(edges)
+    rng = np.random.default_rng(seed)
+    parts = [rng.standard_normal((32, width)) * scale for scale in (0.01, 1.0, 100.0, 1e4)]
+    if example is not None and example.ndim == 2 and example.shape[1] == width:
+        parts.append(np.asarray(example, dtype=np.float64))
     if any(edges):
         cols = []
         for j in range(width):
@@ -235,6 +243,7 @@ def probe_rows(raw: Any, width: int, example: Matrix | None, seed: int) -> Matri
                     np.nextafter(t, -np.inf),
                     t.astype(np.float32).astype(np.float64),
                     np.nextafter(t.astype(np.float32), np.float32(np.inf)).astype(np.float64),
+                    np.nextafter(t.astype(np.float32), np.float32(-np.inf)).astype(np.float64),
                 ]
             )
             cols.append(rng.choice(near, size=512))

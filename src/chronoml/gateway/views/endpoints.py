@@ -191,6 +191,11 @@ def routes(gw: Gateway) -> list[Route]:
     async def metrics_view(request: Request) -> Response:
         if gw.log is not None:
             gw.metrics.queue_depth.set(gw.log.depth)
+        gw.metrics.observe_calls(
+            (endpoint, variant, model.ref.version, model.model_call)
+            for endpoint, live in gw.live.endpoints.items()
+            for variant, model in live.models.items()
+        )
         data, ctype = gw.metrics.render()
         return Response(data, media_type=ctype)
 
