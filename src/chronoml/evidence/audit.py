@@ -309,6 +309,8 @@ def verify(
             wanted = {int(e[0]) for e in entries if e[1] == kind}
             n = check_batches(kind, _item_groups(rows, kind, leaf_of, f), by_index, f, wanted)
             if kind == "archive":
+                for what, why in AR.replacement_problems(conn):
+                    f.add(None, what, why, "archive")
                 continue
             setattr(report, kind if kind == "feedback" else "explanations", n)
             for ref in SE.uncommitted(conn, kind):

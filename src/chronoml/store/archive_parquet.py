@@ -164,7 +164,13 @@ def columns(table: pa.Table, sch: Schema) -> dict[str, np.ndarray[Any, Any]]:
     got: dict[str, np.ndarray[Any, Any]] = {}
     for c, k in numeric_inputs(sch):
         col = table.column(input_column(c)).to_numpy()
-        got[c] = col.astype(np.float64) if k == "int" else col
+        if k == "int":
+            got[c] = col.astype(np.float64)
+            erased = col == codec.ERASED_INT
+            if erased.any():  # erased inputs read as missing, as from the database
+                got[c][erased] = np.nan
+        else:
+            got[c] = col
     if any(k not in NUMERIC_KINDS for _, k in sch):
         got.update(codec.decode_others(sch, n, table.column("txt").to_pylist()))
     return got
