@@ -356,3 +356,33 @@ def test_kill_9_between_the_new_file_and_the_commit_leaves_a_consistent_store(
     for m in MARKERS:
         assert not any(m in b for b in left.values()), m
     assert run(home, store_url, "audit", "verify", "--decisions").exit_code == 0
+
+
+def test_an_erasure_while_a_file_is_archived_reaches_the_rows_it_read(
+    store_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    home = tmp_path / "home"
+    _fill(home, store_url)
+    target = parse_target(f"file://{tmp_path / 'objects'}")
+    real = SA.write_file
+    erased: list[Result] = []
+
+    def write_then_erase(*args: Any, **kw: Any) -> SA.Written:
+        written = real(*args, **kw)  # a file of rows read before the erasure
+        if not erased:
+            erased.append(run(home, store_url, "erase", "--unit", "subject-7"))
+        return written
+
+    monkeypatch.setattr(SA, "write_file", write_then_erase)
+    store = _open(home, store_url)
+    try:
+        got = SA.archive(store, D.Layouts(store), CUT, target, settle_us=0, chunk_rows=200)
+        assert erased[0].exit_code == 0, erased[0].output
+        assert got.rows == 300  # the first chunk was read again, after the erasure
+        assert audit.verify(store, decisions=True).ok
+    finally:
+        store.close()
+    left = _object_bytes(target)
+    assert set(left) == _live_files(home, store_url)  # the refused file was deleted
+    for m in MARKERS:
+        assert not any(m in b for b in left.values()), m

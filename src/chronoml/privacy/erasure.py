@@ -169,6 +169,7 @@ def _with_archive(
         try:
             return ctx.store.write_retrying(functools.partial(_run, tx, p), what)
         except AE.Stale:
+            AE.discard(ctx.store, p)
             log.info("%s: the archive changed while its files were rewritten; again", what)
     raise StoreError(f"{what}: the archive kept changing while its files were rewritten; try again")
 

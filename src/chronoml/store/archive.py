@@ -20,6 +20,7 @@ committed by a new ``archive`` entry).
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -32,7 +33,7 @@ from sqlalchemy import Connection, delete, func, select, update
 from chronoml.domain.archive import ArchiveError, FileLeaf, Target, file_name
 from chronoml.store import archive_parquet as AP
 from chronoml.store import evidence, schema
-from chronoml.store.archive_objects import Objects, open_objects
+from chronoml.store.archive_objects import Objects, Unreachable, open_objects
 from chronoml.store.archive_schema import live
 from chronoml.store.database import Store
 from chronoml.timeutil import now_us
@@ -161,7 +162,10 @@ def _chunk(
         groups.setdefault(r[10], []).append(r)
     written = [write_file(objs, endpoint, layout, rows, layouts) for layout, rows in groups.items()]
     if not _commit(store, endpoint, mark, lo, upto, written, target, len(data), erasures):
-        return True  # another archiver moved the mark meanwhile: look again
+        # another archiver moved the mark, or an erasure ran: look again, and leave no
+        # unrecorded copy (it may hold inputs erased since they were read)
+        discard(store, objs, [w.leaf.sha256 for w in written])
+        return True
     result.files += len(written)
     result.rows += len(data)
     result.bytes += sum(w.size for w in written)
@@ -294,6 +298,17 @@ def last_erasure_in(conn: Connection, endpoint: str) -> int | None:
     q = select(func.max(E.c.seq)).where(E.c.endpoint == endpoint, E.c.kind == "erasure")
     v = conn.execute(q).scalar()
     return None if v is None else int(v)
+
+
+def discard(store: Store, objs: Objects, shas: Sequence[str]) -> None:
+    """Delete the objects of files written but not recorded."""
+    for sha in shas:
+        with store.read() as conn:
+            if not absent_in(conn, sha):
+                continue
+        # unreachable: an orphan, recorded nowhere, so no reader sees it
+        with contextlib.suppress(Unreachable):
+            objs.delete(file_name(sha))
 
 
 def absent_in(conn: Connection, sha: str) -> bool:

@@ -177,6 +177,13 @@ def _cleared(store: Store) -> dict[str, int]:
         return {str(a): int(b) for a, b in conn.execute(q).all()}
 
 
+def discard(store: Store, plan: Plan) -> None:
+    """Delete the new files of a plan that was not committed (they are recorded nowhere)."""
+    for rw in plan.rewrites:
+        target = Target.from_dict(AR.target_of(rw.old.target))
+        SA.discard(store, open_objects(target), [rw.new.leaf.sha256])
+
+
 def lock_in(conn: Connection) -> None:
     """Serialise with the archiver's commit, which takes the same lock first (PostgreSQL;
     SQLite's write lock already does): an erasure and an archive run never both move
