@@ -386,3 +386,43 @@ def test_an_erasure_while_a_file_is_archived_reaches_the_rows_it_read(
     assert set(left) == _live_files(home, store_url)  # the refused file was deleted
     for m in MARKERS:
         assert not any(m in b for b in left.values()), m
+
+
+def test_inputs_erased_before_archiving_are_not_in_the_files_and_not_read_again(
+    store_url: str, tmp_path: Path
+) -> None:
+    from chronoml.privacy import erasure
+    from chronoml.service import Chronoml
+    from chronoml.settings import Settings
+
+    home = tmp_path / "home"
+    _fill(home, store_url)
+    target = parse_target(f"file://{tmp_path / 'objects'}")
+    store = _open(home, store_url)
+    try:
+        s = Settings.from_env(
+            {}, home=home, store_url=None if store_url.startswith("sqlite") else store_url
+        )
+        cm = Chronoml(s, store)
+        assert (
+            erasure.erase_older(cm, 1_000, "monitor:retention", now=CUT + 1_000)["decisions"] == 300
+        )
+    finally:
+        store.close()
+    _archive(home, store_url, target)
+    for m in MARKERS:  # what retention erased never reaches a file
+        assert not any(m in b for b in _object_bytes(target).values()), m
+    store = _open(home, store_url)
+    try:
+        cm = Chronoml(s, store)
+        assert (
+            erasure.erase_older(cm, 1_000, "monitor:retention", now=CUT + 1_000)["decisions"] == 0
+        )
+        with store.read() as conn:
+            assert conn.execute(select(schema.archive_replacements)).all() == []
+            cleared = conn.execute(select(schema.archive_cleared)).all()
+        assert {f"{sha}.parquet" for sha, _ in cleared} == _live_files(home, store_url)
+        assert all(before == CUT for _, before in cleared)
+        assert audit.verify(store, decisions=True).ok
+    finally:
+        store.close()

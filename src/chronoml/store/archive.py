@@ -12,10 +12,11 @@ leaves every row in the database (and at most an orphan file, which the next
 run writes again under the same name); a crash after it leaves them archived.
 
 The decisions' own evidence items (leaf, salt, commitment) stay in the
-database: they are the log. Erasure of a subject's inputs must also rewrite
-the archive files that hold them: :func:`files_holding` names them (the
-privacy feature's hook; files are immutable, so a rewrite is a new file
-committed by a new ``archive`` entry).
+database: they are the log. Erasure rewrites the archive files holding a
+subject's inputs (:mod:`chronoml.store.archive_erasure`: files are immutable, so
+a rewrite is a new file committed by a new ``archive`` entry, which replaces the
+old one for every reader). The archive's commit checks that no erasure ran since
+its rows were read, else it reads them again.
 """
 
 from __future__ import annotations

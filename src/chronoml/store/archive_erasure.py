@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from sqlalchemy import Connection, select, update
+from sqlalchemy import Connection, delete, select, update
 
 from chronoml.domain import leaves as LV
 from chronoml.domain.archive import ArchiveError, Target, file_name
@@ -45,6 +45,7 @@ if TYPE_CHECKING:
 
 F = schema.archive_files
 R = schema.archive_replacements
+C = schema.archive_cleared
 I = schema.evidence_items  # noqa: E741 - the evidence items table, as elsewhere
 log = logging.getLogger("chronoml.privacy")
 
@@ -167,14 +168,26 @@ def plan_older(store: Store, layouts: Layouts, endpoint: str, before: int) -> Pl
         rw = _rewrite(store, layouts, f, old.column("id").to_pylist(), cut)
         if rw is not None:
             plan.rewrites.append(rw)
+        else:  # erased before they were archived: the file never needs reading for this cut
+            _note_cleared(store, f.sha256, cut)
     return plan
 
 
 def _cleared(store: Store) -> dict[str, int]:
-    """Files a retention rewrite made, by digest: no input before this time is left in them."""
+    """Files, by digest, holding no input older than a time: made by a retention rewrite,
+    or found so by a retention pass."""
     q = select(R.c.new_sha256, R.c.erased_before).where(R.c.erased_before.is_not(None))
     with store.read() as conn:
-        return {str(a): int(b) for a, b in conn.execute(q).all()}
+        got = {str(a): int(b) for a, b in conn.execute(q).all()}
+        for a, b in conn.execute(select(C.c.sha256, C.c.erased_before)).all():
+            got[str(a)] = max(int(b), got.get(str(a), int(b)))
+    return got
+
+
+def _note_cleared(store: Store, sha: str, before: int) -> None:
+    with store.write() as conn:
+        conn.execute(delete(C).where(C.c.sha256 == sha))
+        conn.execute(C.insert().values(sha256=sha, erased_before=before))
 
 
 def discard(store: Store, plan: Plan) -> None:

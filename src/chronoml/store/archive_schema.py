@@ -77,6 +77,15 @@ archive_replacements = Table(
 )
 Index("ix_archive_replacements_new", archive_replacements.c.new_sha256)
 
+# A file retention found holding no input older than ``erased_before`` (they were erased
+# before it was archived): the next retention pass skips it unread.
+archive_cleared = Table(
+    "archive_cleared",
+    metadata,
+    Column("sha256", String(64), primary_key=True),
+    Column("erased_before", BigInteger, nullable=False),
+)
+
 
 def live() -> ColumnElement[bool]:
     """Archive files not replaced by a rewrite: the ones readers use."""

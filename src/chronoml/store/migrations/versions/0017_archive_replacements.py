@@ -1,5 +1,6 @@
 """Archive files rewritten without erased inputs: which file replaced which (append-only),
-and when the replaced object was deleted from its store.
+and when the replaced object was deleted from its store; and up to when retention found
+a file's inputs already erased (so it is not read again).
 
 Revision ID: 0017
 Revises: 0016
@@ -25,8 +26,14 @@ def upgrade() -> None:
         sa.Column("old_deleted_at", sa.BigInteger, nullable=True),
     )
     op.create_index("ix_archive_replacements_new", "archive_replacements", ["new_sha256"])
+    op.create_table(
+        "archive_cleared",
+        sa.Column("sha256", sa.String(64), primary_key=True),
+        sa.Column("erased_before", sa.BigInteger, nullable=False),
+    )
 
 
 def downgrade() -> None:
+    op.drop_table("archive_cleared")
     op.drop_index("ix_archive_replacements_new", "archive_replacements")
     op.drop_table("archive_replacements")
