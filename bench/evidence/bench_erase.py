@@ -18,6 +18,10 @@ on the smaller runs.
     .venv/bin/python bench/evidence/bench_erase.py --decisions 100000
     .venv/bin/python bench/evidence/bench_erase.py --store postgresql+psycopg://postgres@127.0.0.1/test
     .venv/bin/python bench/evidence/bench_erase.py --store ... --compare-blocks
+    .venv/bin/python bench/evidence/bench_erase.py --archived      # from archive files
+
+``--archived`` archives every decision into Parquet files (a local folder) before
+erasing: each erasure then rewrites the files holding the subject's decisions.
 """
 
 from __future__ import annotations
@@ -39,6 +43,7 @@ from chronoml.ids import new_id
 from chronoml.privacy import erasure
 from chronoml.settings import Settings
 from chronoml.store import Store
+from chronoml.store import archive as SA
 from chronoml.store import blocks as SB
 from chronoml.store import decisions as D
 from chronoml.store import ledger as SL
@@ -67,6 +72,11 @@ def main() -> int:
     ap.add_argument("--units", type=int, default=5, help="subjects erased, one after the other")
     ap.add_argument("--store", help="a PostgreSQL URL (default: SQLite in a temporary folder)")
     ap.add_argument("--goal-s", type=float, default=1.0)
+    ap.add_argument(
+        "--archived",
+        action="store_true",
+        help="archive every decision first (Parquet files in a folder): erasure rewrites them",
+    )
     ap.add_argument(
         "--compare-blocks",
         action="store_true",
@@ -140,13 +150,22 @@ def main() -> int:
 
         compact_s = compact()
         blocks_now = n_blocks()
+        where = f"{PER_UNIT} blocks"
+        if args.archived:
+            t = time.perf_counter()
+            got = SA.archive(store, layouts, T0 + args.decisions + 1, settle_us=0)
+            print(
+                f"archived {got.rows:,} decisions into {got.files} files "
+                f"({got.bytes / 1e6:.0f} MB) in {time.perf_counter() - t:.0f} s"
+            )
+            where = f"{got.files} archive files"
         read_s = window_read_s() if args.compare_blocks else None
         times = erase(0)
         med, worst = statistics.median(times), max(times)
         print(
             f"{'PostgreSQL' if args.store else 'SQLite'}: {args.decisions:,} decisions "
             f"(filled in {fill_s:.0f} s, compacted in {compact_s:.0f} s into {blocks_now} "
-            f"blocks); erasing one unit ({PER_UNIT} decisions in {PER_UNIT} blocks): median "
+            f"blocks); erasing one unit ({PER_UNIT} decisions in {where}): median "
             f"{med * 1000:.0f} ms, worst {worst * 1000:.0f} ms over {args.units} "
             f"(goal {args.goal_s:g} s)"
         )

@@ -79,9 +79,7 @@ def erase_unit(ctx: Context, unit: str, actor: str | None = None) -> dict[str, A
             SP.secure_delete_off(conn, ctx.store.is_sqlite)
 
     # archived decisions: their files are rewritten first, then committed with the rest
-    counts = _with_archive(
-        ctx, lambda: AE.plan_units(ctx.store, ctx.layouts, [unit, hashed]), tx, "the erasure"
-    )
+    counts = _with_archive(ctx, lambda: AE.plan_units(ctx.store, [unit, hashed]), tx, "the erasure")
     AE.sweep(ctx.store)
     scrubbed = SP.scrub(ctx.store) if counts else True
     if not scrubbed:
@@ -144,7 +142,7 @@ def erase_older(
             return got
 
         def plan(endpoint: str = endpoint) -> AE.Plan:
-            return AE.plan_older(ctx.store, ctx.layouts, endpoint, before)
+            return AE.plan_older(ctx.store, endpoint, before)
 
         done = _with_archive(ctx, plan, archived_tx, "the retention erasure")
         for e, n in done.items():

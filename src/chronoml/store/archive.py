@@ -201,6 +201,22 @@ def write_file(
     """Write ``rows`` (one layout, time order) as a file, read it back and check it."""
     sch = layouts.get(layout)
     data, packed = AP.encode(rows, sch)
+    ids = [r[0] for r in rows]
+    return put_checked(objs, endpoint, layout, sch, data, packed, ids, (rows[0][1], rows[-1][1]))
+
+
+def put_checked(
+    objs: Objects,
+    endpoint: str,
+    layout: str,
+    sch: Any,
+    data: bytes,
+    packed: bytes,
+    ids: Sequence[str],
+    ts_range: tuple[int, int],
+) -> Written:
+    """Put a file's bytes under their digest, read them back and check the digest, the ids
+    and the packed inputs."""
     sha = hashlib.sha256(data).hexdigest()
     name = file_name(sha)
     objs.put(name, data)
@@ -208,14 +224,12 @@ def write_file(
     if hashlib.sha256(back).hexdigest() != sha:
         raise ArchiveError(f"archive file {name} read back with another digest", "archive")
     table = AP.read(back, columns=["id", *AP.input_names(sch)])
-    ids = [r[0] for r in rows]
-    if table.num_rows != len(rows) or table.column("id").to_pylist() != ids:
+    if table.num_rows != len(ids) or table.column("id").to_pylist() != list(ids):
         raise ArchiveError(f"archive file {name} does not hold the rows written", "archive")
     if AP.packed_inputs(table, sch).tobytes() != packed:
         raise ArchiveError(f"archive file {name} does not give back the inputs", "archive")
-    leaf = FileLeaf(
-        sha, endpoint, layout, int(rows[0][1]), int(rows[-1][1]), len(rows), min(ids), max(ids)
-    )
+    ts_min, ts_max = int(ts_range[0]), int(ts_range[1])
+    leaf = FileLeaf(sha, endpoint, layout, ts_min, ts_max, len(ids), min(ids), max(ids))
     return Written(leaf, len(data))
 
 

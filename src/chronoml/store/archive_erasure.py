@@ -24,9 +24,10 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
+import pyarrow as pa
 from sqlalchemy import Connection, delete, select, update
 
 from chronoml.domain import leaves as LV
@@ -39,9 +40,6 @@ from chronoml.store.archive_objects import Unreachable, open_objects
 from chronoml.store.archive_schema import live
 from chronoml.store.database import Store
 from chronoml.timeutil import now_us
-
-if TYPE_CHECKING:
-    from chronoml.store.decisions import Layouts
 
 F = schema.archive_files
 R = schema.archive_replacements
@@ -92,33 +90,42 @@ def _unerased(conn: Connection, ids: Sequence[str]) -> dict[str, tuple[bytes, by
     return out
 
 
-def _blanked(r: tuple[Any, ...], salt: bytes, commitment: bytes) -> tuple[Any, ...]:
-    """A decision tuple (COLUMNS order) with its inputs erased as the database erases them."""
-    context = r[17]
-    # a decision logged before 0014 has its context verbatim in its leaf: it stays
-    in_leaf = (
-        context is not None
-        and LV.inputs_commitment(r[10], bytes(r[11]), r[12], salt, context) != commitment
-    )
-    blank = np.full(len(r[11]) // 8, np.nan, dtype="<f8").tobytes()
-    return (*r[:11], blank, None, *r[13:17], context if in_leaf else None)
+def _context_in_leaf(
+    table: pa.Table, sch: Any, rows: np.ndarray[Any, Any], items: dict[str, tuple[bytes, bytes]]
+) -> np.ndarray[Any, Any]:
+    """Which of the table's rows keep their context: a decision logged before 0014 has it
+    verbatim in its leaf, where erasing it would break the proof (its inputs still go)."""
+    keep = np.zeros(table.num_rows, dtype=bool)
+    contexts = table.column("context")
+    if contexts.null_count == table.num_rows:
+        return keep
+    packed = AP.packed_inputs(table, sch)
+    ids, layouts, texts = (table.column(c) for c in ("id", "layout", "txt"))
+    for i in rows.tolist():
+        context = contexts[i].as_py()
+        if context is None:
+            continue
+        salt, commitment = items[ids[i].as_py()]
+        num = packed[i].tobytes()
+        inside = LV.inputs_commitment(layouts[i].as_py(), num, texts[i].as_py(), salt, context)
+        keep[i] = inside != commitment
+    return keep
 
 
-def _rewrite(
-    store: Store, layouts: Layouts, f: Any, ids: Sequence[str], erased_before: int | None
-) -> Rewrite | None:
+def _rewrite(store: Store, f: Any, ids: Sequence[str], erased_before: int | None) -> Rewrite | None:
     with store.read() as conn:
         items = _unerased(conn, sorted(set(ids)))
     if not items:
         return None
-    data = AR.file_bytes(f.sha256, f.target)
-    table = AP.read(data)
-    rows = [
-        _blanked(r, *items[r[0]]) if r[0] in items else r
-        for r in AP.rows(table, AR.layout_of(table))
-    ]
-    target = Target.from_dict(AR.target_of(f.target))
-    new = SA.write_file(open_objects(target), f.endpoint, f.layout, rows, layouts)
+    table = AP.read(AR.file_bytes(f.sha256, f.target))
+    sch = AR.layout_of(table)
+    all_ids = table.column("id").to_pylist()
+    erased = np.fromiter((i in items for i in all_ids), dtype=bool, count=len(all_ids))
+    keep = _context_in_leaf(table, sch, np.flatnonzero(erased), items)
+    data, packed = AP.erase_rows(table, sch, erased, keep)
+    objs = open_objects(Target.from_dict(AR.target_of(f.target)))
+    ts = (int(f.ts_min), int(f.ts_max))
+    new = SA.put_checked(objs, f.endpoint, f.layout, sch, data, packed, all_ids, ts)
     if (new.leaf.rows, new.leaf.min_id, new.leaf.max_id) != (f.rows, f.min_id, f.max_id):
         raise ArchiveError(f"archive file {f.sha256} rewritten with other rows", "archive")
     return Rewrite(f, new, sorted(items), erased_before)
@@ -132,31 +139,35 @@ def _live_files(store: Store, endpoint: str | None) -> list[Any]:
         return list(conn.execute(q).all())
 
 
-def plan_units(store: Store, layouts: Layouts, units: Sequence[str]) -> Plan:
+def plan_units(store: Store, units: Sequence[str]) -> Plan:
     """Rewrites of the files holding decisions of these unit keys (as sent, or hashed).
 
     Every live file's unit column is read (files are not indexed by unit key)."""
     files = _live_files(store, None)
     plan = Plan(seen={f.sha256 for f in files})
+    if not files:
+        return plan
     cleared = _cleared(store)
     for f in files:
         data = AR.file_bytes(f.sha256, f.target)
         hit = AP.read(data, columns=["id"], filters=[("unit", "in", list(units))])
         if hit.num_rows:
             ids = hit.column("id").to_pylist()
-            rw = _rewrite(store, layouts, f, ids, cleared.get(f.sha256))
+            rw = _rewrite(store, f, ids, cleared.get(f.sha256))
             if rw is not None:
                 plan.rewrites.append(rw)
     return plan
 
 
-def plan_older(store: Store, layouts: Layouts, endpoint: str, before: int) -> Plan:
+def plan_older(store: Store, endpoint: str, before: int) -> Plan:
     """Rewrites of the endpoint's files holding inputs of decisions older than ``before``.
 
     A file a retention rewrite already cleared up to the cut is skipped unread, and so is
     one none of whose id range has a salt left."""
     files = _live_files(store, endpoint)
     plan = Plan(seen={f.sha256 for f in files}, endpoint=endpoint)
+    if not files:
+        return plan
     cleared = _cleared(store)
     for f in files:
         done = cleared.get(f.sha256)
@@ -165,7 +176,7 @@ def plan_older(store: Store, layouts: Layouts, endpoint: str, before: int) -> Pl
         data = AR.file_bytes(f.sha256, f.target)
         old = AP.read(data, columns=["id"], filters=[("ts", "<", before)])
         cut = before if done is None else max(before, done)
-        rw = _rewrite(store, layouts, f, old.column("id").to_pylist(), cut)
+        rw = _rewrite(store, f, old.column("id").to_pylist(), cut)
         if rw is not None:
             plan.rewrites.append(rw)
         else:  # erased before they were archived: the file never needs reading for this cut
