@@ -12,6 +12,7 @@
    server's compactor does) and from the outcome blocks.
 
     .venv/bin/python bench/fairness/logged.py [--rows 1000000] [--repeats 3] [--skip-hot]
+        [--reuse DIR]
     .venv/bin/python bench/fairness/logged.py --skip-hot --store PG_URL --compare-blocks
 
 On PostgreSQL blocks are capped at ``blocks.PG_BLOCK_BYTES`` of inputs (so an
@@ -144,26 +145,35 @@ def _pg_schema(url: str, home: Path, sql: str) -> None:
     admin.close()
 
 
-def logged(rows: int, repeats: int, pg: str | None = None, compare: bool = False) -> None:
+def logged(
+    rows: int,
+    repeats: int,
+    reuse: Path | None = None,
+    pg: str | None = None,
+    compare: bool = False,
+) -> None:
     with tempfile.TemporaryDirectory() as tmp:
-        home = Path(tmp)
+        home = reuse or Path(tmp)
+        home.mkdir(parents=True, exist_ok=True)
         url = f"sqlite:///{home / 'chronoml.db'}"
+        again = pg is None and (home / "chronoml.db").exists()
         if pg is not None:
             name = f"bench_logged_{new_ids(1)[0][:8]}".replace("-", "")
             _pg_schema(pg, home, f"CREATE SCHEMA {name}")
             url = f"{pg}?options=-csearch_path%3D{name}"
         store = Store.open(url, home)
-        store.upgrade()
-        t0 = time.perf_counter()
-        populate(store, rows)
-        if pg is not None:  # as autovacuum does after a bulk insert
-            raw = store.engine.raw_connection()
-            raw.driver_connection.autocommit = True  # type: ignore[union-attr]
-            with raw.driver_connection.cursor() as cur:  # type: ignore[union-attr]
-                cur.execute("VACUUM (ANALYZE)")
-            raw.close()
-        print(f"populated {rows} decisions with scores, context and labels in "
-              f"{time.perf_counter() - t0:.1f} s")  # fmt: skip
+        if not again:
+            store.upgrade()
+            t0 = time.perf_counter()
+            populate(store, rows)
+            if pg is not None:  # as autovacuum does after a bulk insert
+                raw = store.engine.raw_connection()
+                raw.driver_connection.autocommit = True  # type: ignore[union-attr]
+                with raw.driver_connection.cursor() as cur:  # type: ignore[union-attr]
+                    cur.execute("VACUUM (ANALYZE)")
+                raw.close()
+            print(f"populated {rows} decisions with scores, context and labels in "
+                  f"{time.perf_counter() - t0:.1f} s")  # fmt: skip
         half = rows // 2
 
         def timed(name: str, fn: Any, n: int) -> None:
@@ -177,18 +187,18 @@ def logged(rows: int, repeats: int, pg: str | None = None, compare: bool = False
         def estimate() -> Any:
             return estimated_quality(store, "e", half, rows, reference_start=0, reference_end=half)
 
-        # before compaction: every decision read as a row (on SQLite: PostgreSQL takes
-        # minutes there, and the blocks are what this compares)
-        if pg is None:
-            timed(
-                "fairness by group, from the rows",
-                lambda: fairness(store, "e", "group", 0, rows),
-                1,
-            )
-            timed("quality --estimate, from the rows", estimate, 1)
-        t0 = time.perf_counter()
-        blocks.compact(store, ["e"], upto=rows)
-        print(f"compacted into blocks and outcome blocks in {time.perf_counter() - t0:.1f} s")
+        if not again:
+            # before compaction: every decision read as a row (on SQLite: PostgreSQL takes
+            # minutes there, and the blocks are what this compares)
+            if pg is None:
+                timed("fairness by group, from the rows", lambda: fairness(store, "e", "group", 0, rows), 1)  # fmt: skip
+                timed("quality --estimate, from the rows", estimate, 1)
+            t0 = time.perf_counter()
+            blocks.compact(store, ["e"], upto=rows)
+            print(f"compacted into blocks and outcome blocks in {time.perf_counter() - t0:.1f} s")
+        else:
+            print(f"reusing the compacted store in {home} (built by an earlier --reuse run)")
+            estimate()  # warm: the first call loads scikit-learn and fills the page cache
         reads(store, rows, repeats, timed, estimate)
         if compare:  # the same reads from blocks of 65,536 rows (PostgreSQL caps them)
             blocks.drop(store)
@@ -235,6 +245,13 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--skip-log", action="store_true", help="Only the serving-path part.")
     ap.add_argument("--skip-hot", action="store_true", help="Only the part over the log.")
+    ap.add_argument(
+        "--reuse",
+        type=Path,
+        help="Keep the populated, compacted store in this folder; a later run with the same "
+        "folder times the outcome-block part alone (to compare two versions of the code on "
+        "the same data: run it with each one's src on PYTHONPATH). SQLite only.",
+    )
     ap.add_argument("--store", help="a PostgreSQL URL (default: SQLite in a temporary folder)")
     ap.add_argument(
         "--compare-blocks",
@@ -242,10 +259,12 @@ def main() -> None:
         help="the reads again from blocks of 65,536 rows (the size before PostgreSQL's cap)",
     )
     args = ap.parse_args()
+    if args.reuse is not None and args.store is not None:
+        ap.error("--reuse keeps a SQLite store: give it without --store")
     if not args.skip_hot:
         hot_path()
     if not args.skip_log:
-        logged(args.rows, args.repeats, args.store, args.compare_blocks)
+        logged(args.rows, args.repeats, args.reuse, args.store, args.compare_blocks)
 
 
 if __name__ == "__main__":

@@ -175,13 +175,15 @@ class Chronoml(Context):
         window_us: int = 3_600_000_000,
         variant: str | None = None,
         by: str | None = None,
+        bins: int = DEFAULT_BINS,
     ) -> dict[str, Any]:
         """Label coverage and quality metrics per variant and version over a window
-        (and per slice of context attribute ``by``)."""
+        (and per slice of ``by``, a model input or a context attribute, numeric values in
+        ``bins`` quantile bins)."""
         E.known(self, endpoint)
         policies.check_slice(self, endpoint, by)
         w = Window.bounded(start, end, window_us)
-        return _quality(self.store, endpoint, w.start, w.end, variant=variant, by=by)
+        return _quality(self.store, endpoint, w.start, w.end, variant=variant, by=by, bins=bins)
 
     def fairness(
         self,

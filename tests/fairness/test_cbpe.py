@@ -151,3 +151,75 @@ def test_estimate_errors_say_why() -> None:
         with pytest.raises(CbpeError) as e:
             estimate(cal, **args)  # type: ignore[arg-type]
         assert (e.value.field, words in e.value.message) == (field, True), e.value.message
+
+
+@pytest.mark.parametrize("decimals", [None, 2])  # distinct scores, and many ties
+def test_isotonic_maps_from_one_sort_equal_scikit_learn_fits(decimals: int | None) -> None:
+    from sklearn.isotonic import IsotonicRegression
+    from sklearn.metrics import roc_auc_score
+
+    from chronoml.fairness.calibration import _SortedScores
+
+    rng = np.random.default_rng(18)
+    s, y = _binary(20_000, rng)
+    if decimals is not None:
+        s = np.round(s, decimals)
+    grid = np.linspace(-0.1, 1.1, 2_001)
+    sorted_ = _SortedScores(s, y.astype(float))
+    assert sorted_.auc() == pytest.approx(roc_auc_score(y, s), abs=1e-12)
+    for _ in range(3):  # a random train part, as the calibration rule's splits take
+        train = rng.random(len(s)) < 0.9
+        keep = train[sorted_.order]
+        theirs = IsotonicRegression(out_of_bounds="clip").fit(s[train], y[train])
+        ours = sorted_.fit(keep)
+        np.testing.assert_allclose(ours.predict(grid), theirs.predict(grid), atol=1e-12)
+    whole = fit_calibrator(s, y, calibration="isotonic")
+    theirs = IsotonicRegression(out_of_bounds="clip").fit(s, y)
+    got = whole.calibrate(np.column_stack([1 - grid, grid]))[:, 1]
+    np.testing.assert_allclose(got, np.clip(theirs.predict(grid), 0, 1), atol=1e-12)
+
+
+def test_realized_quality_equals_scikit_learn() -> None:
+    from sklearn import metrics as m
+
+    rng = np.random.default_rng(19)
+    s_ref, y_ref = _binary(5_000, rng)
+    names = np.array(["no", "yes"])
+    cal = fit_calibrator(s_ref, names[y_ref])
+    s, y = _binary(8_000, rng)
+    s = np.round(s, 2)  # tied scores
+    labels = names[y].astype(object)
+    labels[::3] = None
+    pred = names[(s >= 0.4).astype(int)]
+    w = estimate(cal, s, pred, labels=labels).windows[0]
+    have = labels != None  # noqa: E711
+    t, p = labels[have].astype(str), pred[have]
+    kw = {"pos_label": "yes", "zero_division": 0}
+    assert w.labelled == int(have.sum()) and w.realized is not None
+    assert w.realized == pytest.approx(
+        {
+            "accuracy": m.accuracy_score(t, p),
+            "precision": m.precision_score(t, p, **kw),
+            "recall": m.recall_score(t, p, **kw),
+            "f1": m.f1_score(t, p, **kw),
+            "roc_auc": m.roc_auc_score(t == "yes", s[have]),
+        },
+        abs=1e-12,
+    )
+
+    s_ref3, y_ref3 = _multiclass(5_000, rng)
+    cal3 = fit_calibrator(s_ref3, y_ref3)
+    s3, y3 = _multiclass(6_000, rng)
+    w3 = estimate(cal3, s3, labels=y3).windows[0]
+    p3 = s3.argmax(axis=1)
+    kw3 = {"average": "macro", "zero_division": 0}
+    assert w3.realized == pytest.approx(
+        {
+            "accuracy": m.accuracy_score(y3, p3),
+            "precision": m.precision_score(y3, p3, **kw3),
+            "recall": m.recall_score(y3, p3, **kw3),
+            "f1": m.f1_score(y3, p3, **kw3),
+            "roc_auc": float(np.mean([m.roc_auc_score(y3 == k, s3[:, k]) for k in range(3)])),
+        },
+        abs=1e-12,
+    )

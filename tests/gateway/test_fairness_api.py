@@ -147,7 +147,7 @@ def test_quality_by_slice_marks_the_worst(client: TestClient, settings: Any) -> 
         cli, ["--home", str(settings.home), "quality", "cancer", "--by", "sex"], env=env
     )
     assert out.exit_code == 0, out.output
-    assert "by sex:" in out.output and "<- worst" in out.output
+    assert "by sex (context):" in out.output and "<- worst" in out.output
 
 
 def test_model_card(client: TestClient, settings: Any, models: Any) -> None:

@@ -3,12 +3,19 @@
 from __future__ import annotations
 
 import json
+import warnings
 from collections.abc import Iterator
 from typing import Any
 
+import mlflow
+import pandas as pd
 import pytest
 from click.testing import CliRunner
+from mlflow.models import infer_signature
 from sklearn.datasets import load_breast_cancer
+from sklearn.linear_model import LogisticRegression
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
 from starlette.testclient import TestClient
 
 from access_support import admin_client
@@ -98,3 +105,57 @@ def test_estimates_say_why_they_cannot_be_made(client: TestClient) -> None:
     assert r.status_code == 400 and r.json()["error"]["field"] == "reference_to"
     r = client.get(url, params={"estimate": "true", "reference_from": "yesterday-ish"})
     assert r.status_code == 400
+
+
+class LabelsOnly(mlflow.pyfunc.PythonModel):  # type: ignore[misc]
+    """Answers class labels and no probabilities: nothing for CBPE to calibrate."""
+
+    def __init__(self, est: Any) -> None:
+        self.est = est
+
+    def predict(self, context: Any, model_input: pd.DataFrame, params: Any = None) -> Any:
+        return self.est.predict(model_input)
+
+
+def test_a_model_without_scores_and_an_empty_window_say_why(
+    cm: Any, settings: Any, models: Any
+) -> None:
+    mlflow.set_tracking_uri(models.tracking_uri)
+    mlflow.set_registry_uri(models.tracking_uri)
+    est = make_pipeline(StandardScaler(), LogisticRegression(max_iter=500)).fit(X, Y)
+    exp = mlflow.get_experiment_by_name("tests").experiment_id
+    with mlflow.start_run(experiment_id=exp), warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*input example was not provided")
+        info = mlflow.pyfunc.log_model(
+            name="model",
+            python_model=LabelsOnly(est),
+            registered_model_name="labels-only",
+            signature=infer_signature(X.head(), None),
+            pip_requirements=[],
+        )
+    uri = f"models:/labels-only/{info.registered_model_version}"
+    env = {"MLFLOW_TRACKING_URI": settings.tracking_uri, "CHRONOML_STORE": settings.store_url or ""}
+    base = ["--home", str(settings.home), "quality", "plain", "--estimate"]
+    with admin_client(create_app(settings, cm)) as c:
+        r = c.put("/v1/endpoints/plain", json={"model_uri": uri, "allow_unlinked_data": True})
+        assert r.status_code == 200, r.text
+        out = CliRunner().invoke(cli, base, env=env)
+        assert out.exit_code == 1 and "no decisions in this window" in out.output, out.output
+        ids = []
+        for lo in (0, 100):
+            rows = X.iloc[lo : lo + 100]
+            body = {
+                "dataframe_split": {"columns": list(rows.columns), "data": rows.values.tolist()}
+            }
+            r = c.post("/v1/endpoints/plain/predict", json=body)
+            assert r.status_code == 200, r.text
+            ids += r.json()["decision_ids"]
+        labels = [{"decision_id": d, "label": int(Y.iloc[i])} for i, d in enumerate(ids)]
+        assert c.post("/v1/feedback", json={"labels": labels}).status_code == 200
+        r = c.get("/v1/endpoints/plain/quality", params={"estimate": "true"})
+        assert r.status_code == 422, r.text
+        err = r.json()["error"]
+        assert err["field"] == "scores" and "logs no class scores" in err["message"]
+        assert "predict_proba" in err["message"]
+    out = CliRunner().invoke(cli, base, env=env)
+    assert out.exit_code == 1 and "logs no class scores" in out.output, out.output

@@ -220,8 +220,9 @@ def test_two_triggers_make_one_job(cm: Any, synth: Synth) -> None:
         ),
         (
             "faulty:hang",
-            1_500_000,
-            "did not finish within 1.5 s and was killed",
+            # long enough for a loaded machine to start the child and print its line
+            6_000_000,
+            "did not finish within 6 s and was killed",
             "training forever",
         ),
         ("faulty:nothing", 60_000_000, "registered no new version", "forgot to register"),

@@ -89,7 +89,12 @@ def feedback_add(ctx: click.Context, decision_id: str, label: str, update: bool)
 )
 @click.option("--reference-from", "reference_from", help="Start of the labelled reference window.")
 @click.option("--reference-to", "reference_to", help="End of the labelled reference window.")
-@click.option("--by", help="Also break the figures down by this context attribute.")
+@click.option(
+    "--by",
+    help="Also break the figures down by this model input or context attribute "
+    "(numbers with more than 10 values in --bins quantile bins).",
+)
+@click.option("--bins", default=4, show_default=True, type=click.IntRange(2, 100))
 @json_option
 @click.pass_context
 def quality(
@@ -103,6 +108,7 @@ def quality(
     reference_from: str | None,
     reference_to: str | None,
     by: str | None,
+    bins: int,
     as_json: bool,
 ) -> None:
     """Quality of ENDPOINT's labelled decisions per variant and version, with label coverage.
@@ -120,14 +126,21 @@ def quality(
         return
     if reference_from or reference_to:
         raise Fail("--reference-from/--reference-to go with --estimate")
+    # lazy: the command's modules load when it runs, so `chronoml --help` stays fast
+    from chronoml.monitor.slices import SliceError
+
     with _chronoml(ctx, create=False) as cm:
-        rep = cm.quality(
-            endpoint,
-            start=begin,
-            end=stop,
-            variant=variant,
-            by=by,
-        )
+        try:
+            rep = cm.quality(
+                endpoint,
+                start=begin,
+                end=stop,
+                variant=variant,
+                by=by,
+                bins=bins,
+            )
+        except SliceError as exc:
+            raise Fail(f"--{exc.field or 'by'}: {exc.message}") from None
     if as_json:
         _json(rep)
         return
@@ -149,7 +162,9 @@ def _quality_lines(v: dict[str, Any]) -> None:
     sliced = v.get("by")
     if not sliced:
         return
-    click.echo(f"    by {sliced['attribute']}:")
+    how = sliced["binning"]
+    binned = f", {how['bins']} quantile bins" if how["kind"] == "quantile" else ""
+    click.echo(f"    by {sliced['attribute']} ({sliced['source']}{binned}):")
     for sl in sliced["slices"]:
         shown = ", ".join(
             f"{k} {val:.4f}" for k, val in sl["metrics"].items() if isinstance(val, float)

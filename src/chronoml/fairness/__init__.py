@@ -6,15 +6,8 @@ functions the logged decisions and show their typed results.
 """
 
 from chronoml.fairness._common import FairnessError, Interval
-from chronoml.fairness.cbpe import (
-    Calibrator,
-    CbpeError,
-    CbpeReport,
-    Estimate,
-    WindowEstimate,
-    estimate,
-    fit_calibrator,
-)
+from chronoml.fairness.calibration import Calibrator, CbpeError, fit_calibrator
+from chronoml.fairness.cbpe import CbpeReport, Estimate, WindowEstimate, estimate
 from chronoml.fairness.groups import (
     DISPARITIES,
     Disparity,

@@ -17,11 +17,8 @@ model's own (uncalibrated) scores; tied scores move together. Multiclass:
 each class one-vs-rest, then the unweighted mean over classes (macro);
 accuracy is the mean calibrated probability of the predicted class.
 
-``calibration="auto"`` (the default) calibrates a class only where it helps
-out of sample, as NannyML decides: ten stratified 90/10 splits of the
-reference, isotonic fitted on each 90%, and the expected calibration error
-(ten equal-count bins) of the pooled 10% parts compared before and after.
-``"isotonic"`` always calibrates and ``"none"`` never does.
+The calibration maps and the rule deciding where they help are in
+:mod:`chronoml.fairness.calibration`.
 
 Interval (our own, not NannyML's sampling error): given the calibrated
 probabilities, each row's correctness is an independent Bernoulli draw, so
@@ -41,25 +38,19 @@ classes as independent.
 
 from __future__ import annotations
 
-import itertools
 import math
-from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 import pandas as pd
 
-from chronoml.fairness._common import FairnessError, as_1d, labelled_mask, num, z_value
+from chronoml.fairness._common import as_1d, labelled_mask, num, z_value
+from chronoml.fairness.calibration import Calibrator, CbpeError, class_codes, score_matrix
 
-Calibration = Literal["auto", "isotonic", "none"]
 METRICS = ("accuracy", "precision", "recall", "f1", "roc_auc")
 FArray = npt.NDArray[np.float64]
-
-
-class CbpeError(FairnessError):
-    """CBPE cannot estimate from this input; ``field`` names the input and the message says why."""
 
 
 @dataclass(frozen=True)
@@ -120,180 +111,41 @@ class CbpeReport:
 
 
 @dataclass(frozen=True)
-class Calibrator:
-    """Per-class isotonic calibrators fitted on labelled reference data (None: left as is)."""
+class _Ranked:
+    """One score column of a window in descending order, sorted once for the estimated
+    and the realised ROC AUC; ``last`` marks where each distinct score ends."""
 
-    classes: tuple[Any, ...]
-    fitted: tuple[Any, ...]  # sklearn IsotonicRegression or None, per score column
-    reference_rows: int
+    order: npt.NDArray[np.int64]
+    last: npt.NDArray[np.bool_]
 
-    @property
-    def binary(self) -> bool:
-        return len(self.classes) == 2
+    @classmethod
+    def of(cls, score: FArray) -> _Ranked:
+        order = np.argsort(-score)  # the order within tied scores is of no consequence
+        s = score[order]
+        return cls(order, np.r_[s[1:] != s[:-1], True])
 
-    def calibrate(self, scores: FArray) -> FArray:
-        """Calibrated class probabilities, shape (n, classes)."""
-        cols = [
-            scores[:, j] if f is None else np.asarray(f.predict(scores[:, j]), dtype=float)
-            for j, f in enumerate(self.fitted)
-        ]
-        if self.binary:
-            p = np.clip(cols[-1], 0.0, 1.0)
-            return np.column_stack([1 - p, p])
-        out = np.column_stack(cols)
-        total = out.sum(axis=1, keepdims=True)
-        uniform = np.full_like(out, 1 / out.shape[1])
-        return np.asarray(np.divide(out, total, out=uniform, where=total != 0), dtype=float)
+    def subset(self, keep: npt.NDArray[np.bool_]) -> _Ranked:
+        """The same ranking of the rows ``keep`` (a mask over the window's rows)."""
+        kept = keep[self.order]
+        # each ranked row's distinct score; a kept row ends its score's run when the next
+        # kept row has another score
+        run = (np.cumsum(np.r_[True, self.last[:-1]]) - 1)[kept]
+        position = np.cumsum(keep) - 1  # a kept row's place among the kept rows
+        return _Ranked(position[self.order[kept]], np.r_[run[1:] != run[:-1], True])
 
-
-def _scores(scores: Any, n_classes: int | None, field: str) -> FArray:
-    if scores is None:
-        raise CbpeError(
-            "no scores: the model logs class labels only, and CBPE needs the probability "
-            "of each class (a model with predict_proba)",
-            field,
-        )
-    try:
-        arr = np.asarray(scores, dtype=float)
-    except (TypeError, ValueError):
-        raise CbpeError(
-            "scores must be numbers (probabilities); some are not, or some are missing", field
-        ) from None
-    if arr.ndim == 1:
-        arr = np.column_stack([1 - arr, arr])
-    if arr.ndim != 2 or arr.shape[0] == 0:
-        raise CbpeError("no scores to estimate from (empty)", field)
-    if not np.isfinite(arr).all():
-        raise CbpeError("scores contain missing or infinite values", field)
-    if n_classes is not None and arr.shape[1] != n_classes:
-        raise CbpeError(f"{arr.shape[1]} score columns for {n_classes} classes", field)
-    return arr
-
-
-def _ece(y: npt.NDArray[Any], p: FArray, bins: int = 10) -> float:
-    order = np.argsort(p, kind="stable")
-    y, p = y[order], p[order]
-    n = len(p)
-    if n <= 2 * bins:
-        bins = max(n // 2, 1)
-    width = n // bins
-    edges = list(range(0, n + 1, width))
-    edges[-1] = n
-    total = 0.0
-    for a, b in itertools.pairwise(edges):
-        total += (b - a) / n * abs(float(p[a:b].mean()) - float(y[a:b].mean()))
-    return total
-
-
-def _splits(
-    y: npt.NDArray[Any], n_splits: int, test_share: float, seed: int
-) -> list[tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]]:
-    """Stratified random train/test splits: each class keeps its share in the test part."""
-    rng = np.random.default_rng(seed)
-    members = [np.flatnonzero(y == c) for c in np.unique(y)]
-    out = []
-    for _ in range(n_splits):
-        test = np.concatenate(
-            [rng.permutation(m)[: max(1, round(len(m) * test_share))] for m in members]
-        )
-        mask = np.ones(len(y), dtype=bool)
-        mask[test] = False
-        out.append((np.flatnonzero(mask), np.sort(test)))
-    return out
-
-
-def _helps(y: npt.NDArray[Any], p: FArray) -> bool:
-    """NannyML's rule: calibrate when out-of-sample calibration error drops."""
-    # lazy: scikit-learn loads only when an estimate is computed
-    from sklearn.isotonic import IsotonicRegression
-    from sklearn.metrics import roc_auc_score
-
-    if roc_auc_score(y, p) > 0.999:
-        return False
-    yt, before, after = [], [], []
-    for train, test in _splits(y, 10, 0.1, 42):
-        iso = IsotonicRegression(out_of_bounds="clip", increasing=True).fit(p[train], y[train])
-        yt.append(y[test])
-        before.append(p[test])
-        after.append(iso.predict(p[test]))
-    y_all = np.concatenate(yt)
-    return _ece(y_all, np.concatenate(before)) > _ece(y_all, np.concatenate(after))
-
-
-def fit_calibrator(
-    reference_scores: Any,
-    reference_labels: Any,
-    *,
-    classes: Sequence[Any] | None = None,
-    calibration: Calibration = "auto",
-) -> Calibrator:
-    """Fit the calibrators on labelled reference data.
-
-    ``reference_scores`` is the probability of the positive class (binary,
-    one dimension) or one column per class in the order of ``classes``
-    (default: the sorted distinct labels). Binary: the positive class is the
-    last of ``classes``.
-    """
-    # lazy: scikit-learn loads only when a calibrator is fitted
-    from sklearn.isotonic import IsotonicRegression
-
-    if calibration not in ("auto", "isotonic", "none"):
-        raise CbpeError(
-            f"calibration must be auto, isotonic or none, got {calibration!r}", "calibration"
-        )
-    labels = as_1d(reference_labels, "reference_labels", CbpeError)
-    if len(labels) == 0:
-        raise CbpeError("the reference has no rows", "reference_labels")
-    if not labelled_mask(labels).all():
-        raise CbpeError("every reference row needs its label", "reference_labels")
-    distinct = sorted(pd.unique(labels).tolist(), key=str)
-    if len(distinct) < 2:
-        raise CbpeError(
-            f"the reference has one class only ({distinct[0]!r}): calibration needs both "
-            "positive and negative examples",
-            "reference_labels",
-        )
-    cls = tuple(classes) if classes is not None else tuple(distinct)
-    unknown = [c for c in distinct if c not in cls]
-    if unknown:
-        raise CbpeError(f"reference label {unknown[0]!r} is not among the classes", "classes")
-    scores = _scores(reference_scores, len(cls), "reference_scores")
-    if len(scores) != len(labels):
-        raise CbpeError(
-            f"{len(scores)} reference scores for {len(labels)} labels", "reference_scores"
-        )
-    cols = [len(cls) - 1] if len(cls) == 2 else list(range(len(cls)))
-    fitted: list[Any] = [None] * len(cls)
-    for j in cols:
-        y = np.asarray(labels == cls[j], dtype=float)
-        if not 0 < y.sum() < len(y):
-            raise CbpeError(
-                f"class {cls[j]!r} is {'absent from' if y.sum() == 0 else 'all of'} the "
-                "reference: it cannot be calibrated",
-                "reference_labels",
-            )
-        p = scores[:, j]
-        if calibration == "isotonic" or (calibration == "auto" and _helps(y, p)):
-            fitted[j] = IsotonicRegression(out_of_bounds="clip", increasing=True).fit(p, y)
-    return Calibrator(cls, tuple(fitted), len(labels))
-
-
-def _auc(score: FArray, p: FArray) -> float | None:
-    """Area under the ROC curve of expected counts, ordered by the model's score."""
-    order = np.argsort(-score, kind="stable")
-    s, q = score[order], p[order]
-    tps = np.cumsum(q)
-    fps = np.cumsum(1 - q)
-    last = np.r_[s[1:] != s[:-1], True]  # one curve point per distinct score
-    tps = np.r_[0.0, tps[last]]
-    fps = np.r_[0.0, fps[last]]
-    if tps[-1] <= 0 or fps[-1] <= 0:
-        return None
-    return float(np.trapezoid(tps / tps[-1], fps / fps[-1]))
+    def auc(self, p: FArray) -> float | None:
+        """Area under the ROC curve of (expected) positives ``p``, ordered by the score:
+        one curve point per distinct score, so tied scores move together."""
+        q = p[self.order]
+        tps = np.r_[0.0, np.cumsum(q)[self.last]]
+        fps = np.r_[0.0, np.cumsum(1 - q)[self.last]]
+        if tps[-1] <= 0 or fps[-1] <= 0:
+            return None
+        return float(np.trapezoid(tps / tps[-1], fps / fps[-1]))
 
 
 def _binary(
-    p: FArray, predicted: npt.NDArray[np.bool_], score: FArray
+    p: FArray, predicted: npt.NDArray[np.bool_], ranked: _Ranked
 ) -> dict[str, tuple[float | None, float]]:
     """Estimates and their variances from calibrated ``p`` of the positive class."""
     n = len(p)
@@ -316,7 +168,7 @@ def _binary(
         if d > 0
         else (0.0, 0.0)
     )
-    auc = _auc(score, p)
+    auc = ranked.auc(p)
     if auc is None:
         out["roc_auc"] = (None, 0.0)
     else:
@@ -330,39 +182,33 @@ def _binary(
 
 
 def _realized(
-    labels: npt.NDArray[Any], pred: npt.NDArray[Any], scores: FArray, classes: tuple[Any, ...]
+    label: npt.NDArray[np.int64], pred: npt.NDArray[np.int64], ranked: list[_Ranked], k: int
 ) -> dict[str, float | None]:
+    """Realised quality of labelled rows, from their class codes (a label that is no class
+    counts as wrong): scikit-learn's per-class precision, recall and F1 (zero_division=0),
+    of the positive class (binary) or their unweighted mean (macro)."""
     # lazy: scikit-learn loads only when an estimate is computed
-    from sklearn import metrics as m
+    from sklearn.metrics import precision_recall_fscore_support
 
-    binary = len(classes) == 2
-    kw: dict[str, Any] = (
-        {"average": "binary", "pos_label": classes[-1]} if binary else {"average": "macro"}
+    binary = k == 2
+    prec, rec, f1, _ = precision_recall_fscore_support(
+        label, pred, labels=list(range(k)), average=None, zero_division=0
     )
-    kw["zero_division"] = 0
-    lab = list(classes)
+
+    def pick(per_class: Any) -> float:
+        return float(per_class[-1]) if binary else float(np.mean(per_class))
+
     out: dict[str, float | None] = {
-        "accuracy": float(m.accuracy_score(labels, pred)),
-        "precision": float(
-            m.precision_score(labels, pred, labels=lab if not binary else None, **kw)
-        ),
-        "recall": float(m.recall_score(labels, pred, labels=lab if not binary else None, **kw)),
-        "f1": float(m.f1_score(labels, pred, labels=lab if not binary else None, **kw)),
+        "accuracy": float((label == pred).mean()),
+        "precision": pick(prec),
+        "recall": pick(rec),
+        "f1": pick(f1),
     }
-    present = set(pd.unique(labels).tolist())
-    if binary:
-        out["roc_auc"] = (
-            float(m.roc_auc_score(labels == classes[-1], scores[:, -1]))
-            if len(present) == 2
-            else None
-        )
-    else:
-        aucs = [
-            float(m.roc_auc_score(labels == c, scores[:, j]))
-            for j, c in enumerate(classes)
-            if c in present and len(present) > 1
-        ]
-        out["roc_auc"] = float(np.mean(aucs)) if len(aucs) == len(classes) else None
+    # ROC AUC of each class one-vs-rest on the same ranking as the estimate
+    cols = [k - 1] if binary else list(range(k))
+    aucs = [ranked[i].auc(np.asarray(label == j, dtype=float)) for i, j in enumerate(cols)]
+    known = [a for a in aucs if a is not None]
+    out["roc_auc"] = float(np.mean(known)) if len(known) == len(aucs) else None
     return out
 
 
@@ -377,7 +223,8 @@ def estimate(
 ) -> CbpeReport:
     """Estimated accuracy, precision, recall, F1 and ROC AUC per window.
 
-    ``scores`` are the model's own scores, shaped as for :func:`fit_calibrator`.
+    ``scores`` are the model's own scores, shaped as for
+    :func:`chronoml.fairness.calibration.fit_calibrator`.
     ``y_pred`` are the labels it answered (default: the class of the highest
     score). ``windows`` gives each row's window (default: one window, "all");
     windows are reported in sorted order. ``labels``, where some have arrived
@@ -386,61 +233,65 @@ def estimate(
     if not 0 < confidence < 1:
         raise CbpeError(f"confidence must lie in (0, 1), got {confidence}", "confidence")
     classes = calibrator.classes
-    raw = _scores(scores, len(classes), "scores")
+    raw = score_matrix(scores, len(classes), "scores")
     n = len(raw)
     if y_pred is None:
-        pred = np.asarray(list(classes))[raw.argmax(axis=1)]
+        pred_idx = raw.argmax(axis=1).astype(np.int64)
     else:
         pred = as_1d(y_pred, "y_pred", CbpeError)
         if len(pred) != n:
             raise CbpeError(f"{len(pred)} predictions for {n} score rows", "y_pred")
-    pred_idx = np.full(n, -1, dtype=np.int64)
-    for j, c in enumerate(classes):
-        pred_idx[pred == c] = j
-    if (pred_idx < 0).any():
-        bad = pred[pred_idx < 0][0]
-        raise CbpeError(f"prediction {bad!r} is not among the classes", "y_pred")
-    win = np.zeros(n, dtype=np.int64) if windows is None else as_1d(windows, "windows", CbpeError)
-    if len(win) != n:
+        pred_idx = class_codes(pred, classes)
+        if (pred_idx < 0).any():
+            bad = pred[pred_idx < 0][0]
+            raise CbpeError(f"prediction {bad!r} is not among the classes", "y_pred")
+    win = None if windows is None else as_1d(windows, "windows", CbpeError)
+    if win is not None and len(win) != n:
         raise CbpeError(f"{len(win)} window keys for {n} rows", "windows")
     lab = None if labels is None else as_1d(labels, "labels", CbpeError)
     if lab is not None and len(lab) != n:
         raise CbpeError(f"{len(lab)} labels for {n} rows", "labels")
+    has_label = None if lab is None else labelled_mask(lab)
+    lab_idx = None if lab is None else class_codes(lab, classes)
 
     cal = calibrator.calibrate(raw)
     z = z_value(confidence)
-    codes, keys = pd.factorize(pd.Series(win, dtype=object), sort=True)
+    if win is None:
+        parts: list[tuple[str, npt.NDArray[np.int64] | None]] = [("all", None)]
+    else:
+        codes, keys = pd.factorize(pd.Series(win, dtype=object), sort=True)
+        order = np.argsort(codes, kind="stable")
+        bounds = np.searchsorted(codes[order], np.arange(len(keys) + 1))
+        parts = [(str(key), order[bounds[w] : bounds[w + 1]]) for w, key in enumerate(keys)]
     out: list[WindowEstimate] = []
-    order = np.argsort(codes, kind="stable")
-    bounds = np.searchsorted(codes[order], np.arange(len(keys) + 1))
-    for w, key in enumerate(keys):
-        rows = order[bounds[w] : bounds[w + 1]]
+    for key, rows in parts:
+
+        def part(a: npt.NDArray[Any], rows: npt.NDArray[np.int64] | None = rows) -> Any:
+            return a if rows is None else a[rows]
+
+        size = n if rows is None else len(rows)
+        w_raw, w_pred = part(raw), part(pred_idx)
+        cols = [1] if len(classes) == 2 else list(range(len(classes)))
+        ranked = [_Ranked.of(w_raw[:, j]) for j in cols]
         # the calibration map is itself estimated from the reference: its error is
         # about the sampling error of the same metric on as many rows as the reference,
         # so the variance is widened by the share that error adds
-        inflate = 1 + len(rows) / calibrator.reference_rows
-        est = _window(cal[rows], raw[rows], pred_idx[rows], z, inflate)
+        inflate = 1 + size / calibrator.reference_rows
+        est = _window(part(cal), w_pred, ranked, z, inflate)
         realized, labelled = None, 0
-        if lab is not None:
-            wl = lab[rows]
-            mask = labelled_mask(wl)
+        if has_label is not None and lab_idx is not None:
+            mask = part(has_label)
             labelled = int(mask.sum())
             if labelled:
-                # object arrays (labels mixed with None) would confuse scikit-learn's
-                # type detection: let numpy infer the dtype of the labelled part
                 realized = _realized(
-                    np.asarray(wl[mask].tolist()),
-                    np.asarray(pred[rows][mask].tolist()),
-                    raw[rows][mask],
-                    classes,
+                    part(lab_idx)[mask],
+                    w_pred[mask],
+                    [r.subset(mask) for r in ranked],
+                    len(classes),
                 )
         out.append(
             WindowEstimate(
-                window="all" if windows is None else str(key),
-                rows=len(rows),
-                estimated=est,
-                labelled=labelled,
-                realized=realized,
+                window=key, rows=size, estimated=est, labelled=labelled, realized=realized
             )
         )
     return CbpeReport(
@@ -457,13 +308,17 @@ def estimate(
 
 
 def _window(
-    cal: FArray, raw: FArray, pred_idx: npt.NDArray[np.int64], z: float, inflate: float
+    cal: FArray,
+    pred_idx: npt.NDArray[np.int64],
+    ranked: list[_Ranked],
+    z: float,
+    inflate: float,
 ) -> dict[str, Estimate]:
     k = cal.shape[1]
     if k == 2:
-        parts = [_binary(cal[:, 1], pred_idx == 1, raw[:, 1])]
+        parts = [_binary(cal[:, 1], pred_idx == 1, ranked[0])]
     else:
-        parts = [_binary(cal[:, j], pred_idx == j, raw[:, j]) for j in range(k)]
+        parts = [_binary(cal[:, j], pred_idx == j, ranked[j]) for j in range(k)]
     est: dict[str, Estimate] = {}
     for metric in METRICS:
         if metric == "accuracy" and k > 2:

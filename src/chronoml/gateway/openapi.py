@@ -64,6 +64,7 @@ QUERY: dict[tuple[str, str], dict[str, Any]] = {
     ("GET", "/v1/endpoints/{endpoint}/quality"): {
         **WINDOW_PARAMS,
         "by": {"type": "string"},
+        "bins": {"type": "integer", "minimum": 2, "maximum": 100},
         "estimate": {"type": "string", "enum": ["true", "false"]},
         "reference_from": TIME,
         "reference_to": TIME,

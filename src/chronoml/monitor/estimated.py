@@ -4,7 +4,7 @@ The reference is a labelled window of the same version's decisions with
 scores: the one asked for (``--reference-from/--reference-to``), or by default
 the version's labelled decisions in the 30 days before the window. Its
 scores are calibrated against its labels
-(:func:`chronoml.fairness.cbpe.fit_calibrator`); the window's confusion matrix
+(:func:`chronoml.fairness.calibration.fit_calibrator`); the window's confusion matrix
 is then estimated from its own scores, and realized quality is shown beside
 the estimate wherever labels have arrived.
 """
@@ -15,9 +15,11 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+import pandas as pd
 
 from chronoml.errors import InvalidInput
-from chronoml.fairness.cbpe import CbpeError, estimate, fit_calibrator
+from chronoml.fairness.calibration import CbpeError, fit_calibrator
+from chronoml.fairness.cbpe import estimate
 from chronoml.store import outcomes as O
 from chronoml.store import scored_blocks as SB
 from chronoml.store.database import Store
@@ -81,9 +83,7 @@ def estimate_version(
     if not len(rows):
         raise EstimateError("no decision with scores in this window", "window", 422)
     ref = SB.scored(store, endpoint, reference.start, reference.end, version=version)
-    ref_rows, ref_scores = _scored(
-        ref, np.flatnonzero([v is not None for v in ref.labels.tolist()]), len(classes)
-    )
+    ref_rows, ref_scores = _scored(ref, np.flatnonzero(pd.notna(ref.labels)), len(classes))
     field = "reference_from" if reference.explicit else "reference"
     if len(ref_rows) < MIN_REFERENCE:
         raise EstimateError(
@@ -93,8 +93,8 @@ def estimate_version(
             field,
             422,
         )
-    ref_labels = ref.labels[ref_rows].tolist()
-    unknown = sorted({str(v) for v in ref_labels} - {str(c) for c in classes})
+    ref_labels = ref.labels[ref_rows]
+    unknown = sorted({str(v) for v in pd.unique(ref_labels)} - {str(c) for c in classes})
     if unknown:
         raise EstimateError(f"reference label {unknown[0]!r} is not a class of the model", field)
     try:
@@ -102,8 +102,8 @@ def estimate_version(
         rep = estimate(
             cal,
             scores,
-            cur.outputs[rows].tolist(),
-            labels=cur.labels[rows].tolist(),
+            cur.outputs[rows],
+            labels=cur.labels[rows],
         )
     except CbpeError as exc:
         raise EstimateError(exc.message, exc.field, 422) from None

@@ -7,9 +7,11 @@ from typing import Any
 
 import numpy as np
 
-from chronoml.monitor.slices import breakdown, slice_keys
+from chronoml.monitor.slices import DEFAULT_BINS, SliceError, Slicing, breakdown, slicing
+from chronoml.store import decision_reads as DR
 from chronoml.store import outcomes as O
 from chronoml.store.database import Store
+from chronoml.store.decisions import Layouts
 from chronoml.timeutil import iso
 
 
@@ -123,6 +125,32 @@ def _figures(got: O.Outcomes, classes: list[Any] | None) -> Callable[[list[int]]
     return figures
 
 
+def input_column(
+    store: Store, endpoint: str, start: int, end: int, ids: list[str], name: str
+) -> tuple[np.ndarray[Any, Any] | None, list[str]]:
+    """Model input ``name`` of each decision ``ids`` of ``endpoint``'s window ``[start, end)``
+    (None where its input layout lacks it), or None when no decision's layout has it; and
+    the names of the window's model inputs."""
+    position = {d: i for i, d in enumerate(ids)}
+    out = np.full(len(ids), None, dtype=object)
+    names: set[str] = set()
+    found = False
+    for batch in DR.batches(store, Layouts(store), endpoint, start, end, include_shadow=False):
+        names.update(batch.frame.columns)
+        if name not in batch.frame.columns:
+            continue
+        at = np.fromiter((position.get(d, -1) for d in batch.ids), np.int64, len(batch))
+        mine = at >= 0
+        if mine.any():
+            found = True
+            out[at[mine]] = batch.frame[name].to_numpy(dtype=object)[mine]
+    if not found:
+        return None, sorted(names)
+    if all(isinstance(v, float | int) and not isinstance(v, bool) for v in out.tolist()):
+        return out.astype(np.float64), sorted(names)
+    return out, sorted(names)
+
+
 def quality(
     store: Store,
     endpoint: str,
@@ -131,11 +159,23 @@ def quality(
     *,
     variant: str | None = None,
     by: str | None = None,
+    bins: int = DEFAULT_BINS,
 ) -> dict[str, Any]:
     """Label coverage and quality metrics of ``endpoint``'s decisions in ``[start, end)``;
-    with ``by``, also per slice of that context attribute, the worst slice marked."""
+    with ``by`` (a model input or a context attribute, numbers with many values in ``bins``
+    quantile bins; see :mod:`chronoml.monitor.slices`), also per slice, the worst marked."""
     got = O.outcomes(store, endpoint, start, end, variant=variant, with_context=by is not None)
-    keys = slice_keys(got.context, by) if by is not None and len(got) else None
+    sliced: Slicing | None = None
+    if by is not None:
+        if not len(got):
+            raise SliceError("no decisions in this window to break down", "window")
+        values, names = None, None
+        in_context = any(c.get(by) is not None for c in got.context)
+        # the inputs are read only when ``by`` may be one (or to name them when it is neither)
+        if by in DR.input_names(store) or not in_context:
+            values, names = input_column(store, endpoint, start, end, got.ids, by)
+        inputs = None if values is None else {by: values}
+        sliced = slicing(by, got.context, inputs, bins=bins, input_names=names)
     variants = []
     for (vname, mname, version), idx in sorted(got.groups().items(), key=lambda kv: -len(kv[1])):
         labelled = [i for i in idx if got.labels[i] is not None]
@@ -158,10 +198,10 @@ def quality(
             scores,
             classes,
         )
-        if keys is not None:
+        if sliced is not None and by is not None:
             entry["by"] = {
-                "attribute": by,
-                **breakdown(keys, idx, labelled, _figures(got, classes)),
+                **sliced.describe(by),
+                **breakdown(sliced.keys, idx, labelled, _figures(got, classes)),
             }
         variants.append(entry)
     return {

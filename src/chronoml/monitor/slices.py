@@ -45,25 +45,17 @@ class Slicing:
         return {"attribute": attribute, "source": self.source, "binning": self.binning}
 
 
-def slice_keys(context: Sequence[dict[str, Any]], by: str) -> list[str]:
-    """Each decision's slice under context attribute ``by``; SliceError when none has it."""
-    values = [c.get(by) for c in context]
-    if all(v is None for v in values):
-        known = sorted({k for c in context for k in c})
-        hint = f"; the decisions' context has: {', '.join(known)}" if known else ""
-        raise SliceError(f"no decision in this window has context attribute {by!r}{hint}", "by")
-    return [MISSING if v is None else str(v) for v in values]
-
-
 def slicing(
     by: str,
     context: Sequence[dict[str, Any]] | None,
     inputs: dict[str, np.ndarray[Any, Any]] | None,
     *,
     bins: int = DEFAULT_BINS,
+    input_names: Sequence[str] | None = None,
 ) -> Slicing:
     """The slices of ``by``: a model input when it is one, else a context attribute that
-    some decision carries. SliceError naming what exists when it is neither."""
+    some decision carries. SliceError naming what exists when it is neither
+    (``input_names``: the window's model inputs, when ``inputs`` holds only ``by``)."""
     if not by:
         raise SliceError("name the attribute to break the figures down by", "by")
     if bins < 2:
@@ -80,8 +72,9 @@ def slicing(
     parts = []
     if known_ctx:
         parts.append(f"context attributes: {', '.join(known_ctx)}")
-    if inputs:
-        parts.append(f"model inputs: {', '.join(sorted(inputs))}")
+    known_inputs = sorted(input_names if input_names is not None else inputs or ())
+    if known_inputs:
+        parts.append(f"model inputs: {', '.join(known_inputs)}")
     hint = f" ({'; '.join(parts)})" if parts else ""
     raise SliceError(
         f"{by!r} is neither a context attribute nor a model input of this window's decisions{hint}",

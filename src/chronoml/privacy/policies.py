@@ -127,13 +127,20 @@ def apply_to_labels(ctx: Context, items: list[Label]) -> list[Label]:
 
 
 def check_slice(ctx: Context, endpoint: str, attribute: str | None) -> None:
-    """Refuse, naming it, a context attribute the endpoint's policy drops: it was never kept."""
+    """Refuse, naming it, a context attribute or model input the endpoint's policy drops:
+    it was never kept."""
     if attribute is None:
         return
     got = SP.get(ctx.store, endpoint)
-    if got is not None and got.policy.context.get(attribute) == "drop":
-        raise Refused(
-            f"context attribute {attribute!r} is dropped by {endpoint}'s privacy policy: "
-            "no decision keeps it",
-            "by",
-        )
+    if got is None:
+        return
+    for what, rules in (
+        ("context attribute", got.policy.context),
+        ("model input", got.policy.features),
+    ):
+        if rules.get(attribute) == "drop":
+            raise Refused(
+                f"{what} {attribute!r} is dropped by {endpoint}'s privacy policy: "
+                "no decision keeps it",
+                "by",
+            )

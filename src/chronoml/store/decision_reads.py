@@ -325,3 +325,10 @@ def latencies(store: Store, endpoint: str, start: int, end: int) -> list[Any]:
                 )
             ).all()
         )
+
+
+def input_names(store: Store) -> set[str]:
+    """Every model input name of any input layout logged in this store."""
+    with store.read() as conn:
+        texts = conn.execute(select(schema.input_layouts.c.columns)).scalars().all()
+    return {c for text in texts for c, _ in orjson.loads(text)}

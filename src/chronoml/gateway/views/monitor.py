@@ -81,12 +81,13 @@ def routes(gw: Gateway) -> list[Route]:
         return JSON(result.as_dict())
 
     async def get_quality(request: Request) -> Response:
+        q = request.query_params
         try:
             kw = window_args(request)
+            bins: dict[str, Any] = {"bins": int(q["bins"])} if q.get("bins") else {}
         except ValueError as exc:
             return error(400, "bad_query", str(exc))
         endpoint = request.path_params["endpoint"]
-        q = request.query_params
         try:
             ref: dict[str, Any] = {
                 "reference_start": parse_time(q["reference_from"])
@@ -102,7 +103,9 @@ def routes(gw: Gateway) -> list[Route]:
                     await run_in_threadpool(lambda: gw.cm.estimated_quality(endpoint, **kw, **ref))
                 )
             by = q.get("by") or None
-            return JSON(await run_in_threadpool(lambda: gw.cm.quality(endpoint, **kw, by=by)))
+            return JSON(
+                await run_in_threadpool(lambda: gw.cm.quality(endpoint, **kw, by=by, **bins))
+            )
         except (EstimateError, SliceError) as exc:
             return for_error(exc)
         except NotFound as exc:
