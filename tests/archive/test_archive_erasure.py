@@ -426,3 +426,29 @@ def test_inputs_erased_before_archiving_are_not_in_the_files_and_not_read_again(
         assert audit.verify(store, decisions=True).ok
     finally:
         store.close()
+
+
+def test_an_edited_replacement_is_named_by_verify(store_url: str, tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    _fill(home, store_url)
+    target = parse_target(f"file://{tmp_path / 'objects'}")
+    _archive(home, store_url, target)
+    assert run(home, store_url, "erase", "--unit", "subject-7").exit_code == 0
+    store = _open(home, store_url)
+    R = schema.archive_replacements
+    try:
+        with store.read() as conn:
+            first, second = conn.execute(select(R.c.old_sha256, R.c.new_sha256)).all()
+        # an insider points one replacement at the other file (which holds other decisions)
+        with store.write() as conn:
+            conn.execute(R.update().where(R.c.old_sha256 == first[0]).values(new_sha256=second[1]))
+        report = audit.verify(store)
+        assert not report.ok and report.first_bad == f"archive file {first[0]}"
+        assert "holds other decisions" in report.reason
+        # ... or drops the replacements: the replaced files are read again, and are gone
+        with store.write() as conn:
+            conn.execute(R.delete())
+        report = audit.verify(store, decisions=True)
+        assert not report.ok and "missing" in report.reason, report.reason
+    finally:
+        store.close()

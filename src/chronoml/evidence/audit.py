@@ -310,7 +310,7 @@ def verify(
             n = check_batches(kind, _item_groups(rows, kind, leaf_of, f), by_index, f, wanted)
             if kind == "archive":
                 for what, why in AR.replacement_problems(conn):
-                    f.add(None, what, why, "archive")
+                    f.add(None, what, why)
                 continue
             setattr(report, kind if kind == "feedback" else "explanations", n)
             for ref in SE.uncommitted(conn, kind):
