@@ -13,6 +13,11 @@
 
     .venv/bin/python bench/fairness/logged.py [--rows 1000000] [--repeats 3] [--skip-hot]
         [--reuse DIR]
+    .venv/bin/python bench/fairness/logged.py --skip-hot --store PG_URL --compare-blocks
+
+On PostgreSQL blocks are capped at ``blocks.PG_BLOCK_BYTES`` of inputs (so an
+erasure rewrites little); ``--compare-blocks`` times the same reads again from
+blocks of 65,536 rows, as compaction made them before the cap.
 """
 
 from __future__ import annotations
@@ -26,6 +31,7 @@ from typing import Any
 
 import numpy as np
 import orjson
+from sqlalchemy import text
 
 from chronoml.domain import codec
 from chronoml.domain.ledger import ModelRef
@@ -132,16 +138,40 @@ def populate(store: Store, rows: int) -> None:
     app.close()
 
 
-def logged(rows: int, repeats: int, reuse: Path | None = None) -> None:
+def _pg_schema(url: str, home: Path, sql: str) -> None:
+    admin = Store.open(url, home)
+    with admin.engine.begin() as c:
+        c.execute(text(sql))
+    admin.close()
+
+
+def logged(
+    rows: int,
+    repeats: int,
+    reuse: Path | None = None,
+    pg: str | None = None,
+    compare: bool = False,
+) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         home = reuse or Path(tmp)
         home.mkdir(parents=True, exist_ok=True)
-        again = (home / "chronoml.db").exists()
-        store = Store.open(f"sqlite:///{home / 'chronoml.db'}", home)
+        url = f"sqlite:///{home / 'chronoml.db'}"
+        again = pg is None and (home / "chronoml.db").exists()
+        if pg is not None:
+            name = f"bench_logged_{new_ids(1)[0][:8]}".replace("-", "")
+            _pg_schema(pg, home, f"CREATE SCHEMA {name}")
+            url = f"{pg}?options=-csearch_path%3D{name}"
+        store = Store.open(url, home)
         if not again:
             store.upgrade()
             t0 = time.perf_counter()
             populate(store, rows)
+            if pg is not None:  # as autovacuum does after a bulk insert
+                raw = store.engine.raw_connection()
+                raw.driver_connection.autocommit = True  # type: ignore[union-attr]
+                with raw.driver_connection.cursor() as cur:  # type: ignore[union-attr]
+                    cur.execute("VACUUM (ANALYZE)")
+                raw.close()
             print(f"populated {rows} decisions with scores, context and labels in "
                   f"{time.perf_counter() - t0:.1f} s")  # fmt: skip
         half = rows // 2
@@ -158,29 +188,53 @@ def logged(rows: int, repeats: int, reuse: Path | None = None) -> None:
             return estimated_quality(store, "e", half, rows, reference_start=0, reference_end=half)
 
         if not again:
-            # before compaction: every decision read as a row
-            timed("fairness by group, from the rows", lambda: fairness(store, "e", "group", 0, rows), 1)  # fmt: skip
-            timed("quality --estimate, from the rows", estimate, 1)
+            # before compaction: every decision read as a row (on SQLite: PostgreSQL takes
+            # minutes there, and the blocks are what this compares)
+            if pg is None:
+                timed("fairness by group, from the rows", lambda: fairness(store, "e", "group", 0, rows), 1)  # fmt: skip
+                timed("quality --estimate, from the rows", estimate, 1)
             t0 = time.perf_counter()
             blocks.compact(store, ["e"], upto=rows)
             print(f"compacted into blocks and outcome blocks in {time.perf_counter() - t0:.1f} s")
         else:
             print(f"reusing the compacted store in {home} (built by an earlier --reuse run)")
             estimate()  # warm: the first call loads scikit-learn and fills the page cache
-        for name, fn in (
-            ("read window (outcome blocks)", lambda: OB.columns(store, "e", 0, rows)),
-            ("fairness by group (outcome blocks)", lambda: fairness(store, "e", "group", 0, rows)),
-            (
-                "read CBPE's two windows (outcome blocks)",
-                lambda: (
-                    SB.scored(store, "e", 0, half, version="1"),
-                    SB.scored(store, "e", half, rows, variant="a", version="1"),
-                ),
-            ),
-            ("quality --estimate (ref = first half, blocks)", estimate),
-        ):
-            timed(name, fn, repeats)
+        reads(store, rows, repeats, timed, estimate)
+        if compare:  # the same reads from blocks of 65,536 rows (PostgreSQL caps them)
+            blocks.drop(store)
+            cap = blocks.PG_BLOCK_BYTES
+            blocks.PG_BLOCK_BYTES = 1 << 62
+            try:
+                blocks.compact(store, ["e"], upto=rows)
+            finally:
+                blocks.PG_BLOCK_BYTES = cap
+            print("compacted again into blocks of 65,536 rows:")
+            reads(store, rows, repeats, timed, estimate)
         store.close()
+        if pg is not None:
+            _pg_schema(pg, home, f"DROP SCHEMA {name} CASCADE")
+
+
+def reads(store: Store, rows: int, repeats: int, timed: Any, estimate: Any) -> None:
+    half = rows // 2
+    with store.read() as conn:
+        n = conn.execute(text("SELECT count(*) FROM decision_blocks")).scalar_one()
+    print(f"  ({n} blocks)")
+    layouts = D.Layouts(store)
+    for name, fn in (
+        ("read the drift window (blocks)", lambda: D.window(store, layouts, "e", 0, rows)),
+        ("read window (outcome blocks)", lambda: OB.columns(store, "e", 0, rows)),
+        ("fairness by group (outcome blocks)", lambda: fairness(store, "e", "group", 0, rows)),
+        (
+            "read CBPE's two windows (outcome blocks)",
+            lambda: (
+                SB.scored(store, "e", 0, half, version="1"),
+                SB.scored(store, "e", half, rows, variant="a", version="1"),
+            ),
+        ),
+        ("quality --estimate (ref = first half, blocks)", estimate),
+    ):
+        timed(name, fn, repeats)
 
 
 def main() -> None:
@@ -196,13 +250,21 @@ def main() -> None:
         type=Path,
         help="Keep the populated, compacted store in this folder; a later run with the same "
         "folder times the outcome-block part alone (to compare two versions of the code on "
-        "the same data: run it with each one's src on PYTHONPATH).",
+        "the same data: run it with each one's src on PYTHONPATH). SQLite only.",
+    )
+    ap.add_argument("--store", help="a PostgreSQL URL (default: SQLite in a temporary folder)")
+    ap.add_argument(
+        "--compare-blocks",
+        action="store_true",
+        help="the reads again from blocks of 65,536 rows (the size before PostgreSQL's cap)",
     )
     args = ap.parse_args()
+    if args.reuse is not None and args.store is not None:
+        ap.error("--reuse keeps a SQLite store: give it without --store")
     if not args.skip_hot:
         hot_path()
     if not args.skip_log:
-        logged(args.rows, args.repeats, args.reuse)
+        logged(args.rows, args.repeats, args.reuse, args.store, args.compare_blocks)
 
 
 if __name__ == "__main__":

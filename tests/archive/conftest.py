@@ -79,6 +79,10 @@ def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Server]:
             f"-dir={data}",
             "-s3",
             f"-s3.port={s3}",
+            # its Iceberg and Lance listeners take fixed ports (8181, 9101): two servers on
+            # one machine (two test runs) would collide, and the tests use neither
+            "-s3.port.iceberg=0",
+            "-s3.port.lance=0",
             f"-master.port={master}",
             f"-volume.port={volume}",
             f"-filer.port={filer}",

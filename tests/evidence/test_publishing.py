@@ -310,12 +310,33 @@ def test_an_edited_stored_timestamp_is_named(
     ]
 
 
+def test_a_deleted_stored_timestamp_is_named(
+    store_url: str, store: Store, key: keys.SigningKey, tsa_url: str, tmp_path: Path
+) -> None:
+    authority = TS.Authority(tsa_url, LOOPBACK)
+    first = EC.issue(store, key, authority=authority)
+    SL.append(store, L.Change("alert", "churn", "monitor", {"rule": "latency"}), now=T0 + 1)
+    EC.issue(store, key, authority=authority)
+    # the note says, under its signature, that it was sent to an authority
+    assert EC.TIMESTAMPED in note.parse_checkpoint(note.parse_note(first.note).text).extensions
+    assert audit(store_url, tmp_path, "verify", "--key", key.vkey()).exit_code == 0
+    # an insider deletes the first checkpoint's timestamp row
+    with store.write() as conn:
+        conn.execute(SC.TS.delete().where(SC.TS.c.checkpoint_id == 1))
+    r = audit(store_url, tmp_path, "verify", "--key", key.vkey())
+    assert r.exit_code == 1, r.output
+    assert "FAILED at stored checkpoint #1: its signed note says an RFC 3161 authority" in r.output
+    assert "timestamp is missing from the store" in r.output
+
+
 def test_without_an_answering_authority_the_checkpoint_is_issued_without_a_timestamp(
     store: Store, key: keys.SigningKey, tsa: LocalAuthority, tsa_url: str
 ) -> None:
     down = TS.Authority(f"http://127.0.0.1:{free_port()}/tsa", LOOPBACK, timeout_s=2)
     issued = EC.issue(store, key, authority=down)
     assert issued.timestamp is None and "ConnectError" in str(issued.timestamp_error)
+    assert EC.TIMESTAMPED not in issued.checkpoint.extensions
+    assert EC.TIMESTAMPED not in note.parse_checkpoint(note.parse_note(issued.note).text).extensions
     refused = EC.issue(store, key, authority=TS.Authority(tsa_url))  # loopback not allowed
     assert refused.timestamp is None and "refused" in str(refused.timestamp_error)
     assert tsa.requests == []

@@ -120,3 +120,28 @@ def test_windows_match_across_compaction(store: Store, monkeypatch: pytest.Monke
     assert D.window(store, layouts, "e", 0, 2**62).rows == 3500 + 10
     blocks.drop(store)
     assert D.window(store, layouts, "e", 0, 2**62).rows == 3510
+
+
+def test_postgresql_caps_a_blocks_inputs_by_bytes() -> None:
+    # 30 floats a row: 65,536 rows would be 15.7 MB, which an erasure rewrites whole there
+    assert blocks.block_rows(True, 240) == blocks.BLOCK_ROWS
+    assert blocks.block_rows(False, 240) == 2048
+    assert blocks.block_rows(False, 240) * 240 <= blocks.PG_BLOCK_BYTES
+    assert blocks.block_rows(False, 8) == blocks.BLOCK_ROWS  # narrow rows: the row cap
+    assert blocks.block_rows(False, 80_000) == blocks.MIN_BLOCK_ROWS  # wide rows: a floor
+    assert blocks.block_rows(False, 0) == blocks.BLOCK_ROWS
+
+
+def test_windows_match_across_byte_capped_blocks(
+    store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(blocks, "PG_BLOCK_BYTES", 16 * 256)  # 16-byte rows: 256 a block
+    monkeypatch.setattr(blocks, "MIN_BLOCK_ROWS", 64)
+    layouts = D.Layouts(store)
+    _log(store, layouts, 1000, 1_000_000, "a", "1")
+    before = _canon(D.window(store, layouts, "e", 0, 10**9))
+    assert blocks.compact(store, upto=10**9) == 1000
+    with store.read() as conn:
+        sizes = sorted(r for (r,) in conn.exec_driver_sql("SELECT rows FROM decision_blocks"))
+    assert sizes == ([1000] if store.is_sqlite else [232, 256, 256, 256])
+    pd.testing.assert_frame_equal(before, _canon(D.window(store, layouts, "e", 0, 10**9)))

@@ -18,6 +18,7 @@ from chronoml.domain.archive import ArchiveError, Target, parse_target
 from chronoml.monitor.leader import Leadership
 from chronoml.settings import Settings
 from chronoml.store import archive as SA
+from chronoml.store import archive_erasure as AE
 from chronoml.store.archive_objects import Unreachable
 from chronoml.timeutil import now_us
 from chronoml.worker import Worker
@@ -60,6 +61,7 @@ def run(
     target = target or SA.default_target(cm.store)
     for attempt in range(1, attempts + 1):
         try:
+            AE.sweep(cm.store)  # objects of files an erasure replaced, if a crash left any
             result = SA.archive(cm.store, cm.layouts, before, target, settle_us=settle_us)
         except Unreachable as exc:
             wait = backoff_s(attempt)

@@ -24,7 +24,7 @@ from chronoml.domain import leaves as LV
 from chronoml.domain import ledger as L
 from chronoml.domain import merkle, note
 from chronoml.evidence import decision_check
-from chronoml.evidence.checkpoints import TIME_PREFIX
+from chronoml.evidence.checkpoints import TIME_PREFIX, TIMESTAMPED
 from chronoml.evidence.findings import Found as _Found
 from chronoml.evidence.findings import Problem, check_batches
 from chronoml.evidence.signatures import signature_problem
@@ -273,6 +273,7 @@ def verify(
         found = SE.find_head(conn)
         entries = SE.log_entries(conn)
         stored_cps = SC.checkpoints_in(conn)
+        stamped = set(SC.timestamps_in(conn))
     if found is None:
         f.add(None, "evidence head", "its row is gone", "tree")
     head = found or SE.Head("", -1, b"")
@@ -308,6 +309,8 @@ def verify(
             wanted = {int(e[0]) for e in entries if e[1] == kind}
             n = check_batches(kind, _item_groups(rows, kind, leaf_of, f), by_index, f, wanted)
             if kind == "archive":
+                for what, why in AR.replacement_problems(conn):
+                    f.add(None, what, why)
                 continue
             setattr(report, kind if kind == "feedback" else "explanations", n)
             for ref in SE.uncommitted(conn, kind):
@@ -344,6 +347,14 @@ def verify(
         stamp = f"{TIME_PREFIX}{iso(at)}"
         if (cp.size, cp.root_hash) != (size, root) or stamp not in cp.extensions:
             f.add(None, where, "its columns differ from its signed note", "checkpoint")
+        if TIMESTAMPED in cp.extensions and cid not in stamped:
+            f.add(
+                None,
+                where,
+                "its signed note says an RFC 3161 authority timestamped it, and that "
+                "timestamp is missing from the store (checkpoint_timestamps)",
+                "checkpoint",
+            )
         forged = signature_problem(text, keys) if keys else None
         if forged is not None:
             f.add(None, where, forged, "checkpoint")

@@ -42,6 +42,9 @@ from chronoml.timeutil import iso, now_us
 from chronoml.worker import Worker
 
 TIME_PREFIX = "time "
+# A checkpoint sent to an authority says so inside the note it signs, so a timestamp
+# deleted from the store later is named by ``audit verify`` (the note says there was one).
+TIMESTAMPED = "timestamp rfc3161"
 log = logging.getLogger("chronoml.evidence")
 
 
@@ -95,15 +98,19 @@ def issue(
     with store.read() as conn:
         head = SE.head_in(conn)
     cp = note.Checkpoint(head.origin, head.size, head.root, (f"{TIME_PREFIX}{iso(t)}",))
-    signed = key.sign_checkpoint(cp)
     stamp: bytes | None = None
     why: str | None = None
     if authority is not None:
+        claimed = replace(cp, extensions=(*cp.extensions, TIMESTAMPED))
+        signed = key.sign_checkpoint(claimed)
         try:
             stamp = authority.stamp(signed.encode("utf-8"))
+            cp = claimed
         except TimestampError as exc:
             why = exc.message
             log.warning("checkpoint of size %d has no timestamp: %s", cp.size, why)
+    if stamp is None:  # no authority, or none answered: the note claims no timestamp
+        signed = key.sign_checkpoint(cp)
     draft = Issued(cp, signed, t, timestamp=stamp, timestamp_error=why)
 
     def record(conn: Tx) -> Issued:

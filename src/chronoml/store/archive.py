@@ -12,14 +12,16 @@ leaves every row in the database (and at most an orphan file, which the next
 run writes again under the same name); a crash after it leaves them archived.
 
 The decisions' own evidence items (leaf, salt, commitment) stay in the
-database: they are the log. Erasure of a subject's inputs must also rewrite
-the archive files that hold them: :func:`files_holding` names them (the
-privacy feature's hook; files are immutable, so a rewrite is a new file
-committed by a new ``archive`` entry).
+database: they are the log. Erasure rewrites the archive files holding a
+subject's inputs (:mod:`chronoml.store.archive_erasure`: files are immutable, so
+a rewrite is a new file committed by a new ``archive`` entry, which replaces the
+old one for every reader). The archive's commit checks that no erasure ran since
+its rows were read, else it reads them again.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -32,7 +34,8 @@ from sqlalchemy import Connection, delete, func, select, update
 from chronoml.domain.archive import ArchiveError, FileLeaf, Target, file_name
 from chronoml.store import archive_parquet as AP
 from chronoml.store import evidence, schema
-from chronoml.store.archive_objects import Objects, open_objects
+from chronoml.store.archive_objects import Objects, Unreachable, open_objects
+from chronoml.store.archive_schema import live
 from chronoml.store.database import Store
 from chronoml.timeutil import now_us
 
@@ -140,6 +143,9 @@ def _chunk(
         .order_by(D.c.ts)  # the (endpoint, ts) index's order: no sort
         .limit(chunk_rows)
     )
+    # an erasure between this read and the commit would leave its inputs in a file
+    with store.read() as conn:
+        erasures = last_erasure_in(conn, endpoint)
     with store.engine.connect() as conn:
         data = conn.execute(q).cursor.fetchall()  # type: ignore[union-attr]
         upto = cut
@@ -155,9 +161,12 @@ def _chunk(
     groups: dict[str, list[tuple[Any, ...]]] = {}
     for r in data:
         groups.setdefault(r[10], []).append(r)
-    written = [_write(objs, endpoint, layout, rows, layouts) for layout, rows in groups.items()]
-    if not _commit(store, endpoint, mark, lo, upto, written, target, len(data)):
-        return True  # another archiver moved the mark meanwhile: look again
+    written = [write_file(objs, endpoint, layout, rows, layouts) for layout, rows in groups.items()]
+    if not _commit(store, endpoint, mark, lo, upto, written, target, len(data), erasures):
+        # another archiver moved the mark, or an erasure ran: look again, and leave no
+        # unrecorded copy (it may hold inputs erased since they were read)
+        discard(store, objs, [w.leaf.sha256 for w in written])
+        return True
     result.files += len(written)
     result.rows += len(data)
     result.bytes += sum(w.size for w in written)
@@ -186,11 +195,28 @@ def _all_committed(conn: Connection, endpoint: str, lo: int, upto: int, n: int) 
         )
 
 
-def _write(
+def write_file(
     objs: Objects, endpoint: str, layout: str, rows: Sequence[tuple[Any, ...]], layouts: Layouts
 ) -> Written:
+    """Write ``rows`` (one layout, time order) as a file, read it back and check it."""
     sch = layouts.get(layout)
     data, packed = AP.encode(rows, sch)
+    ids = [r[0] for r in rows]
+    return put_checked(objs, endpoint, layout, sch, data, packed, ids, (rows[0][1], rows[-1][1]))
+
+
+def put_checked(
+    objs: Objects,
+    endpoint: str,
+    layout: str,
+    sch: Any,
+    data: bytes,
+    packed: bytes,
+    ids: Sequence[str],
+    ts_range: tuple[int, int],
+) -> Written:
+    """Put a file's bytes under their digest, read them back and check the digest, the ids
+    and the packed inputs."""
     sha = hashlib.sha256(data).hexdigest()
     name = file_name(sha)
     objs.put(name, data)
@@ -198,14 +224,12 @@ def _write(
     if hashlib.sha256(back).hexdigest() != sha:
         raise ArchiveError(f"archive file {name} read back with another digest", "archive")
     table = AP.read(back, columns=["id", *AP.input_names(sch)])
-    ids = [r[0] for r in rows]
-    if table.num_rows != len(rows) or table.column("id").to_pylist() != ids:
+    if table.num_rows != len(ids) or table.column("id").to_pylist() != list(ids):
         raise ArchiveError(f"archive file {name} does not hold the rows written", "archive")
     if AP.packed_inputs(table, sch).tobytes() != packed:
         raise ArchiveError(f"archive file {name} does not give back the inputs", "archive")
-    leaf = FileLeaf(
-        sha, endpoint, layout, int(rows[0][1]), int(rows[-1][1]), len(rows), min(ids), max(ids)
-    )
+    ts_min, ts_max = int(ts_range[0]), int(ts_range[1])
+    leaf = FileLeaf(sha, endpoint, layout, ts_min, ts_max, len(ids), min(ids), max(ids))
     return Written(leaf, len(data))
 
 
@@ -218,59 +242,92 @@ def _commit(
     written: Sequence[Written],
     target: Target,
     expected: int,
+    erasures: int | None,
 ) -> bool:
     target_json = orjson.dumps(target.to_dict()).decode()
     t = now_us()
     with store.write() as conn:
+        # the lock an erasure takes first (PostgreSQL): it commits wholly before or after
+        LH = schema.ledger_head
+        conn.execute(select(LH.c.seq).where(LH.c.id == 1).with_for_update()).all()
         now_mark = conn.execute(
             select(M.c.archived_to).where(M.c.endpoint == endpoint).with_for_update()
         ).scalar()
-        if now_mark != mark:
-            return False
-        fresh = [w for w in written if _absent(conn, w.leaf.sha256)]
-        if fresh:
-            conn.execute(
-                F.insert(),
-                [
-                    {
-                        "sha256": w.leaf.sha256,
-                        "endpoint": endpoint,
-                        "layout": w.leaf.layout,
-                        "ts_min": w.leaf.ts_min,
-                        "ts_max": w.leaf.ts_max,
-                        "rows": w.leaf.rows,
-                        "bytes": w.size,
-                        "min_id": w.leaf.min_id,
-                        "max_id": w.leaf.max_id,
-                        "target": target_json,
-                        "created_at": t,
-                    }
-                    for w in fresh
-                ],
-            )
-            entry = evidence.batch_entry(
-                "archive", [w.leaf.sha256 for w in fresh], [w.leaf.leaf_hash() for w in fresh], t
-            )
-            evidence.append_in(conn, [entry])
-        gone = conn.execute(
-            delete(D).where(D.c.endpoint == endpoint, D.c.ts >= lo, D.c.ts < upto)
-        ).rowcount
-        if gone != expected:
-            # a decision landed in the range after it was read: roll back, nothing moves
-            raise ArchiveError(
-                f"{endpoint}: {gone} decisions in the range at commit, {expected} archived; "
-                "nothing was deleted (try again, or archive an older cut)",
-                "before",
-            )
-        _trim_blocks(conn, endpoint, upto)
-        if mark is None:
-            conn.execute(M.insert().values(endpoint=endpoint, archived_to=upto))
-        else:
-            conn.execute(update(M).where(M.c.endpoint == endpoint).values(archived_to=upto))
+        if now_mark != mark or last_erasure_in(conn, endpoint) != erasures:
+            return False  # look again: the rows moved, or some lost their inputs
+        if store.is_sqlite:  # the deleted rows' bytes are zeroed, not left in free pages
+            conn.exec_driver_sql("PRAGMA secure_delete=ON")
+        try:
+            fresh = [w for w in written if absent_in(conn, w.leaf.sha256)]
+            if fresh:
+                conn.execute(
+                    F.insert(),
+                    [
+                        {
+                            "sha256": w.leaf.sha256,
+                            "endpoint": endpoint,
+                            "layout": w.leaf.layout,
+                            "ts_min": w.leaf.ts_min,
+                            "ts_max": w.leaf.ts_max,
+                            "rows": w.leaf.rows,
+                            "bytes": w.size,
+                            "min_id": w.leaf.min_id,
+                            "max_id": w.leaf.max_id,
+                            "target": target_json,
+                            "created_at": t,
+                        }
+                        for w in fresh
+                    ],
+                )
+                entry = evidence.batch_entry(
+                    "archive",
+                    [w.leaf.sha256 for w in fresh],
+                    [w.leaf.leaf_hash() for w in fresh],
+                    t,
+                )
+                evidence.append_in(conn, [entry])
+            gone = conn.execute(
+                delete(D).where(D.c.endpoint == endpoint, D.c.ts >= lo, D.c.ts < upto)
+            ).rowcount
+            if gone != expected:
+                # a decision landed in the range after it was read: roll back, nothing moves
+                raise ArchiveError(
+                    f"{endpoint}: {gone} decisions in the range at commit, {expected} archived; "
+                    "nothing was deleted (try again, or archive an older cut)",
+                    "before",
+                )
+            _trim_blocks(conn, endpoint, upto)
+            if mark is None:
+                conn.execute(M.insert().values(endpoint=endpoint, archived_to=upto))
+            else:
+                conn.execute(update(M).where(M.c.endpoint == endpoint).values(archived_to=upto))
+        finally:
+            if store.is_sqlite:
+                conn.exec_driver_sql("PRAGMA secure_delete=OFF")
     return True
 
 
-def _absent(conn: Connection, sha: str) -> bool:
+def last_erasure_in(conn: Connection, endpoint: str) -> int | None:
+    """The seq of the endpoint's latest erasure event (None: none yet)."""
+    E = schema.ledger_events
+    q = select(func.max(E.c.seq)).where(E.c.endpoint == endpoint, E.c.kind == "erasure")
+    v = conn.execute(q).scalar()
+    return None if v is None else int(v)
+
+
+def discard(store: Store, objs: Objects, shas: Sequence[str]) -> None:
+    """Delete the objects of files written but not recorded."""
+    for sha in shas:
+        with store.read() as conn:
+            if not absent_in(conn, sha):
+                continue
+        # unreachable: an orphan, recorded nowhere, so no reader sees it
+        with contextlib.suppress(Unreachable):
+            objs.delete(file_name(sha))
+
+
+def absent_in(conn: Connection, sha: str) -> bool:
+    """Whether no file of this digest is recorded."""
     return conn.execute(select(F.c.sha256).where(F.c.sha256 == sha)).first() is None
 
 
@@ -342,25 +399,25 @@ def record_attempt(store: Store, error: str | None, next_at: int | None) -> int:
 def status(store: Store) -> dict[str, Any]:
     """Per endpoint: decisions in the database, archived decisions, files and bytes, the mark."""
     with store.read() as conn:
-        live: dict[str, int] = dict(
+        in_db: dict[str, int] = dict(
             conn.execute(select(D.c.endpoint, func.count()).group_by(D.c.endpoint)).all()
         )
         arch = conn.execute(
-            select(F.c.endpoint, func.count(), func.sum(F.c.rows), func.sum(F.c.bytes)).group_by(
-                F.c.endpoint
-            )
+            select(F.c.endpoint, func.count(), func.sum(F.c.rows), func.sum(F.c.bytes))
+            .where(live())
+            .group_by(F.c.endpoint)
         ).all()
         marks = dict(conn.execute(select(M.c.endpoint, M.c.archived_to)).all())
-        targets = sorted(set(conn.execute(select(F.c.target).distinct()).scalars()))
+        targets = sorted(set(conn.execute(select(F.c.target).where(live()).distinct()).scalars()))
         state = conn.execute(select(S)).mappings().first()
     by = {e: (int(n), int(r or 0), int(b or 0)) for e, n, r, b in arch}
     endpoints = []
-    for e in sorted(set(live) | set(by) | set(marks)):
+    for e in sorted(set(in_db) | set(by) | set(marks)):
         files, rows, size = by.get(e, (0, 0, 0))
         endpoints.append(
             {
                 "endpoint": e,
-                "live_decisions": int(live.get(e, 0)),
+                "live_decisions": int(in_db.get(e, 0)),
                 "archived_decisions": rows,
                 "files": files,
                 "bytes": size,
@@ -375,10 +432,11 @@ def status(store: Store) -> dict[str, Any]:
 
 
 def files_holding(store: Store, decision_ids: Sequence[str]) -> list[str]:
-    """The archive files whose id range covers any of ``decision_ids`` (for erasure)."""
+    """The archive files whose id range covers any of ``decision_ids`` (the live ones:
+    a file replaced by a rewrite holds nothing a reader uses)."""
     out: set[str] = set()
     with store.read() as conn:
         for did in decision_ids:
-            q = select(F.c.sha256).where(F.c.min_id <= did, F.c.max_id >= did)
+            q = select(F.c.sha256).where(F.c.min_id <= did, F.c.max_id >= did, live())
             out.update(conn.execute(q).scalars())
     return sorted(out)

@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 import orjson
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from chronoml.domain import codec
@@ -93,6 +94,10 @@ def encode(rows: Sequence[Sequence[Any]], sch: Schema) -> tuple[bytes, bytes]:
         else:
             arrays[name] = pa.array(col)
             float_cols.append(name)
+    return _write(arrays, sch, float_cols), packed
+
+
+def _write(arrays: dict[str, pa.Array], sch: Schema, float_cols: list[str]) -> bytes:
     meta = {b"chronoml.layout": orjson.dumps([list(c) for c in sch])}
     table = pa.table(arrays).replace_schema_metadata(meta)
     buf = io.BytesIO()
@@ -105,7 +110,33 @@ def encode(rows: Sequence[Sequence[Any]], sch: Schema) -> tuple[bytes, bytes]:
         use_byte_stream_split=float_cols or False,
         write_statistics=True,
     )
-    return buf.getvalue(), packed
+    return buf.getvalue()
+
+
+def erase_rows(
+    table: pa.Table, sch: Schema, erased: np.ndarray[Any, Any], keep_context: np.ndarray[Any, Any]
+) -> tuple[bytes, bytes]:
+    """A file's bytes (from its whole ``table``) with the inputs of the rows in ``erased``
+    gone, as erasure leaves a row in the database: packed inputs NaN (an int input the
+    NaN bit pattern), text inputs missing, context missing unless ``keep_context`` (it is
+    in the decision's leaf); every other column as it was. And the packed inputs."""
+    arrays: dict[str, pa.Array] = {}
+    numeric = {input_column(c): k for c, k in numeric_inputs(sch)}
+    float_cols = [c for c, k in numeric.items() if k != "int"]
+    gone = pa.array(erased)
+    for name in table.column_names:
+        col = table.column(name).combine_chunks()
+        if name in numeric:
+            values = col.to_numpy()
+            blank = codec.ERASED_INT if numeric[name] == "int" else np.nan
+            col = pa.array(np.where(erased, blank, values).astype(values.dtype))
+        elif name == "txt":
+            col = pc.if_else(gone, pa.scalar(None, col.type), col)
+        elif name == "context":
+            col = pc.if_else(pa.array(erased & ~keep_context), pa.scalar(None, col.type), col)
+        arrays[name] = col
+    data = _write(arrays, sch, float_cols)
+    return data, packed_inputs(pa.table(arrays), sch).tobytes()
 
 
 def read(
@@ -164,7 +195,13 @@ def columns(table: pa.Table, sch: Schema) -> dict[str, np.ndarray[Any, Any]]:
     got: dict[str, np.ndarray[Any, Any]] = {}
     for c, k in numeric_inputs(sch):
         col = table.column(input_column(c)).to_numpy()
-        got[c] = col.astype(np.float64) if k == "int" else col
+        if k == "int":
+            got[c] = col.astype(np.float64)
+            erased = col == codec.ERASED_INT
+            if erased.any():  # erased inputs read as missing, as from the database
+                got[c][erased] = np.nan
+        else:
+            got[c] = col
     if any(k not in NUMERIC_KINDS for _, k in sch):
         got.update(codec.decode_others(sch, n, table.column("txt").to_pylist()))
     return got

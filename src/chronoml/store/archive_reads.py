@@ -26,6 +26,7 @@ from chronoml.domain.codec import NUMERIC_KINDS, Schema
 from chronoml.store import archive_parquet as AP
 from chronoml.store import schema
 from chronoml.store.archive_objects import open_objects
+from chronoml.store.archive_schema import live
 from chronoml.store.database import Store
 
 F = schema.archive_files
@@ -63,8 +64,30 @@ class _Cache:
                     self.size -= len(old)
         return data
 
+    def forget(self, sha: str) -> None:
+        with self.lock:
+            got = self.items.pop(sha, None)
+            if got is not None:
+                self.size -= len(got)
+
 
 _cache = _Cache()
+
+
+def file_bytes(sha: str, target_json: str) -> bytes:
+    """An archive file's bytes, checked against its digest (kept in the cache)."""
+    return _cache.get(sha, target_json)
+
+
+def forget(sha: str) -> None:
+    """Drop a file from the cache (a file replaced by a rewrite, whose object is gone)."""
+    _cache.forget(sha)
+
+
+def target_of(target_json: str) -> dict[str, Any]:
+    """The stored target of a file (JSON: URL, endpoint URL, credential references)."""
+    got: dict[str, Any] = orjson.loads(target_json)
+    return got
 
 
 def layout_of(table: pa.Table) -> Schema:
@@ -89,7 +112,7 @@ def mark(store: Store, endpoint: str) -> int | None:
 def _files(store: Store, endpoint: str, start: int, stop: int) -> list[Any]:
     q = (
         select(F)
-        .where(F.c.endpoint == endpoint, F.c.ts_max >= start, F.c.ts_min < stop)
+        .where(F.c.endpoint == endpoint, F.c.ts_max >= start, F.c.ts_min < stop, live())
         .order_by(F.c.ts_min)
     )
     with store.read() as conn:
@@ -106,7 +129,7 @@ def span(store: Store, endpoint: str, start: int, end: int) -> tuple[int, int] |
 
 def find(conn: Connection, decision_id: str) -> tuple[Any, ...] | None:
     """An archived decision as a tuple in ``decisions.COLUMNS`` order, or None."""
-    q = select(F).where(F.c.min_id <= decision_id, F.c.max_id >= decision_id)
+    q = select(F).where(F.c.min_id <= decision_id, F.c.max_id >= decision_id, live())
     for f in conn.execute(q).all():
         table, sch = _table(f, None, [("id", "==", decision_id)])
         if table.num_rows:
@@ -240,7 +263,7 @@ def label_texts(store: Store, ids: Sequence[str]) -> dict[str, str]:
 
 def recent_ids(store: Store, endpoint: str, limit: int) -> list[str]:
     """The newest archived decision ids of ``endpoint``, newest first."""
-    q = select(F).where(F.c.endpoint == endpoint).order_by(F.c.ts_max.desc()).limit(4)
+    q = select(F).where(F.c.endpoint == endpoint, live()).order_by(F.c.ts_max.desc()).limit(4)
     with store.read() as conn:
         files = list(conn.execute(q).all())
     got: list[tuple[int, str]] = []
@@ -265,6 +288,37 @@ def archive_items(conn: Connection) -> Any:
     yield from conn.execute(q).mappings()
 
 
+def replacement_problems(conn: Connection) -> list[tuple[str, str]]:
+    """Replacements whose new file is not recorded or does not hold the same decisions
+    (same endpoint, layout, time range, rows and ids): (what, why)."""
+    R = schema.archive_replacements
+    old, new = F.alias("old"), F.alias("new")
+    q = (
+        select(R.c.old_sha256, R.c.new_sha256, *old.c, *new.c)
+        .select_from(
+            R.outerjoin(old, old.c.sha256 == R.c.old_sha256).outerjoin(
+                new, new.c.sha256 == R.c.new_sha256
+            )
+        )
+        .order_by(R.c.replaced_at, R.c.old_sha256)
+    )
+    keys = ("endpoint", "layout", "ts_min", "ts_max", "rows", "min_id", "max_id")
+    out = []
+    n = len(F.c)
+    for r in conn.execute(q).all():
+        o, w = r[2 : 2 + n], r[2 + n :]
+        what = f"archive file {r[0]}"
+        if o[0] is None:
+            out.append((what, "it is recorded as replaced, but its own row is gone"))
+        elif w[0] is None:
+            out.append((what, f"it is replaced by {r[1]}, which is not recorded"))
+        else:
+            a, b = dict(zip(F.c.keys(), o, strict=True)), dict(zip(F.c.keys(), w, strict=True))
+            if any(a[k] != b[k] for k in keys):
+                out.append((what, f"it is replaced by {r[1]}, which holds other decisions"))
+    return out
+
+
 def file_leaf(r: Any) -> FileLeaf | None:
     """The leaf of an archive file's row (a mapping of its columns), or None when gone."""
     if r["sha256"] is None:
@@ -284,7 +338,8 @@ class Archived:
 
     def __init__(self, store: Store) -> None:
         with store.read() as conn:
-            self.files = list(conn.execute(select(F).order_by(F.c.min_id)).all())
+            # a replaced file's decisions are in the file that replaced it
+            self.files = list(conn.execute(select(F).where(live()).order_by(F.c.min_id)).all())
         self.loaded: OrderedDict[str, dict[str, tuple[Any, ...]]] = OrderedDict()
         self.problems: list[tuple[str, str]] = []  # (what, why)
 

@@ -3,7 +3,18 @@ Parquet files, how far each endpoint is archived, and how the archiver is doing.
 
 from __future__ import annotations
 
-from sqlalchemy import BigInteger, Column, Index, Integer, String, Table, Text
+from sqlalchemy import (
+    BigInteger,
+    Column,
+    ColumnElement,
+    Index,
+    Integer,
+    String,
+    Table,
+    Text,
+    exists,
+    select,
+)
 
 from chronoml.store.schema import metadata
 
@@ -47,3 +58,36 @@ archive_state = Table(
     Column("last_success_at", BigInteger, nullable=True),
     Column("next_attempt_at", BigInteger, nullable=True),
 )
+
+# migration 0017
+# An archive file rewritten without erased inputs: the new file holds the same decisions
+# (ids, times, outputs, commitments), is committed by a new ``archive`` entry, and replaces
+# the old one for every reader; the old file's row and entry stay (the log is append-only).
+# ``erased_before``: a retention rewrite left no input older than this in the new file.
+# ``old_deleted_at``: when the old object was deleted from its store (NULL: not yet).
+archive_replacements = Table(
+    "archive_replacements",
+    metadata,
+    Column("old_sha256", String(64), primary_key=True),
+    Column("new_sha256", String(64), nullable=False),
+    Column("reason", String(20), nullable=False),
+    Column("erased_before", BigInteger, nullable=True),
+    Column("replaced_at", BigInteger, nullable=False),
+    Column("old_deleted_at", BigInteger, nullable=True),
+)
+Index("ix_archive_replacements_new", archive_replacements.c.new_sha256)
+
+# A file retention found holding no input older than ``erased_before`` (they were erased
+# before it was archived): the next retention pass skips it unread.
+archive_cleared = Table(
+    "archive_cleared",
+    metadata,
+    Column("sha256", String(64), primary_key=True),
+    Column("erased_before", BigInteger, nullable=False),
+)
+
+
+def live() -> ColumnElement[bool]:
+    """Archive files not replaced by a rewrite: the ones readers use."""
+    R = archive_replacements
+    return ~exists(select(R.c.old_sha256).where(R.c.old_sha256 == archive_files.c.sha256))

@@ -4,7 +4,8 @@ Decisions are written one row each (a lookup by id must be one seek, and a
 2xx must not wait for anything but that row). Reading a window of a million
 of them row by row costs a million driver tuples, though. So the history of
 each endpoint is compacted, behind a watermark, into blocks of up to
-``BLOCK_ROWS`` decisions of one variant, version and input layout. A block
+``BLOCK_ROWS`` decisions of one variant, version and input layout (fewer on
+PostgreSQL, see :data:`PG_BLOCK_BYTES`). A block
 holds its timestamps, its packed numeric inputs as one matrix, its other
 inputs as one JSON array, and its outputs. Every decision with a timestamp
 below the endpoint's watermark is in exactly one block. A window read takes
@@ -39,6 +40,13 @@ W = schema.block_watermarks
 D = schema.decisions
 
 BLOCK_ROWS = 65_536
+# PostgreSQL cannot overwrite part of a stored value: erasing one row rewrites the whole
+# packed-inputs value of its block (and VACUUM then frees the old copy). There a block's
+# inputs are capped at about PG_BLOCK_BYTES, so an erasure rewrites about 512 KiB per block
+# it touches instead of 15.7 MB (65,536 rows of 30 floats). SQLite overwrites a row in
+# place (incremental blob I/O) and keeps BLOCK_ROWS.
+PG_BLOCK_BYTES = 1 << 19
+MIN_BLOCK_ROWS = 1024
 # Decisions are stamped before they commit: compact only what is surely committed.
 SETTLE_US = 60_000_000
 
@@ -102,8 +110,9 @@ def _compact_one(store: Store, endpoint: str, limit: int) -> int:
     rows = []
     outcomes: list[dict[str, Any] | None] = []
     for (variant, version, layout, shadow), members in groups.items():
-        for i in range(0, len(members), BLOCK_ROWS):
-            chunk = members[i : i + BLOCK_ROWS]
+        per_block = block_rows(store.is_sqlite, len(members[0][5]))
+        for i in range(0, len(members), per_block):
+            chunk = members[i : i + per_block]
             ts = np.fromiter((r[0] for r in chunk), dtype="<i8", count=len(chunk))
             texts = [r[6] for r in chunk]
             uniques, codes = _dictionary(texts)
@@ -155,6 +164,14 @@ def _compact_one(store: Store, endpoint: str, limit: int) -> int:
         else:
             conn.execute(W.update().where(W.c.endpoint == endpoint).values(compacted_to=limit))
     return len(data)
+
+
+def block_rows(is_sqlite: bool, row_bytes: int) -> int:
+    """Rows per block for rows of ``row_bytes`` packed inputs (a power of two on PostgreSQL)."""
+    if is_sqlite or row_bytes <= 0:
+        return BLOCK_ROWS
+    fit = max(1, PG_BLOCK_BYTES // row_bytes)
+    return max(min(BLOCK_ROWS, 1 << (fit.bit_length() - 1)), min(MIN_BLOCK_ROWS, BLOCK_ROWS))
 
 
 def _last_erasure_in(conn: Any, endpoint: str) -> int | None:

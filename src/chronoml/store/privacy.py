@@ -227,7 +227,8 @@ def _erase_in_blocks(conn: Connection, targets: Sequence[Target]) -> None:
     time order; a row is found by its timestamp and its packed inputs (rows of
     one request share a timestamp). On SQLite the row's bytes are overwritten in
     place (incremental blob I/O), so erasing one row does not rewrite a block of
-    65,536; PostgreSQL rewrites the block's value.
+    65,536; PostgreSQL rewrites the block's value in one UPDATE (its blocks are
+    capped at about 512 KiB of inputs for that: ``blocks.PG_BLOCK_BYTES``).
     """
     by_block: dict[int, list[Target]] = {}
     for t in targets:
@@ -278,15 +279,24 @@ def _erase_in_blocks(conn: Connection, targets: Sequence[Target]) -> None:
 
             cursor = _Cursor(read_at, pieces.append)
             hit = _blank(members, ts, flags, width, cursor.seek, cursor.read, cursor.write)
-            if hit and width:
-                expr = "num"
-                params: dict[str, Any] = {"id": bid, "w": width}
-                params["blank"] = np.full(width // 8, np.nan, dtype="<f8").tobytes()
-                for k, pos in enumerate(pieces):
-                    expr = f"overlay({expr} placing :blank from :p{k} for :w)"
-                    params[f"p{k}"] = pos + 1
-                sql = f"UPDATE decision_blocks SET num = {expr} WHERE id = :id"
+            if hit:
+                # one statement per block: each UPDATE writes a new version of the row
+                sets = ["erased = :erased"]
+                params: dict[str, Any] = {"id": bid, "erased": flags.tobytes()}
+                if width and pieces:
+                    expr = "num"
+                    params["w"] = width
+                    params["blank"] = np.full(width // 8, np.nan, dtype="<f8").tobytes()
+                    for k, pos in enumerate(pieces):
+                        expr = f"overlay({expr} placing :blank from :p{k} for :w)"
+                        params[f"p{k}"] = pos + 1
+                    sets.append(f"num = {expr}")
+                if txt is not None and codes is not None:
+                    params["txt"], params["codes"] = _reencode_texts(txt, codes, n, flags)
+                    sets += ["txt = :txt", "codes = :codes"]
+                sql = f"UPDATE decision_blocks SET {', '.join(sets)} WHERE id = :id"
                 conn.execute(text(sql), params)
+            continue
         if not hit:
             continue
         values["erased"] = flags.tobytes()
@@ -392,8 +402,8 @@ def scrub(store: Store, attempts: int = 40) -> bool:
     cells and pages were zeroed; a ``TRUNCATE`` checkpoint then copies the
     newest pages into the database file and empties the WAL, which still held
     the pages as they were before. PostgreSQL: ``VACUUM`` of the changed
-    tables frees the dead row versions so their space is reused; see the
-    README for what that does not promise.
+    tables prunes the dead row versions (and their TOAST chunks) so their
+    space is reused; see the README for what that does not promise.
 
     Returns False when SQLite could not truncate the WAL (a reader held it
     through every attempt): the old pages may then still be in it until the
@@ -419,7 +429,11 @@ def scrub(store: Store, attempts: int = 40) -> bool:
                     "evidence_items",
                     "decision_context",
                 ):
-                    cur.execute(f"VACUUM {table}")
+                    # pruning the changed pages is what frees the old versions' bytes; the
+                    # index pass (a scan of every index, seconds over 1M rows) only recycles
+                    # line pointers, whose index entries hold keys, never inputs: autovacuum
+                    # does it later
+                    cur.execute(f"VACUUM (INDEX_CLEANUP OFF, TRUNCATE OFF) {table}")
         return True
     finally:
         raw.invalidate() if not store.is_sqlite else raw.close()

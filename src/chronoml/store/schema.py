@@ -468,6 +468,8 @@ privacy_policies = Table(
 )
 
 # the archive's tables are defined beside the archive, on this metadata
+from chronoml.store.archive_schema import archive_cleared as archive_cleared  # noqa: E402
 from chronoml.store.archive_schema import archive_files as archive_files  # noqa: E402
 from chronoml.store.archive_schema import archive_marks as archive_marks  # noqa: E402
+from chronoml.store.archive_schema import archive_replacements as archive_replacements  # noqa: E402
 from chronoml.store.archive_schema import archive_state as archive_state  # noqa: E402
