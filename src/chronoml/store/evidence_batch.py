@@ -217,6 +217,140 @@ def decision_items(
         raw.close()
 
 
+def decision_items_span(
+    engine: Any, is_sqlite: bool, first: tuple[int, int], last: tuple[int, int]
+) -> list[tuple[Any, ...]]:
+    """The rows :func:`decision_items` gives from item ``first`` to item ``last`` (each a
+    (log index, position)), both included: a page read again in full."""
+    ph = "?" if is_sqlite else "%s"
+    kind = "+i.kind" if is_sqlite else "i.kind"
+    where = (
+        f"{kind} = 'decision' AND i.log_index >= {ph} AND i.log_index <= {ph} "
+        f"AND (i.log_index > {ph} OR i.position >= {ph}) "
+        f"AND (i.log_index < {ph} OR i.position <= {ph})"
+    )
+    sql = _DECISION_ITEMS.split(" WHERE ")[0] + " WHERE " + where
+    sql += " ORDER BY i.log_index, i.position"
+    params = (first[0], last[0], first[0], first[1], last[0], last[1])
+    raw = engine.raw_connection()
+    try:
+        cur = raw.driver_connection.cursor()
+        try:
+            cur.execute(sql, params)
+            return list(cur.fetchall())
+        finally:
+            cur.close()
+            if not is_sqlite:
+                raw.driver_connection.rollback()
+    finally:
+        raw.close()
+
+
+def _pg_bytes(b: bytes) -> str:
+    return f"'\\x{b.hex()}'::bytea"
+
+
+_B0, _B1, _B_EMPTY = _pg_bytes(b"\x00"), _pg_bytes(b"\x01"), _pg_bytes(b"")
+
+
+def _pg_s(col: str) -> str:
+    """The leaf encoding of a text column: its UTF-8 length (4 bytes) and bytes."""
+    raw = f"pg_catalog.convert_to({col}, 'UTF8')"
+    return f"pg_catalog.int4send(pg_catalog.octet_length({raw})) || {raw}"
+
+
+def _pg_f(col: str) -> str:
+    """``0x01`` and the big-endian double; NULL (so the row is encoded in Python) when the
+    value is not finite."""
+    return (
+        f"CASE WHEN {col} IN ('NaN'::float8, 'Infinity'::float8, '-Infinity'::float8) "
+        f"THEN NULL ELSE {_B1} || pg_catalog.float8send({col}) END"
+    )
+
+
+def _pg_opt(col: str, enc: str) -> str:
+    return f"CASE WHEN {col} IS NULL THEN {_B0} ELSE {_B1} || {enc} END"
+
+
+# On PostgreSQL the server lays out each decision's leaf and input commitment exactly as
+# DecisionLeaf and inputs_commitment encode them, and verify hashes what it reads: three
+# values a row where the rows themselves are eighteen. A row whose preimage is NULL
+# (its decision gone, erased, a value not finite, a short salt) or whose hash differs is
+# read again in full and checked in Python, which names it.
+_PG_LEAF = " || ".join(
+    (
+        _pg_bytes(_LEAF_PREFIX),
+        _pg_s("d.id"),
+        "pg_catalog.int8send(d.ts)",
+        _pg_s("d.endpoint"),
+        _pg_s("d.variant"),
+        _pg_s("d.model_name"),
+        _pg_s("d.model_version"),
+        "pg_catalog.int8send(d.event_seq)",
+        f"CASE WHEN d.shadow THEN {_B1} ELSE {_B0} END",
+        _pg_opt("d.unit", _pg_s("d.unit")),
+        _pg_s("d.request_id"),
+        _pg_s("d.layout"),
+        "i.commitment",
+        _pg_s("d.output"),
+        f"CASE WHEN d.output_num IS NULL THEN {_B0} ELSE " + _pg_f("d.output_num") + " END",
+        _pg_f("d.latency_ms"),
+        _pg_opt("d.scores", "pg_catalog.sha256(d.scores)"),
+        # the context is inside the commitment of a salted row (the check of the
+        # commitment, with the context inside, tells whether it really is)
+        f"CASE WHEN d.context IS NULL OR i.salt IS NOT NULL THEN {_B0} "
+        f"ELSE {_B1} || " + _pg_s("d.context") + " END",
+    )
+)
+_PG_COMMITMENT = (
+    "CASE WHEN pg_catalog.octet_length(i.salt) < 16 THEN NULL ELSE "
+    + " || ".join(
+        (
+            f"CASE WHEN d.context IS NULL THEN {_pg_bytes(_INPUTS_TAG)} "
+            f"ELSE {_pg_bytes(_INPUTS_TAG_CONTEXT)} END",
+            "pg_catalog.int4send(pg_catalog.octet_length(i.salt))",
+            "i.salt",
+            _pg_s("d.layout"),
+            "pg_catalog.int4send(pg_catalog.octet_length(d.num))",
+            "d.num",
+            _pg_opt("d.txt", _pg_s("d.txt")),
+            "CASE WHEN d.context IS NULL THEN " + _B_EMPTY + " ELSE " + _pg_s("d.context") + " END",
+        )
+    )
+    + " END"
+)
+_PG_PREIMAGES = (
+    "SELECT i.log_index, i.position, i.ref, i.leaf, i.commitment, "
+    f"{_PG_LEAF}, {_PG_COMMITMENT}, i.salt IS NULL FROM evidence_items i LEFT JOIN decisions d ON d.id = i.ref "
+    "WHERE i.kind = 'decision' AND i.log_index >= %s AND i.log_index < %s "
+    "ORDER BY i.log_index, i.position"
+)
+
+
+def decision_preimages(
+    engine: Any, lo: int, hi: int, page: int = 20_000
+) -> Iterator[list[tuple[Any, ...]]]:
+    """PostgreSQL: pages of (log index, position, ref, leaf, commitment, leaf preimage,
+    commitment preimage, whether the salt is gone) for the decision items of log entries
+    [lo, hi)."""
+    raw = engine.raw_connection()
+    try:
+        db = raw.driver_connection
+        cur = db.cursor(name="chronoml_verify_preimages")
+        try:
+            cur.execute(_PG_PREIMAGES, (lo, hi))
+            while True:
+                rows = cur.fetchmany(page)
+                if not rows:
+                    break
+                yield rows
+        finally:
+            cur.close()
+            db.rollback()
+    finally:
+        raw.close()
+
+
 def log_entries_between(conn: Connection, lo: int, hi: int) -> dict[int, tuple[Any, ...]]:
     """The log entries ``lo <= idx < hi`` by index, as tuples in ``LOG_COLUMNS`` order."""
     LOG = schema.evidence_log
