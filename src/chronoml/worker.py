@@ -97,7 +97,9 @@ def parallel(workers: int) -> Callable[[Callable[[T], R], Sequence[T]], Iterable
 _END = object()
 
 
-def read_ahead(make: Callable[[], Iterator[T]], depth: int = 2, name: str = "read-ahead") -> Iterator[T]:
+def read_ahead(
+    make: Callable[[], Iterator[T]], depth: int = 2, name: str = "read-ahead"
+) -> Iterator[T]:
     """The items of ``make()``, produced in a thread up to ``depth`` ahead of the consumer.
 
     For reading pages while the caller works on the previous one: a database driver
