@@ -46,6 +46,7 @@ log = logging.getLogger("chronoml.audit")
 # decisions; below this a process start costs more than it saves
 PARALLEL_FROM = 200_000
 MAX_WORKERS = 8
+PAGE = 20_000  # decisions read (and hashed) at a time
 
 Group = tuple[int, list[tuple[int, str, bytes | None]]]
 
@@ -179,7 +180,27 @@ def _page(page: list[tuple[Any, ...]], f: Found, archived: AR.Archived) -> list[
 Columns = tuple[list[int], list[int], list[str], list[bytes | None]]
 
 
-def _pages(store: Store, lo: int, hi: int, f: Found, present: list[int]) -> Iterator[Columns]:
+def _ranges(picked: list[int], entries: dict[int, tuple[Any, ...]]) -> list[tuple[int, int]]:
+    """``picked`` (ascending log indexes) as ranges of about ``PAGE`` decisions each."""
+    out: list[tuple[int, int]] = []
+    start, acc = picked[0], 0
+    for i in picked:
+        acc += int(entries[i][3])
+        if acc >= PAGE:
+            out.append((start, i + 1))
+            start, acc = i + 1, 0
+    if acc:
+        out.append((start, picked[-1] + 1))
+    return out
+
+
+def _pages(
+    store: Store,
+    picked: list[int],
+    entries: dict[int, tuple[Any, ...]],
+    f: Found,
+    present: list[int],
+) -> Iterator[Columns]:
     """Each page's log indexes, positions, refs and recomputed leaves, in log order.
 
     Pages are read in a thread while the previous one is hashed. On PostgreSQL the
@@ -187,11 +208,12 @@ def _pages(store: Store, lo: int, hi: int, f: Found, present: list[int]) -> Iter
     full and checked row by row in Python."""
     archived = AR.Archived(store)  # decisions moved to archive files are read back from them
     engine, sqlite = store.engine, store.is_sqlite
+    lo, hi = picked[0], picked[-1] + 1
 
     def read() -> Iterator[list[tuple[Any, ...]]]:
         if sqlite:
-            return EB.decision_items(engine, True, lo, hi)
-        return EB.decision_preimages(engine, lo, hi)
+            return EB.decision_items(engine, True, lo, hi, PAGE)
+        return EB.decision_preimages(engine, _ranges(picked, entries))
 
     for page in worker.read_ahead(read, name="chronoml-verify-read"):
         hashes: list[bytes | None] | None = None
@@ -211,10 +233,16 @@ def _pages(store: Store, lo: int, hi: int, f: Found, present: list[int]) -> Iter
         yield list(map(_IDX, page)), list(map(_POS, page)), list(map(_REF, page)), hashes
 
 
-def _groups(store: Store, lo: int, hi: int, f: Found, present: list[int]) -> Iterable[Group]:
+def _groups(
+    store: Store,
+    picked: list[int],
+    entries: dict[int, tuple[Any, ...]],
+    f: Found,
+    present: list[int],
+) -> Iterable[Group]:
     cur: int | None = None
     group: list[tuple[int, str, bytes | None]] = []
-    for idxs, poss, refs, hashes in _pages(store, lo, hi, f, present):
+    for idxs, poss, refs, hashes in _pages(store, picked, entries, f, present):
         n = len(idxs)
         at = np.fromiter(idxs, dtype=np.int64, count=n)
         cuts = (np.flatnonzero(at[1:] != at[:-1]) + 1).tolist()
@@ -234,9 +262,10 @@ def _check_range(
     store: Store, entries: dict[int, tuple[Any, ...]], picked: list[int], f: Found
 ) -> tuple[int, int]:
     """(decisions the batches hold, how many of them have their row)."""
-    lo, hi = picked[0], picked[-1] + 1
     present = [0]
-    n = check_batches("decision", _groups(store, lo, hi, f, present), entries, f, set(picked))
+    n = check_batches(
+        "decision", _groups(store, picked, entries, f, present), entries, f, set(picked)
+    )
     return n, present[0]
 
 

@@ -328,24 +328,28 @@ _PG_PREIMAGES = (
 
 
 def decision_preimages(
-    engine: Any, lo: int, hi: int, page: int = 20_000
+    engine: Any, ranges: Sequence[tuple[int, int]]
 ) -> Iterator[list[tuple[Any, ...]]]:
-    """PostgreSQL: pages of (log index, position, ref, leaf, commitment, leaf preimage,
-    commitment preimage, whether the salt is gone) for the decision items of log entries
-    [lo, hi)."""
+    """PostgreSQL: for each range [lo, hi) of log entries, the page of (log index,
+    position, ref, leaf, commitment, leaf preimage, commitment preimage, whether the salt
+    is gone) of its decision items.
+
+    One statement per range rather than one cursor over all: the server then joins a
+    range's items to their decisions through the index, without sorting the whole log."""
     raw = engine.raw_connection()
     try:
         db = raw.driver_connection
-        cur = db.cursor(name="chronoml_verify_preimages")
         try:
-            cur.execute(_PG_PREIMAGES, (lo, hi))
-            while True:
-                rows = cur.fetchmany(page)
-                if not rows:
-                    break
-                yield rows
+            for lo, hi in ranges:
+                cur = db.cursor()
+                try:
+                    cur.execute(_PG_PREIMAGES, (lo, hi))
+                    rows = cur.fetchall()
+                finally:
+                    cur.close()
+                if rows:
+                    yield rows
         finally:
-            cur.close()
             db.rollback()
     finally:
         raw.close()
