@@ -115,9 +115,14 @@ def _prove(
 
 
 def _decision_item(
-    conn: Tx, decision_id: str, size: int, item: tuple[Any, ...] | None = None
+    conn: Tx,
+    decision_id: str,
+    size: int,
+    item: tuple[Any, ...] | None = None,
+    row: D.DecisionRow | None = None,
 ) -> B.BundleItem:
-    row = D.get_in(conn, decision_id)
+    if row is None:
+        row = D.get_in(conn, decision_id)
     if item is None:
         item = SE.item_in(conn, "decision", decision_id)
     if row is None:
@@ -151,14 +156,16 @@ def _covering(cm: Context, key: SigningKey, decision_id: str) -> tuple[str, note
 def decision_proof(cm: Context, key: SigningKey, decision_id: str) -> dict[str, Any]:
     """The decision's leaf, its two audit paths and the signed checkpoint they lead to."""
     it: B.BundleItem | None = None
-    with cm.store.read() as conn:
-        # the common case in one read: a stored checkpoint already covers the decision
-        got = PR.item_and_checkpoint(conn, "decision", decision_id)
+    # the common case in two statements: a stored checkpoint already covers the decision.
+    # Every row read is immutable once written (an erasure leaves the leaf provable), so
+    # they need no shared snapshot: on PostgreSQL no BEGIN and no ROLLBACK either
+    with cm.store.lookup() as conn:
+        got = PR.decision_evidence(conn, decision_id)
         item, latest = got.item, got.checkpoint
         if item is not None and latest is not None and latest[1] > int(item[2]):
             signed = latest[2]
             cp = _parsed(signed)
-            it = _decision_item(conn, decision_id, cp.size, item)
+            it = _decision_item(conn, decision_id, cp.size, item, got.row)
     if it is None:
         signed, cp = _covering(cm, key, decision_id)
         with cm.store.read() as conn:

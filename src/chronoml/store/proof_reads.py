@@ -1,10 +1,11 @@
 """What an inclusion proof reads, in as few statements as the store allows.
 
-A decision's proof needs its evidence item, the newest checkpoint, its batch's
-leaf hashes and time, and the log's subtree nodes on its audit path. Read one
-statement each, that is six round trips and six result set-ups; here it is
-two (the item with the checkpoint, then the batch, its entry and the nodes),
-besides the decision row itself.
+A decision's proof needs its row, its evidence item, the newest checkpoint, its
+batch's leaf hashes and time, and the log's subtree nodes on its audit path.
+Read one statement each, that is six round trips and six result set-ups (and on
+a loaded machine each round trip waits for the server to be scheduled); here it
+is two: the decision with its item and the checkpoint, then the batch, its entry
+and the nodes.
 """
 
 from __future__ import annotations
@@ -15,31 +16,47 @@ from typing import Any
 
 from sqlalchemy import Connection, bindparam, text
 
-_ITEM_AND_CHECKPOINT = text(
-    "SELECT i.log_index, i.position, i.leaf, i.salt, i.commitment, c.id, c.size, c.note "
-    "FROM (SELECT 1 AS one) AS o "
-    "LEFT JOIN evidence_items i ON i.kind = :kind AND i.ref = :ref "
+from chronoml.store.decisions import COLUMNS, DecisionRow
+
+_DECISION_EVIDENCE = text(
+    "SELECT i.log_index, i.position, i.leaf, i.salt, i.commitment, c.id, c.size, c.note, "
+    + ", ".join(f"d.{col}" for col in COLUMNS)
+    + " FROM (SELECT 1 AS one) AS o "
+    "LEFT JOIN evidence_items i ON i.kind = 'decision' AND i.ref = :ref "
+    "LEFT JOIN decisions d ON d.id = :ref AND i.ref IS NOT NULL "
     "LEFT JOIN (SELECT id, size, note FROM checkpoints ORDER BY id DESC LIMIT 1) AS c ON 1 = 1"
-).bindparams(bindparam("kind"), bindparam("ref"))
+).bindparams(bindparam("ref"))
 
 
 @dataclass(frozen=True)
-class ItemAndCheckpoint:
-    """An item's evidence row (``ITEM_COLUMNS`` order, or None) and the newest checkpoint
-    (id, size, signed note; or None)."""
+class DecisionEvidence:
+    """A decision's evidence row (``ITEM_COLUMNS`` order, or None), its row (None when
+    it is not in the table: unknown, or moved to an archive file) and the newest
+    checkpoint (id, size, signed note; or None)."""
 
     item: tuple[Any, ...] | None
+    row: DecisionRow | None
     checkpoint: tuple[int, int, str] | None
 
 
-def item_and_checkpoint(conn: Connection, kind: str, ref: str) -> ItemAndCheckpoint:
-    """The item ``(kind, ref)`` and the newest stored checkpoint, in one statement."""
-    r = conn.execute(_ITEM_AND_CHECKPOINT, {"kind": kind, "ref": ref}).one()
+def decision_evidence(conn: Connection, decision_id: str) -> DecisionEvidence:
+    """The decision's item and row and the newest stored checkpoint, in one statement."""
+    r = conn.execute(_DECISION_EVIDENCE, {"ref": decision_id}).one()
     item = None
     if r[0] is not None:
-        item = (kind, ref, int(r[0]), int(r[1]), bytes(r[2]), r[3], r[4])
+        item = ("decision", decision_id, int(r[0]), int(r[1]), bytes(r[2]), r[3], r[4])
     cp = None if r[5] is None else (int(r[5]), int(r[6]), str(r[7]))
-    return ItemAndCheckpoint(item, cp)
+    row = None
+    d = r[8:]
+    if d[0] is not None:
+        # the driver's values, as the typed lookup gives them (SQLite keeps booleans as 0/1)
+        values = dict(zip(COLUMNS, d, strict=True))
+        values["shadow"] = bool(values["shadow"])
+        values["num"] = bytes(values["num"])
+        if values["scores"] is not None:
+            values["scores"] = bytes(values["scores"])
+        row = DecisionRow(**values)
+    return DecisionEvidence(item, row, cp)
 
 
 @dataclass(frozen=True)
