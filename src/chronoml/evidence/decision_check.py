@@ -1,10 +1,15 @@
 """``audit verify --decisions``: every stored decision re-encoded and checked against its batch.
 
-The decisions of the log entries asked for are read in pages (their evidence
-rows joined to their rows, in log order), each page's input commitments and
-leaves are recomputed at once (:mod:`chronoml.store.evidence_batch`), and then
-each batch's root from its leaves. A page with anything wrong in it is redone
-row by row, so the report names each row that fails and why.
+The decisions of the log entries asked for are read in pages of about
+``PAGE`` (their evidence rows joined to their rows, in log order), in a thread
+that reads the next page while this one is hashed. On SQLite each page's input
+commitments and leaves are recomputed at once from its rows
+(:mod:`chronoml.store.evidence_batch`); on PostgreSQL the server lays out each
+row's leaf and commitment preimage and verify hashes them, so three values per
+row cross the wire instead of eighteen. Then each batch's root is recomputed
+from its leaves. A page with anything wrong in it (a preimage that does not
+hash to what was committed, a stored hash that is not 32 bytes) is read again
+in full and redone row by row, so the report names each row that fails and why.
 
 Over a large log the work is split into contiguous ranges of log entries,
 one per core: the caller's process takes the first, worker processes the
