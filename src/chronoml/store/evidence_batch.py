@@ -78,6 +78,10 @@ def leaf_hashes(
     p32, p64, pf = _PACK_U32, _PACK_I64, _PACK_F64
     finite = math.isfinite
     cached = _Strings()
+    # the run of fields that repeat together from row to row (endpoint to shadow, and
+    # the output with its number), encoded once per distinct value
+    middles: dict[tuple[Any, ...], bytes] = {}
+    outputs: dict[tuple[Any, Any], bytes] = {}
     out: list[bytes] = []
     push = out.append
     end = offset + 18
@@ -89,6 +93,19 @@ def leaf_hashes(
             ctx = None
         if type(com) is not bytes or len(com) != merkle.HASH_SIZE:
             raise LV.LeafError("the input commitment is not a 32-byte hash", "inputs_commitment")
+        key = (ep, var, mname, mver, seq, shadow)
+        middle = middles.get(key)
+        if middle is None:
+            middle = b"".join(
+                (cached[ep], cached[var], cached[mname], cached[mver], p64(int(seq)))
+            ) + (b"\x01" if shadow else b"\x00")
+            if len(middles) < _CACHE_LIMIT:
+                middles[key] = middle
+        tail = outputs.get((output, onum))
+        if tail is None:
+            tail = cached[output] + (b"\x00" if onum is None else _f(float(onum)))
+            if len(outputs) < _CACHE_LIMIT:
+                outputs[(output, onum)] = tail
         a = did.encode("utf-8")
         b = rid.encode("utf-8")
         lat = float(lat)
@@ -100,19 +117,13 @@ def leaf_hashes(
                         p32(len(a)),
                         a,
                         p64(int(ts)),
-                        cached[ep],
-                        cached[var],
-                        cached[mname],
-                        cached[mver],
-                        p64(int(seq)),
-                        b"\x01" if shadow else b"\x00",
+                        middle,
                         b"\x00" if unit is None else b"\x01" + cached[unit],
                         p32(len(b)),
                         b,
                         cached[lay],
                         com,
-                        cached[output],
-                        b"\x00" if onum is None else _f(float(onum)),
+                        tail,
                         b"\x01" + pf(lat) if finite(lat) else _f(lat),
                         b"\x00" if scores is None else b"\x01" + sha(bytes(scores)).digest(),
                         b"\x00" if ctx is None else b"\x01" + _s(ctx),
