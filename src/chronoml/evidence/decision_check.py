@@ -113,7 +113,7 @@ _LEAF = merkle.HASH_SIZE
 
 def _all_hashes(values: list[Any]) -> bool:
     """Every value is a 32-byte hash: so joined values compare as the values would."""
-    return all(type(v) is bytes and len(v) == _LEAF for v in values)
+    return set(map(type, values)) == {bytes} and set(map(len, values)) == {_LEAF}
 
 
 def _fast(page: list[tuple[Any, ...]]) -> list[bytes] | None:
