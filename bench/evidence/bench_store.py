@@ -15,19 +15,32 @@ Three measurements on an embedded (SQLite) store in a temporary folder, in one r
 
     .venv/bin/python bench/evidence/bench_store.py                 # 1M decisions, a few minutes
     .venv/bin/python bench/evidence/bench_store.py --decisions 100000
+    .venv/bin/python bench/evidence/bench_store.py --only verify,proof \
+        --store postgresql+psycopg://postgres@127.0.0.1/test --before OLD_SRC
+
+``--store`` fills a fresh schema of that PostgreSQL database (dropped at the end)
+instead of a SQLite file. ``--before OLD_SRC`` also runs verify and the proofs with
+the code under ``OLD_SRC`` (a ``src`` folder of an older checkout), in a child process
+on the same store, each run right after the current code's, so the ratios come from
+one run.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import os
 import resource
 import statistics
 import struct
+import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
+
+from sqlalchemy import text
 
 from chronoml.context import Context
 from chronoml.domain import leaves as LV
@@ -59,8 +72,8 @@ def rows(n: int, start: int, seq: int) -> list[D.DecisionTuple]:
     return out
 
 
-def open_store(home: Path) -> tuple[Store, int]:
-    store = Store.open(f"sqlite:///{home / 'chronoml.db'}", home)
+def open_store(home: Path, url: str | None = None) -> tuple[Store, int]:
+    store = Store.open(url or f"sqlite:///{home / 'chronoml.db'}", home)
     store.upgrade()
     D.Layouts(store).ensure("lay30", SCHEMA)
     model = L.ModelRef("churn", "1", None, "ab" * 32)
@@ -105,6 +118,66 @@ def fill(store: Store, seq: int, n: int, batch: int) -> float:
     return time.perf_counter() - t
 
 
+def verify_once(store: Store, workers: int | None) -> dict[str, float]:
+    t, c0, k0 = time.perf_counter(), time.process_time(), _children_cpu()
+    report = EA.verify(store, decisions=True, workers=workers)
+    wall = time.perf_counter() - t
+    cpu = time.process_time() - c0 + _children_cpu() - k0
+    assert report.ok, report.problems[:3]
+    return {"wall": wall, "cpu": cpu, "decisions": float(report.decisions or 0)}
+
+
+def proofs_once(store: Store, home: Path, url: str, ids: list[str]) -> dict[str, float]:
+    key = keys.generate("bench")
+    EC.issue(store, key)
+    settings = Settings.from_env({}, home=home, store_url=None if url.startswith("sqlite") else url)
+    cm = Context(settings, store)
+    made: list[float] = []
+    made_cpu: list[float] = []
+    checked: list[float] = []
+    for did in ids:
+        t, c0 = time.perf_counter(), time.process_time()
+        p: dict[str, Any] = proofs.decision_proof(cm, key, did)
+        made.append((time.perf_counter() - t) * 1000)
+        made_cpu.append((time.process_time() - c0) * 1000)
+        t = time.perf_counter()
+        ok = check(p)
+        checked.append((time.perf_counter() - t) * 1000)
+        assert ok
+    return {
+        "made": statistics.median(made),
+        "cpu": statistics.median(made_cpu),
+        "checked": statistics.median(checked),
+    }
+
+
+def child(args: argparse.Namespace) -> int:
+    """Run one measurement with whatever ``chronoml`` this interpreter imports."""
+    home = Path(args.home)
+    store = Store.open(args.url, home)
+    try:
+        if args.child == "verify":
+            got = verify_once(store, None if args.workers == 0 else args.workers)
+        else:
+            got = proofs_once(store, home, args.url, json.loads(sys.stdin.read()))
+    finally:
+        store.close()
+    print(json.dumps(got))
+    return 0
+
+
+def run_before(
+    src: str, what: str, url: str, home: Path, workers: int = 0, ids: list[str] | None = None
+) -> dict[str, float]:
+    env = {**os.environ, "PYTHONPATH": src}
+    cmd = [sys.executable, __file__, "--child", what, "--url", url, "--home", str(home)]
+    cmd += ["--workers", str(workers)]
+    out = subprocess.run(
+        cmd, env=env, input=json.dumps(ids or []), capture_output=True, text=True, check=True
+    )
+    return dict(json.loads(out.stdout.strip().splitlines()[-1]))
+
+
 def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--decisions", type=int, default=1_000_000)
@@ -118,48 +191,97 @@ def main() -> int:
         default=0.58,
         help="the gateway's server CPU per single-row request (bench/serving)",
     )
+    ap.add_argument("--only", default="commit,verify,proof", help="which measurements")
+    ap.add_argument("--store", help="a PostgreSQL URL (default: SQLite in a temporary folder)")
+    ap.add_argument("--before", help="the src folder of older code to run beside this one")
+    ap.add_argument("--rounds", type=int, default=1, help="verify runs of each code")
+    ap.add_argument("--child", choices=["verify", "proof"], help=argparse.SUPPRESS)
+    ap.add_argument("--url", help=argparse.SUPPRESS)
+    ap.add_argument("--home", help=argparse.SUPPRESS)
+    ap.add_argument("--workers", type=int, default=0, help=argparse.SUPPRESS)
     args = ap.parse_args()
+    if args.child:
+        return child(args)
+    only = set(args.only.split(","))
     missed = False
     with tempfile.TemporaryDirectory() as tmp:
-        on, off = commit_cost(Path(tmp) / "commit", args.commits, args.repeats)
-        added = on - off
-        share = added / args.request_cpu_ms
-        print(
-            f"single-row commit CPU: on {on:.3f} ms, off {off:.3f} ms (anchor), ratio {on / off:.2f}"
-        )
-        print(
-            f"  commitments add {added * 1000:.0f} us = {share:.1%} of "
-            f"{args.request_cpu_ms} ms server CPU per request (goal <= 10%)"
-        )
-        missed |= share > 0.10
-
-        on16, off16 = commit_cost(Path(tmp) / "commit16", args.commits // 4, args.repeats, 16)
-        print(
-            f"16-row commit CPU: on {on16:.3f} ms, off {off16:.3f} ms; commitments add "
-            f"{(on16 - off16) * 1000 / 16:.0f} us per decision (what a busy gateway's commits hold)"
-        )
-
+        if "commit" in only:
+            missed |= commit_costs(Path(tmp), args)
+        if not only & {"verify", "proof"}:
+            return 2 if missed else 0
         home = Path(tmp) / "big"
-        store, seq = open_store(home)
-        fill_s = fill(store, seq, args.decisions, args.batch)
-        print(f"filled {args.decisions:,} decisions in {fill_s:.1f} s ({args.batch} per commit)")
-        for workers in (1, None):
-            t, c0, k0 = time.perf_counter(), time.process_time(), _children_cpu()
-            report = EA.verify(store, decisions=True, workers=workers)
-            verify_s = time.perf_counter() - t
-            cpu = time.process_time() - c0 + _children_cpu() - k0
-            assert report.ok, report.problems[:3]
-            goal = 10.0 * args.decisions / 1_000_000
-            print(
-                f"verify --decisions ({'1 process' if workers else 'one per core'}): "
-                f"{verify_s:.1f} s for {report.decisions:,} decisions, {cpu:.1f} s of CPU "
-                f"({verify_s / max(report.decisions or 1, 1) * 1e6:.1f} us each; goal {goal:.1f} s)"
-            )
-        missed |= verify_s > goal
+        home.mkdir()
+        url = f"sqlite:///{home / 'chronoml.db'}"
+        schema_name = None
+        if args.store:
+            schema_name = f"bench_store_{new_id()[:8]}".replace("-", "")
+            admin = Store.open(args.store, home)
+            with admin.engine.begin() as c:
+                c.execute(text(f"CREATE SCHEMA {schema_name}"))
+            admin.close()
+            url = f"{args.store}?options=-csearch_path%3D{schema_name}"
+        store, seq = open_store(home, url)
+        try:
+            missed |= measure_store(store, seq, home, url, only, args)
+        finally:
+            store.close()
+            if schema_name is not None:
+                admin = Store.open(args.store, home)
+                with admin.engine.begin() as c:
+                    c.execute(text(f"DROP SCHEMA {schema_name} CASCADE"))
+                admin.close()
+    return 2 if missed else 0
 
-        key = keys.generate("bench")
-        EC.issue(store, key)
-        cm = Context(Settings.from_env({}, home=home), store)
+
+def commit_costs(tmp: Path, args: argparse.Namespace) -> bool:
+    on, off = commit_cost(tmp / "commit", args.commits, args.repeats)
+    added = on - off
+    share = added / args.request_cpu_ms
+    print(f"single-row commit CPU: on {on:.3f} ms, off {off:.3f} ms (anchor), ratio {on / off:.2f}")
+    print(
+        f"  commitments add {added * 1000:.0f} us = {share:.1%} of "
+        f"{args.request_cpu_ms} ms server CPU per request (goal <= 10%)"
+    )
+    on16, off16 = commit_cost(tmp / "commit16", args.commits // 4, args.repeats, 16)
+    print(
+        f"16-row commit CPU: on {on16:.3f} ms, off {off16:.3f} ms; commitments add "
+        f"{(on16 - off16) * 1000 / 16:.0f} us per decision (what a busy gateway's commits hold)"
+    )
+    return share > 0.10
+
+
+def measure_store(
+    store: Store, seq: int, home: Path, url: str, only: set[str], args: argparse.Namespace
+) -> bool:
+    missed = False
+    kind = "PostgreSQL" if args.store else "SQLite"
+    fill_s = fill(store, seq, args.decisions, args.batch)
+    print(
+        f"{kind}: filled {args.decisions:,} decisions in {fill_s:.1f} s ({args.batch} per commit)"
+    )
+    if store.is_sqlite:  # as the server's checkpointer does every second
+        with store.engine.connect() as c:
+            c.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)")
+    goal = 10.0 * args.decisions / 1_000_000
+    if "verify" in only:
+        for workers in (1, None):
+            label = "1 process" if workers else "one per core"
+            for _ in range(args.rounds):
+                now = verify_once(store, workers)
+                print(
+                    f"verify --decisions ({label}): {now['wall']:.1f} s for "
+                    f"{int(now['decisions']):,} decisions, {now['cpu']:.1f} s of CPU "
+                    f"({now['wall'] / max(now['decisions'], 1) * 1e6:.1f} us each; goal {goal:.1f} s)"
+                )
+                missed |= workers is None and now["wall"] > goal
+                if args.before:
+                    old = run_before(args.before, "verify", url, home, workers or 0)
+                    print(
+                        f"  before: {old['wall']:.1f} s, {old['cpu']:.1f} s of CPU; "
+                        f"now/before wall {now['wall'] / old['wall']:.2f}, "
+                        f"CPU {now['cpu'] / old['cpu']:.2f}"
+                    )
+    if "proof" in only:
         with store.read() as conn:
             ids = [
                 r[0]
@@ -167,26 +289,21 @@ def main() -> int:
                     f"SELECT id FROM decisions ORDER BY random() LIMIT {args.proofs}"
                 )
             ]
-        made: list[float] = []
-        made_cpu: list[float] = []
-        checked: list[float] = []
-        for did in ids:
-            t, c0 = time.perf_counter(), time.process_time()
-            p: dict[str, Any] = proofs.decision_proof(cm, key, did)
-            made.append((time.perf_counter() - t) * 1000)
-            made_cpu.append((time.process_time() - c0) * 1000)
-            t = time.perf_counter()
-            ok = check(p)
-            checked.append((time.perf_counter() - t) * 1000)
-            assert ok
-        mk, ck = statistics.median(made), statistics.median(checked)
-        print(
-            f"proof made {mk:.3f} ms (goal 5; {statistics.median(made_cpu):.3f} ms of CPU), "
-            f"checked {ck:.3f} ms (goal 1), medians of {len(ids)}"
-        )
-        missed |= mk > 5 or ck > 1
-        store.close()
-    return 2 if missed else 0
+        for _ in range(args.rounds):
+            got = proofs_once(store, home, url, ids)
+            print(
+                f"proof made {got['made']:.3f} ms (goal 5; {got['cpu']:.3f} ms of CPU), "
+                f"checked {got['checked']:.3f} ms (goal 1), medians of {len(ids)}"
+            )
+            missed |= got["made"] > 5 or got["checked"] > 1
+            if args.before:
+                old = run_before(args.before, "proof", url, home, ids=ids)
+                print(
+                    f"  before: made {old['made']:.3f} ms ({old['cpu']:.3f} ms of CPU), "
+                    f"checked {old['checked']:.3f} ms; now/before made "
+                    f"{got['made'] / old['made']:.2f}, CPU {got['cpu'] / old['cpu']:.2f}"
+                )
+    return missed
 
 
 def _children_cpu() -> float:

@@ -3,12 +3,14 @@
 A :class:`Worker` calls a function every interval (or sooner, when woken) in a
 daemon thread until stopped; a failing pass is logged and the next one runs on
 schedule. The outbox, the monitor, the retraining runner and the gateway's
-ledger watcher are all workers.
+ledger watcher are all workers. :func:`read_ahead` reads pages in a thread while the
+caller works on the previous one.
 """
 
 from __future__ import annotations
 
 import logging
+import queue
 import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -90,3 +92,59 @@ def parallel(workers: int) -> Callable[[Callable[[T], R], Sequence[T]], Iterable
             return iter(list(pool.map(fn, items)))
 
     return run
+
+
+_END = object()
+
+
+def read_ahead(
+    make: Callable[[], Iterator[T]], depth: int = 2, name: str = "read-ahead"
+) -> Iterator[T]:
+    """The items of ``make()``, produced in a thread up to ``depth`` ahead of the consumer.
+
+    For reading pages while the caller works on the previous one: a database driver
+    waiting on its server or its file does so without the GIL. The iterator is made,
+    run and closed in the thread (so a connection it holds is opened and given back
+    there); an error in it is raised to the consumer; a consumer that stops early
+    stops the thread.
+    """
+    q: queue.Queue[object] = queue.Queue(depth)
+    stop = threading.Event()
+    failed: list[BaseException] = []
+
+    def put(item: object) -> bool:
+        while not stop.is_set():
+            try:
+                q.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def run() -> None:
+        items = make()
+        try:
+            for item in items:
+                if not put(item):
+                    return
+        except BaseException as exc:  # handed to the consumer, raised there
+            failed.append(exc)
+        finally:
+            close = getattr(items, "close", None)
+            if close is not None:
+                close()
+        put(_END)
+
+    thread = threading.Thread(target=run, name=name, daemon=True)
+    thread.start()
+    try:
+        while True:
+            item = q.get()
+            if item is _END:
+                if failed:
+                    raise failed[0]
+                return
+            yield item  # type: ignore[misc]
+    finally:
+        stop.set()
+        thread.join()

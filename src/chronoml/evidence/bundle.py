@@ -99,6 +99,7 @@ def prove_item(
     position: int | None = None,
     committed_at: int | None = None,
     inputs: StoredInputs | None = None,
+    leaf_hash: bytes | None = None,
 ) -> BundleItem:
     """Make the proofs for ``leaf``: into its batch (decisions, feedback, explanations) and the log.
 
@@ -106,11 +107,12 @@ def prove_item(
     store's node table); ``batch_leaves`` are the leaf hashes of the item's
     group commit in order, with the item at ``position``. Checks that the
     item's entry really is the log's leaf at ``log_index``, so a bundle that
-    would not verify is never written.
+    would not verify is never written. ``leaf_hash``: the leaf's hash when the
+    caller has computed it already.
     """
     kind = leaf.KIND
     batch: BatchProof | None = None
-    entry = leaf.leaf_hash()
+    entry = leaf.leaf_hash() if leaf_hash is None else leaf_hash
     if kind in leaves.BATCHED_KINDS:
         if batch_leaves is None or position is None or committed_at is None:
             raise BundleError(

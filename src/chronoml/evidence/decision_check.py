@@ -1,10 +1,15 @@
 """``audit verify --decisions``: every stored decision re-encoded and checked against its batch.
 
-The decisions of the log entries asked for are read in pages (their evidence
-rows joined to their rows, in log order), each page's input commitments and
-leaves are recomputed at once (:mod:`chronoml.store.evidence_batch`), and then
-each batch's root from its leaves. A page with anything wrong in it is redone
-row by row, so the report names each row that fails and why.
+The decisions of the log entries asked for are read in pages of about
+``PAGE`` (their evidence rows joined to their rows, in log order), in a thread
+that reads the next page while this one is hashed. On SQLite each page's input
+commitments and leaves are recomputed at once from its rows
+(:mod:`chronoml.store.evidence_batch`); on PostgreSQL the server lays out each
+row's leaf and commitment preimage and verify hashes them, so three values per
+row cross the wire instead of eighteen. Then each batch's root is recomputed
+from its leaves. A page with anything wrong in it (a preimage that does not
+hash to what was committed, a stored hash that is not 32 bytes) is read again
+in full and redone row by row, so the report names each row that fails and why.
 
 Over a large log the work is split into contiguous ranges of log entries,
 one per core: the caller's process takes the first, worker processes the
@@ -18,17 +23,23 @@ range is checked exactly as a single process would check it.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
 import struct
 import subprocess
 import sys
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from operator import itemgetter
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
+from chronoml import worker
 from chronoml.domain import leaves as LV
+from chronoml.domain import merkle
 from chronoml.evidence.findings import Found, Problem, check_batches
 from chronoml.store import Store
 from chronoml.store import archive_reads as AR
@@ -40,8 +51,20 @@ log = logging.getLogger("chronoml.audit")
 # decisions; below this a process start costs more than it saves
 PARALLEL_FROM = 200_000
 MAX_WORKERS = 8
+PAGE = 20_000  # decisions read (and hashed) at a time
 
 Group = tuple[int, list[tuple[int, str, bytes | None]]]
+
+# columns of a page of full rows (evidence_batch.decision_items) and of preimages
+# (evidence_batch.decision_preimages)
+_IDX, _POS, _REF, _LEAF_AT = itemgetter(0), itemgetter(1), itemgetter(2), itemgetter(3)
+_SALT, _COM, _ID, _CTX = itemgetter(4), itemgetter(5), itemgetter(6), itemgetter(23)
+_PRE_STORED_COM, _PRE_LEAF, _PRE_COM, _PRE_ERASED = (
+    itemgetter(4),
+    itemgetter(5),
+    itemgetter(6),
+    itemgetter(7),
+)
 
 
 def _page_slow(page: list[tuple[Any, ...]], f: Found, archived: AR.Archived) -> list[bytes | None]:
@@ -85,42 +108,157 @@ def _page_slow(page: list[tuple[Any, ...]], f: Found, archived: AR.Archived) -> 
     return out
 
 
-def _page(page: list[tuple[Any, ...]], f: Found, archived: AR.Archived) -> list[bytes | None]:
-    """The recomputed leaf of each row of a page (None where the decision is gone)."""
-    if any(r[6] is None for r in page):
-        return _page_slow(page, f, archived)
+_LEAF = merkle.HASH_SIZE
+
+
+def _all_hashes(values: list[Any]) -> bool:
+    """Every value is a 32-byte hash: so joined values compare as the values would."""
+    return set(map(type, values)) == {bytes} and set(map(len, values)) == {_LEAF}
+
+
+def _fast(page: list[tuple[Any, ...]]) -> list[bytes] | None:
+    """The leaves of a page of full rows when every row verifies, else None (then the
+    careful pass names what does not)."""
+    n = len(page)
+    if list(map(_ID, page)).count(None):
+        return None  # a decision is gone (or archived): row by row
+    salts = list(map(_SALT, page))
+    coms = list(map(_COM, page))
+    leaves = list(map(_LEAF_AT, page))
+    if not (_all_hashes(coms) and _all_hashes(leaves)):
+        return None
     try:
-        salted = [r for r in page if r[4] is not None]
-        got = EB.commitments(salted, [bytes(r[4]) for r in salted], 6)
-        coms = [bytes(r[5]) for r in page]
-        if got != ([bytes(r[5]) for r in salted] if len(salted) < len(page) else coms):
-            # a context in the leaf (decisions logged before it was committed with the
-            # inputs) or an edit: the row-by-row pass tells which
-            return _page_slow(page, f, archived)
+        erased = salts.count(None)
+        if erased == 0:
+            got = EB.commitments(page, salts, 6)
+            if b"".join(got) != b"".join(coms):
+                # a context in the leaf (decisions logged before it was committed with the
+                # inputs) or an edit: the careful pass tells which
+                return None
+        else:
+            salted = [r for r in page if r[4] is not None]
+            got = EB.commitments(salted, [r[4] for r in salted], 6)
+            if b"".join(got) != b"".join([r[5] for r in salted]):
+                return None
         # where the commitment matched with the context inside, the leaf holds none
-        inside = [r[4] is not None and r[23] is not None for r in page]
+        ctx = list(map(_CTX, page))
+        inside = None
+        if ctx.count(None) < n:
+            inside = [c is not None and s is not None for c, s in zip(ctx, salts, strict=True)]
         hashes = EB.leaf_hashes(page, coms, 6, inside)
     except (LV.LeafError, TypeError, ValueError, AttributeError, IndexError, struct.error):
-        return _page_slow(page, f, archived)
-    if b"".join(hashes) != b"".join([bytes(r[3]) for r in page]):
-        return _page_slow(page, f, archived)
-    return list(hashes)
+        return None
+    return hashes if b"".join(hashes) == b"".join(leaves) else None
 
 
-def _groups(store: Store, lo: int, hi: int, f: Found, present: list[int]) -> Iterable[Group]:
+def _fast_preimages(page: list[tuple[Any, ...]]) -> list[bytes] | None:
+    """PostgreSQL's page of preimages: the leaves when every row verifies, else None."""
+    sha = hashlib.sha256
+    pre = list(map(_PRE_LEAF, page))
+    coms = list(map(_PRE_STORED_COM, page))
+    leaves = list(map(_LEAF_AT, page))
+    if pre.count(None) or not (_all_hashes(coms) and _all_hashes(leaves)):
+        return None
+    inputs = list(map(_PRE_COM, page))
+    gone = list(map(_PRE_ERASED, page))
+    if gone.count(True) == 0:
+        if inputs.count(None):
+            return None
+        if b"".join([sha(p).digest() for p in inputs]) != b"".join(coms):
+            return None
+    else:
+        kept = [(p, c) for p, c, g in zip(inputs, coms, gone, strict=True) if not g]
+        if any(p is None for p, _ in kept):
+            return None
+        if b"".join([sha(p).digest() for p, _ in kept]) != b"".join([c for _, c in kept]):
+            return None
+    hashes = [sha(p).digest() for p in pre]
+    return hashes if b"".join(hashes) == b"".join(leaves) else None
+
+
+def _page(page: list[tuple[Any, ...]], f: Found, archived: AR.Archived) -> list[bytes | None]:
+    """The recomputed leaf of each row of a page (None where the decision is gone)."""
+    got = _fast(page)
+    return list(got) if got is not None else _page_slow(page, f, archived)
+
+
+Columns = tuple[list[int], list[int], list[str], list[bytes | None]]
+
+
+def _ranges(picked: list[int], entries: dict[int, tuple[Any, ...]]) -> list[tuple[int, int]]:
+    """``picked`` (ascending log indexes) as ranges of about ``PAGE`` decisions each."""
+    out: list[tuple[int, int]] = []
+    start, acc = picked[0], 0
+    for i in picked:
+        acc += int(entries[i][3])
+        if acc >= PAGE:
+            out.append((start, i + 1))
+            start, acc = i + 1, 0
+    if acc:
+        out.append((start, picked[-1] + 1))
+    return out
+
+
+def _pages(
+    store: Store,
+    picked: list[int],
+    entries: dict[int, tuple[Any, ...]],
+    f: Found,
+    present: list[int],
+) -> Iterator[Columns]:
+    """Each page's log indexes, positions, refs and recomputed leaves, in log order.
+
+    Pages are read in a thread while the previous one is hashed. On PostgreSQL the
+    server lays out the preimages; a page where anything differs is read again in
+    full and checked row by row in Python."""
     archived = AR.Archived(store)  # decisions moved to archive files are read back from them
+    engine, sqlite = store.engine, store.is_sqlite
+    lo, hi = picked[0], picked[-1] + 1
+
+    def read() -> Iterator[list[tuple[Any, ...]]]:
+        if sqlite:
+            return EB.decision_items(engine, True, lo, hi, PAGE)
+        return EB.decision_preimages(engine, _ranges(picked, entries))
+
+    for page in worker.read_ahead(read, name="chronoml-verify-read"):
+        hashes: list[bytes | None] | None = None
+        if not sqlite:
+            fast = _fast_preimages(page)
+            if fast is not None:
+                hashes = list(fast)
+                present[0] += len(page)
+            else:
+                first, last = page[0], page[-1]
+                page = EB.decision_items_span(
+                    engine, False, (first[0], first[1]), (last[0], last[1])
+                )
+        if hashes is None:
+            present[0] += len(page) - list(map(_ID, page)).count(None)
+            hashes = _page(page, f, archived)
+        yield list(map(_IDX, page)), list(map(_POS, page)), list(map(_REF, page)), hashes
+
+
+def _groups(
+    store: Store,
+    picked: list[int],
+    entries: dict[int, tuple[Any, ...]],
+    f: Found,
+    present: list[int],
+) -> Iterable[Group]:
     cur: int | None = None
     group: list[tuple[int, str, bytes | None]] = []
-    for page in EB.decision_items(store.engine, store.is_sqlite, lo, hi):
-        present[0] += sum(1 for r in page if r[6] is not None)
-        for r, h in zip(page, _page(page, f, archived), strict=True):
-            idx = int(r[0])
-            if idx != cur:
-                if cur is not None:
-                    yield cur, group
-                    group = []
-                cur = idx
-            group.append((int(r[1]), str(r[2]), h))
+    for idxs, poss, refs, hashes in _pages(store, picked, entries, f, present):
+        n = len(idxs)
+        at = np.fromiter(idxs, dtype=np.int64, count=n)
+        cuts = (np.flatnonzero(at[1:] != at[:-1]) + 1).tolist()
+        for a, b in zip([0, *cuts], [*cuts, n], strict=True):
+            items = list(zip(poss[a:b], refs[a:b], hashes[a:b], strict=True))
+            if idxs[a] == cur:
+                group.extend(items)
+                continue
+            if cur is not None:
+                yield cur, group
+            cur, group = int(idxs[a]), items
     if cur is not None:
         yield cur, group
 
@@ -129,9 +267,10 @@ def _check_range(
     store: Store, entries: dict[int, tuple[Any, ...]], picked: list[int], f: Found
 ) -> tuple[int, int]:
     """(decisions the batches hold, how many of them have their row)."""
-    lo, hi = picked[0], picked[-1] + 1
     present = [0]
-    n = check_batches("decision", _groups(store, lo, hi, f, present), entries, f, set(picked))
+    n = check_batches(
+        "decision", _groups(store, picked, entries, f, present), entries, f, set(picked)
+    )
     return n, present[0]
 
 

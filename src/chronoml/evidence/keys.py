@@ -17,6 +17,7 @@ import binascii
 import os
 import stat
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 
 from cryptography.hazmat.primitives import serialization
@@ -43,9 +44,9 @@ class SigningKey:
     name: str
     private: Ed25519PrivateKey
 
-    @property
+    @cached_property
     def public_key(self) -> bytes:
-        """The 32 raw public key bytes."""
+        """The 32 raw public key bytes (derived once: every proof hands out the key)."""
         return self.private.public_key().public_bytes(_RAW, serialization.PublicFormat.Raw)
 
     def verifier(self) -> note.VerifierKey:
@@ -55,6 +56,10 @@ class SigningKey:
 
     def vkey(self) -> str:
         """The public key as ``name+keyid+base64``, what ``chronoml audit key`` prints."""
+        return self._vkey
+
+    @cached_property
+    def _vkey(self) -> str:
         return note.format_vkey(self.name, self.public_key)
 
     def sign(self, message: bytes) -> bytes:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +30,14 @@ from chronoml.store import evidence as SE
 from chronoml.store import explanations as SX
 from chronoml.store import ledger as SL
 from chronoml.store import privacy as SP
+from chronoml.store import proof_reads as PR
 from chronoml.store.database import Tx
+
+
+@lru_cache(maxsize=8)
+def _parsed(signed: str) -> note.Checkpoint:
+    """The checkpoint of a signed note (proofs reuse the newest one until the next)."""
+    return note.parse_checkpoint(note.parse_note(signed).text)
 
 
 def _checkpoint_covering(cm: Context, key: SigningKey, index: int) -> tuple[str, note.Checkpoint]:
@@ -37,16 +45,17 @@ def _checkpoint_covering(cm: Context, key: SigningKey, index: int) -> tuple[str,
         latest = SC.latest_checkpoint(conn)
     if latest is not None and latest[1] > index:
         text = latest[4]
-        cp = note.parse_checkpoint(note.parse_note(text).text)
-        return text, cp
+        return text, _parsed(text)
     issued = EC.issue(cm.store, key)
     return issued.note, issued.checkpoint
 
 
 def _nodes(conn: Tx, index: int, size: int) -> Callable[[int, int], bytes]:
     # the entry itself too: prove_item checks it is the leaf at that index
-    got = SE.nodes_in(conn, [(0, index), *merkle.inclusion_proof_nodes(index, size)])
+    return _node_source(SE.nodes_in(conn, [(0, index), *merkle.inclusion_proof_nodes(index, size)]))
 
+
+def _node_source(got: dict[tuple[int, int], bytes]) -> Callable[[int, int], bytes]:
     def node(level: int, idx: int) -> bytes:
         h = got.get((level, idx))
         if h is None:
@@ -80,30 +89,40 @@ def _prove(
     if item is None:
         raise NotFound(f"{kind} {ref} is not in the evidence log")
     log_index, position, stored = int(item[2]), int(item[3]), bytes(item[4])
-    if leaf.leaf_hash() != stored:
+    computed = leaf.leaf_hash()
+    if computed != stored:
         raise StoreError(f"{kind} {ref} no longer matches its committed leaf: run audit verify")
-    entry = SE.log_entry(conn, log_index)
-    assert entry is not None
-    batch = [h for _, h in SE.batch_leaves_in(conn, log_index)]
+    # the batch, its entry and the log's nodes on the path (the entry's own too:
+    # prove_item checks it is the leaf at that index) in one read
+    wanted = [(0, log_index), *merkle.inclusion_proof_nodes(log_index, size)]
+    got = PR.batch_and_path(conn, log_index, wanted)
+    if got.committed_at is None:
+        raise StoreError(f"the evidence log has no entry {log_index}: run audit verify")
     try:
         return B.prove_item(
             leaf,
-            _nodes(conn, log_index, size),
+            _node_source(got.nodes),
             log_index,
             size,
-            batch_leaves=batch,
+            batch_leaves=got.leaves,
             position=position,
-            committed_at=int(entry[5]),
+            committed_at=got.committed_at,
             inputs=inputs,
+            leaf_hash=computed,
         )
     except B.BundleError as exc:
         raise StoreError(f"cannot prove {kind} {ref}: {exc.message}: run audit verify") from None
 
 
 def _decision_item(
-    conn: Tx, decision_id: str, size: int, item: tuple[Any, ...] | None = None
+    conn: Tx,
+    decision_id: str,
+    size: int,
+    item: tuple[Any, ...] | None = None,
+    row: D.DecisionRow | None = None,
 ) -> B.BundleItem:
-    row = D.get_in(conn, decision_id)
+    if row is None:
+        row = D.get_in(conn, decision_id)
     if item is None:
         item = SE.item_in(conn, "decision", decision_id)
     if row is None:
@@ -137,14 +156,16 @@ def _covering(cm: Context, key: SigningKey, decision_id: str) -> tuple[str, note
 def decision_proof(cm: Context, key: SigningKey, decision_id: str) -> dict[str, Any]:
     """The decision's leaf, its two audit paths and the signed checkpoint they lead to."""
     it: B.BundleItem | None = None
-    with cm.store.read() as conn:
-        # the common case in one read: a stored checkpoint already covers the decision
-        item = SE.item_in(conn, "decision", decision_id)
-        latest = SC.latest_checkpoint(conn) if item is not None else None
+    # the common case in two statements: a stored checkpoint already covers the decision.
+    # Every row read is immutable once written (an erasure leaves the leaf provable), so
+    # they need no shared snapshot: on PostgreSQL no BEGIN and no ROLLBACK either
+    with cm.store.lookup() as conn:
+        got = PR.decision_evidence(conn, decision_id)
+        item, latest = got.item, got.checkpoint
         if item is not None and latest is not None and latest[1] > int(item[2]):
-            signed = latest[4]
-            cp = note.parse_checkpoint(note.parse_note(signed).text)
-            it = _decision_item(conn, decision_id, cp.size, item)
+            signed = latest[2]
+            cp = _parsed(signed)
+            it = _decision_item(conn, decision_id, cp.size, item, got.row)
     if it is None:
         signed, cp = _covering(cm, key, decision_id)
         with cm.store.read() as conn:

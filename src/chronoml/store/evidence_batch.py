@@ -78,6 +78,10 @@ def leaf_hashes(
     p32, p64, pf = _PACK_U32, _PACK_I64, _PACK_F64
     finite = math.isfinite
     cached = _Strings()
+    # the run of fields that repeat together from row to row (endpoint to shadow, and
+    # the output with its number), encoded once per distinct value
+    middles: dict[tuple[Any, ...], bytes] = {}
+    outputs: dict[tuple[Any, Any], bytes] = {}
     out: list[bytes] = []
     push = out.append
     end = offset + 18
@@ -89,6 +93,19 @@ def leaf_hashes(
             ctx = None
         if type(com) is not bytes or len(com) != merkle.HASH_SIZE:
             raise LV.LeafError("the input commitment is not a 32-byte hash", "inputs_commitment")
+        key = (ep, var, mname, mver, seq, shadow)
+        middle = middles.get(key)
+        if middle is None:
+            middle = b"".join(
+                (cached[ep], cached[var], cached[mname], cached[mver], p64(int(seq)))
+            ) + (b"\x01" if shadow else b"\x00")
+            if len(middles) < _CACHE_LIMIT:
+                middles[key] = middle
+        tail = outputs.get((output, onum))
+        if tail is None:
+            tail = cached[output] + (b"\x00" if onum is None else _f(float(onum)))
+            if len(outputs) < _CACHE_LIMIT:
+                outputs[(output, onum)] = tail
         a = did.encode("utf-8")
         b = rid.encode("utf-8")
         lat = float(lat)
@@ -100,19 +117,13 @@ def leaf_hashes(
                         p32(len(a)),
                         a,
                         p64(int(ts)),
-                        cached[ep],
-                        cached[var],
-                        cached[mname],
-                        cached[mver],
-                        p64(int(seq)),
-                        b"\x01" if shadow else b"\x00",
+                        middle,
                         b"\x00" if unit is None else b"\x01" + cached[unit],
                         p32(len(b)),
                         b,
                         cached[lay],
                         com,
-                        cached[output],
-                        b"\x00" if onum is None else _f(float(onum)),
+                        tail,
                         b"\x01" + pf(lat) if finite(lat) else _f(lat),
                         b"\x00" if scores is None else b"\x01" + sha(bytes(scores)).digest(),
                         b"\x00" if ctx is None else b"\x01" + _s(ctx),
@@ -213,6 +224,144 @@ def decision_items(
             cur.close()
             if not is_sqlite:
                 db.rollback()
+    finally:
+        raw.close()
+
+
+def decision_items_span(
+    engine: Any, is_sqlite: bool, first: tuple[int, int], last: tuple[int, int]
+) -> list[tuple[Any, ...]]:
+    """The rows :func:`decision_items` gives from item ``first`` to item ``last`` (each a
+    (log index, position)), both included: a page read again in full."""
+    ph = "?" if is_sqlite else "%s"
+    kind = "+i.kind" if is_sqlite else "i.kind"
+    where = (
+        f"{kind} = 'decision' AND i.log_index >= {ph} AND i.log_index <= {ph} "
+        f"AND (i.log_index > {ph} OR i.position >= {ph}) "
+        f"AND (i.log_index < {ph} OR i.position <= {ph})"
+    )
+    sql = _DECISION_ITEMS.split(" WHERE ")[0] + " WHERE " + where
+    sql += " ORDER BY i.log_index, i.position"
+    params = (first[0], last[0], first[0], first[1], last[0], last[1])
+    raw = engine.raw_connection()
+    try:
+        cur = raw.driver_connection.cursor()
+        try:
+            cur.execute(sql, params)
+            return list(cur.fetchall())
+        finally:
+            cur.close()
+            if not is_sqlite:
+                raw.driver_connection.rollback()
+    finally:
+        raw.close()
+
+
+def _pg_bytes(b: bytes) -> str:
+    return f"'\\x{b.hex()}'::bytea"
+
+
+_B0, _B1, _B_EMPTY = _pg_bytes(b"\x00"), _pg_bytes(b"\x01"), _pg_bytes(b"")
+
+
+def _pg_s(col: str) -> str:
+    """The leaf encoding of a text column: its UTF-8 length (4 bytes) and bytes."""
+    raw = f"pg_catalog.convert_to({col}, 'UTF8')"
+    return f"pg_catalog.int4send(pg_catalog.octet_length({raw})) || {raw}"
+
+
+def _pg_f(col: str) -> str:
+    """``0x01`` and the big-endian double; NULL (so the row is encoded in Python) when the
+    value is not finite."""
+    return (
+        f"CASE WHEN {col} IN ('NaN'::float8, 'Infinity'::float8, '-Infinity'::float8) "
+        f"THEN NULL ELSE {_B1} || pg_catalog.float8send({col}) END"
+    )
+
+
+def _pg_opt(col: str, enc: str) -> str:
+    return f"CASE WHEN {col} IS NULL THEN {_B0} ELSE {_B1} || {enc} END"
+
+
+# On PostgreSQL the server lays out each decision's leaf and input commitment exactly as
+# DecisionLeaf and inputs_commitment encode them, and verify hashes what it reads: three
+# values a row where the rows themselves are eighteen. A row whose preimage is NULL
+# (its decision gone, erased, a value not finite, a short salt) or whose hash differs is
+# read again in full and checked in Python, which names it.
+_PG_LEAF = " || ".join(
+    (
+        _pg_bytes(_LEAF_PREFIX),
+        _pg_s("d.id"),
+        "pg_catalog.int8send(d.ts)",
+        _pg_s("d.endpoint"),
+        _pg_s("d.variant"),
+        _pg_s("d.model_name"),
+        _pg_s("d.model_version"),
+        "pg_catalog.int8send(d.event_seq)",
+        f"CASE WHEN d.shadow THEN {_B1} ELSE {_B0} END",
+        _pg_opt("d.unit", _pg_s("d.unit")),
+        _pg_s("d.request_id"),
+        _pg_s("d.layout"),
+        "i.commitment",
+        _pg_s("d.output"),
+        f"CASE WHEN d.output_num IS NULL THEN {_B0} ELSE " + _pg_f("d.output_num") + " END",
+        _pg_f("d.latency_ms"),
+        _pg_opt("d.scores", "pg_catalog.sha256(d.scores)"),
+        # the context is inside the commitment of a salted row (the check of the
+        # commitment, with the context inside, tells whether it really is)
+        f"CASE WHEN d.context IS NULL OR i.salt IS NOT NULL THEN {_B0} "
+        f"ELSE {_B1} || " + _pg_s("d.context") + " END",
+    )
+)
+_PG_COMMITMENT = (
+    "CASE WHEN pg_catalog.octet_length(i.salt) < 16 THEN NULL ELSE "
+    + " || ".join(
+        (
+            f"CASE WHEN d.context IS NULL THEN {_pg_bytes(_INPUTS_TAG)} "
+            f"ELSE {_pg_bytes(_INPUTS_TAG_CONTEXT)} END",
+            "pg_catalog.int4send(pg_catalog.octet_length(i.salt))",
+            "i.salt",
+            _pg_s("d.layout"),
+            "pg_catalog.int4send(pg_catalog.octet_length(d.num))",
+            "d.num",
+            _pg_opt("d.txt", _pg_s("d.txt")),
+            "CASE WHEN d.context IS NULL THEN " + _B_EMPTY + " ELSE " + _pg_s("d.context") + " END",
+        )
+    )
+    + " END"
+)
+_PG_PREIMAGES = (
+    "SELECT i.log_index, i.position, i.ref, i.leaf, i.commitment, "
+    f"{_PG_LEAF}, {_PG_COMMITMENT}, i.salt IS NULL FROM evidence_items i LEFT JOIN decisions d ON d.id = i.ref "
+    "WHERE i.kind = 'decision' AND i.log_index >= %s AND i.log_index < %s "
+    "ORDER BY i.log_index, i.position"
+)
+
+
+def decision_preimages(
+    engine: Any, ranges: Sequence[tuple[int, int]]
+) -> Iterator[list[tuple[Any, ...]]]:
+    """PostgreSQL: for each range [lo, hi) of log entries, the page of (log index,
+    position, ref, leaf, commitment, leaf preimage, commitment preimage, whether the salt
+    is gone) of its decision items.
+
+    One statement per range rather than one cursor over all: the server then joins a
+    range's items to their decisions through the index, without sorting the whole log."""
+    raw = engine.raw_connection()
+    try:
+        db = raw.driver_connection
+        try:
+            for lo, hi in ranges:
+                cur = db.cursor()
+                try:
+                    cur.execute(_PG_PREIMAGES, (lo, hi))
+                    rows = cur.fetchall()
+                finally:
+                    cur.close()
+                if rows:
+                    yield rows
+        finally:
+            db.rollback()
     finally:
         raw.close()
 
