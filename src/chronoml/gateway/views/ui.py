@@ -41,6 +41,8 @@ _env = Environment(loader=PackageLoader("chronoml", "templates"), autoescape=sel
 _ASSETS = {
     "uPlot.iife.min.js": "text/javascript",
     "uPlot.min.css": "text/css",
+    "chart.umd.min.js": "text/javascript",
+    "chartjs-chart-matrix.min.js": "text/javascript",
     "charts.js": "text/javascript",
 }
 #: The span the endpoint page charts when the URL does not say (``?window=``).
