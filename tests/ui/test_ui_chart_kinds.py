@@ -69,8 +69,11 @@ def test_heatmap_cells_pick_their_feature_and_mark_the_version_change(page: Any)
     ticks = page.evaluate(f"{chart}.scales.x.ticks.map((t) => t.label)")
     assert "a v2" in ticks[2] and "a v2" not in ticks[1]
     # a click on a cell picks its feature and window
+    # (Chart.js handles pointer events on the next animation frame: wait for each)
     page.mouse.click(cells[5]["x"], cells[5]["y"])  # income, third window
+    page.wait_for_function("window.picked.length === 1")
     page.mouse.click(cells[6]["x"], cells[6]["y"])  # tenure, first window
+    page.wait_for_function("window.picked.length === 2")
     assert page.evaluate("window.picked") == [
         ["income", "2026-01-03T00:00:00Z"],
         ["tenure", "2026-01-01T00:00:00Z"],
