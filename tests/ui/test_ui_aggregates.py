@@ -46,9 +46,9 @@ def _log(store: Store, ts: list[int], lat: list[float], outputs: list[str]) -> l
     return ids
 
 
-def _label(store: Store, pairs: list[tuple[str, str]]) -> None:
+def _label(store: Store, pairs: list[tuple[str, str]], at: int = T0) -> None:
     rows = [
-        {"decision_id": d, "label": y, "label_num": None, "recorded_at": T0, "actor": "t"}
+        {"decision_id": d, "label": y, "label_num": None, "recorded_at": at, "actor": "t"}
         for d, y in pairs
     ]
     with store.write() as conn:
@@ -81,6 +81,29 @@ def test_quality_follows_the_latest_label_of_each_decision(store: Store) -> None
     assert q.points == [(3, 2 / 3)]
     stats = by_version(tl, "e", T0, T0 + M)
     assert stats["1"]["labelled"] == 3 and stats["1"]["decisions"] == 4
+
+
+def test_quality_as_of_a_time_uses_only_the_labels_that_had_arrived(store: Store) -> None:
+    # four decisions in the hour's first minute; labels arrive over the next hour
+    ids = _log(store, [T0 + i for i in range(4)], [1.0] * 4, ["1", "1", "0", "0"])
+    tl = Timeline(store, clock=lambda: T0 + 120 * M)
+    _label(store, [(ids[0], "1"), (ids[1], "1")], at=T0 + 10 * M)
+    assert tl.quality("e", T0, T0 + 60 * M, 60 * M).points == [(2, 1.0)]
+    # later: one decision relabelled wrong, one more labelled wrong
+    _label(store, [(ids[1], "0"), (ids[2], "1")], at=T0 + 40 * M)
+    now = tl.quality("e", T0, T0 + 60 * M, 60 * M)
+    assert now.points == [(3, 1 / 3)]
+    # as of T0 + 30 min neither had arrived: the page then showed 2 right of 2
+    then = tl.quality("e", T0, T0 + 30 * M, 60 * M)
+    assert then.points == [(2, 1.0)] and then.versions == {"1": (2, 2.0)}
+    assert by_version(tl, "e", T0, T0 + 30 * M)["1"]["quality"] == 1.0
+    # before any label had arrived, no quality at all
+    assert tl.quality("e", T0, T0 + 5 * M, 60 * M).points == [(0, None)]
+    # a label whose clock ran behind (a lower time after a higher id) counts from when
+    # the labels before it had arrived, so the decision never shows a label it lost
+    _label(store, [(ids[3], "0")], at=T0 + 20 * M)
+    assert tl.quality("e", T0, T0 + 30 * M, 60 * M).points == [(2, 1.0)]
+    assert tl.quality("e", T0, T0 + 50 * M, 60 * M).points == [(4, 2 / 4)]
 
 
 def test_drift_is_one_scale_that_grows_with_the_shift() -> None:
