@@ -26,6 +26,7 @@ from chronoml.errors import ChronomlError, NotFound
 from chronoml.gateway.access import SESSION_COOKIE, principal_of
 from chronoml.gateway.responses import JSON, error, for_error
 from chronoml.gateway.views import ui_charts, ui_pages
+from chronoml.gateway.views.ui_warm import Warmer
 from chronoml.monitor.drift_grid import DriftGrid
 from chronoml.monitor.timeline import Timeline
 from chronoml.store import alerts as SA
@@ -96,6 +97,18 @@ def routes(gw: Gateway) -> list[Route]:
     verified: dict[str, Any] = {}
     timeline = Timeline(cm.store)
     grid = DriftGrid(cm.store, cm.layouts)
+
+    def default_view(e: str) -> None:
+        events = cm.history(e).as_dict()["events"]
+        at = now_us()
+        ui_charts.endpoint_charts(
+            timeline, grid, e, events, at - parse_duration(DEFAULT_WINDOW), at
+        )
+
+    warmer = Warmer(lambda: [ep.endpoint for ep in cm.endpoints()], default_view)
+    gw.on_start.append(warmer.start)
+    gw.on_stop.append(warmer.stop)
+    gw.ui_warmer = warmer
 
     def verification() -> tuple[Any, float]:
         # the whole chain is recomputed at most once a minute, not on every view
@@ -190,7 +203,8 @@ def routes(gw: Gateway) -> list[Route]:
     def _endpoint_context(e: str, at: int, span: int) -> dict[str, Any]:
         status = cm.status(e, at).as_dict()
         events = cm.history(e).as_dict()["events"]
-        charts = ui_charts.endpoint_charts(timeline, grid, e, events, max(at - span, 0), at)
+        with warmer.lock(e):  # during the start-up build: wait for it, then reuse it
+            charts = ui_charts.endpoint_charts(timeline, grid, e, events, max(at - span, 0), at)
         raw = {ev.seq: ev for ev in SL.history(cm.store, e)}
         marks = []
         for ev in events:
