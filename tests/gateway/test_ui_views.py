@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import re
 import time
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -136,3 +137,19 @@ def test_quality_as_of_shows_only_labels_sent_by_then(cm: Any, settings: Any, mo
     assert [q for q in then["quality"] if q is not None] == [1.0]
     assert sum(now["labelled"]) == 3
     assert [q for q in now["quality"] if q is not None] == [pytest.approx(1 / 3)]
+
+
+@pytest.mark.parametrize("store_url", ["sqlite"], indirect=True)
+def test_chart_libraries_are_served_compressed_from_the_package(cm: Any, settings: Any) -> None:
+    static = Path(__file__).resolve().parents[2] / "src" / "chronoml" / "gateway" / "static"
+    app = create_app(settings, cm)
+    with admin_client(app) as c:
+        for name in ("chart.umd.min.js", "chartjs-chart-matrix.min.js", "uPlot.iife.min.js"):
+            raw = c.get(f"/ui/static/{name}", headers={"Accept-Encoding": "identity"})
+            assert raw.status_code == 200 and "content-encoding" not in raw.headers
+            assert raw.content == (static / name).read_bytes()
+            assert raw.headers["content-type"].startswith("text/javascript")
+            packed = c.get(f"/ui/static/{name}", headers={"Accept-Encoding": "gzip"})
+            assert packed.headers["content-encoding"] == "gzip"
+            assert packed.content == raw.content  # the client inflated it
+            assert int(packed.headers["content-length"]) < len(raw.content) / 2
