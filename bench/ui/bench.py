@@ -8,10 +8,14 @@ days and becomes the only one after five), a week of 1M decisions with 30 float
 inputs (drifting from day four), 10% of them labelled, compacted into blocks as
 the server does. Then a real server on loopback serves the pages:
 
-- server: each page fetched with httpx, the first (cold) time and then
-  ``--repeats`` more times; the median of those is the number that counts (the
-  timeline and drift grid keep what can no longer change, so later views only
-  read the newest buckets);
+- cold start: a first server is started and the endpoint page asked for at
+  once (it waits for the charts the server builds at start, then reads them);
+  it is stopped, and a second one started on the same store, whose start-up
+  build is timed until it is done;
+- server: on that second server, each page fetched with httpx, the first time
+  (after the start-up build) and then ``--repeats`` more times; the median of
+  those is the number that counts (the timeline and drift grid keep what can
+  no longer change, so later views only read the newest buckets);
 - browser: Debian's chromium (``/usr/bin/chromium``) through Playwright loads
   each page and waits until every chart on it is drawn; the time is from
   navigation start to the last chart painted (so it includes the server's render).
@@ -184,13 +188,13 @@ def main() -> None:
         cm = Chronoml.open(settings)
         took, decision = populate(cm, args.rows)
         print(f"populated {args.rows:,} decisions (10% labelled) in {took:.0f} s")
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            port = s.getsockname()[1]
-        server = BackgroundServer(cm, "127.0.0.1", port)
-        server.start()
-        base = f"http://127.0.0.1:{port}"
         token, _ = create_token(cm.store, "bench", "admin", by="bench")
+        at_once = _first_view_at_start(cm, token)
+        print(f"endpoint page asked for at once after a start: {at_once:.0f} ms")
+        server, base = _serve(cm)
+        warmer = server.app.state.gateway.ui_warmer
+        warmer.done.wait(900)
+        print(f"the start-up build of the endpoint's charts took {1000 * warmer.took_s:.0f} ms")
         pages = {
             "overview": "/ui/",
             "endpoint": f"/ui/endpoints/{E}",
@@ -205,7 +209,7 @@ def main() -> None:
         finally:
             server.stop()
             cm.close()
-    print(f"{'page':10} {'cold ms':>8} {'median ms':>10} {'max ms':>8} {'browser ms':>11}")
+    print(f"{'page':10} {'first ms':>8} {'median ms':>10} {'max ms':>8} {'browser ms':>11}")
     for name in pages:
         cold, rest = server_times[name]
         b = browser_times.get(name)
@@ -228,6 +232,29 @@ def main() -> None:
     print(f"goal met: every page <= {GOAL_SERVER_MS} ms median, charts <= {GOAL_BROWSER_MS} ms")
 
 
+def _serve(cm: Chronoml) -> tuple[BackgroundServer, str]:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    server = BackgroundServer(cm, "127.0.0.1", port)
+    server.start()
+    return server, f"http://127.0.0.1:{port}"
+
+
+def _first_view_at_start(cm: Chronoml, token: str) -> float:
+    """The endpoint page asked for the moment a fresh server is listening."""
+    server, base = _serve(cm)
+    try:
+        with httpx.Client(headers={"Authorization": f"Bearer {token}"}, timeout=900) as c:
+            t = time.perf_counter()
+            r = c.get(f"{base}/ui/endpoints/{E}")
+            took = (time.perf_counter() - t) * 1000
+            assert r.status_code == 200, r.text[:300]
+    finally:
+        server.stop()
+    return took
+
+
 def _server(
     base: str, token: str, pages: dict[str, str], repeats: int
 ) -> dict[str, tuple[float, list[float]]]:
@@ -243,7 +270,9 @@ def _server(
                 times.append((time.perf_counter() - t) * 1000)
                 assert r.status_code == 200, (path, r.status_code, r.text[:300])
             out[name] = (times[0], times[1:])
-            print(f"  {name}: cold {times[0]:.0f} ms, median {statistics.median(times[1:]):.0f} ms")
+            print(
+                f"  {name}: first {times[0]:.0f} ms, median {statistics.median(times[1:]):.0f} ms"
+            )
     return out
 
 

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import re
+import time
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -14,6 +17,7 @@ from access_support import admin_client
 from chronoml.auth.access import create_token
 from chronoml.gateway.app import create_app
 from chronoml.store.schema import ledger_events
+from chronoml.timeutil import iso, now_us
 
 X = load_breast_cancer(as_frame=True).frame.drop(columns=["target"])
 # any absolute URL in a src, href or url(): the UI must load nothing from elsewhere
@@ -89,3 +93,63 @@ def test_audit_marks_the_first_bad_event(cm: Any, settings: Any, models: Any) ->
     assert "BROKEN" in page and 'href="#event-2">#2</a>' in page
     row = re.search(r'<tr id="event-2" class="bad"><td>#2 <strong>first bad</strong>', page)
     assert row, page
+
+
+def _charts(page: str) -> dict[str, Any]:
+    m = re.search(r'<script type="application/json" id="charts-data">(.*?)</script>', page, re.S)
+    assert m, page[:300]
+    return dict(json.loads(m.group(1)))
+
+
+@pytest.mark.parametrize("store_url", ["sqlite"], indirect=True)
+def test_quality_as_of_shows_only_labels_sent_by_then(cm: Any, settings: Any, models: Any) -> None:
+    app = create_app(settings, cm)
+    with admin_client(app) as c:
+        assert (
+            c.put(
+                "/v1/endpoints/cancer", json={"model_uri": f"models:/cancer/{models.linked_v1}"}
+            ).status_code
+            == 200
+        )
+        rows = X.iloc[:3]
+        split = {"columns": list(rows.columns), "data": rows.values.tolist()}
+        ids = c.post("/v1/endpoints/cancer/predict", json={"dataframe_split": split}).json()[
+            "decision_ids"
+        ]
+        outputs = [c.get(f"/v1/decisions/{i}").json()["output"] for i in ids]
+        # one right label, then the time T of the bookmark
+        assert (
+            c.post("/v1/feedback", json={"decision_id": ids[0], "label": outputs[0]}).status_code
+            < 300
+        )
+        time.sleep(0.01)
+        at = iso(now_us())
+        time.sleep(0.01)
+        # a view now reads the labels so far (a server's state after a page was shown)
+        assert sum(_charts(c.get("/ui/endpoints/cancer").text)["series"]["labelled"]) == 1
+        # after T: the first decision relabelled wrong, two more labelled
+        for i, y in ((ids[0], 1 - outputs[0]), (ids[1], outputs[1]), (ids[2], 1 - outputs[2])):
+            body = {"decision_id": i, "label": y, "update": i == ids[0]}
+            assert c.post("/v1/feedback", json=body).status_code < 300
+        then = _charts(c.get("/ui/endpoints/cancer", params={"at": at}).text)["series"]
+        now = _charts(c.get("/ui/endpoints/cancer").text)["series"]
+    assert sum(then["labelled"]) == 1
+    assert [q for q in then["quality"] if q is not None] == [1.0]
+    assert sum(now["labelled"]) == 3
+    assert [q for q in now["quality"] if q is not None] == [pytest.approx(1 / 3)]
+
+
+@pytest.mark.parametrize("store_url", ["sqlite"], indirect=True)
+def test_chart_libraries_are_served_compressed_from_the_package(cm: Any, settings: Any) -> None:
+    static = Path(__file__).resolve().parents[2] / "src" / "chronoml" / "gateway" / "static"
+    app = create_app(settings, cm)
+    with admin_client(app) as c:
+        for name in ("chart.umd.min.js", "chartjs-chart-matrix.min.js", "uPlot.iife.min.js"):
+            raw = c.get(f"/ui/static/{name}", headers={"Accept-Encoding": "identity"})
+            assert raw.status_code == 200 and "content-encoding" not in raw.headers
+            assert raw.content == (static / name).read_bytes()
+            assert raw.headers["content-type"].startswith("text/javascript")
+            packed = c.get(f"/ui/static/{name}", headers={"Accept-Encoding": "gzip"})
+            assert packed.headers["content-encoding"] == "gzip"
+            assert packed.content == raw.content  # the client inflated it
+            assert int(packed.headers["content-length"]) < len(raw.content) / 2

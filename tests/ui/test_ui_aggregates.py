@@ -13,7 +13,14 @@ from chronoml.domain import codec
 from chronoml.domain import ledger as L
 from chronoml.domain.profiling import build_profile
 from chronoml.ids import new_ids
-from chronoml.monitor.drift_grid import DriftGrid, bins, heatmap, histogram, js_distance
+from chronoml.monitor.drift_grid import (
+    DriftGrid,
+    bins,
+    heatmap,
+    histogram,
+    js_distance,
+    served_models,
+)
 from chronoml.monitor.timeline import Timeline, by_version
 from chronoml.store import Store, schema
 from chronoml.store import decisions as D
@@ -46,9 +53,9 @@ def _log(store: Store, ts: list[int], lat: list[float], outputs: list[str]) -> l
     return ids
 
 
-def _label(store: Store, pairs: list[tuple[str, str]]) -> None:
+def _label(store: Store, pairs: list[tuple[str, str]], at: int = T0) -> None:
     rows = [
-        {"decision_id": d, "label": y, "label_num": None, "recorded_at": T0, "actor": "t"}
+        {"decision_id": d, "label": y, "label_num": None, "recorded_at": at, "actor": "t"}
         for d, y in pairs
     ]
     with store.write() as conn:
@@ -83,6 +90,29 @@ def test_quality_follows_the_latest_label_of_each_decision(store: Store) -> None
     assert stats["1"]["labelled"] == 3 and stats["1"]["decisions"] == 4
 
 
+def test_quality_as_of_a_time_uses_only_the_labels_that_had_arrived(store: Store) -> None:
+    # four decisions in the hour's first minute; labels arrive over the next hour
+    ids = _log(store, [T0 + i for i in range(4)], [1.0] * 4, ["1", "1", "0", "0"])
+    tl = Timeline(store, clock=lambda: T0 + 120 * M)
+    _label(store, [(ids[0], "1"), (ids[1], "1")], at=T0 + 10 * M)
+    assert tl.quality("e", T0, T0 + 60 * M, 60 * M).points == [(2, 1.0)]
+    # later: one decision relabelled wrong, one more labelled wrong
+    _label(store, [(ids[1], "0"), (ids[2], "1")], at=T0 + 40 * M)
+    now = tl.quality("e", T0, T0 + 60 * M, 60 * M)
+    assert now.points == [(3, 1 / 3)]
+    # as of T0 + 30 min neither had arrived: the page then showed 2 right of 2
+    then = tl.quality("e", T0, T0 + 30 * M, 60 * M)
+    assert then.points == [(2, 1.0)] and then.versions == {"1": (2, 2.0)}
+    assert by_version(tl, "e", T0, T0 + 30 * M)["1"]["quality"] == 1.0
+    # before any label had arrived, no quality at all
+    assert tl.quality("e", T0, T0 + 5 * M, 60 * M).points == [(0, None)]
+    # a label whose clock ran behind (a lower time after a higher id) counts from when
+    # the labels before it had arrived, so the decision never shows a label it lost
+    _label(store, [(ids[3], "0")], at=T0 + 20 * M)
+    assert tl.quality("e", T0, T0 + 30 * M, 60 * M).points == [(2, 1.0)]
+    assert tl.quality("e", T0, T0 + 50 * M, 60 * M).points == [(4, 2 / 4)]
+
+
 def test_drift_is_one_scale_that_grows_with_the_shift() -> None:
     rng = np.random.default_rng(0)
     ref = pd.DataFrame({"x": rng.normal(size=5000)})
@@ -106,7 +136,8 @@ def _deploy(store: Store, version: str, at: int) -> int:
     return SL.append(store, L.Change("deploy", "e", "t", payload), effective_at=at, now=at).seq
 
 
-def test_heatmap_marks_the_version_change_and_shows_both_distributions(store: Store) -> None:
+def _two_versions(store: Store) -> D.Layouts:
+    """v1 answers 500 decisions from T0 (one each 6 s), v2 500 shifted ones from T0 + 1 h."""
     rng = np.random.default_rng(1)
     ref = pd.DataFrame({"x": rng.normal(size=3000), "y": rng.normal(size=3000)})
     prof = build_profile(ref, (ref["x"] > 0).astype(float).to_numpy())
@@ -128,6 +159,11 @@ def test_heatmap_marks_the_version_change_and_shows_both_distributions(store: St
                               None, did, layout, nums[i], txts[i], out, float(out), 1.0)
             )  # fmt: skip
     D.insert_many(store, rows)
+    return layouts
+
+
+def test_heatmap_marks_the_version_change_and_shows_both_distributions(store: Store) -> None:
+    layouts = _two_versions(store)
     grid = DriftGrid(store, layouts, clock=lambda: T0 + 600 * M)
     h = heatmap(grid, "e", T0, T0 + 120 * M)
     assert h["features"] == ["x", "y"]
@@ -143,3 +179,25 @@ def test_heatmap_marks_the_version_change_and_shows_both_distributions(store: St
     assert len(dist["reference"]) == len(dist["window"]) == len(dist["labels"])
     assert sum(dist["window"]) == pytest.approx(1.0)
     assert h["prediction"][i] is not None
+
+
+def test_an_open_window_is_its_settled_hours_and_the_rest(store: Store) -> None:
+    layouts = _two_versions(store)
+    served = served_models(store, "e")
+    span = [(T0, T0 + 110 * M)]
+    # long after: one pass over the whole window
+    whole = DriftGrid(store, layouts, clock=lambda: T0 + 600 * M).cells("e", span, served)[0]
+    # 100 minutes in, the window is still open: its first hour is read and kept on its own
+    live = DriftGrid(store, layouts, clock=lambda: T0 + 100 * M)
+    split = live.cells("e", span, served)[0]
+    assert ("e", T0, T0 + 60 * M) in live._cells
+    assert ("e", T0, T0 + 110 * M) not in live._cells
+    key = {(c.variant, c.version): c for c in whole}
+    assert sorted(key) == sorted((c.variant, c.version) for c in split)
+    for c in split:
+        w = key[(c.variant, c.version)]
+        assert c.rows == w.rows and c.rows == 500
+        for f, h in w.features.items():
+            assert np.array_equal(c.features[f], h), f
+        assert w.prediction is not None and c.prediction is not None
+        assert np.array_equal(c.prediction, w.prediction)

@@ -36,6 +36,7 @@ from chronoml.gateway.log import DecisionLog
 from chronoml.gateway.metrics import Metrics
 from chronoml.gateway.responses import _JSON_OPTIONS, JSON, error, error_body
 from chronoml.gateway.views import explain as explain_views
+from chronoml.gateway.views.ui_warm import Warmer
 from chronoml.monitor.alerts import AlertEngine
 from chronoml.monitor.outbox import Outbox
 from chronoml.monitor.scheduler import Monitor
@@ -75,6 +76,10 @@ class Gateway:
         self.archiver: Archiver | None = None
         self.partitions: PartitionWorker | None = None
         self._privacy_secret: bytes | None = None  # loaded when a policy first hashes
+        # background work the routes ask for: each started after the rest, stopped first
+        self.on_start: list[Callable[[], None]] = []
+        self.on_stop: list[Callable[[], None]] = []
+        self.ui_warmer: Warmer | None = None  # builds the UI's charts after a start
 
     # --- lifecycle ---------------------------------------------------------
 
@@ -142,8 +147,12 @@ class Gateway:
                 on_enqueue=self.outbox.wake,
             )
             self.checkpoints.start()
+        for hook in self.on_start:
+            hook()
 
     def stop(self) -> None:
+        for hook in self.on_stop:
+            hook()
         if self.archiver is not None:
             self.archiver.stop()
         if self.partitions is not None:

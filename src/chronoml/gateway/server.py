@@ -89,6 +89,7 @@ class BackgroundServer:
 
     def __init__(self, cm: Chronoml, host: str, port: int) -> None:
         app = create_app(cm.settings, cm)
+        self.app = app
         self._server = uvicorn.Server(
             uvicorn.Config(app, host=host, port=port, log_level="warning")
         )

@@ -40,6 +40,8 @@ CACHE_WINDOWS = 4096
 #: A window still open is recomputed at most this often (the heatmap's newest column lags by
 #: at most this much; reading it means decoding the blocks it overlaps).
 OPEN_TTL_US = 30_000_000
+#: A window still open is read as its settled hours, each kept, and the rest.
+PIECE_US = 3_600_000_000
 #: A view whose end is this close to the clock is a live one ("now"), not an as-of one.
 LIVE_US = 1_000_000
 Counts = npt.NDArray[np.float64]
@@ -140,7 +142,7 @@ class DriftGrid:
                 out.append(hit)
         todo = [i for i, c in enumerate(out) if c is None]
         if todo:
-            got = self._read(endpoint, [spans[i] for i in todo], served)
+            got = self._read_split(endpoint, [spans[i] for i in todo], served, now)
             with self._lock:
                 for i, cells in zip(todo, got, strict=True):
                     out[i] = cells
@@ -152,6 +154,37 @@ class DriftGrid:
                 while len(self._cells) > CACHE_WINDOWS:
                     self._cells.popitem(last=False)
         return [c or [] for c in out]
+
+    def _read_split(
+        self,
+        endpoint: str,
+        spans: list[tuple[int, int]],
+        served: dict[tuple[str, str], ModelRef],
+        now: int,
+    ) -> list[list[Cell]]:
+        """Like :meth:`_read`, but a window still open is read as its settled hours (each
+        kept once read) and the open rest: a live view reads at most the newest hour again."""
+        settled = now - SETTLE_US
+        cut = settled - settled % PIECE_US
+        pieces: list[list[tuple[int, int]]] = []
+        for start, end in spans:
+            if end <= settled or cut - start < PIECE_US or start % PIECE_US:
+                pieces.append([(start, end)])
+            else:
+                hours = [(h, h + PIECE_US) for h in range(start, min(cut, end), PIECE_US)]
+                pieces.append(hours + ([(cut, end)] if end > cut else []))
+        flat = sorted({p for ps in pieces for p in ps})
+        with self._lock:
+            kept = {p: self._cells.get((endpoint, *p)) for p in flat}
+        missing = [p for p in flat if kept[p] is None]
+        if missing:
+            for p, cells in zip(missing, self._read(endpoint, missing, served), strict=True):
+                kept[p] = cells
+            with self._lock:
+                for p in missing:
+                    if p[1] <= settled and p[1] - p[0] == PIECE_US:
+                        self._cells[(endpoint, *p)] = kept[p]  # type: ignore[assignment]
+        return [_merge([kept[p] or [] for p in ps]) for ps in pieces]
 
     def _read(
         self,
@@ -189,6 +222,27 @@ class DriftGrid:
                     part.variant, part.version, ref.artifact_digest, rows, feats, pred
                 )
         return [list(a.values()) for a in acc]
+
+
+def _merge(groups: list[list[Cell]]) -> list[Cell]:
+    """The cells of adjacent spans as one span's: counts of the same version added."""
+    if len(groups) == 1:
+        return groups[0]
+    acc: dict[tuple[str, str], Cell] = {}
+    for cells in groups:
+        for c in cells:
+            old = acc.get((c.variant, c.version))
+            if old is None:
+                acc[(c.variant, c.version)] = c
+                continue
+            feats = {f: h + old.features[f] for f, h in c.features.items() if f in old.features}
+            pred = None
+            if c.prediction is not None and old.prediction is not None:
+                pred = c.prediction + old.prediction
+            acc[(c.variant, c.version)] = Cell(
+                c.variant, c.version, c.digest, c.rows + old.rows, feats, pred
+            )
+    return list(acc.values())
 
 
 def served_models(store: Store, endpoint: str) -> dict[tuple[str, str], ModelRef]:

@@ -5,10 +5,15 @@ the same bucket is the same whatever window a page asks for. The decision log
 is append-only, so a bucket that ended more than ``SETTLE_US`` ago never
 changes: its figures are computed once and kept (bounded), and a page over a
 million decisions reads only the buckets still open. Quality depends on labels,
-which arrive late for old decisions too: per bucket and version it keeps the
-sum of outcomes and counts, and adds only the feedback rows newer than the last
-it saw (a relabelled decision swaps its old outcome for the new one). Quality
-is that of the labels known now, also in an as-of view.
+which arrive late for old decisions too: per endpoint it keeps, for every
+feedback row, what that row changed (one more labelled decision and its
+outcome, or a relabelled decision's old outcome swapped for the new one) with
+the decision's time and the time the label arrived, and reads only the feedback
+rows newer than the last it saw. Quality as of ``T`` sums the changes of the
+labels that had arrived by ``T``: an as-of view never shows a label sent later.
+A label counts as arrived no earlier than any label with a lower id (arrival
+times are made non-decreasing in id order), so each decision's count is the
+label it had at ``T``.
 
 Per bucket and version a latency histogram on fixed log-spaced bins is kept,
 so any span's percentiles per version (the compare page) merge from buckets;
@@ -75,13 +80,41 @@ class Quality:
 
 
 @dataclass
-class _Outcomes:
-    """Running outcome sums of one endpoint on one grid width."""
+class _Labels:
+    """What each feedback row on one endpoint changed, in id order, as columns."""
 
-    mark: int = 0
+    mark: int = 0  # the highest feedback id read
+    arrived: int = 0  # the latest arrival time so far (arrivals never go back)
     metric: str | None = None
-    #: bucket start -> version -> [labelled, sum of outcomes]
-    sums: dict[int, dict[str, list[float]]] = field(default_factory=dict)
+    versions: dict[str, int] = field(default_factory=dict)
+    #: decision time, arrival time, version code, labelled (+1, 0, -1), outcome change
+    ts: npt.NDArray[np.int64] = field(default_factory=lambda: np.empty(0, np.int64))
+    at: npt.NDArray[np.int64] = field(default_factory=lambda: np.empty(0, np.int64))
+    version: npt.NDArray[np.int32] = field(default_factory=lambda: np.empty(0, np.int32))
+    dn: npt.NDArray[np.float64] = field(default_factory=lambda: np.empty(0, np.float64))
+    dsum: npt.NDArray[np.float64] = field(default_factory=lambda: np.empty(0, np.float64))
+
+    def add(self, rows: list[tuple[int, int, str, Any, Any, Any, int]]) -> None:
+        if rows and self.metric is None:
+            self.metric = _metric(rows)
+        metric = self.metric or "accuracy"
+        ts, at, ver, dn, dsum = [], [], [], [], []
+        for fid, t, version, output, label, before, recorded_at in rows:
+            old = outcome(metric, output, before) if before is not None else None
+            new = outcome(metric, output, label)
+            self.arrived = max(self.arrived, recorded_at)
+            self.mark = fid
+            ts.append(t)
+            at.append(self.arrived)
+            ver.append(self.versions.setdefault(version, len(self.versions)))
+            dn.append((new is not None) - (old is not None))
+            dsum.append((new or 0.0) - (old or 0.0))
+        if ts:
+            self.ts = np.concatenate([self.ts, np.asarray(ts, np.int64)])
+            self.at = np.concatenate([self.at, np.asarray(at, np.int64)])
+            self.version = np.concatenate([self.version, np.asarray(ver, np.int32)])
+            self.dn = np.concatenate([self.dn, np.asarray(dn, np.float64)])
+            self.dsum = np.concatenate([self.dsum, np.asarray(dsum, np.float64)])
 
 
 class Timeline:
@@ -91,7 +124,7 @@ class Timeline:
         self.store = store
         self.clock = clock
         self._buckets: OrderedDict[tuple[str, int, int], Bucket] = OrderedDict()
-        self._outcomes: dict[tuple[str, int], _Outcomes] = {}
+        self._labels: dict[str, _Labels] = {}
         self._lock = threading.Lock()
 
     def buckets(self, endpoint: str, start: int, end: int, width: int) -> list[tuple[int, Bucket]]:
@@ -134,39 +167,35 @@ class Timeline:
         return out
 
     def quality(self, endpoint: str, start: int, end: int, width: int) -> Quality:
+        """Quality per bucket of ``[start, end)`` and per version, from the labels that had
+        arrived by ``end``."""
         with self._lock:
-            state = self._outcomes.setdefault((endpoint, width), _Outcomes())
-            rows = TR.labels_since(self.store, endpoint, state.mark)
-            if rows and state.metric is None:
-                state.metric = _metric(rows)
+            state = self._labels.setdefault(endpoint, _Labels())
+            state.add(TR.labels_since(self.store, endpoint, state.mark))
+            ts, at, ver, dn, dsum = state.ts, state.at, state.version, state.dn, state.dsum
+            names = list(state.versions)
             metric = state.metric or "accuracy"
-            for fid, ts, version, output, label, before in rows:
-                acc = state.sums.setdefault(ts - ts % width, {}).setdefault(version, [0, 0.0])
-                old = outcome(metric, output, before) if before is not None else None
-                if old is not None:
-                    acc[0] -= 1
-                    acc[1] -= old
-                new = outcome(metric, output, label)
-                if new is not None:
-                    acc[0] += 1
-                    acc[1] += new
-                state.mark = fid
-            points: list[tuple[int, float | None]] = []
-            per: dict[str, list[float]] = {}
-            for b in grid(start, end, width):
-                n, total = 0, 0.0
-                for version, (vn, vt) in state.sums.get(b, {}).items():
-                    n, total = n + int(vn), total + vt
-                    acc = per.setdefault(version, [0, 0.0])
-                    acc[0] += vn
-                    acc[1] += vt
-                points.append((n, total / n if n else None))
-        return Quality(metric, points, {k: (int(n), t) for k, (n, t) in per.items()})
+        starts = grid(start, end, width)
+        if not starts:
+            return Quality(metric, [], {})
+        first = starts[0]
+        keep = (ts >= first) & (ts < first + len(starts) * width) & (at <= end)
+        bucket = (ts[keep] - first) // width
+        # the changes are whole numbers of labelled decisions: summed as floats, then rounded
+        n = np.rint(np.bincount(bucket, weights=dn[keep], minlength=len(starts))).astype(int)
+        total = np.bincount(bucket, weights=dsum[keep], minlength=len(starts))
+        points: list[tuple[int, float | None]] = [
+            (int(c), float(t) / int(c) if c else None) for c, t in zip(n, total, strict=True)
+        ]
+        vn = np.rint(np.bincount(ver[keep], weights=dn[keep], minlength=len(names))).astype(int)
+        vt = np.bincount(ver[keep], weights=dsum[keep], minlength=len(names))
+        versions = {names[i]: (int(vn[i]), float(vt[i])) for i in range(len(names)) if vn[i]}
+        return Quality(metric, points, versions)
 
 
-def _metric(rows: list[tuple[int, int, str, Any, Any, Any]]) -> str:
+def _metric(rows: list[tuple[int, int, str, Any, Any, Any, int]]) -> str:
     """Accuracy when outputs are classes, absolute error when they are real numbers."""
-    for _, _, _, output, label, _ in rows[:200]:
+    for _, _, _, output, label, _, _ in rows[:200]:
         if isinstance(output, float) and not output.is_integer():
             return "abs_error"
         if isinstance(label, float) and not label.is_integer():

@@ -58,13 +58,16 @@ def served(store: Store, endpoint: str, start: int, end: int) -> Served:
 
 def labels_since(
     store: Store, endpoint: str, after: int
-) -> list[tuple[int, int, str, Any, Any, Any]]:
+) -> list[tuple[int, int, str, Any, Any, Any, int]]:
     """Feedback rows with an id above ``after`` on answered decisions of ``endpoint``, oldest
     first: ``(feedback id, decision ts, version, output, label, the decision's label before
-    this one or None)``. The cost follows the new labels, not the log."""
+    this one or None, when the label was recorded)``. The cost follows the new labels, not
+    the log."""
     # feedback first, by its primary key, then its decisions by theirs: a join lets the
     # planner walk the endpoint's whole log instead
-    q = select(FB.c.id, FB.c.decision_id, FB.c.label, FB.c.label_num).where(FB.c.id > after)
+    q = select(FB.c.id, FB.c.decision_id, FB.c.label, FB.c.label_num, FB.c.recorded_at).where(
+        FB.c.id > after
+    )
     with store.engine.connect() as conn:
         new = conn.execute(q.order_by(FB.c.id)).cursor.fetchall()  # type: ignore[union-attr]
         ids = list({r[1] for r in new})
@@ -88,13 +91,13 @@ def labels_since(
                 for did, label, label_num in conn.execute(pq).cursor.fetchall():  # type: ignore[union-attr]
                     last[did] = _json(label, label_num)
     out = []
-    for fid, did, label, label_num in new:
+    for fid, did, label, label_num, recorded_at in new:
         d = known.get(did)
         value = _json(label, label_num)
         before = last.get(did)
         last[did] = value
         if d is not None:
-            out.append((int(fid), d[0], d[1], _json(d[2], None), value, before))
+            out.append((int(fid), d[0], d[1], _json(d[2], None), value, before, int(recorded_at)))
     return out
 
 

@@ -1,6 +1,7 @@
-// chronoml's charts: time series through uPlot; heatmap, bars and the SHAP
-// waterfall drawn on a canvas here (a few dozen lines each, no second library).
-// Every chart marks its element with data-drawn="yes" once painted.
+// chronoml's charts: time series through uPlot; the drift heatmap (with the
+// chartjs-chart-matrix plugin), the bar charts and the SHAP waterfall (floating
+// bars) through Chart.js. Every chart marks its element with data-drawn="yes"
+// once painted, or data-drawn="empty" with a sentence saying why it has nothing.
 (function () {
   "use strict";
   const PALETTE = ["#0969da", "#bf3989", "#1a7f37", "#9a6700", "#8250df", "#cf222e"];
@@ -8,17 +9,6 @@
                  job: "#57606a", verdict: "#1a7f37", promotion: "#1f883d", change: "#6e7781" };
 
   function data(id) { return JSON.parse(document.getElementById(id).textContent); }
-
-  function canvas(el, w, h) {
-    const c = document.createElement("canvas");
-    const r = window.devicePixelRatio || 1;
-    c.width = w * r; c.height = h * r; c.style.width = w + "px"; c.style.height = h + "px";
-    el.appendChild(c);
-    const g = c.getContext("2d");
-    g.scale(r, r);
-    g.font = "12px system-ui, sans-serif";
-    return { c: c, g: g };
-  }
 
   function width(el, most) { return Math.min(el.clientWidth || 900, most || 1100); }
 
@@ -88,72 +78,101 @@
     return "rgb(" + r + "," + g + "," + b + ")";
   }
 
+  // a Chart.js chart in a box of the given height (its width follows the page);
+  // no animation, so the chart is painted when the constructor returns
+  function chart(el, height, most, config) {
+    const box = document.createElement("div");
+    box.style.position = "relative"; box.style.height = height + "px";
+    if (most) box.style.maxWidth = most + "px";
+    const c = document.createElement("canvas");
+    box.appendChild(c); el.appendChild(box);
+    config.options = Object.assign({ animation: false, responsive: true, maintainAspectRatio: false,
+                                     font: { family: "system-ui, sans-serif", size: 12 } }, config.options);
+    const made = new Chart(c, config);
+    el.dataset.drawn = "yes";
+    return made;
+  }
+
+  function title(text) { return { display: !!text, text: text || "", align: "start", color: "#1d232a" }; }
+
+  function short(iso) { return String(iso || "").replace("T", " ").slice(5, 16); }
+
+  // features x windows; a window where another version took over has a blue left
+  // edge and the version on its axis label; one colour scale for every cell
   function heatmap(el, d, onPick) {
     const rows = d.features, cols = d.windows;
     if (!rows.length || !cols.some((w) => w.rows)) { empty(el, "no decisions with a reference profile in this span"); return; }
-    const left = Math.min(180, 12 + 7 * Math.max.apply(null, rows.map((r) => r.length)));
-    const W = width(el), cw = Math.max(8, Math.floor((W - left - 20) / cols.length));
-    const ch = rows.length > 40 ? 9 : 16, top = 30, H = top + ch * rows.length + 46;
-    const k = canvas(el, left + cw * cols.length + 20, H), g = k.g;
-    g.fillStyle = "#57606a"; g.textBaseline = "middle";
-    rows.forEach((f, i) => {
-      if (ch >= 12 || i % 4 === 0) g.fillText(f, 4, top + ch * i + ch / 2);
-      cols.forEach((w, j) => { g.fillStyle = heat(d.values[i][j]); g.fillRect(left + cw * j, top + ch * i, cw - 1, ch - 1); });
-      g.fillStyle = "#57606a";
+    const cells = [];
+    rows.forEach((f, i) => cols.forEach((w, j) => cells.push({ x: j, y: i, v: d.values[i][j] })));
+    const ch = rows.length > 40 ? 9 : 16;
+    const label = (j) => (j === 0 || cols[j].changed ? (cols[j].version || "") + " " : "") + short(cols[j].from);
+    const made = chart(el, 40 + ch * rows.length + 70, 0, {
+      type: "matrix",
+      data: { datasets: [{
+        label: "drift", data: cells,
+        backgroundColor: (c) => heat(c.raw && c.raw.v),
+        borderColor: (c) => (c.raw && cols[c.raw.x].changed ? "#0969da" : "rgba(0,0,0,0)"),
+        borderWidth: (c) => (c.raw && cols[c.raw.x].changed ? { left: 3 } : 0),
+        width: (c) => { const a = c.chart.chartArea; return a ? Math.max(2, a.width / cols.length - 1) : 8; },
+        height: (c) => { const a = c.chart.chartArea; return a ? Math.max(2, a.height / rows.length - 1) : ch; },
+      }] },
+      options: {
+        plugins: {
+          legend: { display: false },
+          title: title("features x windows (click a row for its distributions)"),
+          tooltip: { callbacks: {
+            title: (items) => rows[items[0].raw.y],
+            label: (item) => cols[item.raw.x].from + " to " + cols[item.raw.x].to + ": " +
+              (item.raw.v === null || item.raw.v === undefined ? "no data" : item.raw.v.toFixed(3)),
+          } },
+        },
+        scales: {
+          x: { type: "linear", offset: false, min: -0.5, max: cols.length - 0.5, grid: { display: false },
+               afterBuildTicks: (a) => { a.ticks = cols.map((w, j) => ({ value: j })); },
+               ticks: { stepSize: 1, autoSkip: true, maxRotation: 60, callback: (v) => (Number.isInteger(v) && cols[v] ? label(v) : "") } },
+          y: { type: "linear", reverse: true, offset: false, min: -0.5, max: rows.length - 0.5, grid: { display: false },
+               afterBuildTicks: (a) => { a.ticks = rows.map((f, i) => ({ value: i })); },
+               ticks: { stepSize: 1, autoSkip: ch < 12, callback: (v) => (Number.isInteger(v) && rows[v] !== undefined ? rows[v] : "") } },
+        },
+        onClick: (ev, hit) => {
+          if (!hit.length || !onPick) return;
+          const raw = made.data.datasets[0].data[hit[0].index];
+          onPick(rows[raw.y], cols[raw.x]);
+        },
+      },
     });
-    cols.forEach((w, j) => {
-      if (!w.changed) return;
-      const x = left + cw * j - 1;
-      g.strokeStyle = "#0969da"; g.lineWidth = 2;
-      g.beginPath(); g.moveTo(x, top - 6); g.lineTo(x, top + ch * rows.length); g.stroke();
-      g.fillStyle = "#0969da"; g.fillText(w.version, x + 3, top - 12);
-    });
-    if (cols[0].version) { g.fillStyle = "#0969da"; g.fillText(cols[0].version, left, top - 12); }
     // the scale: one for the whole map
-    const ly = top + ch * rows.length + 14;
-    for (let i = 0; i <= 100; i++) { g.fillStyle = heat(i / 100); g.fillRect(left + i * 2, ly, 2, 10); }
-    g.fillStyle = "#57606a";
-    g.fillText("0 same", left, ly + 22); g.fillText("1 disjoint", left + 170, ly + 22);
-    g.fillText(d.measure, left + 230, ly + 5);
-    k.c.addEventListener("click", (ev) => {
-      const r = k.c.getBoundingClientRect();
-      const i = Math.floor((ev.clientY - r.top - top) / ch), j = Math.floor((ev.clientX - r.left - left) / cw);
-      if (i >= 0 && i < rows.length && j >= 0 && j < cols.length && onPick) onPick(rows[i], cols[j]);
-    });
-    k.c.title = "features x windows; click a row to see its distributions";
-    el.dataset.drawn = "yes";
+    const key = document.createElement("div");
+    key.className = "heat-scale";
+    const bar = document.createElement("span");
+    bar.className = "heat-bar";
+    bar.style.background = "linear-gradient(to right, " + [0, 0.25, 0.5, 0.75, 1].map(heat).join(", ") + ")";
+    key.append("0 same ", bar, " 1 disjoint · " + d.measure);
+    el.appendChild(key);
   }
 
   // grouped bars on one shared scale: {labels, series: [{label, values}], max?, title}
   function bars(el, d) {
     const n = d.labels.length;
     if (!n) { empty(el, d.empty || "nothing to draw"); return; }
-    const all = [].concat.apply([], d.series.map((s) => s.values)).filter((v) => v !== null);
+    const all = [].concat.apply([], d.series.map((s) => s.values)).filter((v) => v !== null && v !== undefined);
     const max = d.max || Math.max(1e-12, Math.max.apply(null, all.map(Math.abs)));
-    const left = Math.min(200, 14 + 7 * Math.max.apply(null, d.labels.map((l) => String(l).length)));
-    const bh = 9, gap = 6, rowH = bh * d.series.length + gap, W = width(el, 720);
-    const k = canvas(el, W, 34 + rowH * n + 8), g = k.g;
-    g.fillStyle = "#1d232a"; g.fillText(d.title || "", 4, 12);
-    d.series.forEach((s, si) => {
-      g.fillStyle = PALETTE[si % 6]; g.fillRect(W - 170 + si * 85, 4, 10, 10);
-      g.fillStyle = "#57606a"; g.fillText(String(s.label).slice(0, 11), W - 156 + si * 85, 13);
+    chart(el, 70 + n * (9 * d.series.length + 6), 720, {
+      type: "bar",
+      data: { labels: d.labels.map(String), datasets: d.series.map((s, si) => ({
+        label: String(s.label), backgroundColor: PALETTE[si % 6], barPercentage: 0.9, categoryPercentage: 0.85,
+        data: s.values.map((v) => (v === null || v === undefined ? null : Math.abs(v))),
+      })) },
+      options: {
+        indexAxis: "y",
+        plugins: { title: title(d.title), legend: { position: "top", align: "end", labels: { boxWidth: 10 } } },
+        scales: { x: { min: 0, max: max, title: { display: true, text: "one scale for every bar, 0 to " + max.toPrecision(3) } },
+                  y: { ticks: { autoSkip: false } } },
+      },
     });
-    const plotW = W - left - 60;
-    d.labels.forEach((l, i) => {
-      const y = 28 + rowH * i;
-      g.fillStyle = "#57606a"; g.textBaseline = "middle"; g.fillText(String(l), 4, y + rowH / 2 - gap / 2);
-      d.series.forEach((s, si) => {
-        const v = s.values[i];
-        if (v === null || v === undefined) return;
-        g.fillStyle = PALETTE[si % 6];
-        g.fillRect(left, y + si * bh, Math.max(1, plotW * Math.abs(v) / max), bh - 1);
-      });
-    });
-    g.fillStyle = "#57606a"; g.fillText("scale 0 to " + max.toPrecision(3), left, 30 + rowH * n);
-    el.dataset.drawn = "yes";
   }
 
-  // SHAP waterfall: from the base value, each feature's push, to the output
+  // SHAP waterfall: from the base value, each feature's push (a floating bar), to the output
   function waterfall(el, e, most) {
     let items = Object.entries(e.contributions).sort((a, b) => Math.abs(b[1]) - Math.abs(a[1]));
     if (!items.length) { empty(el, "no contributions"); return; }
@@ -162,25 +181,30 @@
       const rest = items.slice(most - 1), sum = rest.reduce((s, kv) => s + kv[1], 0);
       items = items.slice(0, most - 1).concat([[rest.length + " other features", sum]]);
     }
-    let acc = e.base_value, lo = acc, hi = acc;
-    const steps = items.map((kv) => { const s = { f: kv[0], v: kv[1], from: acc }; acc += kv[1]; lo = Math.min(lo, acc); hi = Math.max(hi, acc); return s; });
-    const left = 200, W = width(el, 860), bh = 18, H = 40 + bh * (steps.length + 1) + 20;
-    const k = canvas(el, W, H), g = k.g, plotW = W - left - 90;
-    const x = (v) => left + plotW * (v - lo) / Math.max(hi - lo, 1e-12);
-    g.textBaseline = "middle";
-    g.fillStyle = "#1d232a"; g.fillText("base " + e.base_value.toPrecision(4) + " → output " + acc.toPrecision(4) + " (" + e.output_scale + ")", 4, 12);
-    steps.forEach((s, i) => {
-      const y = 30 + bh * i;
-      g.fillStyle = "#57606a"; g.fillText(s.f.slice(0, 28), 4, y + bh / 2);
-      const a = x(s.from), b = x(s.from + s.v);
-      g.fillStyle = s.v >= 0 ? "#cf222e" : "#0969da";
-      g.fillRect(Math.min(a, b), y + 2, Math.max(1, Math.abs(b - a)), bh - 4);
-      g.fillStyle = "#1d232a"; g.fillText((s.v >= 0 ? "+" : "") + s.v.toPrecision(3), Math.max(a, b) + 4, y + bh / 2);
+    let acc = e.base_value;
+    const steps = items.map((kv) => { const s = { f: kv[0], v: kv[1], from: acc }; acc += kv[1]; return s; });
+    const fmt = (v) => (v >= 0 ? "+" : "") + v.toPrecision(3);
+    const labels = steps.map((s) => s.f.slice(0, 28) + " " + fmt(s.v)).concat(["output " + acc.toPrecision(4)]);
+    const spans = steps.map((s) => [s.from, s.from + s.v]).concat([[e.base_value, acc]]);
+    const colors = steps.map((s) => (s.v >= 0 ? "#cf222e" : "#0969da")).concat(["#57606a"]);
+    chart(el, 70 + 20 * labels.length, 860, {
+      type: "bar",
+      data: { labels: labels, datasets: [{ label: "contribution", data: spans, backgroundColor: colors,
+                                          minBarLength: 1, barPercentage: 0.8, categoryPercentage: 1 }] },
+      options: {
+        indexAxis: "y",
+        plugins: {
+          legend: { display: false },
+          title: title("base " + e.base_value.toPrecision(4) + " → output " + acc.toPrecision(4) + " (" + e.output_scale + ")"),
+          tooltip: { callbacks: { label: (item) => {
+            const [a, b] = spans[item.dataIndex];
+            return item.dataIndex < steps.length ? fmt(b - a) + " (" + a.toPrecision(4) + " to " + b.toPrecision(4) + ")"
+                                                 : "from the base " + a.toPrecision(4) + " to the output " + b.toPrecision(4);
+          } } },
+        },
+        scales: { x: { grace: "3%", title: { display: true, text: e.output_scale } }, y: { ticks: { autoSkip: false } } },
+      },
     });
-    const y = 30 + bh * steps.length;
-    g.strokeStyle = "#1d232a"; g.beginPath(); g.moveTo(x(acc), 24); g.lineTo(x(acc), y + 4); g.stroke();
-    g.fillStyle = "#57606a"; g.fillText("output " + acc.toPrecision(4), x(acc) + 4, y + 12);
-    el.dataset.drawn = "yes";
   }
 
   window.cml = { data: data, timeChart: timeChart, markerStrip: markerStrip, heatmap: heatmap,

@@ -8,6 +8,8 @@ when a request has no Authorization header.
 
 from __future__ import annotations
 
+import functools
+import gzip
 import json
 import time
 from importlib import resources
@@ -26,6 +28,7 @@ from chronoml.errors import ChronomlError, NotFound
 from chronoml.gateway.access import SESSION_COOKIE, principal_of
 from chronoml.gateway.responses import JSON, error, for_error
 from chronoml.gateway.views import ui_charts, ui_pages
+from chronoml.gateway.views.ui_warm import Warmer
 from chronoml.monitor.drift_grid import DriftGrid
 from chronoml.monitor.timeline import Timeline
 from chronoml.store import alerts as SA
@@ -41,6 +44,8 @@ _env = Environment(loader=PackageLoader("chronoml", "templates"), autoescape=sel
 _ASSETS = {
     "uPlot.iife.min.js": "text/javascript",
     "uPlot.min.css": "text/css",
+    "chart.umd.min.js": "text/javascript",
+    "chartjs-chart-matrix.min.js": "text/javascript",
     "charts.js": "text/javascript",
 }
 #: The span the endpoint page charts when the URL does not say (``?window=``).
@@ -48,6 +53,13 @@ DEFAULT_WINDOW = "7d"
 _COLORS = ("#0969da", "#bf3989", "#1a7f37", "#9a6700", "#8250df", "#cf222e")
 #: How long the overview reuses a verification of the whole chain.
 VERIFY_CACHE_S = 60.0
+
+
+@functools.cache
+def _asset(name: str, gzipped: bool) -> bytes:
+    """A shipped file, read once (the chart library compresses to a third)."""
+    data = resources.files("chronoml.gateway").joinpath(f"static/{name}").read_bytes()
+    return gzip.compress(data, mtime=0) if gzipped else data
 
 
 def _page(name: str, **context: Any) -> HTMLResponse:
@@ -94,6 +106,18 @@ def routes(gw: Gateway) -> list[Route]:
     verified: dict[str, Any] = {}
     timeline = Timeline(cm.store)
     grid = DriftGrid(cm.store, cm.layouts)
+
+    def default_view(e: str) -> None:
+        events = cm.history(e).as_dict()["events"]
+        at = now_us()
+        ui_charts.endpoint_charts(
+            timeline, grid, e, events, at - parse_duration(DEFAULT_WINDOW), at
+        )
+
+    warmer = Warmer(lambda: [ep.endpoint for ep in cm.endpoints()], default_view)
+    gw.on_start.append(warmer.start)
+    gw.on_stop.append(warmer.stop)
+    gw.ui_warmer = warmer
 
     def verification() -> tuple[Any, float]:
         # the whole chain is recomputed at most once a minute, not on every view
@@ -188,7 +212,8 @@ def routes(gw: Gateway) -> list[Route]:
     def _endpoint_context(e: str, at: int, span: int) -> dict[str, Any]:
         status = cm.status(e, at).as_dict()
         events = cm.history(e).as_dict()["events"]
-        charts = ui_charts.endpoint_charts(timeline, grid, e, events, max(at - span, 0), at)
+        with warmer.lock(e):  # during the start-up build: wait for it, then reuse it
+            charts = ui_charts.endpoint_charts(timeline, grid, e, events, max(at - span, 0), at)
         raw = {ev.seq: ev for ev in SL.history(cm.store, e)}
         marks = []
         for ev in events:
@@ -247,9 +272,11 @@ def routes(gw: Gateway) -> list[Route]:
         name = request.path_params["name"]
         if name not in _ASSETS:
             return error(404, "not_found", f"no asset {name!r}", "name")
-        data = resources.files("chronoml.gateway").joinpath(f"static/{name}").read_bytes()
-        headers = {"Cache-Control": "public, max-age=86400"}
-        return Response(data, media_type=_ASSETS[name], headers=headers)
+        headers = {"Cache-Control": "public, max-age=86400", "Vary": "Accept-Encoding"}
+        if "gzip" in request.headers.get("accept-encoding", ""):
+            headers["Content-Encoding"] = "gzip"
+            return Response(_asset(name, True), media_type=_ASSETS[name], headers=headers)
+        return Response(_asset(name, False), media_type=_ASSETS[name], headers=headers)
 
     return [
         Route("/", root, methods=["GET"]),
