@@ -13,7 +13,7 @@ from sqlalchemy.exc import IntegrityError
 
 from chronoml.domain import codec
 from chronoml.domain.codec import NUMERIC_KINDS, Schema
-from chronoml.store import archive_reads, blocks, evidence, partitions, schema
+from chronoml.store import archive_reads, blocks, evidence, ingest, partitions, schema
 from chronoml.store.database import Store
 
 D = schema.decisions
@@ -86,12 +86,30 @@ def insert_many(store: Store, rows: Sequence[DecisionRow]) -> None:
         evidence.append_in(conn, [entry])
 
 
-def decision_entry(rows: Sequence[Sequence[Any]]) -> evidence.Entry:
-    """The evidence log entry of one group commit of decision tuples (COLUMNS order)."""
-    salts, commitments, hashes = evidence.commit_decisions(rows)
-    return evidence.batch_entry(
-        "decision", [r[0] for r in rows], hashes, salts=salts, commitments=commitments
-    )
+def decision_entry(
+    rows: Sequence[Sequence[Any]], blocks: Sequence[ingest.Block] = ()
+) -> evidence.Entry:
+    """The evidence log entry of one group commit of decision tuples (COLUMNS order) and
+    ingest blocks: every decision one leaf of the batch, the rows' first, then each
+    block's in order (a block's leaves, salts and commitments stored as one item)."""
+    salts, commitments, hashes = evidence.commit_decisions(rows) if rows else ([], [], [])
+    if not blocks:
+        return evidence.batch_entry(
+            "decision", [r[0] for r in rows], hashes, salts=salts, commitments=commitments
+        )
+    leaves = list(hashes)
+    packed = []
+    for b in blocks:
+        b_salts, b_coms, b_leaves = ingest.commit(b)
+        packed.append(
+            (ingest.ITEM_KIND, b.id, len(leaves), b"".join(b_leaves), b"".join(b_salts),
+             b"".join(b_coms))
+        )  # fmt: skip
+        leaves += b_leaves
+    e = evidence.batch_entry("decision", [], leaves)
+    e.refs, e.leaves = [r[0] for r in rows], hashes
+    e.salts, e.commitments, e.packed = salts, commitments, packed
+    return e
 
 
 def explanation_entry(rows: Sequence[Sequence[Any]]) -> evidence.Entry:
@@ -121,6 +139,9 @@ def get_in(conn: Any, decision_id: str) -> DecisionRow | None:
         row = conn.execute(_GET, {"id": decision_id}).mappings().first()
     if row is not None:
         return DecisionRow(**row)
+    in_block = ingest.get_in(conn, decision_id)
+    if in_block is not None:
+        return DecisionRow(*in_block)
     archived = archive_reads.find(conn, decision_id)
     return DecisionRow(*archived) if archived is not None else None
 
@@ -134,7 +155,11 @@ def count(store: Store, endpoint: str | None = None) -> int:
         q = q.where(D.c.endpoint == endpoint)
         qa = qa.where(A.c.endpoint == endpoint)
     with store.read() as conn:
-        return int(conn.execute(q).scalar_one()) + int(conn.execute(qa).scalar_one())
+        return (
+            int(conn.execute(q).scalar_one())
+            + int(conn.execute(qa).scalar_one())
+            + ingest.count_in(conn, endpoint)
+        )
 
 
 @dataclass
@@ -330,6 +355,11 @@ class Appender:
             f"INSERT INTO explanations ({', '.join(ecols)}) VALUES ({', '.join('?' * len(ecols))})"
         )
         self._explain_pg_sql = self._explain_sql.replace("?", "%s")
+        bcols = ", ".join(ingest.COLUMNS)
+        self._block_sql = (
+            f"INSERT INTO ingest_blocks ({bcols}) VALUES ({', '.join('?' * len(ingest.COLUMNS))})"
+        )
+        self._block_pg_sql = self._block_sql.replace("?", "%s")
         self._evidence = evidence.RawAppend(store.is_sqlite)
 
     def _connection(self) -> Any:
@@ -341,13 +371,18 @@ class Appender:
         return self._conn
 
     def append(
-        self, rows: Sequence[DecisionTuple], explanations: Sequence[tuple[Any, ...]] = ()
+        self,
+        rows: Sequence[DecisionTuple],
+        explanations: Sequence[tuple[Any, ...]] = (),
+        blocks: Sequence[ingest.Block] = (),
     ) -> None:
-        """Committed (and on SQLite fsync'd) on return, with ``explanations``; raises if not."""
-        if not rows:
+        """Committed (and on SQLite fsync'd) on return, with ``explanations`` and the
+        ingest ``blocks``; raises if not."""
+        if not rows and not blocks:
             return
         # leaf hashes before the transaction: the write lock is held only for the rows
-        entries = [decision_entry(rows)]
+        entries = [decision_entry(rows, blocks)]
+        stored = [b.stored() for b in blocks]
         if explanations:
             entries.append(explanation_entry(explanations))
         conn = self._connection()
@@ -356,7 +391,10 @@ class Appender:
                 db = conn.driver_connection
                 db.execute("BEGIN IMMEDIATE")
                 try:
-                    db.executemany(self._sqlite_sql, rows)
+                    if rows:
+                        db.executemany(self._sqlite_sql, rows)
+                    if stored:
+                        db.executemany(self._block_sql, stored)
                     if explanations:
                         db.executemany(self._explain_sql, explanations)
                     self._evidence.write(db, entries)
@@ -367,9 +405,13 @@ class Appender:
                     raise
             else:
                 db = conn.driver_connection
-                with db.cursor() as cur, cur.copy(self._copy_sql) as copy:
-                    for r in rows:
-                        copy.write_row(r)
+                if rows:
+                    with db.cursor() as cur, cur.copy(self._copy_sql) as copy:
+                        for r in rows:
+                            copy.write_row(r)
+                if stored:
+                    with db.cursor() as cur:
+                        cur.executemany(self._block_pg_sql, stored)
                 if explanations:
                     with db.cursor() as cur:
                         cur.executemany(self._explain_pg_sql, explanations)

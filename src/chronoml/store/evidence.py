@@ -30,7 +30,7 @@ from chronoml.domain import leaves as LV
 from chronoml.domain import ledger as L
 from chronoml.domain import merkle
 from chronoml.store import evidence_batch as EB
-from chronoml.store import schema
+from chronoml.store import ingest, schema
 from chronoml.timeutil import now_us
 
 LOG = schema.evidence_log
@@ -179,6 +179,9 @@ class Entry:
     leaves: Sequence[bytes] = ()
     salts: Sequence[bytes | None] | None = None
     commitments: Sequence[bytes | None] | None = None
+    # items stored packed, after ``refs``: (kind, ref, first position, leaves, salts,
+    # commitments), each blob the rows' values end to end
+    packed: Sequence[tuple[str, str, int, bytes, bytes | None, bytes | None]] = ()
 
 
 def event_entry(ev: L.LedgerEvent) -> Entry:
@@ -233,6 +236,8 @@ def plan(rng: merkle.CompactRange, entries: Sequence[Entry]) -> Plan:
             salt = e.salts[pos] if e.salts is not None else None
             com = e.commitments[pos] if e.commitments is not None else None
             p.items.append((e.kind, ref, idx, pos, leaf, salt, com))
+        for kind, ref, pos, leaf, salt, com in e.packed:
+            p.items.append((kind, ref, idx, pos, leaf, salt, com))
     p.size = rng.size
     p.peaks = b"".join(rng.peaks)
     return p
@@ -415,8 +420,12 @@ _ITEM = select(*[ITEMS.c[c] for c in ITEM_COLUMNS]).where(
 
 
 def item_in(conn: Connection, kind: str, ref: str) -> tuple[Any, ...] | None:
-    """An item's evidence row in :data:`ITEM_COLUMNS` order, or None."""
+    """An item's evidence row in :data:`ITEM_COLUMNS` order, or None.
+
+    A decision logged in an ingest block has its row cut from its block's item."""
     r = conn.execute(_ITEM, {"kind": kind, "ref": ref}).first()
+    if r is None and kind == "decision":
+        return ingest.item_in(conn, ref)
     return tuple(r) if r is not None else None
 
 
@@ -429,7 +438,13 @@ def batch_leaves_in(conn: Connection, log_index: int) -> list[tuple[int, bytes]]
     # the driver's tuples: a batch holds up to thousands of items
     cur = conn.exec_driver_sql(q).cursor
     assert cur is not None
-    return [(int(p), bytes(h)) for p, h in cur.fetchall()]
+    out: list[tuple[int, bytes]] = []
+    for p, h in cur.fetchall():
+        raw = bytes(h)
+        # an ingest block's item: its rows' leaves end to end, from its first position
+        for k in range(0, len(raw), merkle.HASH_SIZE):
+            out.append((int(p) + k // merkle.HASH_SIZE, raw[k : k + merkle.HASH_SIZE]))
+    return out
 
 
 def ledger_rows(conn: Connection) -> Iterator[Any]:
@@ -480,7 +495,19 @@ def uncommitted(conn: Connection, kind: str, limit: int = 1) -> list[str]:
         .where(ITEMS.c.ref.is_(None))
         .limit(limit)
     )
-    return [str(v) for v in conn.execute(q).scalars()]
+    out = [str(v) for v in conn.execute(q).scalars()]
+    if kind == "decision" and len(out) < limit:
+        IB = schema.ingest_blocks
+        on = (ITEMS.c.kind == ingest.ITEM_KIND) & (ITEMS.c.ref == IB.c.id)
+        qb = (
+            select(IB.c.id, IB.c.rows)
+            .select_from(IB.outerjoin(ITEMS, on))
+            .where(ITEMS.c.ref.is_(None))
+            .limit(limit - len(out))
+        )
+        for bid, n in conn.execute(qb):
+            out += ingest.decision_ids(str(bid), int(n))[: limit - len(out)]
+    return out
 
 
 def sets_state_in(conn: Connection, seqs: Sequence[int]) -> list[tuple[int, bool]]:

@@ -27,7 +27,7 @@ from sqlalchemy import Connection, select
 
 from chronoml.domain import leaves as LV
 from chronoml.domain import merkle
-from chronoml.store import schema
+from chronoml.store import ingest, schema
 
 _PACK_U32 = struct.Struct(">I").pack
 _PACK_I64 = struct.Struct(">q").pack
@@ -185,7 +185,7 @@ _DECISION_ITEMS = (
     "d.id, d.ts, d.endpoint, d.variant, d.model_name, d.model_version, d.event_seq, "
     "d.shadow, d.unit, d.request_id, d.layout, d.num, d.txt, d.output, d.output_num, "
     "d.latency_ms, d.scores, d.context FROM evidence_items i LEFT JOIN decisions d ON d.id = i.ref "
-    "WHERE {kind} = 'decision' AND i.log_index >= {ph} AND i.log_index < {ph} "
+    "WHERE {kind} IN ('decision', 'decision_block') AND i.log_index >= {ph} AND i.log_index < {ph} "
     "ORDER BY i.log_index, i.position"
 )
 
@@ -193,7 +193,10 @@ _DECISION_ITEMS = (
 def decision_items(
     engine: Any, is_sqlite: bool, lo: int, hi: int, page: int = 20_000
 ) -> Iterator[list[tuple[Any, ...]]]:
-    """Pages of decision evidence rows joined to their decision, for log entries [lo, hi)."""
+    """Pages of decision evidence rows joined to their decision, for log entries [lo, hi).
+
+    An ingest block's item comes out as one row per decision of the block, with the
+    block's decoded rows (or Nones where the block is gone)."""
     raw = engine.raw_connection()
     try:
         # SQLite, without statistics, would take the (kind, ref) index and sort a
@@ -208,6 +211,11 @@ def decision_items(
                 rows = cur.fetchmany(page)
                 if not rows:
                     break
+                refs = sorted(
+                    {str(r[2]) for r in rows if r[6] is None and ingest.is_block_id(r[2])}
+                )
+                if refs:
+                    rows = ingest.expand_items(rows, _blocks(db, is_sqlite, refs))
                 yield rows
         finally:
             cur.close()
@@ -215,6 +223,26 @@ def decision_items(
                 db.rollback()
     finally:
         raw.close()
+
+
+def _blocks(db: Any, is_sqlite: bool, refs: list[str]) -> dict[str, tuple[Any, ...] | None]:
+    """Stored ingest blocks by id, on the driver connection (beside an open cursor)."""
+    out: dict[str, tuple[Any, ...] | None] = {}
+    ph = "?" if is_sqlite else "%s"
+    cols = ", ".join(ingest.COLUMNS)
+    for k in range(0, len(refs), 500):
+        part = refs[k : k + 500]
+        cur = db.cursor()
+        try:
+            cur.execute(
+                f"SELECT {cols} FROM ingest_blocks WHERE id IN ({', '.join([ph] * len(part))})",
+                part,
+            )
+            for r in cur.fetchall():
+                out[str(r[0])] = tuple(r)
+        finally:
+            cur.close()
+    return out
 
 
 def log_entries_between(conn: Connection, lo: int, hi: int) -> dict[int, tuple[Any, ...]]:

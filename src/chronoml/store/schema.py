@@ -109,6 +109,39 @@ decisions = Table(
 Index("ix_decisions_endpoint_ts", decisions.c.endpoint, decisions.c.ts)
 Index("ix_decisions_unit", decisions.c.unit)
 
+# A request of many rows logged as one row: the shared columns once, the per-row ones
+# packed (inputs, output numbers, scores end to end; texts as JSON lists). Decision i
+# of block B has the id ``ids.new_block_ids`` gives (B's id with i in its last 16 bits).
+# Its evidence is one ``decision_block`` item holding every row's leaf, salt and
+# commitment end to end, at the rows' positions in their group commit's batch.
+ingest_blocks = Table(
+    "ingest_blocks",
+    metadata,
+    Column("id", String(36), primary_key=True),
+    Column("ts", BigInteger, nullable=False),
+    Column("endpoint", String(200), nullable=False),
+    Column("variant", String(200), nullable=False),
+    Column("model_name", String(200), nullable=False),
+    Column("model_version", String(32), nullable=False),
+    Column("event_seq", BigInteger, nullable=False),
+    Column("shadow", Boolean, nullable=False),
+    Column("unit", String(200), nullable=True),
+    Column("request_id", String(36), nullable=False),
+    Column("layout", String(16), nullable=False),
+    Column("latency_ms", Float, nullable=False),
+    Column("rows", Integer, nullable=False),
+    Column("num", LargeBinary, nullable=False),  # rows x width bytes
+    Column("txt", Text, nullable=True),  # JSON list of each row's text inputs
+    Column("outputs", Text, nullable=False),  # JSON list of each row's output text
+    Column("output_num", LargeBinary, nullable=False),  # float64 per row
+    Column("output_none", LargeBinary, nullable=True),  # 1 per row without a number
+    Column("scores", LargeBinary, nullable=True),  # rows x classes float64
+    Column("context", Text, nullable=True),  # JSON list of each row's context text
+    Column("erased", LargeBinary, nullable=True),  # 1 per row whose inputs were erased
+)
+Index("ix_ingest_blocks_endpoint_ts", ingest_blocks.c.endpoint, ingest_blocks.c.ts)
+Index("ix_ingest_blocks_unit", ingest_blocks.c.unit)
+
 # The reference profile of a deployed artifact: built once from its training
 # snapshot (features and the model's predictions on it), read by every report.
 profiles = Table(

@@ -1,0 +1,484 @@
+"""Ingest blocks: a request of many rows logged as one row, read back decision by decision.
+
+A request of many rows shares its time, endpoint, variant, model, ledger event,
+unit, request id, layout and latency; only the inputs, the output, the class
+scores and the context differ from row to row. Logging it as 1000 rows pays
+for 1000 index entries of a text key; one :data:`schema.ingest_blocks` row
+holds the shared columns once and the others packed. Each decision's id
+names its block and its row (:func:`chronoml.ids.block_of`), so a lookup by
+id reads one block row and decodes one row of it.
+
+The evidence is unchanged in what it commits: every decision is a leaf of its
+group commit's batch, hashed exactly as a decision row's leaf
+(:class:`~chronoml.domain.leaves.DecisionLeaf`); only the storage differs, one
+``decision_block`` evidence item per block holding its rows' leaves, salts and
+commitments end to end, at the rows' positions in the batch.
+
+Readers take the block's decisions as the same tuples a ``decisions`` row
+gives (:data:`TUPLE_COLUMNS` order), so code written for rows reads blocks
+through :func:`tuples_where` and :func:`tuples_by_ids`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import operator
+import os
+import struct
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import orjson
+from sqlalchemy import select
+
+from chronoml.domain import leaves as LV
+from chronoml.ids import block_of
+from chronoml.store import schema
+
+IB = schema.ingest_blocks
+ITEMS = schema.evidence_items
+
+ITEM_KIND = "decision_block"
+SALT = 16
+HASH = 32
+
+# a block's stored row, in this order
+COLUMNS = (
+    "id", "ts", "endpoint", "variant", "model_name", "model_version", "event_seq", "shadow",
+    "unit", "request_id", "layout", "latency_ms", "rows", "num", "txt", "outputs",
+    "output_num", "output_none", "scores", "context", "erased",
+)  # fmt: skip
+# a decision as a tuple: the order of ``decisions.COLUMNS``
+TUPLE_COLUMNS = (
+    "id", "ts", "endpoint", "variant", "model_name", "model_version", "event_seq", "shadow",
+    "unit", "request_id", "layout", "num", "txt", "output", "output_num", "latency_ms",
+    "scores", "context",
+)  # fmt: skip
+AT = {c: i for i, c in enumerate(TUPLE_COLUMNS)}
+_COLS = [IB.c[c] for c in COLUMNS]
+
+
+@dataclass
+class Block:
+    """One request's decisions: the shared columns once, the others one value per row."""
+
+    id: str
+    ids: list[str]
+    ts: int
+    endpoint: str
+    variant: str
+    model_name: str
+    model_version: str
+    event_seq: int
+    shadow: bool
+    unit: str | None
+    request_id: str
+    layout: str
+    latency_ms: float
+    num: list[bytes]
+    txt: list[str | None]
+    outputs: list[str]
+    output_num: list[float | None]
+    scores: list[bytes] | None
+    context: list[str | None] | None
+    erased: bytes | None = None
+
+    @property
+    def rows(self) -> int:
+        return len(self.ids)
+
+    def tuples(self) -> list[tuple[Any, ...]]:
+        """Each decision as the tuple a ``decisions`` row gives (:data:`TUPLE_COLUMNS`)."""
+        n = self.rows
+        nums: list[float | None] = self.output_num
+        scores: Iterable[bytes | None] = self.scores if self.scores is not None else [None] * n
+        ctx: Iterable[str | None] = self.context if self.context is not None else [None] * n
+        head = (self.ts, self.endpoint, self.variant, self.model_name, self.model_version,
+                self.event_seq, self.shadow, self.unit, self.request_id, self.layout)  # fmt: skip
+        return [
+            (i, *head, num, txt, out, on, self.latency_ms, sc, cx)
+            for i, num, txt, out, on, sc, cx in zip(
+                self.ids, self.num, self.txt, self.outputs, nums, scores, ctx, strict=True
+            )
+        ]
+
+    def stored(self) -> tuple[Any, ...]:
+        """The block's row in :data:`COLUMNS` order."""
+        n = self.rows
+        width = len(self.num[0])
+        if any(len(v) != width for v in self.num):
+            raise ValueError("the rows of a block must pack to the same width")
+        nums = np.array([math.nan if v is None else v for v in self.output_num], dtype="<f8")
+        none = [v is None for v in self.output_num]
+        scores = None
+        if self.scores is not None:
+            sw = len(self.scores[0])
+            if any(len(s) != sw for s in self.scores):
+                raise ValueError("the class scores of a block must have one width")
+            scores = b"".join(self.scores)
+        ctx = self.context
+        return (
+            self.id, self.ts, self.endpoint, self.variant, self.model_name, self.model_version,
+            self.event_seq, self.shadow, self.unit, self.request_id, self.layout,
+            float(self.latency_ms), n, b"".join(self.num),
+            None if all(t is None for t in self.txt) else orjson.dumps(self.txt).decode(),
+            orjson.dumps(self.outputs).decode(), nums.tobytes(),
+            bytes(none) if any(none) else None, scores,
+            None if ctx is None or all(c is None for c in ctx) else orjson.dumps(ctx).decode(),
+            self.erased,
+        )  # fmt: skip
+
+
+def fits(num: Sequence[bytes], scores: Sequence[bytes] | None) -> bool:
+    """Whether rows can be stored as one block: one packed width, one scores width."""
+    if not num or len(num) > 0xFFFF:
+        return False
+    w = len(num[0])
+    if any(len(v) != w for v in num):
+        return False
+    if scores is not None:
+        sw = len(scores[0])
+        return all(len(s) == sw for s in scores)
+    return True
+
+
+def is_block_id(ref: str) -> bool:
+    """Whether ``ref`` is a block's own id (not one of its decisions')."""
+    return len(ref) == 36 and ref[14] == "8" and ref.endswith("0000")
+
+
+def decision_ids(block_id: str, n: int) -> list[str]:
+    """The ids of the ``n`` decisions of block ``block_id``."""
+    head = block_id[:32]
+    return [f"{head}{i:04x}" for i in range(1, n + 1)]
+
+
+def from_stored(r: Sequence[Any]) -> Block:
+    """A block from its stored row (:data:`COLUMNS` order)."""
+    (bid, ts, ep, var, mname, mver, seq, shadow, unit, rid, lay, lat, n, num, txt, outs,
+     onum, onone, scores, ctx, erased) = r  # fmt: skip
+    n = int(n)
+    raw = bytes(num)
+    w = len(raw) // n if n else 0
+    nums = np.frombuffer(bytes(onum), dtype="<f8").tolist()
+    if onone is not None:
+        nums = [None if f else v for v, f in zip(nums, bytes(onone), strict=True)]
+    sc = None
+    if scores is not None:
+        s = bytes(scores)
+        sw = len(s) // n
+        sc = [s[i * sw : (i + 1) * sw] for i in range(n)]
+    return Block(
+        str(bid), decision_ids(str(bid), n), int(ts), ep, var, mname, mver, int(seq),
+        bool(shadow), unit, rid, lay, float(lat), [raw[i * w : (i + 1) * w] for i in range(n)],
+        [None] * n if txt is None else list(orjson.loads(txt)), list(orjson.loads(outs)), nums,
+        sc, None if ctx is None else list(orjson.loads(ctx)),
+        None if erased is None else bytes(erased),
+    )  # fmt: skip
+
+
+def one_of(r: Sequence[Any], pos: int) -> tuple[Any, ...] | None:
+    """Decision ``pos`` of a stored block row as a tuple (:data:`TUPLE_COLUMNS`), or None."""
+    (bid, ts, ep, var, mname, mver, seq, shadow, unit, rid, lay, lat, n, num, txt, outs,
+     onum, onone, scores, ctx, _erased) = r  # fmt: skip
+    n = int(n)
+    if not 0 <= pos < n:
+        return None
+    raw = bytes(num)
+    w = len(raw) // n
+    out = orjson.loads(outs)[pos]
+    on: float | None = struct.unpack_from("<d", bytes(onum), 8 * pos)[0]
+    if onone is not None and bytes(onone)[pos]:
+        on = None
+    sc = None
+    if scores is not None:
+        s = bytes(scores)
+        sw = len(s) // n
+        sc = s[pos * sw : (pos + 1) * sw]
+    return (
+        decision_ids(str(bid), pos + 1)[pos], int(ts), ep, var, mname, mver, int(seq),
+        bool(shadow), unit, rid, lay, raw[pos * w : (pos + 1) * w],
+        None if txt is None else orjson.loads(txt)[pos], out, on, float(lat), sc,
+        None if ctx is None else orjson.loads(ctx)[pos],
+    )  # fmt: skip
+
+
+# --- evidence -------------------------------------------------------------------
+
+_P32 = struct.Struct(">I").pack
+_P64 = struct.Struct(">q").pack
+_PF = struct.Struct(">d").pack
+_INPUTS_TAG = _P32(len(b"chronoml/inputs/v1")) + b"chronoml/inputs/v1"
+_LEAF_TAG = b"\x00" + _P32(len(b"chronoml/decision/v2")) + b"chronoml/decision/v2"
+
+
+def _s(v: str) -> bytes:
+    raw = v.encode("utf-8")
+    return _P32(len(raw)) + raw
+
+
+def _f(x: float) -> bytes:
+    if math.isfinite(x):
+        return b"\x01" + _PF(x)
+    return b"\x02" + _s("nan" if math.isnan(x) else ("inf" if x > 0 else "-inf"))
+
+
+def commit(block: Block) -> tuple[list[bytes], list[bytes], list[bytes]]:
+    """Fresh salts, input commitments and leaf hashes of the block's decisions.
+
+    The bytes are those of :func:`~chronoml.domain.leaves.inputs_commitment` and
+    :class:`~chronoml.domain.leaves.DecisionLeaf` for each decision (a test pins
+    them): what the block's rows share is encoded once, and each row costs two
+    or three SHA-256 calls over a few joined pieces. Rows with text inputs or a
+    context take the row-by-row encoders.
+    """
+    n = block.rows
+    pool = os.urandom(SALT * n)
+    salts = [pool[i * SALT : (i + 1) * SALT] for i in range(n)]
+    if any(t is not None for t in block.txt) or (
+        block.context is not None and any(c is not None for c in block.context)
+    ):
+        rows = block.tuples()
+        coms = [
+            LV.inputs_commitment(r[10], bytes(r[11]), r[12], s, r[17])
+            for r, s in zip(rows, salts, strict=True)
+        ]
+        leaves = [
+            _leaf_of(r if r[17] is None else r[:17], c) for r, c in zip(rows, coms, strict=True)
+        ]
+        return salts, coms, leaves
+    width = len(block.num[0])
+    coms = _hash_rows(
+        n,
+        [_INPUTS_TAG + _P32(SALT), _matrix(pool, n), _s(block.layout) + _P32(width),
+         _matrix(b"".join(block.num), n), b"\x00"],
+    )  # fmt: skip
+    lat = float(block.latency_ms)
+    shared = b"".join(
+        (
+            _P64(int(block.ts)), _s(block.endpoint), _s(block.variant), _s(block.model_name),
+            _s(block.model_version), _P64(int(block.event_seq)),
+            b"\x01" if block.shadow else b"\x00",
+            b"\x00" if block.unit is None else b"\x01" + _s(block.unit),
+            _s(block.request_id), _s(block.layout),
+        )
+    )  # fmt: skip
+    tail = b"\x01" + _PF(lat) if math.isfinite(lat) else _f(lat)
+    if block.scores is None:
+        digests: bytes | np.ndarray[Any, Any] = b"\x00"
+    else:
+        marks = np.ones((n, 1), dtype=np.uint8)
+        digests = np.hstack(
+            [marks, _matrix(b"".join(_hash_rows(n, [_matrix(b"".join(block.scores), n)])), n)]
+        )
+    encoded: dict[str, bytes] = {}
+    outs = [encoded.get(o) or encoded.setdefault(o, _s(o)) for o in block.outputs]
+    pieces = [_LEAF_TAG + _P32(36), _matrix("".join(block.ids).encode("ascii"), n), shared,
+              _matrix(b"".join(coms), n), _column(outs, n), _numbers(block.output_num, n),
+              tail, digests, b"\x00"]  # fmt: skip
+    return salts, coms, _hash_rows(n, pieces)
+
+
+def _matrix(raw: bytes, n: int) -> np.ndarray[Any, Any]:
+    """``raw`` as ``n`` rows of equal width."""
+    return np.frombuffer(raw, dtype=np.uint8).reshape(n, len(raw) // n)
+
+
+def _numbers(values: list[float | None], n: int) -> bytes | np.ndarray[Any, Any] | list[bytes]:
+    """The output numbers' encodings: a matrix when every one is finite (the usual case)."""
+    if all(v is None for v in values):
+        return b"\x00"
+    if None not in values:
+        arr = np.asarray(values, dtype=np.float64)
+        if np.isfinite(arr).all():
+            mat = np.empty((n, 9), dtype=np.uint8)
+            mat[:, 0] = 1
+            mat[:, 1:] = arr.astype(">f8").view(np.uint8).reshape(n, 8)
+            return mat
+    return _column([b"\x00" if v is None else _f(float(v)) for v in values], n)
+
+
+def _column(values: list[bytes], n: int) -> bytes | np.ndarray[Any, Any] | list[bytes]:
+    """One piece per row: a constant, a matrix when they share a width, else the list."""
+    first = values[0]
+    if all(v == first for v in values):
+        return first
+    if all(len(v) == len(first) for v in values):
+        return _matrix(b"".join(values), n)
+    return values
+
+
+def _hash_rows(n: int, pieces: Sequence[bytes | np.ndarray[Any, Any] | list[bytes]]) -> list[bytes]:
+    """SHA-256 of each row's pieces joined: a constant piece is the same in every row, a
+    matrix gives each row its own bytes, a list its own value.
+
+    With no list among them the rows are one matrix and the hashing loop runs in C
+    (``map`` over the rows of the matrix); otherwise each row is joined in Python.
+    """
+    if any(isinstance(p, list) for p in pieces):
+        cols = [
+            p
+            if isinstance(p, list)
+            else [p] * n
+            if isinstance(p, bytes)
+            else [r.tobytes() for r in p]
+            for p in pieces
+        ]
+        sha = hashlib.sha256
+        return [sha(b"".join(parts)).digest() for parts in zip(*cols, strict=True)]
+    parts = [
+        np.broadcast_to(np.frombuffer(p, dtype=np.uint8), (n, len(p)))
+        if isinstance(p, bytes)
+        else p
+        for p in pieces
+    ]
+    mat = np.ascontiguousarray(np.hstack(parts))
+    return list(map(_DIGEST, map(hashlib.sha256, mat)))  # type: ignore[arg-type]
+
+
+_DIGEST = operator.methodcaller("digest")
+
+
+def _leaf_of(r: Sequence[Any], commitment: bytes) -> bytes:
+    from chronoml.store.evidence import decision_leaf_hash  # evidence imports this module
+
+    return decision_leaf_hash(r, commitment)
+
+
+# --- reading --------------------------------------------------------------------
+
+
+def stored_in(conn: Any, block_id: str) -> tuple[Any, ...] | None:
+    """A block's stored row, or None."""
+    r = conn.execute(select(*_COLS).where(IB.c.id == block_id)).first()
+    return tuple(r) if r is not None else None
+
+
+def get_in(conn: Any, decision_id: str) -> tuple[Any, ...] | None:
+    """The decision as a tuple (:data:`TUPLE_COLUMNS`) when it is in a block, else None."""
+    where = block_of(decision_id)
+    if where is None:
+        return None
+    r = stored_in(conn, where[0])
+    return None if r is None else one_of(r, where[1])
+
+
+def tuples_by_ids(conn: Any, ids: Iterable[str]) -> list[tuple[Any, ...]]:
+    """The decisions of ``ids`` held in blocks, as tuples (the others are skipped)."""
+    wanted: dict[str, list[int]] = {}
+    for i in ids:
+        got = block_of(i)
+        if got is not None:
+            wanted.setdefault(got[0], []).append(got[1])
+    out: list[tuple[Any, ...]] = []
+    keys = sorted(wanted)
+    for k in range(0, len(keys), 500):
+        part = keys[k : k + 500]
+        for r in conn.execute(select(*_COLS).where(IB.c.id.in_(part))):
+            for pos in wanted[str(r[0])]:
+                t = one_of(tuple(r), pos)
+                if t is not None:
+                    out.append(t)
+    return out
+
+
+def blocks_where(
+    conn: Any,
+    *,
+    endpoint: str | None = None,
+    start: int | None = None,
+    end: int | None = None,
+    variant: str | None = None,
+    include_shadow: bool = True,
+    units: Sequence[str] | None = None,
+) -> list[Block]:
+    """The blocks matching, in time order."""
+    where: list[Any] = []
+    if endpoint is not None:
+        where.append(IB.c.endpoint == endpoint)
+    if start is not None:
+        where.append(IB.c.ts >= start)
+    if end is not None:
+        where.append(IB.c.ts < end)
+    if variant is not None:
+        where.append(IB.c.variant == variant)
+    if not include_shadow:
+        where.append(IB.c.shadow.is_(False))
+    if units is not None:
+        where.append(IB.c.unit.in_(list(units)))
+    q = select(*_COLS).where(*where).order_by(IB.c.ts, IB.c.id)
+    return [from_stored(tuple(r)) for r in conn.execute(q)]
+
+
+def tuples_where(conn: Any, **filters: Any) -> list[tuple[Any, ...]]:
+    """The decisions of the matching blocks as tuples (:data:`TUPLE_COLUMNS`), in time order."""
+    return [t for b in blocks_where(conn, **filters) for t in b.tuples()]
+
+
+def count_in(conn: Any, endpoint: str | None = None) -> int:
+    """Decisions held in blocks."""
+    from sqlalchemy import func
+
+    q = select(func.coalesce(func.sum(IB.c.rows), 0))
+    if endpoint is not None:
+        q = q.where(IB.c.endpoint == endpoint)
+    return int(conn.execute(q).scalar_one())
+
+
+def item_in(conn: Any, decision_id: str) -> tuple[Any, ...] | None:
+    """A block decision's evidence row as ``evidence.ITEM_COLUMNS`` gives one, or None.
+
+    Its salt is None once its inputs were erased (the block item's 16 bytes are zero).
+    """
+    where = block_of(decision_id)
+    if where is None:
+        return None
+    bid, pos = where
+    q = select(ITEMS.c.log_index, ITEMS.c.position, ITEMS.c.leaf, ITEMS.c.salt, ITEMS.c.commitment)
+    r = conn.execute(q.where(ITEMS.c.kind == ITEM_KIND, ITEMS.c.ref == bid)).first()
+    if r is None:
+        return None
+    leaves, salts, coms = bytes(r[2]), bytes(r[3] or b""), bytes(r[4] or b"")
+    if (pos + 1) * HASH > len(leaves):
+        return None
+    salt: bytes | None = salts[pos * SALT : (pos + 1) * SALT]
+    if not salt or salt == bytes(SALT):
+        salt = None
+    return (
+        "decision", decision_id, int(r[0]), int(r[1]) + pos, leaves[pos * HASH : (pos + 1) * HASH],
+        salt, coms[pos * HASH : (pos + 1) * HASH],
+    )  # fmt: skip
+
+
+def expand_items(
+    rows: Sequence[tuple[Any, ...]], stored: dict[str, tuple[Any, ...] | None]
+) -> list[tuple[Any, ...]]:
+    """Evidence rows joined to decisions (``log_index, position, ref, leaf, salt,
+    commitment`` then the decision's tuple, or Nones), with each ``decision_block`` item
+    expanded into one such row per decision; ``stored``: the blocks' rows by id."""
+    out: list[tuple[Any, ...]] = []
+    empty = (None,) * len(TUPLE_COLUMNS)
+    for r in rows:
+        if r[6] is not None or not is_block_id(str(r[2])):
+            out.append(r)
+            continue
+        idx, first, bid, leaves, salts, coms = r[:6]
+        leaves, salts, coms = bytes(leaves), bytes(salts or b""), bytes(coms or b"")
+        n = len(leaves) // HASH
+        got = stored.get(str(bid))
+        block = from_stored(got) if got is not None else None
+        tuples = block.tuples() if block is not None and block.rows == n else None
+        ids = decision_ids(str(bid), n)
+        for k in range(n):
+            salt: bytes | None = salts[k * SALT : (k + 1) * SALT]
+            if not salt or salt == bytes(SALT):
+                salt = None
+            t = tuples[k] if tuples is not None else empty
+            out.append(
+                (idx, int(first) + k, ids[k], leaves[k * HASH : (k + 1) * HASH], salt,
+                 coms[k * HASH : (k + 1) * HASH], *t)
+            )  # fmt: skip
+    return out
