@@ -13,7 +13,7 @@ from sqlalchemy.exc import IntegrityError
 
 from chronoml.domain import codec
 from chronoml.domain.codec import NUMERIC_KINDS, Schema
-from chronoml.store import archive_reads, blocks, evidence, ingest, partitions, schema
+from chronoml.store import archive_reads, blocks, evidence, ingest, ingest_reads, partitions, schema
 from chronoml.store.database import Store
 
 D = schema.decisions
@@ -139,7 +139,7 @@ def get_in(conn: Any, decision_id: str) -> DecisionRow | None:
         row = conn.execute(_GET, {"id": decision_id}).mappings().first()
     if row is not None:
         return DecisionRow(**row)
-    in_block = ingest.get_in(conn, decision_id)
+    in_block = ingest_reads.get_in(conn, decision_id)
     if in_block is not None:
         return DecisionRow(*in_block)
     archived = archive_reads.find(conn, decision_id)
@@ -158,7 +158,7 @@ def count(store: Store, endpoint: str | None = None) -> int:
         return (
             int(conn.execute(q).scalar_one())
             + int(conn.execute(qa).scalar_one())
-            + ingest.count_in(conn, endpoint)
+            + ingest_reads.count_in(conn, endpoint)
         )
 
 
@@ -242,6 +242,17 @@ def window(
         parts.append((vname, version, got, outs))
         if with_context:
             contexts += _merged([r[3] for r in data], [r[4] for r in data], later)
+    # and the window's decisions held in ingest blocks
+    held = ingest_reads.parts(
+        store, layouts.get, endpoint, start, end, variant=variant,
+        include_shadow=include_shadow, with_context=with_context,
+    )  # fmt: skip
+    if with_context and held:
+        ids = [i for p in held for i in p.ids or ()]
+        later_held = _later_context_of(store, ids)
+        for p in held:
+            contexts += _merged(p.ids or [], p.context or [], later_held)
+    parts += [(p.variant, p.version, p.columns, p.outputs) for p in held]
     total = sum(len(p[3]) for p in parts)
     names = list(dict.fromkeys(c for p in parts for c in p[2]))
     columns: dict[str, np.ndarray[Any, Any]] = {}
@@ -280,6 +291,22 @@ def _later_context(store: Store, endpoint: str, start: int, end: int) -> dict[st
     with store.read() as conn:
         for did, text in conn.execute(q).all():
             out.setdefault(did, {}).update(orjson.loads(text))
+    return out
+
+
+def _later_context_of(store: Store, ids: Sequence[str]) -> dict[str, dict[str, Any]]:
+    """Context added after the fact to the decisions of ``ids``, merged per decision."""
+    DC = schema.decision_context
+    out: dict[str, dict[str, Any]] = {}
+    with store.read() as conn:
+        for i in range(0, len(ids), 500):
+            q = (
+                select(DC.c.decision_id, DC.c.context)
+                .where(DC.c.decision_id.in_(list(ids[i : i + 500])))
+                .order_by(DC.c.id)
+            )
+            for did, text in conn.execute(q).all():
+                out.setdefault(did, {}).update(orjson.loads(text))
     return out
 
 
@@ -448,8 +475,18 @@ class Appender:
 def recent_ids(store: Store, endpoint: str, limit: int = 20) -> list[str]:
     """Ids of ``endpoint``'s latest logged decisions, newest first (for the web UI)."""
     q = select(D.c.id).where(D.c.endpoint == endpoint).order_by(D.c.ts.desc()).limit(limit)
+    IB = schema.ingest_blocks
+    qb = select(IB.c.id, IB.c.rows, IB.c.ts).where(IB.c.endpoint == endpoint)
     with store.engine.connect() as conn:
-        got = [str(r[0]) for r in conn.execute(q)]
+        got = [str(r[0]) for r in conn.execute(q.add_columns(D.c.ts))]
+        newest = conn.execute(qb.order_by(IB.c.ts.desc()).limit(limit)).all()
+    if newest:
+        with store.engine.connect() as conn:
+            timed = [(int(t), str(i)) for i, t in conn.execute(q.add_columns(D.c.ts))]
+        for bid, n, ts in newest:
+            timed += [(int(ts), i) for i in ingest.decision_ids(str(bid), int(n))]
+        timed.sort(reverse=True)
+        got = [i for _, i in timed[:limit]]
     if len(got) < limit:
         got += archive_reads.recent_ids(store, endpoint, limit - len(got))
     return got

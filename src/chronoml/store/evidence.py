@@ -17,9 +17,7 @@ decision log's fast path.
 from __future__ import annotations
 
 import hashlib
-import math
 import os
-import struct
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -30,7 +28,9 @@ from chronoml.domain import leaves as LV
 from chronoml.domain import ledger as L
 from chronoml.domain import merkle
 from chronoml.store import evidence_batch as EB
-from chronoml.store import ingest, schema
+from chronoml.store import ingest_reads as IR
+from chronoml.store import schema
+from chronoml.store.evidence_batch import decision_leaf_hash as decision_leaf_hash
 from chronoml.timeutil import now_us
 
 LOG = schema.evidence_log
@@ -78,52 +78,6 @@ def decision_leaf(r: Sequence[Any], commitment: bytes) -> LV.DecisionLeaf:
 
 def _scores_digest(r: Sequence[Any]) -> bytes | None:
     return None if len(r) <= 16 or r[16] is None else hashlib.sha256(bytes(r[16])).digest()
-
-
-_PACK_U32 = struct.Struct(">I").pack
-_PACK_I64 = struct.Struct(">q").pack
-_PACK_F64 = struct.Struct(">d").pack
-_DECISION_TAG = _PACK_U32(len(b"chronoml/decision/v2")) + b"chronoml/decision/v2"
-
-
-def _s(v: str) -> bytes:
-    raw = v.encode("utf-8")
-    return _PACK_U32(len(raw)) + raw
-
-
-def _f(x: float) -> bytes:
-    if math.isfinite(x):
-        return b"\x01" + _PACK_F64(x)
-    return b"\x02" + _s("nan" if math.isnan(x) else ("inf" if x > 0 else "-inf"))
-
-
-def decision_leaf_hash(r: Sequence[Any], commitment: bytes) -> bytes:
-    """``decision_leaf(r, commitment).leaf_hash()``, several times faster.
-
-    The write path and ``audit verify --decisions`` hash every decision, so the
-    encoding of :class:`~chronoml.domain.leaves.DecisionLeaf` is spelled out
-    here field by field; a test pins it to the generic encoder byte for byte.
-    """
-    if type(commitment) is not bytes or len(commitment) != merkle.HASH_SIZE:
-        raise LV.LeafError("the input commitment is not a 32-byte hash", "inputs_commitment")
-    unit, out = r[8], r[14]
-    digest = _scores_digest(r)
-    context = r[17] if len(r) > 17 else None
-    data = b"".join(
-        (
-            b"\x00",  # the RFC 6962 leaf prefix
-            _DECISION_TAG,
-            _s(r[0]), _PACK_I64(int(r[1])), _s(r[2]), _s(r[3]), _s(r[4]), _s(r[5]),
-            _PACK_I64(int(r[6])), b"\x01" if r[7] else b"\x00",
-            b"\x00" if unit is None else b"\x01" + _s(unit),
-            _s(r[9]), _s(r[10]), commitment, _s(r[13]),
-            b"\x00" if out is None else _f(float(out)),
-            _f(float(r[15])),
-            b"\x00" if digest is None else b"\x01" + digest,
-            b"\x00" if context is None else b"\x01" + _s(context),
-        )
-    )  # fmt: skip
-    return hashlib.sha256(data).digest()
 
 
 def commit_decisions(rows: Sequence[Sequence[Any]]) -> tuple[list[bytes], list[bytes], list[bytes]]:
@@ -425,7 +379,7 @@ def item_in(conn: Connection, kind: str, ref: str) -> tuple[Any, ...] | None:
     A decision logged in an ingest block has its row cut from its block's item."""
     r = conn.execute(_ITEM, {"kind": kind, "ref": ref}).first()
     if r is None and kind == "decision":
-        return ingest.item_in(conn, ref)
+        return IR.item_in(conn, ref)
     return tuple(r) if r is not None else None
 
 
@@ -497,16 +451,7 @@ def uncommitted(conn: Connection, kind: str, limit: int = 1) -> list[str]:
     )
     out = [str(v) for v in conn.execute(q).scalars()]
     if kind == "decision" and len(out) < limit:
-        IB = schema.ingest_blocks
-        on = (ITEMS.c.kind == ingest.ITEM_KIND) & (ITEMS.c.ref == IB.c.id)
-        qb = (
-            select(IB.c.id, IB.c.rows)
-            .select_from(IB.outerjoin(ITEMS, on))
-            .where(ITEMS.c.ref.is_(None))
-            .limit(limit - len(out))
-        )
-        for bid, n in conn.execute(qb):
-            out += ingest.decision_ids(str(bid), int(n))[: limit - len(out)]
+        out += IR.uncommitted(conn, limit - len(out))
     return out
 
 

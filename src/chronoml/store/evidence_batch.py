@@ -27,7 +27,7 @@ from sqlalchemy import Connection, select
 
 from chronoml.domain import leaves as LV
 from chronoml.domain import merkle
-from chronoml.store import ingest, schema
+from chronoml.store import ingest, ingest_reads, schema
 
 _PACK_U32 = struct.Struct(">I").pack
 _PACK_I64 = struct.Struct(">q").pack
@@ -62,6 +62,38 @@ class _Strings(dict[str, bytes]):
         if len(self) < _CACHE_LIMIT:
             self[v] = b
         return b
+
+
+_DECISION_TAG = _PACK_U32(len(b"chronoml/decision/v2")) + b"chronoml/decision/v2"
+
+
+def decision_leaf_hash(r: Sequence[Any], commitment: bytes) -> bytes:
+    """``decision_leaf(r, commitment).leaf_hash()``, several times faster.
+
+    The write path and ``audit verify --decisions`` hash every decision, so the
+    encoding of :class:`~chronoml.domain.leaves.DecisionLeaf` is spelled out
+    here field by field; a test pins it to the generic encoder byte for byte.
+    """
+    if type(commitment) is not bytes or len(commitment) != merkle.HASH_SIZE:
+        raise LV.LeafError("the input commitment is not a 32-byte hash", "inputs_commitment")
+    unit, out = r[8], r[14]
+    digest = None if len(r) <= 16 or r[16] is None else hashlib.sha256(bytes(r[16])).digest()
+    context = r[17] if len(r) > 17 else None
+    data = b"".join(
+        (
+            b"\x00",  # the RFC 6962 leaf prefix
+            _DECISION_TAG,
+            _s(r[0]), _PACK_I64(int(r[1])), _s(r[2]), _s(r[3]), _s(r[4]), _s(r[5]),
+            _PACK_I64(int(r[6])), b"\x01" if r[7] else b"\x00",
+            b"\x00" if unit is None else b"\x01" + _s(unit),
+            _s(r[9]), _s(r[10]), commitment, _s(r[13]),
+            b"\x00" if out is None else _f(float(out)),
+            _f(float(r[15])),
+            b"\x00" if digest is None else b"\x01" + digest,
+            b"\x00" if context is None else b"\x01" + _s(context),
+        )
+    )  # fmt: skip
+    return hashlib.sha256(data).digest()
 
 
 def leaf_hashes(
@@ -215,7 +247,7 @@ def decision_items(
                     {str(r[2]) for r in rows if r[6] is None and ingest.is_block_id(r[2])}
                 )
                 if refs:
-                    rows = ingest.expand_items(rows, _blocks(db, is_sqlite, refs))
+                    rows = ingest_reads.expand_items(rows, _blocks(db, is_sqlite, refs))
                 yield rows
         finally:
             cur.close()

@@ -32,7 +32,7 @@ from sqlalchemy import Connection, select, text
 from sqlalchemy.exc import OperationalError
 
 from chronoml.ids import block_of
-from chronoml.store import ingest, schema
+from chronoml.store import ingest, ingest_reads, schema
 from chronoml.store.database import Store
 from chronoml.timeutil import now_us
 from chronoml.worker import Worker
@@ -122,7 +122,7 @@ def rows_by_ids(conn: Connection, columns: Sequence[Any], ids: Sequence[str]) ->
     rows: list[Any] = []
     if in_blocks:
         at = [ingest.AT[c.name] for c in columns]
-        rows += [tuple(t[k] for k in at) for t in ingest.tuples_by_ids(conn, in_blocks)]
+        rows += [tuple(t[k] for k in at) for t in ingest_reads.tuples_by_ids(conn, in_blocks)]
     if not ids:
         return rows
     q = select(*columns).where(d.c.id.in_(list(ids)))
