@@ -101,19 +101,13 @@ decisions = Table(
     Column("output", Text, nullable=False),
     Column("output_num", Float, nullable=True),
     Column("latency_ms", Float, nullable=False),
-    # the score of every class, packed float64 in the order of model_classes
-    Column("scores", LargeBinary, nullable=True),
-    # what the caller said about the decision that is not a model input (JSON object)
-    Column("context", Text, nullable=True),
+    Column("scores", LargeBinary, nullable=True),  # float64 per class, model_classes order
+    Column("context", Text, nullable=True),  # what the caller said that is not an input
 )
 Index("ix_decisions_endpoint_ts", decisions.c.endpoint, decisions.c.ts)
 Index("ix_decisions_unit", decisions.c.unit)
 
-# A request of many rows logged as one row: the shared columns once, the per-row ones
-# packed (inputs, output numbers, scores end to end; texts as JSON lists). Decision i
-# of block B has the id ``ids.new_block_ids`` gives (B's id with i in its last 16 bits).
-# Its evidence is one ``decision_block`` item holding every row's leaf, salt and
-# commitment end to end, at the rows' positions in their group commit's batch.
+# A request of many rows as one row; decision i's id is the block's with i in its last 16 bits
 ingest_blocks = Table(
     "ingest_blocks",
     metadata,
@@ -131,13 +125,13 @@ ingest_blocks = Table(
     Column("latency_ms", Float, nullable=False),
     Column("rows", Integer, nullable=False),
     Column("num", LargeBinary, nullable=False),  # rows x width bytes
-    Column("txt", Text, nullable=True),  # JSON list of each row's text inputs
-    Column("outputs", Text, nullable=False),  # JSON list of each row's output text
+    Column("txt", Text, nullable=True),  # JSON lists of each row's value
+    Column("outputs", Text, nullable=False),
     Column("output_num", LargeBinary, nullable=False),  # float64 per row
     Column("output_none", LargeBinary, nullable=True),  # 1 per row without a number
     Column("scores", LargeBinary, nullable=True),  # rows x classes float64
-    Column("context", Text, nullable=True),  # JSON list of each row's context text
-    Column("erased", LargeBinary, nullable=True),  # 1 per row whose inputs were erased
+    Column("context", Text, nullable=True),
+    Column("erased", LargeBinary, nullable=True),  # 1 per erased row
 )
 Index("ix_ingest_blocks_endpoint_ts", ingest_blocks.c.endpoint, ingest_blocks.c.ts)
 Index("ix_ingest_blocks_unit", ingest_blocks.c.unit)
