@@ -341,6 +341,7 @@ _DIGEST = operator.methodcaller("digest")
 
 
 def _leaf_of(r: Sequence[Any], commitment: bytes) -> bytes:
-    from chronoml.store.evidence import decision_leaf_hash  # evidence imports this module
+    # lazy: evidence_batch imports this module (to read blocks back for verify)
+    from chronoml.store.evidence_batch import decision_leaf_hash
 
     return decision_leaf_hash(r, commitment)
