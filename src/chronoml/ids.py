@@ -149,6 +149,8 @@ def _dashed(hexed: str, n: int) -> list[str]:
 # A request logged as one block: the block's id is a fresh id with version 8 (a custom
 # UUID layout) and its last 16 bits zero; decision i of the block (from 1) is the same id
 # with i in those bits. So each id names its block and its row, with no row of its own.
+# The random bits are the block's: one decision's id gives the ids of the others of the
+# same request (never of another request's), which were all answered to the same caller.
 BLOCK_MAX_ROWS = 0xFFFF
 _BLOCK_VERSION = "8"
 

@@ -312,6 +312,8 @@ def test_archived_blocks_read_back_the_same(
     with store.read() as conn:
         left = conn.execute(text("SELECT count(*) FROM ingest_blocks")).scalar_one()
     assert left == 6
+    held_status = [e for e in SA.status(store)["endpoints"] if e["endpoint"] == "held"]
+    assert held_status[0]["live_decisions"] == 240 and held_status[0]["archived_decisions"] == 240
     row_ids = [a for a, _ in twins.pairs()[::11]]
     after = answers(store, "held", ids)
     assert_same(answers(store, "rows", row_ids), after)

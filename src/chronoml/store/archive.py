@@ -401,6 +401,9 @@ def status(store: Store) -> dict[str, Any]:
         live: dict[str, int] = dict(
             conn.execute(select(D.c.endpoint, func.count()).group_by(D.c.endpoint)).all()
         )
+        held = select(IB.c.endpoint, func.sum(IB.c.rows)).group_by(IB.c.endpoint)
+        for e, n in conn.execute(held).all():
+            live[e] = live.get(e, 0) + int(n)
         arch = conn.execute(
             select(F.c.endpoint, func.count(), func.sum(F.c.rows), func.sum(F.c.bytes)).group_by(
                 F.c.endpoint

@@ -13,6 +13,7 @@ from sqlalchemy.exc import IntegrityError
 
 from chronoml.domain import codec
 from chronoml.domain.codec import NUMERIC_KINDS, Schema
+from chronoml.ids import block_of
 from chronoml.store import archive_reads, blocks, evidence, ingest, ingest_reads, partitions, schema
 from chronoml.store.database import Store
 
@@ -130,6 +131,12 @@ def get(store: Store, decision_id: str) -> DecisionRow | None:
 
 def get_in(conn: Any, decision_id: str) -> DecisionRow | None:
     """The decision row, on a connection the caller holds (archived ones too)."""
+    if block_of(decision_id) is not None:  # logged in an ingest block, or archived since
+        in_block = ingest_reads.get_in(conn, decision_id)
+        if in_block is not None:
+            return DecisionRow(*in_block)
+        archived = archive_reads.find(conn, decision_id)
+        return DecisionRow(*archived) if archived is not None else None
     row = None
     span = None if conn.dialect.name == "sqlite" else partitions.id_span(decision_id)
     if span is not None:
@@ -139,9 +146,6 @@ def get_in(conn: Any, decision_id: str) -> DecisionRow | None:
         row = conn.execute(_GET, {"id": decision_id}).mappings().first()
     if row is not None:
         return DecisionRow(**row)
-    in_block = ingest_reads.get_in(conn, decision_id)
-    if in_block is not None:
-        return DecisionRow(*in_block)
     archived = archive_reads.find(conn, decision_id)
     return DecisionRow(*archived) if archived is not None else None
 
