@@ -37,8 +37,16 @@ def client(cm: Any, settings: Any, models: Any) -> Iterator[TestClient]:
 
 def _same(d: dict[str, Any]) -> dict[str, Any]:
     """A decision's answer without what differs between two requests of the same rows."""
-    skip = {"id", "time", "endpoint", "latency_ms", "event", "explanation", "routed_by_event",
-            "label_history"}
+    skip = {
+        "id",
+        "time",
+        "endpoint",
+        "latency_ms",
+        "event",
+        "explanation",
+        "routed_by_event",
+        "label_history",
+    }
     return {k: v for k, v in d.items() if k not in skip}
 
 
