@@ -8,6 +8,8 @@ rebuild the inputs with their logged types (integers stay integers).
 
 from __future__ import annotations
 
+import heapq
+import itertools
 from collections import namedtuple
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
@@ -143,41 +145,39 @@ def batches(
     for i in range(0, len(archived), size):
         yield from _decode(layouts, archived[i : i + size])
     q = select(*_COLS).where(*_where(endpoint, start, end, include_shadow)).order_by(D.c.ts, D.c.id)
+    # the range's decisions held in ingest blocks, merged with the rows in (ts, id) order
+    held = ingest_reads.rows(
+        store, endpoint, start, end, names, shadow=None if include_shadow else False
+    )
     with store.engine.connect() as conn:
         if store.is_sqlite:
             # sqlite3 steps through the result as it is fetched: read the
             # driver's cursor directly, without per-row result objects
             cursor = conn.execute(q).cursor
             assert cursor is not None
-            while rows := cursor.fetchmany(size):
-                yield from _decode(layouts, rows)
+            yield from _merged(layouts, iter(lambda: cursor.fetchmany(size), []), held, size)
         else:
             # PostgreSQL: a server-side cursor, so a long range is not held in memory
             result = conn.execute(q.execution_options(stream_results=True, yield_per=size))
             try:
-                while rows := result.fetchmany(size):
-                    yield from _decode(layouts, rows)
+                pages = iter(lambda: result.fetchmany(size), [])
+                yield from _merged(layouts, pages, held, size)
             finally:
                 result.close()
-    # then the range's decisions held in ingest blocks
-    yield from _blocked(store, layouts, endpoint, start, end, include_shadow, size)
 
 
-def _blocked(
-    store: Store,
-    layouts: Layouts,
-    endpoint: str,
-    start: int,
-    end: int,
-    include_shadow: bool,
-    size: int,
+def _merged(
+    layouts: Layouts, pages: Iterator[Sequence[Any]], held: list[tuple[Any, ...]], size: int
 ) -> Iterator[Batch]:
-    """The range's decisions held in ingest blocks (after its rows)."""
-    names = [c.name for c in _COLS]
-    shadow = None if include_shadow else False
-    got = ingest_reads.rows(store, endpoint, start, end, names, shadow=shadow)
-    for i in range(0, len(got), size):
-        yield from _decode(layouts, got[i : i + size])
+    """Pages of rows, with the block decisions ``held`` merged in by (ts, id)."""
+    if not held:
+        for rows in pages:
+            yield from _decode(layouts, rows)
+        return
+    flat = (r for rows in pages for r in rows)
+    merged = heapq.merge(flat, held, key=_ts_id)
+    while chunk := list(itertools.islice(merged, size)):
+        yield from _decode(layouts, chunk)
 
 
 def _named(fields: Sequence[str], rows: Iterable[Sequence[Any]]) -> list[Any]:
