@@ -10,7 +10,8 @@ features), medians of ``--runs``:
 - 1001 ids; the packed inputs and scores;
 - the evidence entry of the batch (salted input commitments and leaf hashes);
 - the durable append (``store.decisions.Appender``: rows, evidence items,
-  Merkle nodes, commit with fsync), and, for comparison on the same
+  Merkle nodes, commit with fsync), the same request as one ingest block (its
+  evidence entry alone, then its whole durable append), and, for comparison on the same
   database, the decisions rows alone and one row holding all 1000 packed
   (what a columnar block per request would write), and the rows with a
   16-byte binary primary key instead of the 36-character text id.
@@ -38,9 +39,10 @@ from sklearn.ensemble import GradientBoostingClassifier
 
 from chronoml.domain import codec
 from chronoml.gateway import inputs
-from chronoml.ids import new_ids
+from chronoml.ids import new_block_ids, new_ids
 from chronoml.registry.trees import fast_trees
 from chronoml.store import decisions as D
+from chronoml.store import ingest
 from chronoml.store.database import Store
 
 FEATURES = [f"f{i:02d}" for i in range(30)]
@@ -99,6 +101,19 @@ def main() -> int:
     out["evidence entry (commitments, leaf hashes)"] = median_ms(
         lambda: D.decision_entry(tuples()), runs
     )
+
+    def block() -> ingest.Block:
+        block_id, ids = new_block_ids(n)
+        packed, scores = codec.pack_rows(mat), codec.pack_rows(proba)
+        ts = time.time_ns() // 1000
+        return ingest.Block(
+            block_id, ids, ts, "bench", "v1", "bench", "1", 3, False, None, new_ids(1)[0],
+            "layout1", 0.5, packed, [None] * n, ["1"] * n, [1.0] * n, scores, None,
+        )  # fmt: skip
+
+    out["ingest block: its evidence entry"] = median_ms(
+        lambda: D.decision_entry([], [block()]), runs
+    )
     with tempfile.TemporaryDirectory() as tmp:
         home = Path(tmp)
         store = Store.open(f"sqlite:///{home / 'db.sqlite'}", home)
@@ -108,6 +123,10 @@ def main() -> int:
         it = iter(batches)
         out["Appender.append (all of the durable write)"] = median_ms(
             lambda: ap_.append(next(it)), runs
+        )
+        held = iter([block() for _ in range(runs + 1)])
+        out["Appender.append of one ingest block (all of its durable write)"] = median_ms(
+            lambda: ap_.append([], (), [next(held)]), runs
         )
         db = ap_._connection().driver_connection
         db.execute(

@@ -142,3 +142,37 @@ def _dashed(hexed: str, n: int) -> list[str]:
     chars[:, _HEX_AT] = digits
     chars[:, 36] = ord("\n")
     return chars.tobytes().decode("ascii").split("\n")[:n]
+
+
+# --- ids of the decisions of one columnar request ------------------------------
+
+# A request logged as one block: the block's id is a fresh id with version 8 (a custom
+# UUID layout) and its last 16 bits zero; decision i of the block (from 1) is the same id
+# with i in those bits. So each id names its block and its row, with no row of its own.
+# The random bits are the block's: one decision's id gives the ids of the others of the
+# same request (never of another request's), which were all answered to the same caller.
+BLOCK_MAX_ROWS = 0xFFFF
+_BLOCK_VERSION = "8"
+
+
+def new_block_ids(n: int) -> tuple[str, list[str]]:
+    """A block id and the ids of its ``n`` decisions (``1 <= n <= BLOCK_MAX_ROWS``)."""
+    if not 1 <= n <= BLOCK_MAX_ROWS:
+        raise ValueError(f"a block holds 1 to {BLOCK_MAX_ROWS} decisions, not {n}")
+    base = new_id()
+    head = f"{base[:14]}{_BLOCK_VERSION}{base[15:32]}"
+    return head + "0000", [f"{head}{i:04x}" for i in range(1, n + 1)]
+
+
+def block_of(decision_id: str) -> tuple[str, int] | None:
+    """``(block id, row)`` of a decision logged in a block (row from 0), else None."""
+    if len(decision_id) != 36 or decision_id[14] != _BLOCK_VERSION:
+        return None
+    tail = decision_id[32:]
+    try:
+        pos = int(tail, 16)
+    except ValueError:
+        return None
+    if pos == 0 or not tail.isalnum():
+        return None
+    return decision_id[:32] + "0000", pos - 1

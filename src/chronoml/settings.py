@@ -45,6 +45,8 @@ class Settings:
         0.0  # extra wait for a batch to fill (0: batches form while the model is busy)
     )
     max_queue_rows: int = 20_000  # rows waiting per variant before requests get 503
+    # a request of at least this many rows is logged as one ingest block (None: always rows)
+    ingest_block_rows: int | None = 16
     predict_timeout_s: float = 10.0  # a request whose model has not answered by then gets 504
     default_endpoint: str | None = None  # the endpoint /invocations serves
     monitor_interval_s: float = 300.0  # 0 turns scheduled monitoring off

@@ -28,6 +28,7 @@ from starlette.testclient import TestClient
 
 from access_support import admin_client, token_for
 from chronoml.gateway.app import create_app
+from chronoml.ids import block_of
 from chronoml.service import Chronoml
 from chronoml.settings import Settings
 from chronoml.store import Store
@@ -102,7 +103,9 @@ class Server:
         self.proc.wait(15)
 
 
-def _load(base: str, stop: threading.Event, acked: list[list[str]], workers: int = 6) -> Any:
+def _load(
+    base: str, stop: threading.Event, acked: list[list[str]], workers: int = 6, body: Any = BODY
+) -> Any:
     """Closed-loop traffic until ``stop``; every 2xx's decision ids go to ``acked``."""
 
     def one(k: int) -> None:
@@ -113,7 +116,7 @@ def _load(base: str, stop: threading.Event, acked: list[list[str]], workers: int
                 try:
                     r = c.post(
                         "/v1/endpoints/cancer/predict",
-                        json=BODY,
+                        json=body,
                         headers={"X-Chronoml-Unit": f"{k}-{i}"},
                     )
                 except httpx.TransportError:
@@ -199,6 +202,52 @@ def test_kill_9_under_load_loses_no_acknowledged_decision_then_a_graceful_stop(
         from chronoml.store import ledger as SL
 
         assert SL.verify(store).ok
+    finally:
+        store.close()
+
+
+BLOCK_ROWS = 40  # a request this large is logged as one ingest block (the default: 16 rows)
+
+
+@pytest.mark.slow
+def test_kill_9_under_load_loses_no_acknowledged_block(tmp_path: Path, models: Any) -> None:
+    s = _settings(tmp_path, models)
+    cm = _open(s)
+    cm.deploy("cancer", f"models:/cancer/{models.linked_v1}")
+    cm.close()
+    many = {"dataframe_split": {"columns": list(X.columns),
+                                "data": X.iloc[:BLOCK_ROWS].values.tolist()}}  # fmt: skip
+    server = Server(s)
+    acked: list[list[str]] = []
+    stop = threading.Event()
+    try:
+        pool, futs = _load(server.base, stop, acked, body=many)
+        deadline = time.time() + 30
+        while len(acked) < 30 and time.time() < deadline:
+            time.sleep(0.05)
+        os.kill(server.proc.pid, signal.SIGKILL)  # mid-traffic
+        server.proc.wait(10)
+        stop.set()
+        for f in futs:
+            f.result()
+        pool.shutdown()
+    finally:
+        server.close()
+    assert len(acked) >= 30
+    store = Store.open(s.database_url, s.home)
+    try:
+        with store.read() as conn:
+            held = dict(conn.exec_driver_sql("SELECT id, rows FROM ingest_blocks").all())
+        for ids in acked:
+            places = [block_of(i) for i in ids]
+            bids = {p[0] for p in places if p is not None}
+            assert len(bids) == 1 and len(places) == BLOCK_ROWS
+            assert held.get(bids.pop()) == BLOCK_ROWS  # the whole request, committed
+        assert D.get(store, acked[-1][-1]) is not None
+        from chronoml.evidence import audit
+
+        report = audit.verify(store, decisions=True)
+        assert report.ok, report.reason
     finally:
         store.close()
 

@@ -15,17 +15,21 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import orjson
 import pandas as pd
 import pytest
 from click.testing import CliRunner
 from sklearn.datasets import load_breast_cancer
+from sqlalchemy import select
 from starlette.testclient import TestClient
 
 from access_support import admin_client, token_for
 from chronoml.cli.common import cli
 from chronoml.gateway.app import create_app
+from chronoml.ids import block_of
 from chronoml.store import decisions as D
 from chronoml.store import explanations as SE
+from chronoml.store import schema
 
 DATA = load_breast_cancer(as_frame=True).frame
 X, Y = DATA.drop(columns=["target"]), DATA["target"]
@@ -346,8 +350,17 @@ def test_batch_replay_finds_an_altered_output(
     assert r.status_code == 200, r.text
     rep = r.json()
     assert rep["checked"] == 30 and rep["identical"] == 30 and rep["all_identical"] is True
+    # 20 rows: logged as one ingest block, whose outputs are a JSON list of texts
+    where = block_of(ids[7])
+    assert where is not None
+    IB = schema.ingest_blocks
     with cm.store.engine.begin() as conn:
-        conn.execute(D.D.update().where(D.D.c.id == ids[7]).values(output="0.5"))
+        q = select(IB.c.outputs).where(IB.c.id == where[0])
+        texts = orjson.loads(conn.execute(q).scalar_one())
+        texts[where[1]] = "0.5"
+        conn.execute(
+            IB.update().where(IB.c.id == where[0]).values(outputs=orjson.dumps(texts).decode())
+        )
     rep = client.post("/v1/endpoints/cancer/replay", json={}).json()
     assert (rep["identical"], rep["different"]) == (29, 1)
     ex = rep["examples"][0]

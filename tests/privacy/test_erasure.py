@@ -94,7 +94,8 @@ def _stored_bytes(home: Path, url: str) -> bytes:
     try:
         out = []
         with store.read() as conn:
-            for table in (schema.decisions, schema.decision_blocks, schema.outcome_blocks,
+            for table in (schema.decisions, schema.ingest_blocks, schema.decision_blocks,
+                          schema.outcome_blocks,
                           schema.decision_context, schema.explanations,
                           schema.ledger_events):  # fmt: skip
                 for row in conn.execute(select(table)):

@@ -46,8 +46,9 @@ def _stored_bytes(cm: Any, home: Path) -> bytes:
         return b"".join(p.read_bytes() for p in sorted(home.glob("chronoml.db*")))
     out = []
     with cm.store.read() as conn:
-        for table in (schema.decisions, schema.decision_blocks, schema.decision_context,
-                      schema.explanations, schema.ledger_events, schema.input_reads):  # fmt: skip
+        for table in (schema.decisions, schema.ingest_blocks, schema.decision_blocks,
+                      schema.decision_context, schema.explanations, schema.ledger_events,
+                      schema.input_reads):  # fmt: skip
             for row in conn.execute(select(table)):
                 for v in row:
                     out.append(bytes(v) if isinstance(v, bytes | memoryview) else str(v).encode())

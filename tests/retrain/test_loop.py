@@ -50,12 +50,18 @@ def _wait_for_shadow_copies(cm: Any, endpoint: str, n: int) -> None:
 
     from chronoml.store import schema
 
-    t = schema.decisions
+    t, held = schema.decisions, schema.ingest_blocks
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
         with cm.store.read() as conn:
             got = conn.execute(
                 select(func.count()).where(t.c.endpoint == endpoint, t.c.shadow.is_(True))
+            ).scalar_one()
+            # requests of many rows are logged as ingest blocks
+            got += conn.execute(
+                select(func.coalesce(func.sum(held.c.rows), 0)).where(
+                    held.c.endpoint == endpoint, held.c.shadow.is_(True)
+                )
             ).scalar_one()
         if got >= n:
             return

@@ -34,10 +34,11 @@ import pandas as pd
 from chronoml.domain import codec, privacy
 from chronoml.errors import StoreError
 from chronoml.gateway.log import DecisionLog
-from chronoml.ids import new_ids
+from chronoml.ids import new_block_ids, new_ids
 from chronoml.registry.models import LoadedModel, labels_of
 from chronoml.registry.scores import split_scores
 from chronoml.store import decisions as D
+from chronoml.store import ingest
 
 log = logging.getLogger("chronoml.batching")
 
@@ -91,6 +92,8 @@ class BatchSettings:
     max_batch_rows: int = 256
     max_wait_s: float = 0.0
     max_queue_rows: int = 20_000
+    # a request of at least this many rows is logged as one ingest block (None: never)
+    block_rows: int | None = None
 
 
 class Batcher:
@@ -229,6 +232,7 @@ class Batcher:
                     except ModelFailed as one:
                         parts.append(one)
         rows: list[D.DecisionTuple] = []
+        blocks: list[ingest.Block] = []
         explanations: list[tuple[Any, ...]] = []
         results: list[Result | BaseException] = []
         batch_rows = sum(j.n for j in jobs)
@@ -240,16 +244,38 @@ class Batcher:
             part_jobs, layout, packed, texts, outputs, nums, scores, plan = part
             shown = _output_texts(outputs)
             m = self.model.ref
-            fresh = new_ids(sum(j.n + 1 for j in part_jobs))
+            as_block = self._as_blocks(part_jobs, packed, scores)
+            fresh = new_ids(
+                sum(1 if b else j.n + 1 for j, b in zip(part_jobs, as_block, strict=True))
+            )
             off = 0  # into the part's rows
             at = 0  # into its fresh ids: each request's id, then its decisions'
-            for j in part_jobs:
+            for j, in_block in zip(part_jobs, as_block, strict=True):
                 request_id = fresh[at]
+                end = off + j.n
+                if in_block:
+                    at += 1
+                    block_id, ids = new_block_ids(j.n)
+                    if j.explain is not None:
+                        explanations.extend(j.explain(ids))
+                    blocks.append(
+                        ingest.Block(
+                            block_id, ids, j.ts, self.endpoint, self.variant, m.name, m.version,
+                            j.event_seq, j.shadow, j.unit if plan is None else plan.unit(j.unit),
+                            request_id, layout, (done - j.t0) * 1000, packed[off:end],
+                            texts[off:end], shown[off:end], nums[off:end],
+                            scores[off:end] if scores is not None else None,
+                            None if j.context is None
+                            else list(j.context if plan is None else plan.context(j.context)),
+                        )
+                    )  # fmt: skip
+                    results.append(Result(ids, outputs[off:end], batch_rows))
+                    off = end
+                    continue
                 ids = fresh[at + 1 : at + 1 + j.n]
                 at += 1 + j.n
                 if j.explain is not None:
                     explanations.extend(j.explain(ids))
-                end = off + j.n
                 # the tuples in D.COLUMNS order, built by zip rather than one by one
                 rows.extend(
                     zip(
@@ -279,7 +305,7 @@ class Batcher:
                 off = end
         if self.on_batch is not None:
             self.on_batch(self.endpoint, self.variant, len(jobs), batch_rows)
-        if not rows:
+        if not rows and not blocks:
             _call_soon(loop, _settle, jobs, results, None)
             return
 
@@ -288,7 +314,24 @@ class Batcher:
                 err = StoreError(str(err).splitlines()[0] if str(err) else repr(err))
             _call_soon(loop, _settle, jobs, results, err)
 
-        self.log.submit(rows, explanations, committed)
+        self.log.submit(rows, explanations, committed, blocks)
+
+    def _as_blocks(
+        self, jobs: Sequence[Job], packed: list[bytes], scores: list[bytes] | None
+    ) -> list[bool]:
+        """Which requests are logged as one ingest block each (enough rows, one width)."""
+        least = self.settings.block_rows
+        out: list[bool] = []
+        off = 0
+        for j in jobs:
+            end = off + j.n
+            out.append(
+                least is not None
+                and j.n >= least
+                and ingest.fits(packed[off:end], scores[off:end] if scores is not None else None)
+            )
+            off = end
+        return out
 
     def _predict(self, jobs: Sequence[Job]) -> _Part:
         schema = self.model.schema

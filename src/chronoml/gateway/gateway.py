@@ -340,6 +340,7 @@ class Gateway:
                     max_batch_rows=self.settings.max_batch_rows,
                     max_wait_s=self.settings.max_wait_ms / 1000,
                     max_queue_rows=self.settings.max_queue_rows,
+                    block_rows=self.settings.ingest_block_rows,
                 ),
                 on_batch=self.metrics.observe_batch,
                 ensure_classes=self._ensure_classes,

@@ -17,13 +17,14 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from chronoml.store import decisions as D
+from chronoml.store import ingest
 from chronoml.store.database import Store
 
 log = logging.getLogger("chronoml.log")
 
 # called in the writer's thread once the rows are committed (None) or not (the error)
 Done = Callable[[BaseException | None], None]
-_Item = tuple[Sequence[D.DecisionTuple], Sequence[tuple[Any, ...]], Done]
+_Item = tuple[Sequence[D.DecisionTuple], Sequence[tuple[Any, ...]], Done, Sequence[ingest.Block]]
 
 CHECKPOINT_INTERVAL_S = 1.0
 
@@ -64,15 +65,16 @@ class DecisionLog:
         rows: Sequence[D.DecisionTuple],
         explanations: Sequence[tuple[Any, ...]],
         done: Done,
+        blocks: Sequence[ingest.Block] = (),
     ) -> None:
-        """Queue rows (and their explanations); ``done`` is called once they are committed,
-        with None, or with the error if they could not be."""
+        """Queue rows, ingest blocks and explanations; ``done`` is called once they are
+        committed, with None, or with the error if they could not be."""
         if self._closed.is_set():
             done(RuntimeError("the decision log is closed"))
             return
         with self._lock:
             self._pending += 1
-        self._q.put((rows, explanations, done))
+        self._q.put((rows, explanations, done, blocks))
 
     def close(self, timeout: float = 30.0) -> None:
         """Flush everything queued, then stop."""
@@ -92,7 +94,7 @@ class DecisionLog:
             if item is None:
                 break
             batch: list[_Item] = [item]
-            n = len(item[0])
+            n = len(item[0]) + sum(b.rows for b in item[3])
             while n < self.max_rows:
                 try:
                     nxt = self._q.get_nowait()
@@ -102,22 +104,25 @@ class DecisionLog:
                     stopping = True
                     break
                 batch.append(nxt)
-                n += len(nxt[0])
-            rows = [r for rs, _, _ in batch for r in rs] if len(batch) > 1 else batch[0][0]
-            explanations = [e for _, es, _ in batch for e in es]
+                n += len(nxt[0]) + sum(b.rows for b in nxt[3])
+            rows = [r for rs, _, _, _ in batch for r in rs] if len(batch) > 1 else batch[0][0]
+            explanations = [e for _, es, _, _ in batch for e in es]
+            blocks = [b for _, _, _, bs in batch for b in bs]
             t0 = time.perf_counter()
             try:
-                self._appender.append(rows, explanations)
+                self._appender.append(rows, explanations, blocks)
             except Exception as exc:  # the store is down: every waiter learns it
                 log.error("decision log write failed: %s", str(exc).splitlines()[0])
                 outcome: BaseException | None = exc
             else:
                 outcome = None
                 if self.on_commit is not None:
-                    self.on_commit(len(rows), time.perf_counter() - t0)
+                    self.on_commit(
+                        len(rows) + sum(b.rows for b in blocks), time.perf_counter() - t0
+                    )
             with self._lock:
                 self._pending -= len(batch)
-            for _, _, done in batch:
+            for _, _, done, _ in batch:
                 try:
                     done(outcome)
                 except Exception:  # one waiter's bug must not stop the writer

@@ -33,7 +33,7 @@ from sqlalchemy import Connection, delete, func, select, update
 
 from chronoml.domain.archive import ArchiveError, FileLeaf, Target, file_name
 from chronoml.store import archive_parquet as AP
-from chronoml.store import evidence, schema
+from chronoml.store import evidence, ingest, schema
 from chronoml.store.archive_objects import Objects, Unreachable, open_objects
 from chronoml.store.archive_schema import live
 from chronoml.store.database import Store
@@ -48,6 +48,7 @@ F = schema.archive_files
 M = schema.archive_marks
 S = schema.archive_state
 B = schema.decision_blocks
+IB = schema.ingest_blocks
 
 CHUNK_ROWS = 200_000  # rows per transaction: bounds memory and how long the write lock is held
 SETTLE_US = 60_000_000  # decisions are stamped before they commit: archive only settled ones
@@ -107,7 +108,10 @@ def archive(
     cut = min(before, now_us() - settle_us)
     if endpoints is None:
         with store.read() as conn:
-            endpoints = sorted(conn.execute(select(D.c.endpoint).distinct()).scalars())
+            endpoints = sorted(
+                set(conn.execute(select(D.c.endpoint).distinct()).scalars())
+                | set(conn.execute(select(IB.c.endpoint).distinct()).scalars())
+            )
     result = Result()
     for endpoint in endpoints:
         before_rows = result.rows
@@ -156,13 +160,21 @@ def _chunk(
                 q_one = q.limit(None).where(D.c.ts == upto)
                 data = conn.execute(q_one).cursor.fetchall()  # type: ignore[union-attr]
                 upto += 1
+        # the decisions held in ingest blocks of the range, as rows (a block is one time)
+        upto, held, held_n = _held(conn, endpoint, lo, upto, chunk_rows - len(data))
+        data = [r for r in data if r[1] < upto]
         if data:
             _all_committed(conn, endpoint, lo, upto, len(data))
+    if held:
+        data = sorted([*data, *held], key=lambda r: (r[1], r[0]))
     groups: dict[str, list[tuple[Any, ...]]] = {}
     for r in data:
         groups.setdefault(r[10], []).append(r)
     written = [write_file(objs, endpoint, layout, rows, layouts) for layout, rows in groups.items()]
-    if not _commit(store, endpoint, mark, lo, upto, written, target, len(data), erasures):
+    committed = _commit(
+        store, endpoint, mark, lo, upto, written, target, len(data) - held_n, erasures, held_n
+    )
+    if not committed:
         # another archiver moved the mark, or an erasure ran: look again, and leave no
         # unrecorded copy (it may hold inputs erased since they were read)
         discard(store, objs, [w.leaf.sha256 for w in written])
@@ -171,6 +183,45 @@ def _chunk(
     result.rows += len(data)
     result.bytes += sum(w.size for w in written)
     return upto < cut
+
+
+def _held(
+    conn: Connection, endpoint: str, lo: int, upto: int, room: int
+) -> tuple[int, list[tuple[Any, ...]], int]:
+    """The ingest blocks' decisions of ``[lo, upto)`` as rows, at most about ``room`` of them
+    (then ``upto`` moves back to the first block left out); with the new ``upto`` and their
+    count. A block not in the evidence log is refused, as a row is."""
+    q = (
+        select(IB.c.id, IB.c.ts, IB.c.rows)
+        .where(IB.c.endpoint == endpoint, IB.c.ts >= lo, IB.c.ts < upto)
+        .order_by(IB.c.ts, IB.c.id)
+    )
+    taken: list[str] = []
+    n = 0
+    for bid, ts, rows in conn.execute(q).all():
+        if n + int(rows) > room and taken and int(ts) > lo:
+            upto = int(ts)
+            break
+        taken.append(str(bid))
+        n += int(rows)
+    if not taken:
+        return upto, [], 0
+    on = (ITEMS.c.kind == ingest.ITEM_KIND) & (ITEMS.c.ref == IB.c.id)
+    missing = (
+        select(IB.c.id)
+        .select_from(IB.outerjoin(ITEMS, on))
+        .where(IB.c.id.in_(taken), ITEMS.c.ref.is_(None))
+    )
+    bad = conn.execute(missing.limit(1)).scalar()
+    if bad is not None:
+        raise ArchiveError(
+            f"ingest block {bad} is not in the evidence log (added outside chronoml): "
+            "run audit verify; nothing was archived",
+            "decision",
+        )
+    stored = conn.execute(select(*[IB.c[c] for c in ingest.COLUMNS]).where(IB.c.id.in_(taken)))
+    got = [t for r in stored for t in ingest.from_stored(tuple(r)).tuples()]
+    return upto, got, n
 
 
 def _all_committed(conn: Connection, endpoint: str, lo: int, upto: int, n: int) -> None:
@@ -243,6 +294,7 @@ def _commit(
     target: Target,
     expected: int,
     erasures: int | None,
+    expected_held: int = 0,
 ) -> bool:
     target_json = orjson.dumps(target.to_dict()).decode()
     t = now_us()
@@ -289,10 +341,17 @@ def _commit(
             gone = conn.execute(
                 delete(D).where(D.c.endpoint == endpoint, D.c.ts >= lo, D.c.ts < upto)
             ).rowcount
-            if gone != expected:
+            held = conn.execute(
+                select(func.coalesce(func.sum(IB.c.rows), 0)).where(
+                    IB.c.endpoint == endpoint, IB.c.ts >= lo, IB.c.ts < upto
+                )
+            ).scalar_one()
+            conn.execute(delete(IB).where(IB.c.endpoint == endpoint, IB.c.ts >= lo, IB.c.ts < upto))
+            if gone != expected or int(held) != expected_held:
                 # a decision landed in the range after it was read: roll back, nothing moves
                 raise ArchiveError(
-                    f"{endpoint}: {gone} decisions in the range at commit, {expected} archived; "
+                    f"{endpoint}: {gone + int(held)} decisions in the range at commit, "
+                    f"{expected + expected_held} archived; "
                     "nothing was deleted (try again, or archive an older cut)",
                     "before",
                 )
@@ -402,6 +461,9 @@ def status(store: Store) -> dict[str, Any]:
         in_db: dict[str, int] = dict(
             conn.execute(select(D.c.endpoint, func.count()).group_by(D.c.endpoint)).all()
         )
+        held = select(IB.c.endpoint, func.sum(IB.c.rows)).group_by(IB.c.endpoint)
+        for e, n in conn.execute(held).all():
+            in_db[e] = in_db.get(e, 0) + int(n)
         arch = conn.execute(
             select(F.c.endpoint, func.count(), func.sum(F.c.rows), func.sum(F.c.bytes))
             .where(live())

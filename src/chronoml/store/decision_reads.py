@@ -8,6 +8,8 @@ rebuild the inputs with their logged types (integers stay integers).
 
 from __future__ import annotations
 
+import heapq
+import itertools
 from collections import namedtuple
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
@@ -21,7 +23,7 @@ from chronoml.domain import codec
 from chronoml.domain.codec import Schema
 from chronoml.store import archive_parquet as AP
 from chronoml.store import archive_reads as AR
-from chronoml.store import partitions, schema
+from chronoml.store import ingest_reads, partitions, schema
 from chronoml.store.database import Store
 from chronoml.store.decisions import Layouts
 
@@ -78,6 +80,7 @@ def count(store: Store, endpoint: str, start: int, end: int, *, include_shadow: 
         q = select(func.count()).select_from(D).where(*_where(endpoint, start, end, include_shadow))
         n = int(conn.execute(q).scalar_one())
     shadow = None if include_shadow else False
+    n += ingest_reads.count_where(store, endpoint, start, end, include_shadow=include_shadow)
     return n + len(AR.rows(store, endpoint, start, end, ("id",), shadow=shadow))
 
 
@@ -101,7 +104,11 @@ def keys(store: Store, endpoint: str, start: int, end: int, *, include_shadow: b
     archived = AR.rows(store, endpoint, start, end, (*names, "ts"), shadow=shadow)
     got = [Key(*r[:5]) for r in sorted(archived, key=lambda r: (r[5], r[0]))]
     with store.read() as conn:
-        return got + [Key(*r) for r in conn.execute(q).all()]
+        live = [(*r, int(ts)) for *r, ts in conn.execute(q.add_columns(D.c.ts)).all()]
+    blocked = ingest_reads.rows(store, endpoint, start, end, (*names, "ts"), shadow=shadow)
+    if blocked:
+        live = sorted([*live, *blocked], key=lambda r: (r[5], r[0]))
+    return got + [Key(*r[:5]) for r in live]
 
 
 def batches(
@@ -138,22 +145,39 @@ def batches(
     for i in range(0, len(archived), size):
         yield from _decode(layouts, archived[i : i + size])
     q = select(*_COLS).where(*_where(endpoint, start, end, include_shadow)).order_by(D.c.ts, D.c.id)
+    # the range's decisions held in ingest blocks, merged with the rows in (ts, id) order
+    held = ingest_reads.rows(
+        store, endpoint, start, end, names, shadow=None if include_shadow else False
+    )
     with store.engine.connect() as conn:
         if store.is_sqlite:
             # sqlite3 steps through the result as it is fetched: read the
             # driver's cursor directly, without per-row result objects
             cursor = conn.execute(q).cursor
             assert cursor is not None
-            while rows := cursor.fetchmany(size):
-                yield from _decode(layouts, rows)
-            return
-        # PostgreSQL: a server-side cursor, so a long range is not held in memory
-        result = conn.execute(q.execution_options(stream_results=True, yield_per=size))
-        try:
-            while rows := result.fetchmany(size):
-                yield from _decode(layouts, rows)
-        finally:
-            result.close()
+            yield from _merged(layouts, iter(lambda: cursor.fetchmany(size), []), held, size)
+        else:
+            # PostgreSQL: a server-side cursor, so a long range is not held in memory
+            result = conn.execute(q.execution_options(stream_results=True, yield_per=size))
+            try:
+                pages = iter(lambda: result.fetchmany(size), [])
+                yield from _merged(layouts, pages, held, size)
+            finally:
+                result.close()
+
+
+def _merged(
+    layouts: Layouts, pages: Iterator[Sequence[Any]], held: list[tuple[Any, ...]], size: int
+) -> Iterator[Batch]:
+    """Pages of rows, with the block decisions ``held`` merged in by (ts, id)."""
+    if not held:
+        for rows in pages:
+            yield from _decode(layouts, rows)
+        return
+    flat = (r for rows in pages for r in rows)
+    merged = heapq.merge(flat, held, key=_ts_id)
+    while chunk := list(itertools.islice(merged, size)):
+        yield from _decode(layouts, chunk)
 
 
 def _named(fields: Sequence[str], rows: Iterable[Sequence[Any]]) -> list[Any]:
@@ -251,6 +275,7 @@ def outputs_and_labels(
         q = q.where(D.c.variant == variant)
     names = ("id", "variant", "model_name", "model_version", "output")
     archived = AR.rows(store, endpoint, start, end, names, shadow=False, variant=variant)
+    archived += ingest_reads.rows(store, endpoint, start, end, names, shadow=False, variant=variant)
     labels = AR.label_texts(store, [r[0] for r in archived])
     got = _named((*names[1:], "label"), [(*r[1:], labels.get(r[0])) for r in archived])
     with store.read() as conn:
@@ -306,6 +331,17 @@ def arm_rows(
         version=version,
         event_seqs=list(seqs),
     )
+    archived += ingest_reads.rows(
+        store,
+        endpoint,
+        start,
+        end,
+        names,
+        shadow=shadow,
+        variant=variant,
+        version=version,
+        event_seqs=list(seqs),
+    )
     labels = AR.label_texts(store, [r[0] for r in archived])
     fields = (*names[1:5], "label", *names[5:])
     got = _named(fields, [(*r[1:5], labels.get(r[0]), *r[5:]) for r in archived])
@@ -316,7 +352,11 @@ def arm_rows(
 def latencies(store: Store, endpoint: str, start: int, end: int) -> list[Any]:
     """``(variant, model_version, latency_ms)`` of the served decisions in ``[start, end)``."""
     names = ("variant", "model_version", "latency_ms")
-    got = _named(names, AR.rows(store, endpoint, start, end, names, shadow=False))
+    got = _named(
+        names,
+        AR.rows(store, endpoint, start, end, names, shadow=False)
+        + ingest_reads.rows(store, endpoint, start, end, names, shadow=False),
+    )
     with store.read() as conn:
         return got + list(
             conn.execute(

@@ -13,7 +13,8 @@ from sqlalchemy.exc import IntegrityError
 
 from chronoml.domain import codec
 from chronoml.domain.codec import NUMERIC_KINDS, Schema
-from chronoml.store import archive_reads, blocks, evidence, partitions, schema
+from chronoml.ids import block_of
+from chronoml.store import archive_reads, blocks, evidence, ingest, ingest_reads, partitions, schema
 from chronoml.store.database import Store
 
 D = schema.decisions
@@ -86,12 +87,30 @@ def insert_many(store: Store, rows: Sequence[DecisionRow]) -> None:
         evidence.append_in(conn, [entry])
 
 
-def decision_entry(rows: Sequence[Sequence[Any]]) -> evidence.Entry:
-    """The evidence log entry of one group commit of decision tuples (COLUMNS order)."""
-    salts, commitments, hashes = evidence.commit_decisions(rows)
-    return evidence.batch_entry(
-        "decision", [r[0] for r in rows], hashes, salts=salts, commitments=commitments
-    )
+def decision_entry(
+    rows: Sequence[Sequence[Any]], blocks: Sequence[ingest.Block] = ()
+) -> evidence.Entry:
+    """The evidence log entry of one group commit of decision tuples (COLUMNS order) and
+    ingest blocks: every decision one leaf of the batch, the rows' first, then each
+    block's in order (a block's leaves, salts and commitments stored as one item)."""
+    salts, commitments, hashes = evidence.commit_decisions(rows) if rows else ([], [], [])
+    if not blocks:
+        return evidence.batch_entry(
+            "decision", [r[0] for r in rows], hashes, salts=salts, commitments=commitments
+        )
+    leaves = list(hashes)
+    packed = []
+    for b in blocks:
+        b_salts, b_coms, b_leaves = ingest.commit(b)
+        packed.append(
+            (ingest.ITEM_KIND, b.id, len(leaves), b"".join(b_leaves), b"".join(b_salts),
+             b"".join(b_coms))
+        )  # fmt: skip
+        leaves += b_leaves
+    e = evidence.batch_entry("decision", [], leaves)
+    e.refs, e.leaves = [r[0] for r in rows], hashes
+    e.salts, e.commitments, e.packed = salts, commitments, packed
+    return e
 
 
 def explanation_entry(rows: Sequence[Sequence[Any]]) -> evidence.Entry:
@@ -112,6 +131,12 @@ def get(store: Store, decision_id: str) -> DecisionRow | None:
 
 def get_in(conn: Any, decision_id: str) -> DecisionRow | None:
     """The decision row, on a connection the caller holds (archived ones too)."""
+    if block_of(decision_id) is not None:  # logged in an ingest block, or archived since
+        in_block = ingest_reads.get_in(conn, decision_id)
+        if in_block is not None:
+            return DecisionRow(*in_block)
+        archived = archive_reads.find(conn, decision_id)
+        return DecisionRow(*archived) if archived is not None else None
     row = None
     span = None if conn.dialect.name == "sqlite" else partitions.id_span(decision_id)
     if span is not None:
@@ -134,7 +159,11 @@ def count(store: Store, endpoint: str | None = None) -> int:
         q = q.where(D.c.endpoint == endpoint)
         qa = qa.where(A.c.endpoint == endpoint)
     with store.read() as conn:
-        return int(conn.execute(q).scalar_one()) + int(conn.execute(qa).scalar_one())
+        return (
+            int(conn.execute(q).scalar_one())
+            + int(conn.execute(qa).scalar_one())
+            + ingest_reads.count_in(conn, endpoint)
+        )
 
 
 @dataclass
@@ -217,6 +246,17 @@ def window(
         parts.append((vname, version, got, outs))
         if with_context:
             contexts += _merged([r[3] for r in data], [r[4] for r in data], later)
+    # and the window's decisions held in ingest blocks
+    held = ingest_reads.parts(
+        store, layouts.get, endpoint, start, end, variant=variant,
+        include_shadow=include_shadow, with_context=with_context,
+    )  # fmt: skip
+    if with_context and held:
+        ids = [i for p in held for i in p.ids or ()]
+        later_held = _later_context_of(store, ids)
+        for p in held:
+            contexts += _merged(p.ids or [], p.context or [], later_held)
+    parts += [(p.variant, p.version, p.columns, p.outputs) for p in held]
     total = sum(len(p[3]) for p in parts)
     names = list(dict.fromkeys(c for p in parts for c in p[2]))
     columns: dict[str, np.ndarray[Any, Any]] = {}
@@ -255,6 +295,22 @@ def _later_context(store: Store, endpoint: str, start: int, end: int) -> dict[st
     with store.read() as conn:
         for did, text in conn.execute(q).all():
             out.setdefault(did, {}).update(orjson.loads(text))
+    return out
+
+
+def _later_context_of(store: Store, ids: Sequence[str]) -> dict[str, dict[str, Any]]:
+    """Context added after the fact to the decisions of ``ids``, merged per decision."""
+    DC = schema.decision_context
+    out: dict[str, dict[str, Any]] = {}
+    with store.read() as conn:
+        for i in range(0, len(ids), 500):
+            q = (
+                select(DC.c.decision_id, DC.c.context)
+                .where(DC.c.decision_id.in_(list(ids[i : i + 500])))
+                .order_by(DC.c.id)
+            )
+            for did, text in conn.execute(q).all():
+                out.setdefault(did, {}).update(orjson.loads(text))
     return out
 
 
@@ -330,6 +386,11 @@ class Appender:
             f"INSERT INTO explanations ({', '.join(ecols)}) VALUES ({', '.join('?' * len(ecols))})"
         )
         self._explain_pg_sql = self._explain_sql.replace("?", "%s")
+        bcols = ", ".join(ingest.COLUMNS)
+        self._block_sql = (
+            f"INSERT INTO ingest_blocks ({bcols}) VALUES ({', '.join('?' * len(ingest.COLUMNS))})"
+        )
+        self._block_pg_sql = self._block_sql.replace("?", "%s")
         self._evidence = evidence.RawAppend(store.is_sqlite)
 
     def _connection(self) -> Any:
@@ -341,13 +402,18 @@ class Appender:
         return self._conn
 
     def append(
-        self, rows: Sequence[DecisionTuple], explanations: Sequence[tuple[Any, ...]] = ()
+        self,
+        rows: Sequence[DecisionTuple],
+        explanations: Sequence[tuple[Any, ...]] = (),
+        blocks: Sequence[ingest.Block] = (),
     ) -> None:
-        """Committed (and on SQLite fsync'd) on return, with ``explanations``; raises if not."""
-        if not rows:
+        """Committed (and on SQLite fsync'd) on return, with ``explanations`` and the
+        ingest ``blocks``; raises if not."""
+        if not rows and not blocks:
             return
         # leaf hashes before the transaction: the write lock is held only for the rows
-        entries = [decision_entry(rows)]
+        entries = [decision_entry(rows, blocks)]
+        stored = [b.stored() for b in blocks]
         if explanations:
             entries.append(explanation_entry(explanations))
         conn = self._connection()
@@ -356,7 +422,10 @@ class Appender:
                 db = conn.driver_connection
                 db.execute("BEGIN IMMEDIATE")
                 try:
-                    db.executemany(self._sqlite_sql, rows)
+                    if rows:
+                        db.executemany(self._sqlite_sql, rows)
+                    if stored:
+                        db.executemany(self._block_sql, stored)
                     if explanations:
                         db.executemany(self._explain_sql, explanations)
                     self._evidence.write(db, entries)
@@ -367,9 +436,13 @@ class Appender:
                     raise
             else:
                 db = conn.driver_connection
-                with db.cursor() as cur, cur.copy(self._copy_sql) as copy:
-                    for r in rows:
-                        copy.write_row(r)
+                if rows:
+                    with db.cursor() as cur, cur.copy(self._copy_sql) as copy:
+                        for r in rows:
+                            copy.write_row(r)
+                if stored:
+                    with db.cursor() as cur:
+                        cur.executemany(self._block_pg_sql, stored)
                 if explanations:
                     with db.cursor() as cur:
                         cur.executemany(self._explain_pg_sql, explanations)
@@ -406,8 +479,18 @@ class Appender:
 def recent_ids(store: Store, endpoint: str, limit: int = 20) -> list[str]:
     """Ids of ``endpoint``'s latest logged decisions, newest first (for the web UI)."""
     q = select(D.c.id).where(D.c.endpoint == endpoint).order_by(D.c.ts.desc()).limit(limit)
+    IB = schema.ingest_blocks
+    qb = select(IB.c.id, IB.c.rows, IB.c.ts).where(IB.c.endpoint == endpoint)
     with store.engine.connect() as conn:
-        got = [str(r[0]) for r in conn.execute(q)]
+        got = [str(r[0]) for r in conn.execute(q.add_columns(D.c.ts))]
+        newest = conn.execute(qb.order_by(IB.c.ts.desc()).limit(limit)).all()
+    if newest:
+        with store.engine.connect() as conn:
+            timed = [(int(t), str(i)) for i, t in conn.execute(q.add_columns(D.c.ts))]
+        for bid, n, ts in newest:
+            timed += [(int(ts), i) for i in ingest.decision_ids(str(bid), int(n))]
+        timed.sort(reverse=True)
+        got = [i for _, i in timed[:limit]]
     if len(got) < limit:
         got += archive_reads.recent_ids(store, endpoint, limit - len(got))
     return got

@@ -17,9 +17,7 @@ decision log's fast path.
 from __future__ import annotations
 
 import hashlib
-import math
 import os
-import struct
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -30,7 +28,9 @@ from chronoml.domain import leaves as LV
 from chronoml.domain import ledger as L
 from chronoml.domain import merkle
 from chronoml.store import evidence_batch as EB
+from chronoml.store import ingest_reads as IR
 from chronoml.store import schema
+from chronoml.store.evidence_batch import decision_leaf_hash as decision_leaf_hash
 from chronoml.timeutil import now_us
 
 LOG = schema.evidence_log
@@ -78,52 +78,6 @@ def decision_leaf(r: Sequence[Any], commitment: bytes) -> LV.DecisionLeaf:
 
 def _scores_digest(r: Sequence[Any]) -> bytes | None:
     return None if len(r) <= 16 or r[16] is None else hashlib.sha256(bytes(r[16])).digest()
-
-
-_PACK_U32 = struct.Struct(">I").pack
-_PACK_I64 = struct.Struct(">q").pack
-_PACK_F64 = struct.Struct(">d").pack
-_DECISION_TAG = _PACK_U32(len(b"chronoml/decision/v2")) + b"chronoml/decision/v2"
-
-
-def _s(v: str) -> bytes:
-    raw = v.encode("utf-8")
-    return _PACK_U32(len(raw)) + raw
-
-
-def _f(x: float) -> bytes:
-    if math.isfinite(x):
-        return b"\x01" + _PACK_F64(x)
-    return b"\x02" + _s("nan" if math.isnan(x) else ("inf" if x > 0 else "-inf"))
-
-
-def decision_leaf_hash(r: Sequence[Any], commitment: bytes) -> bytes:
-    """``decision_leaf(r, commitment).leaf_hash()``, several times faster.
-
-    The write path and ``audit verify --decisions`` hash every decision, so the
-    encoding of :class:`~chronoml.domain.leaves.DecisionLeaf` is spelled out
-    here field by field; a test pins it to the generic encoder byte for byte.
-    """
-    if type(commitment) is not bytes or len(commitment) != merkle.HASH_SIZE:
-        raise LV.LeafError("the input commitment is not a 32-byte hash", "inputs_commitment")
-    unit, out = r[8], r[14]
-    digest = _scores_digest(r)
-    context = r[17] if len(r) > 17 else None
-    data = b"".join(
-        (
-            b"\x00",  # the RFC 6962 leaf prefix
-            _DECISION_TAG,
-            _s(r[0]), _PACK_I64(int(r[1])), _s(r[2]), _s(r[3]), _s(r[4]), _s(r[5]),
-            _PACK_I64(int(r[6])), b"\x01" if r[7] else b"\x00",
-            b"\x00" if unit is None else b"\x01" + _s(unit),
-            _s(r[9]), _s(r[10]), commitment, _s(r[13]),
-            b"\x00" if out is None else _f(float(out)),
-            _f(float(r[15])),
-            b"\x00" if digest is None else b"\x01" + digest,
-            b"\x00" if context is None else b"\x01" + _s(context),
-        )
-    )  # fmt: skip
-    return hashlib.sha256(data).digest()
 
 
 def commit_decisions(rows: Sequence[Sequence[Any]]) -> tuple[list[bytes], list[bytes], list[bytes]]:
@@ -179,6 +133,9 @@ class Entry:
     leaves: Sequence[bytes] = ()
     salts: Sequence[bytes | None] | None = None
     commitments: Sequence[bytes | None] | None = None
+    # items stored packed, after ``refs``: (kind, ref, first position, leaves, salts,
+    # commitments), each blob the rows' values end to end
+    packed: Sequence[tuple[str, str, int, bytes, bytes | None, bytes | None]] = ()
 
 
 def event_entry(ev: L.LedgerEvent) -> Entry:
@@ -233,6 +190,8 @@ def plan(rng: merkle.CompactRange, entries: Sequence[Entry]) -> Plan:
             salt = e.salts[pos] if e.salts is not None else None
             com = e.commitments[pos] if e.commitments is not None else None
             p.items.append((e.kind, ref, idx, pos, leaf, salt, com))
+        for kind, ref, pos, leaf, salt, com in e.packed:
+            p.items.append((kind, ref, idx, pos, leaf, salt, com))
     p.size = rng.size
     p.peaks = b"".join(rng.peaks)
     return p
@@ -415,8 +374,12 @@ _ITEM = select(*[ITEMS.c[c] for c in ITEM_COLUMNS]).where(
 
 
 def item_in(conn: Connection, kind: str, ref: str) -> tuple[Any, ...] | None:
-    """An item's evidence row in :data:`ITEM_COLUMNS` order, or None."""
+    """An item's evidence row in :data:`ITEM_COLUMNS` order, or None.
+
+    A decision logged in an ingest block has its row cut from its block's item."""
     r = conn.execute(_ITEM, {"kind": kind, "ref": ref}).first()
+    if r is None and kind == "decision":
+        return IR.item_in(conn, ref)
     return tuple(r) if r is not None else None
 
 
@@ -429,7 +392,13 @@ def batch_leaves_in(conn: Connection, log_index: int) -> list[tuple[int, bytes]]
     # the driver's tuples: a batch holds up to thousands of items
     cur = conn.exec_driver_sql(q).cursor
     assert cur is not None
-    return [(int(p), bytes(h)) for p, h in cur.fetchall()]
+    out: list[tuple[int, bytes]] = []
+    for p, h in cur.fetchall():
+        raw = bytes(h)
+        # an ingest block's item: its rows' leaves end to end, from its first position
+        for k in range(0, len(raw), merkle.HASH_SIZE):
+            out.append((int(p) + k // merkle.HASH_SIZE, raw[k : k + merkle.HASH_SIZE]))
+    return out
 
 
 def ledger_rows(conn: Connection) -> Iterator[Any]:
@@ -480,7 +449,10 @@ def uncommitted(conn: Connection, kind: str, limit: int = 1) -> list[str]:
         .where(ITEMS.c.ref.is_(None))
         .limit(limit)
     )
-    return [str(v) for v in conn.execute(q).scalars()]
+    out = [str(v) for v in conn.execute(q).scalars()]
+    if kind == "decision" and len(out) < limit:
+        out += IR.uncommitted(conn, limit - len(out))
+    return out
 
 
 def sets_state_in(conn: Connection, seqs: Sequence[int]) -> list[tuple[int, bool]]:

@@ -363,7 +363,7 @@ def columns(
         for did, text in dc_rows:
             if did in present:
                 later.setdefault(did, {}).update(orjson.loads(text))
-    tail = O.outcomes(store, endpoint, max(start, stop), end, variant=variant)
+    tail = O.outcomes(store, endpoint, max(start, stop), end, variant=variant, held_from=start)
     codes_all = np.concatenate(ctx_codes) if ctx_codes else np.empty(0, dtype=np.int64)
     codes_all = np.where(codes_all < 0, len(ctx_texts), codes_all)
     served_codes.append(

@@ -20,7 +20,7 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
 from chronoml.store import archive_reads as AR
-from chronoml.store import schema
+from chronoml.store import ingest, ingest_reads, schema
 from chronoml.store.database import Store
 from chronoml.timeutil import now_us
 
@@ -115,6 +115,9 @@ def contexts(store: Store, ids: Sequence[str]) -> dict[str, dict[str, Any]]:
             q = select(D.c.id, D.c.context).where(D.c.id.in_(part), D.c.context.is_not(None))
             for did, text in conn.execute(q).all():
                 out[did] = dict(orjson.loads(text))
+        for t in ingest_reads.tuples_by_ids(conn, ids):
+            if t[ingest.AT["context"]] is not None:
+                out[t[0]] = dict(orjson.loads(t[ingest.AT["context"]]))
         for did, ctx in _later_context(conn, ids).items():
             out.setdefault(did, {}).update(ctx)
     return out
@@ -172,9 +175,15 @@ def outcomes(
     variant: str | None = None,
     version: str | None = None,
     with_context: bool = True,
+    held_from: int | None = None,
 ) -> Outcomes:
-    """The served (not shadow) decisions of ``endpoint`` in ``[start, end)``, in time order."""
-    if start >= end:
+    """The served (not shadow) decisions of ``endpoint`` in ``[start, end)``, in time order.
+
+    ``held_from``: take the decisions held in ingest blocks from there on instead (a
+    reader of compacted blocks below ``start`` asks for those too: they are never in one).
+    """
+    held_start = start if held_from is None else min(start, held_from)
+    if held_start >= end:
         return Outcomes([], np.empty(0, dtype=np.int64), [], [], [], [], [], [], [])
     # the latest label of each decision, looked up through the (decision_id, id) index: a
     # cost per decision of the window, where a join to "latest per decision" grouped over
@@ -210,6 +219,11 @@ def outcomes(
     archived = AR.rows(
         store, endpoint, start, end, names, shadow=False, variant=variant, version=version
     )
+    # and the decisions held in ingest blocks, read the same way (merged in time order below)
+    blocked = ingest_reads.rows(
+        store, endpoint, held_start, end, names, shadow=False, variant=variant, version=version
+    )
+    archived += blocked
     arch_ids = [r[0] for r in archived]
     labels = AR.label_texts(store, arch_ids)
     rows: list[Any] = [(*r[:6], labels.get(r[0]), *r[6:]) for r in archived]
@@ -237,6 +251,8 @@ def outcomes(
                 later.setdefault(did, {}).update(orjson.loads(text))
     if not rows:
         return Outcomes([], np.empty(0, dtype=np.int64), [], [], [], [], [], [], [])
+    if blocked:
+        rows.sort(key=lambda r: (r[1], r[0]))
     c = list(zip(*rows, strict=True))
     ids = list(c[0])
     ctx: list[dict[str, Any]] = []
@@ -325,9 +341,14 @@ def shadow_outcomes(
     shadows: list[Any] = AR.rows(
         store, endpoint, start, end, names, shadow=True, variant=variant, version=version
     )
+    keys += ingest_reads.rows(store, endpoint, start, end, ("id", "ts", "num", "txt"), shadow=False)
+    shadows += ingest_reads.rows(
+        store, endpoint, start, end, names, shadow=True, variant=variant, version=version
+    )
     with store.read() as conn:
         keys += conn.execute(key_q).cursor.fetchall()  # type: ignore[union-attr]
         shadows += conn.execute(shadow_q).cursor.fetchall()  # type: ignore[union-attr]
+    shadows.sort(key=lambda r: (r[1], r[0]))
     where = {did: i for i, did in enumerate(answered.ids)}
     by_input: dict[tuple[int, bytes, str | None], int] = {}
     for did, ts, num, txt in keys:

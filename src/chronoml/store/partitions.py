@@ -31,7 +31,8 @@ from typing import Any
 from sqlalchemy import Connection, select, text
 from sqlalchemy.exc import OperationalError
 
-from chronoml.store import schema
+from chronoml.ids import block_of
+from chronoml.store import ingest, ingest_reads, schema
 from chronoml.store.database import Store
 from chronoml.timeutil import now_us
 from chronoml.worker import Worker
@@ -53,7 +54,7 @@ _LOCK_KEY = "hashtext(current_schema() || '.chronoml-partitions')"
 _LOCK_TIMEOUT = "2s"
 
 _BOUND = re.compile(r"FOR VALUES FROM \('?(-?\d+)'?\) TO \('?(-?\d+)'?\)")
-_UUID7 = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-7[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$")
+_UUID7 = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[78][0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$")
 
 
 @dataclass(frozen=True)
@@ -115,12 +116,21 @@ def rows_by_ids(conn: Connection, columns: Sequence[Any], ids: Sequence[str]) ->
     ids not found there are looked for in every partition.
     """
     d = schema.decisions
+    # decisions logged in ingest blocks are read from their blocks, the others as rows
+    in_blocks = [i for i in ids if block_of(i) is not None]
+    ids = [i for i in ids if block_of(i) is None] if in_blocks else ids
+    rows: list[Any] = []
+    if in_blocks:
+        at = [ingest.AT[c.name] for c in columns]
+        rows += [tuple(t[k] for k in at) for t in ingest_reads.tuples_by_ids(conn, in_blocks)]
+    if not ids:
+        return rows
     q = select(*columns).where(d.c.id.in_(list(ids)))
     span = None if conn.dialect.name == "sqlite" else ids_span(list(ids))
     if span is None:
-        return list(conn.execute(q).cursor.fetchall())  # type: ignore[union-attr]
+        return rows + list(conn.execute(q).cursor.fetchall())  # type: ignore[union-attr]
     pruned = q.where(d.c.ts >= span[0], d.c.ts < span[1])
-    rows = list(conn.execute(pruned).cursor.fetchall())  # type: ignore[union-attr]
+    rows += list(conn.execute(pruned).cursor.fetchall())  # type: ignore[union-attr]
     missing = set(ids).difference(r[0] for r in rows)
     if missing:
         rest = select(*columns).where(d.c.id.in_(sorted(missing)))

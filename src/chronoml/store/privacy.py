@@ -27,6 +27,9 @@ from chronoml.domain import ledger as L
 from chronoml.domain.codec import layout_id
 from chronoml.domain.privacy import Policy
 from chronoml.errors import Refused
+from chronoml.ids import block_of
+from chronoml.store import ingest_erase as IE
+from chronoml.store import ingest_reads as IR
 from chronoml.store import ledger as SL
 from chronoml.store import schema
 from chronoml.store.database import Store
@@ -93,7 +96,9 @@ def endpoints_of(store: Store, ids: Sequence[str]) -> dict[str, str]:
     """The endpoint of each of these decisions."""
     with store.read() as conn:
         q = select(D.c.id, D.c.endpoint).where(D.c.id.in_(list(ids)))
-        return {str(a): str(b) for a, b in conn.execute(q)}
+        got = {str(a): str(b) for a, b in conn.execute(q)}
+        got.update({str(t[0]): str(t[2]) for t in IR.tuples_by_ids(conn, ids)})
+        return got
 
 
 def leaf_row(r: Sequence[Any], salt: bytes | None, commitment: bytes) -> Sequence[Any]:
@@ -163,7 +168,14 @@ def _targets(conn: Connection, rows: Sequence[Any]) -> list[Target]:
 
 def by_units(conn: Connection, units: Sequence[str]) -> list[Target]:
     """Decisions of these unit keys whose inputs are not erased yet (an index seek)."""
-    return _targets(conn, conn.execute(select(*_COLS).where(D.c.unit.in_(list(units)))).all())
+    got = _targets(conn, conn.execute(select(*_COLS).where(D.c.unit.in_(list(units)))).all())
+    return got + [_target(c) for c in IE.by_units(conn, units)]
+
+
+def _target(c: Sequence[Any]) -> Target:
+    ident, ts, endpoint, variant, version, layout, shadow, num, txt, ctx, salt, com = c
+    return Target(str(ident), int(ts), str(endpoint), str(variant), str(version), str(layout),
+                  bool(shadow), bytes(num), txt, ctx, bytes(salt), bytes(com))  # fmt: skip
 
 
 def older_than(
@@ -178,7 +190,15 @@ def older_than(
         .limit(limit)
     )
     rows = conn.execute(q).all()
-    return _targets(conn, rows), len(rows), int(rows[-1][1]) if rows else since
+    got = _targets(conn, rows)
+    last = int(rows[-1][1]) if rows else since
+    if len(rows) == limit:  # more rows after these: the blocks up to them now, the rest later
+        before = last
+    held, nxt = IE.older_than(conn, endpoint, since, before)
+    got += [_target(c) for c in held]
+    if nxt is not None:  # more blocks after these: go on from there
+        return got, limit, min(nxt, last) if len(rows) == limit else nxt
+    return got, len(rows), last
 
 
 def erase_in(conn: Connection, targets: Sequence[Target]) -> None:
@@ -189,6 +209,12 @@ def erase_in(conn: Connection, targets: Sequence[Target]) -> None:
     W = schema.block_watermarks
     endpoints = sorted({t.endpoint for t in targets})
     conn.execute(select(W.c.endpoint).where(W.c.endpoint.in_(endpoints)).with_for_update()).all()
+    held = [t.id for t in targets if block_of(t.id) is not None]
+    if held:
+        IE.erase(conn, held)
+        for i in range(0, len(held), _CHUNK):
+            conn.execute(delete(DC).where(DC.c.decision_id.in_(held[i : i + _CHUNK])))
+        targets = [t for t in targets if block_of(t.id) is None]
     for part in _chunks(targets):
         ids = [t.id for t in part]
         # same width of NaN: window reads stay aligned, and nothing of the value is left
@@ -379,6 +405,9 @@ def erased_mask(erased: bytes | None, n: int) -> np.ndarray[Any, Any] | None:
 
 def is_erased_in(conn: Connection, decision_id: str) -> bool:
     """Whether a decision's inputs were erased (its commitment's salt is gone)."""
+    held = IE.is_erased_in(conn, decision_id)
+    if held is not None:
+        return held
     r = conn.execute(select(I.c.salt).where(I.c.kind == "decision", I.c.ref == decision_id)).first()
     return r is not None and r[0] is None
 
@@ -424,6 +453,7 @@ def scrub(store: Store, attempts: int = 40) -> bool:
             with db.cursor() as cur:  # type: ignore[union-attr]
                 for table in (
                     "decisions",
+                    "ingest_blocks",
                     "decision_blocks",
                     "outcome_blocks",
                     "evidence_items",

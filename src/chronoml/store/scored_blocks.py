@@ -260,7 +260,7 @@ def _decode(
         _label_score_outputs(store, head)
     tail = from_outcomes(
         O.outcomes(store, endpoint, max(start, stop), end, variant=variant, version=version,
-                   with_context=False)
+                   with_context=False, held_from=start)
     )  # fmt: skip
     return Scored(
         variants=_cat([head.variants, tail.variants]),

@@ -18,7 +18,7 @@ from sqlalchemy import select
 
 from chronoml.domain import codec
 from chronoml.domain.codec import NUMERIC_KINDS
-from chronoml.store import blocks, schema
+from chronoml.store import blocks, ingest_reads, schema
 from chronoml.store.database import Store
 from chronoml.store.decisions import Layouts
 
@@ -63,6 +63,8 @@ def parts(
             yield TimedPart(
                 variant, version, ts[lo:hi], {c: v[lo:hi] for c, v in cols.items()}, outs[lo:hi]
             )
+    for p in ingest_reads.parts(store, layouts.get, endpoint, start, end):
+        yield TimedPart(p.variant, p.version, p.ts, p.columns, p.outputs)
     if raw_start >= end:
         return
     where = [D.c.endpoint == endpoint, D.c.ts >= raw_start, D.c.ts < end, D.c.shadow.is_(False)]

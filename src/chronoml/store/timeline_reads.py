@@ -16,7 +16,7 @@ import numpy.typing as npt
 import orjson
 from sqlalchemy import func, select
 
-from chronoml.store import schema
+from chronoml.store import ingest, ingest_reads, schema
 from chronoml.store.database import Store
 
 D = schema.decisions
@@ -43,6 +43,10 @@ def served(store: Store, endpoint: str, start: int, end: int) -> Served:
     )
     with store.engine.connect() as conn:
         rows = conn.execute(q).cursor.fetchall()  # type: ignore[union-attr]
+    names_ = ("model_version", "ts", "latency_ms")
+    blocked = ingest_reads.rows(store, endpoint, start, end, names_, shadow=False)
+    if blocked:
+        rows = sorted([*rows, *blocked], key=lambda r: r[1])
     n = len(rows)
     if not n:
         empty = np.empty(0, dtype=np.int64)
@@ -79,6 +83,10 @@ def labels_since(
             # (endpoint, ts) index, the whole log, for every chunk
             dq = select(D.c.id, D.c.ts, D.c.model_version, D.c.output, D.c.endpoint, D.c.shadow)
             rows = conn.execute(dq.where(D.c.id.in_(chunk))).cursor.fetchall()  # type: ignore[union-attr]
+            names = ("id", "ts", "model_version", "output", "endpoint", "shadow")
+            at = [ingest.AT[c] for c in names]
+            blocked = ingest_reads.tuples_by_ids(conn, chunk)
+            rows = [*rows, *(tuple(t[k] for k in at) for t in blocked)]
             for did, ts, version, output, ep, shadow in rows:
                 if ep == endpoint and not shadow:
                     known[did] = (int(ts), str(version), output)

@@ -1,0 +1,347 @@
+"""Ingest blocks: a request of many rows logged as one row, read back decision by decision.
+
+A request of many rows shares its time, endpoint, variant, model, ledger event,
+unit, request id, layout and latency; only the inputs, the output, the class
+scores and the context differ from row to row. Logging it as 1000 rows pays
+for 1000 index entries of a text key; one :data:`schema.ingest_blocks` row
+holds the shared columns once and the others packed. Each decision's id
+names its block and its row (:func:`chronoml.ids.block_of`), so a lookup by
+id reads one block row and decodes one row of it.
+
+The evidence is unchanged in what it commits: every decision is a leaf of its
+group commit's batch, hashed exactly as a decision row's leaf
+(:class:`~chronoml.domain.leaves.DecisionLeaf`); only the storage differs, one
+``decision_block`` evidence item per block holding its rows' leaves, salts and
+commitments end to end, at the rows' positions in the batch.
+
+Readers take the block's decisions as the same tuples a ``decisions`` row
+gives (:data:`TUPLE_COLUMNS` order), so code written for rows reads blocks
+through :func:`tuples_where` and :func:`tuples_by_ids`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import operator
+import os
+import struct
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import orjson
+
+from chronoml.domain import leaves as LV
+from chronoml.store import schema
+
+IB = schema.ingest_blocks
+ITEMS = schema.evidence_items
+
+ITEM_KIND = "decision_block"
+SALT = 16
+HASH = 32
+
+# a block's stored row, in this order
+COLUMNS = (
+    "id", "ts", "endpoint", "variant", "model_name", "model_version", "event_seq", "shadow",
+    "unit", "request_id", "layout", "latency_ms", "rows", "num", "txt", "outputs",
+    "output_num", "output_none", "scores", "context", "erased",
+)  # fmt: skip
+# a decision as a tuple: the order of ``decisions.COLUMNS``
+TUPLE_COLUMNS = (
+    "id", "ts", "endpoint", "variant", "model_name", "model_version", "event_seq", "shadow",
+    "unit", "request_id", "layout", "num", "txt", "output", "output_num", "latency_ms",
+    "scores", "context",
+)  # fmt: skip
+AT = {c: i for i, c in enumerate(TUPLE_COLUMNS)}
+_COLS = [IB.c[c] for c in COLUMNS]
+
+
+@dataclass
+class Block:
+    """One request's decisions: the shared columns once, the others one value per row."""
+
+    id: str
+    ids: list[str]
+    ts: int
+    endpoint: str
+    variant: str
+    model_name: str
+    model_version: str
+    event_seq: int
+    shadow: bool
+    unit: str | None
+    request_id: str
+    layout: str
+    latency_ms: float
+    num: list[bytes]
+    txt: list[str | None]
+    outputs: list[str]
+    output_num: list[float | None]
+    scores: list[bytes] | None
+    context: list[str | None] | None
+    erased: bytes | None = None
+
+    @property
+    def rows(self) -> int:
+        return len(self.ids)
+
+    def tuples(self) -> list[tuple[Any, ...]]:
+        """Each decision as the tuple a ``decisions`` row gives (:data:`TUPLE_COLUMNS`)."""
+        n = self.rows
+        nums: list[float | None] = self.output_num
+        scores: Iterable[bytes | None] = self.scores if self.scores is not None else [None] * n
+        ctx: Iterable[str | None] = self.context if self.context is not None else [None] * n
+        head = (self.ts, self.endpoint, self.variant, self.model_name, self.model_version,
+                self.event_seq, self.shadow, self.unit, self.request_id, self.layout)  # fmt: skip
+        return [
+            (i, *head, num, txt, out, on, self.latency_ms, sc, cx)
+            for i, num, txt, out, on, sc, cx in zip(
+                self.ids, self.num, self.txt, self.outputs, nums, scores, ctx, strict=True
+            )
+        ]
+
+    def stored(self) -> tuple[Any, ...]:
+        """The block's row in :data:`COLUMNS` order."""
+        n = self.rows
+        width = len(self.num[0])
+        if any(len(v) != width for v in self.num):
+            raise ValueError("the rows of a block must pack to the same width")
+        nums = np.array([math.nan if v is None else v for v in self.output_num], dtype="<f8")
+        none = [v is None for v in self.output_num]
+        scores = None
+        if self.scores is not None:
+            sw = len(self.scores[0])
+            if any(len(s) != sw for s in self.scores):
+                raise ValueError("the class scores of a block must have one width")
+            scores = b"".join(self.scores)
+        ctx = self.context
+        return (
+            self.id, self.ts, self.endpoint, self.variant, self.model_name, self.model_version,
+            self.event_seq, self.shadow, self.unit, self.request_id, self.layout,
+            float(self.latency_ms), n, b"".join(self.num),
+            None if all(t is None for t in self.txt) else orjson.dumps(self.txt).decode(),
+            orjson.dumps(self.outputs).decode(), nums.tobytes(),
+            bytes(none) if any(none) else None, scores,
+            None if ctx is None or all(c is None for c in ctx) else orjson.dumps(ctx).decode(),
+            self.erased,
+        )  # fmt: skip
+
+
+def fits(num: Sequence[bytes], scores: Sequence[bytes] | None) -> bool:
+    """Whether rows can be stored as one block: one packed width, one scores width."""
+    if not num or len(num) > 0xFFFF:
+        return False
+    w = len(num[0])
+    if any(len(v) != w for v in num):
+        return False
+    if scores is not None:
+        sw = len(scores[0])
+        return all(len(s) == sw for s in scores)
+    return True
+
+
+def is_block_id(ref: str) -> bool:
+    """Whether ``ref`` is a block's own id (not one of its decisions')."""
+    return len(ref) == 36 and ref[14] == "8" and ref.endswith("0000")
+
+
+def decision_ids(block_id: str, n: int) -> list[str]:
+    """The ids of the ``n`` decisions of block ``block_id``."""
+    head = block_id[:32]
+    return [f"{head}{i:04x}" for i in range(1, n + 1)]
+
+
+def from_stored(r: Sequence[Any]) -> Block:
+    """A block from its stored row (:data:`COLUMNS` order)."""
+    (bid, ts, ep, var, mname, mver, seq, shadow, unit, rid, lay, lat, n, num, txt, outs,
+     onum, onone, scores, ctx, erased) = r  # fmt: skip
+    n = int(n)
+    raw = bytes(num)
+    w = len(raw) // n if n else 0
+    nums = np.frombuffer(bytes(onum), dtype="<f8").tolist()
+    if onone is not None:
+        nums = [None if f else v for v, f in zip(nums, bytes(onone), strict=True)]
+    sc = None
+    if scores is not None:
+        s = bytes(scores)
+        sw = len(s) // n
+        sc = [s[i * sw : (i + 1) * sw] for i in range(n)]
+    return Block(
+        str(bid), decision_ids(str(bid), n), int(ts), ep, var, mname, mver, int(seq),
+        bool(shadow), unit, rid, lay, float(lat), [raw[i * w : (i + 1) * w] for i in range(n)],
+        [None] * n if txt is None else list(orjson.loads(txt)), list(orjson.loads(outs)), nums,
+        sc, None if ctx is None else list(orjson.loads(ctx)),
+        None if erased is None else bytes(erased),
+    )  # fmt: skip
+
+
+def one_of(r: Sequence[Any], pos: int) -> tuple[Any, ...] | None:
+    """Decision ``pos`` of a stored block row as a tuple (:data:`TUPLE_COLUMNS`), or None."""
+    (bid, ts, ep, var, mname, mver, seq, shadow, unit, rid, lay, lat, n, num, txt, outs,
+     onum, onone, scores, ctx, _erased) = r  # fmt: skip
+    n = int(n)
+    if not 0 <= pos < n:
+        return None
+    raw = bytes(num)
+    w = len(raw) // n
+    out = orjson.loads(outs)[pos]
+    on: float | None = struct.unpack_from("<d", bytes(onum), 8 * pos)[0]
+    if onone is not None and bytes(onone)[pos]:
+        on = None
+    sc = None
+    if scores is not None:
+        s = bytes(scores)
+        sw = len(s) // n
+        sc = s[pos * sw : (pos + 1) * sw]
+    return (
+        decision_ids(str(bid), pos + 1)[pos], int(ts), ep, var, mname, mver, int(seq),
+        bool(shadow), unit, rid, lay, raw[pos * w : (pos + 1) * w],
+        None if txt is None else orjson.loads(txt)[pos], out, on, float(lat), sc,
+        None if ctx is None else orjson.loads(ctx)[pos],
+    )  # fmt: skip
+
+
+# --- evidence -------------------------------------------------------------------
+
+_P32 = struct.Struct(">I").pack
+_P64 = struct.Struct(">q").pack
+_PF = struct.Struct(">d").pack
+_INPUTS_TAG = _P32(len(b"chronoml/inputs/v1")) + b"chronoml/inputs/v1"
+_LEAF_TAG = b"\x00" + _P32(len(b"chronoml/decision/v2")) + b"chronoml/decision/v2"
+
+
+def _s(v: str) -> bytes:
+    raw = v.encode("utf-8")
+    return _P32(len(raw)) + raw
+
+
+def _f(x: float) -> bytes:
+    if math.isfinite(x):
+        return b"\x01" + _PF(x)
+    return b"\x02" + _s("nan" if math.isnan(x) else ("inf" if x > 0 else "-inf"))
+
+
+def commit(block: Block) -> tuple[list[bytes], list[bytes], list[bytes]]:
+    """Fresh salts, input commitments and leaf hashes of the block's decisions.
+
+    The bytes are those of :func:`~chronoml.domain.leaves.inputs_commitment` and
+    :class:`~chronoml.domain.leaves.DecisionLeaf` for each decision (a test pins
+    them): what the block's rows share is encoded once, and each row costs two
+    or three SHA-256 calls over a few joined pieces. Rows with text inputs or a
+    context take the row-by-row encoders.
+    """
+    n = block.rows
+    pool = os.urandom(SALT * n)
+    salts = [pool[i * SALT : (i + 1) * SALT] for i in range(n)]
+    if any(t is not None for t in block.txt) or (
+        block.context is not None and any(c is not None for c in block.context)
+    ):
+        rows = block.tuples()
+        coms = [
+            LV.inputs_commitment(r[10], bytes(r[11]), r[12], s, r[17])
+            for r, s in zip(rows, salts, strict=True)
+        ]
+        leaves = [
+            _leaf_of(r if r[17] is None else r[:17], c) for r, c in zip(rows, coms, strict=True)
+        ]
+        return salts, coms, leaves
+    width = len(block.num[0])
+    coms = _hash_rows(
+        n,
+        [_INPUTS_TAG + _P32(SALT), _matrix(pool, n), _s(block.layout) + _P32(width),
+         _matrix(b"".join(block.num), n), b"\x00"],
+    )  # fmt: skip
+    lat = float(block.latency_ms)
+    shared = b"".join(
+        (
+            _P64(int(block.ts)), _s(block.endpoint), _s(block.variant), _s(block.model_name),
+            _s(block.model_version), _P64(int(block.event_seq)),
+            b"\x01" if block.shadow else b"\x00",
+            b"\x00" if block.unit is None else b"\x01" + _s(block.unit),
+            _s(block.request_id), _s(block.layout),
+        )
+    )  # fmt: skip
+    tail = b"\x01" + _PF(lat) if math.isfinite(lat) else _f(lat)
+    if block.scores is None:
+        digests: bytes | np.ndarray[Any, Any] = b"\x00"
+    else:
+        marks = np.ones((n, 1), dtype=np.uint8)
+        digests = np.hstack(
+            [marks, _matrix(b"".join(_hash_rows(n, [_matrix(b"".join(block.scores), n)])), n)]
+        )
+    encoded: dict[str, bytes] = {}
+    outs = [encoded.get(o) or encoded.setdefault(o, _s(o)) for o in block.outputs]
+    pieces = [_LEAF_TAG + _P32(36), _matrix("".join(block.ids).encode("ascii"), n), shared,
+              _matrix(b"".join(coms), n), _column(outs, n), _numbers(block.output_num, n),
+              tail, digests, b"\x00"]  # fmt: skip
+    return salts, coms, _hash_rows(n, pieces)
+
+
+def _matrix(raw: bytes, n: int) -> np.ndarray[Any, Any]:
+    """``raw`` as ``n`` rows of equal width."""
+    return np.frombuffer(raw, dtype=np.uint8).reshape(n, len(raw) // n)
+
+
+def _numbers(values: list[float | None], n: int) -> bytes | np.ndarray[Any, Any] | list[bytes]:
+    """The output numbers' encodings: a matrix when every one is finite (the usual case)."""
+    if all(v is None for v in values):
+        return b"\x00"
+    if None not in values:
+        arr = np.asarray(values, dtype=np.float64)
+        if np.isfinite(arr).all():
+            mat = np.empty((n, 9), dtype=np.uint8)
+            mat[:, 0] = 1
+            mat[:, 1:] = arr.astype(">f8").view(np.uint8).reshape(n, 8)
+            return mat
+    return _column([b"\x00" if v is None else _f(float(v)) for v in values], n)
+
+
+def _column(values: list[bytes], n: int) -> bytes | np.ndarray[Any, Any] | list[bytes]:
+    """One piece per row: a constant, a matrix when they share a width, else the list."""
+    first = values[0]
+    if all(v == first for v in values):
+        return first
+    if all(len(v) == len(first) for v in values):
+        return _matrix(b"".join(values), n)
+    return values
+
+
+def _hash_rows(n: int, pieces: Sequence[bytes | np.ndarray[Any, Any] | list[bytes]]) -> list[bytes]:
+    """SHA-256 of each row's pieces joined: a constant piece is the same in every row, a
+    matrix gives each row its own bytes, a list its own value.
+
+    With no list among them the rows are one matrix and the hashing loop runs in C
+    (``map`` over the rows of the matrix); otherwise each row is joined in Python.
+    """
+    if any(isinstance(p, list) for p in pieces):
+        cols = [
+            p
+            if isinstance(p, list)
+            else [p] * n
+            if isinstance(p, bytes)
+            else [r.tobytes() for r in p]
+            for p in pieces
+        ]
+        sha = hashlib.sha256
+        return [sha(b"".join(parts)).digest() for parts in zip(*cols, strict=True)]
+    parts = [
+        np.broadcast_to(np.frombuffer(p, dtype=np.uint8), (n, len(p)))
+        if isinstance(p, bytes)
+        else p
+        for p in pieces
+    ]
+    mat = np.ascontiguousarray(np.hstack(parts))
+    return list(map(_DIGEST, map(hashlib.sha256, mat)))  # type: ignore[arg-type]
+
+
+_DIGEST = operator.methodcaller("digest")
+
+
+def _leaf_of(r: Sequence[Any], commitment: bytes) -> bytes:
+    # lazy: evidence_batch imports this module (to read blocks back for verify)
+    from chronoml.store.evidence_batch import decision_leaf_hash
+
+    return decision_leaf_hash(r, commitment)
