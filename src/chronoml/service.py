@@ -141,6 +141,7 @@ class Chronoml(Context):
         quantile bins.
         """
         E.known(self, endpoint)
+        policies.check_slice(self, endpoint, by)
         w = Window.bounded(start, end, window_us)
         return endpoint_drift(
             self.store,

@@ -163,3 +163,18 @@ def test_quality_by_an_input_the_privacy_policy_drops_is_refused(
     slices = by["variants"][0]["by"]["slices"]
     assert len(slices) == 2 and all(s["slice"].startswith("h:") for s in slices)
     assert sorted(s["decisions"] for s in slices) == [30, 30]
+
+
+def test_drift_by_an_input_the_privacy_policy_drops_is_refused_as_quality_is(
+    client: TestClient, settings: Any
+) -> None:
+    r = client.put("/v1/endpoints/cancer/privacy", json={"features": {"worst perimeter": "drop"}})
+    assert r.status_code == 200, r.text
+    _served(client, X.iloc[:60], Y.iloc[:60])
+    r = client.get("/v1/endpoints/cancer/drift", params={"by": "worst perimeter"})
+    assert r.status_code == 400, r.text
+    err = r.json()["error"]
+    assert err["field"] == "by" and "dropped by cancer's privacy policy" in err["message"]
+    home, env = _env(settings)
+    out = CliRunner().invoke(cli, [*home, "drift", "cancer", "--by", "worst perimeter"], env=env)
+    assert out.exit_code == 1 and "dropped" in out.output
