@@ -27,9 +27,12 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import orjson
+import pyarrow as pa
+import pyarrow.compute as pc
 from sqlalchemy import Connection, delete, func, select, update
 
 from chronoml.domain.archive import ArchiveError, FileLeaf, Target, file_name
+from chronoml.store import archive_columns as AC
 from chronoml.store import archive_parquet as AP
 from chronoml.store import evidence, schema
 from chronoml.store.archive_objects import Objects, open_objects
@@ -115,9 +118,6 @@ def archive(
     return result
 
 
-_COLS = [D.c[c] for c in AP.COLUMNS]
-
-
 def _chunk(
     store: Store,
     layouts: Layouts,
@@ -134,28 +134,21 @@ def _chunk(
     lo = MIN_TS if mark is None else mark
     if lo >= cut:
         return False
-    q = (
-        select(*_COLS)
-        .where(D.c.endpoint == endpoint, D.c.ts >= lo, D.c.ts < cut)
-        .order_by(D.c.ts)  # the (endpoint, ts) index's order: no sort
-        .limit(chunk_rows)
-    )
     with store.engine.connect() as conn:
-        data = conn.execute(q).cursor.fetchall()  # type: ignore[union-attr]
+        data = AC.read(conn, endpoint, lo, cut, chunk_rows)
         upto = cut
         if len(data) == chunk_rows:
-            upto = int(data[-1][1])
-            data = [r for r in data if r[1] < upto]
-            if not data:  # one timestamp fills the chunk: take every row of it
-                q_one = q.limit(None).where(D.c.ts == upto)
-                data = conn.execute(q_one).cursor.fetchall()  # type: ignore[union-attr]
+            ts = data.ts
+            upto = int(ts[-1])
+            keep = np.flatnonzero(ts < upto)
+            if len(keep):
+                data = data.take(keep)
+            else:  # one timestamp fills the chunk: take every row of it
+                data = AC.read(conn, endpoint, upto, upto + 1, None)
                 upto += 1
-        if data:
+        if len(data):
             _all_committed(conn, endpoint, lo, upto, len(data))
-    groups: dict[str, list[tuple[Any, ...]]] = {}
-    for r in data:
-        groups.setdefault(r[10], []).append(r)
-    written = [_write(objs, endpoint, layout, rows, layouts) for layout, rows in groups.items()]
+    written = [_write(objs, endpoint, layout, part, layouts) for layout, part in data.by_layout()]
     if not _commit(store, endpoint, mark, lo, upto, written, target, len(data)):
         return True  # another archiver moved the mark meanwhile: look again
     result.files += len(written)
@@ -186,27 +179,56 @@ def _all_committed(conn: Connection, endpoint: str, lo: int, upto: int, n: int) 
         )
 
 
-def _write(
-    objs: Objects, endpoint: str, layout: str, rows: Sequence[tuple[Any, ...]], layouts: Layouts
-) -> Written:
+def _write(objs: Objects, endpoint: str, layout: str, part: AC.Chunk, layouts: Layouts) -> Written:
     sch = layouts.get(layout)
-    data, packed = AP.encode(rows, sch)
+    packed = part.packed()
+    table = AP.physical(part.arrays, packed, sch)
+    data = AP.write(table)
     sha = hashlib.sha256(data).hexdigest()
     name = file_name(sha)
     objs.put(name, data)
     back = objs.get(name)
     if hashlib.sha256(back).hexdigest() != sha:
         raise ArchiveError(f"archive file {name} read back with another digest", "archive")
-    table = AP.read(back, columns=["id", *AP.input_names(sch)])
-    ids = [r[0] for r in rows]
-    if table.num_rows != len(rows) or table.column("id").to_pylist() != ids:
+    stored = AP.read_physical(back)
+    if not _same(stored, table):
         raise ArchiveError(f"archive file {name} does not hold the rows written", "archive")
-    if AP.packed_inputs(table, sch).tobytes() != packed:
+    logical = AP.logical(stored)
+    if not logical.column("id").equals(pa.chunked_array([part.arrays["id"]])):
+        raise ArchiveError(f"archive file {name} does not give back the ids", "archive")
+    if AP.packed_inputs(logical, sch).tobytes() != packed:
         raise ArchiveError(f"archive file {name} does not give back the inputs", "archive")
+    ts = part.ts
+    ids = pc.min_max(part.arrays["id"])
     leaf = FileLeaf(
-        sha, endpoint, layout, int(rows[0][1]), int(rows[-1][1]), len(rows), min(ids), max(ids)
+        sha,
+        endpoint,
+        layout,
+        int(ts[0]),
+        int(ts[-1]),
+        len(part),
+        ids["min"].as_py(),
+        ids["max"].as_py(),
     )
     return Written(leaf, len(data))
+
+
+def _same(a: pa.Table, b: pa.Table) -> bool:
+    """Whether two tables hold the same values bit for bit (NaN included)."""
+    if a.schema != b.schema or a.num_rows != b.num_rows:
+        return False
+    for name in a.column_names:
+        x, y = a.column(name).combine_chunks(), b.column(name).combine_chunks()
+        if pa.types.is_floating(x.type):
+            if not x.is_valid().equals(y.is_valid()):
+                return False
+            xs = x.fill_null(0).to_numpy(zero_copy_only=False).view("<i8")
+            ys = y.fill_null(0).to_numpy(zero_copy_only=False).view("<i8")
+            if not np.array_equal(xs, ys):
+                return False
+        elif not x.equals(y):
+            return False
+    return True
 
 
 def _commit(

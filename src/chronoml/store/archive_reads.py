@@ -67,9 +67,7 @@ class _Cache:
 _cache = _Cache()
 
 
-def layout_of(table: pa.Table) -> Schema:
-    meta = table.schema.metadata or {}
-    return tuple((c, k) for c, k in orjson.loads(meta[b"chronoml.layout"]))
+layout_of = AP.layout_of
 
 
 def _table(
