@@ -140,9 +140,9 @@ def _chunk(
         if len(data) == chunk_rows:
             ts = data.ts
             upto = int(ts[-1])
-            keep = np.flatnonzero(ts < upto)
-            if len(keep):
-                data = data.take(keep)
+            keep = int(np.searchsorted(ts, upto))  # the rows before the last timestamp
+            if keep:
+                data = data.head(keep)
             else:  # one timestamp fills the chunk: take every row of it
                 data = AC.read(conn, endpoint, upto, upto + 1, None)
                 upto += 1

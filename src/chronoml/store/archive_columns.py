@@ -51,6 +51,9 @@ class Chunk:
         ts: np.ndarray[Any, Any] = self.arrays["ts"].to_numpy()
         return ts
 
+    def head(self, n: int) -> Chunk:
+        return Chunk({k: v.slice(0, n) for k, v in self.arrays.items()}, self.num.slice(0, n))
+
     def take(self, idx: np.ndarray[Any, Any]) -> Chunk:
         ix = pa.array(idx)
         return Chunk({k: v.take(ix) for k, v in self.arrays.items()}, self.num.take(ix))
@@ -92,9 +95,7 @@ def of_rows(data: Sequence[Any]) -> Chunk:
     for i, name in enumerate(AP.COLUMNS):
         values: Any = cols[i]
         if name in ("num", "scores"):
-            if not all(v is None or type(v) is bytes for v in values):
-                values = [None if v is None else bytes(v) for v in values]
-            arr = pa.array(values, type=pa.binary())
+            arr = pa.array(values, type=pa.binary())  # bytes or any buffer
         elif name == "shadow":
             arr = pa.array(np.asarray(values, dtype=bool))  # SQLite gives 0 and 1
         else:

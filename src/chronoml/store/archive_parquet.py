@@ -68,7 +68,7 @@ TYPES: dict[str, pa.DataType] = {
     "context": pa.string(),
 }
 ROW_GROUP = 65_536
-ZSTD_LEVEL = 3
+ZSTD_LEVEL = 1
 MAX_DECIMALS = 6
 NUM = COLUMNS.index("num")
 UUID_COLUMNS = ("id", "request_id")
@@ -165,9 +165,11 @@ def _scaled(col: np.ndarray[Any, Any], k: int) -> np.ndarray[Any, Any] | None:
         s = np.round(col * f)
         if not np.all(np.abs(s) < 2.0**53):  # also false for NaN and infinities
             return None
-        if not np.array_equal((s / f).view("<i8"), col.view("<i8")):
+        ints = s.astype(np.int64)
+        # what a reader computes, compared bit for bit (-0.0 and 0.0 apart)
+        if not np.array_equal((ints.astype(np.float64) / f).view("<i8"), col.view("<i8")):
             return None
-    return s.astype(np.int64)
+    return ints
 
 
 # --- writing -------------------------------------------------------------------
