@@ -16,6 +16,7 @@ report over the archived window. The two drift reports must agree exactly.
     .venv/bin/python bench/archive/bench.py                  # 1M decisions, SQLite
     .venv/bin/python bench/archive/bench.py --rows 100000 --runs 3
     .venv/bin/python bench/archive/bench.py --pg postgresql+psycopg://127.0.0.1/test
+    .venv/bin/python bench/archive/bench.py --inputs mixed   # amounts, counts, 5 floats
 """
 
 from __future__ import annotations
@@ -52,7 +53,20 @@ FEATURES = [f"f{i}" for i in range(30)]
 T0 = 1_000_000_000_000_000  # 2001-09-09: long settled
 
 
-def populate(store: Store, rows: int, seed: int = 0) -> tuple[float, pa.Table]:
+def inputs(rng: np.random.Generator, n: int, kind: str) -> np.ndarray[Any, Any]:
+    """``n`` rows of the 30 inputs: all full-precision normal floats (the worst case for
+    compression), or ``mixed``: 20 amounts with two decimals, 5 counts, 5 full-precision
+    floats, as tabular features are usually recorded."""
+    x = rng.normal(0.1, 1.0, size=(n, 30))
+    if kind == "mixed":
+        x[:, :20] = np.round(rng.lognormal(3.0, 1.0, size=(n, 20)), 2)
+        x[:, 20:25] = rng.poisson(3.0, size=(n, 5))
+    return x
+
+
+def populate(
+    store: Store, rows: int, seed: int = 0, kind: str = "normal"
+) -> tuple[float, pa.Table]:
     """Log ``rows`` decisions; returns the time and the same rows as an Arrow table."""
     rng = np.random.default_rng(seed)
     ref = pd.DataFrame(rng.normal(size=(100_000, 30)), columns=FEATURES)
@@ -64,7 +78,7 @@ def populate(store: Store, rows: int, seed: int = 0) -> tuple[float, pa.Table]:
     t0 = time.perf_counter()
     for start in range(0, rows, 50_000):
         n = min(50_000, rows - start)
-        x = rng.normal(0.1, 1.0, size=(n, 30))
+        x = inputs(rng, n, kind)
         df = pd.DataFrame(x, columns=FEATURES)
         nums, txts = codec.encode(df, schema)
         out = rng.integers(0, 2, size=n)
@@ -140,6 +154,12 @@ def main() -> None:
     )
     ap.add_argument("--rows", type=int, default=1_000_000)
     ap.add_argument("--runs", type=int, default=3)
+    ap.add_argument(
+        "--inputs",
+        choices=("normal", "mixed"),
+        default="normal",
+        help="the inputs' values (see inputs())",
+    )
     ap.add_argument("--pg", help="a PostgreSQL URL (a fresh schema is used and dropped)")
     args = ap.parse_args()
     schema = f"bench_archive_{uuid.uuid4().hex[:8]}"
@@ -167,7 +187,7 @@ def _run(args: argparse.Namespace, schema: str) -> dict[str, Any]:
         )
         store = Store.open(url, home)
         store.upgrade()
-        log_s, table = populate(store, args.rows)
+        log_s, table = populate(store, args.rows, kind=args.inputs)
         blocks.compact(store, upto=T0 + args.rows + 1)
         live = db_bytes(store, url)
         live_times, live_report = time_drift(store, args.rows, args.runs)
@@ -201,6 +221,7 @@ def _run(args: argparse.Namespace, schema: str) -> dict[str, Any]:
     out = {
         "rows": n,
         "store": "postgresql" if args.pg else "sqlite",
+        "inputs": args.inputs,
         "log_s": round(log_s, 1),
         "archive_s": round(archive_s, 2),
         "archive_rows_per_s": round(n / archive_s),

@@ -108,6 +108,8 @@ def archive(
     if endpoints is None:
         with store.read() as conn:
             endpoints = sorted(conn.execute(select(D.c.endpoint).distinct()).scalars())
+    with store.read() as conn:
+        chunk_rows = AC.rows_per_read(conn, chunk_rows)
     result = Result()
     for endpoint in endpoints:
         before_rows = result.rows
@@ -196,7 +198,8 @@ def _write(objs: Objects, endpoint: str, layout: str, part: AC.Chunk, layouts: L
     logical = AP.logical(stored)
     if not logical.column("id").equals(pa.chunked_array([part.arrays["id"]])):
         raise ArchiveError(f"archive file {name} does not give back the ids", "archive")
-    if AP.packed_inputs(logical, sch).tobytes() != packed:
+    mat = AP.packed_inputs(logical, sch)
+    if not np.array_equal(mat.reshape(-1).view(np.uint8), np.frombuffer(packed, np.uint8)):
         raise ArchiveError(f"archive file {name} does not give back the inputs", "archive")
     ts = part.ts
     ids = pc.min_max(part.arrays["id"])

@@ -4,35 +4,38 @@ A chunk of archived decisions is a few hundred thousand rows. Turning each into
 a driver tuple and then each value into an Arrow one is most of an archive
 run's time, so the columns are read in bulk where the database allows it:
 
-- PostgreSQL: one ``COPY (SELECT ...) TO STDOUT`` in CSV, parsed by pyarrow's
-  CSV reader (C++, every column at once). Binary values (the packed inputs, the
-  class scores) and the two floats (through ``float8send``) travel as hex and
-  are decoded with one vectorised pass over the whole column, so every value
-  arrives bit for bit as stored; texts are quoted, so a NULL and an empty text
-  stay apart.
-- elsewhere (SQLite): one query through the driver; its rows are transposed
-  once and each column converted by Arrow in one call.
+- PostgreSQL: one statement that aggregates each column of the chunk into one
+  value: the bytes of its values end to end, and their lengths (``string_agg``
+  over ``int8send``, ``float8send``, the texts' UTF-8 and the binaries), read
+  in binary. Arrow arrays are then built over those buffers as they are, so
+  every value arrives bit for bit as stored, with no per-row work in Python
+  or in the driver.
+- elsewhere (SQLite): one query through the driver, with the cyclic garbage
+  collector paused (a few hundred thousand fresh tuples would make it walk
+  them all several times); the rows are transposed once and each column
+  converted by Arrow in one call.
 """
 
 from __future__ import annotations
 
-import io
-from collections.abc import Sequence
+import gc
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+import orjson
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.csv as pcsv
 from sqlalchemy import Connection, select
 
+from chronoml.domain.codec import NUMERIC_KINDS
 from chronoml.store import archive_parquet as AP
 from chronoml.store import schema
 
 D = schema.decisions
 _COLS = [D.c[c] for c in AP.COLUMNS]
-_HEXED = ("num", "scores", "output_num", "latency_ms")
 
 
 @dataclass
@@ -78,14 +81,43 @@ class Chunk:
         return b"" if data is None else bytes(memoryview(data)[offsets[0] : offsets[-1]])
 
 
+# PostgreSQL holds at most 1 GB in one value: an aggregated column stays well below
+AGGREGATE_BYTES = 256 * 1024 * 1024
+
+
+def rows_per_read(conn: Connection, rows: int) -> int:
+    """``rows``, or fewer when the widest input layout would make a column's aggregate
+    too large (each row also gets 1 KiB for its texts)."""
+    if conn.dialect.name != "postgresql":
+        return rows
+    widest = 0
+    for raw in conn.execute(select(schema.input_layouts.c.columns)).scalars():
+        widest = max(widest, sum(1 for _, k in orjson.loads(raw) if k in NUMERIC_KINDS))
+    return max(1, min(rows, AGGREGATE_BYTES // (8 * widest + 1024)))
+
+
 def read(conn: Connection, endpoint: str, lo: int, hi: int, limit: int | None) -> Chunk:
     """The decisions of ``endpoint`` with ``lo <= ts < hi`` in ts order (at most ``limit``)."""
     if conn.dialect.name == "postgresql":
-        return _copy(conn, endpoint, lo, hi, limit)
+        return _aggregated(conn, endpoint, lo, hi, limit)
     q = select(*_COLS).where(D.c.endpoint == endpoint, D.c.ts >= lo, D.c.ts < hi)
     q = q.order_by(D.c.ts).limit(limit)  # the (endpoint, ts) index's order: no sort
-    data = conn.execute(q).cursor.fetchall()  # type: ignore[union-attr]
-    return of_rows(data)
+    with _no_gc():  # a chunk's row tuples are no cycles: scanning them again and again is waste
+        data = conn.execute(q).cursor.fetchall()  # type: ignore[union-attr]
+        chunk = of_rows(data)
+        del data
+    return chunk
+
+
+@contextmanager
+def _no_gc() -> Iterator[None]:
+    was = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was:
+            gc.enable()
 
 
 def of_rows(data: Sequence[Any]) -> Chunk:
@@ -105,109 +137,98 @@ def of_rows(data: Sequence[Any]) -> Chunk:
     return Chunk(arrays, num)
 
 
-# --- PostgreSQL: COPY in CSV -------------------------------------------------------
+# --- PostgreSQL: every column as one aggregated value ---------------------------------
+
+_TEXTS = ("id", "endpoint", "variant", "model_name", "model_version", "unit", "request_id",
+          "layout", "txt", "output", "context")  # fmt: skip
+_BYTES = ("num", "scores")
 
 
-def _select_sql(limit: int | None) -> str:
-    exprs = []
+def _aggregates() -> str:
+    """One aggregate per column: the values' bytes end to end (and their lengths, -1 for
+    NULL); string_agg skips NULLs, so a NULL adds a length and no bytes."""
+    one, zero = r"'\x01'::bytea", r"'\x00'::bytea"
+    out = ["count(*)"]
     for name in AP.COLUMNS:
-        if name in ("num", "scores"):
-            exprs.append(f"encode({name}, 'hex')")
-        elif name in ("output_num", "latency_ms"):
-            exprs.append(f"encode(float8send({name}), 'hex')")
-        else:
-            exprs.append(name)
-    sql = (
-        f"SELECT {', '.join(exprs)} FROM decisions "
-        "WHERE endpoint = {e} AND ts >= {lo} AND ts < {hi} ORDER BY ts"
-    )
-    return sql + ("" if limit is None else f" LIMIT {int(limit)}")
+        if name in _TEXTS or name in _BYTES:
+            raw = f"convert_to({name}, 'UTF8')" if name in _TEXTS else name
+            out.append(f"string_agg(int4send(coalesce(octet_length({raw}), -1)), ''::bytea)")
+            out.append(f"string_agg({raw}, ''::bytea)")
+        elif name in ("ts", "event_seq"):
+            out.append(f"string_agg(int8send({name}), ''::bytea)")
+        elif name == "shadow":
+            out.append(f"string_agg(CASE WHEN shadow THEN {one} ELSE {zero} END, ''::bytea)")
+        else:  # the two floats, exactly as stored, and where they are NULL
+            out.append(f"string_agg(float8send(coalesce({name}, 0)), ''::bytea)")
+            out.append(
+                f"string_agg(CASE WHEN {name} IS NULL THEN {one} ELSE {zero} END, ''::bytea)"
+            )
+    return ", ".join(out)
 
 
-def _copy(conn: Connection, endpoint: str, lo: int, hi: int, limit: int | None) -> Chunk:
-    from psycopg import sql
+_AGG_SQL = (
+    f"SELECT {_aggregates()} FROM (SELECT * FROM decisions "
+    "WHERE endpoint = %(e)s AND ts >= %(lo)s AND ts < %(hi)s ORDER BY ts {limit}) AS d"
+)
 
-    stmt = sql.SQL(
-        "COPY (" + _select_sql(limit) + ") TO STDOUT WITH (FORMAT csv, FORCE_QUOTE *)"
-    ).format(e=sql.Literal(endpoint), lo=sql.Literal(int(lo)), hi=sql.Literal(int(hi)))
+
+def _aggregated(conn: Connection, endpoint: str, lo: int, hi: int, limit: int | None) -> Chunk:
+    """The rows through one statement that returns a row of a few large values.
+
+    One aggregation node feeds each row to every aggregate in turn, so the columns stay
+    aligned; in the subquery's (time) order, which is checked, and restored if a plan
+    ever gave another. Parallel workers (whose partial results would be joined) are off.
+    """
     raw = conn.connection.driver_connection
-    buf = io.BytesIO()
-    with raw.cursor() as cur, cur.copy(stmt) as copy:  # type: ignore[union-attr]
-        for part in copy:
-            buf.write(part)
-    return _parse(buf.getvalue())
-
-
-def _parse(data: bytes) -> Chunk:
-    types = {n: (pa.string() if n in _HEXED else AP.TYPES[n]) for n in AP.COLUMNS}
-    if not data:
-        return of_rows([])
-    table = pcsv.read_csv(
-        io.BytesIO(data),
-        read_options=pcsv.ReadOptions(column_names=list(AP.COLUMNS)),
-        parse_options=pcsv.ParseOptions(newlines_in_values=True),
-        convert_options=pcsv.ConvertOptions(
-            column_types=types,
-            null_values=[""],
-            strings_can_be_null=True,
-            quoted_strings_can_be_null=False,  # every value is quoted: only NULL is bare
-            true_values=["t"],
-            false_values=["f"],
-        ),
-    )
+    sql = _AGG_SQL.replace("{limit}", "" if limit is None else f"LIMIT {int(limit)}")
+    with raw.cursor() as cur:  # type: ignore[union-attr]
+        cur.execute("SET LOCAL max_parallel_workers_per_gather = 0")
+        cur.execute(sql, {"e": endpoint, "lo": int(lo), "hi": int(hi)}, binary=True)
+        got = cur.fetchone()
+    assert got is not None
+    n = int(got[0])
+    values = iter(got[1:])
     arrays: dict[str, pa.Array] = {}
     for name in AP.COLUMNS:
-        col = table.column(name).combine_chunks()
-        if name in ("num", "scores"):
-            col = unhex(col)
-        elif name in ("output_num", "latency_ms"):
-            col = _float8(unhex(col))
-        arrays[name] = col
+        if name in _TEXTS or name in _BYTES:
+            lengths = np.frombuffer(next(values) or b"", dtype=">i4").astype(np.int32)
+            kind = pa.string() if name in _TEXTS else pa.binary()
+            arrays[name] = _varlen(kind, n, lengths, next(values) or b"")
+        elif name in ("ts", "event_seq"):
+            arrays[name] = pa.array(np.frombuffer(next(values) or b"", ">i8").astype("<i8"))
+        elif name == "shadow":
+            arrays[name] = pa.array(np.frombuffer(next(values) or b"", np.uint8).astype(bool))
+        else:
+            vals = np.frombuffer(next(values) or b"", ">f8").astype("<f8")
+            nulls = np.frombuffer(next(values) or b"", np.uint8).astype(bool)
+            arrays[name] = pa.array(vals, mask=nulls if nulls.any() else None)
+    if any(len(a) != n for a in arrays.values()):
+        raise ValueError("the aggregated columns are not of one length")
     num = arrays.pop("num")
-    return Chunk(arrays, num)
+    chunk = Chunk(arrays, num)
+    ts = chunk.ts
+    if n > 1 and np.any(ts[1:] < ts[:-1]):
+        chunk = chunk.take(np.argsort(ts, kind="stable"))
+    return chunk
 
 
-_NIBBLE = np.full(256, 255, dtype=np.uint8)
-_NIBBLE[np.frombuffer(b"0123456789abcdef", dtype=np.uint8)] = np.arange(16, dtype=np.uint8)
-
-
-def unhex(arr: pa.Array) -> pa.Array:
-    """Hex texts as the binary values they spell (nulls stay null), in one pass."""
-    n = len(arr)
-    offsets = np.frombuffer(arr.buffers()[1], dtype=np.int32)[arr.offset : arr.offset + n + 1]
-    data = arr.buffers()[2]
-    chars = (
-        np.zeros(0, dtype=np.uint8)
-        if data is None
-        else np.frombuffer(data, dtype=np.uint8)[offsets[0] : offsets[-1]]
+def _varlen(kind: pa.DataType, n: int, lengths: np.ndarray[Any, Any], data: bytes) -> pa.Array:
+    """An Arrow array of ``n`` values from their byte lengths (-1: NULL) and bytes."""
+    if len(lengths) != n:
+        raise ValueError("the aggregated lengths do not match the rows")
+    valid = lengths >= 0
+    offsets = np.zeros(n + 1, dtype=np.int64)
+    np.cumsum(np.where(valid, lengths, 0), out=offsets[1:])
+    if offsets[-1] != len(data):
+        raise ValueError("the aggregated bytes do not match their lengths")
+    if offsets[-1] >= 2**31:
+        kind = pa.large_string() if kind == pa.string() else pa.large_binary()
+    else:
+        offsets = offsets.astype(np.int32)
+    nulls = int(n - valid.sum())
+    mask = pa.array(valid).buffers()[1] if nulls else None
+    arr = pa.Array.from_buffers(
+        kind, n, [mask, pa.py_buffer(offsets.tobytes()), pa.py_buffer(data)], nulls
     )
-    nib = _NIBBLE[chars]
-    if len(chars) % 2 or np.any(nib == 255) or np.any((offsets - offsets[0]) % 2):
-        raise ValueError("a binary value did not arrive as hex")
-    raw = (nib[0::2] << 4) | nib[1::2]
-    new_offsets = ((offsets - offsets[0]) // 2).astype(np.int32)
-    validity = arr.buffers()[0] if arr.null_count else None
-    if validity is not None and arr.offset:
-        return pa.array(
-            [None if v is None else bytes.fromhex(v) for v in arr.to_pylist()], pa.binary()
-        )
-    return pa.BinaryArray.from_buffers(
-        pa.binary(), n, [validity, pa.py_buffer(new_offsets), pa.py_buffer(raw)], arr.null_count
-    )
-
-
-def _float8(arr: pa.Array) -> pa.Array:
-    """8-byte big-endian values (``float8send``) as float64, nulls kept."""
-    n = len(arr)
-    data = arr.buffers()[2]
-    vals = np.frombuffer(data, dtype=">f8") if data is not None else np.zeros(0, ">f8")
-    if arr.null_count == 0:
-        if len(vals) != n:
-            raise ValueError("a float did not arrive as 8 bytes")
-        return pa.array(vals.astype("<f8"))
-    valid = arr.is_valid().to_numpy(zero_copy_only=False)
-    out = np.zeros(n, dtype="<f8")
-    if len(vals) != int(valid.sum()):
-        raise ValueError("a float did not arrive as 8 bytes")
-    out[valid] = vals
-    return pa.array(out, mask=~valid)
+    arr.validate(full=kind == pa.string() or kind == pa.large_string())
+    return arr.cast(pa.string() if kind in (pa.string(), pa.large_string()) else pa.binary())
