@@ -310,10 +310,10 @@ def read(
     return logical(table)
 
 
-def read_physical(data: bytes) -> pa.Table:
+def read_physical(data: bytes, columns: Sequence[str] | None = None) -> pa.Table:
     """The file's columns as stored (to compare with what was written)."""
     try:
-        return pq.read_table(pa.BufferReader(data))
+        return pq.read_table(pa.BufferReader(data), columns=columns)
     except (pa.ArrowException, OSError) as exc:
         raise ArchiveError(f"an archive file cannot be read: {exc}", "archive") from exc
 
