@@ -117,7 +117,8 @@ def populate(
 
 def db_bytes(store: Store, url: str) -> dict[str, int]:
     """The database's size: the whole file (SQLite, after a checkpoint) or the decision
-    tables' total relation size (PostgreSQL), and the decisions table alone."""
+    tables' total relation size with their partitions and indexes (PostgreSQL: decisions,
+    evidence items, blocks), and the decisions table alone."""
     with store.engine.connect() as conn:
         if store.is_sqlite:
             conn.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)")
@@ -130,11 +131,13 @@ def db_bytes(store: Store, url: str) -> dict[str, int]:
             except Exception:  # dbstat not compiled in
                 table = None
             return {"database": os.path.getsize(path), "decisions": int(table or 0)}
-        total = 0
+        size: dict[str, int] = {}
         for t in ("decisions", "evidence_items", "decision_blocks"):
-            total += int(conn.execute(text(f"SELECT pg_total_relation_size('{t}')")).scalar_one())
-        dec = int(conn.execute(text("SELECT pg_total_relation_size('decisions')")).scalar_one())
-        return {"database": total, "decisions": dec}
+            # a partitioned table's own size is 0: sum its partitions (a plain table is its
+            # own one-member tree)
+            q = f"SELECT SUM(pg_total_relation_size(relid)) FROM pg_partition_tree('{t}')"
+            size[t] = int(conn.execute(text(q)).scalar_one() or 0)
+        return {"database": sum(size.values()), "decisions": size["decisions"]}
 
 
 def time_drift(store: Store, rows: int, runs: int) -> tuple[list[float], Any]:
