@@ -149,9 +149,7 @@ def _chunk(
                 data = AC.read(conn, endpoint, upto, upto + 1, None)
                 upto += 1
         if len(data):
-            ids = pc.min_max(data.arrays["id"])
-            span = (ids["min"].as_py(), ids["max"].as_py())
-            _all_committed(conn, endpoint, lo, upto, len(data), span)
+            _all_committed(conn, endpoint, lo, upto, len(data))
     written = [_write(objs, endpoint, layout, part, layouts) for layout, part in data.by_layout()]
     if not _commit(store, endpoint, mark, lo, upto, written, target, len(data)):
         return True  # another archiver moved the mark meanwhile: look again
@@ -161,18 +159,10 @@ def _chunk(
     return upto < cut
 
 
-def _all_committed(
-    conn: Connection, endpoint: str, lo: int, upto: int, n: int, ids: tuple[str, str]
-) -> None:
+def _all_committed(conn: Connection, endpoint: str, lo: int, upto: int, n: int) -> None:
     """Refuse to archive a decision the evidence log does not commit (added outside chronoml):
-    in a file it would look committed by the file's leaf. (The chunk's id range bounds the
-    items' key range, so the join reads only that part of their index.)"""
-    on = (
-        (ITEMS.c.kind == "decision")
-        & (ITEMS.c.ref >= ids[0])
-        & (ITEMS.c.ref <= ids[1])
-        & (ITEMS.c.ref == D.c.id)
-    )
+    in a file it would look committed by the file's leaf."""
+    on = (ITEMS.c.kind == "decision") & (ITEMS.c.ref == D.c.id)
     q = (
         select(func.count())
         .select_from(D.join(ITEMS, on))
