@@ -133,9 +133,12 @@ def db_bytes(store: Store, url: str) -> dict[str, int]:
             return {"database": os.path.getsize(path), "decisions": int(table or 0)}
         size: dict[str, int] = {}
         for t in ("decisions", "evidence_items", "decision_blocks"):
-            # a partitioned table's own size is 0: sum its partitions (a plain table is its
-            # own one-member tree)
-            q = f"SELECT SUM(pg_total_relation_size(relid)) FROM pg_partition_tree('{t}')"
+            # a partitioned table's own size is 0: sum its partitions (a plain table has
+            # no partition tree: its own size)
+            q = (
+                "SELECT COALESCE((SELECT SUM(pg_total_relation_size(relid)) "
+                f"FROM pg_partition_tree('{t}')), pg_total_relation_size('{t}'))"
+            )
             size[t] = int(conn.execute(text(q)).scalar_one() or 0)
         return {"database": sum(size.values()), "decisions": size["decisions"]}
 
