@@ -291,7 +291,7 @@ def test_retention_erases_old_block_inputs(
     )
     cm = Chronoml(s, store)
     got = erasure.erase_older(cm, 1_000, "monitor:retention", now=T0 + 1000 * 6 + 1_000 - 1)
-    assert got["endpoints"] == {"held": 200, "rows": 200}  # requests 0-4 of each
+    assert dict(got.endpoints) == {"held": 200, "rows": 200}  # requests 0-4 of each
     assert D.get(store, twins.held[4][0]).txt is None  # type: ignore[union-attr]
     assert D.get(store, twins.held[5][0]).txt is not None  # type: ignore[union-attr]
     assert _verify(home, store_url)[0] == 0

@@ -16,6 +16,7 @@ from typing import Any
 
 from sqlalchemy import Connection, bindparam, text
 
+from chronoml.domain.merkle import HASH_SIZE
 from chronoml.store.decisions import COLUMNS, DecisionRow
 
 _DECISION_EVIDENCE = text(
@@ -91,7 +92,11 @@ def batch_and_path(
     cur = conn.exec_driver_sql(" UNION ALL ".join(parts) + " ORDER BY 1, 2").cursor
     assert cur is not None
     rows = cur.fetchall()
-    leaves = [bytes(r[3]) for r in rows if r[0] == 0]
+    leaves: list[bytes] = []
+    for r in rows:
+        if r[0] == 0:  # an ingest block's item: its rows' leaves end to end, in position order
+            raw = bytes(r[3])
+            leaves.extend(raw[k : k + HASH_SIZE] for k in range(0, len(raw), HASH_SIZE))
     nodes = {(int(a), int(b)): bytes(h) for t, a, b, h in rows if t == 1}
     committed = next((int(a) for t, a, _, _ in rows if t == 2), None)
     return BatchAndPath(leaves, committed, nodes)
