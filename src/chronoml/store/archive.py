@@ -165,7 +165,9 @@ def _chunk(
             _all_committed(conn, endpoint, lo, upto, len(data))
     if held is not None:
         data = AC.joined(data, held)
-    written = [_write(objs, endpoint, layout, part, layouts) for layout, part in data.by_layout()]
+    written = [
+        write_file(objs, endpoint, layout, part, layouts) for layout, part in data.by_layout()
+    ]
     committed = _commit(
         store, endpoint, mark, lo, upto, written, target, len(data) - held_n, erasures, held_n
     )
@@ -213,7 +215,10 @@ def _put(objs: Objects, data: bytes) -> tuple[str, bytes]:
     return sha, back
 
 
-def _write(objs: Objects, endpoint: str, layout: str, part: AC.Chunk, layouts: Layouts) -> Written:
+def write_file(
+    objs: Objects, endpoint: str, layout: str, part: AC.Chunk, layouts: Layouts
+) -> Written:
+    """Write a chunk (one layout, time order) as a file, read it back and check it."""
     sch = layouts.get(layout)
     packed = part.packed()
     table = AP.physical(part.arrays, packed, sch)
