@@ -16,6 +16,7 @@ report over the archived window. The two drift reports must agree exactly.
     .venv/bin/python bench/archive/bench.py                  # 1M decisions, SQLite
     .venv/bin/python bench/archive/bench.py --rows 100000 --runs 3
     .venv/bin/python bench/archive/bench.py --pg postgresql+psycopg://127.0.0.1/test
+    .venv/bin/python bench/archive/bench.py --inputs mixed   # amounts, counts, 5 floats
 """
 
 from __future__ import annotations
@@ -52,7 +53,20 @@ FEATURES = [f"f{i}" for i in range(30)]
 T0 = 1_000_000_000_000_000  # 2001-09-09: long settled
 
 
-def populate(store: Store, rows: int, seed: int = 0) -> tuple[float, pa.Table]:
+def inputs(rng: np.random.Generator, n: int, kind: str) -> np.ndarray[Any, Any]:
+    """``n`` rows of the 30 inputs: all full-precision normal floats (the worst case for
+    compression), or ``mixed``: 20 amounts with two decimals, 5 counts, 5 full-precision
+    floats, as tabular features are usually recorded."""
+    x = rng.normal(0.1, 1.0, size=(n, 30))
+    if kind == "mixed":
+        x[:, :20] = np.round(rng.lognormal(3.0, 1.0, size=(n, 20)), 2)
+        x[:, 20:25] = rng.poisson(3.0, size=(n, 5))
+    return x
+
+
+def populate(
+    store: Store, rows: int, seed: int = 0, kind: str = "normal"
+) -> tuple[float, pa.Table]:
     """Log ``rows`` decisions; returns the time and the same rows as an Arrow table."""
     rng = np.random.default_rng(seed)
     ref = pd.DataFrame(rng.normal(size=(100_000, 30)), columns=FEATURES)
@@ -64,7 +78,7 @@ def populate(store: Store, rows: int, seed: int = 0) -> tuple[float, pa.Table]:
     t0 = time.perf_counter()
     for start in range(0, rows, 50_000):
         n = min(50_000, rows - start)
-        x = rng.normal(0.1, 1.0, size=(n, 30))
+        x = inputs(rng, n, kind)
         df = pd.DataFrame(x, columns=FEATURES)
         nums, txts = codec.encode(df, schema)
         out = rng.integers(0, 2, size=n)
@@ -103,7 +117,8 @@ def populate(store: Store, rows: int, seed: int = 0) -> tuple[float, pa.Table]:
 
 def db_bytes(store: Store, url: str) -> dict[str, int]:
     """The database's size: the whole file (SQLite, after a checkpoint) or the decision
-    tables' total relation size (PostgreSQL), and the decisions table alone."""
+    tables' total relation size with their partitions and indexes (PostgreSQL: decisions,
+    evidence items, blocks), and the decisions table alone."""
     with store.engine.connect() as conn:
         if store.is_sqlite:
             conn.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)")
@@ -116,11 +131,16 @@ def db_bytes(store: Store, url: str) -> dict[str, int]:
             except Exception:  # dbstat not compiled in
                 table = None
             return {"database": os.path.getsize(path), "decisions": int(table or 0)}
-        total = 0
+        size: dict[str, int] = {}
         for t in ("decisions", "evidence_items", "decision_blocks"):
-            total += int(conn.execute(text(f"SELECT pg_total_relation_size('{t}')")).scalar_one())
-        dec = int(conn.execute(text("SELECT pg_total_relation_size('decisions')")).scalar_one())
-        return {"database": total, "decisions": dec}
+            # a partitioned table's own size is 0: sum its partitions (a plain table has
+            # no partition tree: its own size)
+            q = (
+                "SELECT COALESCE((SELECT SUM(pg_total_relation_size(relid)) "
+                f"FROM pg_partition_tree('{t}')), pg_total_relation_size('{t}'))"
+            )
+            size[t] = int(conn.execute(text(q)).scalar_one() or 0)
+        return {"database": sum(size.values()), "decisions": size["decisions"]}
 
 
 def time_drift(store: Store, rows: int, runs: int) -> tuple[list[float], Any]:
@@ -140,6 +160,12 @@ def main() -> None:
     )
     ap.add_argument("--rows", type=int, default=1_000_000)
     ap.add_argument("--runs", type=int, default=3)
+    ap.add_argument(
+        "--inputs",
+        choices=("normal", "mixed"),
+        default="normal",
+        help="the inputs' values (see inputs())",
+    )
     ap.add_argument("--pg", help="a PostgreSQL URL (a fresh schema is used and dropped)")
     args = ap.parse_args()
     schema = f"bench_archive_{uuid.uuid4().hex[:8]}"
@@ -167,7 +193,7 @@ def _run(args: argparse.Namespace, schema: str) -> dict[str, Any]:
         )
         store = Store.open(url, home)
         store.upgrade()
-        log_s, table = populate(store, args.rows)
+        log_s, table = populate(store, args.rows, kind=args.inputs)
         blocks.compact(store, upto=T0 + args.rows + 1)
         live = db_bytes(store, url)
         live_times, live_report = time_drift(store, args.rows, args.runs)
@@ -201,6 +227,7 @@ def _run(args: argparse.Namespace, schema: str) -> dict[str, Any]:
     out = {
         "rows": n,
         "store": "postgresql" if args.pg else "sqlite",
+        "inputs": args.inputs,
         "log_s": round(log_s, 1),
         "archive_s": round(archive_s, 2),
         "archive_rows_per_s": round(n / archive_s),

@@ -29,11 +29,14 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import orjson
+import pyarrow as pa
+import pyarrow.compute as pc
 from sqlalchemy import Connection, delete, func, select, update
 
 from chronoml.domain.archive import ArchiveError, FileLeaf, Target, file_name
+from chronoml.store import archive_columns as AC
 from chronoml.store import archive_parquet as AP
-from chronoml.store import evidence, ingest, schema
+from chronoml.store import evidence, schema
 from chronoml.store.archive_objects import Objects, Unreachable, open_objects
 from chronoml.store.archive_schema import live
 from chronoml.store.database import Store
@@ -112,6 +115,8 @@ def archive(
                 set(conn.execute(select(D.c.endpoint).distinct()).scalars())
                 | set(conn.execute(select(IB.c.endpoint).distinct()).scalars())
             )
+    with store.read() as conn:
+        chunk_rows = AC.rows_per_read(conn, chunk_rows)
     result = Result()
     for endpoint in endpoints:
         before_rows = result.rows
@@ -120,9 +125,6 @@ def archive(
         if result.rows > before_rows:
             result.endpoints.append(endpoint)
     return result
-
-
-_COLS = [D.c[c] for c in AP.COLUMNS]
 
 
 def _chunk(
@@ -141,36 +143,31 @@ def _chunk(
     lo = MIN_TS if mark is None else mark
     if lo >= cut:
         return False
-    q = (
-        select(*_COLS)
-        .where(D.c.endpoint == endpoint, D.c.ts >= lo, D.c.ts < cut)
-        .order_by(D.c.ts)  # the (endpoint, ts) index's order: no sort
-        .limit(chunk_rows)
-    )
     # an erasure between this read and the commit would leave its inputs in a file
     with store.read() as conn:
         erasures = last_erasure_in(conn, endpoint)
     with store.engine.connect() as conn:
-        data = conn.execute(q).cursor.fetchall()  # type: ignore[union-attr]
+        data = AC.read(conn, endpoint, lo, cut, chunk_rows)
         upto = cut
         if len(data) == chunk_rows:
-            upto = int(data[-1][1])
-            data = [r for r in data if r[1] < upto]
-            if not data:  # one timestamp fills the chunk: take every row of it
-                q_one = q.limit(None).where(D.c.ts == upto)
-                data = conn.execute(q_one).cursor.fetchall()  # type: ignore[union-attr]
+            ts = data.ts
+            upto = int(ts[-1])
+            keep = int(np.searchsorted(ts, upto))  # the rows before the last timestamp
+            if keep:
+                data = data.head(keep)
+            else:  # one timestamp fills the chunk: take every row of it
+                data = AC.read(conn, endpoint, upto, upto + 1, None)
                 upto += 1
-        # the decisions held in ingest blocks of the range, as rows (a block is one time)
-        upto, held, held_n = _held(conn, endpoint, lo, upto, chunk_rows - len(data))
-        data = [r for r in data if r[1] < upto]
-        if data:
+        # the decisions held in ingest blocks of the range (a block is one time)
+        upto, held, held_n = AC.held(conn, endpoint, lo, upto, chunk_rows - len(data))
+        data = data.head(int(np.searchsorted(data.ts, upto)))
+        if len(data):
             _all_committed(conn, endpoint, lo, upto, len(data))
-    if held:
-        data = sorted([*data, *held], key=lambda r: (r[1], r[0]))
-    groups: dict[str, list[tuple[Any, ...]]] = {}
-    for r in data:
-        groups.setdefault(r[10], []).append(r)
-    written = [write_file(objs, endpoint, layout, rows, layouts) for layout, rows in groups.items()]
+    if held is not None:
+        data = AC.joined(data, held)
+    written = [
+        write_file(objs, endpoint, layout, part, layouts) for layout, part in data.by_layout()
+    ]
     committed = _commit(
         store, endpoint, mark, lo, upto, written, target, len(data) - held_n, erasures, held_n
     )
@@ -183,45 +180,6 @@ def _chunk(
     result.rows += len(data)
     result.bytes += sum(w.size for w in written)
     return upto < cut
-
-
-def _held(
-    conn: Connection, endpoint: str, lo: int, upto: int, room: int
-) -> tuple[int, list[tuple[Any, ...]], int]:
-    """The ingest blocks' decisions of ``[lo, upto)`` as rows, at most about ``room`` of them
-    (then ``upto`` moves back to the first block left out); with the new ``upto`` and their
-    count. A block not in the evidence log is refused, as a row is."""
-    q = (
-        select(IB.c.id, IB.c.ts, IB.c.rows)
-        .where(IB.c.endpoint == endpoint, IB.c.ts >= lo, IB.c.ts < upto)
-        .order_by(IB.c.ts, IB.c.id)
-    )
-    taken: list[str] = []
-    n = 0
-    for bid, ts, rows in conn.execute(q).all():
-        if n + int(rows) > room and taken and int(ts) > lo:
-            upto = int(ts)
-            break
-        taken.append(str(bid))
-        n += int(rows)
-    if not taken:
-        return upto, [], 0
-    on = (ITEMS.c.kind == ingest.ITEM_KIND) & (ITEMS.c.ref == IB.c.id)
-    missing = (
-        select(IB.c.id)
-        .select_from(IB.outerjoin(ITEMS, on))
-        .where(IB.c.id.in_(taken), ITEMS.c.ref.is_(None))
-    )
-    bad = conn.execute(missing.limit(1)).scalar()
-    if bad is not None:
-        raise ArchiveError(
-            f"ingest block {bad} is not in the evidence log (added outside chronoml): "
-            "run audit verify; nothing was archived",
-            "decision",
-        )
-    stored = conn.execute(select(*[IB.c[c] for c in ingest.COLUMNS]).where(IB.c.id.in_(taken)))
-    got = [t for r in stored for t in ingest.from_stored(tuple(r)).tuples()]
-    return upto, got, n
 
 
 def _all_committed(conn: Connection, endpoint: str, lo: int, upto: int, n: int) -> None:
@@ -246,14 +204,38 @@ def _all_committed(conn: Connection, endpoint: str, lo: int, upto: int, n: int) 
         )
 
 
+def _put(objs: Objects, data: bytes) -> tuple[str, bytes]:
+    """Put a file's bytes under their digest and read them back (digest checked)."""
+    sha = hashlib.sha256(data).hexdigest()
+    name = file_name(sha)
+    objs.put(name, data)
+    back = objs.get(name)
+    if hashlib.sha256(back).hexdigest() != sha:
+        raise ArchiveError(f"archive file {name} read back with another digest", "archive")
+    return sha, back
+
+
 def write_file(
-    objs: Objects, endpoint: str, layout: str, rows: Sequence[tuple[Any, ...]], layouts: Layouts
+    objs: Objects, endpoint: str, layout: str, part: AC.Chunk, layouts: Layouts
 ) -> Written:
-    """Write ``rows`` (one layout, time order) as a file, read it back and check it."""
+    """Write a chunk (one layout, time order) as a file, read it back and check it."""
     sch = layouts.get(layout)
-    data, packed = AP.encode(rows, sch)
-    ids = [r[0] for r in rows]
-    return put_checked(objs, endpoint, layout, sch, data, packed, ids, (rows[0][1], rows[-1][1]))
+    packed = part.packed()
+    table = AP.physical(part.arrays, packed, sch)
+    data = AP.write(table)
+    sha, back = _put(objs, data)
+    # the ids and the inputs as stored, bit for bit: the transforms from the database's
+    # values to them were checked to invert exactly when the table was built
+    checked = ["id", *AP.input_names(sch)]
+    if not _same(AP.read_physical(back, checked), table.select(checked)):
+        raise ArchiveError(
+            f"archive file {file_name(sha)} does not hold the rows written", "archive"
+        )
+    ts = part.ts
+    ids = pc.min_max(part.arrays["id"])
+    lo, hi = ids["min"].as_py(), ids["max"].as_py()
+    leaf = FileLeaf(sha, endpoint, layout, int(ts[0]), int(ts[-1]), len(part), lo, hi)
+    return Written(leaf, len(data))
 
 
 def put_checked(
@@ -266,14 +248,10 @@ def put_checked(
     ids: Sequence[str],
     ts_range: tuple[int, int],
 ) -> Written:
-    """Put a file's bytes under their digest, read them back and check the digest, the ids
-    and the packed inputs."""
-    sha = hashlib.sha256(data).hexdigest()
+    """Put a file's bytes (a rewrite of an archived file) under their digest, read them
+    back and check the digest, the ids and the packed inputs."""
+    sha, back = _put(objs, data)
     name = file_name(sha)
-    objs.put(name, data)
-    back = objs.get(name)
-    if hashlib.sha256(back).hexdigest() != sha:
-        raise ArchiveError(f"archive file {name} read back with another digest", "archive")
     table = AP.read(back, columns=["id", *AP.input_names(sch)])
     if table.num_rows != len(ids) or table.column("id").to_pylist() != list(ids):
         raise ArchiveError(f"archive file {name} does not hold the rows written", "archive")
@@ -282,6 +260,24 @@ def put_checked(
     ts_min, ts_max = int(ts_range[0]), int(ts_range[1])
     leaf = FileLeaf(sha, endpoint, layout, ts_min, ts_max, len(ids), min(ids), max(ids))
     return Written(leaf, len(data))
+
+
+def _same(a: pa.Table, b: pa.Table) -> bool:
+    """Whether two tables hold the same values bit for bit (NaN included)."""
+    if a.schema != b.schema or a.num_rows != b.num_rows:
+        return False
+    for name in a.column_names:
+        x, y = a.column(name).combine_chunks(), b.column(name).combine_chunks()
+        if pa.types.is_floating(x.type):
+            if not x.is_valid().equals(y.is_valid()):
+                return False
+            xs = x.fill_null(0).to_numpy(zero_copy_only=False).view("<i8")
+            ys = y.fill_null(0).to_numpy(zero_copy_only=False).view("<i8")
+            if not np.array_equal(xs, ys):
+                return False
+        elif not x.equals(y):
+            return False
+    return True
 
 
 def _commit(

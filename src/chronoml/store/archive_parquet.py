@@ -1,19 +1,35 @@
 """Decisions as Parquet: one file per endpoint and input layout, in time order.
 
 Every stored column of a decision becomes a Parquet column, except the packed
-numeric inputs, which become one column each (``input.<name>``: float64, or
-int64 for integer inputs), so a drift window reads only the features it needs
-and the file compresses by column. The packed bytes are rebuilt exactly from
-those columns (they are the same 8-byte values), so each decision's evidence
-leaf is recomputable from the file. Files are written with pyarrow
-(zstd, row groups of 64k rows with min/max statistics, so a read filtered on
-``ts`` or ``id`` skips the row groups outside it).
+numeric inputs, which become one column each (``input.<name>``), so a drift
+window reads only the features it needs and the file compresses by column.
+This module alone knows how a file is laid out; :func:`read` always gives back
+the logical columns (ids as text, inputs as float64 or int64), whatever the
+physical encoding:
+
+- ``id`` and ``request_id``: 16-byte fixed binary when every value of the file
+  is a canonical UUID text (ours are time-ordered, so byte-stream-split puts
+  the time bytes in streams that compress to almost nothing); text otherwise.
+- ``ts``: delta encoded (the rows are in time order).
+- a float input whose every value is a decimal with at most ``MAX_DECIMALS``
+  digits after the point (prices, rates, rounded sensor readings) is stored as
+  the int64 ``round(x * 10**k)``; ``that / 10**k`` gives back the same float64
+  bit for bit (IEEE division is correctly rounded, and the file is only kept
+  when every value comes back identical). The scale ``k`` of each such column
+  is in the footer (``chronoml.decimals``).
+- other floats: byte-stream-split; integer inputs: int64; repeated texts
+  (endpoint, variant, version, unit, output): dictionary encoded.
+
+Files are written with pyarrow (zstd, row groups of 64k rows with min/max
+statistics, so a read filtered on ``ts`` or ``id`` skips the row groups outside
+it). The packed bytes are rebuilt exactly from the input columns, so each
+decision's evidence leaf is recomputable from the file.
 """
 
 from __future__ import annotations
 
 import io
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -26,13 +42,13 @@ from chronoml.domain import codec
 from chronoml.domain.archive import ArchiveError
 from chronoml.domain.codec import NUMERIC_KINDS, Schema
 
-# the stored decision columns, in ``decisions.COLUMNS`` order, except ``num``
+# the stored decision columns, in ``decisions.COLUMNS`` order
 COLUMNS = (
     "id", "ts", "endpoint", "variant", "model_name", "model_version", "event_seq", "shadow",
     "unit", "request_id", "layout", "num", "txt", "output", "output_num", "latency_ms",
     "scores", "context",
 )  # fmt: skip
-_TYPES: dict[str, pa.DataType] = {
+TYPES: dict[str, pa.DataType] = {
     "id": pa.string(),
     "ts": pa.int64(),
     "endpoint": pa.string(),
@@ -52,7 +68,13 @@ _TYPES: dict[str, pa.DataType] = {
     "context": pa.string(),
 }
 ROW_GROUP = 65_536
+ZSTD_LEVEL = 1
+MAX_DECIMALS = 6
 NUM = COLUMNS.index("num")
+UUID_COLUMNS = ("id", "request_id")
+_UUID = pa.binary(16)
+_LAYOUT_KEY = b"chronoml.layout"
+_DECIMALS_KEY = b"chronoml.decimals"
 
 
 def input_column(name: str) -> str:
@@ -63,10 +85,98 @@ def numeric_inputs(sch: Schema) -> list[tuple[str, str]]:
     return [(c, k) for c, k in sch if k in NUMERIC_KINDS]
 
 
-def encode(rows: Sequence[Sequence[Any]], sch: Schema) -> tuple[bytes, bytes]:
-    """The Parquet bytes of ``rows`` (tuples in COLUMNS order, one layout, time order),
-    and the packed inputs they were built from (joined), to compare after reading back."""
-    n = len(rows)
+def input_names(sch: Schema) -> list[str]:
+    """The Parquet columns holding ``sch``'s numeric inputs."""
+    return [input_column(c) for c, _ in numeric_inputs(sch)]
+
+
+# --- UUID texts <-> 16 bytes, vectorised ------------------------------------------
+
+_HEX = np.frombuffer(b"0123456789abcdef", dtype=np.uint8)
+_NIBBLE = np.full(256, 255, dtype=np.uint8)
+_NIBBLE[_HEX] = np.arange(16, dtype=np.uint8)
+_DASHES = (8, 13, 18, 23)
+_HEX_AT = np.array([i for i in range(36) if i not in _DASHES])
+
+
+def _fixed_chars(arr: pa.Array, width: int) -> np.ndarray[Any, Any] | None:
+    """The characters of a text array whose every value has ``width`` bytes, as an
+    (n, width) uint8 matrix; None when one is null or of another length."""
+    arr = arr.cast(pa.string()) if arr.type != pa.string() else arr
+    if arr.null_count:
+        return None
+    n = len(arr)
+    offsets = np.frombuffer(arr.buffers()[1], dtype=np.int32)[arr.offset : arr.offset + n + 1]
+    if n == 0 or offsets[-1] - offsets[0] != n * width:
+        return None
+    if not np.all(np.diff(offsets) == width):
+        return None
+    data = np.frombuffer(arr.buffers()[2], dtype=np.uint8)
+    return data[offsets[0] : offsets[-1]].reshape(n, width)
+
+
+def uuid_bytes(arr: pa.Array) -> pa.Array | None:
+    """``arr`` (text) as 16-byte values, or None unless every value is a canonical
+    (lowercase, dashed) UUID text, so that :func:`uuid_texts` gives it back exactly."""
+    chars = _fixed_chars(arr, 36)
+    if chars is None or not np.all(chars[:, _DASHES] == ord("-")):
+        return None
+    nib = _NIBBLE[chars[:, _HEX_AT]]
+    if np.any(nib == 255):  # not hex, or upper case: would not come back the same
+        return None
+    raw = (nib[:, 0::2] << 4) | nib[:, 1::2]
+    return pa.FixedSizeBinaryArray.from_buffers(
+        _UUID, len(raw), [None, pa.py_buffer(raw.tobytes())]
+    )
+
+
+def uuid_texts(arr: pa.Array) -> pa.Array:
+    """16-byte values as canonical UUID texts."""
+    n = len(arr)
+    raw = np.frombuffer(arr.buffers()[1], dtype=np.uint8)[arr.offset * 16 : (arr.offset + n) * 16]
+    raw = raw.reshape(n, 16)
+    chars = np.full((n, 36), ord("-"), dtype=np.uint8)
+    chars[:, _HEX_AT[0::2]] = _HEX[raw >> 4]
+    chars[:, _HEX_AT[1::2]] = _HEX[raw & 15]
+    offsets = (np.arange(n + 1, dtype=np.int32) * 36).tobytes()
+    return pa.StringArray.from_buffers(n, pa.py_buffer(offsets), pa.py_buffer(chars.tobytes()))
+
+
+# --- decimals ------------------------------------------------------------------
+
+
+def decimal_scale(col: np.ndarray[Any, Any]) -> int | None:
+    """The least ``k <= MAX_DECIMALS`` such that ``round(x * 10**k) / 10**k`` is ``x``
+    bit for bit for every value, or None."""
+    if len(col) == 0:
+        return None
+    sample = col[:256]
+    for k in range(MAX_DECIMALS + 1):
+        if _scaled(sample, k) is None:
+            continue
+        if _scaled(col, k) is not None:
+            return k
+    return None
+
+
+def _scaled(col: np.ndarray[Any, Any], k: int) -> np.ndarray[Any, Any] | None:
+    f = 10.0**k
+    with np.errstate(invalid="ignore", over="ignore"):
+        s = np.round(col * f)
+        if not np.all(np.abs(s) < 2.0**53):  # also false for NaN and infinities
+            return None
+        ints = s.astype(np.int64)
+        # what a reader computes, compared bit for bit (-0.0 and 0.0 apart)
+        if not np.array_equal((ints.astype(np.float64) / f).view("<i8"), col.view("<i8")):
+            return None
+    return ints
+
+
+# --- writing -------------------------------------------------------------------
+
+
+def columns_of_rows(rows: Sequence[Sequence[Any]]) -> tuple[dict[str, pa.Array], bytes]:
+    """Decision tuples (COLUMNS order) as Arrow columns, and their packed inputs joined."""
     cols = list(zip(*rows, strict=True)) if rows else [()] * len(COLUMNS)
     arrays: dict[str, pa.Array] = {}
     for i, name in enumerate(COLUMNS):
@@ -78,36 +188,79 @@ def encode(rows: Sequence[Sequence[Any]], sch: Schema) -> tuple[bytes, bytes]:
             continue
         if name == "scores" and not all(v is None or type(v) is bytes for v in values):
             values = [None if v is None else bytes(v) for v in values]
-        arrays[name] = pa.array(values, type=_TYPES[name])
-    numeric = numeric_inputs(sch)
+        arrays[name] = pa.array(values, type=TYPES[name])
     nums = cols[NUM]
     packed = b"".join(nums if all(type(v) is bytes for v in nums) else [bytes(v) for v in nums])
+    return arrays, packed
+
+
+def encode(rows: Sequence[Sequence[Any]], sch: Schema) -> tuple[bytes, bytes]:
+    """The Parquet bytes of ``rows`` (tuples in COLUMNS order, one layout, time order),
+    and the packed inputs they were built from (joined), to compare after reading back."""
+    arrays, packed = columns_of_rows(rows)
+    return encode_columns(arrays, packed, sch), packed
+
+
+def physical(arrays: Mapping[str, pa.Array], packed: bytes, sch: Schema) -> pa.Table:
+    """The table a file stores for the decision columns ``arrays`` (every column of
+    COLUMNS but ``num``, one layout, time order) and their packed inputs."""
+    n = len(arrays["id"])
+    numeric = numeric_inputs(sch)
     if len(packed) != 8 * len(numeric) * n:
         raise ArchiveError("packed inputs do not match their layout's numeric columns", "num")
+    out: dict[str, pa.Array] = {}
+    for name in COLUMNS:
+        if name == "num":
+            continue
+        arr = arrays[name]
+        if name in UUID_COLUMNS:
+            arr = uuid_bytes(arr) or arr
+        out[name] = arr
     mat = np.frombuffer(packed, dtype="<f8").reshape(n, len(numeric))
-    float_cols = []
+    decimals: dict[str, int] = {}
     for j, (c, k) in enumerate(numeric):
         col = np.ascontiguousarray(mat[:, j])
         name = input_column(c)
         if k == "int":
-            arrays[name] = pa.array(col.view("<i8"))
+            out[name] = pa.array(col.view("<i8"))
+            continue
+        scale = decimal_scale(col)
+        if scale is None:
+            out[name] = pa.array(col)
         else:
-            arrays[name] = pa.array(col)
-            float_cols.append(name)
-    return _write(arrays, sch, float_cols), packed
+            got = _scaled(col, scale)
+            assert got is not None  # decimal_scale checked it
+            out[name] = pa.array(got)
+            decimals[name] = scale
+    meta = {
+        _LAYOUT_KEY: orjson.dumps([list(c) for c in sch]),
+        _DECIMALS_KEY: orjson.dumps(decimals),
+    }
+    return pa.table(out).replace_schema_metadata(meta)
 
 
-def _write(arrays: dict[str, pa.Array], sch: Schema, float_cols: list[str]) -> bytes:
-    meta = {b"chronoml.layout": orjson.dumps([list(c) for c in sch])}
-    table = pa.table(arrays).replace_schema_metadata(meta)
+def encode_columns(arrays: Mapping[str, pa.Array], packed: bytes, sch: Schema) -> bytes:
+    """The Parquet bytes of the decision columns ``arrays`` and their packed inputs."""
+    table = physical(arrays, packed, sch)
+    return write(table)
+
+
+def write(table: pa.Table) -> bytes:
+    """The file of a physical table (see :func:`physical`)."""
+    encodings: dict[str, str] = {"ts": "DELTA_BINARY_PACKED"}
+    for f in table.schema:
+        uuid = f.name in UUID_COLUMNS and f.type == _UUID
+        if uuid or (f.name.startswith("input.") and f.type == pa.float64()):
+            encodings[f.name] = "BYTE_STREAM_SPLIT"
     buf = io.BytesIO()
     pq.write_table(
         table,
         buf,
         compression="zstd",
+        compression_level=ZSTD_LEVEL,
         row_group_size=ROW_GROUP,
-        use_dictionary=[c for c in arrays if c not in float_cols and c != "scores"],
-        use_byte_stream_split=float_cols or False,
+        use_dictionary=[c for c in table.column_names if c not in encodings and c != "scores"],
+        column_encoding=encodings,
         write_statistics=True,
     )
     return buf.getvalue()
@@ -116,27 +269,56 @@ def _write(arrays: dict[str, pa.Array], sch: Schema, float_cols: list[str]) -> b
 def erase_rows(
     table: pa.Table, sch: Schema, erased: np.ndarray[Any, Any], keep_context: np.ndarray[Any, Any]
 ) -> tuple[bytes, bytes]:
-    """A file's bytes (from its whole ``table``) with the inputs of the rows in ``erased``
-    gone, as erasure leaves a row in the database: packed inputs NaN (an int input the
-    NaN bit pattern), text inputs missing, context missing unless ``keep_context`` (it is
-    in the decision's leaf); every other column as it was. And the packed inputs."""
-    arrays: dict[str, pa.Array] = {}
-    numeric = {input_column(c): k for c, k in numeric_inputs(sch)}
-    float_cols = [c for c, k in numeric.items() if k != "int"]
+    """A file's bytes (from its whole logical ``table``, as :func:`read` gives it) with the
+    inputs of the rows in ``erased`` gone, as erasure leaves a row in the database: packed
+    inputs NaN (an int input the NaN bit pattern), text inputs missing, context missing
+    unless ``keep_context`` (it is in the decision's leaf); every other column as it was.
+    And the packed inputs."""
     gone = pa.array(erased)
-    for name in table.column_names:
+    arrays: dict[str, pa.Array] = {}
+    for name in COLUMNS:
+        if name == "num":
+            continue
         col = table.column(name).combine_chunks()
-        if name in numeric:
-            values = col.to_numpy()
-            blank = codec.ERASED_INT if numeric[name] == "int" else np.nan
-            col = pa.array(np.where(erased, blank, values).astype(values.dtype))
-        elif name == "txt":
+        if name == "txt":
             col = pc.if_else(gone, pa.scalar(None, col.type), col)
         elif name == "context":
             col = pc.if_else(pa.array(erased & ~keep_context), pa.scalar(None, col.type), col)
         arrays[name] = col
-    data = _write(arrays, sch, float_cols)
-    return data, packed_inputs(pa.table(arrays), sch).tobytes()
+    mat = packed_inputs(table, sch)
+    ints = mat.view("<i8")
+    for j, (_, k) in enumerate(numeric_inputs(sch)):
+        if k == "int":
+            ints[erased, j] = codec.ERASED_INT
+        else:
+            mat[erased, j] = np.nan
+    packed = mat.tobytes()
+    return encode_columns(arrays, packed, sch), packed
+
+
+# --- reading -------------------------------------------------------------------
+
+
+def _expression(filters: Sequence[tuple[str, str, Any]], schema: pa.Schema) -> Any:
+    expr = None
+    for name, op, value in filters:
+        field = pc.field(name)
+        if name in UUID_COLUMNS and schema.field(name).type == _UUID:
+            if op not in ("==", "in"):
+                raise ArchiveError(f"an archive read cannot filter {name} with {op}", name)
+            vals = [value] if op == "==" else list(value)
+            got = [uuid_bytes(pa.array([v], pa.string())) for v in vals]
+            keys = [g[0] for g in got if g is not None]  # a value no UUID matches nothing
+            term = field.isin(pa.array(keys, _UUID)) if keys else pc.scalar(False)
+        elif op == "in":
+            term = field.isin(pa.array(list(value), schema.field(name).type))
+        else:
+            term = {
+                "==": field.__eq__, "!=": field.__ne__, "<": field.__lt__,
+                "<=": field.__le__, ">": field.__gt__, ">=": field.__ge__,
+            }[op](pc.scalar(value))  # fmt: skip
+        expr = term if expr is None else expr & term
+    return expr
 
 
 def read(
@@ -144,20 +326,56 @@ def read(
     columns: Sequence[str] | None = None,
     filters: list[tuple[str, str, Any]] | None = None,
 ) -> pa.Table:
-    """The file's rows (those matching ``filters``; row groups outside them are skipped)."""
+    """The file's rows (those matching ``filters``; row groups outside them are skipped),
+    with the logical columns: ids as text, inputs as float64 (int64 for integer inputs)."""
     try:
-        return pq.read_table(pa.BufferReader(data), columns=columns, filters=filters or None)
+        f = pq.ParquetFile(pa.BufferReader(data))
+        schema = f.schema_arrow
+        expr = _expression(filters, schema) if filters else None
+        table = pq.read_table(
+            pa.BufferReader(data), columns=None if columns is None else list(columns), filters=expr
+        )
     except (pa.ArrowException, OSError) as exc:
         raise ArchiveError(f"an archive file cannot be read: {exc}", "archive") from exc
+    return logical(table)
+
+
+def read_physical(data: bytes, columns: Sequence[str] | None = None) -> pa.Table:
+    """The file's columns as stored (to compare with what was written)."""
+    try:
+        return pq.read_table(pa.BufferReader(data), columns=columns)
+    except (pa.ArrowException, OSError) as exc:
+        raise ArchiveError(f"an archive file cannot be read: {exc}", "archive") from exc
+
+
+def logical(table: pa.Table) -> pa.Table:
+    """A physical table (or a selection of its columns) with the logical columns."""
+    meta = table.schema.metadata or {}
+    decimals: dict[str, int] = orjson.loads(meta.get(_DECIMALS_KEY, b"{}"))
+    for i, f in enumerate(table.schema):
+        if f.name in UUID_COLUMNS and f.type == _UUID:
+            col = table.column(i).combine_chunks()
+            table = table.set_column(i, f.name, uuid_texts(col))
+        elif f.name in decimals:
+            ints = table.column(i).to_numpy()
+            scaled = ints.astype(np.float64) / 10.0 ** decimals[f.name]
+            table = table.set_column(i, f.name, pa.array(scaled))
+    return table.replace_schema_metadata({k: v for k, v in meta.items() if k != _DECIMALS_KEY})
 
 
 def layout(data: bytes) -> Schema:
     """The input layout a file was written with (from its footer alone)."""
     try:
         meta = pq.ParquetFile(pa.BufferReader(data)).schema_arrow.metadata or {}
-        return tuple((c, k) for c, k in orjson.loads(meta[b"chronoml.layout"]))
+        return tuple((c, k) for c, k in orjson.loads(meta[_LAYOUT_KEY]))
     except (pa.ArrowException, OSError, KeyError) as exc:
         raise ArchiveError(f"an archive file cannot be read: {exc}", "archive") from exc
+
+
+def layout_of(table: pa.Table) -> Schema:
+    """The input layout of a table :func:`read` gave."""
+    meta = table.schema.metadata or {}
+    return tuple((c, k) for c, k in orjson.loads(meta[_LAYOUT_KEY]))
 
 
 def packed_inputs(table: pa.Table, sch: Schema) -> np.ndarray[Any, Any]:
@@ -205,8 +423,3 @@ def columns(table: pa.Table, sch: Schema) -> dict[str, np.ndarray[Any, Any]]:
     if any(k not in NUMERIC_KINDS for _, k in sch):
         got.update(codec.decode_others(sch, n, table.column("txt").to_pylist()))
     return got
-
-
-def input_names(sch: Schema) -> list[str]:
-    """The Parquet columns holding ``sch``'s numeric inputs."""
-    return [input_column(c) for c, _ in numeric_inputs(sch)]

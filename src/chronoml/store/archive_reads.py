@@ -90,9 +90,7 @@ def target_of(target_json: str) -> dict[str, Any]:
     return got
 
 
-def layout_of(table: pa.Table) -> Schema:
-    meta = table.schema.metadata or {}
-    return tuple((c, k) for c, k in orjson.loads(meta[b"chronoml.layout"]))
+layout_of = AP.layout_of
 
 
 def _table(
