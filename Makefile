@@ -25,7 +25,7 @@ demo: $(BASE)
 	MLFLOW_DISABLE_TELEMETRY=true $(BIN)/chronoml demo
 
 test: $(STAMP)
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n 2 --dist loadfile
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests bench
