@@ -257,13 +257,18 @@ def encode_outputs(pred: Any, n: int) -> tuple[list[Any], list[float | None]]:
         raise ValueError(f"model returned {type(pred).__name__}, expected one output per row")
     if len(rows) != n:
         raise ValueError(f"model returned {len(rows)} outputs for {n} rows")
-    nums = [
-        float(v)
-        if isinstance(v, int | float) and not isinstance(v, bool)
-        else (float(v) if isinstance(v, bool) else None)
-        for v in rows
-    ]
+    nums = [storable_number(v) if isinstance(v, int | float) else None for v in rows]
     return rows, nums
+
+
+def storable_number(v: float) -> float | None:
+    """``v`` as every store keeps it, so a hash taken at write time matches what is read.
+
+    SQLite keeps a NaN in a REAL column as NULL and -0.0 as 0: a NaN has no number
+    (None, as for a text output) and -0.0 is written as 0.0 (``-0.0 + 0.0 == +0.0``).
+    """
+    x = float(v)
+    return None if x != x else x + 0.0
 
 
 def pack_rows(mat: np.ndarray[Any, Any]) -> list[bytes]:

@@ -8,6 +8,7 @@ from typing import Any
 import orjson
 from sqlalchemy import bindparam, func, select
 
+from chronoml.domain.codec import storable_number
 from chronoml.domain.feedback import FeedbackError, Label, check_label
 from chronoml.store import archive_reads as AR
 from chronoml.store import evidence, outcomes, partitions, schema
@@ -84,7 +85,7 @@ def record(
                 {
                     "decision_id": it.decision_id,
                     "label": orjson.dumps(value).decode(),
-                    "label_num": float(value)
+                    "label_num": storable_number(value)
                     if isinstance(value, int | float) and not isinstance(value, bool)
                     else None,
                     "observed_at": it.observed_at,

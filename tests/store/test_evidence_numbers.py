@@ -1,0 +1,52 @@
+"""Numbers every store keeps differently from how Python holds them: a NaN output and -0.0.
+
+SQLite keeps a NaN in a REAL column as NULL and -0.0 as 0. A decision whose leaf hash was
+taken over the number as the model gave it then failed ``audit verify --decisions`` on
+SQLite although nobody had touched it: a false alarm is as bad for an auditor as a miss."""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+from evidence_fill import T0, deploy
+
+from chronoml.domain import codec
+from chronoml.domain.feedback import Label
+from chronoml.evidence import audit as EA
+from chronoml.store import Store
+from chronoml.store import decisions as D
+from chronoml.store import ledger as SL
+from chronoml.store.feedback import record
+
+
+@pytest.fixture
+def store(store_url: str, tmp_path: Path) -> Iterator[Store]:
+    s = Store.open(store_url, tmp_path / "home")
+    s.upgrade()
+    yield s
+    s.close()
+
+
+def test_nan_and_negative_zero_outputs_verify_untouched(store: Store) -> None:
+    seq = SL.append(store, deploy("reg", "a"), now=T0).seq
+    outputs, nums = codec.encode_outputs(np.array([math.nan, -0.0, 2.5, -1.0]), 4)
+    rows: list[D.DecisionTuple] = [
+        (
+            f"dec-{i}", T0 + 10 + i, "reg", "a", "reg", "1", seq, False, None, f"req-{i}",
+            "lay1", json.dumps([float(i)]).encode(), None, json.dumps(None if i == 0 else o),
+            nums[i], 1.0, None, None,
+        )
+        for i, o in enumerate(outputs)
+    ]  # fmt: skip
+    app = D.Appender(store)
+    app.append(rows, [])
+    app.close()
+    record(store, [Label("dec-3", -0.0, None)], actor="labeller")
+    report = EA.verify(store, decisions=True)
+    assert report.ok, report.problems
+    assert report.decisions == 4 and report.feedback == 1
