@@ -19,7 +19,12 @@ Measured in one run, on fresh schemas of the PostgreSQL at --pg:
    the one evidence log and so locks its head row until it commits; anchor:
    bare one-row commits on as many connections, in the same run;
 6. lookups by id with 7, 30, 180 and 365 day partitions: a hit (pruned to the
-   id's partition) and a miss (every partition probed), median microseconds.
+   id's partition) and a miss (every partition probed), median microseconds;
+7. ingest of requests logged as ingest blocks (``--block-rows`` decisions each,
+   ``--batch`` decisions per commit) into the unpartitioned ``ingest_blocks`` of
+   migration 0018 and the day-partitioned one of 0020, interleaved: rows/s;
+8. lookups of a block's decision by id: on the unpartitioned table of 0018
+   holding a year of blocks, and with 7, 30, 180 and 365 day partitions of 0020.
 
 Rows look like the gateway's: 30 float inputs (make_classification), a class
 output and two class scores, time-ordered ids.
@@ -48,9 +53,10 @@ import numpy as np
 from sqlalchemy import create_engine, text
 
 from chronoml.domain import codec
-from chronoml.ids import new_ids
+from chronoml.ids import new_block_ids, new_ids
 from chronoml.store import Store, partitions
 from chronoml.store import decisions as D
+from chronoml.store.ingest import Block
 from chronoml.timeutil import now_us
 
 PG = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
@@ -241,6 +247,126 @@ def lookups(admin: Any, work: Path, per_day: int, queries: int) -> list[dict[str
     return out
 
 
+def blocks_of(x: np.ndarray[Any, Any], layout: str, ts: int, per: int) -> list[Block]:
+    """The rows of ``x`` as requests of ``per`` rows, each logged as one ingest block whose
+    ids carry ``ts`` (so each block lands where its ids point)."""
+    packed = codec.pack_rows(x)
+    out = []
+    for lo in range(0, len(x), per):
+        n = min(per, len(x) - lo)
+        bid, ids = new_block_ids(n)
+        bid, ids = _at(bid, ts), [_at(i, ts) for i in ids]
+        outs = [str(i % 2) for i in range(n)]
+        scores = [np.array([1 - (i % 7) / 7, (i % 7) / 7], dtype="<f8").tobytes() for i in range(n)]
+        block = Block(
+            bid, ids, ts + lo, "churn", "a", "churn", "3", 1, False, None, new_ids(1)[0],
+            layout, 1.2, packed[lo : lo + n], [None] * n, outs, [float(o) for o in outs],
+            scores, None,
+        )  # fmt: skip
+        out.append(block)
+    return out
+
+
+def block_ingest(
+    stores: dict[str, Store], x: np.ndarray[Any, Any], batch: int, per: int
+) -> dict[str, Any]:
+    """Section 1 for requests logged as ingest blocks: ``batch`` decisions per commit."""
+    layout = codec.layout_id(SCHEMA)
+    apps = {}
+    for name, st in stores.items():
+        D.Layouts(st).ensure(layout, SCHEMA)
+        apps[name] = D.Appender(st)
+        apps[name].append([], (), blocks_of(x[:per], layout, now_us(), per))  # warm up
+    wall: dict[str, list[float]] = {n: [] for n in stores}
+    pg: dict[str, list[float]] = {n: [] for n in stores}
+    for lo in range(0, len(x), batch):
+        chunk = x[lo : lo + batch]
+        for name, app in apps.items():
+            made = blocks_of(chunk, layout, now_us(), per)
+            pid = app._connection().driver_connection.info.backend_pid
+            pg0, t0 = cpu_of(pid), time.perf_counter()
+            app.append([], (), made)
+            t1, pg1 = time.perf_counter(), cpu_of(pid)
+            wall[name].append(t1 - t0)
+            pg[name].append(pg1 - pg0)
+    for app in apps.values():
+        app.close()
+    n = len(x)
+    return {
+        name: {
+            "rows_per_s": n / sum(wall[name]),
+            "rows_per_pg_cpu_s": n / max(sum(pg[name]), 1e-9),
+            "median_commit_ms": statistics.median(wall[name]) * 1000,
+        }
+        for name in stores
+    }
+
+
+def block_lookups(
+    admin: Any, work: Path, per_day: int, per: int, queries: int
+) -> list[dict[str, Any]]:
+    """Lookups of a block's decision by id: a year of blocks on the unpartitioned table of
+    0018, then 7, 30, 180 and 365 day partitions of 0020; queried round robin."""
+    layout = codec.layout_id(SCHEMA)
+    today = partitions.day_start(now_us())
+    x = features(per_day, seed=4)
+    sizes = (("0018", 365), ("head", 7), ("head", 30), ("head", 180), ("head", 365))
+    with contextlib.ExitStack() as stack:
+        stores, hits = [], []
+        for rev, days in sizes:
+            st = stack.enter_context(schema_store(admin, work))
+            st.upgrade(rev)
+            D.Layouts(st).ensure(layout, SCHEMA)
+            if rev == "head":
+                with st.write() as conn:
+                    start = today - (days - 1) * partitions.DAY_US
+                    partitions.create_ahead(conn, start, days, partitions.BLOCKS)
+            app = D.Appender(st)
+            mine: list[str] = []
+            for k in range(days):
+                made = blocks_of(x, layout, today - k * partitions.DAY_US + 3_600_000_000, per)
+                app.append([], (), made)
+                mine += [b.ids[len(b.ids) // 2] for b in made]
+            app.close()
+            with st.write() as conn:
+                conn.execute(text("ANALYZE ingest_blocks"))
+            stores.append(st)
+            hits.append(mine)
+        t_hit: list[list[float]] = [[] for _ in sizes]
+        t_miss: list[list[float]] = [[] for _ in sizes]
+        rng = np.random.default_rng(1)
+        for q in range(queries):
+            for j, st in enumerate(stores):
+                h = hits[j][int(rng.integers(0, len(hits[j])))]
+                m = h[:24] + "ffffffff" + h[32:]  # no such block
+                with st.lookup() as conn:
+                    t0 = time.perf_counter()
+                    found = D.get_in(conn, h)
+                    t1 = time.perf_counter()
+                    D.get_in(conn, m)
+                    t2 = time.perf_counter()
+                assert found is not None
+                if q >= 20:  # the first queries of a connection warm its caches
+                    t_hit[j].append(t1 - t0)
+                    t_miss[j].append(t2 - t1)
+        out = []
+        for j, st in enumerate(stores):
+            with st.read() as conn:
+                nparts = len(partitions.partitions(conn, partitions.BLOCKS))
+            th = sorted(t_hit[j])
+            out.append(
+                {
+                    "revision": sizes[j][0],
+                    "days": sizes[j][1],
+                    "partitions": nparts,
+                    "hit_us": statistics.median(th) * 1e6,
+                    "hit_p99_us": th[int(0.99 * len(th))] * 1e6,
+                    "miss_us": statistics.median(t_miss[j]) * 1e6,
+                }
+            )
+    return out
+
+
 def concurrent_commits(
     admin: Any, work: Path, writers: int, rows: int, seconds: float
 ) -> dict[str, float]:
@@ -306,61 +432,101 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--batch", type=int, default=4096, help="rows per commit [4096]")
     ap.add_argument("--per-day", type=int, default=200, help="rows per day in the lookup test")
     ap.add_argument("--queries", type=int, default=2000)
+    ap.add_argument("--block-rows", type=int, default=256, help="decisions per ingest block")
+    ap.add_argument(
+        "--blocks-only", action="store_true", help="run only the ingest block sections (7, 8)"
+    )
     a = ap.parse_args(argv)
     admin = create_engine(a.pg)
     print(f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores", flush=True)
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         x = features(a.rows)
+        if not a.blocks_only:
+            rows_sections(admin, work, x, a)
         with schema_store(admin, work) as plain, schema_store(admin, work) as parted:
-            plain.upgrade("0011")
+            plain.upgrade("0018")
             parted.upgrade()
-            got = ingest({"unpartitioned": plain, "partitioned": parted}, x, a.batch)
-            print(f"\n1. ingest, {a.rows} rows in commits of {a.batch} (Appender, COPY):")
+            got = block_ingest(
+                {"unpartitioned": plain, "partitioned": parted}, x, a.batch, a.block_rows
+            )
+            print(
+                f"\n7. ingest blocks, {a.rows} decisions in blocks of {a.block_rows},"
+                f" commits of {a.batch} decisions:"
+            )
             for name, r in got.items():
                 print(
                     f"  {name:14} {r['rows_per_s']:9.0f} rows/s wall  "
                     f"{r['rows_per_pg_cpu_s']:9.0f} rows/s per PostgreSQL backend CPU s  "
-                    f"{r['rows_per_client_cpu_s']:9.0f} rows/s per client CPU s  "
                     f"median commit {r['median_commit_ms']:.1f} ms"
                 )
-            with parted.write() as conn:
-                conn.execute(text("ANALYZE decisions"))
-            n = D.count(parted)
-            live = relation_bytes(parted, "decisions") / n
-            items = relation_bytes(parted, "evidence_items") / n
-            print(f"\n2. live bytes per decision ({n} rows): decisions {live:.0f}, "
-                  f"evidence_items {items:.0f}, total {live + items:.0f}")  # fmt: skip
-            pq_sizes = parquet_bytes(parted, work)
-            print(
-                f"\n3. Parquet (zstd) bytes per decision: as stored {pq_sizes['as_stored']:.0f}, "
-                f"inputs as columns {pq_sizes['inputs_as_columns']:.0f} "
-                f"(live/archived {live / pq_sizes['inputs_as_columns']:.1f}x)"
+        print(
+            f"\n8. lookup of a block's decision by id ({a.per_day} decisions a day in blocks"
+            f" of {min(a.block_rows, a.per_day)}, {a.queries} queries, median):"
+        )
+        for r in block_lookups(admin, work, a.per_day, a.block_rows, a.queries):
+            what = (
+                "unpartitioned (0018)"
+                if r["revision"] == "0018"
+                else f"{r['partitions']} partitions"
             )
-            rows = D.count(plain)
-            t0 = time.perf_counter()
-            plain.upgrade()
-            dt = time.perf_counter() - t0
-            print(f"\n4. migration 0012 of {rows} rows: {dt:.1f} s, {rows / dt:.0f} rows/s")
-        print("\n5. concurrent appenders (a connection each), commits of 1 and 16 rows, 5 s:")
-        for writers in (1, 4, 16):
-            bare = bare_commits(admin, work, writers, 5.0)
-            print(f"  {writers:2} writers, bare one-row commits (anchor): {bare:6.0f} commits/s")
-            for rows in (1, 16):
-                r = concurrent_commits(admin, work, writers, rows, 5.0)
-                print(
-                    f"  {writers:2} writers x {rows:2} rows: {r['commits_per_s']:6.0f} commits/s"
-                    f"  {r['rows_per_s']:7.0f} rows/s"
-                )
-        print(f"\n6. lookup by id ({a.per_day} rows a day, {a.queries} queries, median):")
-        for r in lookups(admin, work, a.per_day, a.queries):
             print(
-                f"  {r['partitions']:4} partitions: hit {r['hit_us']:6.0f} us "
-                f"(p99 {r['hit_p99_us']:.0f}), miss (all partitions) {r['miss_us']:6.0f} us"
+                f"  {what:20} {r['days']:3} days: hit {r['hit_us']:6.0f} us "
+                f"(p99 {r['hit_p99_us']:.0f}), miss {r['miss_us']:6.0f} us"
             )
     print(f"\nload average {os.getloadavg()[0]:.1f}")
     admin.dispose()
     return 0
+
+
+def rows_sections(admin: Any, work: Path, x: np.ndarray[Any, Any], a: argparse.Namespace) -> None:
+    """Sections 1-6: the decision rows."""
+    with schema_store(admin, work) as plain, schema_store(admin, work) as parted:
+        plain.upgrade("0011")
+        parted.upgrade()
+        got = ingest({"unpartitioned": plain, "partitioned": parted}, x, a.batch)
+        print(f"\n1. ingest, {a.rows} rows in commits of {a.batch} (Appender, COPY):")
+        for name, r in got.items():
+            print(
+                f"  {name:14} {r['rows_per_s']:9.0f} rows/s wall  "
+                f"{r['rows_per_pg_cpu_s']:9.0f} rows/s per PostgreSQL backend CPU s  "
+                f"{r['rows_per_client_cpu_s']:9.0f} rows/s per client CPU s  "
+                f"median commit {r['median_commit_ms']:.1f} ms"
+            )
+        with parted.write() as conn:
+            conn.execute(text("ANALYZE decisions"))
+        n = D.count(parted)
+        live = relation_bytes(parted, "decisions") / n
+        items = relation_bytes(parted, "evidence_items") / n
+        print(f"\n2. live bytes per decision ({n} rows): decisions {live:.0f}, "
+              f"evidence_items {items:.0f}, total {live + items:.0f}")  # fmt: skip
+        pq_sizes = parquet_bytes(parted, work)
+        print(
+            f"\n3. Parquet (zstd) bytes per decision: as stored {pq_sizes['as_stored']:.0f}, "
+            f"inputs as columns {pq_sizes['inputs_as_columns']:.0f} "
+            f"(live/archived {live / pq_sizes['inputs_as_columns']:.1f}x)"
+        )
+        rows = D.count(plain)
+        t0 = time.perf_counter()
+        plain.upgrade()
+        dt = time.perf_counter() - t0
+        print(f"\n4. migration 0012 of {rows} rows: {dt:.1f} s, {rows / dt:.0f} rows/s")
+    print("\n5. concurrent appenders (a connection each), commits of 1 and 16 rows, 5 s:")
+    for writers in (1, 4, 16):
+        bare = bare_commits(admin, work, writers, 5.0)
+        print(f"  {writers:2} writers, bare one-row commits (anchor): {bare:6.0f} commits/s")
+        for rows in (1, 16):
+            r = concurrent_commits(admin, work, writers, rows, 5.0)
+            print(
+                f"  {writers:2} writers x {rows:2} rows: {r['commits_per_s']:6.0f} commits/s"
+                f"  {r['rows_per_s']:7.0f} rows/s"
+            )
+    print(f"\n6. lookup by id ({a.per_day} rows a day, {a.queries} queries, median):")
+    for r in lookups(admin, work, a.per_day, a.queries):
+        print(
+            f"  {r['partitions']:4} partitions: hit {r['hit_us']:6.0f} us "
+            f"(p99 {r['hit_p99_us']:.0f}), miss (all partitions) {r['miss_us']:6.0f} us"
+        )
 
 
 if __name__ == "__main__":
