@@ -24,13 +24,18 @@ Measured in one run, on fresh schemas of the PostgreSQL at --pg:
    ``--batch`` decisions per commit) into the unpartitioned ``ingest_blocks`` of
    migration 0018 and the day-partitioned one of 0020, interleaved: rows/s;
 8. lookups of a block's decision by id: on the unpartitioned table of 0018
-   holding a year of blocks, and with 7, 30, 180 and 365 day partitions of 0020.
+   holding a year of blocks, and with 7, 30, 180 and 365 day partitions of 0020;
+9. ids as 16-byte ``uuid`` values against today's 36-character text: the same
+   rows COPYed into two copies of ``decisions`` that differ only in the type of
+   ``id`` and ``request_id``, interleaved: bytes per row, rows per backend CPU
+   second, and a lookup by id.
 
 Rows look like the gateway's: 30 float inputs (make_classification), a class
 output and two class scores, time-ordered ids.
 
-    .venv/bin/python bench/scale/bench.py                    # ~2-4 min
+    .venv/bin/python bench/scale/bench.py                    # ~5-10 min
     .venv/bin/python bench/scale/bench.py --rows 50000 --batch 4096
+    .venv/bin/python bench/scale/bench.py --only 7,9 --rows 500000   # blocks, id types
 """
 
 from __future__ import annotations
@@ -42,69 +47,19 @@ import statistics
 import sys
 import tempfile
 import time
-import uuid
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+from blocks import block_ingest, block_lookups, id_types
+from common import COLS, PG, SCHEMA, cpu_of, features, id_at, schema_store, tuples
 from sqlalchemy import create_engine, text
 
 from chronoml.domain import codec
-from chronoml.ids import new_block_ids, new_ids
 from chronoml.store import Store, partitions
 from chronoml.store import decisions as D
-from chronoml.store.ingest import Block
 from chronoml.timeutil import now_us
-
-PG = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
-TICK = os.sysconf("SC_CLK_TCK")
-COLS = [f"f{i}" for i in range(30)]
-SCHEMA = tuple((c, "float") for c in COLS)
-
-
-def cpu_of(pid: int) -> float:
-    raw = Path(f"/proc/{pid}/stat").read_text()
-    f = raw[raw.rindex(")") + 2 :].split()
-    return (int(f[11]) + int(f[12])) / TICK
-
-
-@contextmanager
-def schema_store(admin: Any, home: Path) -> Iterator[Store]:
-    name = "bench_" + uuid.uuid4().hex[:10]
-    with admin.begin() as conn:
-        conn.execute(text(f"CREATE SCHEMA {name}"))
-    store = Store.open(f"{PG}?options=-csearch_path%3D{name}", home / name)
-    try:
-        yield store
-    finally:
-        store.close()
-        with admin.begin() as conn:
-            conn.execute(text(f"DROP SCHEMA {name} CASCADE"))
-
-
-def features(n: int, seed: int = 0) -> np.ndarray[Any, Any]:
-    # lazy: scikit-learn only for the benchmark's data
-    from sklearn.datasets import make_classification
-
-    x, _ = make_classification(n_samples=n, n_features=30, n_informative=12, random_state=seed)
-    return np.asarray(x, dtype=np.float64)
-
-
-def tuples(x: np.ndarray[Any, Any], layout: str, ts: int) -> list[D.DecisionTuple]:
-    ids = new_ids(len(x) + 1)
-    packed = codec.pack_rows(x)
-    out: list[D.DecisionTuple] = []
-    for i in range(len(x)):
-        p = float(i % 7) / 7
-        sc = np.array([1 - p, p], dtype="<f8").tobytes()
-        out.append(
-            (ids[i + 1], ts + i, "churn", "a", "churn", "3", 1, False, None, ids[0], layout,
-             packed[i], None, str(i % 2), float(i % 2), 1.2, sc, None)
-        )  # fmt: skip
-    return out
 
 
 def relation_bytes(store: Store, table: str) -> int:
@@ -180,13 +135,6 @@ def parquet_bytes(store: Store, work: Path) -> dict[str, float]:
     return out
 
 
-def _at(decision_id: str, ts_us: int) -> str:
-    """The id with its millisecond prefix set to ``ts_us``, so the row lands where it points."""
-    h = decision_id.replace("-", "")
-    h = f"{ts_us // 1000:012x}" + h[12:]
-    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
-
-
 def lookups(admin: Any, work: Path, per_day: int, queries: int) -> list[dict[str, Any]]:
     """Lookups by id on stores of 7, 30, 180 and 365 day partitions, queried in turn
     (round robin, so each store sees the same noise of this shared machine)."""
@@ -206,7 +154,7 @@ def lookups(admin: Any, work: Path, per_day: int, queries: int) -> list[dict[str
             mine: list[str] = []
             for k in range(days):
                 t = today - k * partitions.DAY_US + 3_600_000_000
-                rows = [(_at(r[0], t), *r[1:]) for r in tuples(x, layout, t)]
+                rows = [(id_at(r[0], t), *r[1:]) for r in tuples(x, layout, t)]
                 app.append(rows)  # type: ignore[arg-type]
                 mine += [r[0] for r in rows[:: max(1, per_day // 20)]]
             app.close()
@@ -238,126 +186,6 @@ def lookups(admin: Any, work: Path, per_day: int, queries: int) -> list[dict[str
             th = sorted(t_hit[j])
             out.append(
                 {
-                    "partitions": nparts,
-                    "hit_us": statistics.median(th) * 1e6,
-                    "hit_p99_us": th[int(0.99 * len(th))] * 1e6,
-                    "miss_us": statistics.median(t_miss[j]) * 1e6,
-                }
-            )
-    return out
-
-
-def blocks_of(x: np.ndarray[Any, Any], layout: str, ts: int, per: int) -> list[Block]:
-    """The rows of ``x`` as requests of ``per`` rows, each logged as one ingest block whose
-    ids carry ``ts`` (so each block lands where its ids point)."""
-    packed = codec.pack_rows(x)
-    out = []
-    for lo in range(0, len(x), per):
-        n = min(per, len(x) - lo)
-        bid, ids = new_block_ids(n)
-        bid, ids = _at(bid, ts), [_at(i, ts) for i in ids]
-        outs = [str(i % 2) for i in range(n)]
-        scores = [np.array([1 - (i % 7) / 7, (i % 7) / 7], dtype="<f8").tobytes() for i in range(n)]
-        block = Block(
-            bid, ids, ts + lo, "churn", "a", "churn", "3", 1, False, None, new_ids(1)[0],
-            layout, 1.2, packed[lo : lo + n], [None] * n, outs, [float(o) for o in outs],
-            scores, None,
-        )  # fmt: skip
-        out.append(block)
-    return out
-
-
-def block_ingest(
-    stores: dict[str, Store], x: np.ndarray[Any, Any], batch: int, per: int
-) -> dict[str, Any]:
-    """Section 1 for requests logged as ingest blocks: ``batch`` decisions per commit."""
-    layout = codec.layout_id(SCHEMA)
-    apps = {}
-    for name, st in stores.items():
-        D.Layouts(st).ensure(layout, SCHEMA)
-        apps[name] = D.Appender(st)
-        apps[name].append([], (), blocks_of(x[:per], layout, now_us(), per))  # warm up
-    wall: dict[str, list[float]] = {n: [] for n in stores}
-    pg: dict[str, list[float]] = {n: [] for n in stores}
-    for lo in range(0, len(x), batch):
-        chunk = x[lo : lo + batch]
-        for name, app in apps.items():
-            made = blocks_of(chunk, layout, now_us(), per)
-            pid = app._connection().driver_connection.info.backend_pid
-            pg0, t0 = cpu_of(pid), time.perf_counter()
-            app.append([], (), made)
-            t1, pg1 = time.perf_counter(), cpu_of(pid)
-            wall[name].append(t1 - t0)
-            pg[name].append(pg1 - pg0)
-    for app in apps.values():
-        app.close()
-    n = len(x)
-    return {
-        name: {
-            "rows_per_s": n / sum(wall[name]),
-            "rows_per_pg_cpu_s": n / max(sum(pg[name]), 1e-9),
-            "median_commit_ms": statistics.median(wall[name]) * 1000,
-        }
-        for name in stores
-    }
-
-
-def block_lookups(
-    admin: Any, work: Path, per_day: int, per: int, queries: int
-) -> list[dict[str, Any]]:
-    """Lookups of a block's decision by id: a year of blocks on the unpartitioned table of
-    0018, then 7, 30, 180 and 365 day partitions of 0020; queried round robin."""
-    layout = codec.layout_id(SCHEMA)
-    today = partitions.day_start(now_us())
-    x = features(per_day, seed=4)
-    sizes = (("0018", 365), ("head", 7), ("head", 30), ("head", 180), ("head", 365))
-    with contextlib.ExitStack() as stack:
-        stores, hits = [], []
-        for rev, days in sizes:
-            st = stack.enter_context(schema_store(admin, work))
-            st.upgrade(rev)
-            D.Layouts(st).ensure(layout, SCHEMA)
-            if rev == "head":
-                with st.write() as conn:
-                    start = today - (days - 1) * partitions.DAY_US
-                    partitions.create_ahead(conn, start, days, partitions.BLOCKS)
-            app = D.Appender(st)
-            mine: list[str] = []
-            for k in range(days):
-                made = blocks_of(x, layout, today - k * partitions.DAY_US + 3_600_000_000, per)
-                app.append([], (), made)
-                mine += [b.ids[len(b.ids) // 2] for b in made]
-            app.close()
-            with st.write() as conn:
-                conn.execute(text("ANALYZE ingest_blocks"))
-            stores.append(st)
-            hits.append(mine)
-        t_hit: list[list[float]] = [[] for _ in sizes]
-        t_miss: list[list[float]] = [[] for _ in sizes]
-        rng = np.random.default_rng(1)
-        for q in range(queries):
-            for j, st in enumerate(stores):
-                h = hits[j][int(rng.integers(0, len(hits[j])))]
-                m = h[:24] + "ffffffff" + h[32:]  # no such block
-                with st.lookup() as conn:
-                    t0 = time.perf_counter()
-                    found = D.get_in(conn, h)
-                    t1 = time.perf_counter()
-                    D.get_in(conn, m)
-                    t2 = time.perf_counter()
-                assert found is not None
-                if q >= 20:  # the first queries of a connection warm its caches
-                    t_hit[j].append(t1 - t0)
-                    t_miss[j].append(t2 - t1)
-        out = []
-        for j, st in enumerate(stores):
-            with st.read() as conn:
-                nparts = len(partitions.partitions(conn, partitions.BLOCKS))
-            th = sorted(t_hit[j])
-            out.append(
-                {
-                    "revision": sizes[j][0],
-                    "days": sizes[j][1],
                     "partitions": nparts,
                     "hit_us": statistics.median(th) * 1e6,
                     "hit_p99_us": th[int(0.99 * len(th))] * 1e6,
@@ -434,49 +262,78 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--queries", type=int, default=2000)
     ap.add_argument("--block-rows", type=int, default=256, help="decisions per ingest block")
     ap.add_argument(
-        "--blocks-only", action="store_true", help="run only the ingest block sections (7, 8)"
+        "--block-per-day", type=int, default=1024, help="decisions a day in the block lookup test"
+    )
+    ap.add_argument(
+        "--only",
+        default="",
+        help="comma-separated sections to run, of rows (1-6), 7, 8, 9 [all]",
     )
     a = ap.parse_args(argv)
+    only = set(a.only.split(",")) if a.only else {"rows", "7", "8", "9"}
     admin = create_engine(a.pg)
     print(f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores", flush=True)
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         x = features(a.rows)
-        if not a.blocks_only:
+        if "rows" in only:
             rows_sections(admin, work, x, a)
-        with schema_store(admin, work) as plain, schema_store(admin, work) as parted:
-            plain.upgrade("0018")
-            parted.upgrade()
-            got = block_ingest(
-                {"unpartitioned": plain, "partitioned": parted}, x, a.batch, a.block_rows
-            )
-            print(
-                f"\n7. ingest blocks, {a.rows} decisions in blocks of {a.block_rows},"
-                f" commits of {a.batch} decisions:"
-            )
-            for name, r in got.items():
-                print(
-                    f"  {name:14} {r['rows_per_s']:9.0f} rows/s wall  "
-                    f"{r['rows_per_pg_cpu_s']:9.0f} rows/s per PostgreSQL backend CPU s  "
-                    f"median commit {r['median_commit_ms']:.1f} ms"
-                )
-        print(
-            f"\n8. lookup of a block's decision by id ({a.per_day} decisions a day in blocks"
-            f" of {min(a.block_rows, a.per_day)}, {a.queries} queries, median):"
-        )
-        for r in block_lookups(admin, work, a.per_day, a.block_rows, a.queries):
-            what = (
-                "unpartitioned (0018)"
-                if r["revision"] == "0018"
-                else f"{r['partitions']} partitions"
-            )
-            print(
-                f"  {what:20} {r['days']:3} days: hit {r['hit_us']:6.0f} us "
-                f"(p99 {r['hit_p99_us']:.0f}), miss {r['miss_us']:6.0f} us"
-            )
+        if "7" in only:
+            section_7(admin, work, x, a)
+        if "8" in only:
+            section_8(admin, work, a)
+        if "9" in only:
+            section_9(admin, work, x, a)
     print(f"\nload average {os.getloadavg()[0]:.1f}")
     admin.dispose()
     return 0
+
+
+def section_7(admin: Any, work: Path, x: np.ndarray[Any, Any], a: argparse.Namespace) -> None:
+    """Section 7: ingest blocks into the table of 0018 and the partitioned one of 0020."""
+    with schema_store(admin, work) as plain, schema_store(admin, work) as parted:
+        plain.upgrade("0018")
+        parted.upgrade()
+        got = block_ingest(
+            {"unpartitioned": plain, "partitioned": parted}, x, a.batch, a.block_rows
+        )
+        print(
+            f"\n7. ingest blocks, {a.rows} decisions in blocks of {a.block_rows},"
+            f" commits of {a.batch} decisions:"
+        )
+        for name, r in got.items():
+            print(
+                f"  {name:14} {r['rows_per_s']:9.0f} rows/s wall  "
+                f"{r['rows_per_pg_cpu_s']:9.0f} rows/s per PostgreSQL backend CPU s  "
+                f"median commit {r['median_commit_ms']:.1f} ms"
+            )
+
+
+def section_8(admin: Any, work: Path, a: argparse.Namespace) -> None:
+    """Section 8: lookups of a block's decision by id, by partition count."""
+    print(
+        f"\n8. lookup of a block's decision by id ({a.block_per_day} decisions a day in blocks"
+        f" of {min(a.block_rows, a.block_per_day)}, {a.queries} queries, median):"
+    )
+    for r in block_lookups(admin, work, a.block_per_day, a.block_rows, a.queries):
+        what = (
+            "unpartitioned (0018)" if r["revision"] == "0018" else f"{r['partitions']} partitions"
+        )
+        print(
+            f"  {what:20} {r['days']:3} days: hit {r['hit_us']:6.0f} us "
+            f"(p99 {r['hit_p99_us']:.0f}), miss {r['miss_us']:6.0f} us"
+        )
+
+
+def section_9(admin: Any, work: Path, x: np.ndarray[Any, Any], a: argparse.Namespace) -> None:
+    """Section 9: ids as text and as uuid."""
+    print(f"\n9. ids as text and as uuid, {a.rows} rows in commits of {a.batch}:")
+    for t, r in id_types(admin, work, x, a.batch).items():
+        print(
+            f"  {t:9} {r['bytes_per_row']:5.0f} B/row (primary key {r['pkey_bytes_per_row']:.0f})"
+            f"  {r['rows_per_pg_cpu_s']:9.0f} rows/s per backend CPU s"
+            f"  lookup by id {r['lookup_us']:5.0f} us"
+        )
 
 
 def rows_sections(admin: Any, work: Path, x: np.ndarray[Any, Any], a: argparse.Namespace) -> None:
@@ -506,7 +363,8 @@ def rows_sections(admin: Any, work: Path, x: np.ndarray[Any, Any], a: argparse.N
             f"inputs as columns {pq_sizes['inputs_as_columns']:.0f} "
             f"(live/archived {live / pq_sizes['inputs_as_columns']:.1f}x)"
         )
-        rows = D.count(plain)
+        with plain.read() as conn:  # the store at 0011 has no archive tables for D.count
+            rows = int(conn.execute(text("SELECT count(*) FROM decisions")).scalar_one())
         t0 = time.perf_counter()
         plain.upgrade()
         dt = time.perf_counter() - t0
