@@ -239,3 +239,32 @@ def test_downgrade_gives_back_one_table_of_blocks(pg: Store) -> None:
     with pg.write() as conn:
         assert partition_convert.convert(conn, NOON, parent=BLOCKS) == len(made)
     assert [_where(pg, b.id) for b in made] == [_day(b.ts) for b in made]
+
+
+def _locked(conn: object) -> list[str]:
+    """The partitions of ingest_blocks this transaction has opened (the planner locks
+    only those it did not prune)."""
+    return sorted(
+        conn.execute(  # type: ignore[attr-defined]
+            text(
+                "SELECT c.relname FROM pg_locks l JOIN pg_class c ON c.oid = l.relation"
+                " JOIN pg_inherits i ON i.inhrelid = c.oid"
+                " WHERE l.pid = pg_backend_pid() AND i.inhparent = 'ingest_blocks'::regclass"
+            )
+        ).scalars()
+    )
+
+
+def test_the_lookup_of_a_block_decision_opens_one_partition(pg: Store) -> None:
+    pg.upgrade()
+    with pg.write() as conn:
+        partitions.create_ahead(conn, NOON - 3 * DAY_US, 6, BLOCKS)
+    block = _blocks(pg, [NOON, NOON + DAY_US])[0]
+    with pg.read() as conn:
+        got = D.get_in(conn, block.ids[11])
+        assert got is not None and got.id == block.ids[11]
+        assert _locked(conn) == [_day(NOON)]
+    # an unknown block: where its id points, then every partition
+    with pg.read() as conn:
+        assert D.get_in(conn, block.id[:24] + "ffffffff0001") is None
+        assert len(_locked(conn)) == len(partitions.partitions(conn, BLOCKS))
