@@ -267,6 +267,9 @@ def test_a_row_committed_while_detach_waits_keeps_its_partition(
                     ).scalar_one():
                         waited.set()
                         break
+                    # pg_stat_activity is read once per transaction: end it, or every
+                    # poll after the first sees the first one's snapshot
+                    w.rollback()
                     time.sleep(0.01)
             tx.commit()
 
