@@ -19,13 +19,24 @@ Measured in one run, on fresh schemas of the PostgreSQL at --pg:
    the one evidence log and so locks its head row until it commits; anchor:
    bare one-row commits on as many connections, in the same run;
 6. lookups by id with 7, 30, 180 and 365 day partitions: a hit (pruned to the
-   id's partition) and a miss (every partition probed), median microseconds.
+   id's partition) and a miss (every partition probed), median microseconds;
+7. ingest of requests logged as ingest blocks (``--block-rows`` decisions each,
+   ``--batch`` decisions per commit) into the unpartitioned ``ingest_blocks`` of
+   migration 0018 and the day-partitioned one of 0020, interleaved: rows/s; then
+   migration 0020 of the filled unpartitioned table;
+8. lookups of a block's decision by id: on the unpartitioned table of 0018
+   holding a year of blocks, and with 7, 30, 180 and 365 day partitions of 0020;
+9. ids as 16-byte ``uuid`` values against today's 36-character text: the same
+   rows COPYed into two copies of ``decisions`` that differ only in the type of
+   ``id`` and ``request_id``, interleaved: bytes per row, rows per backend CPU
+   second, and a lookup by id.
 
 Rows look like the gateway's: 30 float inputs (make_classification), a class
 output and two class scores, time-ordered ids.
 
-    .venv/bin/python bench/scale/bench.py                    # ~2-4 min
+    .venv/bin/python bench/scale/bench.py                    # ~5-10 min
     .venv/bin/python bench/scale/bench.py --rows 50000 --batch 4096
+    .venv/bin/python bench/scale/bench.py --only 7,9 --rows 500000   # blocks, id types
 """
 
 from __future__ import annotations
@@ -37,68 +48,19 @@ import statistics
 import sys
 import tempfile
 import time
-import uuid
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+from blocks import block_ingest, block_lookups, id_types
+from common import COLS, PG, SCHEMA, cpu_of, features, id_at, schema_store, tuples
 from sqlalchemy import create_engine, text
 
 from chronoml.domain import codec
-from chronoml.ids import new_ids
 from chronoml.store import Store, partitions
 from chronoml.store import decisions as D
 from chronoml.timeutil import now_us
-
-PG = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
-TICK = os.sysconf("SC_CLK_TCK")
-COLS = [f"f{i}" for i in range(30)]
-SCHEMA = tuple((c, "float") for c in COLS)
-
-
-def cpu_of(pid: int) -> float:
-    raw = Path(f"/proc/{pid}/stat").read_text()
-    f = raw[raw.rindex(")") + 2 :].split()
-    return (int(f[11]) + int(f[12])) / TICK
-
-
-@contextmanager
-def schema_store(admin: Any, home: Path) -> Iterator[Store]:
-    name = "bench_" + uuid.uuid4().hex[:10]
-    with admin.begin() as conn:
-        conn.execute(text(f"CREATE SCHEMA {name}"))
-    store = Store.open(f"{PG}?options=-csearch_path%3D{name}", home / name)
-    try:
-        yield store
-    finally:
-        store.close()
-        with admin.begin() as conn:
-            conn.execute(text(f"DROP SCHEMA {name} CASCADE"))
-
-
-def features(n: int, seed: int = 0) -> np.ndarray[Any, Any]:
-    # lazy: scikit-learn only for the benchmark's data
-    from sklearn.datasets import make_classification
-
-    x, _ = make_classification(n_samples=n, n_features=30, n_informative=12, random_state=seed)
-    return np.asarray(x, dtype=np.float64)
-
-
-def tuples(x: np.ndarray[Any, Any], layout: str, ts: int) -> list[D.DecisionTuple]:
-    ids = new_ids(len(x) + 1)
-    packed = codec.pack_rows(x)
-    out: list[D.DecisionTuple] = []
-    for i in range(len(x)):
-        p = float(i % 7) / 7
-        sc = np.array([1 - p, p], dtype="<f8").tobytes()
-        out.append(
-            (ids[i + 1], ts + i, "churn", "a", "churn", "3", 1, False, None, ids[0], layout,
-             packed[i], None, str(i % 2), float(i % 2), 1.2, sc, None)
-        )  # fmt: skip
-    return out
 
 
 def relation_bytes(store: Store, table: str) -> int:
@@ -174,13 +136,6 @@ def parquet_bytes(store: Store, work: Path) -> dict[str, float]:
     return out
 
 
-def _at(decision_id: str, ts_us: int) -> str:
-    """The id with its millisecond prefix set to ``ts_us``, so the row lands where it points."""
-    h = decision_id.replace("-", "")
-    h = f"{ts_us // 1000:012x}" + h[12:]
-    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
-
-
 def lookups(admin: Any, work: Path, per_day: int, queries: int) -> list[dict[str, Any]]:
     """Lookups by id on stores of 7, 30, 180 and 365 day partitions, queried in turn
     (round robin, so each store sees the same noise of this shared machine)."""
@@ -200,7 +155,7 @@ def lookups(admin: Any, work: Path, per_day: int, queries: int) -> list[dict[str
             mine: list[str] = []
             for k in range(days):
                 t = today - k * partitions.DAY_US + 3_600_000_000
-                rows = [(_at(r[0], t), *r[1:]) for r in tuples(x, layout, t)]
+                rows = [(id_at(r[0], t), *r[1:]) for r in tuples(x, layout, t)]
                 app.append(rows)  # type: ignore[arg-type]
                 mine += [r[0] for r in rows[:: max(1, per_day // 20)]]
             app.close()
@@ -306,61 +261,142 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--batch", type=int, default=4096, help="rows per commit [4096]")
     ap.add_argument("--per-day", type=int, default=200, help="rows per day in the lookup test")
     ap.add_argument("--queries", type=int, default=2000)
+    ap.add_argument("--block-rows", type=int, default=256, help="decisions per ingest block")
+    ap.add_argument(
+        "--block-per-day", type=int, default=1024, help="decisions a day in the block lookup test"
+    )
+    ap.add_argument(
+        "--only",
+        default="",
+        help="comma-separated sections to run, of rows (1-6), 7, 8, 9 [all]",
+    )
     a = ap.parse_args(argv)
+    only = set(a.only.split(",")) if a.only else {"rows", "7", "8", "9"}
     admin = create_engine(a.pg)
     print(f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores", flush=True)
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         x = features(a.rows)
-        with schema_store(admin, work) as plain, schema_store(admin, work) as parted:
-            plain.upgrade("0011")
-            parted.upgrade()
-            got = ingest({"unpartitioned": plain, "partitioned": parted}, x, a.batch)
-            print(f"\n1. ingest, {a.rows} rows in commits of {a.batch} (Appender, COPY):")
-            for name, r in got.items():
-                print(
-                    f"  {name:14} {r['rows_per_s']:9.0f} rows/s wall  "
-                    f"{r['rows_per_pg_cpu_s']:9.0f} rows/s per PostgreSQL backend CPU s  "
-                    f"{r['rows_per_client_cpu_s']:9.0f} rows/s per client CPU s  "
-                    f"median commit {r['median_commit_ms']:.1f} ms"
-                )
-            with parted.write() as conn:
-                conn.execute(text("ANALYZE decisions"))
-            n = D.count(parted)
-            live = relation_bytes(parted, "decisions") / n
-            items = relation_bytes(parted, "evidence_items") / n
-            print(f"\n2. live bytes per decision ({n} rows): decisions {live:.0f}, "
-                  f"evidence_items {items:.0f}, total {live + items:.0f}")  # fmt: skip
-            pq_sizes = parquet_bytes(parted, work)
-            print(
-                f"\n3. Parquet (zstd) bytes per decision: as stored {pq_sizes['as_stored']:.0f}, "
-                f"inputs as columns {pq_sizes['inputs_as_columns']:.0f} "
-                f"(live/archived {live / pq_sizes['inputs_as_columns']:.1f}x)"
-            )
-            rows = D.count(plain)
-            t0 = time.perf_counter()
-            plain.upgrade()
-            dt = time.perf_counter() - t0
-            print(f"\n4. migration 0012 of {rows} rows: {dt:.1f} s, {rows / dt:.0f} rows/s")
-        print("\n5. concurrent appenders (a connection each), commits of 1 and 16 rows, 5 s:")
-        for writers in (1, 4, 16):
-            bare = bare_commits(admin, work, writers, 5.0)
-            print(f"  {writers:2} writers, bare one-row commits (anchor): {bare:6.0f} commits/s")
-            for rows in (1, 16):
-                r = concurrent_commits(admin, work, writers, rows, 5.0)
-                print(
-                    f"  {writers:2} writers x {rows:2} rows: {r['commits_per_s']:6.0f} commits/s"
-                    f"  {r['rows_per_s']:7.0f} rows/s"
-                )
-        print(f"\n6. lookup by id ({a.per_day} rows a day, {a.queries} queries, median):")
-        for r in lookups(admin, work, a.per_day, a.queries):
-            print(
-                f"  {r['partitions']:4} partitions: hit {r['hit_us']:6.0f} us "
-                f"(p99 {r['hit_p99_us']:.0f}), miss (all partitions) {r['miss_us']:6.0f} us"
-            )
+        if "rows" in only:
+            rows_sections(admin, work, x, a)
+        if "7" in only:
+            section_7(admin, work, x, a)
+        if "8" in only:
+            section_8(admin, work, a)
+        if "9" in only:
+            section_9(admin, work, x, a)
     print(f"\nload average {os.getloadavg()[0]:.1f}")
     admin.dispose()
     return 0
+
+
+def section_7(admin: Any, work: Path, x: np.ndarray[Any, Any], a: argparse.Namespace) -> None:
+    """Section 7: ingest blocks into the table of 0018 and the partitioned one of 0020."""
+    with schema_store(admin, work) as plain, schema_store(admin, work) as parted:
+        plain.upgrade("0018")
+        parted.upgrade()
+        got = block_ingest(
+            {"unpartitioned": plain, "partitioned": parted}, x, a.batch, a.block_rows
+        )
+        print(
+            f"\n7. ingest blocks, {a.rows} decisions in blocks of {a.block_rows},"
+            f" commits of {a.batch} decisions:"
+        )
+        for name, r in got.items():
+            print(
+                f"  {name:14} {r['rows_per_s']:9.0f} rows/s wall  "
+                f"{r['rows_per_pg_cpu_s']:9.0f} rows/s per PostgreSQL backend CPU s  "
+                f"median commit {r['median_commit_ms']:.1f} ms"
+            )
+        with plain.read() as conn:
+            blocks, held = conn.execute(
+                text("SELECT count(*), coalesce(sum(rows), 0) FROM ingest_blocks")
+            ).one()
+        t0 = time.perf_counter()
+        plain.upgrade()
+        dt = time.perf_counter() - t0
+        print(
+            f"  migration 0020 of {blocks} blocks ({held} decisions): {dt:.1f} s,"
+            f" {held / dt:.0f} decisions/s"
+        )
+
+
+def section_8(admin: Any, work: Path, a: argparse.Namespace) -> None:
+    """Section 8: lookups of a block's decision by id, by partition count."""
+    print(
+        f"\n8. lookup of a block's decision by id ({a.block_per_day} decisions a day in blocks"
+        f" of {min(a.block_rows, a.block_per_day)}, {a.queries} queries, median):"
+    )
+    for r in block_lookups(admin, work, a.block_per_day, a.block_rows, a.queries):
+        what = (
+            "unpartitioned (0018)" if r["revision"] == "0018" else f"{r['partitions']} partitions"
+        )
+        print(
+            f"  {what:20} {r['days']:3} days: hit {r['hit_us']:6.0f} us "
+            f"(p99 {r['hit_p99_us']:.0f}), miss {r['miss_us']:6.0f} us"
+        )
+
+
+def section_9(admin: Any, work: Path, x: np.ndarray[Any, Any], a: argparse.Namespace) -> None:
+    """Section 9: ids as text and as uuid."""
+    print(f"\n9. ids as text and as uuid, {a.rows} rows in commits of {a.batch}:")
+    for t, r in id_types(admin, work, x, a.batch).items():
+        print(
+            f"  {t:9} {r['bytes_per_row']:5.0f} B/row (primary key {r['pkey_bytes_per_row']:.0f})"
+            f"  {r['rows_per_pg_cpu_s']:9.0f} rows/s per backend CPU s"
+            f"  lookup by id {r['lookup_us']:5.0f} us"
+        )
+
+
+def rows_sections(admin: Any, work: Path, x: np.ndarray[Any, Any], a: argparse.Namespace) -> None:
+    """Sections 1-6: the decision rows."""
+    with schema_store(admin, work) as plain, schema_store(admin, work) as parted:
+        plain.upgrade("0011")
+        parted.upgrade()
+        got = ingest({"unpartitioned": plain, "partitioned": parted}, x, a.batch)
+        print(f"\n1. ingest, {a.rows} rows in commits of {a.batch} (Appender, COPY):")
+        for name, r in got.items():
+            print(
+                f"  {name:14} {r['rows_per_s']:9.0f} rows/s wall  "
+                f"{r['rows_per_pg_cpu_s']:9.0f} rows/s per PostgreSQL backend CPU s  "
+                f"{r['rows_per_client_cpu_s']:9.0f} rows/s per client CPU s  "
+                f"median commit {r['median_commit_ms']:.1f} ms"
+            )
+        with parted.write() as conn:
+            conn.execute(text("ANALYZE decisions"))
+        n = D.count(parted)
+        live = relation_bytes(parted, "decisions") / n
+        items = relation_bytes(parted, "evidence_items") / n
+        print(f"\n2. live bytes per decision ({n} rows): decisions {live:.0f}, "
+              f"evidence_items {items:.0f}, total {live + items:.0f}")  # fmt: skip
+        pq_sizes = parquet_bytes(parted, work)
+        print(
+            f"\n3. Parquet (zstd) bytes per decision: as stored {pq_sizes['as_stored']:.0f}, "
+            f"inputs as columns {pq_sizes['inputs_as_columns']:.0f} "
+            f"(live/archived {live / pq_sizes['inputs_as_columns']:.1f}x)"
+        )
+        with plain.read() as conn:  # the store at 0011 has no archive tables for D.count
+            rows = int(conn.execute(text("SELECT count(*) FROM decisions")).scalar_one())
+        t0 = time.perf_counter()
+        plain.upgrade()
+        dt = time.perf_counter() - t0
+        print(f"\n4. migration 0012 of {rows} rows: {dt:.1f} s, {rows / dt:.0f} rows/s")
+    print("\n5. concurrent appenders (a connection each), commits of 1 and 16 rows, 5 s:")
+    for writers in (1, 4, 16):
+        bare = bare_commits(admin, work, writers, 5.0)
+        print(f"  {writers:2} writers, bare one-row commits (anchor): {bare:6.0f} commits/s")
+        for rows in (1, 16):
+            r = concurrent_commits(admin, work, writers, rows, 5.0)
+            print(
+                f"  {writers:2} writers x {rows:2} rows: {r['commits_per_s']:6.0f} commits/s"
+                f"  {r['rows_per_s']:7.0f} rows/s"
+            )
+    print(f"\n6. lookup by id ({a.per_day} rows a day, {a.queries} queries, median):")
+    for r in lookups(admin, work, a.per_day, a.queries):
+        print(
+            f"  {r['partitions']:4} partitions: hit {r['hit_us']:6.0f} us "
+            f"(p99 {r['hit_p99_us']:.0f}), miss (all partitions) {r['miss_us']:6.0f} us"
+        )
 
 
 if __name__ == "__main__":

@@ -48,6 +48,12 @@ def test_db_partitions_on_postgresql(tmp_path: Path, pg_url: str) -> None:
     ahead = partitions.name_for(partitions.day_start(now_us()) + 10 * DAY_US)
     assert f"created {ahead}" in r.output
     assert partitions.DEFAULT in r.output
+    # the ingest blocks' partitions are kept the same way, beside the rows'
+    blocks_ahead = partitions.name_for(
+        partitions.day_start(now_us()) + 10 * DAY_US, "ingest_blocks"
+    )
+    assert f"created {blocks_ahead}" in r.output
+    assert partitions.default_of("ingest_blocks") in r.output
     bad = run(home, pg_url, "db", "partitions", "--detach-after", "soon")
     assert bad.exit_code != 0 and "--detach-after" in bad.output
 

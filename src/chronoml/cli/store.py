@@ -36,7 +36,7 @@ def upgrade(ctx: click.Context) -> None:
         store.close()
     click.echo(f"schema at revision {rev} ({_where(s)})")
     if made is not None and made.created:
-        click.echo(f"created {len(made.created)} day partitions of decisions ahead")
+        click.echo(f"created {len(made.created)} day partitions of the decision log ahead")
     if created:
         click.echo(f"created the signing key {s.signing_key_path} (mode 0600)")
     click.echo(f"evidence log key: {key.vkey()}")
@@ -97,6 +97,9 @@ def current(ctx: click.Context) -> None:
 def partitions_cmd(ctx: click.Context, ahead: int, detach_after: str | None, show: bool) -> None:
     """PostgreSQL: make the decision log's day partitions ahead, detach empty old ones.
 
+    Both tables of decisions are partitioned by day: `decisions` (a row each) and
+    `ingest_blocks` (a request of many rows as one row).
+
     The server does the same every hour (`--detach-after` on `chronoml server`).
     A partition holding decisions is never detached: archive them first.
     """
@@ -122,6 +125,11 @@ def partitions_cmd(ctx: click.Context, ahead: int, detach_after: str | None, sho
             click.echo(f"created {name}")
         if report.moved:
             click.echo(f"moved {report.moved} decisions from {partitions.DEFAULT} to their day")
+        if report.moved_blocks:
+            blocks_default = partitions.default_of(partitions.BLOCKS)
+            click.echo(
+                f"moved {report.moved_blocks} ingest blocks from {blocks_default} to their day"
+            )
         for name in report.detached:
             click.echo(f"detached and dropped {name} (empty)")
         if report.busy:

@@ -19,6 +19,7 @@ from sqlalchemy import select, update
 from chronoml.ids import block_of
 from chronoml.store import schema
 from chronoml.store.ingest import COLUMNS, HASH, ITEM_KIND, SALT, from_stored
+from chronoml.store.ingest_reads import stored_in
 
 IB = schema.ingest_blocks
 ITEMS = schema.evidence_items
@@ -88,10 +89,10 @@ def erase(conn: Any, decision_ids: Sequence[str]) -> None:
         if got is not None:
             by_block.setdefault(got[0], []).append(got[1])
     for bid, rows in by_block.items():
-        r = conn.execute(select(*_COLS).where(IB.c.id == bid)).first()
+        r = stored_in(conn, bid)
         if r is None:
             continue
-        b = from_stored(tuple(r))
+        b = from_stored(r)
         n, width = b.rows, len(b.num[0])
         num = np.frombuffer(b"".join(b.num), dtype=np.uint8).reshape(n, width).copy()
         blank = np.frombuffer(np.full(width // 8, np.nan, dtype="<f8").tobytes(), np.uint8)
@@ -111,7 +112,8 @@ def erase(conn: Any, decision_ids: Sequence[str]) -> None:
             else orjson.dumps(ctx).decode(),
             "erased": bytes(flags),
         }
-        conn.execute(update(IB).where(IB.c.id == bid).values(**values))
+        # with its ts, the update reads and writes the block's one partition
+        conn.execute(update(IB).where(IB.c.id == bid, IB.c.ts == b.ts).values(**values))
         item = ITEMS.c.kind == ITEM_KIND, ITEMS.c.ref == bid
         salts = conn.execute(select(ITEMS.c.salt).where(*item)).scalar()
         if salts is None:

@@ -3,6 +3,10 @@
 Each reader gives what the same read of ``decisions`` rows gives (tuples in
 :data:`~chronoml.store.ingest.TUPLE_COLUMNS` order, columns for statistics, or an
 evidence row), so the readers of rows add a block's decisions to theirs.
+
+On PostgreSQL the blocks are partitioned by day like the rows: a read by id
+adds the span of ``ts`` the block's id implies, so it reads one partition, and
+looks in every partition only for a block not found there.
 """
 
 from __future__ import annotations
@@ -13,7 +17,7 @@ from typing import Any
 
 import numpy as np
 import orjson
-from sqlalchemy import func, select
+from sqlalchemy import bindparam, func, select
 
 from chronoml.domain import codec
 from chronoml.domain.codec import Schema
@@ -33,16 +37,40 @@ from chronoml.store.ingest import (
     one_of,
 )
 from chronoml.store.ingest import Block as Block
+from chronoml.store.spans import id_span, ids_span
 
 IB = schema.ingest_blocks
 ITEMS = schema.evidence_items
 _COLS = [IB.c[c] for c in COLUMNS]
 
+GET = select(*_COLS).where(IB.c.id == bindparam("id"))
+# on PostgreSQL's time partitions: the span of ts the id implies reads one partition
+GET_SPAN = GET.where(IB.c.ts >= bindparam("lo"), IB.c.ts < bindparam("hi"))
+
 
 def stored_in(conn: Any, block_id: str) -> tuple[Any, ...] | None:
     """A block's stored row, or None."""
-    r = conn.execute(select(*_COLS).where(IB.c.id == block_id)).first()
+    span = None if conn.dialect.name == "sqlite" else id_span(block_id)
+    r = None
+    if span is not None:
+        r = conn.execute(GET_SPAN, {"id": block_id, "lo": span[0], "hi": span[1]}).first()
+    if r is None:  # not where its id says (or not there at all): every partition
+        r = conn.execute(GET, {"id": block_id}).first()
     return tuple(r) if r is not None else None
+
+
+def stored_by_ids(conn: Any, block_ids: Sequence[str]) -> list[tuple[Any, ...]]:
+    """The stored rows of the blocks of ``block_ids`` that exist (at most 500 ids)."""
+    q = select(*_COLS).where(IB.c.id.in_(list(block_ids)))
+    span = None if conn.dialect.name == "sqlite" else ids_span(list(block_ids))
+    if span is None:
+        return [tuple(r) for r in conn.execute(q)]
+    found = [tuple(r) for r in conn.execute(q.where(IB.c.ts >= span[0], IB.c.ts < span[1]))]
+    missing = set(block_ids).difference(str(r[0]) for r in found)
+    if missing:
+        rest = select(*_COLS).where(IB.c.id.in_(sorted(missing)))
+        found += [tuple(r) for r in conn.execute(rest)]
+    return found
 
 
 def get_in(conn: Any, decision_id: str) -> tuple[Any, ...] | None:
@@ -64,10 +92,9 @@ def tuples_by_ids(conn: Any, ids: Iterable[str]) -> list[tuple[Any, ...]]:
     out: list[tuple[Any, ...]] = []
     keys = sorted(wanted)
     for k in range(0, len(keys), 500):
-        part = keys[k : k + 500]
-        for r in conn.execute(select(*_COLS).where(IB.c.id.in_(part))):
+        for r in stored_by_ids(conn, keys[k : k + 500]):
             for pos in wanted[str(r[0])]:
-                t = one_of(tuple(r), pos)
+                t = one_of(r, pos)
                 if t is not None:
                     out.append(t)
     return out

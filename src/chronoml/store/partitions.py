@@ -1,7 +1,9 @@
-"""Time partitions of the decision log on PostgreSQL (SQLite keeps one table).
+"""Time partitions of the decision log on PostgreSQL (SQLite keeps one table each).
 
-``decisions`` is partitioned by RANGE on ``ts`` (microseconds), one partition
-per UTC day (``decisions_pYYYYMMDD``), plus a DEFAULT partition that catches a
+Both tables of decisions, ``decisions`` (a row each) and ``ingest_blocks`` (a
+request of many rows as one row), are partitioned by RANGE on ``ts``
+(microseconds), one partition per UTC day (``decisions_pYYYYMMDD``,
+``ingest_blocks_pYYYYMMDD``), plus a DEFAULT partition each that catches a
 row no day partition covers yet, so an insert never fails for want of one.
 Day partitions are created ahead of time (:func:`maintain`, run by the
 server's background worker and by ``chronoml db partitions``); a partition
@@ -13,17 +15,18 @@ between the check and the detach. A partition that still holds rows is kept
 and reported: its rows go when ``chronoml archive`` has archived them.
 
 The primary key of a partitioned table must contain the partition key, so it
-is ``(id, ts)``. Ids are time-ordered (UUIDv7, :mod:`chronoml.ids`): a lookup
-by id adds the span of ``ts`` its id implies (:func:`id_span`) and so reads
-one partition; a row outside that span (an id made elsewhere, a clock step)
-is still found by the unpruned lookup that follows a miss.
+is ``(id, ts)``. Ids are time-ordered (UUIDv7, :mod:`chronoml.ids`; a block's
+id and its decisions' ids keep the 48-bit time of the id they were made from):
+a lookup by id adds the span of ``ts`` its id implies (:func:`id_span`) and so
+reads one partition; a row outside that span (an id made elsewhere, a clock
+step) is still found by the unpruned lookup that follows a miss.
 """
 
 from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -34,6 +37,11 @@ from sqlalchemy.exc import OperationalError
 from chronoml.ids import block_of
 from chronoml.store import ingest, ingest_reads, schema
 from chronoml.store.database import Store
+from chronoml.store.spans import ID_SPAN_AFTER_US as ID_SPAN_AFTER_US
+from chronoml.store.spans import ID_SPAN_BEFORE_US as ID_SPAN_BEFORE_US
+from chronoml.store.spans import id_span as id_span
+from chronoml.store.spans import id_time_us as id_time_us
+from chronoml.store.spans import ids_span as ids_span
 from chronoml.timeutil import now_us
 from chronoml.worker import Worker
 
@@ -41,12 +49,11 @@ log = logging.getLogger("chronoml.partitions")
 
 PARENT = "decisions"
 DEFAULT = "decisions_default"
+BLOCKS = "ingest_blocks"
+# every table partitioned by day, in the order a maintenance pass takes them
+TABLES = (PARENT, BLOCKS)
 DAY_US = 86_400_000_000
 AHEAD_DAYS = 7
-# a decision's ts is its request's arrival, its id is made when the model has
-# answered: the id's time follows ts by the request's time in the server
-ID_SPAN_BEFORE_US = 600_000_000
-ID_SPAN_AFTER_US = 60_000_000
 # one maintainer at a time across the replicas of a store; advisory locks are per
 # database, so the key names the store's schema (stores in other schemas go on)
 _LOCK_KEY = "hashtext(current_schema() || '.chronoml-partitions')"
@@ -54,12 +61,11 @@ _LOCK_KEY = "hashtext(current_schema() || '.chronoml-partitions')"
 _LOCK_TIMEOUT = "2s"
 
 _BOUND = re.compile(r"FOR VALUES FROM \('?(-?\d+)'?\) TO \('?(-?\d+)'?\)")
-_UUID7 = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[78][0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$")
 
 
 @dataclass(frozen=True)
 class Partition:
-    """One partition of ``decisions``: ``[start, end)`` in microseconds (None: DEFAULT)."""
+    """One partition of a table: ``[start, end)`` in microseconds (None: DEFAULT)."""
 
     name: str
     start: int | None
@@ -73,40 +79,22 @@ class Report:
     created: list[str]
     detached: list[str]
     kept: list[tuple[str, int]]  # old partitions still holding rows (not yet archived)
-    moved: int = 0  # rows moved out of the DEFAULT partition into a new day partition
+    moved: int = 0  # decision rows moved out of the DEFAULT partition into a day partition
     busy: bool = False  # a step waited too long for other transactions' locks: next pass
+    moved_blocks: int = 0  # the same for ingest blocks (each a request of many decisions)
 
 
 def day_start(us: int) -> int:
     return us - us % DAY_US
 
 
-def name_for(start_us: int) -> str:
-    return f"{PARENT}_p{datetime.fromtimestamp(start_us / 1e6, UTC):%Y%m%d}"
+def name_for(start_us: int, parent: str = PARENT) -> str:
+    return f"{parent}_p{datetime.fromtimestamp(start_us / 1e6, UTC):%Y%m%d}"
 
 
-def id_time_us(decision_id: str) -> int | None:
-    """The time a UUIDv7 id was made (its 48-bit millisecond prefix), or None for another id."""
-    s = decision_id.lower()
-    if not _UUID7.match(s):
-        return None
-    return int(s[:8] + s[9:13], 16) * 1000
-
-
-def id_span(decision_id: str) -> tuple[int, int] | None:
-    """``[lo, hi)`` of ``ts`` a decision with this id almost surely has (None: no idea)."""
-    t = id_time_us(decision_id)
-    if t is None:
-        return None
-    return t - ID_SPAN_BEFORE_US, t + ID_SPAN_AFTER_US
-
-
-def ids_span(ids: list[str]) -> tuple[int, int] | None:
-    """The span of ``ts`` covering every one of ``ids`` (None if one is not time-ordered)."""
-    spans = [id_span(i) for i in ids]
-    if not spans or any(s is None for s in spans):
-        return None
-    return min(s[0] for s in spans if s), max(s[1] for s in spans if s)
+def default_of(parent: str) -> str:
+    """The name of ``parent``'s DEFAULT partition."""
+    return f"{parent}_default"
 
 
 def rows_by_ids(conn: Connection, columns: Sequence[Any], ids: Sequence[str]) -> list[Any]:
@@ -138,23 +126,23 @@ def rows_by_ids(conn: Connection, columns: Sequence[Any], ids: Sequence[str]) ->
     return rows
 
 
-def is_partitioned(conn: Connection) -> bool:
+def is_partitioned(conn: Connection, parent: str = PARENT) -> bool:
     if conn.dialect.name != "postgresql":
         return False
     kind = conn.execute(
-        text("SELECT relkind FROM pg_class WHERE oid = to_regclass(:t)"), {"t": PARENT}
+        text("SELECT relkind FROM pg_class WHERE oid = to_regclass(:t)"), {"t": parent}
     ).scalar()
     return kind == "p"
 
 
-def partitions(conn: Connection) -> list[Partition]:
-    """The partitions of ``decisions``, day partitions in time order, DEFAULT last."""
+def partitions(conn: Connection, parent: str = PARENT) -> list[Partition]:
+    """The partitions of ``parent``, day partitions in time order, DEFAULT last."""
     rows = conn.execute(
         text(
             "SELECT c.relname, pg_get_expr(c.relpartbound, c.oid) FROM pg_inherits i"
             " JOIN pg_class c ON c.oid = i.inhrelid WHERE i.inhparent = to_regclass(:t)"
         ),
-        {"t": PARENT},
+        {"t": parent},
     ).all()
     days, default = [], []
     for name, bound in rows:
@@ -172,38 +160,39 @@ def _quote(name: str) -> str:
     return f'"{name}"'
 
 
-def _create_day(conn: Connection, start: int) -> int:
+def _create_day(conn: Connection, start: int, parent: str = PARENT) -> int:
     """Create the day partition starting at ``start``; returns rows moved from DEFAULT."""
     end = start + DAY_US
-    name = _quote(name_for(start))
-    has_default = conn.execute(text("SELECT to_regclass(:t)"), {"t": DEFAULT}).scalar()
+    name = _quote(name_for(start, parent))
+    has_default = conn.execute(text("SELECT to_regclass(:t)"), {"t": default_of(parent)}).scalar()
+    parent, default = _quote(parent), _quote(default_of(parent))
     waiting = 0
     if has_default is not None:
         waiting = int(
             conn.execute(
-                text(f"SELECT count(*) FROM {DEFAULT} WHERE ts >= :lo AND ts < :hi"),
+                text(f"SELECT count(*) FROM {default} WHERE ts >= :lo AND ts < :hi"),
                 {"lo": start, "hi": end},
             ).scalar_one()
         )
     if waiting == 0:
         conn.execute(
-            text(f"CREATE TABLE {name} PARTITION OF {PARENT} FOR VALUES FROM ({start}) TO ({end})")
+            text(f"CREATE TABLE {name} PARTITION OF {parent} FOR VALUES FROM ({start}) TO ({end})")
         )
         return 0
     # rows that arrived before their day's partition: move them in with it, in
     # one transaction (a day partition may not be attached over DEFAULT's rows)
     conn.execute(
-        text(f"CREATE TABLE {name} (LIKE {PARENT} INCLUDING DEFAULTS INCLUDING CONSTRAINTS)")
+        text(f"CREATE TABLE {name} (LIKE {parent} INCLUDING DEFAULTS INCLUDING CONSTRAINTS)")
     )
     conn.execute(
         text(
-            f"WITH moved AS (DELETE FROM {DEFAULT} WHERE ts >= :lo AND ts < :hi RETURNING *)"
+            f"WITH moved AS (DELETE FROM {default} WHERE ts >= :lo AND ts < :hi RETURNING *)"
             f" INSERT INTO {name} SELECT * FROM moved"
         ),
         {"lo": start, "hi": end},
     )
     conn.execute(
-        text(f"ALTER TABLE {PARENT} ATTACH PARTITION {name} FOR VALUES FROM ({start}) TO ({end})")
+        text(f"ALTER TABLE {parent} ATTACH PARTITION {name} FOR VALUES FROM ({start}) TO ({end})")
     )
     return waiting
 
@@ -214,30 +203,34 @@ def _guard(conn: Connection) -> bool:
     return bool(conn.execute(text(f"SELECT pg_try_advisory_xact_lock({_LOCK_KEY})")).scalar())
 
 
-def create_ahead(conn: Connection, now: int, days: int = AHEAD_DAYS) -> tuple[list[str], int]:
-    """Create the day partitions of today and the next ``days`` days that are missing."""
-    have = {p.start for p in partitions(conn)}
+def create_ahead(
+    conn: Connection, now: int, days: int = AHEAD_DAYS, parent: str = PARENT
+) -> tuple[list[str], int]:
+    """Create ``parent``'s missing day partitions of today and the next ``days`` days."""
+    have = {p.start for p in partitions(conn, parent)}
     created, moved = [], 0
     today = day_start(now)
     for k in range(days + 1):
         start = today + k * DAY_US
         if start not in have:
-            moved += _create_day(conn, start)
-            created.append(name_for(start))
+            moved += _create_day(conn, start, parent)
+            created.append(name_for(start, parent))
     return created, moved
 
 
-def detach_empty(conn: Connection, before: int) -> tuple[list[str], list[tuple[str, int]]]:
+def detach_empty(
+    conn: Connection, before: int, parent: str = PARENT
+) -> tuple[list[str], list[tuple[str, int]]]:
     """Detach and drop the day partitions wholly before ``before`` that hold no rows.
 
     The parent is locked first (the order writers take locks in), so no row can
     be routed into a partition between the check that it is empty and its detach.
     Returns the partitions detached and those kept with their row counts.
     """
-    old = [p for p in partitions(conn) if p.end is not None and p.end <= before]
+    old = [p for p in partitions(conn, parent) if p.end is not None and p.end <= before]
     if not old:
         return [], []
-    conn.execute(text(f"LOCK TABLE {PARENT} IN ACCESS EXCLUSIVE MODE"))
+    conn.execute(text(f"LOCK TABLE {_quote(parent)} IN ACCESS EXCLUSIVE MODE"))
     detached, kept = [], []
     for p in old:
         name = _quote(p.name)
@@ -245,7 +238,7 @@ def detach_empty(conn: Connection, before: int) -> tuple[list[str], list[tuple[s
             n = int(conn.execute(text(f"SELECT count(*) FROM {name}")).scalar_one())
             kept.append((p.name, n))
             continue
-        conn.execute(text(f"ALTER TABLE {PARENT} DETACH PARTITION {name}"))
+        conn.execute(text(f"ALTER TABLE {_quote(parent)} DETACH PARTITION {name}"))
         conn.execute(text(f"DROP TABLE {name}"))
         detached.append(p.name)
     return detached, kept
@@ -262,25 +255,42 @@ def maintain(
 
     Each step is a transaction of its own that waits at most 2 s for the locks
     it needs (``busy`` in the report when it gave up; the next pass tries
-    again). None on SQLite or an unpartitioned store, or when another replica
-    is maintaining right now (its pass does the same work).
+    again). Each partitioned table of :data:`TABLES` is taken in turn, a
+    transaction per table and step. None on SQLite or an unpartitioned store,
+    or when another replica is maintaining right now (its pass does the same work).
     """
     if store.is_sqlite:
         return None
     t = now_us() if now is None else now
     report = Report([], [], [])
     with store.read() as conn:
-        if not is_partitioned(conn):
-            return None
+        tables = [p for p in TABLES if is_partitioned(conn, p)]
+    if PARENT not in tables:
+        return None
 
-    def ahead(conn: Connection) -> None:
-        report.created, report.moved = create_ahead(conn, t, ahead_days)
+    def ahead(parent: str) -> Callable[[Connection], None]:
+        def step(conn: Connection) -> None:
+            made, moved = create_ahead(conn, t, ahead_days, parent)
+            report.created += made
+            if parent == PARENT:
+                report.moved += moved
+            else:
+                report.moved_blocks += moved
 
-    def behind(conn: Connection) -> None:
-        assert detach_after_us is not None
-        report.detached, report.kept = detach_empty(conn, day_start(t - detach_after_us))
+        return step
 
-    steps = [ahead] + ([behind] if detach_after_us is not None else [])
+    def behind(parent: str) -> Callable[[Connection], None]:
+        def step(conn: Connection) -> None:
+            assert detach_after_us is not None
+            gone, kept = detach_empty(conn, day_start(t - detach_after_us), parent)
+            report.detached += gone
+            report.kept += kept
+
+        return step
+
+    steps = [ahead(p) for p in tables]
+    if detach_after_us is not None:
+        steps += [behind(p) for p in tables]
     for step in steps:
         try:
             with store.write() as conn:
@@ -295,9 +305,10 @@ def maintain(
 
 
 def sizes(store: Store) -> list[tuple[Partition, int, int]]:
-    """Each partition with its row estimate (planner statistics) and bytes on disk."""
+    """Each partition of each table with its row estimate (planner statistics) and bytes
+    on disk (an ingest block's row is a request of many decisions)."""
     with store.read() as conn:
-        parts = partitions(conn)
+        parts = [p for t in TABLES for p in partitions(conn, t)]
         out = []
         for p in parts:
             rows, size = conn.execute(
@@ -328,110 +339,6 @@ class PartitionWorker(Worker):
         return False
 
 
-# --- conversion of an existing table (migration 0012) ------------------------
-
-
-def _index_defs(conn: Connection, table: str) -> list[tuple[str, str, bool, bool]]:
-    return [
-        (r[0], r[1], bool(r[2]), bool(r[3]))
-        for r in conn.execute(
-            text(
-                "SELECT c.relname, pg_get_indexdef(i.indexrelid), i.indisprimary, i.indisunique"
-                " FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid"
-                " WHERE i.indrelid = to_regclass(:t)"
-            ),
-            {"t": table},
-        ).all()
-    ]
-
-
-def convert(conn: Connection, now: int, ahead_days: int = AHEAD_DAYS) -> int:
-    """Turn a plain ``decisions`` table into the partitioned one, keeping every row.
-
-    Columns, defaults and checks are copied from the table as it is (whatever
-    earlier migrations made of it); the primary key gains ``ts``; other
-    indexes are made again on the parent (so on every partition). Day
-    partitions are made for each day that has rows and for today and the days
-    ahead. Returns the rows copied.
-    """
-    if is_partitioned(conn) or conn.dialect.name != "postgresql":
-        return 0
-    old = f"{PARENT}_unpartitioned"
-    defs = _index_defs(conn, PARENT)
-    pkey = conn.execute(
-        text(
-            "SELECT conname FROM pg_constraint WHERE conrelid = to_regclass(:t) AND contype = 'p'"
-        ),
-        {"t": PARENT},
-    ).scalar()
-    conn.execute(text(f"ALTER TABLE {PARENT} RENAME TO {old}"))
-    if pkey is not None:
-        conn.execute(text(f"ALTER TABLE {old} RENAME CONSTRAINT {pkey} TO {old}_pkey"))
-    for name, _, primary, _ in defs:
-        if not primary:
-            conn.execute(text(f"ALTER INDEX {_quote(name)} RENAME TO {_quote(name + '_old')}"))
-    conn.execute(
-        text(
-            f"CREATE TABLE {PARENT} (LIKE {old} INCLUDING DEFAULTS INCLUDING CONSTRAINTS"
-            " INCLUDING STORAGE INCLUDING COMMENTS) PARTITION BY RANGE (ts)"
-        )
-    )
-    conn.execute(text(f"ALTER TABLE {PARENT} ADD CONSTRAINT {PARENT}_pkey PRIMARY KEY (id, ts)"))
-    on_table = re.compile(r" ON (?:ONLY )?\S+ USING ")
-    for _name, ddl, primary, unique in defs:
-        if primary:
-            continue
-        made = on_table.sub(f" ON {PARENT} USING ", ddl, count=1)
-        if unique and "ts" not in re.findall(r"\w+", made.split(" USING ", 1)[1]):
-            # a unique index must hold the partition key too
-            made = made.rstrip(")") + ", ts)"
-        conn.execute(text(made))
-    conn.execute(text(f"CREATE TABLE {DEFAULT} PARTITION OF {PARENT} DEFAULT"))
-    days = [
-        int(d)
-        for (d,) in conn.execute(
-            text(f"SELECT DISTINCT ts - ts % {DAY_US} FROM {old} ORDER BY 1")
-        ).all()
-    ]
-    today = day_start(now)
-    for start in sorted(set(days) | {today + k * DAY_US for k in range(ahead_days + 1)}):
-        conn.execute(
-            text(
-                f"CREATE TABLE {_quote(name_for(start))} PARTITION OF {PARENT}"
-                f" FOR VALUES FROM ({start}) TO ({start + DAY_US})"
-            )
-        )
-    copied = conn.execute(text(f"INSERT INTO {PARENT} SELECT * FROM {old}")).rowcount
-    conn.execute(text(f"DROP TABLE {old}"))
-    return int(copied or 0)
-
-
-def unconvert(conn: Connection) -> None:
-    """The reverse of :func:`convert`: one plain table with ``id`` as its key, rows kept."""
-    if not is_partitioned(conn):
-        return
-    old = f"{PARENT}_partitioned"
-    defs = _index_defs(conn, PARENT)
-    conn.execute(text(f"ALTER TABLE {PARENT} RENAME TO {old}"))
-    conn.execute(text(f"ALTER TABLE {old} RENAME CONSTRAINT {PARENT}_pkey TO {old}_pkey"))
-    for name, _, primary, _ in defs:
-        if not primary:
-            conn.execute(text(f"ALTER INDEX {_quote(name)} RENAME TO {_quote(name + '_old')}"))
-    conn.execute(
-        text(
-            f"CREATE TABLE {PARENT} (LIKE {old} INCLUDING DEFAULTS INCLUDING CONSTRAINTS"
-            " INCLUDING STORAGE INCLUDING COMMENTS)"
-        )
-    )
-    conn.execute(text(f"ALTER TABLE {PARENT} ADD CONSTRAINT {PARENT}_pkey PRIMARY KEY (id)"))
-    on_table = re.compile(r" ON (?:ONLY )?\S+ USING ")
-    for _, ddl, primary, _ in defs:
-        if not primary:
-            conn.execute(text(on_table.sub(f" ON {PARENT} USING ", ddl, count=1)))
-    conn.execute(text(f"INSERT INTO {PARENT} SELECT * FROM {old}"))
-    conn.execute(text(f"DROP TABLE {old} CASCADE"))
-
-
 def explain(conn: Connection, sql: str, params: dict[str, Any]) -> list[str]:
     """The partitions a statement's plan reads (from EXPLAIN), for tests and benchmarks."""
     plan = conn.execute(text(f"EXPLAIN (FORMAT JSON) {sql}"), params).scalar_one()
@@ -439,7 +346,7 @@ def explain(conn: Connection, sql: str, params: dict[str, Any]) -> list[str]:
 
     def walk(node: dict[str, Any]) -> None:
         rel = node.get("Relation Name")
-        if rel and rel.startswith(PARENT + "_"):
+        if rel and rel.startswith(tuple(t + "_" for t in TABLES)):
             found.append(rel)
         for child in node.get("Plans", []):
             walk(child)

@@ -9,7 +9,7 @@ Revises: 0011
 
 from alembic import op
 
-from chronoml.store import partitions
+from chronoml.store import partition_convert
 from chronoml.timeutil import now_us
 
 revision = "0012"
@@ -21,10 +21,10 @@ depends_on = None
 def upgrade() -> None:
     bind = op.get_bind()
     if bind.dialect.name == "postgresql":
-        partitions.convert(bind, now_us())
+        partition_convert.convert(bind, now_us())
 
 
 def downgrade() -> None:
     bind = op.get_bind()
     if bind.dialect.name == "postgresql":
-        partitions.unconvert(bind)
+        partition_convert.unconvert(bind)
