@@ -17,6 +17,7 @@ from chronoml.store import Store
 from chronoml.store import decisions as D
 from chronoml.store import evidence as SE
 from chronoml.store import evidence_batch as EB
+from chronoml.store import evidence_preimages as EP
 from chronoml.store import ledger as SL
 from chronoml.store.decisions import COLUMNS as D_COLUMNS
 
@@ -252,7 +253,7 @@ def test_verify_hashes_whole_pages_of_varied_rows_without_the_row_by_row_path(
         pages = list(EB.decision_items(store.engine, True, picked[0], picked[-1] + 1))
         got = [DC._fast(p) for p in pages]
     else:
-        pages = list(EB.decision_preimages(store.engine, [(picked[0], picked[-1] + 1)]))
+        pages = list(EP.decision_preimages(store.engine, [(picked[0], picked[-1] + 1)]))
         got = [DC._fast_preimages(p) for p in pages]
     assert sum(len(p) for p in pages) == 2 * len(rows)
     assert all(g is not None for g in got)

@@ -45,6 +45,8 @@ from chronoml.store import Store
 from chronoml.store import archive_reads as AR
 from chronoml.store import evidence as SE
 from chronoml.store import evidence_batch as EB
+from chronoml.store import evidence_preimages as EP
+from chronoml.store import partitions as PT
 
 log = logging.getLogger("chronoml.audit")
 
@@ -56,7 +58,7 @@ PAGE = 20_000  # decisions read (and hashed) at a time
 Group = tuple[int, list[tuple[int, str, bytes | None]]]
 
 # columns of a page of full rows (evidence_batch.decision_items) and of preimages
-# (evidence_batch.decision_preimages)
+# (evidence_preimages.decision_preimages)
 _IDX, _POS, _REF, _LEAF_AT = itemgetter(0), itemgetter(1), itemgetter(2), itemgetter(3)
 _SALT, _COM, _ID, _CTX = itemgetter(4), itemgetter(5), itemgetter(6), itemgetter(23)
 _PRE_STORED_COM, _PRE_LEAF, _PRE_COM, _PRE_ERASED = (
@@ -218,7 +220,7 @@ def _pages(
     def read() -> Iterator[list[tuple[Any, ...]]]:
         if sqlite:
             return EB.decision_items(engine, True, lo, hi, PAGE)
-        return EB.decision_preimages(engine, _ranges(picked, entries))
+        return EP.decision_preimages(engine, _ranges(picked, entries))
 
     for page in worker.read_ahead(read, name="chronoml-verify-read"):
         hashes: list[bytes | None] | None = None
@@ -229,8 +231,13 @@ def _pages(
                 present[0] += len(page)
             else:
                 first, last = page[0], page[-1]
+                # where the server found rows, look for them in the partitions their ids
+                # point to; a page of none (archived, in blocks, or gone) in all of them
+                refs = list(map(_REF, page))
+                found = list(map(_PRE_LEAF, page)).count(None) < len(page)
+                span = PT.ids_span([min(refs), max(refs)]) if found else None
                 page = EB.decision_items_span(
-                    engine, False, (first[0], first[1]), (last[0], last[1])
+                    engine, False, (first[0], first[1]), (last[0], last[1]), span
                 )
         if hashes is None:
             present[0] += len(page) - list(map(_ID, page)).count(None)
