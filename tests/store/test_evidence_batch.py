@@ -122,9 +122,17 @@ def test_a_worker_process_reports_the_rows_of_its_range(store: Store, tmp_path: 
     drop_guards(store)
     sql(store, "UPDATE decisions SET unit = :v WHERE id = :k", {"v": "user-9", "k": "dec-0009"})
     url = store.engine.url.render_as_string(hide_password=False)
-    got = DC._finish(DC._start(url, str(store.home), [last]))
-    assert got is not None, "the worker process did not run"
-    n, present, problems = got
+    remote = DC._Remote.start(url, str(store.home))
+    assert remote is not None, "the worker process did not start"
+    try:
+        got = remote.run([last])
+        assert got is not None, "the worker process did not run"
+        n, present, problems = got
+        # a second piece on the same process: one start-up for every piece it is given
+        again = remote.run([last])
+    finally:
+        remote.close()
+    assert again is not None and again[:2] == (n, present)
     assert n == present == 6
     assert [(p.what, p.reason) for p in problems][:1] == [
         ("decision dec-0009", "its stored row no longer matches its committed leaf")

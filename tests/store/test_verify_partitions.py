@@ -96,7 +96,7 @@ def test_verify_reads_only_the_partitions_its_ids_point_to(pg: Store) -> None:
             first, last = conn.exec_driver_sql(EP.RANGE_REFS % (lo, hi)).one()
             span = partitions.ids_span([first, last])
             assert span is not None
-            stmt = EP.PREIMAGES[True, True] % (*span, lo, hi)
+            stmt = EP.PREIMAGES[True, True] % (*span, f"'{first}'", f"'{last}'", lo, hi)
             today = partitions.name_for(partitions.day_start(NOON + day * DAY_US))
             # the span reaches ten minutes before the first id: the day before at most
             assert today in partitions.explain(conn, stmt, {})

@@ -301,7 +301,8 @@ def decision_items_span(
             rows: list[tuple[Any, ...]] | None = None
             if span is not None and not is_sqlite:
                 pruned = head.replace(JOIN, JOIN + " AND d.ts >= %s AND d.ts < %s")
-                cur.execute(pruned + " WHERE " + where + order, (*span, *params))
+                # never prepared: a generic plan is blind to the span
+                cur.execute(pruned + " WHERE " + where + order, (*span, *params), prepare=False)
                 rows = list(cur.fetchall())
                 if any(r[6] is None and not ingest.is_block_id(r[2]) for r in rows):
                     rows = None  # not where its id says: read without the span

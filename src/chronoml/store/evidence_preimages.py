@@ -121,7 +121,10 @@ RANGE_REFS = f"SELECT min(i.ref), max(i.ref) FROM evidence_items i {RANGE_WHERE}
 
 
 def _pg_preimages(utf8: bool, pruned: bool) -> str:
-    join = JOIN + (" AND d.ts >= %s AND d.ts < %s" if pruned else "")
+    # pruned: the span of ts, and the range's first and last ref (every ref of the range
+    # lies between them, so this bound drops nothing), which keeps the rows hashed for
+    # the join to the range's own however busy the store
+    join = JOIN + (" AND d.ts >= %s AND d.ts < %s AND d.id >= %s AND d.id <= %s" if pruned else "")
     return (
         "SELECT i.log_index, i.position, i.ref, i.leaf, i.commitment, "
         f"{_pg_leaf(utf8)}, {_pg_commitment(utf8)}, i.salt IS NULL FROM evidence_items i "
@@ -155,18 +158,31 @@ def decision_preimages(
                 cur.execute("SELECT current_setting('server_encoding')")
                 utf8 = cur.fetchone()[0] == "UTF8"
                 cur.execute(f"SET LOCAL work_mem = '{_WORK_MEM}'")
+                # verify runs a process per core already
+                cur.execute("SET LOCAL max_parallel_workers_per_gather = 0")
             finally:
                 cur.close()
+            hashed = False
             for lo, hi in ranges:
                 cur = db.cursor(binary=True)
                 try:
-                    cur.execute(RANGE_REFS, (lo, hi))
+                    # never prepared: a generic plan, blind to the span, can join a range
+                    # ten times slower than the plan made for its values
+                    cur.execute(RANGE_REFS, (lo, hi), prepare=False)
                     first, last = cur.fetchone()
                     span = None if first is None else partitions.ids_span([first, last])
+                    if hashed != (span is not None):
+                        # within the span and between the refs, hashing the range's rows
+                        # beats an index probe per item in each partition (the planner,
+                        # not knowing that ids follow ts, guesses otherwise); without
+                        # them, probes read only the rows wanted
+                        hashed = span is not None
+                        cur.execute(f"SET LOCAL enable_nestloop = {'off' if hashed else 'on'}")
                     if span is None:
-                        cur.execute(PREIMAGES[utf8, False], (lo, hi))
+                        cur.execute(PREIMAGES[utf8, False], (lo, hi), prepare=False)
                     else:
-                        cur.execute(PREIMAGES[utf8, True], (*span, lo, hi))
+                        params = (*span, first, last, lo, hi)
+                        cur.execute(PREIMAGES[utf8, True], params, prepare=False)
                     rows = cur.fetchall()
                 finally:
                     cur.close()
