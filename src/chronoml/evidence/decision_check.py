@@ -400,36 +400,42 @@ def check(
     # pieces of about CHUNK decisions, each to whichever process is free: the workers'
     # start-up (this process begins at once) and an unevenly busy machine even out
     total = sum(int(entries[i][3]) for i in picked)
+    cut = _split(picked, entries, max(workers, min(len(picked), -(-total // CHUNK))))
+    # each worker's first piece is one of the last, given at its start (so every worker
+    # checks at least one); the others go in log order to whichever process is free
+    firsts = cut[len(cut) - workers + 1 :][::-1]
     pieces: queue.SimpleQueue[list[int]] = queue.SimpleQueue()
-    for piece in _split(picked, entries, max(workers, min(len(picked), -(-total // CHUNK)))):
+    for piece in cut[: len(cut) - workers + 1]:
         pieces.put(piece)
     url = store.engine.url.render_as_string(hide_password=False)
     done: list[tuple[int, int, list[Problem]]] = []
     redo: list[list[int]] = []  # pieces a worker could not check, checked here
 
-    def feed(remote: _Remote) -> None:
+    def feed(remote: _Remote, piece: list[int]) -> None:
         try:
             while True:
-                try:
-                    piece = pieces.get_nowait()
-                except queue.Empty:
-                    return
                 got = remote.run(piece)
                 if got is None:
                     log.warning("a verify worker failed; checking its log entries in this process")
                     redo.append(piece)
                     return
                 done.append(got)
+                try:
+                    piece = pieces.get_nowait()
+                except queue.Empty:
+                    return
         finally:
             remote.close()
 
     feeders = []
-    for _ in range(workers - 1):
+    for first in firsts:
         remote = _Remote.start(url, str(store.home))
-        if remote is not None:
-            t = threading.Thread(target=feed, args=(remote,), name="chronoml-verify-feed")
-            t.start()
-            feeders.append(t)
+        if remote is None:
+            redo.append(first)
+            continue
+        t = threading.Thread(target=feed, args=(remote, first), name="chronoml-verify-feed")
+        t.start()
+        feeders.append(t)
     n = present = 0
     while True:
         try:
