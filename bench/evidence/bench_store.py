@@ -18,6 +18,10 @@ Three measurements on an embedded (SQLite) store in a temporary folder, in one r
     .venv/bin/python bench/evidence/bench_store.py --only verify,proof \
         --store postgresql+psycopg://postgres@127.0.0.1/test --before OLD_SRC
 
+The decisions are spread over the last ``--days`` days (30 by default; their ids made
+at their time, as the gateway makes them), so on PostgreSQL they fill 30 day
+partitions as a month of traffic would; ``--days 0`` puts them all in one second.
+
 ``--store`` fills a fresh schema of that PostgreSQL database (dropped at the end)
 instead of a SQLite file. ``--before OLD_SRC`` also runs verify and the proofs with
 the code under ``OLD_SRC`` (a ``src`` folder of an older checkout), in a child process
@@ -54,18 +58,33 @@ from chronoml.settings import Settings
 from chronoml.store import Store
 from chronoml.store import decisions as D
 from chronoml.store import ledger as SL
+from chronoml.store import partitions as P
+from chronoml.timeutil import now_us
 
 T0 = 1_767_225_600_000_000
 SCHEMA = tuple((f"f{i}", "float") for i in range(30))
 
 
-def rows(n: int, start: int, seq: int) -> list[D.DecisionTuple]:
+def id_at(ts_us: int) -> str:
+    """A UUIDv7 id made at ``ts_us``, as the gateway would have made it then."""
+    h = new_id().replace("-", "")
+    h = f"{ts_us // 1000:012x}" + h[12:]
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
+
+
+def rows(
+    n: int, start: int, seq: int, spread: tuple[int, int] | None = None
+) -> list[D.DecisionTuple]:
+    """``n`` decisions from number ``start``; ``spread`` = (first ts, us between two):
+    decisions over that many days, their ids made at their time (else all at T0, ids now)."""
     out: list[D.DecisionTuple] = []
     for i in range(start, start + n):
         num = struct.pack("<30d", *([i * 0.001] * 30))
+        ts = T0 + i if spread is None else spread[0] + i * spread[1]
+        did = new_id() if spread is None else id_at(ts + 2_000)
         out.append(
             (
-                new_id(), T0 + i, "churn", "a", "churn", "1", seq, False, f"user-{i % 1000}",
+                did, ts, "churn", "a", "churn", "1", seq, False, f"user-{i % 1000}",
                 new_id(), "lay30", num, None, "0.5", 0.5, 0.8, None, None,
             )
         )  # fmt: skip
@@ -109,11 +128,20 @@ def commit_cost(home: Path, commits: int, repeats: int, per: int = 1) -> tuple[f
     return statistics.median(on), statistics.median(off)
 
 
-def fill(store: Store, seq: int, n: int, batch: int) -> float:
+def fill(store: Store, seq: int, n: int, batch: int, days: int = 0) -> float:
+    """``n`` decisions in commits of ``batch``; with ``days``, spread evenly over the
+    last ``days`` days (on PostgreSQL each day in its own partition, made first)."""
+    spread = None
+    if days:
+        first = now_us() - days * P.DAY_US
+        spread = (first, days * P.DAY_US // n)
+        if not store.is_sqlite:
+            with store.write() as conn:
+                P.create_ahead(conn, first, days + P.AHEAD_DAYS)
     app = D.Appender(store)
     t = time.perf_counter()
     for start in range(0, n, batch):
-        app.append(rows(min(batch, n - start), start, seq))
+        app.append(rows(min(batch, n - start), start, seq, spread))
     app.close()
     return time.perf_counter() - t
 
@@ -195,6 +223,13 @@ def main() -> int:
     ap.add_argument("--store", help="a PostgreSQL URL (default: SQLite in a temporary folder)")
     ap.add_argument("--before", help="the src folder of older code to run beside this one")
     ap.add_argument("--rounds", type=int, default=1, help="verify runs of each code")
+    ap.add_argument(
+        "--days",
+        type=int,
+        default=30,
+        help="spread the decisions over this many days (one partition each on PostgreSQL); "
+        "0: all in one second",
+    )
     ap.add_argument("--child", choices=["verify", "proof"], help=argparse.SUPPRESS)
     ap.add_argument("--url", help=argparse.SUPPRESS)
     ap.add_argument("--home", help=argparse.SUPPRESS)
@@ -255,10 +290,15 @@ def measure_store(
 ) -> bool:
     missed = False
     kind = "PostgreSQL" if args.store else "SQLite"
-    fill_s = fill(store, seq, args.decisions, args.batch)
+    fill_s = fill(store, seq, args.decisions, args.batch, args.days)
     print(
-        f"{kind}: filled {args.decisions:,} decisions in {fill_s:.1f} s ({args.batch} per commit)"
+        f"{kind}: filled {args.decisions:,} decisions in {fill_s:.1f} s ({args.batch} per "
+        f"commit, over {args.days} days)"
     )
+    if not store.is_sqlite:  # as autovacuum would have by then
+        with store.engine.connect() as c:
+            c.exec_driver_sql("ANALYZE")
+            c.commit()
     if store.is_sqlite:  # as the server's checkpointer does every second
         with store.engine.connect() as c:
             c.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)")

@@ -17,8 +17,10 @@ from chronoml.store import Store
 from chronoml.store import decisions as D
 from chronoml.store import evidence as SE
 from chronoml.store import evidence_batch as EB
+from chronoml.store import evidence_preimages as EP
 from chronoml.store import ledger as SL
 from chronoml.store.decisions import COLUMNS as D_COLUMNS
+from chronoml.window import Window
 
 BASE = (
     "0190-a", 1_767_225_600_000_000, "churn", "v1", "churn", "3", 7, False, "user-1",
@@ -121,9 +123,17 @@ def test_a_worker_process_reports_the_rows_of_its_range(store: Store, tmp_path: 
     drop_guards(store)
     sql(store, "UPDATE decisions SET unit = :v WHERE id = :k", {"v": "user-9", "k": "dec-0009"})
     url = store.engine.url.render_as_string(hide_password=False)
-    got = DC._finish(DC._start(url, str(store.home), [last]))
-    assert got is not None, "the worker process did not run"
-    n, present, problems = got
+    remote = DC._Remote.start(url, str(store.home))
+    assert remote is not None, "the worker process did not start"
+    try:
+        got = remote.run([last])
+        assert got is not None, "the worker process did not run"
+        n, present, problems = got
+        # a second piece on the same process: one start-up for every piece it is given
+        again = remote.run([last])
+    finally:
+        remote.close()
+    assert again is not None and again[:2] == (n, present)
     assert n == present == 6
     assert [(p.what, p.reason) for p in problems][:1] == [
         ("decision dec-0009", "its stored row no longer matches its committed leaf")
@@ -252,7 +262,7 @@ def test_verify_hashes_whole_pages_of_varied_rows_without_the_row_by_row_path(
         pages = list(EB.decision_items(store.engine, True, picked[0], picked[-1] + 1))
         got = [DC._fast(p) for p in pages]
     else:
-        pages = list(EB.decision_preimages(store.engine, [(picked[0], picked[-1] + 1)]))
+        pages = list(EP.decision_preimages(store.engine, [(picked[0], picked[-1] + 1)]))
         got = [DC._fast_preimages(p) for p in pages]
     assert sum(len(p) for p in pages) == 2 * len(rows)
     assert all(g is not None for g in got)
@@ -273,3 +283,37 @@ def test_a_page_with_values_the_fast_path_leaves_out_still_verifies(store: Store
     report = EA.verify(store, decisions=True, workers=1)
     assert report.ok, report.problems[:3]
     assert report.decisions == len(rows)
+
+
+def test_a_window_checks_its_batches_and_names_a_row_added_outside_chronoml(
+    store: Store, tmp_path: Path
+) -> None:
+    # the anti-join over every row runs beside the window's check: its finding and the
+    # window's own must both come back
+    fill(store, tmp_path)
+    with store.read() as conn:
+        batches = [e for e in SE.log_entries(conn) if e[1] == "decision"]
+    last = batches[-1]
+    window = Window(int(last[5]), int(last[5]) + 1)
+    report = EA.verify(store, decisions=True, window=window)
+    assert report.ok, report.problems
+    assert report.decisions == int(last[3])
+    cols = ", ".join(D_COLUMNS)
+    sql(
+        store,
+        f"INSERT INTO decisions ({cols}) SELECT 'dec-mallory', {cols.split(', ', 1)[1]} "
+        "FROM decisions WHERE id = 'dec-0003'",
+    )
+    drop_guards(store)
+    sql(store, "UPDATE decisions SET output = :v WHERE id = :k", {"v": "0.99", "k": "dec-0010"})
+    report = EA.verify(store, decisions=True, window=window)
+    assert not report.ok
+    named = [(p.what, p.reason) for p in report.problems if p.what.startswith("decision ")]
+    assert named == [
+        ("decision dec-0010", "its stored row no longer matches its committed leaf"),
+        ("decision dec-mallory", "it is not in the evidence log: added outside chronoml"),
+    ]
+    # a window before the edited batch does not see the edit, and still sees the row
+    earlier = Window(int(batches[0][5]), int(batches[0][5]) + 1)
+    report = EA.verify(store, decisions=True, window=earlier)
+    assert [p.what for p in report.problems] == ["decision dec-mallory"]

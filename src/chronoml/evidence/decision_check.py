@@ -11,25 +11,30 @@ from its leaves. A page with anything wrong in it (a preimage that does not
 hash to what was committed, a stored hash that is not 32 bytes) is read again
 in full and redone row by row, so the report names each row that fails and why.
 
-Over a large log the work is split into contiguous ranges of log entries,
-one per core: the caller's process takes the first, worker processes the
-others, and their problems are merged. A worker is a fresh interpreter
-(``python -m chronoml.evidence.decision_check``, the store's URL on its stdin,
-its findings as JSON on stdout), so nothing of the caller (threads, open
-connections, its main module) is forked or re-imported; a worker that cannot
-start or fails has its range checked in the caller's process instead. Each
-range is checked exactly as a single process would check it.
+Over a large log the work is split into contiguous pieces of log entries
+(about ``CHUNK`` decisions each), checked by the caller's process and one worker
+process per other core, each taking the next piece when it is done with one, so
+a worker's start-up and a core busy with other work even out; their problems are
+merged. A worker is a fresh interpreter (``python -m
+chronoml.evidence.decision_check``: the store's URL on its stdin, then one piece a
+line; its findings as a JSON line each on stdout), so nothing of the caller
+(threads, open connections, its main module) is forked or re-imported; a piece a
+worker cannot check (it did not start, or failed) is checked in the caller's
+process instead. Each piece is checked exactly as a single process would check it.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
 import os
+import queue
 import struct
 import subprocess
 import sys
+import threading
 from collections.abc import Iterable, Iterator
 from operator import itemgetter
 from pathlib import Path
@@ -45,6 +50,8 @@ from chronoml.store import Store
 from chronoml.store import archive_reads as AR
 from chronoml.store import evidence as SE
 from chronoml.store import evidence_batch as EB
+from chronoml.store import evidence_preimages as EP
+from chronoml.store import partitions as PT
 
 log = logging.getLogger("chronoml.audit")
 
@@ -52,11 +59,12 @@ log = logging.getLogger("chronoml.audit")
 PARALLEL_FROM = 200_000
 MAX_WORKERS = 8
 PAGE = 20_000  # decisions read (and hashed) at a time
+CHUNK = 2 * PAGE  # decisions in each piece of the log handed to a process
 
 Group = tuple[int, list[tuple[int, str, bytes | None]]]
 
 # columns of a page of full rows (evidence_batch.decision_items) and of preimages
-# (evidence_batch.decision_preimages)
+# (evidence_preimages.decision_preimages)
 _IDX, _POS, _REF, _LEAF_AT = itemgetter(0), itemgetter(1), itemgetter(2), itemgetter(3)
 _SALT, _COM, _ID, _CTX = itemgetter(4), itemgetter(5), itemgetter(6), itemgetter(23)
 _PRE_STORED_COM, _PRE_LEAF, _PRE_COM, _PRE_ERASED = (
@@ -218,7 +226,7 @@ def _pages(
     def read() -> Iterator[list[tuple[Any, ...]]]:
         if sqlite:
             return EB.decision_items(engine, True, lo, hi, PAGE)
-        return EB.decision_preimages(engine, _ranges(picked, entries))
+        return EP.decision_preimages(engine, _ranges(picked, entries))
 
     for page in worker.read_ahead(read, name="chronoml-verify-read"):
         hashes: list[bytes | None] | None = None
@@ -229,8 +237,13 @@ def _pages(
                 present[0] += len(page)
             else:
                 first, last = page[0], page[-1]
+                # where the server found rows, look for them in the partitions their ids
+                # point to; a page of none (archived, in blocks, or gone) in all of them
+                refs = list(map(_REF, page))
+                found = list(map(_PRE_LEAF, page)).count(None) < len(page)
+                span = PT.ids_span([min(refs), max(refs)]) if found else None
                 page = EB.decision_items_span(
-                    engine, False, (first[0], first[1]), (last[0], last[1])
+                    engine, False, (first[0], first[1]), (last[0], last[1]), span
                 )
         if hashes is None:
             present[0] += len(page) - list(map(_ID, page)).count(None)
@@ -274,57 +287,73 @@ def _check_range(
     return n, present[0]
 
 
-def _run_range(url: str, home: str, picked: list[int]) -> tuple[int, int, list[Problem]]:
-    store = Store.open(url, Path(home))
-    try:
-        with store.read() as conn:
-            entries = EB.log_entries_between(conn, picked[0], picked[-1] + 1)
-        f = Found()
-        n, present = _check_range(store, entries, picked, f)
-        return n, present, f.items
-    finally:
-        store.close()
+def _run_range(store: Store, picked: list[int]) -> tuple[int, int, list[Problem]]:
+    with store.read() as conn:
+        entries = EB.log_entries_between(conn, picked[0], picked[-1] + 1)
+    f = Found()
+    n, present = _check_range(store, entries, picked, f)
+    return n, present, f.items
 
 
-def _start(url: str, home: str, picked: list[int]) -> subprocess.Popen[bytes] | None:
-    try:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "chronoml.evidence.decision_check"],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-        )
-    except OSError:
-        return None
-    assert proc.stdin is not None
-    # on stdin, not argv: the URL may hold a password
-    proc.stdin.write(json.dumps({"url": url, "home": home, "picked": picked}).encode())
-    proc.stdin.close()
-    return proc
+class _Remote:
+    """A worker process: sent one piece of the log at a time (a JSON line of log
+    indexes), it answers each with a JSON line of its findings."""
 
+    def __init__(self, proc: subprocess.Popen[bytes]) -> None:
+        self.proc = proc
 
-def _finish(proc: subprocess.Popen[bytes] | None) -> tuple[int, int, list[Problem]] | None:
-    if proc is None:
-        return None
-    assert proc.stdout is not None
-    out = proc.stdout.read()
-    proc.stdout.close()
-    if proc.wait() != 0:
-        return None
-    try:
-        got = json.loads(out)
-        problems = [Problem(a, b, c, d) for a, b, c, d in got["problems"]]
-        return int(got["n"]), int(got["present"]), problems
-    except (ValueError, KeyError, TypeError):
-        return None
+    @classmethod
+    def start(cls, url: str, home: str) -> _Remote | None:
+        try:
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "chronoml.evidence.decision_check"],
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+            )
+        except OSError:
+            return None
+        assert proc.stdin is not None
+        # on stdin, not argv: the URL may hold a password
+        proc.stdin.write(json.dumps({"url": url, "home": home}).encode() + b"\n")
+        proc.stdin.flush()
+        return cls(proc)
+
+    def run(self, picked: list[int]) -> tuple[int, int, list[Problem]] | None:
+        """The findings of the piece ``picked``; None when the worker could not check it."""
+        stdin, stdout = self.proc.stdin, self.proc.stdout
+        assert stdin is not None and stdout is not None
+        try:
+            stdin.write(json.dumps(picked).encode() + b"\n")
+            stdin.flush()
+            line = stdout.readline()
+            got = json.loads(line)
+            problems = [Problem(a, b, c, d) for a, b, c, d in got["problems"]]
+            return int(got["n"]), int(got["present"]), problems
+        except (OSError, ValueError, KeyError, TypeError):
+            return None
+
+    def close(self) -> None:
+        stdin, stdout = self.proc.stdin, self.proc.stdout
+        assert stdin is not None and stdout is not None
+        with contextlib.suppress(OSError):  # a worker that died has closed its end
+            stdin.close()
+        stdout.close()
+        self.proc.wait()
 
 
 def main() -> int:
-    """A worker: check the range given on stdin, print the findings as JSON."""
-    job = json.loads(sys.stdin.read())
-    got = _run_range(str(job["url"]), str(job["home"]), [int(i) for i in job["picked"]])
-    n, present, problems = got
-    rows = [[p.log_index, p.what, p.reason, p.rank] for p in problems]
-    sys.stdout.write(json.dumps({"n": n, "present": present, "problems": rows}))
+    """A worker: the store's URL on the first line of stdin, then one piece of the log
+    a line; the findings of each as a line of JSON on stdout, until stdin ends."""
+    job = json.loads(sys.stdin.readline())
+    store = Store.open(str(job["url"]), Path(str(job["home"])))
+    try:
+        for line in sys.stdin:
+            n, present, problems = _run_range(store, [int(i) for i in json.loads(line)])
+            rows = [[p.log_index, p.what, p.reason, p.rank] for p in problems]
+            sys.stdout.write(json.dumps({"n": n, "present": present, "problems": rows}) + "\n")
+            sys.stdout.flush()
+    finally:
+        store.close()
     return 0
 
 
@@ -365,21 +394,64 @@ def check(
     if workers is None:
         total = sum(int(entries[i][3]) for i in picked)
         workers = min(_cores(), MAX_WORKERS) if total >= PARALLEL_FROM else 1
-    runs = _split(picked, entries, max(1, min(workers, len(picked))))
-    if len(runs) == 1:
+    workers = max(1, min(workers, len(picked)))
+    if workers == 1:
         return _check_range(store, entries, picked, f)
+    # pieces of about CHUNK decisions, each to whichever process is free: the workers'
+    # start-up (this process begins at once) and an unevenly busy machine even out
+    total = sum(int(entries[i][3]) for i in picked)
+    cut = _split(picked, entries, max(workers, min(len(picked), -(-total // CHUNK))))
+    # each worker's first piece is one of the last, given at its start (so every worker
+    # checks at least one); the others go in log order to whichever process is free
+    firsts = cut[len(cut) - workers + 1 :][::-1]
+    pieces: queue.SimpleQueue[list[int]] = queue.SimpleQueue()
+    for piece in cut[: len(cut) - workers + 1]:
+        pieces.put(piece)
     url = store.engine.url.render_as_string(hide_password=False)
-    procs = [_start(url, str(store.home), run) for run in runs[1:]]
-    n, present = _check_range(store, entries, runs[0], f)
-    for proc, run in zip(procs, runs[1:], strict=True):
-        got = _finish(proc)
-        if got is None:  # the worker could not run: check its range here
-            log.warning("a verify worker failed; checking its log entries in this process")
-            k, p = _check_range(store, entries, run, f)
-            n, present = n + k, present + p
+    done: list[tuple[int, int, list[Problem]]] = []
+    redo: list[list[int]] = []  # pieces a worker could not check, checked here
+
+    def feed(remote: _Remote, piece: list[int]) -> None:
+        try:
+            while True:
+                got = remote.run(piece)
+                if got is None:
+                    log.warning("a verify worker failed; checking its log entries in this process")
+                    redo.append(piece)
+                    return
+                done.append(got)
+                try:
+                    piece = pieces.get_nowait()
+                except queue.Empty:
+                    return
+        finally:
+            remote.close()
+
+    feeders = []
+    for first in firsts:
+        remote = _Remote.start(url, str(store.home))
+        if remote is None:
+            redo.append(first)
             continue
-        n, present = n + got[0], present + got[1]
-        f.extend(got[2])
+        t = threading.Thread(target=feed, args=(remote, first), name="chronoml-verify-feed")
+        t.start()
+        feeders.append(t)
+    n = present = 0
+    while True:
+        try:
+            piece = pieces.get_nowait()
+        except queue.Empty:
+            break
+        k, p = _check_range(store, entries, piece, f)
+        n, present = n + k, present + p
+    for t in feeders:
+        t.join()
+    for piece in redo:
+        k, p = _check_range(store, entries, piece, f)
+        n, present = n + k, present + p
+    for k, p, problems in done:
+        n, present = n + k, present + p
+        f.extend(problems)
     return n, present
 
 

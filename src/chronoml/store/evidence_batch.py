@@ -33,9 +33,9 @@ _PACK_U32 = struct.Struct(">I").pack
 _PACK_I64 = struct.Struct(">q").pack
 _PACK_F64 = struct.Struct(">d").pack
 
-_LEAF_PREFIX = b"\x00" + _PACK_U32(len(b"chronoml/decision/v2")) + b"chronoml/decision/v2"
-_INPUTS_TAG = _PACK_U32(len(b"chronoml/inputs/v1")) + b"chronoml/inputs/v1"
-_INPUTS_TAG_CONTEXT = _PACK_U32(len(b"chronoml/inputs/v2")) + b"chronoml/inputs/v2"
+LEAF_PREFIX = b"\x00" + _PACK_U32(len(b"chronoml/decision/v2")) + b"chronoml/decision/v2"
+INPUTS_TAG = _PACK_U32(len(b"chronoml/inputs/v1")) + b"chronoml/inputs/v1"
+INPUTS_TAG_CONTEXT = _PACK_U32(len(b"chronoml/inputs/v2")) + b"chronoml/inputs/v2"
 _BATCH_PREFIX = b"\x00" + _PACK_U32(len(b"chronoml/batch/v1")) + b"chronoml/batch/v1"
 _CACHE_LIMIT = 4096
 _SALT_MIN = 16
@@ -145,7 +145,7 @@ def leaf_hashes(
             sha(
                 b"".join(
                     (
-                        _LEAF_PREFIX,
+                        LEAF_PREFIX,
                         p32(len(a)),
                         a,
                         p64(int(ts)),
@@ -187,7 +187,7 @@ def commitments(
             sha(
                 b"".join(
                     (
-                        _INPUTS_TAG if ctx is None else _INPUTS_TAG_CONTEXT,
+                        INPUTS_TAG if ctx is None else INPUTS_TAG_CONTEXT,
                         p32(len(salt)),
                         salt,
                         cached[r[lay_at]],
@@ -222,12 +222,13 @@ def batch_leaf_hash(items: str, size: int, root: bytes, committed_at: int) -> by
 
 # --- reading ----------------------------------------------------------------------
 
+JOIN = "LEFT JOIN decisions d ON d.id = i.ref"
 # decisions with their evidence, read on the driver's cursor: verify reads millions
 _DECISION_ITEMS = (
     "SELECT i.log_index, i.position, i.ref, i.leaf, i.salt, i.commitment, "
     "d.id, d.ts, d.endpoint, d.variant, d.model_name, d.model_version, d.event_seq, "
     "d.shadow, d.unit, d.request_id, d.layout, d.num, d.txt, d.output, d.output_num, "
-    "d.latency_ms, d.scores, d.context FROM evidence_items i LEFT JOIN decisions d ON d.id = i.ref "
+    "d.latency_ms, d.scores, d.context FROM evidence_items i " + JOIN + " "
     "WHERE {kind} IN ('decision', 'decision_block') AND i.log_index >= {ph} AND i.log_index < {ph} "
     "ORDER BY i.log_index, i.position"
 )
@@ -269,10 +270,18 @@ def decision_items(
 
 
 def decision_items_span(
-    engine: Any, is_sqlite: bool, first: tuple[int, int], last: tuple[int, int]
+    engine: Any,
+    is_sqlite: bool,
+    first: tuple[int, int],
+    last: tuple[int, int],
+    span: tuple[int, int] | None = None,
 ) -> list[tuple[Any, ...]]:
     """The rows :func:`decision_items` gives from item ``first`` to item ``last`` (each a
-    (log index, position)), both included: a page read again in full."""
+    (log index, position)), both included: a page read again in full.
+
+    ``span``: the ``[lo, hi)`` of ``ts`` the page's decisions almost surely have (from
+    their ids), so PostgreSQL reads only those day partitions; when a decision is not
+    found there (a row outside the span, or gone), the page is read again without it."""
     ph = "?" if is_sqlite else "%s"
     kind = "+i.kind" if is_sqlite else "i.kind"
     where = (
@@ -281,16 +290,25 @@ def decision_items_span(
         f"AND (i.log_index > {ph} OR i.position >= {ph}) "
         f"AND (i.log_index < {ph} OR i.position <= {ph})"
     )
-    sql = _DECISION_ITEMS.split(" WHERE ")[0] + " WHERE " + where
-    sql += " ORDER BY i.log_index, i.position"
-    params = (first[0], last[0], first[0], first[1], last[0], last[1])
+    head = _DECISION_ITEMS.split(" WHERE ")[0]
+    order = " ORDER BY i.log_index, i.position"
+    params: tuple[int, ...] = (first[0], last[0], first[0], first[1], last[0], last[1])
     raw = engine.raw_connection()
     try:
         db = raw.driver_connection
         cur = db.cursor()
         try:
-            cur.execute(sql, params)
-            rows = list(cur.fetchall())
+            rows: list[tuple[Any, ...]] | None = None
+            if span is not None and not is_sqlite:
+                pruned = head.replace(JOIN, JOIN + " AND d.ts >= %s AND d.ts < %s")
+                # never prepared: a generic plan is blind to the span
+                cur.execute(pruned + " WHERE " + where + order, (*span, *params), prepare=False)
+                rows = list(cur.fetchall())
+                if any(r[6] is None and not ingest.is_block_id(r[2]) for r in rows):
+                    rows = None  # not where its id says: read without the span
+            if rows is None:
+                cur.execute(head + " WHERE " + where + order, params)
+                rows = list(cur.fetchall())
             refs = sorted({str(r[2]) for r in rows if r[6] is None and ingest.is_block_id(r[2])})
             if refs:  # an ingest block's item: one row per decision, as decision_items gives
                 rows = ingest_reads.expand_items(rows, _blocks(db, is_sqlite, refs))
@@ -299,117 +317,6 @@ def decision_items_span(
             cur.close()
             if not is_sqlite:
                 db.rollback()
-    finally:
-        raw.close()
-
-
-def _pg_bytes(b: bytes) -> str:
-    return f"'\\x{b.hex()}'::bytea"
-
-
-_B0, _B1, _B_EMPTY = _pg_bytes(b"\x00"), _pg_bytes(b"\x01"), _pg_bytes(b"")
-
-
-def _pg_s(col: str) -> str:
-    """The leaf encoding of a text column: its UTF-8 length (4 bytes) and bytes."""
-    raw = f"pg_catalog.convert_to({col}, 'UTF8')"
-    return f"pg_catalog.int4send(pg_catalog.octet_length({raw})) || {raw}"
-
-
-def _pg_f(col: str) -> str:
-    """``0x01`` and the big-endian double; NULL (so the row is encoded in Python) when the
-    value is not finite."""
-    return (
-        f"CASE WHEN {col} IN ('NaN'::float8, 'Infinity'::float8, '-Infinity'::float8) "
-        f"THEN NULL ELSE {_B1} || pg_catalog.float8send({col}) END"
-    )
-
-
-def _pg_opt(col: str, enc: str) -> str:
-    return f"CASE WHEN {col} IS NULL THEN {_B0} ELSE {_B1} || {enc} END"
-
-
-# On PostgreSQL the server lays out each decision's leaf and input commitment exactly as
-# DecisionLeaf and inputs_commitment encode them, and verify hashes what it reads: three
-# values a row where the rows themselves are eighteen. A row whose preimage is NULL
-# (its decision gone, erased, a value not finite, a short salt) or whose hash differs is
-# read again in full and checked in Python, which names it.
-_PG_LEAF = " || ".join(
-    (
-        _pg_bytes(_LEAF_PREFIX),
-        _pg_s("d.id"),
-        "pg_catalog.int8send(d.ts)",
-        _pg_s("d.endpoint"),
-        _pg_s("d.variant"),
-        _pg_s("d.model_name"),
-        _pg_s("d.model_version"),
-        "pg_catalog.int8send(d.event_seq)",
-        f"CASE WHEN d.shadow THEN {_B1} ELSE {_B0} END",
-        _pg_opt("d.unit", _pg_s("d.unit")),
-        _pg_s("d.request_id"),
-        _pg_s("d.layout"),
-        "i.commitment",
-        _pg_s("d.output"),
-        f"CASE WHEN d.output_num IS NULL THEN {_B0} ELSE " + _pg_f("d.output_num") + " END",
-        _pg_f("d.latency_ms"),
-        _pg_opt("d.scores", "pg_catalog.sha256(d.scores)"),
-        # the context is inside the commitment of a salted row (the check of the
-        # commitment, with the context inside, tells whether it really is)
-        f"CASE WHEN d.context IS NULL OR i.salt IS NOT NULL THEN {_B0} "
-        f"ELSE {_B1} || " + _pg_s("d.context") + " END",
-    )
-)
-_PG_COMMITMENT = (
-    "CASE WHEN pg_catalog.octet_length(i.salt) < 16 THEN NULL ELSE "
-    + " || ".join(
-        (
-            f"CASE WHEN d.context IS NULL THEN {_pg_bytes(_INPUTS_TAG)} "
-            f"ELSE {_pg_bytes(_INPUTS_TAG_CONTEXT)} END",
-            "pg_catalog.int4send(pg_catalog.octet_length(i.salt))",
-            "i.salt",
-            _pg_s("d.layout"),
-            "pg_catalog.int4send(pg_catalog.octet_length(d.num))",
-            "d.num",
-            _pg_opt("d.txt", _pg_s("d.txt")),
-            "CASE WHEN d.context IS NULL THEN " + _B_EMPTY + " ELSE " + _pg_s("d.context") + " END",
-        )
-    )
-    + " END"
-)
-_PG_PREIMAGES = (
-    "SELECT i.log_index, i.position, i.ref, i.leaf, i.commitment, "
-    f"{_PG_LEAF}, {_PG_COMMITMENT}, i.salt IS NULL FROM evidence_items i LEFT JOIN decisions d ON d.id = i.ref "
-    # an ingest block's item has no decision row: its preimages are NULL, so its page is
-    # read again in full (decision_items_span), where the block is decoded and checked
-    "WHERE i.kind IN ('decision', 'decision_block') AND i.log_index >= %s AND i.log_index < %s "
-    "ORDER BY i.log_index, i.position"
-)
-
-
-def decision_preimages(
-    engine: Any, ranges: Sequence[tuple[int, int]]
-) -> Iterator[list[tuple[Any, ...]]]:
-    """PostgreSQL: for each range [lo, hi) of log entries, the page of (log index,
-    position, ref, leaf, commitment, leaf preimage, commitment preimage, whether the salt
-    is gone) of its decision items.
-
-    One statement per range rather than one cursor over all: the server then joins a
-    range's items to their decisions through the index, without sorting the whole log."""
-    raw = engine.raw_connection()
-    try:
-        db = raw.driver_connection
-        try:
-            for lo, hi in ranges:
-                cur = db.cursor()
-                try:
-                    cur.execute(_PG_PREIMAGES, (lo, hi))
-                    rows = cur.fetchall()
-                finally:
-                    cur.close()
-                if rows:
-                    yield rows
-        finally:
-            db.rollback()
     finally:
         raw.close()
 

@@ -18,15 +18,22 @@ from sqlalchemy import Connection, bindparam, text
 
 from chronoml.domain.merkle import HASH_SIZE
 from chronoml.store.decisions import COLUMNS, DecisionRow
+from chronoml.store.partitions import id_span
 
-_DECISION_EVIDENCE = text(
+_DECISION_EVIDENCE_SQL = (
     "SELECT i.log_index, i.position, i.leaf, i.salt, i.commitment, c.id, c.size, c.note, "
     + ", ".join(f"d.{col}" for col in COLUMNS)
     + " FROM (SELECT 1 AS one) AS o "
     "LEFT JOIN evidence_items i ON i.kind = 'decision' AND i.ref = :ref "
-    "LEFT JOIN decisions d ON d.id = :ref AND i.ref IS NOT NULL "
+    "LEFT JOIN decisions d ON d.id = :ref AND i.ref IS NOT NULL{span} "
     "LEFT JOIN (SELECT id, size, note FROM checkpoints ORDER BY id DESC LIMIT 1) AS c ON 1 = 1"
-).bindparams(bindparam("ref"))
+)
+_DECISION_EVIDENCE = text(_DECISION_EVIDENCE_SQL.format(span="")).bindparams(bindparam("ref"))
+# PostgreSQL: only the day partitions the id's time points to (partitions.id_span); a
+# row outside them comes back missing and is looked up again everywhere
+_DECISION_EVIDENCE_IN_SPAN = text(
+    _DECISION_EVIDENCE_SQL.format(span=" AND d.ts >= :lo AND d.ts < :hi")
+).bindparams(bindparam("ref"), bindparam("lo"), bindparam("hi"))
 
 
 @dataclass(frozen=True)
@@ -41,8 +48,16 @@ class DecisionEvidence:
 
 
 def decision_evidence(conn: Connection, decision_id: str) -> DecisionEvidence:
-    """The decision's item and row and the newest stored checkpoint, in one statement."""
-    r = conn.execute(_DECISION_EVIDENCE, {"ref": decision_id}).one()
+    """The decision's item and row and the newest stored checkpoint, in one statement.
+
+    The row is None when it is not where its id's time says (the caller then looks it
+    up by id alone, :func:`chronoml.store.decisions.get_in`)."""
+    span = None if conn.dialect.name == "sqlite" else id_span(decision_id)
+    if span is None:
+        r = conn.execute(_DECISION_EVIDENCE, {"ref": decision_id}).one()
+    else:
+        params = {"ref": decision_id, "lo": span[0], "hi": span[1]}
+        r = conn.execute(_DECISION_EVIDENCE_IN_SPAN, params).one()
     item = None
     if r[0] is not None:
         item = ("decision", decision_id, int(r[0]), int(r[1]), bytes(r[2]), r[3], r[4])
