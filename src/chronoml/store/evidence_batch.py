@@ -27,7 +27,7 @@ from sqlalchemy import Connection, select
 
 from chronoml.domain import leaves as LV
 from chronoml.domain import merkle
-from chronoml.store import ingest, ingest_reads, schema
+from chronoml.store import ingest, ingest_reads, schema, spans
 
 _PACK_U32 = struct.Struct(">I").pack
 _PACK_I64 = struct.Struct(">q").pack
@@ -328,17 +328,37 @@ def _blocks(db: Any, is_sqlite: bool, refs: list[str]) -> dict[str, tuple[Any, .
     cols = ", ".join(ingest.COLUMNS)
     for k in range(0, len(refs), 500):
         part = refs[k : k + 500]
-        cur = db.cursor()
-        try:
-            cur.execute(
-                f"SELECT {cols} FROM ingest_blocks WHERE id IN ({', '.join([ph] * len(part))})",
-                part,
-            )
-            for r in cur.fetchall():
-                out[str(r[0])] = tuple(r)
-        finally:
-            cur.close()
+        # on PostgreSQL's day partitions: the span of ts the ids imply reads only those
+        # days; a block stored outside it is looked for in every partition after
+        span = None if is_sqlite else spans.ids_span(part)
+        _read_blocks(db, ph, cols, part, span, out)
+        if span is not None:
+            missing = [b for b in part if b not in out]
+            if missing:
+                _read_blocks(db, ph, cols, missing, None, out)
     return out
+
+
+def _read_blocks(
+    db: Any,
+    ph: str,
+    cols: str,
+    ids: list[str],
+    span: tuple[int, int] | None,
+    out: dict[str, tuple[Any, ...] | None],
+) -> None:
+    where = f"id IN ({', '.join([ph] * len(ids))})"
+    args: list[Any] = list(ids)
+    if span is not None:
+        where += f" AND ts >= {ph} AND ts < {ph}"
+        args += [span[0], span[1]]
+    cur = db.cursor()
+    try:
+        cur.execute(f"SELECT {cols} FROM ingest_blocks WHERE {where}", args)
+        for r in cur.fetchall():
+            out[str(r[0])] = tuple(r)
+    finally:
+        cur.close()
 
 
 def log_entries_between(conn: Connection, lo: int, hi: int) -> dict[int, tuple[Any, ...]]:
