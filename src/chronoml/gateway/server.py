@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import gc
 import logging
 import os
 import sys
@@ -69,7 +68,7 @@ def serve(
         "timeout_graceful_shutdown": 30,
     }
     if workers == 1:
-        uvicorn.run(frozen_after_start(create_app(cm.settings, cm)), **common)
+        uvicorn.run(create_app(cm.settings, cm), **common)
         return
     # each worker process builds its own app from the same settings
     settings_to_env(cm.settings)
@@ -131,24 +130,4 @@ def worker_app() -> Starlette:
     configure(settings)
     access_lines(os.environ.get("CHRONOML_ACCESS_LOG", "1") == "1")
     load_lines()
-    return frozen_after_start(create_app(settings))
-
-
-def frozen_after_start(app: Starlette) -> Starlette:
-    """``app``, set to call :func:`freeze_heap` once its gateway has started."""
-    app.state.gateway.on_start.append(freeze_heap)
-    return app
-
-
-def freeze_heap() -> None:
-    """Collect once, then leave every object alive out of the collector's later passes.
-
-    What a started server holds (MLflow, pandas, scikit-learn, the loaded models:
-    hundreds of thousands of objects) lives as long as it does. In the collector's
-    oldest generation, each full collection walks all of it while the request that
-    set it off waits: 0.3-0.6 s, every few hundred 1000-row requests, measured in
-    the serving benchmark. Frozen, a collection walks only what was made since.
-    Not in tests' apps: a test process starts many gateways and keeps none.
-    """
-    gc.collect()
-    gc.freeze()
+    return create_app(settings)
