@@ -268,3 +268,32 @@ def test_the_lookup_of_a_block_decision_opens_one_partition(pg: Store) -> None:
     with pg.read() as conn:
         assert D.get_in(conn, block.id[:24] + "ffffffff0001") is None
         assert len(_locked(conn)) == len(partitions.partitions(conn, BLOCKS))
+
+
+@pytest.mark.parametrize("days_back", [3, 0])
+def test_a_second_block_under_a_committed_block_id_is_named(pg: Store, days_back: int) -> None:
+    """Blocks are keyed by (id, ts) on day partitions, so plain SQL can add a forged copy
+    of a committed block under its id, at another time, with another latency."""
+    pg.upgrade()
+    with pg.write() as conn:
+        partitions.create_ahead(conn, NOON - 5 * DAY_US, 6, BLOCKS)
+    blocks = _blocks(pg, [NOON, NOON + 5])
+    victim = blocks[1].id
+    assert audit.verify(pg, decisions=True, workers=1).ok
+    with pg.write() as conn:
+        conn.exec_driver_sql(
+            "CREATE TEMP TABLE copied AS SELECT * FROM ingest_blocks WHERE id = %(i)s",
+            {"i": victim},
+        )
+        conn.exec_driver_sql(
+            "UPDATE copied SET ts = ts - %(back)s, latency_ms = 99",
+            {"back": days_back * DAY_US + 1},
+        )
+        conn.exec_driver_sql("INSERT INTO ingest_blocks SELECT * FROM copied")
+        conn.exec_driver_sql("DROP TABLE copied")
+    report = audit.verify(pg, decisions=True, workers=1)
+    assert not report.ok
+    assert any(
+        p.what == f"block {victim}" and "more than one stored row" in p.reason
+        for p in report.problems
+    ), report.problems

@@ -8,12 +8,14 @@ from __future__ import annotations
 import struct
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from evidence_fill import deploy, drop_guards, sql
 
 from chronoml.context import Context
 from chronoml.evidence import audit as EA
+from chronoml.evidence import decision_check as DC
 from chronoml.evidence import keys, proofs
 from chronoml.ids import new_id
 from chronoml.settings import Settings
@@ -24,6 +26,7 @@ from chronoml.store import evidence_preimages as EP
 from chronoml.store import ledger as SL
 from chronoml.store import proof_reads as PR
 from chronoml.store.partitions import DAY_US
+from chronoml.window import Window
 
 # noon UTC on 2026-06-01, then the days around it
 NOON = 1_780_315_200_000_000
@@ -148,3 +151,57 @@ def test_a_decision_moved_to_another_day_edited_or_deleted_is_named(
     assert reason in (report.reason or "")
     named = [p.what for p in report.problems if p.what.startswith("decision")]
     assert named == [f"decision {victim}"]
+
+
+@pytest.mark.parametrize("days_back", [3, 0])
+@pytest.mark.parametrize("windowed", [False, True])
+def test_a_second_row_under_a_committed_id_is_named(
+    pg: Store, days_back: int, windowed: bool
+) -> None:
+    """The day partitions key rows by (id, ts): plain SQL can copy a committed decision
+    under its own id with another time and another output, which window reads then
+    serve. Outside the id's time span the bounded join never sees the copy."""
+    ids = _log(pg)
+    victim = ids[PER_DAY + 7]
+    drop_guards(pg)
+    with pg.write() as conn:
+        conn.exec_driver_sql(
+            "CREATE TEMP TABLE copied AS SELECT * FROM decisions WHERE id = %(i)s", {"i": victim}
+        )
+        conn.exec_driver_sql(
+            "UPDATE copied SET ts = ts - %(back)s, output = '0.99', output_num = 0.99",
+            {"back": days_back * DAY_US + 1},
+        )
+        conn.exec_driver_sql("INSERT INTO decisions SELECT * FROM copied")
+        conn.exec_driver_sql("DROP TABLE copied")
+    with pg.read() as conn:
+        n = conn.exec_driver_sql(
+            "SELECT count(*) FROM decisions WHERE id = %(i)s", {"i": victim}
+        ).scalar_one()
+    assert n == 2
+    window = Window(NOON - 10 * DAY_US, NOON + 10 * DAY_US) if windowed else None
+    report = EA.verify(pg, decisions=True, workers=1, window=window)
+    assert not report.ok
+    assert any(
+        p.what == f"decision {victim}" and "more than one stored row" in p.reason
+        for p in report.problems
+    ), report.problems
+
+
+def test_a_worker_that_dies_at_start_leaves_its_pieces_to_this_process(
+    pg: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A worker process gone before it reads its first line (killed, out of memory, a
+    broken interpreter): verify checks every piece itself instead of failing."""
+    ids = _log(pg)
+    real = DC.subprocess.Popen
+
+    def dead(*args: Any, **kwargs: Any) -> Any:
+        proc = real(["/bin/false"], **kwargs)
+        proc.wait()  # its end of the pipe is closed before the store's URL is written
+        return proc
+
+    monkeypatch.setattr(DC.subprocess, "Popen", dead)
+    report = EA.verify(pg, decisions=True, workers=2)
+    assert report.ok, report.problems
+    assert report.decisions == len(ids)

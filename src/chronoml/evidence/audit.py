@@ -34,6 +34,7 @@ from chronoml.store import archive_reads as AR
 from chronoml.store import checkpoints as SC
 from chronoml.store import decisions as SD
 from chronoml.store import evidence as SE
+from chronoml.store import evidence_batch as EB
 from chronoml.store import ledger as SL
 from chronoml.timeutil import iso
 from chronoml.window import Window
@@ -333,22 +334,29 @@ def verify(
             with store.read() as conn:
                 return SE.uncommitted(conn, "decision")
 
-        unlogged: list[str] = []
-        if window is None:
-            report.decisions, present = decision_check.check(store, by_index, picked, f, workers)
-            # both keys are unique, so when every decision row was matched to an item the
-            # anti-join over all rows cannot find one; it runs only to name those that are not
-            if SD.count(store) != present:
-                unlogged = unlogged_rows()
-        else:
+        def duplicated() -> list[tuple[str, str]]:
+            with store.read() as conn:
+                return EB.duplicated_ids(conn)
+
+        # a second row under a committed id (PostgreSQL's day partitions key rows by
+        # (id, ts)) lies outside what the check reads: a scan of the keys, run beside it
+        jobs: list[Callable[[], Any]] = [
+            lambda: decision_check.check(store, by_index, picked, f, workers),
+            duplicated,
+        ]
+        if window is not None:
             # a window's decisions do not account for the table's: the anti-join (a scan
             # of every row, in the database, without the GIL) runs beside their check
-            jobs: list[Callable[[], Any]] = [
-                lambda: decision_check.check(store, by_index, picked, f, workers),
-                unlogged_rows,
-            ]
-            checked, unlogged = worker.parallel(2)(_call, jobs)
-            report.decisions = checked[0]
+            jobs.append(unlogged_rows)
+        done = list(worker.parallel(len(jobs))(_call, jobs))
+        (report.decisions, present), twice = done[0], done[1]
+        unlogged: list[str] = done[2] if window is not None else []
+        for what, ref in twice:
+            f.add(None, f"{what} {ref}", "more than one stored row has its id: one was added")
+        # when every decision row was matched to an item the anti-join over all rows
+        # cannot find one; it runs only to name those that are not
+        if window is None and SD.count(store) != present:
+            unlogged = unlogged_rows()
         for ref in unlogged:
             f.add(None, f"decision {ref}", "it is not in the evidence log: added outside chronoml")
     tree = _check_tree(store, head, entries, leaves, f)

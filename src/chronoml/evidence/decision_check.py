@@ -313,9 +313,18 @@ class _Remote:
         except OSError:
             return None
         assert proc.stdin is not None
-        # on stdin, not argv: the URL may hold a password
-        proc.stdin.write(json.dumps({"url": url, "home": home}).encode() + b"\n")
-        proc.stdin.flush()
+        try:
+            # on stdin, not argv: the URL may hold a password
+            proc.stdin.write(json.dumps({"url": url, "home": home}).encode() + b"\n")
+            proc.stdin.flush()
+        except OSError:  # it died at once: its pieces are checked here instead
+            proc.kill()
+            proc.wait()
+            for pipe in (proc.stdin, proc.stdout):
+                with contextlib.suppress(OSError):
+                    if pipe is not None:
+                        pipe.close()
+            return None
         return cls(proc)
 
     def run(self, picked: list[int]) -> tuple[int, int, list[Problem]] | None:
