@@ -1,8 +1,8 @@
 """The access log: one JSON line per request, written off the event loop.
 
 A line is built where the request ends (orjson, a cached time of day) and
-handed to :class:`AccessLines`, whose thread writes what has gathered in one
-``write`` of whole lines. The event loop never waits on the file: a write to a
+handed to :class:`AccessLines`, whose thread writes what has gathered over
+20 ms in one ``write`` of whole lines (a stop writes what is left). The event loop never waits on the file: a write to a
 disk that is committing its journal (the decision log fsyncs the same disk
 hundreds of times a second) can block for milliseconds, and every request in
 flight would wait with it.
@@ -67,7 +67,7 @@ class AccessLines(logging.Handler):
     :meth:`flush` (and :meth:`close`) writes what is queued before returning.
     """
 
-    def __init__(self, fd: int = 2, gather_s: float = 0.002) -> None:
+    def __init__(self, fd: int = 2, gather_s: float = 0.02) -> None:
         super().__init__(logging.INFO)
         self.fd = fd
         self.gather_s = gather_s  # how long the thread lets lines gather after a wake-up
