@@ -26,11 +26,9 @@ class HeldLookups(TokenCache):
         super().__init__(store, ttl_s)
         self.reads = 0
 
-    def __call__(self, secret_sha256: str) -> list[TokenRecord]:
-        fresh = self.cached(secret_sha256) is None
-        got = super().__call__(secret_sha256)
-        self.reads += fresh
-        return got
+    def read(self, secret_sha256: str) -> list[TokenRecord]:
+        self.reads += 1
+        return super().read(secret_sha256)
 
 
 def _access(cm: Any, settings: Any, ttl_s: float = 60.0) -> tuple[Access, HeldLookups]:
@@ -116,3 +114,95 @@ def test_a_token_revoked_elsewhere_is_refused_once_the_cache_expires(
     time.sleep(0.2)
     with pytest.raises(Unauthenticated, match="revoked"):
         asyncio.run(access.principal(_scope(secret)))
+
+
+class Clock:
+    """A monotonic clock the test moves by hand (seconds)."""
+
+    def __init__(self) -> None:
+        self.t = 0.0
+
+    def __call__(self) -> float:
+        return self.t
+
+
+def _from(secret: str, address: str) -> dict[str, Any]:
+    return {**_scope(secret), "client": (address, 50000)}
+
+
+def _clocked(cm: Any, settings: Any, ttl_s: float) -> tuple[Access, HeldLookups, Clock]:
+    access, held = _access(cm, settings, ttl_s=ttl_s)
+    clock = Clock()
+    access.clock = held.clock = clock
+    return access, held, clock
+
+
+def test_a_principal_is_kept_no_longer_than_the_token_records_it_was_built_from(
+    cm: Any, settings: Any
+) -> None:
+    """Attack: a second client of a token found the records another client's request had
+    read, and kept its principal for a whole cache lifetime from then on, so a token revoked
+    on another server went on working here for up to twice the promised lifetime."""
+    secret, _ = create_token(cm.store, "ci", "viewer", by="test")
+    access, _held, clock = _clocked(cm, settings, ttl_s=10.0)
+    assert asyncio.run(access.principal(_from(secret, "10.0.0.1"))).actor == "token:ci"
+    clock.t = 9.0  # the records are 9 s old: a new client's principal is built from them
+    assert asyncio.run(access.principal(_from(secret, "10.0.0.2"))).actor == "token:ci"
+    assert revoke_token(cm.store, "ci", by="another server")
+    clock.t = 10.5  # the records are past their lifetime, the second principal is not
+    with pytest.raises(Unauthenticated, match="revoked"):
+        asyncio.run(access.principal(_from(secret, "10.0.0.2")))
+
+
+def test_a_kept_principal_is_refused_from_its_tokens_expiry_on(cm: Any, settings: Any) -> None:
+    """Attack: a principal kept for the cache's lifetime outlived its token's expiry."""
+    secret, record = create_token(cm.store, "ci", "viewer", by="test", expires="1h")
+    assert record.expires_at is not None
+    access, held, clock = _clocked(cm, settings, ttl_s=7200.0)
+    wall0 = record.created_at
+    access.authenticator = Authenticator(held, clock=lambda: wall0 + int(clock.t * 1_000_000))
+    assert asyncio.run(access.principal(_scope(secret))).actor == "token:ci"
+    clock.t = 3599.0
+    assert asyncio.run(access.principal(_scope(secret))).actor == "token:ci"
+    clock.t = 3601.0
+    with pytest.raises(Unauthenticated, match="expired"):
+        asyncio.run(access.principal(_scope(secret)))
+
+
+def test_a_kept_principal_is_looked_up_again_in_the_background_before_it_expires(
+    cm: Any, settings: Any
+) -> None:
+    """From half its lifetime on, requests are answered with the kept principal while one
+    store read runs beside them; a revocation that read finds is heard by the next request."""
+    secret, _ = create_token(cm.store, "ci", "viewer", by="test")
+    access, held, clock = _clocked(cm, settings, ttl_s=10.0)
+
+    async def until_reads(n: int) -> None:
+        deadline = time.monotonic() + 30
+        while held.reads < n and time.monotonic() < deadline:
+            await asyncio.sleep(0.005)
+
+    async def scenario() -> None:
+        assert (await access.principal(_scope(secret))).actor == "token:ci"
+        clock.t = 6.0  # past half the lifetime: 16 requests, no waiting, one store read
+        got = await asyncio.gather(*(access.principal(_scope(secret)) for _ in range(16)))
+        assert {p.actor for p in got} == {"token:ci"}
+        await until_reads(2)
+        assert held.reads == 2
+        assert revoke_token(cm.store, "ci", by="another server")
+        clock.t = 12.0  # the kept answer (read at 6 s) still serves, and a read starts
+        assert (await access.principal(_scope(secret))).actor == "token:ci"
+        # still within the lifetime of the kept answer: only that read can refuse it
+        deadline = time.monotonic() + 30
+        refused: Unauthenticated | None = None
+        while refused is None and time.monotonic() < deadline:
+            try:
+                await access.principal(_scope(secret))
+            except Unauthenticated as exc:
+                refused = exc
+            else:
+                await asyncio.sleep(0.005)
+        assert refused is not None and "revoked" in refused.message
+
+    asyncio.run(scenario())
+    assert held.reads == 3

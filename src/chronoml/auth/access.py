@@ -96,28 +96,44 @@ def _create_private(path: Path) -> int:
 
 
 class TokenCache:
-    """Token records by secret hash, each read from the store at most once per ``ttl_s``."""
+    """Token records by secret hash, each read from the store at most once per ``ttl_s``.
 
-    def __init__(self, store: Store, ttl_s: float = 0.25) -> None:
+    ``clock`` is the monotonic clock the ages are measured on (seconds).
+    """
+
+    def __init__(
+        self, store: Store, ttl_s: float = 0.25, clock: Callable[[], float] = time.monotonic
+    ) -> None:
         self.store = store
         self.ttl_s = ttl_s
+        self.clock = clock
         self._entries: dict[str, tuple[float, list[TokenRecord]]] = {}
         self._lock = threading.Lock()
         self._generation = 0  # counts forget() calls
 
+    def entry(self, secret_sha256: str) -> tuple[float, list[TokenRecord]] | None:
+        """When the records were read (on :attr:`clock`) and the records, if less than
+        ``ttl_s`` ago (no store access), else None."""
+        got = self._entries.get(secret_sha256)
+        if got is not None and self.clock() - got[0] < self.ttl_s:
+            return got
+        return None
+
     def cached(self, secret_sha256: str) -> list[TokenRecord] | None:
         """The records if read less than ``ttl_s`` ago (no store access), else None."""
-        got = self._entries.get(secret_sha256)
-        if got is not None and time.monotonic() - got[0] < self.ttl_s:
-            return got[1]
-        return None
+        got = self.entry(secret_sha256)
+        return None if got is None else got[1]
 
     def __call__(self, secret_sha256: str) -> list[TokenRecord]:
         got = self.cached(secret_sha256)
         if got is not None:
             return got
+        return self.read(secret_sha256)
+
+    def read(self, secret_sha256: str) -> list[TokenRecord]:
+        """The records as the store has them now (kept for ``ttl_s``)."""
         generation = self._generation
-        read_at = time.monotonic()
+        read_at = self.clock()
         records = [_record(r) for r in SP.tokens_with_hash(self.store, secret_sha256)]
         with self._lock:
             if len(self._entries) > 10_000:  # many unknown secrets: start over

@@ -14,14 +14,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
 from urllib.parse import quote
 
-import orjson
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
@@ -46,14 +43,12 @@ from chronoml.auth import (
 )
 from chronoml.auth.access import TokenCache
 from chronoml.auth.roles import PERMISSIONS
-from chronoml.auth.tokens import looks_like_secret
+from chronoml.auth.tokens import TokenRecord, looks_like_secret
 from chronoml.errors import StoreError
+from chronoml.gateway.access_log import access_log, write_line
 from chronoml.gateway.responses import error_body, for_error
 from chronoml.settings import Settings
 from chronoml.store.database import Store
-from chronoml.timeutil import iso, now_us
-
-access_log = logging.getLogger("chronoml.access")
 
 Handler = Callable[[Request], Awaitable[Response]]
 
@@ -173,13 +168,18 @@ class Access:
         self.proxies = parse_trusted_proxies(settings.trusted_proxies)
         # Answers that hold for a while, so the checks cost a dict lookup per request:
         # Host header values (fixed by configuration), and principals by credentials
-        # and client for the token cache's lifetime (a revocation or an expiry takes
-        # effect within it, as with the token cache itself).
+        # and client. A principal is kept until its token records are ttl_s old (a
+        # revocation or an expiry elsewhere takes effect within that, as with the token
+        # cache itself) or the token expires, and looked up again in the background from
+        # half that age on, so a request seldom waits for the store.
+        self.clock: Callable[[], float] = time.monotonic
+        self.tokens.clock = lambda: self.clock()
         self._host_ok: dict[bytes, bool] = {}
-        self._principals: dict[tuple[bytes, str | None], tuple[float, Principal]] = {}
+        self._principals: dict[tuple[bytes, str | None], _Kept] = {}
         # the lookup under way per credentials: requests that arrive while it runs wait
         # for it instead of each reading the store (16 connections, one store read)
         self._pending: dict[tuple[bytes, str | None], asyncio.Future[Principal]] = {}
+        self._refreshing: set[asyncio.Task[Principal]] = set()
         self._ttl_s = self.tokens.ttl_s
         self._generation = 0  # counts forget(): an answer read before one is not kept
 
@@ -249,12 +249,15 @@ class Access:
         peer = scope.get("client")
         key = (raw, peer[0] if peer and not self.proxies else None)
         got = self._principals.get(key)
-        now = time.monotonic()
-        if got is not None and now - got[0] < self._ttl_s:
-            return got[1]
+        if got is not None:
+            now = self.clock()
+            if now < got.until:
+                if now >= got.refresh_from and key not in self._pending:
+                    self._refresh(key, scope)
+                return got.principal
         if key[1] is None and self.proxies:
             # behind a proxy the client is in X-Forwarded-For: the answer is this request's
-            return await self._authenticate(scope)
+            return (await self._authenticate(scope, False))[0]
         while (pending := self._pending.get(key)) is not None:
             # a lookup of these credentials is under way: its answer is this request's too
             try:
@@ -262,15 +265,50 @@ class Access:
             except asyncio.CancelledError:
                 if not pending.cancelled():
                     raise  # this request was cancelled, not the lookup
-        generation = self._generation
+        return await self._lookup(key, scope, self._begin(key), False)
+
+    def _begin(self, key: tuple[bytes, str | None]) -> asyncio.Future[Principal]:
+        """The lookup of ``key`` is under way from now: later requests wait for it."""
         done: asyncio.Future[Principal] = asyncio.get_running_loop().create_future()
         self._pending[key] = done
+        return done
+
+    def _refresh(self, key: tuple[bytes, str | None], scope: Scope) -> None:
+        """Look ``key`` up again in the background; the kept answer serves until then."""
+        done = self._begin(key)  # at once: the next requests of this turn start no other
+        task = asyncio.get_running_loop().create_task(self._lookup(key, scope, done, True))
+        self._refreshing.add(task)
+
+        def finished(t: asyncio.Task[Principal]) -> None:
+            self._refreshing.discard(t)
+            if t.cancelled():
+                if not done.done():  # cancelled before it ran: nobody is left waiting on it
+                    done.cancel()
+                if self._pending.get(key) is done:
+                    del self._pending[key]
+            else:
+                t.exception()  # retrieved: a refusal is the next request's to hear
+
+        task.add_done_callback(finished)
+
+    async def _lookup(
+        self,
+        key: tuple[bytes, str | None],
+        scope: Scope,
+        done: asyncio.Future[Principal],
+        refresh: bool,
+    ) -> Principal:
+        generation = self._generation
         try:
-            p = await self._authenticate(scope)
+            p, until = await self._authenticate(scope, refresh)
         except asyncio.CancelledError:
             done.cancel()  # the requests waiting for it look up again
             raise
         except BaseException as exc:
+            if refresh and generation == self._generation:
+                # refused now (revoked, expired) or not checkable: nothing is kept, so the
+                # next request with these credentials hears it
+                self._principals.pop(key, None)
             done.set_exception(exc)
             done.exception()  # marked retrieved: the waiters, if any, raise it as well
             raise
@@ -281,7 +319,7 @@ class Access:
         if generation == self._generation:  # no token changed here while it ran
             if len(self._principals) > 10_000:
                 self._principals.clear()
-            self._principals[key] = (now, p)
+            self._principals[key] = _Kept(until, until - self._ttl_s / 2, p)
         return p
 
     def forget(self) -> None:
@@ -293,7 +331,8 @@ class Access:
         self._pending.clear()
         self._generation += 1
 
-    async def _authenticate(self, scope: Scope) -> Principal:
+    async def _authenticate(self, scope: Scope, refresh: bool) -> tuple[Principal, float]:
+        """The principal, and until when (on :attr:`clock`) it may be kept."""
         headers = _headers(scope)
         authorization = headers.get("authorization")
         if authorization is None and "cookie" in headers:
@@ -304,13 +343,34 @@ class Access:
         client = self.client(scope)
         credential = bearer(authorization)
         if credential is not None and looks_like_secret(credential):
-            if self.tokens.cached(hash_secret(credential)) is None:
+            digest = hash_secret(credential)
+            entry = self.tokens.entry(digest)
+            if entry is None:
                 # first use in a while: the store lookup leaves the event loop free
-                await run_in_threadpool(self.tokens, hash_secret(credential))
-            return self.authenticator.authenticate(authorization, client)
+                await run_in_threadpool(self.tokens, digest)
+            elif refresh and self.clock() - entry[0] >= self._ttl_s / 2:
+                await run_in_threadpool(self.tokens.read, digest)
+            entry = self.tokens.entry(digest)
+            p = self.authenticator.authenticate(authorization, client)
+            return p, self._kept_until(entry)
+        now = self.clock()
         if credential is not None:  # a JWT: its keys may need fetching
-            return await run_in_threadpool(self.authenticator.authenticate, authorization, client)
-        return self.authenticator.authenticate(None, client)
+            p = await run_in_threadpool(self.authenticator.authenticate, authorization, client)
+            return p, now + self._ttl_s
+        return self.authenticator.authenticate(None, client), now + self._ttl_s
+
+    def _kept_until(self, entry: tuple[float, list[TokenRecord]] | None) -> float:
+        """Until when a principal of these token records may be kept: the records' age
+        reaching ttl_s, or the token expiring (or its revocation taking effect) first."""
+        now = self.clock()
+        if entry is None:  # forgotten meanwhile: this answer is for this request only
+            return now
+        until = entry[0] + self._ttl_s
+        ends = [t for r in entry[1] for t in (r.expires_at, r.revoked_at) if t is not None]
+        if ends:
+            left_s = (min(ends) - self.authenticator.clock()) / 1e6
+            until = min(until, now + left_s)
+        return until
 
     # --- around each view ----------------------------------------------------
 
@@ -356,58 +416,17 @@ class Access:
     def write_line(
         self, principal: Principal | None, method: str, route: str, status: int, started: float
     ) -> None:
-        """One structured line per request: time, principal, client, method, route, status,
-        latency (logger ``chronoml.access``)."""
-        line = orjson.dumps(
-            {
-                "time": _line_time(),
-                "principal": principal.actor if principal else None,
-                "client": principal.client if principal else None,
-                "method": method,
-                "route": route,
-                "status": status,
-                "latency_ms": round((time.perf_counter() - started) * 1000, 3),
-            },
-            option=orjson.OPT_APPEND_NEWLINE,
-        )
-        handlers = access_log.handlers
-        if len(handlers) == 1 and type(handlers[0]) is AccessLines and not access_log.filters:
-            # as the server configures it: the line as is, with no log record to build
-            handlers[0].write(line)
-        else:
-            access_log.info(line[:-1].decode())
+        """One structured line per request (see :func:`access_log.write_line`)."""
+        write_line(principal, method, route, status, started)
 
 
-class AccessLines(logging.Handler):
-    """The access log's handler: each line goes to a file descriptor (standard error) in
-    one write, so the lines of several worker processes never interleave."""
+@dataclass(frozen=True, slots=True)
+class _Kept:
+    """A principal kept for its credentials: until when, and when to look it up again."""
 
-    def __init__(self, fd: int = 2) -> None:
-        super().__init__(logging.INFO)
-        self.fd = fd
-
-    def emit(self, record: logging.LogRecord) -> None:
-        self.write((self.format(record) + "\n").encode())
-
-    def write(self, line: bytes) -> None:
-        view = memoryview(line)
-        try:
-            while view:
-                view = view[os.write(self.fd, view) :]
-        except OSError:
-            pass  # standard error is gone: there is nowhere left to say so
-
-
-# the access line's time: the date and time to the second are formatted once a second
-_second: list[Any] = [None, ""]
-
-
-def _line_time() -> str:
-    us = now_us()
-    sec = us // 1_000_000
-    if sec != _second[0]:
-        _second[0], _second[1] = sec, iso(sec * 1_000_000)[:-8]
-    return f"{_second[1]}.{us % 1_000_000:06d}Z"
+    until: float
+    refresh_from: float
+    principal: Principal
 
 
 def check(principal: Principal, rule: Rule, endpoint: str | None) -> None:

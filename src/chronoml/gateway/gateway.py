@@ -28,7 +28,7 @@ from chronoml.errors import ChronomlError, InvalidInput, StoreError
 from chronoml.evidence.checkpoints import CheckpointWorker, signing_key
 from chronoml.evidence.keys import KeyFileError, SigningKey
 from chronoml.evidence.timestamps import Authority
-from chronoml.gateway import batching, inputs
+from chronoml.gateway import access_log, batching, inputs
 from chronoml.gateway.access import Access
 from chronoml.gateway.canary import Canaries
 from chronoml.gateway.live import Live, LiveEndpoint
@@ -170,6 +170,7 @@ class Gateway:
             b.close()
         if self.log is not None:
             self.log.close()
+        access_log.flush()
 
     # --- helpers -----------------------------------------------------------
 
