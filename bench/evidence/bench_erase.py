@@ -141,7 +141,7 @@ def main() -> int:
                 t = time.perf_counter()
                 got = erasure.erase_unit(cm, unit, "bench")
                 times.append(time.perf_counter() - t)
-                assert got["decisions"] == PER_UNIT, got
+                assert got.decisions == PER_UNIT, got
             return times
 
         def n_blocks() -> int:

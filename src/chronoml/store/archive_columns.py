@@ -19,6 +19,7 @@ run's time, so the columns are read in bulk where the database allows it:
 from __future__ import annotations
 
 import gc
+import itertools
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -57,6 +58,18 @@ class Chunk:
 
     def head(self, n: int) -> Chunk:
         return Chunk({k: v.slice(0, n) for k, v in self.arrays.items()}, self.num.slice(0, n))
+
+    def pieces(self, rows: int) -> list[Chunk]:
+        """The chunk in consecutive pieces of at most ``rows`` rows (about equal sizes)."""
+        n = len(self)
+        k = max(1, -(-n // rows))
+        cuts = [n * i // k for i in range(k + 1)]
+        return [self.slice(a, b - a) for a, b in itertools.pairwise(cuts)]
+
+    def slice(self, start: int, n: int) -> Chunk:
+        return Chunk(
+            {k: v.slice(start, n) for k, v in self.arrays.items()}, self.num.slice(start, n)
+        )
 
     def take(self, idx: np.ndarray[Any, Any]) -> Chunk:
         ix = pa.array(idx)

@@ -266,34 +266,42 @@ def write(table: pa.Table) -> bytes:
     return buf.getvalue()
 
 
-def erase_rows(
-    table: pa.Table, sch: Schema, erased: np.ndarray[Any, Any], keep_context: np.ndarray[Any, Any]
-) -> tuple[bytes, bytes]:
-    """A file's bytes (from its whole logical ``table``, as :func:`read` gives it) with the
-    inputs of the rows in ``erased`` gone, as erasure leaves a row in the database: packed
-    inputs NaN (an int input the NaN bit pattern), text inputs missing, context missing
-    unless ``keep_context`` (it is in the decision's leaf); every other column as it was.
-    And the packed inputs."""
+def erased(
+    table: pa.Table, erased: np.ndarray[Any, Any], keep_context: np.ndarray[Any, Any]
+) -> pa.Table:
+    """A physical table (as :func:`read_physical` gives a whole file) with the inputs of
+    the rows in ``erased`` gone, as erasure leaves a row in the database: packed inputs
+    NaN (an int input the NaN bit pattern), text inputs missing, context missing unless
+    ``keep_context`` (it is in the decision's leaf); every other column as it was, value
+    for value and in the same encoding. A decimal input column with an erased row
+    becomes a float column (NaN has no integer form)."""
+    sch = layout_of(table)
+    meta = dict(table.schema.metadata or {})
+    decimals: dict[str, int] = orjson.loads(meta.get(_DECIMALS_KEY, b"{}"))
+    kinds = {input_column(c): k for c, k in numeric_inputs(sch)}
     gone = pa.array(erased)
-    arrays: dict[str, pa.Array] = {}
-    for name in COLUMNS:
-        if name == "num":
-            continue
-        col = table.column(name).combine_chunks()
+    for i, name in enumerate(table.column_names):
+        col = table.column(i).combine_chunks()
         if name == "txt":
             col = pc.if_else(gone, pa.scalar(None, col.type), col)
         elif name == "context":
             col = pc.if_else(pa.array(erased & ~keep_context), pa.scalar(None, col.type), col)
-        arrays[name] = col
-    mat = packed_inputs(table, sch)
-    ints = mat.view("<i8")
-    for j, (_, k) in enumerate(numeric_inputs(sch)):
-        if k == "int":
-            ints[erased, j] = codec.ERASED_INT
+        elif name in kinds:
+            values = col.to_numpy()
+            if kinds[name] == "int":
+                ints = values.copy()
+                ints[erased] = codec.ERASED_INT
+                col = pa.array(ints)
+            else:
+                scale = decimals.pop(name, None)
+                floats = values / 10.0**scale if scale is not None else values.copy()
+                floats[erased] = np.nan
+                col = pa.array(floats)
         else:
-            mat[erased, j] = np.nan
-    packed = mat.tobytes()
-    return encode_columns(arrays, packed, sch), packed
+            continue
+        table = table.set_column(i, name, col)
+    meta[_DECIMALS_KEY] = orjson.dumps(decimals)
+    return table.replace_schema_metadata(meta)
 
 
 # --- reading -------------------------------------------------------------------
