@@ -167,6 +167,9 @@ def main() -> None:
         help="the inputs' values (see inputs())",
     )
     ap.add_argument("--pg", help="a PostgreSQL URL (a fresh schema is used and dropped)")
+    ap.add_argument(
+        "--file-rows", type=int, default=SA.FILE_ROWS, help="decisions per archive file"
+    )
     args = ap.parse_args()
     schema = f"bench_archive_{uuid.uuid4().hex[:8]}"
     admin = create_engine(args.pg) if args.pg else None
@@ -208,7 +211,14 @@ def _run(args: argparse.Namespace, schema: str) -> dict[str, Any]:
 
         target = parse_target(f"file://{home / 'archive'}")
         t = time.perf_counter()
-        result = SA.archive(store, D.Layouts(store), T0 + args.rows + 1, target, settle_us=0)
+        result = SA.archive(
+            store,
+            D.Layouts(store),
+            T0 + args.rows + 1,
+            target,
+            settle_us=0,
+            file_rows=args.file_rows,
+        )
         archive_s = time.perf_counter() - t
         assert result.rows == args.rows, result
         if store.is_sqlite:
@@ -227,6 +237,8 @@ def _run(args: argparse.Namespace, schema: str) -> dict[str, Any]:
     out = {
         "rows": n,
         "store": "postgresql" if args.pg else "sqlite",
+        "file_rows": args.file_rows,
+        "files": result.files,
         "inputs": args.inputs,
         "log_s": round(log_s, 1),
         "archive_s": round(archive_s, 2),

@@ -163,6 +163,19 @@ def test_an_edited_or_dropped_unit_index_is_named_by_verify(store_url: str, tmp_
     r = run(home, store_url, "audit", "verify")
     assert r.exit_code != 0
     assert first["sha256"] in r.output
+    # an index that still names the subject, edited: a rewrite would commit it anew
+    edited = unit_index({_unit(i) for i in range(100)} | {"ghost"})
+    store = _open(home, store_url)
+    try:
+        with store.write() as conn:
+            q = update(U).where(U.c.sha256 == first["sha256"]).values(units=edited)
+            conn.execute(q)
+    finally:
+        store.close()
+    r = run(home, store_url, "erase", "--unit", "subject-7")
+    assert r.exit_code != 0
+    assert "unit index does not match its evidence leaf" in r.output
+    assert first["sha256"] in [f["sha256"] for f in _files(home, store_url)]
     store = _open(home, store_url)
     try:
         with store.write() as conn:

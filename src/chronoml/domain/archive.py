@@ -76,16 +76,16 @@ class FileLeaf:
 UNIT_HASH_BYTES = 4  # per distinct unit key; a false match only makes an erasure open a file
 
 
-def unit_hash(unit: str) -> int:
-    """A unit key's entry in an index: the first bytes of its sha256, as an integer."""
-    return int.from_bytes(hashlib.sha256(unit.encode()).digest()[:UNIT_HASH_BYTES], "big")
+def unit_hash(unit: str) -> bytes:
+    """A unit key's entry in an index: the first bytes of its sha256."""
+    return hashlib.sha256(unit.encode()).digest()[:UNIT_HASH_BYTES]
 
 
 def unit_index(units: Iterable[str]) -> bytes:
     """The index of a file holding ``units`` (its distinct unit keys): their hashes
-    sorted and unique, big-endian, end to end."""
-    hashes = sorted({unit_hash(u) for u in units})
-    return b"".join(h.to_bytes(UNIT_HASH_BYTES, "big") for h in hashes)
+    sorted and unique, end to end."""
+    sha, w = hashlib.sha256, UNIT_HASH_BYTES  # unit_hash, inlined: a file has many units
+    return b"".join(sorted({sha(u.encode()).digest()[:w] for u in units}))
 
 
 def index_digest(index: bytes) -> str:
@@ -95,11 +95,11 @@ def index_digest(index: bytes) -> str:
 
 def may_hold(index: bytes, unit: str) -> bool:
     """Whether a file with this index may hold ``unit`` (False: it certainly does not)."""
-    want = unit_hash(unit)
-    lo, hi = 0, len(index) // UNIT_HASH_BYTES
-    while lo < hi:  # a binary search over the fixed-width entries
+    want, w = unit_hash(unit), UNIT_HASH_BYTES
+    lo, hi = 0, len(index) // w
+    while lo < hi:  # a binary search over the fixed-width entries (bytes sort as numbers)
         mid = (lo + hi) // 2
-        at = int.from_bytes(index[mid * UNIT_HASH_BYTES : (mid + 1) * UNIT_HASH_BYTES], "big")
+        at = index[mid * w : (mid + 1) * w]
         if at == want:
             return True
         if at < want:

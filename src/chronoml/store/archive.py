@@ -258,10 +258,11 @@ def write_file(
     return Written(leaf, len(data), units)
 
 
-def write_table(objs: Objects, table: pa.Table, old: Any) -> Written:
+def write_table(objs: Objects, table: pa.Table, old: Any, units: bytes | None) -> Written:
     """Write a physical table, a rewrite of the archive file ``old`` (its
     ``archive_files`` row) holding the same decisions, read it back and check it: every
-    column bit for bit, the ids those of ``old``."""
+    column bit for bit, the ids those of ``old``. ``units``: its unit index, when known
+    (the same decisions hold the same unit keys); else it is built from the table."""
     data = AP.write(table)
     sha, back = _put(objs, data)
     if not _same(AP.read_physical(back), table):
@@ -272,7 +273,8 @@ def write_table(objs: Objects, table: pa.Table, old: Any) -> Written:
     got = pc.min_max(ids)
     if (len(ids), got["min"].as_py(), got["max"].as_py()) != (old.rows, old.min_id, old.max_id):
         raise ArchiveError(f"archive file {old.sha256} rewritten with other rows", "archive")
-    units = unit_index(pc.unique(table.column("unit")).drop_null().to_pylist())
+    if units is None:
+        units = unit_index(pc.unique(table.column("unit")).drop_null().to_pylist())
     leaf = FileLeaf(
         sha, old.endpoint, old.layout, int(old.ts_min), int(old.ts_max), int(old.rows),
         old.min_id, old.max_id, index_digest(units),

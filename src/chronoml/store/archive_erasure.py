@@ -22,6 +22,7 @@ retention pass and archive run starts with one) deletes it.
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -32,7 +33,7 @@ import pyarrow.compute as pc
 from sqlalchemy import Connection, delete, select, update
 
 from chronoml.domain import leaves as LV
-from chronoml.domain.archive import Target, file_name, may_hold
+from chronoml.domain.archive import ArchiveError, Target, file_name, may_hold
 from chronoml.store import archive as SA
 from chronoml.store import archive_parquet as AP
 from chronoml.store import archive_reads as AR
@@ -41,6 +42,7 @@ from chronoml.store.archive_objects import Unreachable, open_objects
 from chronoml.store.archive_schema import live
 from chronoml.store.database import Store
 from chronoml.timeutil import now_us
+from chronoml.worker import parallel
 
 F = schema.archive_files
 R = schema.archive_replacements
@@ -50,6 +52,7 @@ I = schema.evidence_items  # noqa: E741 - the evidence items table, as elsewhere
 log = logging.getLogger("chronoml.privacy")
 
 _CHUNK = 500  # ids per statement
+REWRITERS = min(4, os.cpu_count() or 1)  # files rewritten at once by one erasure
 
 
 class Stale(Exception):
@@ -143,8 +146,27 @@ def _rewrite(
     erased[hit] = True
     keep = _context_in_leaf(table, hit, items)
     objs = open_objects(Target.from_dict(AR.target_of(f.target)))
-    new = SA.write_table(objs, AP.erased(table, erased, keep), f)
+    new = SA.write_table(objs, AP.erased(table, erased, keep), f, _committed_index(store, f))
     return Rewrite(f, new, sorted(items), erased_before)
+
+
+def _committed_index(store: Store, f: Any) -> bytes | None:
+    """The file's unit index, for its rewrite, once checked against the file's leaf in
+    the evidence log (a rewrite must not commit an edited index anew); None: it has none."""
+    with store.read() as conn:
+        index = conn.execute(select(U.c.units).where(U.c.sha256 == f.sha256)).scalar()
+        if index is None:
+            return None
+        q = select(I.c.leaf).where(I.c.kind == "archive", I.c.ref == f.sha256)
+        leaves = {bytes(x) for x in conn.execute(q).scalars()}
+    leaf = AR.file_leaf({**f._mapping, "units": index})
+    if leaf is None or leaf.leaf_hash() not in leaves:
+        raise ArchiveError(
+            f"archive file {f.sha256}: its unit index does not match its evidence leaf "
+            "(run audit verify); nothing was erased",
+            "archive",
+        )
+    return bytes(index)
 
 
 def _live_files(store: Store, endpoint: str | None) -> list[Any]:
@@ -179,11 +201,16 @@ def plan_units(store: Store, units: Sequence[str]) -> Plan:
         mask = pc.is_in(table.column("unit"), value_set=wanted)
         return np.flatnonzero(mask.to_numpy(zero_copy_only=False))
 
-    for f in files:
-        index = indexes.get(f.sha256)
-        if index is not None and not any(may_hold(index, u) for u in units):
-            continue
-        rw = _rewrite(store, f, of_units, cleared.get(f.sha256))
+    def rewrite(f: Any) -> Rewrite | None:
+        return _rewrite(store, f, of_units, cleared.get(f.sha256))
+
+    holding = [
+        f
+        for f in files
+        if (index := indexes.get(f.sha256)) is None or any(may_hold(index, u) for u in units)
+    ]
+    # each file's read, write and read back run in pyarrow, without the GIL
+    for rw in parallel(REWRITERS)(rewrite, holding):
         if rw is not None:
             plan.rewrites.append(rw)
     return plan
