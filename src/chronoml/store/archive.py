@@ -64,7 +64,7 @@ IB = schema.ingest_blocks
 CHUNK_ROWS = 200_000  # rows per transaction: bounds memory and how long the write lock is held
 # rows per file: erasing one subject rewrites each file holding one of its decisions, so
 # a file's size bounds that work (and a file is one row group of the Parquet writer)
-FILE_ROWS = 65_536
+FILE_ROWS = 16_384
 SETTLE_US = 60_000_000  # decisions are stamped before they commit: archive only settled ones
 MIN_TS = -(2**62)
 
@@ -243,7 +243,7 @@ def write_file(
     sha, back = _put(objs, data)
     # the ids and the inputs as stored, bit for bit: the transforms from the database's
     # values to them were checked to invert exactly when the table was built
-    checked = ["id", *AP.input_names(sch)]
+    checked = AP.physical_names(table.schema, ["id", *AP.input_names(sch)])
     if not _same(AP.read_physical(back, checked), table.select(checked)):
         raise ArchiveError(
             f"archive file {file_name(sha)} does not hold the rows written", "archive"
