@@ -114,9 +114,14 @@ def floats_of(name: str, col: np.ndarray[Any, Any]) -> dict[str, pa.Array]:
     return {name: pa.array(low), name + HI: pa.array((bits >> np.uint64(48)).astype("<u2"))}
 
 
+SAMPLE = 2048  # the values ``few`` looks at: it only picks an encoding
+
+
 def few(arr: pa.Array | pa.ChunkedArray) -> bool:
-    """Whether a column has few distinct values (a dictionary holds it best)."""
-    return bool(len(arr)) and pc.count_distinct(arr, mode="all").as_py() * FEW <= len(arr)
+    """Whether a column has few distinct values (a dictionary holds it best), judged by
+    its first ``SAMPLE`` values."""
+    head = arr.slice(0, SAMPLE)
+    return bool(len(head)) and pc.count_distinct(head, mode="all").as_py() * FEW <= len(head)
 
 
 def joined(low: pa.Array, hi: pa.Array) -> np.ndarray[Any, Any]:
