@@ -178,8 +178,8 @@ def _chunk(
         data = data.head(int(np.searchsorted(data.ts, upto)))
         if len(data):
             _all_committed(conn, endpoint, lo, upto, len(data))
-    if held is not None:
-        data = AC.joined(data, held)
+    if held is not None:  # (held comes in (ts, id) order: alone, it needs no sort)
+        data = AC.joined(data, held) if len(data) else held
     written = [
         write_file(objs, endpoint, layout, piece, layouts)
         for layout, part in data.by_layout()

@@ -302,7 +302,7 @@ _AT = {c: i for i, c in enumerate(ingest.COLUMNS)}
 
 def of_blocks(stored: Sequence[Sequence[Any]]) -> Chunk:
     """Stored ingest block rows (``ingest.COLUMNS`` order, in (ts, id) order) as a chunk of
-    their decisions, column by column: a block's shared values are repeated, its packed
+    their decisions in (ts, id) order, column by column: a block's shared values are repeated, its packed
     columns sliced, and only its per-row texts (outputs, text inputs, context) are
     decoded, as one JSON list per block."""
     if not stored:
