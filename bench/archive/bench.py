@@ -158,7 +158,7 @@ def _as_requests(store: Store, batch: list[D.DecisionRow], per: int) -> list[D.D
 def db_bytes(store: Store, url: str) -> dict[str, int]:
     """The database's size: the whole file (SQLite, after a checkpoint) or the decision
     tables' total relation size with their partitions and indexes (PostgreSQL: decisions,
-    evidence items, blocks), and the decisions table alone."""
+    evidence items, columnar and ingest blocks), and the decisions table alone."""
     with store.engine.connect() as conn:
         if store.is_sqlite:
             conn.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)")
@@ -172,7 +172,7 @@ def db_bytes(store: Store, url: str) -> dict[str, int]:
                 table = None
             return {"database": os.path.getsize(path), "decisions": int(table or 0)}
         size: dict[str, int] = {}
-        for t in ("decisions", "evidence_items", "decision_blocks"):
+        for t in ("decisions", "evidence_items", "decision_blocks", "ingest_blocks"):
             # a partitioned table's own size is 0: sum its partitions (a plain table has
             # no partition tree: its own size)
             q = (

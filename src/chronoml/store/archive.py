@@ -64,7 +64,7 @@ IB = schema.ingest_blocks
 CHUNK_ROWS = 200_000  # rows per transaction: bounds memory and how long the write lock is held
 # rows per file: erasing one subject rewrites each file holding one of its decisions, so
 # a file's size bounds that work (and a file is one row group of the Parquet writer)
-FILE_ROWS = 16_384
+FILE_ROWS = 32_768
 SETTLE_US = 60_000_000  # decisions are stamped before they commit: archive only settled ones
 MIN_TS = -(2**62)
 

@@ -34,7 +34,7 @@ physical encoding:
 
 Files are written with pyarrow (zstd, row groups of 64k rows with min/max
 statistics, so a read filtered on ``ts`` or ``id`` skips the row groups outside
-it; the archiver's files hold 16k decisions, one row group). The packed bytes are rebuilt exactly from the input columns, so each
+it; the archiver's files hold at most 32k decisions, one row group). The packed bytes are rebuilt exactly from the input columns, so each
 decision's evidence leaf is recomputable from the file.
 """
 
