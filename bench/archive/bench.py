@@ -22,6 +22,7 @@ report over the archived window. The two drift reports must agree exactly.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import statistics
@@ -41,9 +42,9 @@ from chronoml.domain import codec
 from chronoml.domain.archive import parse_target
 from chronoml.domain.ledger import ModelRef
 from chronoml.domain.profiling import build_profile
-from chronoml.ids import new_id
+from chronoml.ids import new_block_ids, new_id
 from chronoml.monitor.reports import drift
-from chronoml.store import Store, blocks
+from chronoml.store import Store, blocks, ingest
 from chronoml.store import archive as SA
 from chronoml.store import decisions as D
 
@@ -65,9 +66,12 @@ def inputs(rng: np.random.Generator, n: int, kind: str) -> np.ndarray[Any, Any]:
 
 
 def populate(
-    store: Store, rows: int, seed: int = 0, kind: str = "normal"
+    store: Store, rows: int, seed: int = 0, kind: str = "normal", request_rows: int = 1
 ) -> tuple[float, pa.Table]:
-    """Log ``rows`` decisions; returns the time and the same rows as an Arrow table."""
+    """Log ``rows`` decisions; returns the time and the same rows as an Arrow table.
+
+    ``request_rows`` > 1: requests of that many rows, each logged as one ingest block (as
+    the gateway logs a request of 16 rows or more: one time, unit and request id)."""
     rng = np.random.default_rng(seed)
     ref = pd.DataFrame(rng.normal(size=(100_000, 30)), columns=FEATURES)
     store.put_profile(DIGEST, "bench-model", "1", "sha256:bench", build_profile(ref).to_bytes())
@@ -103,7 +107,10 @@ def populate(
             )
             for i in range(n)
         ]
-        D.insert_many(store, batch)
+        if request_rows > 1:
+            batch = _as_requests(store, batch, request_rows)
+        else:
+            D.insert_many(store, batch)
         cols: dict[str, Any] = {
             c: [getattr(r, c) for r in batch]
             for c in ("id", "ts", "endpoint", "variant", "model_name", "model_version",
@@ -115,10 +122,43 @@ def populate(
     return time.perf_counter() - t0, pa.concat_tables(chunks)
 
 
+def _as_requests(store: Store, batch: list[D.DecisionRow], per: int) -> list[D.DecisionRow]:
+    """Log ``batch`` as requests of ``per`` rows, one ingest block each (the first row's
+    time, unit and request id for all of them); returns the rows as logged."""
+    app = D.Appender(store)
+    blocks, logged = [], []
+    for k in range(0, len(batch), per):
+        part = batch[k : k + per]
+        first = part[0]
+        block_id, ids = new_block_ids(len(part))
+        outs = [r.output for r in part]
+        blocks.append(
+            ingest.Block(
+                block_id, ids, first.ts, first.endpoint, first.variant, first.model_name,
+                first.model_version, first.event_seq, first.shadow, first.unit,
+                first.request_id, first.layout, first.latency_ms, [r.num for r in part],
+                [r.txt for r in part], outs, [r.output_num for r in part], None, None,
+            )
+        )  # fmt: skip
+        logged += [
+            dataclasses.replace(
+                r, id=i, ts=first.ts, unit=first.unit, request_id=first.request_id,
+                latency_ms=first.latency_ms,
+            )
+            for i, r in zip(ids, part, strict=True)
+        ]  # fmt: skip
+        if len(blocks) == 64:
+            app.append([], (), blocks)
+            blocks = []
+    app.append([], (), blocks)
+    app.close()
+    return logged
+
+
 def db_bytes(store: Store, url: str) -> dict[str, int]:
     """The database's size: the whole file (SQLite, after a checkpoint) or the decision
     tables' total relation size with their partitions and indexes (PostgreSQL: decisions,
-    evidence items, blocks), and the decisions table alone."""
+    evidence items, columnar and ingest blocks), and the decisions table alone."""
     with store.engine.connect() as conn:
         if store.is_sqlite:
             conn.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)")
@@ -132,7 +172,7 @@ def db_bytes(store: Store, url: str) -> dict[str, int]:
                 table = None
             return {"database": os.path.getsize(path), "decisions": int(table or 0)}
         size: dict[str, int] = {}
-        for t in ("decisions", "evidence_items", "decision_blocks"):
+        for t in ("decisions", "evidence_items", "decision_blocks", "ingest_blocks"):
             # a partitioned table's own size is 0: sum its partitions (a plain table has
             # no partition tree: its own size)
             q = (
@@ -167,6 +207,15 @@ def main() -> None:
         help="the inputs' values (see inputs())",
     )
     ap.add_argument("--pg", help="a PostgreSQL URL (a fresh schema is used and dropped)")
+    ap.add_argument(
+        "--file-rows", type=int, default=SA.FILE_ROWS, help="decisions per archive file"
+    )
+    ap.add_argument(
+        "--request-rows",
+        type=int,
+        default=1,
+        help="log requests of this many rows, each as one ingest block (default: rows)",
+    )
     args = ap.parse_args()
     schema = f"bench_archive_{uuid.uuid4().hex[:8]}"
     admin = create_engine(args.pg) if args.pg else None
@@ -193,7 +242,7 @@ def _run(args: argparse.Namespace, schema: str) -> dict[str, Any]:
         )
         store = Store.open(url, home)
         store.upgrade()
-        log_s, table = populate(store, args.rows, kind=args.inputs)
+        log_s, table = populate(store, args.rows, kind=args.inputs, request_rows=args.request_rows)
         blocks.compact(store, upto=T0 + args.rows + 1)
         live = db_bytes(store, url)
         live_times, live_report = time_drift(store, args.rows, args.runs)
@@ -208,7 +257,14 @@ def _run(args: argparse.Namespace, schema: str) -> dict[str, Any]:
 
         target = parse_target(f"file://{home / 'archive'}")
         t = time.perf_counter()
-        result = SA.archive(store, D.Layouts(store), T0 + args.rows + 1, target, settle_us=0)
+        result = SA.archive(
+            store,
+            D.Layouts(store),
+            T0 + args.rows + 1,
+            target,
+            settle_us=0,
+            file_rows=args.file_rows,
+        )
         archive_s = time.perf_counter() - t
         assert result.rows == args.rows, result
         if store.is_sqlite:
@@ -227,6 +283,9 @@ def _run(args: argparse.Namespace, schema: str) -> dict[str, Any]:
     out = {
         "rows": n,
         "store": "postgresql" if args.pg else "sqlite",
+        "file_rows": args.file_rows,
+        "request_rows": args.request_rows,
+        "files": result.files,
         "inputs": args.inputs,
         "log_s": round(log_s, 1),
         "archive_s": round(archive_s, 2),

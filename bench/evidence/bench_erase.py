@@ -21,7 +21,8 @@ on the smaller runs.
     .venv/bin/python bench/evidence/bench_erase.py --archived      # from archive files
 
 ``--archived`` archives every decision into Parquet files (a local folder) before
-erasing: each erasure then rewrites the files holding the subject's decisions.
+erasing: each erasure then rewrites the files holding the subject's decisions (found
+by the files' unit indexes); ``--file-rows`` sets how many decisions a file holds.
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ import tempfile
 import time
 from pathlib import Path
 
+import numpy as np
 from sqlalchemy import text
 
 from chronoml.context import Context
@@ -53,10 +55,15 @@ SCHEMA = tuple((f"f{i}", "float") for i in range(30))
 PER_UNIT = 10
 
 
-def rows(n: int, start: int, seq: int, units: int) -> list[D.DecisionTuple]:
+def rows(n: int, start: int, seq: int, units: int, normal: bool) -> list[D.DecisionTuple]:
+    """``n`` decisions; their inputs the ramp ``i * 0.001`` (30 times), or with ``normal``
+    30 full-precision normal floats (which compress the least: an archive file's rewrite
+    writes the most bytes)."""
     out: list[D.DecisionTuple] = []
+    rng = np.random.default_rng(start)
+    x = rng.normal(0.1, 1.0, size=(n, 30))
     for i in range(start, start + n):
-        num = struct.pack("<30d", *([i * 0.001] * 30))
+        num = x[i - start].tobytes() if normal else struct.pack("<30d", *([i * 0.001] * 30))
         out.append(
             (
                 new_id(), T0 + i, "churn", "a", "churn", "1", seq, False, f"user-{i % units}",
@@ -72,10 +79,17 @@ def main() -> int:
     ap.add_argument("--units", type=int, default=5, help="subjects erased, one after the other")
     ap.add_argument("--store", help="a PostgreSQL URL (default: SQLite in a temporary folder)")
     ap.add_argument("--goal-s", type=float, default=1.0)
+    ap.add_argument("--inputs", choices=("ramp", "normal"), default="ramp", help="see rows()")
     ap.add_argument(
         "--archived",
         action="store_true",
         help="archive every decision first (Parquet files in a folder): erasure rewrites them",
+    )
+    ap.add_argument(
+        "--file-rows",
+        type=int,
+        default=SA.FILE_ROWS,
+        help="with --archived: decisions per archive file",
     )
     ap.add_argument(
         "--compare-blocks",
@@ -103,7 +117,8 @@ def main() -> int:
         t = time.perf_counter()
         app = D.Appender(store)
         for start in range(0, args.decisions, 4096):
-            app.append(rows(min(4096, args.decisions - start), start, seq, units))
+            n = min(4096, args.decisions - start)
+            app.append(rows(n, start, seq, units, args.inputs == "normal"))
         app.close()
         fill_s = time.perf_counter() - t
         settings = Settings.from_env({}, home=home, store_url=args.store and url)
@@ -141,7 +156,7 @@ def main() -> int:
                 t = time.perf_counter()
                 got = erasure.erase_unit(cm, unit, "bench")
                 times.append(time.perf_counter() - t)
-                assert got["decisions"] == PER_UNIT, got
+                assert got.decisions == PER_UNIT, got
             return times
 
         def n_blocks() -> int:
@@ -153,12 +168,17 @@ def main() -> int:
         where = f"{PER_UNIT} blocks"
         if args.archived:
             t = time.perf_counter()
-            got = SA.archive(store, layouts, T0 + args.decisions + 1, settle_us=0)
+            got = SA.archive(
+                store, layouts, T0 + args.decisions + 1, settle_us=0, file_rows=args.file_rows
+            )
             print(
                 f"archived {got.rows:,} decisions into {got.files} files "
                 f"({got.bytes / 1e6:.0f} MB) in {time.perf_counter() - t:.0f} s"
             )
             where = f"{got.files} archive files"
+            if not args.store:  # the archive's deletes, as the server's checkpointer does
+                with store.engine.connect() as c:
+                    c.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)")
         read_s = window_read_s() if args.compare_blocks else None
         times = erase(0)
         med, worst = statistics.median(times), max(times)
@@ -167,7 +187,7 @@ def main() -> int:
             f"(filled in {fill_s:.0f} s, compacted in {compact_s:.0f} s into {blocks_now} "
             f"blocks); erasing one unit ({PER_UNIT} decisions in {where}): median "
             f"{med * 1000:.0f} ms, worst {worst * 1000:.0f} ms over {args.units} "
-            f"(goal {args.goal_s:g} s)"
+            f"(goal {args.goal_s:g} s; each: {', '.join(f'{x * 1000:.0f}' for x in times)} ms)"
         )
         if args.compare_blocks and read_s is not None:
             SB.drop(store)

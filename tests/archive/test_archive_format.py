@@ -108,7 +108,9 @@ def test_odd_values_and_both_id_kinds_come_back_exactly(store: Store, tmp_path: 
         kinds[ids[0][:6]] = sch
         assert sch.field("input.price").type == pa.int64()  # two decimals: integers
         assert sch.field("input.count").type == pa.int64()
-        assert sch.field("input.x").type == pa.float64()  # -0.0, NaN, inf: as floats
+        # -0.0, NaN, inf: as floats, split into their low and high bits
+        assert sch.field("input.x").type == pa.int64()
+        assert sch.field("input.x:hi").type == pa.uint16()
         assert sch.field("request_id").type == pa.string()  # not every one a UUID
     assert kinds["legacy"].field("id").type == pa.string()
     (uuid_schema,) = [s for k, s in kinds.items() if k != "legacy"]
@@ -135,3 +137,37 @@ def test_decimal_scale_is_exact_or_none() -> None:
     assert AP.decimal_scale(np.array([1.5, -0.0])) is None
     assert AP.decimal_scale(np.array([1.5, math.nan])) is None
     assert AP.decimal_scale(np.array([2.0**60, 1.0])) is None  # beyond exact integers
+
+
+def test_split_floats_come_back_bit_for_bit() -> None:
+    """Floats stored as their low and high bits: every bit pattern returns, NaN
+    payloads, subnormals and signed zeros included, and erasing rows keeps the others."""
+    sch = (("x", "float"), ("y", "float"))
+    rng = np.random.default_rng(3)
+    odd = [-0.0, 0.0, math.inf, -math.inf, math.nan, 5e-324, -2.2e-308, 1.7976931348623157e308]
+    payload = np.array([0x7FF8_0000_DEAD_BEEF, 0xFFF0_0000_0000_0001], dtype="<u8").view("<f8")
+    x = np.concatenate([rng.normal(size=200), odd, payload])
+    mat = np.stack([x, x[::-1]], axis=1)
+    n = len(x)
+    rows = [
+        (new_id(), 10 + i, "e", "a", "m", "1", 1, False, f"u{i % 9}", None, "l",
+         mat[i].tobytes(), None, "0", 0.0, 1.0, None, None)
+        for i in range(n)
+    ]  # fmt: skip
+    data, packed = AP.encode(rows, sch)
+    stored = pq.read_schema(pa.BufferReader(data))
+    assert stored.field("input.x").type == pa.int64()
+    assert stored.field("input.x:hi").type == pa.uint16()
+    back = AP.read(data)
+    assert AP.packed_inputs(back, sch).tobytes() == packed
+    assert back.column_names == AP.read(data, columns=back.column_names).column_names
+    only = AP.read(data, columns=["input.y"])
+    assert only.column_names == ["input.y"]
+    assert only.column("input.y").to_numpy().view("<u8").tolist() == mat[:, 1].view("<u8").tolist()
+    # erasing rows: theirs NaN, every other value's bits as they were
+    gone = np.zeros(n, dtype=bool)
+    gone[[0, 5, n - 1]] = True
+    table = AP.erased(AP.read_physical(data), gone, np.zeros(n, dtype=bool))
+    after = AP.packed_inputs(AP.logical(table), sch)
+    assert np.isnan(after[gone]).all()
+    assert after[~gone].view("<u8").tolist() == mat[~gone].view("<u8").tolist()

@@ -88,12 +88,18 @@ def erase(ctx: click.Context, unit: str, as_json: bool) -> None:
     Appends an erasure event per endpoint holding the keyed hash of the unit key,
     never the key itself.
     """
+    # lazy: the command's modules load when it runs, so `chronoml --help` stays fast
+    from chronoml.domain.archive import ArchiveError
+
     with remote(ctx) as server:
         if server is not None:
             got = server.call("POST", "/v1/erasures", {"unit": unit})
         else:
             with _chronoml(ctx, create=False) as cm:
-                got = cm.erase(unit).as_dict()
+                try:
+                    got = cm.erase(unit).as_dict()
+                except ArchiveError as exc:  # an archive file or its record does not check out
+                    raise Fail(exc.message) from None
     if as_json:
         _json(got)
         return

@@ -6,7 +6,10 @@ commits each file by an :func:`file_leaf_hash` over that digest and what the
 file claims to hold, in the same transaction that deletes its rows, so a
 file swapped, truncated or dropped from the object store is named by
 ``audit verify``. The decisions inside stay covered by their own leaves,
-which are recomputed from the file's content.
+which are recomputed from the file's content. A file written with an index of
+its unit keys (:func:`unit_index`: which subjects it holds, so an erasure opens
+only their files) has that index's digest in its leaf too, so an index edited
+to hide a subject's file is named by ``audit verify`` like any other edit.
 
 A target is where files go: a local folder (``file:///path`` or a plain
 path) or an S3-compatible bucket (``s3://bucket/prefix``) with an optional
@@ -19,12 +22,14 @@ from __future__ import annotations
 import hashlib
 import re
 import struct
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
 from chronoml.errors import ChronomlError
 
 _TAG = b"chronoml/archive-file/v1"
+_TAG_UNITS = b"chronoml/archive-file/v2"  # with the digest of the file's unit index
 _REF = re.compile(r"^\$\{([A-Za-z_][A-Za-z0-9_]*)\}$")
 _BUCKET = re.compile(r"^[a-z0-9][a-z0-9.\-]{1,61}[a-z0-9]$")
 SHA_HEX = re.compile(r"^[0-9a-f]{64}$")
@@ -46,18 +51,62 @@ class FileLeaf:
     rows: int
     min_id: str
     max_id: str
+    units_sha256: str | None = None  # the digest of its unit index (None: no index)
 
     def leaf_hash(self) -> bytes:
         """RFC 6962 leaf hash of a canonical encoding (length-prefixed fields)."""
         if not SHA_HEX.match(self.sha256):
             raise ArchiveError("the file digest is not 64 hex digits", "sha256")
-        parts = [b"\x00", _s(_TAG), bytes.fromhex(self.sha256), _s(self.endpoint.encode())]
+        tag = _TAG if self.units_sha256 is None else _TAG_UNITS
+        parts = [b"\x00", _s(tag), bytes.fromhex(self.sha256), _s(self.endpoint.encode())]
         parts += [
             _s(self.layout.encode()),
             struct.pack(">qqq", self.ts_min, self.ts_max, self.rows),
         ]
         parts += [_s(self.min_id.encode()), _s(self.max_id.encode())]
+        if self.units_sha256 is not None:
+            if not SHA_HEX.match(self.units_sha256):
+                raise ArchiveError("the unit index digest is not 64 hex digits", "units")
+            parts.append(bytes.fromhex(self.units_sha256))
         return hashlib.sha256(b"".join(parts)).digest()
+
+
+# --- the unit index: which unit keys a file holds --------------------------------
+
+UNIT_HASH_BYTES = 4  # per distinct unit key; a false match only makes an erasure open a file
+
+
+def unit_hash(unit: str) -> bytes:
+    """A unit key's entry in an index: the first bytes of its sha256."""
+    return hashlib.sha256(unit.encode()).digest()[:UNIT_HASH_BYTES]
+
+
+def unit_index(units: Iterable[str]) -> bytes:
+    """The index of a file holding ``units`` (its distinct unit keys): their hashes
+    sorted and unique, end to end."""
+    sha, w = hashlib.sha256, UNIT_HASH_BYTES  # unit_hash, inlined: a file has many units
+    return b"".join(sorted({sha(u.encode()).digest()[:w] for u in units}))
+
+
+def index_digest(index: bytes) -> str:
+    """What a file's leaf commits of its unit index."""
+    return hashlib.sha256(index).hexdigest()
+
+
+def may_hold(index: bytes, unit: str) -> bool:
+    """Whether a file with this index may hold ``unit`` (False: it certainly does not)."""
+    want, w = unit_hash(unit), UNIT_HASH_BYTES
+    lo, hi = 0, len(index) // w
+    while lo < hi:  # a binary search over the fixed-width entries (bytes sort as numbers)
+        mid = (lo + hi) // 2
+        at = index[mid * w : (mid + 1) * w]
+        if at == want:
+            return True
+        if at < want:
+            lo = mid + 1
+        else:
+            hi = mid
+    return False
 
 
 def _s(raw: bytes) -> bytes:

@@ -33,12 +33,20 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from sqlalchemy import Connection, delete, func, select, update
 
-from chronoml.domain.archive import ArchiveError, FileLeaf, Target, file_name
+from chronoml.domain.archive import (
+    ArchiveError,
+    FileLeaf,
+    Target,
+    file_name,
+    index_digest,
+    unit_index,
+)
 from chronoml.store import archive_columns as AC
 from chronoml.store import archive_parquet as AP
 from chronoml.store import evidence, schema
 from chronoml.store.archive_objects import Objects, Unreachable, open_objects
 from chronoml.store.archive_schema import live
+from chronoml.store.archive_trim import trim_blocks
 from chronoml.store.database import Store
 from chronoml.timeutil import now_us
 
@@ -54,6 +62,9 @@ B = schema.decision_blocks
 IB = schema.ingest_blocks
 
 CHUNK_ROWS = 200_000  # rows per transaction: bounds memory and how long the write lock is held
+# rows per file: erasing one subject rewrites each file holding one of its decisions, so
+# a file's size bounds that work (and a file is one row group of the Parquet writer)
+FILE_ROWS = 32_768
 SETTLE_US = 60_000_000  # decisions are stamped before they commit: archive only settled ones
 MIN_TS = -(2**62)
 
@@ -69,6 +80,7 @@ class Written:
 
     leaf: FileLeaf
     size: int
+    units: bytes | None = None  # its unit index (None: a file without one)
 
 
 @dataclass
@@ -103,6 +115,7 @@ def archive(
     endpoints: Iterable[str] | None = None,
     settle_us: int = SETTLE_US,
     chunk_rows: int = CHUNK_ROWS,
+    file_rows: int = FILE_ROWS,
     objects: Objects | None = None,
 ) -> Result:
     """Archive every decision with ``ts < before`` (and settled) of ``endpoints`` (default all)."""
@@ -120,7 +133,7 @@ def archive(
     result = Result()
     for endpoint in endpoints:
         before_rows = result.rows
-        while _chunk(store, layouts, endpoint, cut, target, objs, chunk_rows, result):
+        while _chunk(store, layouts, endpoint, cut, target, objs, (chunk_rows, file_rows), result):
             pass
         if result.rows > before_rows:
             result.endpoints.append(endpoint)
@@ -134,10 +147,12 @@ def _chunk(
     cut: int,
     target: Target,
     objs: Objects,
-    chunk_rows: int,
+    rows: tuple[int, int],
     result: Result,
 ) -> bool:
-    """Archive the next chunk of ``endpoint`` below ``cut``; False when none is left."""
+    """Archive the next chunk of ``endpoint`` below ``cut`` (``rows``: at most how many,
+    and how many a file); False when none is left."""
+    chunk_rows, file_rows = rows
     with store.read() as conn:
         mark = mark_in(conn, endpoint)
     lo = MIN_TS if mark is None else mark
@@ -163,10 +178,12 @@ def _chunk(
         data = data.head(int(np.searchsorted(data.ts, upto)))
         if len(data):
             _all_committed(conn, endpoint, lo, upto, len(data))
-    if held is not None:
-        data = AC.joined(data, held)
+    if held is not None:  # (held comes in (ts, id) order: alone, it needs no sort)
+        data = AC.joined(data, held) if len(data) else held
     written = [
-        write_file(objs, endpoint, layout, part, layouts) for layout, part in data.by_layout()
+        write_file(objs, endpoint, layout, piece, layouts)
+        for layout, part in data.by_layout()
+        for piece in part.pieces(file_rows)
     ]
     committed = _commit(
         store, endpoint, mark, lo, upto, written, target, len(data) - held_n, erasures, held_n
@@ -226,7 +243,7 @@ def write_file(
     sha, back = _put(objs, data)
     # the ids and the inputs as stored, bit for bit: the transforms from the database's
     # values to them were checked to invert exactly when the table was built
-    checked = ["id", *AP.input_names(sch)]
+    checked = AP.physical_names(table.schema, ["id", *AP.input_names(sch)])
     if not _same(AP.read_physical(back, checked), table.select(checked)):
         raise ArchiveError(
             f"archive file {file_name(sha)} does not hold the rows written", "archive"
@@ -234,32 +251,35 @@ def write_file(
     ts = part.ts
     ids = pc.min_max(part.arrays["id"])
     lo, hi = ids["min"].as_py(), ids["max"].as_py()
-    leaf = FileLeaf(sha, endpoint, layout, int(ts[0]), int(ts[-1]), len(part), lo, hi)
-    return Written(leaf, len(data))
+    units = unit_index(pc.unique(part.arrays["unit"]).drop_null().to_pylist())
+    leaf = FileLeaf(
+        sha, endpoint, layout, int(ts[0]), int(ts[-1]), len(part), lo, hi, index_digest(units)
+    )
+    return Written(leaf, len(data), units)
 
 
-def put_checked(
-    objs: Objects,
-    endpoint: str,
-    layout: str,
-    sch: Any,
-    data: bytes,
-    packed: bytes,
-    ids: Sequence[str],
-    ts_range: tuple[int, int],
-) -> Written:
-    """Put a file's bytes (a rewrite of an archived file) under their digest, read them
-    back and check the digest, the ids and the packed inputs."""
+def write_table(objs: Objects, table: pa.Table, old: Any, units: bytes | None) -> Written:
+    """Write a physical table, a rewrite of the archive file ``old`` (its
+    ``archive_files`` row) holding the same decisions, read it back and check it: every
+    column bit for bit, the ids those of ``old``. ``units``: its unit index, when known
+    (the same decisions hold the same unit keys); else it is built from the table."""
+    data = AP.write(table)
     sha, back = _put(objs, data)
-    name = file_name(sha)
-    table = AP.read(back, columns=["id", *AP.input_names(sch)])
-    if table.num_rows != len(ids) or table.column("id").to_pylist() != list(ids):
-        raise ArchiveError(f"archive file {name} does not hold the rows written", "archive")
-    if AP.packed_inputs(table, sch).tobytes() != packed:
-        raise ArchiveError(f"archive file {name} does not give back the inputs", "archive")
-    ts_min, ts_max = int(ts_range[0]), int(ts_range[1])
-    leaf = FileLeaf(sha, endpoint, layout, ts_min, ts_max, len(ids), min(ids), max(ids))
-    return Written(leaf, len(data))
+    if not _same(AP.read_physical(back), table):
+        raise ArchiveError(
+            f"archive file {file_name(sha)} does not hold the rows written", "archive"
+        )
+    ids = AP.logical(table.select(["id"])).column("id")
+    got = pc.min_max(ids)
+    if (len(ids), got["min"].as_py(), got["max"].as_py()) != (old.rows, old.min_id, old.max_id):
+        raise ArchiveError(f"archive file {old.sha256} rewritten with other rows", "archive")
+    if units is None:
+        units = unit_index(pc.unique(table.column("unit")).drop_null().to_pylist())
+    leaf = FileLeaf(
+        sha, old.endpoint, old.layout, int(old.ts_min), int(old.ts_max), int(old.rows),
+        old.min_id, old.max_id, index_digest(units),
+    )  # fmt: skip
+    return Written(leaf, len(data), units)
 
 
 def _same(a: pa.Table, b: pa.Table) -> bool:
@@ -327,6 +347,7 @@ def _commit(
                         for w in fresh
                     ],
                 )
+                record_units_in(conn, fresh)
                 entry = evidence.batch_entry(
                     "archive",
                     [w.leaf.sha256 for w in fresh],
@@ -351,7 +372,7 @@ def _commit(
                     "nothing was deleted (try again, or archive an older cut)",
                     "before",
                 )
-            _trim_blocks(conn, endpoint, upto)
+            trim_blocks(conn, endpoint, upto)
             if mark is None:
                 conn.execute(M.insert().values(endpoint=endpoint, archived_to=upto))
             else:
@@ -360,6 +381,13 @@ def _commit(
             if store.is_sqlite:
                 conn.exec_driver_sql("PRAGMA secure_delete=OFF")
     return True
+
+
+def record_units_in(conn: Connection, written: Sequence[Written]) -> None:
+    """Record the unit index of each file written with one."""
+    rows = [{"sha256": w.leaf.sha256, "units": w.units} for w in written if w.units is not None]
+    if rows:
+        conn.execute(schema.archive_units.insert(), rows)
 
 
 def last_erasure_in(conn: Connection, endpoint: str) -> int | None:
@@ -384,47 +412,6 @@ def discard(store: Store, objs: Objects, shas: Sequence[str]) -> None:
 def absent_in(conn: Connection, sha: str) -> bool:
     """Whether no file of this digest is recorded."""
     return conn.execute(select(F.c.sha256).where(F.c.sha256 == sha)).first() is None
-
-
-def _trim_blocks(conn: Connection, endpoint: str, upto: int) -> None:
-    """Drop the columnar blocks below ``upto``; keep the later rows of a block that spans it.
-
-    A block's outcome copy goes with it, and with a trimmed block's rows too: readers
-    take a block without one from its rows instead."""
-    OB = schema.outcome_blocks
-    gone = select(B.c.id).where(B.c.endpoint == endpoint, B.c.ts_min < upto)
-    conn.execute(delete(OB).where(OB.c.block_id.in_(gone.scalar_subquery())))
-    conn.execute(delete(B).where(B.c.endpoint == endpoint, B.c.ts_max < upto))
-    spanning = conn.execute(
-        select(B).where(B.c.endpoint == endpoint, B.c.ts_min < upto, B.c.ts_max >= upto)
-    ).mappings()
-    for b in list(spanning):
-        ts = np.frombuffer(b["ts"], dtype="<i8")
-        keep = np.flatnonzero(ts >= upto)
-        n = len(ts)
-        width = len(b["num"]) // n if n else 0
-        num = np.frombuffer(b["num"], dtype=np.uint8).reshape(n, width)[keep]
-        outs = np.frombuffer(b["outputs"], dtype="<f8")[keep]
-        codes = b["codes"]
-        if codes is not None:
-            cw = len(codes) // (4 * n)
-            codes = np.frombuffer(codes, dtype="<i4").reshape(n, cw)[keep].tobytes()
-        erased = b["erased"]
-        if erased is not None and len(erased) == n:  # one flag per row: the kept rows' flags
-            erased = np.frombuffer(erased, dtype=np.uint8)[keep].tobytes()
-        conn.execute(
-            update(B)
-            .where(B.c.id == b["id"])
-            .values(
-                ts_min=int(ts[keep[0]]),
-                rows=len(keep),
-                ts=ts[keep].tobytes(),
-                num=num.tobytes(),
-                outputs=outs.tobytes(),
-                codes=codes,
-                erased=erased,
-            )
-        )
 
 
 # --- the archiver's state and what is where ----------------------------------------

@@ -19,6 +19,8 @@ run's time, so the columns are read in bulk where the database allows it:
 from __future__ import annotations
 
 import gc
+import itertools
+import uuid
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -34,6 +36,7 @@ from chronoml.domain.archive import ArchiveError
 from chronoml.domain.codec import NUMERIC_KINDS
 from chronoml.store import archive_parquet as AP
 from chronoml.store import ingest, schema
+from chronoml.store.archive_values import uuid_texts
 
 D = schema.decisions
 _COLS = [D.c[c] for c in AP.COLUMNS]
@@ -57,6 +60,18 @@ class Chunk:
 
     def head(self, n: int) -> Chunk:
         return Chunk({k: v.slice(0, n) for k, v in self.arrays.items()}, self.num.slice(0, n))
+
+    def pieces(self, rows: int) -> list[Chunk]:
+        """The chunk in consecutive pieces of at most ``rows`` rows (about equal sizes)."""
+        n = len(self)
+        k = max(1, -(-n // rows))
+        cuts = [n * i // k for i in range(k + 1)]
+        return [self.slice(a, b - a) for a, b in itertools.pairwise(cuts)]
+
+    def slice(self, start: int, n: int) -> Chunk:
+        return Chunk(
+            {k: v.slice(start, n) for k, v in self.arrays.items()}, self.num.slice(start, n)
+        )
 
     def take(self, idx: np.ndarray[Any, Any]) -> Chunk:
         ix = pa.array(idx)
@@ -275,9 +290,85 @@ def held(
             "run audit verify; nothing was archived",
             "decision",
         )
-    stored = conn.execute(select(*[IB.c[c] for c in ingest.COLUMNS]).where(IB.c.id.in_(taken)))
-    got = [t for r in stored for t in ingest.from_stored(tuple(r)).tuples()]
-    return upto, of_rows(got), n
+    q = select(*[IB.c[c] for c in ingest.COLUMNS]).where(IB.c.id.in_(taken))
+    stored = sorted(conn.execute(q).all(), key=lambda r: (int(r[1]), str(r[0])))
+    return upto, of_blocks(stored), n
+
+
+_SHARED = ("ts", "endpoint", "variant", "model_name", "model_version", "event_seq", "shadow",
+           "unit", "request_id", "layout", "latency_ms")  # fmt: skip
+_AT = {c: i for i, c in enumerate(ingest.COLUMNS)}
+
+
+def of_blocks(stored: Sequence[Sequence[Any]]) -> Chunk:
+    """Stored ingest block rows (``ingest.COLUMNS`` order, in (ts, id) order) as a chunk of
+    their decisions in (ts, id) order, column by column: a block's shared values are repeated, its packed
+    columns sliced, and only its per-row texts (outputs, text inputs, context) are
+    decoded, as one JSON list per block."""
+    if not stored:
+        return of_rows([])
+    counts = np.array([int(r[_AT["rows"]]) for r in stored], dtype=np.int64)
+    n = int(counts.sum())
+    each = pa.array(np.repeat(np.arange(len(stored)), counts))  # the block of each row
+    arrays: dict[str, pa.Array] = {}
+    for name in _SHARED:
+        values = [r[_AT[name]] for r in stored]
+        if name == "shadow":
+            values = [bool(v) for v in values]
+        arrays[name] = pa.array(values, type=AP.TYPES[name]).take(each)
+    # decision i of a block: the block's id with i (from 1) in its last 16 bits
+    raw = np.frombuffer(
+        b"".join(uuid.UUID(str(r[0])).bytes for r in stored), dtype=np.uint8
+    ).reshape(-1, 16)
+    rows16 = np.repeat(raw, counts, axis=0)
+    starts = np.cumsum(counts) - counts
+    pos = np.arange(n, dtype=np.int64) - np.repeat(starts, counts) + 1
+    rows16[:, 14] = (pos >> 8).astype(np.uint8)
+    rows16[:, 15] = (pos & 0xFF).astype(np.uint8)
+    ids = pa.FixedSizeBinaryArray.from_buffers(
+        pa.binary(16), n, [None, pa.py_buffer(rows16.tobytes())]
+    )
+    arrays["id"] = uuid_texts(ids)
+    num = _sliced([bytes(r[_AT["num"]]) for r in stored], counts)
+    scores = [None if r[_AT["scores"]] is None else bytes(r[_AT["scores"]]) for r in stored]
+    arrays["scores"] = _sliced(scores, counts)
+    arrays["txt"] = pa.array(_listed(stored, "txt", counts), type=pa.string())
+    arrays["context"] = pa.array(_listed(stored, "context", counts), type=pa.string())
+    arrays["output"] = pa.array(_listed(stored, "outputs", counts), type=pa.string())
+    outs = np.frombuffer(b"".join(bytes(r[_AT["output_num"]]) for r in stored), dtype="<f8")
+    nones = [
+        np.zeros(c, dtype=bool) if r[_AT["output_none"]] is None
+        else np.frombuffer(bytes(r[_AT["output_none"]]), dtype=np.uint8).astype(bool)
+        for r, c in zip(stored, counts.tolist(), strict=True)
+    ]  # fmt: skip
+    mask = np.concatenate(nones)
+    arrays["output_num"] = pa.array(outs, mask=mask if mask.any() else None)
+    return Chunk({c: arrays[c] for c in AP.COLUMNS if c != "num"}, num)
+
+
+def _sliced(values: Sequence[bytes | None], counts: np.ndarray[Any, Any]) -> pa.Array:
+    """Per-block packed bytes (each ``count`` values of one width, or None: every row
+    NULL) as one binary array of a value per row."""
+    n = int(counts.sum())
+    widths = np.array(
+        [0 if v is None else len(v) // max(int(c), 1) for v, c in zip(values, counts, strict=True)],
+        dtype=np.int64,
+    )
+    lengths = np.repeat(widths, counts)
+    offsets = np.zeros(n + 1, dtype=np.int64)
+    np.cumsum(lengths, out=offsets[1:])
+    valid = np.repeat(np.array([v is not None for v in values]), counts)
+    data = b"".join(v for v in values if v is not None)
+    return _varlen(pa.binary(), n, np.where(valid, lengths, -1).astype(np.int32), data)
+
+
+def _listed(stored: Sequence[Sequence[Any]], name: str, counts: np.ndarray[Any, Any]) -> list[Any]:
+    """A per-row text column kept as one JSON list per block (NULL: every row NULL)."""
+    out: list[Any] = []
+    for r, c in zip(stored, counts.tolist(), strict=True):
+        v = r[_AT[name]]
+        out += [None] * c if v is None else orjson.loads(v)
+    return out
 
 
 def joined(a: Chunk, b: Chunk) -> Chunk:

@@ -22,16 +22,18 @@ retention pass and archive run starts with one) deletes it.
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+import os
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 from sqlalchemy import Connection, delete, select, update
 
 from chronoml.domain import leaves as LV
-from chronoml.domain.archive import ArchiveError, Target, file_name
+from chronoml.domain.archive import ArchiveError, Target, file_name, may_hold
 from chronoml.store import archive as SA
 from chronoml.store import archive_parquet as AP
 from chronoml.store import archive_reads as AR
@@ -40,14 +42,17 @@ from chronoml.store.archive_objects import Unreachable, open_objects
 from chronoml.store.archive_schema import live
 from chronoml.store.database import Store
 from chronoml.timeutil import now_us
+from chronoml.worker import parallel
 
 F = schema.archive_files
 R = schema.archive_replacements
 C = schema.archive_cleared
+U = schema.archive_units
 I = schema.evidence_items  # noqa: E741 - the evidence items table, as elsewhere
 log = logging.getLogger("chronoml.privacy")
 
 _CHUNK = 500  # ids per statement
+REWRITERS = min(4, os.cpu_count() or 1)  # files rewritten at once by one erasure
 
 
 class Stale(Exception):
@@ -91,44 +96,77 @@ def _unerased(conn: Connection, ids: Sequence[str]) -> dict[str, tuple[bytes, by
 
 
 def _context_in_leaf(
-    table: pa.Table, sch: Any, rows: np.ndarray[Any, Any], items: dict[str, tuple[bytes, bytes]]
+    table: pa.Table, rows: np.ndarray[Any, Any], items: dict[str, tuple[bytes, bytes]]
 ) -> np.ndarray[Any, Any]:
-    """Which of the table's rows keep their context: a decision logged before 0014 has it
-    verbatim in its leaf, where erasing it would break the proof (its inputs still go)."""
+    """Which of the (physical) table's rows keep their context: a decision logged before
+    0014 has it verbatim in its leaf, where erasing it would break the proof (its inputs
+    still go). Only the ``rows`` erased are looked at."""
     keep = np.zeros(table.num_rows, dtype=bool)
-    contexts = table.column("context")
-    if contexts.null_count == table.num_rows:
+    if table.column("context").null_count == table.num_rows or not len(rows):
         return keep
-    packed = AP.packed_inputs(table, sch)
-    ids, layouts, texts = (table.column(c) for c in ("id", "layout", "txt"))
-    for i in rows.tolist():
-        context = contexts[i].as_py()
-        if context is None:
+    sch = AP.layout_of(table)
+    some = AP.logical(table.take(pa.array(rows)))
+    packed = AP.packed_inputs(some, sch)
+    ids, layouts, texts, contexts = (
+        some.column(c).to_pylist() for c in ("id", "layout", "txt", "context")
+    )
+    for j, i in enumerate(rows.tolist()):
+        if contexts[j] is None:
             continue
-        salt, commitment = items[ids[i].as_py()]
-        num = packed[i].tobytes()
-        inside = LV.inputs_commitment(layouts[i].as_py(), num, texts[i].as_py(), salt, context)
+        salt, commitment = items[ids[j]]
+        num = packed[j].tobytes()
+        inside = LV.inputs_commitment(layouts[j], num, texts[j], salt, contexts[j])
         keep[i] = inside != commitment
     return keep
 
 
-def _rewrite(store: Store, f: Any, ids: Sequence[str], erased_before: int | None) -> Rewrite | None:
+def _rewrite(
+    store: Store,
+    f: Any,
+    rows: Callable[[pa.Table], np.ndarray[Any, Any]],
+    erased_before: int | None,
+) -> Rewrite | None:
+    """The file ``f`` written again without the inputs of those of ``rows(table)`` (the
+    candidates, as row numbers of its physical table) whose salt is left; None if none is.
+
+    The file is rewritten from its physical columns: every column but the erased inputs
+    keeps its values and its encoding, so nothing is decoded to Python values but the
+    candidates' ids."""
+    table = AP.read_physical(AR.file_bytes(f.sha256, f.target))
+    candidates = rows(table)
+    if not len(candidates):
+        return None
+    ids = AP.logical(table.select(["id"]).take(pa.array(candidates))).column("id").to_pylist()
     with store.read() as conn:
         items = _unerased(conn, sorted(set(ids)))
     if not items:
         return None
-    table = AP.read(AR.file_bytes(f.sha256, f.target))
-    sch = AR.layout_of(table)
-    all_ids = table.column("id").to_pylist()
-    erased = np.fromiter((i in items for i in all_ids), dtype=bool, count=len(all_ids))
-    keep = _context_in_leaf(table, sch, np.flatnonzero(erased), items)
-    data, packed = AP.erase_rows(table, sch, erased, keep)
+    hit = candidates[np.fromiter((i in items for i in ids), dtype=bool, count=len(ids))]
+    erased = np.zeros(table.num_rows, dtype=bool)
+    erased[hit] = True
+    keep = _context_in_leaf(table, hit, items)
     objs = open_objects(Target.from_dict(AR.target_of(f.target)))
-    ts = (int(f.ts_min), int(f.ts_max))
-    new = SA.put_checked(objs, f.endpoint, f.layout, sch, data, packed, all_ids, ts)
-    if (new.leaf.rows, new.leaf.min_id, new.leaf.max_id) != (f.rows, f.min_id, f.max_id):
-        raise ArchiveError(f"archive file {f.sha256} rewritten with other rows", "archive")
+    new = SA.write_table(objs, AP.erased(table, erased, keep), f, _committed_index(store, f))
     return Rewrite(f, new, sorted(items), erased_before)
+
+
+def _committed_index(store: Store, f: Any) -> bytes | None:
+    """The file's unit index, for its rewrite, once checked against the file's leaf in
+    the evidence log (a rewrite must not commit an edited index anew); None: it has none."""
+    with store.read() as conn:
+        index = conn.execute(select(U.c.units).where(U.c.sha256 == f.sha256)).scalar()
+        if index is None:
+            return None
+        q = select(I.c.leaf).where(I.c.kind == "archive", I.c.ref == f.sha256)
+        leaves = {bytes(x) for x in conn.execute(q).scalars()}
+    leaf = AR.file_leaf({**f._mapping, "units": index})
+    if leaf is None or leaf.leaf_hash() not in leaves:
+        raise ArchiveError(
+            f"archive file {f.sha256}: its unit index does not match its evidence leaf "
+            "(run audit verify); nothing was erased",
+            "archive",
+        )
+    return bytes(index)
 
 
 def _live_files(store: Store, endpoint: str | None) -> list[Any]:
@@ -139,23 +177,42 @@ def _live_files(store: Store, endpoint: str | None) -> list[Any]:
         return list(conn.execute(q).all())
 
 
+def _indexes(store: Store) -> dict[str, bytes]:
+    """The unit index of every live file that has one."""
+    q = select(U.c.sha256, U.c.units).join(F, F.c.sha256 == U.c.sha256).where(live())
+    with store.read() as conn:
+        return {str(a): bytes(b) for a, b in conn.execute(q).all()}
+
+
 def plan_units(store: Store, units: Sequence[str]) -> Plan:
     """Rewrites of the files holding decisions of these unit keys (as sent, or hashed).
 
-    Every live file's unit column is read (files are not indexed by unit key)."""
+    Only the files whose unit index may hold one of them are read (and every file
+    archived before there were indexes)."""
     files = _live_files(store, None)
     plan = Plan(seen={f.sha256 for f in files})
     if not files:
         return plan
     cleared = _cleared(store)
-    for f in files:
-        data = AR.file_bytes(f.sha256, f.target)
-        hit = AP.read(data, columns=["id"], filters=[("unit", "in", list(units))])
-        if hit.num_rows:
-            ids = hit.column("id").to_pylist()
-            rw = _rewrite(store, f, ids, cleared.get(f.sha256))
-            if rw is not None:
-                plan.rewrites.append(rw)
+    indexes = _indexes(store)
+    wanted = pa.array(list(units), pa.string())
+
+    def of_units(table: pa.Table) -> np.ndarray[Any, Any]:
+        mask = pc.is_in(table.column("unit"), value_set=wanted)
+        return np.flatnonzero(mask.to_numpy(zero_copy_only=False))
+
+    def rewrite(f: Any) -> Rewrite | None:
+        return _rewrite(store, f, of_units, cleared.get(f.sha256))
+
+    holding = [
+        f
+        for f in files
+        if (index := indexes.get(f.sha256)) is None or any(may_hold(index, u) for u in units)
+    ]
+    # each file's read, write and read back run in pyarrow, without the GIL
+    for rw in parallel(REWRITERS)(rewrite, holding):
+        if rw is not None:
+            plan.rewrites.append(rw)
     return plan
 
 
@@ -169,14 +226,16 @@ def plan_older(store: Store, endpoint: str, before: int) -> Plan:
     if not files:
         return plan
     cleared = _cleared(store)
+
+    def older(table: pa.Table) -> np.ndarray[Any, Any]:
+        return np.flatnonzero(table.column("ts").to_numpy() < before)
+
     for f in files:
         done = cleared.get(f.sha256)
         if f.ts_min >= before or (done is not None and done >= min(before, int(f.ts_max) + 1)):
             continue
-        data = AR.file_bytes(f.sha256, f.target)
-        old = AP.read(data, columns=["id"], filters=[("ts", "<", before)])
         cut = before if done is None else max(before, done)
-        rw = _rewrite(store, f, old.column("id").to_pylist(), cut)
+        rw = _rewrite(store, f, older, cut)
         if rw is not None:
             plan.rewrites.append(rw)
         else:  # erased before they were archived: the file never needs reading for this cut
@@ -249,6 +308,7 @@ def commit_in(conn: Connection, plan: Plan, reason: str, at: int | None = None) 
                 for rw in fresh
             ],
         )
+        SA.record_units_in(conn, [rw.new for rw in fresh])
         leaves = [rw.new.leaf for rw in fresh]
         entry = evidence.batch_entry(
             "archive", [x.sha256 for x in leaves], [x.leaf_hash() for x in leaves], t

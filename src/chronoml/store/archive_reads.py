@@ -21,7 +21,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from sqlalchemy import Connection, select
 
-from chronoml.domain.archive import ArchiveError, FileLeaf, Target, file_name
+from chronoml.domain.archive import ArchiveError, FileLeaf, Target, file_name, index_digest
 from chronoml.domain.codec import NUMERIC_KINDS, Schema
 from chronoml.store import archive_parquet as AP
 from chronoml.store import schema
@@ -277,9 +277,12 @@ def recent_ids(store: Store, endpoint: str, limit: int) -> list[str]:
 def archive_items(conn: Connection) -> Any:
     """Archive evidence rows joined to their file's row (absent: NULL columns)."""
     ITEMS = schema.evidence_items
+    U = schema.archive_units
     q = (
-        select(ITEMS.c.log_index, ITEMS.c.position, ITEMS.c.ref, ITEMS.c.leaf, *F.c)
-        .select_from(ITEMS.outerjoin(F, F.c.sha256 == ITEMS.c.ref))
+        select(ITEMS.c.log_index, ITEMS.c.position, ITEMS.c.ref, ITEMS.c.leaf, *F.c, U.c.units)
+        .select_from(
+            ITEMS.outerjoin(F, F.c.sha256 == ITEMS.c.ref).outerjoin(U, U.c.sha256 == ITEMS.c.ref)
+        )
         .where(ITEMS.c.kind == "archive")
         .order_by(ITEMS.c.log_index, ITEMS.c.position)
     )
@@ -321,9 +324,11 @@ def file_leaf(r: Any) -> FileLeaf | None:
     """The leaf of an archive file's row (a mapping of its columns), or None when gone."""
     if r["sha256"] is None:
         return None
+    units = r.get("units")  # its unit index, recorded with it (None: a file without one)
     return FileLeaf(
         r["sha256"], r["endpoint"], r["layout"], int(r["ts_min"]), int(r["ts_max"]),
         int(r["rows"]), r["min_id"], r["max_id"],
+        None if units is None else index_digest(bytes(units)),
     )  # fmt: skip
 
 

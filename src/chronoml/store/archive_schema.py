@@ -9,6 +9,7 @@ from sqlalchemy import (
     ColumnElement,
     Index,
     Integer,
+    LargeBinary,
     String,
     Table,
     Text,
@@ -84,6 +85,18 @@ archive_cleared = Table(
     metadata,
     Column("sha256", String(64), primary_key=True),
     Column("erased_before", BigInteger, nullable=False),
+)
+
+# migration 0021
+# Which unit keys an archive file holds (``chronoml.domain.archive.unit_index``: their
+# hashes sorted, end to end), so erasing a subject opens only the files that may hold it.
+# The file's evidence leaf commits the index's digest. A file archived before 0021 has
+# none: an erasure reads its unit column instead.
+archive_units = Table(
+    "archive_units",
+    metadata,
+    Column("sha256", String(64), primary_key=True),
+    Column("units", LargeBinary, nullable=False),
 )
 
 

@@ -24,7 +24,7 @@ from chronoml.errors import StoreError
 from chronoml.store import schema
 
 # The Alembic revision this code expects; tests check it matches the scripts.
-HEAD_REVISION = "0020"
+HEAD_REVISION = "0021"
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 

@@ -471,4 +471,5 @@ from chronoml.store.archive_schema import archive_files as archive_files  # noqa
 from chronoml.store.archive_schema import archive_marks as archive_marks  # noqa: E402
 from chronoml.store.archive_schema import archive_replacements as archive_replacements  # noqa: E402
 from chronoml.store.archive_schema import archive_state as archive_state  # noqa: E402
+from chronoml.store.archive_schema import archive_units as archive_units  # noqa: E402
 from chronoml.store.ingest_schema import ingest_blocks as ingest_blocks  # noqa: E402
