@@ -54,7 +54,17 @@ from typing import Any
 
 import numpy as np
 from blocks import block_ingest, block_lookups, id_types
-from common import COLS, PG, SCHEMA, cpu_of, features, id_at, schema_store, tuples
+from common import (
+    COLS,
+    PG,
+    SCHEMA,
+    cpu_of,
+    features,
+    id_at,
+    schema_store,
+    time_lookups,
+    tuples,
+)
 from sqlalchemy import create_engine, text
 
 from chronoml.domain import codec
@@ -163,36 +173,7 @@ def lookups(admin: Any, work: Path, per_day: int, queries: int) -> list[dict[str
                 conn.execute(text("ANALYZE decisions"))
             stores.append(st)
             hits.append(mine)
-        t_hit: list[list[float]] = [[] for _ in sizes]
-        t_miss: list[list[float]] = [[] for _ in sizes]
-        rng = np.random.default_rng(0)
-        for q in range(queries):
-            for j, st in enumerate(stores):
-                h = hits[j][int(rng.integers(0, len(hits[j])))]
-                m = h[:-4] + "ffff"
-                with st.lookup() as conn:
-                    t0 = time.perf_counter()
-                    found = D.get_in(conn, h)
-                    t1 = time.perf_counter()
-                    D.get_in(conn, m)
-                    t2 = time.perf_counter()
-                assert found is not None
-                if q >= 20:  # the first queries of a connection warm its caches
-                    t_hit[j].append(t1 - t0)
-                    t_miss[j].append(t2 - t1)
-        out = []
-        for j, st in enumerate(stores):
-            with st.read() as conn:
-                nparts = len(partitions.partitions(conn))
-            th = sorted(t_hit[j])
-            out.append(
-                {
-                    "partitions": nparts,
-                    "hit_us": statistics.median(th) * 1e6,
-                    "hit_p99_us": th[int(0.99 * len(th))] * 1e6,
-                    "miss_us": statistics.median(t_miss[j]) * 1e6,
-                }
-            )
+        out = time_lookups(stores, hits, lambda h: h[:-4] + "ffff", queries, 0)
     return out
 
 

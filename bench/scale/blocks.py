@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from common import SCHEMA, cpu_of, features, id_at, schema_store, tuples
+from common import SCHEMA, cpu_of, features, id_at, schema_store, time_lookups, tuples
 from sqlalchemy import text
 
 from chronoml.domain import codec
@@ -105,38 +105,14 @@ def block_lookups(
                 conn.execute(text("ANALYZE ingest_blocks"))
             stores.append(st)
             hits.append(mine)
-        t_hit: list[list[float]] = [[] for _ in sizes]
-        t_miss: list[list[float]] = [[] for _ in sizes]
-        rng = np.random.default_rng(1)
-        for q in range(queries):
-            for j, st in enumerate(stores):
-                h = hits[j][int(rng.integers(0, len(hits[j])))]
-                m = h[:24] + "ffffffff" + h[32:]  # no such block
-                with st.lookup() as conn:
-                    t0 = time.perf_counter()
-                    found = D.get_in(conn, h)
-                    t1 = time.perf_counter()
-                    D.get_in(conn, m)
-                    t2 = time.perf_counter()
-                assert found is not None
-                if q >= 20:  # the first queries of a connection warm its caches
-                    t_hit[j].append(t1 - t0)
-                    t_miss[j].append(t2 - t1)
-        out = []
-        for j, st in enumerate(stores):
-            with st.read() as conn:
-                nparts = len(partitions.partitions(conn, partitions.BLOCKS))
-            th = sorted(t_hit[j])
-            out.append(
-                {
-                    "revision": sizes[j][0],
-                    "days": sizes[j][1],
-                    "partitions": nparts,
-                    "hit_us": statistics.median(th) * 1e6,
-                    "hit_p99_us": th[int(0.99 * len(th))] * 1e6,
-                    "miss_us": statistics.median(t_miss[j]) * 1e6,
-                }
-            )
+        # a block id with other random bits: no such block
+        timed = time_lookups(
+            stores, hits, lambda h: h[:24] + "ffffffff" + h[32:], queries, 1, partitions.BLOCKS
+        )
+        out = [
+            {"revision": size[0], "days": size[1], **row}
+            for size, row in zip(sizes, timed, strict=True)
+        ]
     return out
 
 

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import os
+import statistics
+import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -14,7 +16,7 @@ from sqlalchemy import text
 
 from chronoml.domain import codec
 from chronoml.ids import new_ids
-from chronoml.store import Store
+from chronoml.store import Store, partitions
 from chronoml.store import decisions as D
 
 PG = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
@@ -70,3 +72,46 @@ def id_at(decision_id: str, ts_us: int) -> str:
     h = decision_id.replace("-", "")
     h = f"{ts_us // 1000:012x}" + h[12:]
     return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
+
+
+def time_lookups(
+    stores: list[Store],
+    hits: list[list[str]],
+    missing: Callable[[str], str],
+    queries: int,
+    seed: int,
+    table: str = partitions.PARENT,
+) -> list[dict[str, Any]]:
+    """Lookups by id of a stored decision and of ``missing(id)`` (an id that is not
+    stored), in each store in turn, ``queries`` rounds: medians in us, by store."""
+    t_hit: list[list[float]] = [[] for _ in stores]
+    t_miss: list[list[float]] = [[] for _ in stores]
+    rng = np.random.default_rng(seed)
+    for q in range(queries):
+        for j, st in enumerate(stores):
+            h = hits[j][int(rng.integers(0, len(hits[j])))]
+            m = missing(h)
+            with st.lookup() as conn:
+                t0 = time.perf_counter()
+                found = D.get_in(conn, h)
+                t1 = time.perf_counter()
+                D.get_in(conn, m)
+                t2 = time.perf_counter()
+            assert found is not None
+            if q >= 20:  # the first queries of a connection warm its caches
+                t_hit[j].append(t1 - t0)
+                t_miss[j].append(t2 - t1)
+    out = []
+    for j, st in enumerate(stores):
+        with st.read() as conn:
+            nparts = len(partitions.partitions(conn, table))
+        th = sorted(t_hit[j])
+        out.append(
+            {
+                "partitions": nparts,
+                "hit_us": statistics.median(th) * 1e6,
+                "hit_p99_us": th[int(0.99 * len(th))] * 1e6,
+                "miss_us": statistics.median(t_miss[j]) * 1e6,
+            }
+        )
+    return out
