@@ -9,8 +9,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from partition_support import compiled, copy_under_its_id, id_at, partition_of
 from sqlalchemy import text
-from sqlalchemy.dialects import postgresql
 
 from chronoml.domain import codec
 from chronoml.evidence import audit
@@ -27,13 +27,6 @@ NOON = 1_780_315_200_000_000
 PER = 20  # decisions per block
 
 
-def _at(ident: str, ts_us: int) -> str:
-    """``ident`` with its millisecond prefix replaced: an id made at ``ts_us``."""
-    h = ident.replace("-", "")
-    h = f"{ts_us // 1000:012x}" + h[12:]
-    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
-
-
 def _blocks(store: Store, times: list[int], made_at: list[int] | None = None) -> list[ingest.Block]:
     """A block of :data:`PER` decisions at each of ``times`` (ids made at ``made_at``,
     by default at the block's own time), committed as the gateway commits them."""
@@ -43,7 +36,7 @@ def _blocks(store: Store, times: list[int], made_at: list[int] | None = None) ->
     for k, ts in enumerate(times):
         bid, ids = new_block_ids(PER)
         t = made_at[k] if made_at else ts
-        bid, ids = _at(bid, t), [_at(i, t) for i in ids]
+        bid, ids = id_at(bid, t), [id_at(i, t) for i in ids]
         num = [np.array([float(i), 0.0], dtype="<f8").tobytes() for i in range(PER)]
         outs = [str(i % 2) for i in range(PER)]
         block = ingest.Block(
@@ -64,24 +57,6 @@ def pg(pg_url: str, tmp_path: Path) -> Iterator[Store]:
     s = Store.open(pg_url, tmp_path / "home")
     yield s
     s.close()
-
-
-def _where(store: Store, block_id: str) -> str:
-    with store.read() as conn:
-        return str(
-            conn.execute(
-                text("SELECT tableoid::regclass::text FROM ingest_blocks WHERE id = :i"),
-                {"i": block_id},
-            ).scalar_one()
-        )
-
-
-def _sql(stmt: object) -> str:
-    return str(
-        stmt.compile(  # type: ignore[attr-defined]
-            dialect=postgresql.dialect(), compile_kwargs={"literal_binds": True}
-        )
-    )
 
 
 def _day(ts: int) -> str:
@@ -118,7 +93,7 @@ def test_migration_0020_moves_every_block_into_its_day(pg: Store) -> None:
     assert names[-1] == partitions.default_of(BLOCKS)
     assert D.count(pg) == len(times) * PER
     for b in before:
-        assert _where(pg, b.id) == _day(b.ts)
+        assert partition_of(pg, "ingest_blocks", b.id) == _day(b.ts)
         for i in (b.ids[0], b.ids[-1]):
             got = D.get(pg, i)
             assert got is not None and got.id == i and got.ts == b.ts
@@ -144,7 +119,7 @@ def test_a_block_lookup_and_a_window_read_touch_only_their_partitions(pg: Store)
     assert partitions.id_span(bid) == (lo, hi)
     today = _day(NOON)
     with pg.read() as conn:
-        by_id = _sql(IR.GET_SPAN.params(id=bid, lo=lo, hi=hi))
+        by_id = compiled(IR.GET_SPAN.params(id=bid, lo=lo, hi=hi))
         assert partitions.explain(conn, by_id, {}) == [today]
         # prepared by the driver (a generic plan), the lookup prunes at start-up
         conn.execute(text("SET LOCAL plan_cache_mode = force_generic_plan"))
@@ -162,9 +137,9 @@ def test_a_block_lookup_and_a_window_read_touch_only_their_partitions(pg: Store)
         # a window of two days of one endpoint reads those two days' partitions
         IB = IR.IB
         q = IB.select().where(IB.c.endpoint == "e", IB.c.ts >= NOON - DAY_US, IB.c.ts < NOON + 1)
-        assert partitions.explain(conn, _sql(q), {}) == sorted([_day(NOON - DAY_US), today])
+        assert partitions.explain(conn, compiled(q), {}) == sorted([_day(NOON - DAY_US), today])
         # without the id's span, every partition is searched
-        assert len(partitions.explain(conn, _sql(IR.GET.params(id=bid)), {})) == len(every)
+        assert len(partitions.explain(conn, compiled(IR.GET.params(id=bid)), {})) == len(every)
     got = D.get(pg, decision)
     assert got is not None and got.id == decision and got.output == "1"
 
@@ -183,20 +158,20 @@ def test_a_block_far_from_its_ids_time_is_still_found(pg: Store) -> None:
     assert sorted(got) == sorted([(far.ids[3], far.ts), (near.ids[4], near.ts)])
     found = D.get(pg, far.ids[0])
     assert found is not None and found.ts == far.ts
-    assert D.get(pg, _at(far.id, NOON + 1000)[:32] + "0001") is None
+    assert D.get(pg, id_at(far.id, NOON + 1000)[:32] + "0001") is None
 
 
 def test_blocks_waiting_in_default_move_into_their_day(pg: Store) -> None:
     pg.upgrade()
     later = NOON + 400 * DAY_US  # beyond every partition the migration made
     waiting = _blocks(pg, [later, later + 1])
-    assert _where(pg, waiting[0].id) == partitions.default_of(BLOCKS)
+    assert partition_of(pg, "ingest_blocks", waiting[0].id) == partitions.default_of(BLOCKS)
     report = partitions.maintain(pg, now=later - 2 * DAY_US, ahead_days=3)
     assert report is not None
     days = [partitions.day_start(later) + k * DAY_US for k in (-2, -1, 0, 1)]
     assert report.created == [partitions.name_for(d, t) for t in partitions.TABLES for d in days]
     assert report.moved_blocks == 2 and report.moved == 0
-    assert _where(pg, waiting[0].id) == _day(later)
+    assert partition_of(pg, "ingest_blocks", waiting[0].id) == _day(later)
     for b in waiting:
         got = D.get(pg, b.ids[-1])
         assert got is not None and got.ts == b.ts
@@ -238,7 +213,7 @@ def test_downgrade_gives_back_one_table_of_blocks(pg: Store) -> None:
         assert got is not None and got.ts == b.ts
     with pg.write() as conn:
         assert partition_convert.convert(conn, NOON, parent=BLOCKS) == len(made)
-    assert [_where(pg, b.id) for b in made] == [_day(b.ts) for b in made]
+    assert [partition_of(pg, "ingest_blocks", b.id) for b in made] == [_day(b.ts) for b in made]
 
 
 def _locked(conn: object) -> list[str]:
@@ -280,17 +255,10 @@ def test_a_second_block_under_a_committed_block_id_is_named(pg: Store, days_back
     blocks = _blocks(pg, [NOON, NOON + 5])
     victim = blocks[1].id
     assert audit.verify(pg, decisions=True, workers=1).ok
-    with pg.write() as conn:
-        conn.exec_driver_sql(
-            "CREATE TEMP TABLE copied AS SELECT * FROM ingest_blocks WHERE id = %(i)s",
-            {"i": victim},
-        )
-        conn.exec_driver_sql(
-            "UPDATE copied SET ts = ts - %(back)s, latency_ms = 99",
-            {"back": days_back * DAY_US + 1},
-        )
-        conn.exec_driver_sql("INSERT INTO ingest_blocks SELECT * FROM copied")
-        conn.exec_driver_sql("DROP TABLE copied")
+    copy_under_its_id(
+        pg, "ingest_blocks", victim, "ts = ts - %(back)s, latency_ms = 99",
+        {"back": days_back * DAY_US + 1},
+    )  # fmt: skip
     report = audit.verify(pg, decisions=True, workers=1)
     assert not report.ok
     assert any(

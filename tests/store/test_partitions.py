@@ -11,8 +11,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from partition_support import compiled, new_id_at, partition_of
 from sqlalchemy import create_engine, text
-from sqlalchemy.dialects import postgresql
 
 from chronoml.domain import codec
 from chronoml.evidence import audit
@@ -28,13 +28,6 @@ SCHEMA = (("x", "float"), ("k", "int"))
 NOON = 1_780_315_200_000_000
 
 
-def _id_at(ts_us: int) -> str:
-    """A UUIDv7 id made at ``ts_us`` (its millisecond prefix replaced)."""
-    h = new_id().replace("-", "")
-    h = f"{ts_us // 1000:012x}" + h[12:]
-    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
-
-
 def _rows(store: Store, times: list[int], ids: list[str] | None = None) -> list[D.DecisionRow]:
     layout = codec.layout_id(SCHEMA)
     D.Layouts(store).ensure(layout, SCHEMA)
@@ -44,7 +37,7 @@ def _rows(store: Store, times: list[int], ids: list[str] | None = None) -> list[
         num[1:] = np.array([i % 3], dtype="<i8").view("<f8")
         rows.append(
             D.DecisionRow(
-                ids[i] if ids else _id_at(ts),
+                ids[i] if ids else new_id_at(ts),
                 ts,
                 "e",
                 "a",
@@ -73,24 +66,6 @@ def pg(pg_url: str, tmp_path: Path) -> Iterator[Store]:
     s.close()
 
 
-def _where(store: Store, decision_id: str) -> str:
-    with store.read() as conn:
-        return str(
-            conn.execute(
-                text("SELECT tableoid::regclass::text FROM decisions WHERE id = :i"),
-                {"i": decision_id},
-            ).scalar_one()
-        )
-
-
-def _sql(stmt: object) -> str:
-    return str(
-        stmt.compile(  # type: ignore[attr-defined]
-            dialect=postgresql.dialect(), compile_kwargs={"literal_binds": True}
-        )
-    )
-
-
 def test_migration_keeps_every_row_of_an_existing_store(pg: Store) -> None:
     pg.upgrade("0011")
     times = [NOON - 40 * DAY_US + k * DAY_US + i for k in (0, 1, 5) for i in range(30)]
@@ -116,7 +91,9 @@ def test_migration_keeps_every_row_of_an_existing_store(pg: Store) -> None:
     assert D.count(pg) == len(before)
     for r in before[::7]:
         assert D.get(pg, r.id) == r
-        assert _where(pg, r.id) == partitions.name_for(partitions.day_start(r.ts))
+        assert partition_of(pg, "decisions", r.id) == partitions.name_for(
+            partitions.day_start(r.ts)
+        )
     # the window read over the migrated rows
     w = D.window(pg, D.Layouts(pg), "e", times[0], times[-1] + 1)
     assert w.rows == len(before)
@@ -136,7 +113,7 @@ def test_a_lookup_by_id_and_a_window_read_touch_only_their_partitions(pg: Store)
     lo, hi = partitions.id_span(row.id) or (0, 0)
     today = partitions.name_for(partitions.day_start(NOON))
     with pg.read() as conn:
-        by_id = _sql(D._GET_SPAN.params(id=row.id, lo=lo, hi=hi))
+        by_id = compiled(D._GET_SPAN.params(id=row.id, lo=lo, hi=hi))
         assert partitions.explain(conn, by_id, {}) == [today]
         # the same statement as the driver prepares it (a generic plan) prunes at start-up
         conn.execute(text("SET LOCAL plan_cache_mode = force_generic_plan"))
@@ -155,22 +132,22 @@ def test_a_lookup_by_id_and_a_window_read_touch_only_their_partitions(pg: Store)
         q = D.D.select().where(
             D.D.c.endpoint == "e", D.D.c.ts >= NOON - DAY_US, D.D.c.ts < NOON + 1
         )
-        assert partitions.explain(conn, _sql(q), {}) == sorted(
+        assert partitions.explain(conn, compiled(q), {}) == sorted(
             [partitions.name_for(partitions.day_start(NOON - DAY_US)), today]
         )
         # without the id's span, every partition is searched
-        assert len(partitions.explain(conn, _sql(D._GET.params(id=row.id)), {})) == len(every)
+        assert len(partitions.explain(conn, compiled(D._GET.params(id=row.id)), {})) == len(every)
 
 
 def test_a_row_far_from_its_ids_time_is_still_found(pg: Store) -> None:
     pg.upgrade()
     with pg.write() as conn:
         partitions.create_ahead(conn, NOON - 5 * DAY_US, 6)
-    made = _id_at(NOON)
+    made = new_id_at(NOON)
     # the row sits three days before the time its id says: the pruned lookup misses it
     row = _rows(pg, [NOON - 3 * DAY_US], ids=[made])[0]
     assert D.get(pg, made) == row
-    assert D.get(pg, _id_at(NOON + 1000)) is None
+    assert D.get(pg, new_id_at(NOON + 1000)) is None
     # in bulk too: one id where it points, one elsewhere
     near = _rows(pg, [NOON + 5])[0]
     with pg.read() as conn:
@@ -183,7 +160,7 @@ def test_partitions_are_made_ahead_and_rows_waiting_in_default_move_in(pg: Store
     pg.upgrade()
     later = NOON + 400 * DAY_US  # beyond every partition the migration made
     waiting = _rows(pg, [later, later + 1])
-    assert _where(pg, waiting[0].id) == partitions.DEFAULT
+    assert partition_of(pg, "decisions", waiting[0].id) == partitions.DEFAULT
     report = partitions.maintain(pg, now=later - 2 * DAY_US, ahead_days=3)
     assert report is not None
     days = [partitions.name_for(partitions.day_start(later) + k * DAY_US) for k in (-2, -1, 0, 1)]
@@ -191,7 +168,7 @@ def test_partitions_are_made_ahead_and_rows_waiting_in_default_move_in(pg: Store
               for k in (-2, -1, 0, 1)]  # fmt: skip
     assert report.created == days + blocks  # the ingest blocks' partitions too
     assert report.moved == 2 and report.moved_blocks == 0
-    assert _where(pg, waiting[0].id) == days[2]
+    assert partition_of(pg, "decisions", waiting[0].id) == days[2]
     assert [D.get(pg, r.id) for r in waiting] == waiting
     # a second pass has nothing to do
     again = partitions.maintain(pg, now=later - 2 * DAY_US, ahead_days=3)
@@ -324,7 +301,7 @@ def test_the_appender_copies_into_partitions(pg: Store) -> None:
         app.append(tuples)  # type: ignore[arg-type]
     finally:
         app.close()
-    assert _where(pg, ids[0]) == partitions.name_for(partitions.day_start(t))
+    assert partition_of(pg, "decisions", ids[0]) == partitions.name_for(partitions.day_start(t))
     got = D.get(pg, ids[1])
     assert got is not None and got.ts == t
 

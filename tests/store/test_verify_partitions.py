@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 from evidence_fill import deploy, drop_guards, sql
+from partition_support import copy_under_its_id, new_id_at
 
 from chronoml.context import Context
 from chronoml.evidence import audit as EA
@@ -33,13 +34,6 @@ NOON = 1_780_315_200_000_000
 SCHEMA = tuple((f"f{i}", "float") for i in range(3))
 DAYS = 4
 PER_DAY = 40
-
-
-def _id_at(ts_us: int) -> str:
-    """A UUIDv7 id made at ``ts_us`` (its millisecond prefix replaced)."""
-    h = new_id().replace("-", "")
-    h = f"{ts_us // 1000:012x}" + h[12:]
-    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
 
 
 @pytest.fixture
@@ -64,7 +58,7 @@ def _log(pg: Store, far: int = 0) -> list[str]:
             rows: list[D.DecisionTuple] = []
             for k in range(PER_DAY):
                 ts = NOON + day * DAY_US + k * 1_000_000
-                did = _id_at(ts + 2_000)  # the id is made as the answer leaves
+                did = new_id_at(ts + 2_000)  # the id is made as the answer leaves
                 num = struct.pack("<3d", k, day, 0.5)
                 rows.append(
                     (
@@ -164,16 +158,10 @@ def test_a_second_row_under_a_committed_id_is_named(
     ids = _log(pg)
     victim = ids[PER_DAY + 7]
     drop_guards(pg)
-    with pg.write() as conn:
-        conn.exec_driver_sql(
-            "CREATE TEMP TABLE copied AS SELECT * FROM decisions WHERE id = %(i)s", {"i": victim}
-        )
-        conn.exec_driver_sql(
-            "UPDATE copied SET ts = ts - %(back)s, output = '0.99', output_num = 0.99",
-            {"back": days_back * DAY_US + 1},
-        )
-        conn.exec_driver_sql("INSERT INTO decisions SELECT * FROM copied")
-        conn.exec_driver_sql("DROP TABLE copied")
+    copy_under_its_id(
+        pg, "decisions", victim, "ts = ts - %(back)s, output = '0.99', output_num = 0.99",
+        {"back": days_back * DAY_US + 1},
+    )  # fmt: skip
     with pg.read() as conn:
         n = conn.exec_driver_sql(
             "SELECT count(*) FROM decisions WHERE id = %(i)s", {"i": victim}
