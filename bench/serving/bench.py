@@ -186,7 +186,9 @@ def wrk(
     }
 
 
-def setup(work: Path, src: Path | None = None, privacy: bool = False) -> dict[str, str]:
+def setup(
+    work: Path, src: Path | None = None, privacy: bool = False, tag: str = "before"
+) -> dict[str, str]:
     """Train, register two versions, deploy chronoml's 90/10 split; returns the env.
 
     With ``src``, all of it runs on that copy of chronoml's code (first on
@@ -195,7 +197,7 @@ def setup(work: Path, src: Path | None = None, privacy: bool = False) -> dict[st
     """
     env = {
         **os.environ,
-        "CHRONOML_HOME": str(work / ("home-before" if src else "home")),
+        "CHRONOML_HOME": str(work / (f"home-{tag}" if src else "home")),
         "MLFLOW_TRACKING_URI": f"sqlite:///{work / 'mlflow.db'}",
         "MLFLOW_DISABLE_TELEMETRY": "true",
         "DO_NOT_TRACK": "true",
@@ -203,7 +205,7 @@ def setup(work: Path, src: Path | None = None, privacy: bool = False) -> dict[st
     }
     if src is not None:
         env["PYTHONPATH"] = str(src)
-        env["MLFLOW_TRACKING_URI"] = f"sqlite:///{work / 'mlflow-before.db'}"
+        env["MLFLOW_TRACKING_URI"] = f"sqlite:///{work / f'mlflow-{tag}.db'}"
     code = f"""
 import mlflow, sklearn, numpy as np, pandas as pd
 from mlflow.models import infer_signature
@@ -440,6 +442,12 @@ def main(argv: list[str] | None = None) -> int:
         help="a copy of chronoml's src from before a change: served too, in the same run",
     )
     ap.add_argument(
+        "--after",
+        type=Path,
+        help="serve this copy of chronoml's src as `chronoml` instead of this checkout's code "
+        "(with --before: two past versions against each other, e.g. the two ends of a change)",
+    )
+    ap.add_argument(
         "--rounds",
         type=int,
         default=1,
@@ -488,7 +496,11 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     work = Path(tempfile.mkdtemp(prefix="chronoml-bench-serving-"))
     try:
-        env = setup(work, privacy=args.privacy)
+        env = (
+            setup(work, args.after.resolve(), args.privacy, tag="after")
+            if args.after
+            else setup(work, privacy=args.privacy)
+        )
         envs = {"before": setup(work, args.before.resolve())} if args.before else {}
         if args.before_guarded and envs:
             if "BENCH_AUTH" not in envs["before"]:

@@ -430,7 +430,28 @@ class _Kept:
 
 
 def check(principal: Principal, rule: Rule, endpoint: str | None) -> None:
-    """Raise unless ``principal`` may take one of the rule's actions where it asks."""
+    """Raise unless ``principal`` may take one of the rule's actions where it asks.
+
+    A permission once granted is remembered for that principal object (kept
+    principals are reused by every request until their records are looked up
+    again, which makes a new object), so the hot path pays a dict lookup.
+    """
+    key = (id(principal), id(rule), endpoint)
+    got = _allowed.get(key)
+    if got is not None and got[0] is principal and got[1] is rule:
+        return
+    _check(principal, rule, endpoint)
+    if len(_allowed) >= 4096:
+        _allowed.clear()
+    _allowed[key] = (principal, rule)
+
+
+# (principal, rule, endpoint) -> the pair allowed, kept alive by this dict: compared by
+# identity, so the id of an object that is gone never stands for another
+_allowed: dict[tuple[int, int, str | None], tuple[Principal, Rule]] = {}
+
+
+def _check(principal: Principal, rule: Rule, endpoint: str | None) -> None:
     if rule.scope == SOME:
         if any(a in PERMISSIONS[g.role] for a in rule.actions for g in principal.grants):
             return
