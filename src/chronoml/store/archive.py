@@ -22,33 +22,30 @@ its rows were read, else it reads them again.
 from __future__ import annotations
 
 import contextlib
-import hashlib
+import os
 from collections.abc import Iterable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import orjson
-import pyarrow as pa
-import pyarrow.compute as pc
 from sqlalchemy import Connection, delete, func, select, update
 
 from chronoml.domain.archive import (
     ArchiveError,
-    FileLeaf,
     Target,
     file_name,
-    index_digest,
-    unit_index,
 )
 from chronoml.store import archive_columns as AC
-from chronoml.store import archive_parquet as AP
 from chronoml.store import evidence, schema
 from chronoml.store.archive_objects import Objects, Unreachable, open_objects
 from chronoml.store.archive_schema import live
 from chronoml.store.archive_trim import trim_blocks
+from chronoml.store.archive_write import Written, write_file
 from chronoml.store.database import Store
 from chronoml.timeutil import now_us
+from chronoml.worker import parallel
 
 if TYPE_CHECKING:
     from chronoml.store.decisions import Layouts
@@ -65,6 +62,7 @@ CHUNK_ROWS = 200_000  # rows per transaction: bounds memory and how long the wri
 # rows per file: erasing one subject rewrites each file holding one of its decisions, so
 # a file's size bounds that work (and a file is one row group of the Parquet writer)
 FILE_ROWS = 32_768
+WRITERS = min(2, os.cpu_count() or 1)  # files of one chunk written at once
 SETTLE_US = 60_000_000  # decisions are stamped before they commit: archive only settled ones
 MIN_TS = -(2**62)
 
@@ -72,15 +70,6 @@ MIN_TS = -(2**62)
 def default_target(store: Store) -> Target:
     """The local folder under CHRONOML_HOME."""
     return Target(f"file://{(store.home / 'archive').resolve()}")
-
-
-@dataclass
-class Written:
-    """One file written, read back and checked, not yet committed."""
-
-    leaf: FileLeaf
-    size: int
-    units: bytes | None = None  # its unit index (None: a file without one)
 
 
 @dataclass
@@ -133,31 +122,105 @@ def archive(
     result = Result()
     for endpoint in endpoints:
         before_rows = result.rows
-        while _chunk(store, layouts, endpoint, cut, target, objs, (chunk_rows, file_rows), result):
-            pass
+        _endpoint(store, layouts, endpoint, cut, objs, (chunk_rows, file_rows), target, result)
         if result.rows > before_rows:
             result.endpoints.append(endpoint)
     return result
 
 
-def _chunk(
+@dataclass
+class _Chunk:
+    """One chunk's files, written and checked, not yet committed."""
+
+    mark: int | None  # the endpoint's mark the chunk was read after
+    lo: int
+    upto: int
+    erasures: int | None  # the endpoint's last erasure before the rows were read
+    written: list[Written]
+    rows: int
+    held: int  # how many of them were in ingest blocks
+
+
+def _endpoint(
     store: Store,
     layouts: Layouts,
     endpoint: str,
     cut: int,
-    target: Target,
     objs: Objects,
     rows: tuple[int, int],
+    target: Target,
     result: Result,
-) -> bool:
-    """Archive the next chunk of ``endpoint`` below ``cut`` (``rows``: at most how many,
-    and how many a file); False when none is left."""
-    chunk_rows, file_rows = rows
+) -> None:
+    """Archive ``endpoint``'s decisions below ``cut``, a chunk at a time.
+
+    A chunk's commit (deleting its rows: mostly the database's own I/O) runs on a
+    thread while the next chunk is read and its files written: the next chunk starts
+    at the end of the one committing, and its commit (which checks the mark it
+    expects) waits for that one. A refused commit drops the chunk after it too."""
     with store.read() as conn:
         mark = mark_in(conn, endpoint)
+    committing: tuple[Future[bool], _Chunk] | None = None
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="archive-commit") as committer:
+        try:
+            while True:
+                lo = MIN_TS if mark is None else mark
+                chunk = (
+                    _write_chunk(store, layouts, endpoint, mark, cut, objs, rows)
+                    if lo < cut
+                    else None
+                )
+                if committing is not None:
+                    done, committing = committing, None
+                    if not done[0].result():
+                        # another archiver moved the mark, or an erasure ran: look again,
+                        # and leave no unrecorded copy (it may hold inputs erased since)
+                        for c in (done[1], chunk):
+                            if c is not None:
+                                discard(store, objs, [w.leaf.sha256 for w in c.written])
+                        with store.read() as conn:
+                            mark = mark_in(conn, endpoint)
+                        continue
+                    _count(result, done[1])
+                if chunk is None:
+                    return
+                committing = (
+                    committer.submit(_commit_chunk, store, endpoint, chunk, target),
+                    chunk,
+                )
+                mark = chunk.upto
+        finally:
+            if committing is not None:  # an error while it ran: it commits or fails alone
+                with contextlib.suppress(Exception):
+                    if committing[0].result():
+                        _count(result, committing[1])
+
+
+def _count(result: Result, chunk: _Chunk) -> None:
+    result.files += len(chunk.written)
+    result.rows += chunk.rows
+    result.bytes += sum(w.size for w in chunk.written)
+
+
+def _commit_chunk(store: Store, endpoint: str, c: _Chunk, target: Target) -> bool:
+    return _commit(
+        store, endpoint, c.mark, c.lo, c.upto, c.written, target, c.rows - c.held, c.erasures,
+        c.held,
+    )  # fmt: skip
+
+
+def _write_chunk(
+    store: Store,
+    layouts: Layouts,
+    endpoint: str,
+    mark: int | None,
+    cut: int,
+    objs: Objects,
+    rows: tuple[int, int],
+) -> _Chunk:
+    """Read the next chunk of ``endpoint`` after ``mark`` and below ``cut`` (``rows``: at
+    most how many, and how many a file) and write its files."""
+    chunk_rows, file_rows = rows
     lo = MIN_TS if mark is None else mark
-    if lo >= cut:
-        return False
     # an erasure between this read and the commit would leave its inputs in a file
     with store.read() as conn:
         erasures = last_erasure_in(conn, endpoint)
@@ -180,23 +243,19 @@ def _chunk(
             _all_committed(conn, endpoint, lo, upto, len(data))
     if held is not None:  # (held comes in (ts, id) order: alone, it needs no sort)
         data = AC.joined(data, held) if len(data) else held
-    written = [
-        write_file(objs, endpoint, layout, piece, layouts)
-        for layout, part in data.by_layout()
-        for piece in part.pieces(file_rows)
+    pieces = [
+        (layout, piece) for layout, part in data.by_layout() for piece in part.pieces(file_rows)
     ]
-    committed = _commit(
-        store, endpoint, mark, lo, upto, written, target, len(data) - held_n, erasures, held_n
-    )
-    if not committed:
-        # another archiver moved the mark, or an erasure ran: look again, and leave no
-        # unrecorded copy (it may hold inputs erased since they were read)
-        discard(store, objs, [w.leaf.sha256 for w in written])
-        return True
-    result.files += len(written)
-    result.rows += len(data)
-    result.bytes += sum(w.size for w in written)
-    return upto < cut
+    for layout, _ in pieces:
+        layouts.get(layout)  # cached here, before the writers share it
+
+    def write(item: tuple[str, AC.Chunk]) -> Written:
+        return write_file(objs, endpoint, item[0], item[1], layouts)
+
+    # each file is written, fsync'd and read back on its own thread: pyarrow, zstd,
+    # sha256 and the file system release the GIL
+    written = list(parallel(WRITERS)(write, pieces))
+    return _Chunk(mark, lo, upto, erasures, written, len(data), held_n)
 
 
 def _all_committed(conn: Connection, endpoint: str, lo: int, upto: int, n: int) -> None:
@@ -219,85 +278,6 @@ def _all_committed(conn: Connection, endpoint: str, lo: int, upto: int, n: int) 
             "(added outside chronoml): run audit verify; nothing was archived",
             "decision",
         )
-
-
-def _put(objs: Objects, data: bytes) -> tuple[str, bytes]:
-    """Put a file's bytes under their digest and read them back (digest checked)."""
-    sha = hashlib.sha256(data).hexdigest()
-    name = file_name(sha)
-    objs.put(name, data)
-    back = objs.get(name)
-    if hashlib.sha256(back).hexdigest() != sha:
-        raise ArchiveError(f"archive file {name} read back with another digest", "archive")
-    return sha, back
-
-
-def write_file(
-    objs: Objects, endpoint: str, layout: str, part: AC.Chunk, layouts: Layouts
-) -> Written:
-    """Write a chunk (one layout, time order) as a file, read it back and check it."""
-    sch = layouts.get(layout)
-    packed = part.packed()
-    table = AP.physical(part.arrays, packed, sch)
-    data = AP.write(table)
-    sha, back = _put(objs, data)
-    # the ids and the inputs as stored, bit for bit: the transforms from the database's
-    # values to them were checked to invert exactly when the table was built
-    checked = AP.physical_names(table.schema, ["id", *AP.input_names(sch)])
-    if not _same(AP.read_physical(back, checked), table.select(checked)):
-        raise ArchiveError(
-            f"archive file {file_name(sha)} does not hold the rows written", "archive"
-        )
-    ts = part.ts
-    ids = pc.min_max(part.arrays["id"])
-    lo, hi = ids["min"].as_py(), ids["max"].as_py()
-    units = unit_index(pc.unique(part.arrays["unit"]).drop_null().to_pylist())
-    leaf = FileLeaf(
-        sha, endpoint, layout, int(ts[0]), int(ts[-1]), len(part), lo, hi, index_digest(units)
-    )
-    return Written(leaf, len(data), units)
-
-
-def write_table(objs: Objects, table: pa.Table, old: Any, units: bytes | None) -> Written:
-    """Write a physical table, a rewrite of the archive file ``old`` (its
-    ``archive_files`` row) holding the same decisions, read it back and check it: every
-    column bit for bit, the ids those of ``old``. ``units``: its unit index, when known
-    (the same decisions hold the same unit keys); else it is built from the table."""
-    data = AP.write(table)
-    sha, back = _put(objs, data)
-    if not _same(AP.read_physical(back), table):
-        raise ArchiveError(
-            f"archive file {file_name(sha)} does not hold the rows written", "archive"
-        )
-    ids = AP.logical(table.select(["id"])).column("id")
-    got = pc.min_max(ids)
-    if (len(ids), got["min"].as_py(), got["max"].as_py()) != (old.rows, old.min_id, old.max_id):
-        raise ArchiveError(f"archive file {old.sha256} rewritten with other rows", "archive")
-    if units is None:
-        units = unit_index(pc.unique(table.column("unit")).drop_null().to_pylist())
-    leaf = FileLeaf(
-        sha, old.endpoint, old.layout, int(old.ts_min), int(old.ts_max), int(old.rows),
-        old.min_id, old.max_id, index_digest(units),
-    )  # fmt: skip
-    return Written(leaf, len(data), units)
-
-
-def _same(a: pa.Table, b: pa.Table) -> bool:
-    """Whether two tables hold the same values bit for bit (NaN included)."""
-    if a.schema != b.schema or a.num_rows != b.num_rows:
-        return False
-    for name in a.column_names:
-        x, y = a.column(name).combine_chunks(), b.column(name).combine_chunks()
-        if pa.types.is_floating(x.type):
-            if not x.is_valid().equals(y.is_valid()):
-                return False
-            xs = x.fill_null(0).to_numpy(zero_copy_only=False).view("<i8")
-            ys = y.fill_null(0).to_numpy(zero_copy_only=False).view("<i8")
-            if not np.array_equal(xs, ys):
-                return False
-        elif not x.equals(y):
-            return False
-    return True
 
 
 def _commit(
