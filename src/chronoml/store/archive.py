@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import contextlib
 import os
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -45,7 +45,7 @@ from chronoml.store.archive_trim import trim_blocks
 from chronoml.store.archive_write import Written, write_file
 from chronoml.store.database import Store
 from chronoml.timeutil import now_us
-from chronoml.worker import parallel
+from chronoml.worker import parallel, read_ahead
 
 if TYPE_CHECKING:
     from chronoml.store.decisions import Layouts
@@ -129,16 +129,23 @@ def archive(
 
 
 @dataclass
-class _Chunk:
-    """One chunk's files, written and checked, not yet committed."""
+class _Read:
+    """One chunk's decisions, read after the endpoint's mark ``mark``."""
 
-    mark: int | None  # the endpoint's mark the chunk was read after
+    mark: int | None
     lo: int
     upto: int
     erasures: int | None  # the endpoint's last erasure before the rows were read
-    written: list[Written]
-    rows: int
+    data: AC.Chunk
     held: int  # how many of them were in ingest blocks
+
+
+@dataclass
+class _Chunk:
+    """One chunk's files, written and checked, not yet committed."""
+
+    read: _Read
+    written: list[Written]
 
 
 def _endpoint(
@@ -151,64 +158,21 @@ def _endpoint(
     target: Target,
     result: Result,
 ) -> None:
-    """Archive ``endpoint``'s decisions below ``cut``, a chunk at a time.
-
-    A chunk's commit (deleting its rows: mostly the database's own I/O) runs on a
-    thread while the next chunk is read and its files written: the next chunk starts
-    at the end of the one committing, and its commit (which checks the mark it
-    expects) waits for that one. A refused commit drops the chunk after it too."""
-    with store.read() as conn:
-        mark = mark_in(conn, endpoint)
-    committing: tuple[Future[bool], _Chunk] | None = None
+    """Archive ``endpoint``'s decisions below ``cut``, a chunk at a time, in a pipeline:
+    the next chunks are read on one thread, a chunk's files are written (on two), and
+    the chunk before commits on another (deleting its rows is mostly the database's own
+    I/O). Each chunk starts where the one before ends, and its commit, which checks the
+    mark it expects, waits for that one's; a refused commit drops the chunks read after
+    it, and the endpoint is looked at again from its mark."""
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="archive-commit") as committer:
-        try:
-            while True:
-                lo = MIN_TS if mark is None else mark
-                chunk = (
-                    _write_chunk(store, layouts, endpoint, mark, cut, objs, rows)
-                    if lo < cut
-                    else None
-                )
-                if committing is not None:
-                    done, committing = committing, None
-                    if not done[0].result():
-                        # another archiver moved the mark, or an erasure ran: look again,
-                        # and leave no unrecorded copy (it may hold inputs erased since)
-                        for c in (done[1], chunk):
-                            if c is not None:
-                                discard(store, objs, [w.leaf.sha256 for w in c.written])
-                        with store.read() as conn:
-                            mark = mark_in(conn, endpoint)
-                        continue
-                    _count(result, done[1])
-                if chunk is None:
-                    return
-                committing = (
-                    committer.submit(_commit_chunk, store, endpoint, chunk, target),
-                    chunk,
-                )
-                mark = chunk.upto
-        finally:
-            if committing is not None:  # an error while it ran: it commits or fails alone
-                with contextlib.suppress(Exception):
-                    if committing[0].result():
-                        _count(result, committing[1])
+        while True:
+            with store.read() as conn:
+                mark = mark_in(conn, endpoint)
+            if _pass(store, layouts, endpoint, mark, cut, objs, rows, target, result, committer):
+                return
 
 
-def _count(result: Result, chunk: _Chunk) -> None:
-    result.files += len(chunk.written)
-    result.rows += chunk.rows
-    result.bytes += sum(w.size for w in chunk.written)
-
-
-def _commit_chunk(store: Store, endpoint: str, c: _Chunk, target: Target) -> bool:
-    return _commit(
-        store, endpoint, c.mark, c.lo, c.upto, c.written, target, c.rows - c.held, c.erasures,
-        c.held,
-    )  # fmt: skip
-
-
-def _write_chunk(
+def _pass(
     store: Store,
     layouts: Layouts,
     endpoint: str,
@@ -216,10 +180,70 @@ def _write_chunk(
     cut: int,
     objs: Objects,
     rows: tuple[int, int],
-) -> _Chunk:
-    """Read the next chunk of ``endpoint`` after ``mark`` and below ``cut`` (``rows``: at
-    most how many, and how many a file) and write its files."""
+    target: Target,
+    result: Result,
+    committer: ThreadPoolExecutor,
+) -> bool:
+    """Archive from ``mark`` on; False when a commit was refused (another archiver moved
+    the mark, or an erasure ran): look again, with no unrecorded copy left (it may hold
+    inputs erased since they were read)."""
     chunk_rows, file_rows = rows
+    committing: tuple[Future[bool], _Chunk] | None = None
+
+    def settled() -> bool:
+        nonlocal committing
+        if committing is None:
+            return True
+        (done, chunk), committing = committing, None
+        if done.result():
+            result.files += len(chunk.written)
+            result.rows += len(chunk.read.data)
+            result.bytes += sum(w.size for w in chunk.written)
+            return True
+        discard(store, objs, [w.leaf.sha256 for w in chunk.written])
+        return False
+
+    reads = read_ahead(
+        lambda: _reads(store, endpoint, mark, cut, chunk_rows), depth=1, name="archive-read"
+    )
+    try:
+        for got in reads:
+            chunk = _Chunk(got, _write_files(objs, layouts, endpoint, got.data, file_rows))
+            if not settled():
+                discard(store, objs, [w.leaf.sha256 for w in chunk.written])
+                return False
+            committing = (committer.submit(_commit_chunk, store, endpoint, chunk, target), chunk)
+        return settled()
+    finally:
+        reads.close()  # type: ignore[attr-defined]
+        if committing is not None:  # an error: the commit in flight ends on its own
+            with contextlib.suppress(Exception):
+                settled()
+
+
+def _commit_chunk(store: Store, endpoint: str, chunk: _Chunk, target: Target) -> bool:
+    r = chunk.read
+    n = len(r.data)
+    return _commit(
+        store, endpoint, r.mark, r.lo, r.upto, chunk.written, target, n - r.held, r.erasures,
+        r.held,
+    )  # fmt: skip
+
+
+def _reads(
+    store: Store, endpoint: str, mark: int | None, cut: int, chunk_rows: int
+) -> Iterator[_Read]:
+    """The chunks of ``endpoint`` from ``mark`` to ``cut``, each read after the one before
+    (as if it had been committed)."""
+    while (MIN_TS if mark is None else mark) < cut:
+        got = _read(store, endpoint, mark, cut, chunk_rows)
+        yield got
+        mark = got.upto
+
+
+def _read(store: Store, endpoint: str, mark: int | None, cut: int, chunk_rows: int) -> _Read:
+    """The next chunk of ``endpoint`` after ``mark`` and below ``cut`` (at most
+    ``chunk_rows`` decisions, all of a timestamp in one chunk)."""
     lo = MIN_TS if mark is None else mark
     # an erasure between this read and the commit would leave its inputs in a file
     with store.read() as conn:
@@ -243,6 +267,13 @@ def _write_chunk(
             _all_committed(conn, endpoint, lo, upto, len(data))
     if held is not None:  # (held comes in (ts, id) order: alone, it needs no sort)
         data = AC.joined(data, held) if len(data) else held
+    return _Read(mark, lo, upto, erasures, data, held_n)
+
+
+def _write_files(
+    objs: Objects, layouts: Layouts, endpoint: str, data: AC.Chunk, file_rows: int
+) -> list[Written]:
+    """Write a chunk's files (at most ``file_rows`` decisions each), each checked."""
     pieces = [
         (layout, piece) for layout, part in data.by_layout() for piece in part.pieces(file_rows)
     ]
@@ -254,8 +285,7 @@ def _write_chunk(
 
     # each file is written, fsync'd and read back on its own thread: pyarrow, zstd,
     # sha256 and the file system release the GIL
-    written = list(parallel(WRITERS)(write, pieces))
-    return _Chunk(mark, lo, upto, erasures, written, len(data), held_n)
+    return list(parallel(WRITERS)(write, pieces))
 
 
 def _all_committed(conn: Connection, endpoint: str, lo: int, upto: int, n: int) -> None:

@@ -36,7 +36,7 @@ from chronoml.domain.archive import ArchiveError
 from chronoml.domain.codec import NUMERIC_KINDS
 from chronoml.store import archive_parquet as AP
 from chronoml.store import ingest, schema
-from chronoml.store.archive_values import uuid_texts
+from chronoml.store.archive_values import UUID16, uuid_bytes, uuid_texts
 
 D = schema.decisions
 _COLS = [D.c[c] for c in AP.COLUMNS]
@@ -44,8 +44,9 @@ _COLS = [D.c[c] for c in AP.COLUMNS]
 
 @dataclass
 class Chunk:
-    """Decisions as columns: every one of ``AP.COLUMNS`` but ``num`` (Arrow arrays),
-    and ``num``, each row's packed inputs, as one binary array."""
+    """Decisions as columns: every one of ``AP.COLUMNS`` but ``num`` (Arrow arrays;
+    ``id`` and ``request_id`` as text or as 16-byte UUIDs), and ``num``, each row's
+    packed inputs, as one binary array."""
 
     arrays: dict[str, pa.Array]
     num: pa.Array
@@ -309,13 +310,12 @@ def of_blocks(stored: Sequence[Sequence[Any]]) -> Chunk:
         return of_rows([])
     counts = np.array([int(r[_AT["rows"]]) for r in stored], dtype=np.int64)
     n = int(counts.sum())
-    each = pa.array(np.repeat(np.arange(len(stored)), counts))  # the block of each row
     arrays: dict[str, pa.Array] = {}
     for name in _SHARED:
         values = [r[_AT[name]] for r in stored]
         if name == "shadow":
             values = [bool(v) for v in values]
-        arrays[name] = pa.array(values, type=AP.TYPES[name]).take(each)
+        arrays[name] = _repeated(values, AP.TYPES[name], counts, uuids=name == "request_id")
     # decision i of a block: the block's id with i (from 1) in its last 16 bits
     raw = np.frombuffer(
         b"".join(uuid.UUID(str(r[0])).bytes for r in stored), dtype=np.uint8
@@ -328,7 +328,7 @@ def of_blocks(stored: Sequence[Sequence[Any]]) -> Chunk:
     ids = pa.FixedSizeBinaryArray.from_buffers(
         pa.binary(16), n, [None, pa.py_buffer(rows16.tobytes())]
     )
-    arrays["id"] = uuid_texts(ids)
+    arrays["id"] = ids  # as 16 bytes, as a file stores them: texts only where needed
     num = _sliced([bytes(r[_AT["num"]]) for r in stored], counts)
     scores = [None if r[_AT["scores"]] is None else bytes(r[_AT["scores"]]) for r in stored]
     arrays["scores"] = _sliced(scores, counts)
@@ -344,6 +344,33 @@ def of_blocks(stored: Sequence[Sequence[Any]]) -> Chunk:
     mask = np.concatenate(nones)
     arrays["output_num"] = pa.array(outs, mask=mask if mask.any() else None)
     return Chunk({c: arrays[c] for c in AP.COLUMNS if c != "num"}, num)
+
+
+def _repeated(
+    values: list[Any], kind: pa.DataType, counts: np.ndarray[Any, Any], uuids: bool = False
+) -> pa.Array:
+    """Each block's value once for each of its rows, built from the values' bytes (an
+    Arrow ``take`` of texts costs several times more). ``uuids``: canonical UUID texts
+    come out as 16-byte values, as a file stores them."""
+    n = int(counts.sum())
+    if None not in values:
+        if uuids and (raw := uuid_bytes(pa.array(values, pa.string()))) is not None:
+            rows = np.frombuffer(raw.buffers()[1], dtype=np.uint8).reshape(-1, 16)
+            data = pa.py_buffer(np.repeat(rows, counts, axis=0).tobytes())
+            return pa.FixedSizeBinaryArray.from_buffers(UUID16, n, [None, data])
+        if kind == pa.string():
+            enc = [v.encode() for v in values]
+            lengths = np.repeat(np.fromiter(map(len, enc), np.int64, len(enc)), counts)
+            offsets = np.zeros(n + 1, dtype=np.int64)
+            np.cumsum(lengths, out=offsets[1:])
+            if offsets[-1] < 2**31:
+                text = b"".join(e * c for e, c in zip(enc, counts.tolist(), strict=True))
+                off = pa.py_buffer(offsets.astype(np.int32).tobytes())
+                return pa.StringArray.from_buffers(n, off, pa.py_buffer(text))
+        elif kind in (pa.int64(), pa.float64(), pa.bool_()):
+            return pa.array(np.repeat(np.array(values, dtype=kind.to_pandas_dtype()), counts))
+    each = pa.array(np.repeat(np.arange(len(values)), counts))  # the block of each row
+    return pa.array(values, type=kind).take(each)
 
 
 def _sliced(values: Sequence[bytes | None], counts: np.ndarray[Any, Any]) -> pa.Array:
@@ -373,8 +400,17 @@ def _listed(stored: Sequence[Sequence[Any]], name: str, counts: np.ndarray[Any, 
 
 def joined(a: Chunk, b: Chunk) -> Chunk:
     """The rows of two chunks as one, in (ts, id) order."""
-    arrays = {k: pa.concat_arrays([v, b.arrays[k].cast(v.type)]) for k, v in a.arrays.items()}
+    arrays = {}
+    for k, v in a.arrays.items():
+        x, y = texts(v), texts(b.arrays[k])
+        arrays[k] = pa.concat_arrays([x, y.cast(x.type)])
     both = Chunk(arrays, pa.concat_arrays([a.num, b.num.cast(a.num.type)]))
     keys = pa.table({"ts": arrays["ts"], "id": arrays["id"]})
     order = pc.sort_indices(keys, sort_keys=[("ts", "ascending"), ("id", "ascending")])
     return both.take(order.to_numpy())
+
+
+def texts(arr: pa.Array) -> pa.Array:
+    """A column of a chunk with UUIDs as texts (a chunk of ingest blocks holds its ids and
+    request ids as 16-byte values)."""
+    return uuid_texts(arr) if arr.type == UUID16 else arr

@@ -65,8 +65,10 @@ def write_file(
             f"archive file {file_name(sha)} does not hold the rows written", "archive"
         )
     ts = part.ts
-    ids = pc.min_max(part.arrays["id"])
-    lo, hi = ids["min"].as_py(), ids["max"].as_py()
+    ends = pc.min_max(part.arrays["id"])
+    lo, hi = AC.texts(
+        pa.array([ends["min"].as_py(), ends["max"].as_py()], ends.type[0].type)
+    ).to_pylist()
     units = unit_index(pc.unique(part.arrays["unit"]).drop_null().to_pylist())
     leaf = FileLeaf(
         sha, endpoint, layout, int(ts[0]), int(ts[-1]), len(part), lo, hi, index_digest(units)
