@@ -141,7 +141,7 @@ def encode(rows: Sequence[Sequence[Any]], sch: Schema) -> tuple[bytes, bytes]:
     return encode_columns(arrays, packed, sch), packed
 
 
-def physical(arrays: Mapping[str, pa.Array], packed: bytes, sch: Schema) -> pa.Table:
+def physical(arrays: Mapping[str, pa.Array], packed: bytes | memoryview, sch: Schema) -> pa.Table:
     """The table a file stores for the decision columns ``arrays`` (every column of
     COLUMNS but ``num``, one layout, time order) and their packed inputs."""
     n = len(arrays["id"])
