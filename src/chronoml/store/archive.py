@@ -58,11 +58,13 @@ S = schema.archive_state
 B = schema.decision_blocks
 IB = schema.ingest_blocks
 
-CHUNK_ROWS = 200_000  # rows per transaction: bounds memory and how long the write lock is held
 # rows per file: erasing one subject rewrites each file holding one of its decisions, so
 # a file's size bounds that work (and a file is one row group of the Parquet writer)
 FILE_ROWS = 32_768
 WRITERS = min(2, os.cpu_count() or 1)  # files of one chunk written at once
+# rows per transaction: bounds memory and how long the write lock is held; a whole number
+# of files for each writer (a chunk of 200k decisions made 7 files, the last written alone)
+CHUNK_ROWS = 6 * FILE_ROWS
 SETTLE_US = 60_000_000  # decisions are stamped before they commit: archive only settled ones
 MIN_TS = -(2**62)
 
