@@ -24,6 +24,7 @@ from chronoml.gateway.app import create_app
 from chronoml.settings import Settings
 from chronoml.store import Store
 from chronoml.store import archive as SA
+from chronoml.store import archive_parquet as AP
 from chronoml.store import decisions as D
 from chronoml.store.archive_objects import Unreachable
 from chronoml.timeutil import parse_time
@@ -100,7 +101,7 @@ def test_kill_9_between_write_and_delete_loses_and_duplicates_nothing(
     seen: list[str] = []
     for sha in shas:
         seen += (
-            SA.AP.read((folder / f"{sha}.parquet").read_bytes(), columns=["id"])
+            AP.read((folder / f"{sha}.parquet").read_bytes(), columns=["id"])
             .column("id")
             .to_pylist()
         )

@@ -119,3 +119,35 @@ def test_nothing_is_deleted_when_the_file_does_not_read_back(store: Store, tmp_p
         SA.archive(store, layouts, 10**9, target, settle_us=0, objects=Lossy(target))
     assert D.count(store, "e") == 50 and SA.status(store)["endpoints"][0]["files"] == 0
     assert audit.verify(store, decisions=True).ok
+
+
+def test_ingest_blocks_of_one_time_split_across_chunks_archive_whole(
+    store: Store, tmp_path: Path
+) -> None:
+    """Two requests logged at the same microsecond, the second past a chunk's room: the
+    chunk ends before that time, and the next one takes both blocks."""
+    from chronoml.domain import codec
+    from chronoml.ids import new_block_ids, new_id
+    from chronoml.store import ingest
+
+    sch = (("x", "float"),)
+    layout = codec.layout_id(sch)
+    D.Layouts(store).ensure(layout, sch)
+    app = D.Appender(store)
+    ids: list[str] = []
+    for ts in (1_000_000, 1_000_000, 1_000_500):
+        block_id, held = new_block_ids(40)
+        nums = [codec.encode(pd.DataFrame({"x": [float(i)]}), sch)[0][0] for i in range(40)]
+        block = ingest.Block(
+            block_id, held, ts, "e", "a", "m", "1", 1, False, "u", new_id(), layout, 1.0,
+            nums, [None] * 40, ["0"] * 40, [0.0] * 40, None, None,
+        )  # fmt: skip
+        app.append([], (), [block])
+        ids += held
+    app.close()
+    target = parse_target(f"file://{tmp_path / 'objects'}")
+    got = SA.archive(store, D.Layouts(store), 10**9, target, settle_us=0, chunk_rows=60)
+    assert got.rows == 120
+    assert D.count(store, "e") == 120
+    assert sorted(d.id for d in (D.get(store, i) for i in ids) if d is not None) == sorted(ids)
+    assert audit.verify(store, decisions=True).ok

@@ -22,33 +22,30 @@ its rows were read, else it reads them again.
 from __future__ import annotations
 
 import contextlib
-import hashlib
-from collections.abc import Iterable, Sequence
+import os
+from collections.abc import Iterable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import orjson
-import pyarrow as pa
-import pyarrow.compute as pc
 from sqlalchemy import Connection, delete, func, select, update
 
 from chronoml.domain.archive import (
     ArchiveError,
-    FileLeaf,
     Target,
     file_name,
-    index_digest,
-    unit_index,
 )
 from chronoml.store import archive_columns as AC
-from chronoml.store import archive_parquet as AP
 from chronoml.store import evidence, schema
 from chronoml.store.archive_objects import Objects, Unreachable, open_objects
 from chronoml.store.archive_schema import live
 from chronoml.store.archive_trim import trim_blocks
+from chronoml.store.archive_write import Written, write_file
 from chronoml.store.database import Store
 from chronoml.timeutil import now_us
+from chronoml.worker import parallel, read_ahead
 
 if TYPE_CHECKING:
     from chronoml.store.decisions import Layouts
@@ -61,10 +58,13 @@ S = schema.archive_state
 B = schema.decision_blocks
 IB = schema.ingest_blocks
 
-CHUNK_ROWS = 200_000  # rows per transaction: bounds memory and how long the write lock is held
 # rows per file: erasing one subject rewrites each file holding one of its decisions, so
 # a file's size bounds that work (and a file is one row group of the Parquet writer)
 FILE_ROWS = 32_768
+WRITERS = min(2, os.cpu_count() or 1)  # files of one chunk written at once
+# rows per transaction: bounds memory and how long the write lock is held; a whole number
+# of files for each writer (a chunk of 200k decisions made 7 files, the last written alone)
+CHUNK_ROWS = 6 * FILE_ROWS
 SETTLE_US = 60_000_000  # decisions are stamped before they commit: archive only settled ones
 MIN_TS = -(2**62)
 
@@ -72,15 +72,6 @@ MIN_TS = -(2**62)
 def default_target(store: Store) -> Target:
     """The local folder under CHRONOML_HOME."""
     return Target(f"file://{(store.home / 'archive').resolve()}")
-
-
-@dataclass
-class Written:
-    """One file written, read back and checked, not yet committed."""
-
-    leaf: FileLeaf
-    size: int
-    units: bytes | None = None  # its unit index (None: a file without one)
 
 
 @dataclass
@@ -133,31 +124,129 @@ def archive(
     result = Result()
     for endpoint in endpoints:
         before_rows = result.rows
-        while _chunk(store, layouts, endpoint, cut, target, objs, (chunk_rows, file_rows), result):
-            pass
+        _endpoint(store, layouts, endpoint, cut, objs, (chunk_rows, file_rows), target, result)
         if result.rows > before_rows:
             result.endpoints.append(endpoint)
     return result
 
 
-def _chunk(
+@dataclass
+class _Read:
+    """One chunk's decisions, read after the endpoint's mark ``mark``."""
+
+    mark: int | None
+    lo: int
+    upto: int
+    erasures: int | None  # the endpoint's last erasure before the rows were read
+    data: AC.Chunk
+    held: int  # how many of them were in ingest blocks
+
+
+@dataclass
+class _Chunk:
+    """One chunk's files, written and checked, not yet committed."""
+
+    read: _Read
+    written: list[Written]
+
+
+def _endpoint(
     store: Store,
     layouts: Layouts,
     endpoint: str,
     cut: int,
-    target: Target,
     objs: Objects,
     rows: tuple[int, int],
+    target: Target,
     result: Result,
+) -> None:
+    """Archive ``endpoint``'s decisions below ``cut``, a chunk at a time, in a pipeline:
+    the next chunks are read on one thread, a chunk's files are written (on two), and
+    the chunk before commits on another (deleting its rows is mostly the database's own
+    I/O). Each chunk starts where the one before ends, and its commit, which checks the
+    mark it expects, waits for that one's; a refused commit drops the chunks read after
+    it, and the endpoint is looked at again from its mark."""
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="archive-commit") as committer:
+        while True:
+            with store.read() as conn:
+                mark = mark_in(conn, endpoint)
+            if _pass(store, layouts, endpoint, mark, cut, objs, rows, target, result, committer):
+                return
+
+
+def _pass(
+    store: Store,
+    layouts: Layouts,
+    endpoint: str,
+    mark: int | None,
+    cut: int,
+    objs: Objects,
+    rows: tuple[int, int],
+    target: Target,
+    result: Result,
+    committer: ThreadPoolExecutor,
 ) -> bool:
-    """Archive the next chunk of ``endpoint`` below ``cut`` (``rows``: at most how many,
-    and how many a file); False when none is left."""
+    """Archive from ``mark`` on; False when a commit was refused (another archiver moved
+    the mark, or an erasure ran): look again, with no unrecorded copy left (it may hold
+    inputs erased since they were read)."""
     chunk_rows, file_rows = rows
-    with store.read() as conn:
-        mark = mark_in(conn, endpoint)
-    lo = MIN_TS if mark is None else mark
-    if lo >= cut:
+    committing: tuple[Future[bool], _Chunk] | None = None
+
+    def settled() -> bool:
+        nonlocal committing
+        if committing is None:
+            return True
+        (done, chunk), committing = committing, None
+        if done.result():
+            result.files += len(chunk.written)
+            result.rows += len(chunk.read.data)
+            result.bytes += sum(w.size for w in chunk.written)
+            return True
+        discard(store, objs, [w.leaf.sha256 for w in chunk.written])
         return False
+
+    reads = read_ahead(
+        lambda: _reads(store, endpoint, mark, cut, chunk_rows), depth=1, name="archive-read"
+    )
+    try:
+        for got in reads:
+            chunk = _Chunk(got, _write_files(objs, layouts, endpoint, got.data, file_rows))
+            if not settled():
+                discard(store, objs, [w.leaf.sha256 for w in chunk.written])
+                return False
+            committing = (committer.submit(_commit_chunk, store, endpoint, chunk, target), chunk)
+        return settled()
+    finally:
+        reads.close()  # type: ignore[attr-defined]
+        if committing is not None:  # an error: the commit in flight ends on its own
+            with contextlib.suppress(Exception):
+                settled()
+
+
+def _commit_chunk(store: Store, endpoint: str, chunk: _Chunk, target: Target) -> bool:
+    r = chunk.read
+    n = len(r.data)
+    return _commit(
+        store, endpoint, r.mark, r.lo, r.upto, chunk.written, target, n - r.held, r.erasures,
+        r.held,
+    )  # fmt: skip
+
+
+def _reads(
+    store: Store, endpoint: str, mark: int | None, cut: int, chunk_rows: int
+) -> Iterator[_Read]:
+    """The chunks of ``endpoint`` from ``mark`` to ``cut``, each read after the one before
+    (as if it had been committed)."""
+    while (MIN_TS if mark is None else mark) < cut:
+        got = _read(store, endpoint, mark, cut, chunk_rows)
+        yield got
+        mark = got.upto
+
+
+def _read(store: Store, endpoint: str, mark: int | None, cut: int, chunk_rows: int) -> _Read:
+    """The next chunk of ``endpoint`` after ``mark`` and below ``cut`` (at most
+    ``chunk_rows`` decisions, all of a timestamp in one chunk)."""
+    lo = MIN_TS if mark is None else mark
     # an erasure between this read and the commit would leave its inputs in a file
     with store.read() as conn:
         erasures = last_erasure_in(conn, endpoint)
@@ -180,23 +269,25 @@ def _chunk(
             _all_committed(conn, endpoint, lo, upto, len(data))
     if held is not None:  # (held comes in (ts, id) order: alone, it needs no sort)
         data = AC.joined(data, held) if len(data) else held
-    written = [
-        write_file(objs, endpoint, layout, piece, layouts)
-        for layout, part in data.by_layout()
-        for piece in part.pieces(file_rows)
+    return _Read(mark, lo, upto, erasures, data, held_n)
+
+
+def _write_files(
+    objs: Objects, layouts: Layouts, endpoint: str, data: AC.Chunk, file_rows: int
+) -> list[Written]:
+    """Write a chunk's files (at most ``file_rows`` decisions each), each checked."""
+    pieces = [
+        (layout, piece) for layout, part in data.by_layout() for piece in part.pieces(file_rows)
     ]
-    committed = _commit(
-        store, endpoint, mark, lo, upto, written, target, len(data) - held_n, erasures, held_n
-    )
-    if not committed:
-        # another archiver moved the mark, or an erasure ran: look again, and leave no
-        # unrecorded copy (it may hold inputs erased since they were read)
-        discard(store, objs, [w.leaf.sha256 for w in written])
-        return True
-    result.files += len(written)
-    result.rows += len(data)
-    result.bytes += sum(w.size for w in written)
-    return upto < cut
+    for layout, _ in pieces:
+        layouts.get(layout)  # cached here, before the writers share it
+
+    def write(item: tuple[str, AC.Chunk]) -> Written:
+        return write_file(objs, endpoint, item[0], item[1], layouts)
+
+    # each file is written, fsync'd and read back on its own thread: pyarrow, zstd,
+    # sha256 and the file system release the GIL
+    return list(parallel(WRITERS)(write, pieces))
 
 
 def _all_committed(conn: Connection, endpoint: str, lo: int, upto: int, n: int) -> None:
@@ -219,85 +310,6 @@ def _all_committed(conn: Connection, endpoint: str, lo: int, upto: int, n: int) 
             "(added outside chronoml): run audit verify; nothing was archived",
             "decision",
         )
-
-
-def _put(objs: Objects, data: bytes) -> tuple[str, bytes]:
-    """Put a file's bytes under their digest and read them back (digest checked)."""
-    sha = hashlib.sha256(data).hexdigest()
-    name = file_name(sha)
-    objs.put(name, data)
-    back = objs.get(name)
-    if hashlib.sha256(back).hexdigest() != sha:
-        raise ArchiveError(f"archive file {name} read back with another digest", "archive")
-    return sha, back
-
-
-def write_file(
-    objs: Objects, endpoint: str, layout: str, part: AC.Chunk, layouts: Layouts
-) -> Written:
-    """Write a chunk (one layout, time order) as a file, read it back and check it."""
-    sch = layouts.get(layout)
-    packed = part.packed()
-    table = AP.physical(part.arrays, packed, sch)
-    data = AP.write(table)
-    sha, back = _put(objs, data)
-    # the ids and the inputs as stored, bit for bit: the transforms from the database's
-    # values to them were checked to invert exactly when the table was built
-    checked = AP.physical_names(table.schema, ["id", *AP.input_names(sch)])
-    if not _same(AP.read_physical(back, checked), table.select(checked)):
-        raise ArchiveError(
-            f"archive file {file_name(sha)} does not hold the rows written", "archive"
-        )
-    ts = part.ts
-    ids = pc.min_max(part.arrays["id"])
-    lo, hi = ids["min"].as_py(), ids["max"].as_py()
-    units = unit_index(pc.unique(part.arrays["unit"]).drop_null().to_pylist())
-    leaf = FileLeaf(
-        sha, endpoint, layout, int(ts[0]), int(ts[-1]), len(part), lo, hi, index_digest(units)
-    )
-    return Written(leaf, len(data), units)
-
-
-def write_table(objs: Objects, table: pa.Table, old: Any, units: bytes | None) -> Written:
-    """Write a physical table, a rewrite of the archive file ``old`` (its
-    ``archive_files`` row) holding the same decisions, read it back and check it: every
-    column bit for bit, the ids those of ``old``. ``units``: its unit index, when known
-    (the same decisions hold the same unit keys); else it is built from the table."""
-    data = AP.write(table)
-    sha, back = _put(objs, data)
-    if not _same(AP.read_physical(back), table):
-        raise ArchiveError(
-            f"archive file {file_name(sha)} does not hold the rows written", "archive"
-        )
-    ids = AP.logical(table.select(["id"])).column("id")
-    got = pc.min_max(ids)
-    if (len(ids), got["min"].as_py(), got["max"].as_py()) != (old.rows, old.min_id, old.max_id):
-        raise ArchiveError(f"archive file {old.sha256} rewritten with other rows", "archive")
-    if units is None:
-        units = unit_index(pc.unique(table.column("unit")).drop_null().to_pylist())
-    leaf = FileLeaf(
-        sha, old.endpoint, old.layout, int(old.ts_min), int(old.ts_max), int(old.rows),
-        old.min_id, old.max_id, index_digest(units),
-    )  # fmt: skip
-    return Written(leaf, len(data), units)
-
-
-def _same(a: pa.Table, b: pa.Table) -> bool:
-    """Whether two tables hold the same values bit for bit (NaN included)."""
-    if a.schema != b.schema or a.num_rows != b.num_rows:
-        return False
-    for name in a.column_names:
-        x, y = a.column(name).combine_chunks(), b.column(name).combine_chunks()
-        if pa.types.is_floating(x.type):
-            if not x.is_valid().equals(y.is_valid()):
-                return False
-            xs = x.fill_null(0).to_numpy(zero_copy_only=False).view("<i8")
-            ys = y.fill_null(0).to_numpy(zero_copy_only=False).view("<i8")
-            if not np.array_equal(xs, ys):
-                return False
-        elif not x.equals(y):
-            return False
-    return True
 
 
 def _commit(

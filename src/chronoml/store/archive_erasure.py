@@ -37,6 +37,7 @@ from chronoml.domain.archive import ArchiveError, Target, file_name, may_hold
 from chronoml.store import archive as SA
 from chronoml.store import archive_parquet as AP
 from chronoml.store import archive_reads as AR
+from chronoml.store import archive_write as AW
 from chronoml.store import evidence, schema
 from chronoml.store.archive_objects import Unreachable, open_objects
 from chronoml.store.archive_schema import live
@@ -64,7 +65,7 @@ class Rewrite:
     """One archive file written again without some decisions' inputs, not yet committed."""
 
     old: Any  # the old file's archive_files row
-    new: SA.Written
+    new: AW.Written
     ids: list[str]  # the decisions whose inputs the new file no longer holds
     erased_before: int | None
 
@@ -146,7 +147,7 @@ def _rewrite(
     erased[hit] = True
     keep = _context_in_leaf(table, hit, items)
     objs = open_objects(Target.from_dict(AR.target_of(f.target)))
-    new = SA.write_table(objs, AP.erased(table, erased, keep), f, _committed_index(store, f))
+    new = AW.write_table(objs, AP.erased(table, erased, keep), f, _committed_index(store, f))
     return Rewrite(f, new, sorted(items), erased_before)
 
 

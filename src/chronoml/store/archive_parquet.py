@@ -141,7 +141,7 @@ def encode(rows: Sequence[Sequence[Any]], sch: Schema) -> tuple[bytes, bytes]:
     return encode_columns(arrays, packed, sch), packed
 
 
-def physical(arrays: Mapping[str, pa.Array], packed: bytes, sch: Schema) -> pa.Table:
+def physical(arrays: Mapping[str, pa.Array], packed: bytes | memoryview, sch: Schema) -> pa.Table:
     """The table a file stores for the decision columns ``arrays`` (every column of
     COLUMNS but ``num``, one layout, time order) and their packed inputs."""
     n = len(arrays["id"])
@@ -153,14 +153,15 @@ def physical(arrays: Mapping[str, pa.Array], packed: bytes, sch: Schema) -> pa.T
         if name == "num":
             continue
         arr = arrays[name]
-        if name in UUID_COLUMNS:
+        if name in UUID_COLUMNS and arr.type != UUID16:
             arr = uuid_bytes(arr) or arr
         out[name] = arr
-    mat = np.frombuffer(packed, dtype="<f8").reshape(n, len(numeric))
+    # one column after another in memory: each input's values read contiguously
+    mat = np.frombuffer(packed, dtype="<f8").reshape(n, len(numeric)).T.copy()
     decimals: dict[str, int] = {}
     split: list[str] = []
     for j, (c, k) in enumerate(numeric):
-        col = np.ascontiguousarray(mat[:, j])
+        col = mat[j]
         name = input_column(c)
         if k == "int":
             out[name] = pa.array(col.view("<i8"))

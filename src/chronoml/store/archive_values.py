@@ -78,13 +78,25 @@ def decimal_scale(col: np.ndarray[Any, Any]) -> int | None:
     bit for bit for every value, or None."""
     if len(col) == 0:
         return None
-    sample = col[:256]
-    for k in range(MAX_DECIMALS + 1):
-        if scaled(sample, k) is None:
-            continue
+    for k in _fitting(col[:32]):  # only a first look: the whole column decides
         if scaled(col, k) is not None:
             return k
     return None
+
+
+_SCALES = 10.0 ** np.arange(MAX_DECIMALS + 1)[:, None]
+
+
+def _fitting(sample: np.ndarray[Any, Any]) -> list[int]:
+    """The scales :func:`scaled` accepts for ``sample``, tried all at once (a column of
+    measured floats fits none: one look at its first values, not one per scale)."""
+    with np.errstate(invalid="ignore", over="ignore"):
+        s = np.round(sample[None, :] * _SCALES)
+        small = np.all(np.abs(s) < 2.0**53, axis=1)
+        ints = np.where(np.abs(s) < 2.0**53, s, 0.0).astype(np.int64)
+        back = (ints.astype(np.float64) / _SCALES).view("<i8")
+        same = np.all(back == sample.view("<i8")[None, :], axis=1)
+    return [int(k) for k in np.flatnonzero(small & same)]
 
 
 def scaled(col: np.ndarray[Any, Any], k: int) -> np.ndarray[Any, Any] | None:
@@ -110,7 +122,7 @@ def floats_of(name: str, col: np.ndarray[Any, Any]) -> dict[str, pa.Array]:
     if few(arr):
         return {name: arr}
     bits = np.ascontiguousarray(col, dtype="<f8").view("<u8")
-    low = (bits & np.uint64(_LOW)).astype("<i8")
+    low = (bits & np.uint64(_LOW)).view("<i8")  # below 2**48: the same value
     return {name: pa.array(low), name + HI: pa.array((bits >> np.uint64(48)).astype("<u2"))}
 
 
