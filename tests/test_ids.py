@@ -185,3 +185,14 @@ def test_ids_in_bulk_are_those_one_at_a_time_would_be(
         monkeypatch.undo()
         ids._drop_pool()
         ids._last_ms, ids._counter = saved
+
+
+@pytest.mark.parametrize("sizes", [(3, 1000, 17), (ids.BLOCK_MAX_ROWS, 2)])
+def test_block_ids_number_their_rows_whatever_sizes_came_before(sizes: tuple[int, ...]) -> None:
+    for n in sizes:
+        block, members = ids.new_block_ids(n)
+        assert len(members) == n
+        for pos, d in enumerate(members):
+            assert d[:32] == block[:32]
+            assert ids.block_of(d) == (block, pos)
+        assert members[-1].endswith(f"{n:04x}")

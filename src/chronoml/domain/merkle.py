@@ -94,15 +94,20 @@ def _pair_level(level: bytes | bytearray) -> bytearray:
 
 
 def root_of(leaf_hashes: Iterable[bytes]) -> bytes:
-    """The root over ``leaf_hashes`` (already leaf-hashed), ``n - 1`` node hashes.
+    """The root over ``leaf_hashes`` (already leaf-hashed), ``n - 1`` node hashes."""
+    level = bytearray()
+    for h in leaf_hashes:
+        level += h
+    return root_of_packed(level)
+
+
+def root_of_packed(level: bytes | bytearray) -> bytes:
+    """The root over leaf hashes given end to end (32 bytes each).
 
     Works level by level over packed bytes; the peaks left over at each odd
     level are folded in from the right at the end, which gives the RFC's
     split-at-a-power-of-two shape.
     """
-    level = bytearray()
-    for h in leaf_hashes:
-        level += h
     if len(level) % HASH_SIZE:
         raise MerkleError(f"every leaf hash must be {HASH_SIZE} bytes", "leaf_hashes")
     if not level:

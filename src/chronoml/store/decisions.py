@@ -11,7 +11,7 @@ import orjson
 from sqlalchemy import bindparam, func, select
 from sqlalchemy.exc import IntegrityError
 
-from chronoml.domain import codec
+from chronoml.domain import codec, merkle
 from chronoml.domain.codec import NUMERIC_KINDS, Schema
 from chronoml.ids import block_of
 from chronoml.store import archive_reads, blocks, evidence, ingest, ingest_reads, partitions, schema
@@ -98,16 +98,16 @@ def decision_entry(
         return evidence.batch_entry(
             "decision", [r[0] for r in rows], hashes, salts=salts, commitments=commitments
         )
-    leaves = list(hashes)
+    leaves = bytearray().join(hashes)
     packed = []
     for b in blocks:
         b_salts, b_coms, b_leaves = ingest.commit(b)
         packed.append(
-            (ingest.ITEM_KIND, b.id, len(leaves), b"".join(b_leaves), b"".join(b_salts),
-             b"".join(b_coms))
-        )  # fmt: skip
+            (ingest.ITEM_KIND, b.id, len(leaves) // ingest.HASH, b_leaves, b_salts, b_coms)
+        )
         leaves += b_leaves
-    e = evidence.batch_entry("decision", [], leaves)
+    # the batch's root over every leaf, end to end (no list of 32-byte objects per block)
+    e = evidence.rooted_entry("decision", len(leaves) // ingest.HASH, merkle.root_of_packed(leaves))
     e.refs, e.leaves = [r[0] for r in rows], hashes
     e.salts, e.commitments, e.packed = salts, commitments, packed
     return e

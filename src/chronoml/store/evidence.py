@@ -160,6 +160,13 @@ def batch_entry(
     return Entry(kind, None, len(leaf_hashes), root, t, leaf, refs, leaf_hashes, salts, commitments)
 
 
+def rooted_entry(kind: str, size: int, root: bytes) -> Entry:
+    """The log entry of one group commit of ``size`` items whose root the caller computed
+    (items then given as :attr:`Entry.refs` and :attr:`Entry.packed`)."""
+    t = now_us()
+    return Entry(kind, None, size, root, t, EB.batch_leaf_hash(kind, size, root, t))
+
+
 def split_peaks(size: int, blob: bytes) -> merkle.CompactRange:
     """The head row's peaks column as a compact range."""
     raw = bytes(blob)

@@ -105,15 +105,17 @@ class Block:
     def stored(self) -> tuple[Any, ...]:
         """The block's row in :data:`COLUMNS` order."""
         n = self.rows
-        width = len(self.num[0])
-        if any(len(v) != width for v in self.num):
+        if not _one_width(self.num):
             raise ValueError("the rows of a block must pack to the same width")
-        nums = np.array([math.nan if v is None else v for v in self.output_num], dtype="<f8")
-        none = [v is None for v in self.output_num]
+        nones = self.output_num.count(None)
+        if nones:
+            nums = np.array([math.nan if v is None else v for v in self.output_num], dtype="<f8")
+            none: bytes | None = bytes([v is None for v in self.output_num])
+        else:
+            nums, none = np.array(self.output_num, dtype="<f8"), None
         scores = None
         if self.scores is not None:
-            sw = len(self.scores[0])
-            if any(len(s) != sw for s in self.scores):
+            if not _one_width(self.scores):
                 raise ValueError("the class scores of a block must have one width")
             scores = b"".join(self.scores)
         ctx = self.context
@@ -121,25 +123,23 @@ class Block:
             self.id, self.ts, self.endpoint, self.variant, self.model_name, self.model_version,
             self.event_seq, self.shadow, self.unit, self.request_id, self.layout,
             float(self.latency_ms), n, b"".join(self.num),
-            None if all(t is None for t in self.txt) else orjson.dumps(self.txt).decode(),
-            orjson.dumps(self.outputs).decode(), nums.tobytes(),
-            bytes(none) if any(none) else None, scores,
-            None if ctx is None or all(c is None for c in ctx) else orjson.dumps(ctx).decode(),
+            None if self.txt.count(None) == n else orjson.dumps(self.txt).decode(),
+            orjson.dumps(self.outputs).decode(), nums.tobytes(), none, scores,
+            None if ctx is None or ctx.count(None) == n else orjson.dumps(ctx).decode(),
             self.erased,
         )  # fmt: skip
+
+
+def _one_width(values: Sequence[bytes]) -> bool:
+    """Whether every value has the same length (counted in C: a block has many rows)."""
+    return len(set(map(len, values))) == 1
 
 
 def fits(num: Sequence[bytes], scores: Sequence[bytes] | None) -> bool:
     """Whether rows can be stored as one block: one packed width, one scores width."""
     if not num or len(num) > 0xFFFF:
         return False
-    w = len(num[0])
-    if any(len(v) != w for v in num):
-        return False
-    if scores is not None:
-        sw = len(scores[0])
-        return all(len(s) == sw for s in scores)
-    return True
+    return _one_width(num) and (scores is None or _one_width(scores))
 
 
 def is_block_id(ref: str) -> bool:
@@ -223,35 +223,35 @@ def _f(x: float) -> bytes:
     return b"\x02" + _s("nan" if math.isnan(x) else ("inf" if x > 0 else "-inf"))
 
 
-def commit(block: Block) -> tuple[list[bytes], list[bytes], list[bytes]]:
-    """Fresh salts, input commitments and leaf hashes of the block's decisions.
+def commit(block: Block) -> tuple[bytes, bytes, bytes]:
+    """Fresh salts, input commitments and leaf hashes of the block's decisions, each the
+    rows' values end to end (16, 32 and 32 bytes a row).
 
     The bytes are those of :func:`~chronoml.domain.leaves.inputs_commitment` and
     :class:`~chronoml.domain.leaves.DecisionLeaf` for each decision (a test pins
-    them): what the block's rows share is encoded once, and each row costs two
-    or three SHA-256 calls over a few joined pieces. Rows with text inputs or a
-    context take the row-by-row encoders.
+    them): what the block's rows share is encoded once, each row's preimage is a
+    row of one matrix, and each row costs two or three SHA-256 calls made from C
+    (``map``), not from a Python loop. Rows with text inputs or a context take the
+    row-by-row encoders.
     """
     n = block.rows
     pool = os.urandom(SALT * n)
-    salts = [pool[i * SALT : (i + 1) * SALT] for i in range(n)]
-    if any(t is not None for t in block.txt) or (
-        block.context is not None and any(c is not None for c in block.context)
-    ):
+    if block.txt.count(None) != n or (block.context is not None and block.context.count(None) != n):
         rows = block.tuples()
-        coms = [
+        salts = [pool[i * SALT : (i + 1) * SALT] for i in range(n)]
+        each = [
             LV.inputs_commitment(r[10], bytes(r[11]), r[12], s, r[17])
             for r, s in zip(rows, salts, strict=True)
         ]
         leaves = [
-            _leaf_of(r if r[17] is None else r[:17], c) for r, c in zip(rows, coms, strict=True)
+            _leaf_of(r if r[17] is None else r[:17], c) for r, c in zip(rows, each, strict=True)
         ]
-        return salts, coms, leaves
-    width = len(block.num[0])
+        return pool, b"".join(each), b"".join(leaves)
+    num = b"".join(block.num)
     coms = _hash_rows(
         n,
-        [_INPUTS_TAG + _P32(SALT), _matrix(pool, n), _s(block.layout) + _P32(width),
-         _matrix(b"".join(block.num), n), b"\x00"],
+        [_INPUTS_TAG + _P32(SALT), _matrix(pool, n), _s(block.layout) + _P32(len(num) // n),
+         _matrix(num, n), b"\x00"],
     )  # fmt: skip
     lat = float(block.latency_ms)
     shared = b"".join(
@@ -264,18 +264,23 @@ def commit(block: Block) -> tuple[list[bytes], list[bytes], list[bytes]]:
         )
     )  # fmt: skip
     tail = b"\x01" + _PF(lat) if math.isfinite(lat) else _f(lat)
-    if block.scores is None:
-        digests: bytes | np.ndarray[Any, Any] = b"\x00"
-    else:
-        sha = hashlib.sha256
-        marks = np.ones((n, 1), dtype=np.uint8)
-        digests = np.hstack([marks, _matrix(b"".join([sha(s).digest() for s in block.scores]), n)])
-    encoded: dict[str, bytes] = {}
-    outs = [encoded.get(o) or encoded.setdefault(o, _s(o)) for o in block.outputs]
+    # each row's class scores digest, marked present: 0x01 then 32 bytes
+    digests: list[Piece] = (
+        [b"\x00"]
+        if block.scores is None
+        else [b"\x01", _matrix(b"".join(map(_DIGEST, map(_SHA, block.scores))), n)]
+    )
     pieces = [_LEAF_TAG + _P32(36), _matrix("".join(block.ids).encode("ascii"), n), shared,
-              _matrix(b"".join(coms), n), _column(outs, n), _numbers(block.output_num, n),
-              tail, digests, b"\x00"]  # fmt: skip
-    return salts, coms, _hash_rows(n, pieces)
+              _matrix(coms, n), _texts(block.outputs, n), _numbers(block.output_num, n),
+              tail, *digests, b"\x00"]  # fmt: skip
+    return pool, coms, _hash_rows(n, pieces)
+
+
+# one piece of every row's preimage: the same bytes in each row, one row of a matrix
+# each, or (rows of differing widths) one value each
+Piece = bytes | np.ndarray[Any, Any] | list[bytes]
+_SHA = hashlib.sha256
+_DIGEST = type(hashlib.sha256()).digest
 
 
 def _matrix(raw: bytes, n: int) -> np.ndarray[Any, Any]:
@@ -283,11 +288,21 @@ def _matrix(raw: bytes, n: int) -> np.ndarray[Any, Any]:
     return np.frombuffer(raw, dtype=np.uint8).reshape(n, len(raw) // n)
 
 
-def _numbers(values: list[float | None], n: int) -> bytes | np.ndarray[Any, Any] | list[bytes]:
+def _texts(values: list[str], n: int) -> Piece:
+    """The output texts' encodings, each distinct text encoded once."""
+    first = values[0]
+    if values.count(first) == n:
+        return _s(first)
+    enc = {v: _s(v) for v in set(values)}
+    return _column(list(map(enc.__getitem__, values)), n)
+
+
+def _numbers(values: list[float | None], n: int) -> Piece:
     """The output numbers' encodings: a matrix when every one is finite (the usual case)."""
-    if all(v is None for v in values):
+    nones = values.count(None)
+    if nones == n:
         return b"\x00"
-    if None not in values:
+    if nones == 0:
         arr = np.asarray(values, dtype=np.float64)
         if np.isfinite(arr).all():
             mat = np.empty((n, 9), dtype=np.uint8)
@@ -297,22 +312,22 @@ def _numbers(values: list[float | None], n: int) -> bytes | np.ndarray[Any, Any]
     return _column([b"\x00" if v is None else _f(float(v)) for v in values], n)
 
 
-def _column(values: list[bytes], n: int) -> bytes | np.ndarray[Any, Any] | list[bytes]:
+def _column(values: list[bytes], n: int) -> Piece:
     """One piece per row: a constant, a matrix when they share a width, else the list."""
     first = values[0]
-    if all(v == first for v in values):
+    if values.count(first) == n:
         return first
-    if all(len(v) == len(first) for v in values):
+    if len(set(map(len, values))) == 1:
         return _matrix(b"".join(values), n)
     return values
 
 
-def _hash_rows(n: int, pieces: Sequence[bytes | np.ndarray[Any, Any] | list[bytes]]) -> list[bytes]:
-    """SHA-256 of each row's pieces joined: a constant piece is the same in every row, a
-    matrix gives each row its own bytes, a list its own value.
+def _hash_rows(n: int, pieces: Sequence[Piece]) -> bytes:
+    """SHA-256 of each row's pieces joined, the digests end to end.
 
-    With no list among them the rows are one matrix, hashed slice by slice of its bytes
-    (cheaper than a numpy view per row); otherwise each row is joined in Python.
+    With no list among them the rows are one matrix (each piece copied into its
+    columns), hashed slice by slice of its bytes; otherwise each row is joined in
+    Python.
     """
     if any(isinstance(p, list) for p in pieces):
         cols = [
@@ -323,18 +338,19 @@ def _hash_rows(n: int, pieces: Sequence[bytes | np.ndarray[Any, Any] | list[byte
             else [r.tobytes() for r in p]
             for p in pieces
         ]
-        sha = hashlib.sha256
-        return [sha(b"".join(parts)).digest() for parts in zip(*cols, strict=True)]
+        return b"".join(map(_DIGEST, map(_SHA, map(b"".join, zip(*cols, strict=True)))))
     parts = [
-        np.broadcast_to(np.frombuffer(p, dtype=np.uint8), (n, len(p)))
-        if isinstance(p, bytes)
-        else p
+        np.frombuffer(p, dtype=np.uint8) if isinstance(p, bytes) else np.asarray(p, dtype=np.uint8)
         for p in pieces
     ]
-    raw = np.hstack(parts).tobytes()
-    w = len(raw) // n
-    sha = hashlib.sha256
-    return [sha(raw[i : i + w]).digest() for i in range(0, len(raw), w)]
+    w = sum(p.shape[-1] for p in parts)
+    mat = np.empty((n, w), dtype=np.uint8)
+    at = 0
+    for p in parts:
+        mat[:, at : at + p.shape[-1]] = p
+        at += p.shape[-1]
+    raw = mat.tobytes()
+    return b"".join(map(_DIGEST, map(_SHA, [raw[i : i + w] for i in range(0, len(raw), w)])))
 
 
 def _leaf_of(r: Sequence[Any], commitment: bytes) -> bytes:
