@@ -73,7 +73,7 @@ def test_cli_start_does_not_import_heavy_libraries() -> None:
 
 def test_every_rest_route_is_in_the_readme() -> None:
     # lazy: the web stack loads only for this test of the docs
-    from chronoml.gateway.access import ACTIONS
+    from chronoml.gateway.rules import ACTIONS
 
     routes = [
         f"`{method} {path.replace('{endpoint}', '{e}')}`"

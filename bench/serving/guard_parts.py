@@ -53,6 +53,7 @@ def main() -> int:
 
     from chronoml.auth.access import create_token
     from chronoml.gateway import access as GA
+    from chronoml.gateway import rules as GR
     from chronoml.gateway import server
     from chronoml.settings import Settings
     from chronoml.store import Store
@@ -76,7 +77,7 @@ def main() -> int:
         ],
         "client": ("127.0.0.1", 50000),
     }
-    rule = GA.ACTIONS[("POST", "/v1/endpoints/{endpoint}/predict")]
+    rule = GR.ACTIONS[("POST", "/v1/endpoints/{endpoint}/predict")]
     assert rule is not None
 
     # the access log as the server sets it up, with standard error sent to a file
@@ -98,7 +99,7 @@ def main() -> int:
                 _awaited_us(lambda: access.principal(scope), args.calls, args.runs)
             ),
             "role check": per_call_us(
-                lambda: GA.check(principal, rule, "bench"), args.calls, args.runs
+                lambda: GR.check(principal, rule, "bench"), args.calls, args.runs
             ),
             "access line": per_call_us(
                 lambda: access.write_line(principal, "POST", "/v1/...", 200, started),

@@ -244,7 +244,8 @@ def test_delivery_errors_are_shown_to_admins_only(app: Any, admin: TestClient) -
 def test_every_route_names_its_action(app: Any) -> None:
     from starlette.routing import Route
 
-    from chronoml.gateway.access import ACTIONS, Access
+    from chronoml.gateway.access import Access
+    from chronoml.gateway.rules import ACTIONS
 
     paths = {(sorted(r.methods - {"HEAD"})[0], r.path) for r in app.routes if isinstance(r, Route)}
     assert paths <= set(ACTIONS)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from chronoml.auth import Forbidden, Grant, Kind, Principal, Role, Unauthenticated
-from chronoml.gateway.access import ACTIONS, check
+from chronoml.gateway.rules import ACTIONS, check
 
 PREDICT = ACTIONS[("POST", "/v1/endpoints/{endpoint}/predict")]
 
@@ -35,8 +35,8 @@ def test_an_equal_principal_without_the_grant_is_refused_after_one_with_it() -> 
 
 def test_many_principals_do_not_grow_the_memory_without_bound() -> None:
     assert PREDICT is not None
-    from chronoml.gateway import access
+    from chronoml.gateway import rules
 
     for i in range(5000):
         check(Principal(f"c{i}", Kind.TOKEN, (Grant(Role.PREDICTOR),)), PREDICT, "fraud")
-    assert len(access._allowed) <= 4096
+    assert len(rules._allowed) <= 4096

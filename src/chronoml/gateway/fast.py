@@ -22,9 +22,9 @@ from starlette.types import Message, Receive, Scope, Send
 from chronoml.auth import AuthError
 from chronoml.errors import InvalidInput, StoreError
 from chronoml.gateway import inputs
-from chronoml.gateway.access import ACTIONS, Rule, check
 from chronoml.gateway.access_log import access_log
 from chronoml.gateway.responses import error_body
+from chronoml.gateway.rules import ACTIONS, Rule, check
 
 if TYPE_CHECKING:
     from chronoml.gateway.gateway import Gateway

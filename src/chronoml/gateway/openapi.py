@@ -11,7 +11,7 @@ import re
 from importlib import resources
 from typing import Any
 
-from chronoml.gateway.access import ACTIONS, Rule
+from chronoml.gateway.rules import ACTIONS, Rule
 
 ERROR = {
     "type": "object",
