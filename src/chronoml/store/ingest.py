@@ -317,7 +317,7 @@ def _column(values: list[bytes], n: int) -> Piece:
     first = values[0]
     if values.count(first) == n:
         return first
-    if len(set(map(len, values))) == 1:
+    if _one_width(values):
         return _matrix(b"".join(values), n)
     return values
 
