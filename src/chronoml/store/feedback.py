@@ -13,6 +13,7 @@ from chronoml.domain.feedback import FeedbackError, Label, check_label
 from chronoml.store import archive_reads as AR
 from chronoml.store import evidence, outcomes, partitions, schema
 from chronoml.store.database import Store
+from chronoml.store.id_types import may_hold
 from chronoml.timeutil import iso, now_us
 
 F = schema.feedback
@@ -126,6 +127,8 @@ def history(store: Store, decision_id: str) -> list[dict[str, Any]]:
 
 def history_in(conn: Any, decision_id: str) -> list[dict[str, Any]]:
     """:func:`history` on a connection the caller holds."""
+    if not may_hold(conn, decision_id):
+        return []
     rows = conn.execute(_HISTORY, {"id": decision_id}).all()
     return [
         {
