@@ -95,11 +95,11 @@ def record(
                 }
             )
         if rows:
-            ids = (
-                conn.execute(F.insert().returning(F.c.id, sort_by_parameter_order=True), rows)
-                .scalars()
-                .all()
-            )
+            # ids matched by decision (each appears once): the form that returns them in
+            # parameter order casts each column to one type, and an id column's type (uuid
+            # or text) is the store's
+            got = dict(conn.execute(F.insert().returning(F.c.decision_id, F.c.id), rows).all())
+            ids = [got[r["decision_id"]] for r in rows]
             hashes = [
                 evidence.feedback_leaf({**r, "id": i}).leaf_hash()
                 for r, i in zip(rows, ids, strict=True)

@@ -59,6 +59,12 @@ class _Untyped(UserDefinedType[str]):
     def get_col_spec(self, **kw: Any) -> str:
         return "VARCHAR(36)"
 
+    def literal_processor(self, dialect: Dialect) -> Any:
+        def quoted(value: str) -> str:
+            return "'" + value.replace("'", "''") + "'"
+
+        return quoted
+
 
 class DecisionId(TypeDecorator[str]):
     """The type of a column holding a decision id (see the module's text).
