@@ -23,7 +23,7 @@ from chronoml.store.decisions import COLUMNS as D_COLUMNS
 from chronoml.window import Window
 
 BASE = (
-    "0190a000-0000-7000-b000-000000000000", 1_767_225_600_000_000, "churn", "v1", "churn", "3", 7, False, "user-1",
+    "0190a000-0000-4000-b000-000000000000", 1_767_225_600_000_000, "churn", "v1", "churn", "3", 7, False, "user-1",
     "0190a000-0000-7000-9000-000000000001", "lay1", b"\x00" * 16, None, '{"p":0.5}', 0.5, 1.25, None, None,
 )  # fmt: skip
 VARIANTS = [
@@ -32,7 +32,7 @@ VARIANTS = [
     {14: None},
     {14: math.nan, 15: math.inf},
     {14: -math.inf, 15: 0.0},
-    {0: "0190a000-0000-7000-b000-00000000abcd", 2: "", 13: "\u00e9", 8: "ré"},  # ids: uuid text
+    {0: "0190a000-0000-4000-b000-00000000abcd", 2: "", 13: "\u00e9", 8: "ré"},  # ids: UUIDv4 text, no time to prune by
     {1: -5, 6: 2**62},
     {15: 3},  # an integer latency encodes as its float
     {16: b"\x01\x02" * 8, 17: '{"region":"nord"}'},
