@@ -32,7 +32,12 @@ VARIANTS = [
     {14: None},
     {14: math.nan, 15: math.inf},
     {14: -math.inf, 15: 0.0},
-    {0: "0190a000-0000-4000-b000-00000000abcd", 2: "", 13: "\u00e9", 8: "ré"},  # ids: UUIDv4 text, no time to prune by
+    {
+        0: "0190a000-0000-4000-b000-00000000abcd",
+        2: "",
+        13: "\u00e9",
+        8: "ré",
+    },  # ids: UUIDv4 text, no time to prune by
     {1: -5, 6: 2**62},
     {15: 3},  # an integer latency encodes as its float
     {16: b"\x01\x02" * 8, 17: '{"region":"nord"}'},

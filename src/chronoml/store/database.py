@@ -201,6 +201,11 @@ class Store:
         with self.engine.begin() as conn:
             cfg.attributes["connection"] = conn
             command.upgrade(cfg, revision)
+        # pooled connections' prepared statements keep the parameter types of the old
+        # schema (an id compared as text): start from fresh connections
+        self.engine.dispose()
+        if self.lookup_engine is not self.engine:
+            self.lookup_engine.dispose()
         id_types.forget(self.engine, self.lookup_engine)
         rev = self.revision()
         assert rev is not None
