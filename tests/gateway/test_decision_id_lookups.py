@@ -6,8 +6,8 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from access_support import admin_client
 
+from access_support import admin_client
 from chronoml.gateway.app import create_app
 
 BAD = ["not-a-uuid", "0190A000-0000-7000-8000-000000000001", "x" * 36]

@@ -98,8 +98,10 @@ def record(
             # ids matched by decision (each appears once): the form that returns them in
             # parameter order casts each column to one type, and an id column's type (uuid
             # or text) is the store's
-            got = dict(conn.execute(F.insert().returning(F.c.decision_id, F.c.id), rows).all())
-            ids = [got[r["decision_id"]] for r in rows]
+            got: dict[str, int] = dict(
+                conn.execute(F.insert().returning(F.c.decision_id, F.c.id), rows).all()
+            )
+            ids = [got[str(r["decision_id"])] for r in rows]
             hashes = [
                 evidence.feedback_leaf({**r, "id": i}).leaf_hash()
                 for r, i in zip(rows, ids, strict=True)
