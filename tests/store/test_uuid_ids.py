@@ -150,3 +150,20 @@ def test_the_lookups_of_an_id_use_the_uuid_key(old: Any) -> None:
             f"ON d.id = i.ref::uuid WHERE i.kind = 'decision' AND i.ref = '{ids[2]}'"
         ).scalars()
         assert "decisions" in "\n".join(joined)
+
+
+def test_ids_read_in_text_and_binary_come_back_as_their_text(old: Any) -> None:
+    store, ids = old
+    store.upgrade()
+    raw = store.engine.raw_connection()
+    try:
+        db = raw.driver_connection
+        for binary in (False, True):
+            with db.cursor(binary=binary) as cur:  # type: ignore[union-attr]
+                cur.execute("SELECT id, request_id FROM decisions ORDER BY id")
+                got = cur.fetchall()
+            assert [r[0] for r in got] == sorted(ids)  # uuid order is the text's
+            assert all(type(v) is str and id_types.is_canonical(v) for r in got for v in r)
+        db.rollback()  # type: ignore[union-attr]
+    finally:
+        raw.close()
