@@ -167,3 +167,20 @@ def test_ids_read_in_text_and_binary_come_back_as_their_text(old: Any) -> None:
         db.rollback()  # type: ignore[union-attr]
     finally:
         raw.close()
+
+
+def test_an_archive_file_of_ids_no_uuid_keeps_text(
+    old: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    store, _ = old
+    with store.write() as conn:  # as an archive of rows logged under other ids leaves it
+        conn.execute(
+            text(
+                "INSERT INTO archive_files (sha256, endpoint, layout, ts_min, ts_max, rows, "
+                "bytes, min_id, max_id, target, created_at) VALUES ('f' || repeat('0', 63), "
+                "'churn', 'lay1', 0, 1, 2, 10, 'legacy-0001', 'legacy-0002', '{}', 0)"
+            )
+        )
+    with caplog.at_level(logging.WARNING, logger="chronoml.ids"):
+        store.upgrade()
+    assert "legacy-0001" in caplog.text and _types(store) == {"character varying(36)"}

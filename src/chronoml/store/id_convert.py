@@ -45,7 +45,18 @@ def _ref_check(conn: Connection) -> tuple[str, str] | None:
         ),
         {"re": CANONICAL_SQL},
     ).first()
-    return None if got is None else (f"evidence_items.ref ({got[0]})", str(got[1]))
+    if got is not None:
+        return f"evidence_items.ref ({got[0]})", str(got[1])
+    # archived decisions are labelled and explained by id too: a file whose first or
+    # last id is not canonical (ids sort as text) holds ids no uuid column could
+    got = conn.execute(
+        text(
+            "SELECT sha256, CASE WHEN min_id !~ :re THEN min_id ELSE max_id END "
+            "FROM archive_files WHERE min_id !~ :re OR max_id !~ :re LIMIT 1"
+        ),
+        {"re": CANONICAL_SQL},
+    ).first()
+    return None if got is None else (f"archive file {got[0]}", str(got[1]))
 
 
 def convert(conn: Connection) -> bool:
