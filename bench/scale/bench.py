@@ -29,7 +29,10 @@ Measured in one run, on fresh schemas of the PostgreSQL at --pg:
 9. ids as 16-byte ``uuid`` values against today's 36-character text: the same
    rows COPYed into two copies of ``decisions`` that differ only in the type of
    ``id`` and ``request_id``, interleaved: bytes per row, rows per backend CPU
-   second, and a lookup by id.
+   second, and a lookup by id;
+10. the live tables' ids as text (0021) and ``uuid`` (0022, ``live_ids.py``): the same
+   rows through ``Appender`` into both, interleaved; bytes per decision live, a lookup
+   by id, then migration 0022 of the filled text store.
 
 Rows look like the gateway's: 30 float inputs (make_classification), a class
 output and two class scores, time-ordered ids.
@@ -37,6 +40,7 @@ output and two class scores, time-ordered ids.
     .venv/bin/python bench/scale/bench.py                    # ~5-10 min
     .venv/bin/python bench/scale/bench.py --rows 50000 --batch 4096
     .venv/bin/python bench/scale/bench.py --only 7,9 --rows 500000   # blocks, id types
+    .venv/bin/python bench/scale/bench.py --only 10 --rows 500000     # live ids, 0022
 """
 
 from __future__ import annotations
@@ -65,6 +69,7 @@ from common import (
     time_lookups,
     tuples,
 )
+from live_ids import live_ids
 from sqlalchemy import create_engine, text
 
 from chronoml.domain import codec
@@ -249,10 +254,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument(
         "--only",
         default="",
-        help="comma-separated sections to run, of rows (1-6), 7, 8, 9 [all]",
+        help="comma-separated sections to run, of rows (1-6), 7, 8, 9, 10 [all]",
     )
     a = ap.parse_args(argv)
-    only = set(a.only.split(",")) if a.only else {"rows", "7", "8", "9"}
+    only = set(a.only.split(",")) if a.only else {"rows", "7", "8", "9", "10"}
     admin = create_engine(a.pg)
     print(f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores", flush=True)
     with tempfile.TemporaryDirectory() as tmp:
@@ -266,6 +271,8 @@ def main(argv: list[str] | None = None) -> int:
             section_8(admin, work, a)
         if "9" in only:
             section_9(admin, work, x, a)
+        if "10" in only:
+            section_10(admin, work, x, a)
     print(f"\nload average {os.getloadavg()[0]:.1f}")
     admin.dispose()
     return 0
@@ -327,6 +334,24 @@ def section_9(admin: Any, work: Path, x: np.ndarray[Any, Any], a: argparse.Names
             f"  {r['rows_per_pg_cpu_s']:9.0f} rows/s per backend CPU s"
             f"  lookup by id {r['lookup_us']:5.0f} us"
         )
+
+
+def section_10(admin: Any, work: Path, x: np.ndarray[Any, Any], a: argparse.Namespace) -> None:
+    """Section 10: the live tables' ids as text (0021) and as uuid (0022)."""
+    got = live_ids(admin, work, x, a.batch, a.queries)
+    n = got["rows"]
+    print(f"\n10. live ids, {n} decisions through Appender in commits of {a.batch}:")
+    for t, r in got["ingest"].items():
+        print(
+            f"  {t:5} {r['rows_per_s']:9.0f} rows/s wall  "
+            f"{r['rows_per_pg_cpu_s']:9.0f} rows/s per PostgreSQL backend CPU s"
+        )
+    for t, b in got["bytes"].items():
+        parts = "  ".join(f"{k} {v / n:.0f}" for k, v in b.items())
+        print(f"  {t:15} B per decision: {parts}")
+    for t, r in got["lookup"].items():
+        print(f"  {t:15} lookup by id: hit {r['hit_us']:5.0f} us, miss {r['miss_us']:5.0f} us")
+    print(f"  migration 0022 of {n} decisions: {got['migration_s']:.1f} s")
 
 
 def rows_sections(admin: Any, work: Path, x: np.ndarray[Any, Any], a: argparse.Namespace) -> None:

@@ -40,7 +40,7 @@ def log(
             1,
             shadow,
             f"u{i}" if i % 3 else None,
-            "r",
+            "0190a000-0000-7000-9000-0000000000ff",
             layout,
             nums[i],
             txts[i],

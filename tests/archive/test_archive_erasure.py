@@ -66,7 +66,7 @@ def _row(i: int, ts: int, seq: int, unit: str) -> tuple[Any, ...]:
     name = TEXT_MARK if mine else f"someone-{i % 3}"
     ctx = orjson.dumps({"email": CTX_MARK}).decode() if mine else None
     return (
-        f"dec-{i:04d}", ts, "churn", "a", "churn", "1", seq, False, unit, f"req-{i}", "lay1",
+        f"0190a000-0000-7000-8000-{i:012d}", ts, "churn", "a", "churn", "1", seq, False, unit, f"0190a000-0000-7000-9000-{i:012d}", "lay1",
         num, orjson.dumps([name]).decode(), "0.5", 0.5, 1.25, None, ctx,
     )  # fmt: skip
 
@@ -186,13 +186,22 @@ def _erase_and_check(home: Path, url: str, target: Target, tmp_path: Path) -> No
         store.close()
     r = run(home, url, "audit", "verify", "--decisions")
     assert r.exit_code == 0, r.output
-    r = run(home, url, "decision", "dec-0010")  # an archived decision
+    r = run(home, url, "decision", "0190a000-0000-7000-8000-000000000010")  # an archived decision
     assert r.exit_code == 0, r.output
     assert "inputs    erased at" in r.output and " by os:" in r.output
     assert TEXT_MARK not in r.output
     vkey = run(home, url, "audit", "key").output.strip()
     out = tmp_path / "bundle"
-    r = run(home, url, "audit", "export", "--decision", "dec-0010", "--out", str(out))
+    r = run(
+        home,
+        url,
+        "audit",
+        "export",
+        "--decision",
+        "0190a000-0000-7000-8000-000000000010",
+        "--out",
+        str(out),
+    )
     assert r.exit_code == 0, r.output
     assert verify_main([str(out), "--key", vkey]) == 0
     # erasing again finds nothing left, and rewrites nothing
@@ -252,11 +261,13 @@ def test_retention_rewrites_old_archive_files_once(store_url: str, tmp_path: Pat
         )
         assert fresh.num_rows == 199 and set(fresh.column("txt").to_pylist()) == {None}
         assert set(fresh.column("context").to_pylist()) == {None}
-        first = D.get(store, "dec-0005")
+        first = D.get(store, "0190a000-0000-7000-8000-000000000005")
         assert first is not None and first.txt is None and first.output == "0.5"
-        kept = D.get(store, "dec-0205")
+        kept = D.get(store, "0190a000-0000-7000-8000-000000000205")
         assert kept is not None and kept.txt is not None
-        assert (cm.decision("dec-0005").inputs_erased or {})["reason"] == "retention"
+        assert (cm.decision("0190a000-0000-7000-8000-000000000005").inputs_erased or {})[
+            "reason"
+        ] == "retention"
         # the next pass reads and rewrites nothing
         assert erasure.erase_older(cm, 1_000, "monitor:retention", now=cut + 1_000).decisions == 0
         with store.read() as conn:
@@ -281,7 +292,7 @@ def test_a_crash_after_the_commit_leaves_the_old_object_for_the_next_sweep(
     objects = set(_object_bytes(target))
     assert old < objects  # the replaced objects are still there ...
     assert run(home, store_url, "audit", "verify", "--decisions").exit_code == 0
-    r = run(home, store_url, "decision", "dec-0010", "--json")
+    r = run(home, store_url, "decision", "0190a000-0000-7000-8000-000000000010", "--json")
     assert json.loads(r.output)["inputs_erased"]["reason"] == "subject"  # ... and unused
     # the next archive run (or erasure) deletes them
     r = run(home, store_url, "archive", "--before", "2026-01-01", "--to", target.url)
@@ -342,7 +353,7 @@ def test_kill_9_between_the_new_file_and_the_commit_leaves_a_consistent_store(
     store = _open(home, store_url)
     try:
         assert audit.verify(store, decisions=True).ok
-        row = D.get(store, "dec-0010")
+        row = D.get(store, "0190a000-0000-7000-8000-000000000010")
         assert row is not None and row.txt is not None and TEXT_MARK in row.txt
     finally:
         store.close()

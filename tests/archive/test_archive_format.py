@@ -16,7 +16,7 @@ from chronoml.domain import codec
 from chronoml.domain.archive import parse_target
 from chronoml.evidence import audit
 from chronoml.ids import new_id
-from chronoml.store import Store
+from chronoml.store import Store, id_convert, id_types
 from chronoml.store import archive as SA
 from chronoml.store import archive_parquet as AP
 from chronoml.store import decisions as D
@@ -31,6 +31,10 @@ FLOATS = [0.0, math.inf, -math.inf, 1e-300, None, 0.1, 5e-324]
 def store(store_url: str, tmp_path: Path) -> Any:
     s = Store.open(store_url, tmp_path / "home")
     s.upgrade()
+    if not s.is_sqlite:  # ids no uuid column can hold: a PostgreSQL store that kept text (0022)
+        with s.write() as conn:
+            id_convert.unconvert(conn)
+        id_types.forget(s.engine, s.lookup_engine)
     yield s
     s.close()
 

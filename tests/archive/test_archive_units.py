@@ -67,8 +67,8 @@ def _fill_and_archive(home: Path, url: str, target: Target) -> None:
             num = struct.pack("<d", MARK if unit == "subject-7" else 1.0 + i)
             rows.append(
                 (
-                    f"dec-{i:04d}", T0 + 10 + 3 * i, "churn", "a", "churn", "1", ev.seq, False,
-                    unit, f"req-{i}", "lay1", num, json.dumps([f"name-{i}"]), "0.5", 0.5, 1.0,
+                    f"0190a000-0000-7000-8000-{i:012d}", T0 + 10 + 3 * i, "churn", "a", "churn", "1", ev.seq, False,
+                    unit, f"0190a000-0000-7000-9000-{i:012d}", "lay1", num, json.dumps([f"name-{i}"]), "0.5", 0.5, 1.0,
                     None, None,
                 )
             )  # fmt: skip

@@ -39,8 +39,8 @@ def _fill(store: Store) -> None:
         app.append(
             [
                 (
-                    f"dec-{i}", T0 + 10 + i, "churn", "a", "churn", "1", ev.seq, False, None,
-                    f"req-{i}", "lay1", struct.pack("<dd", i, -i), None, "0.5", 0.5, 1.25,
+                    f"0190a000-0000-7000-8000-{i:012d}", T0 + 10 + i, "churn", "a", "churn", "1", ev.seq, False, None,
+                    f"0190a000-0000-7000-9000-{i:012d}", "lay1", struct.pack("<dd", i, -i), None, "0.5", 0.5, 1.25,
                     None, None,
                 )
                 for i in range(start, start + 3)
@@ -89,11 +89,13 @@ def test_verify_against_a_checkpoint_then_catch_a_moved_decision(
     url = store_url if not store_url.startswith("sqlite") else f"sqlite:///{home / 'chronoml.db'}"
     store = Store.open(url, home)
     with store.write() as conn:
-        conn.exec_driver_sql("UPDATE decisions SET ts = ts - 5 WHERE id = 'dec-4'")
+        conn.exec_driver_sql(
+            "UPDATE decisions SET ts = ts - 5 WHERE id = '0190a000-0000-7000-8000-000000000004'"
+        )
     store.close()
     r = run(home, store_url, *args)
     assert r.exit_code == 1
-    assert "FAILED at decision dec-4" in r.output
+    assert "FAILED at decision 0190a000-0000-7000-8000-000000000004" in r.output
     r = run(home, store_url, "audit", "verify", "--json")
     body = json.loads(r.output)
     assert body["ok"] is True and body["evidence"]["decisions"] is None  # not asked
@@ -103,7 +105,9 @@ def test_proof_and_bundle_verify_offline_and_fail_on_one_byte(
     home: Path, store_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     vkey = run(home, store_url, "audit", "key").output.strip()
-    r = run(home, store_url, "decision", "dec-4", "--proof", "--json")
+    r = run(
+        home, store_url, "decision", "0190a000-0000-7000-8000-000000000004", "--proof", "--json"
+    )
     assert r.exit_code == 0, r.output
     p = json.loads(r.output)
     leaf = LV.DecisionLeaf.from_dict(p["leaf"]).leaf_hash()
@@ -124,16 +128,29 @@ def test_proof_and_bundle_verify_offline_and_fail_on_one_byte(
         base64.b64decode(cp_root),
     )
     out = tmp_path / "bundle"
-    r = run(home, store_url, "audit", "export", "--decision", "dec-4", "--out", str(out))
+    r = run(
+        home,
+        store_url,
+        "audit",
+        "export",
+        "--decision",
+        "0190a000-0000-7000-8000-000000000004",
+        "--out",
+        str(out),
+    )
     assert r.exit_code == 0, r.output
     assert (out / "lineage.json").exists() and (out / "checkpoint.txt").exists()
     assert verify_main([str(out), "--key", vkey]) == 0
     (item,) = out.glob("items/*-decision-*.json")
     text = item.read_text()
-    assert '"req-4"' in text
-    item.write_text(text.replace('"req-4"', '"req-5"', 1))  # one byte of the decision
+    assert '"0190a000-0000-7000-9000-000000000004"' in text
+    item.write_text(
+        text.replace(
+            '"0190a000-0000-7000-9000-000000000004"', '"0190a000-0000-7000-9000-000000000005"', 1
+        )
+    )  # one byte of the decision
     capsys.readouterr()
     assert verify_main([str(out), "--key", vkey]) == 1
-    assert "dec-4" in capsys.readouterr().out
+    assert "0190a000-0000-7000-8000-000000000004" in capsys.readouterr().out
     r = run(home, store_url, "decision", "nope", "--proof")
     assert r.exit_code == 1 and "unknown decision" in r.output

@@ -301,10 +301,21 @@ def test_changes_go_through_a_server_as_the_tokens_principal(
 def test_audit_reads_lists_who_read_raw_inputs(cm: Any, settings: Any) -> None:
     from chronoml.store import principals as SP
 
-    SP.record_reads(cm.store, "token:auditor-1", ["dec-1", "dec-2"], "GET /v1/decisions/{id}", 10)
-    r = run(settings, "audit", "reads", "--decision", "dec-2", "--json")
+    SP.record_reads(
+        cm.store,
+        "token:auditor-1",
+        ["0190a000-0000-7000-8000-000000000001", "0190a000-0000-7000-8000-000000000002"],
+        "GET /v1/decisions/{id}",
+        10,
+    )
+    r = run(
+        settings, "audit", "reads", "--decision", "0190a000-0000-7000-8000-000000000002", "--json"
+    )
     assert r.exit_code == 0, r.output
     (only,) = json.loads(r.output)["reads"]
-    assert only["principal"] == "token:auditor-1" and only["decision_id"] == "dec-2"
+    assert (
+        only["principal"] == "token:auditor-1"
+        and only["decision_id"] == "0190a000-0000-7000-8000-000000000002"
+    )
     r = run(settings, "audit", "reads", "--principal", "token:nobody")
     assert r.exit_code == 0 and "no reads" in r.output

@@ -34,7 +34,8 @@ def test_db_partitions_on_postgresql(tmp_path: Path, pg_url: str) -> None:
                 text(
                     "INSERT INTO decisions (id, ts, endpoint, variant, model_name, model_version,"
                     " event_seq, shadow, request_id, layout, num, output, latency_ms) VALUES"
-                    " ('d1', :ts, 'e', 'a', 'm', '1', 1, false, 'r', 'l', '', '0', 1.0)"
+                    " ('0190a000-0000-7000-8000-000000000001', :ts, 'e', 'a', 'm', '1', 1, false,"
+                    " '0190a000-0000-7000-9000-000000000001', 'l', '', '0', 1.0)"
                 ),
                 {"ts": old + 5},
             )

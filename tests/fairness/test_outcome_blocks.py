@@ -38,7 +38,7 @@ def _populate(cm: Any) -> list[str]:
         ctx = None if i % 10 == 0 else orjson.dumps({"group": str(groups[i])}).decode()
         version = "1" if i < 600 else "2"
         rows.append(
-            (ids[i], 1000 + i, "e", f"m-v{version}", "m", version, 1, False, None, "r",
+            (ids[i], 1000 + i, "e", f"m-v{version}", "m", version, 1, False, None, "0190a000-0000-7000-9000-0000000000ff",
              layout, packed[i], None, str(pred[i]), float(pred[i]), 1.0, None, ctx)
         )  # fmt: skip
     app = D.Appender(cm.store)

@@ -46,7 +46,7 @@ def _populate(cm: Any) -> list[str]:
         score = None if i % 17 == 0 else scores[i]
         ts = 1000 + i - (i % 2)  # pairs of decisions share a timestamp
         rows.append(
-            (ids[i], ts, "e", variant, "m", "1", 1, False, None, "r", layout, packed[i],
+            (ids[i], ts, "e", variant, "m", "1", 1, False, None, "0190a000-0000-7000-9000-0000000000ff", layout, packed[i],
              None, output, float(s[i] > 0.5), 1.0, score, None)
         )  # fmt: skip
     app = D.Appender(cm.store)

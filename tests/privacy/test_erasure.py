@@ -40,7 +40,7 @@ def run(home: Path, url: str, *args: str) -> Result:
 def _row(i: int, ts: int, seq: int, unit: str, x: float, name: str, ctx: str | None) -> tuple:
     num = struct.pack("<dq", x, 7 + i)
     return (
-        f"dec-{i}", ts, "churn", "a", "churn", "1", seq, False, unit, f"req-{i}", "lay1", num,
+        f"0190a000-0000-7000-8000-{i:012d}", ts, "churn", "a", "churn", "1", seq, False, unit, f"0190a000-0000-7000-9000-{i:012d}", "lay1", num,
         orjson.dumps([name]).decode(), "0.5", 0.5, 1.25, None, ctx,
     )  # fmt: skip
 
@@ -66,7 +66,12 @@ def _fill(store: Store) -> None:
     ])  # fmt: skip
     app.close()
     with store.write() as conn:  # context sent later, with feedback
-        O.add_context(conn, [("dec-3", {"note": LATER_MARK})], actor="bob", at=T0 + 300)
+        O.add_context(
+            conn,
+            [("0190a000-0000-7000-8000-000000000003", {"note": LATER_MARK})],
+            actor="bob",
+            at=T0 + 300,
+        )
 
 
 @pytest.fixture
@@ -142,18 +147,29 @@ def test_erasure_removes_every_copy_and_keeps_every_proof(
         xs = sorted(w.columns["x"].tolist(), key=str)
         assert w.rows == 5 and xs.count(OTHER) == 3 and MARK not in xs
         assert sum(v != v for v in w.columns["y"].tolist()) == 2  # an int column: NaN too
-        assert O.contexts(store, ["dec-3"]).get("dec-3") in (None, {})
+        assert O.contexts(store, ["0190a000-0000-7000-8000-000000000003"]).get(
+            "0190a000-0000-7000-8000-000000000003"
+        ) in (None, {})
     finally:
         store.close()
     r = run(home, store_url, "audit", "verify", "--decisions")
     assert r.exit_code == 0, r.output
-    r = run(home, store_url, "decision", "dec-3")
+    r = run(home, store_url, "decision", "0190a000-0000-7000-8000-000000000003")
     assert r.exit_code == 0, r.output
     assert "inputs    erased at" in r.output and " by os:" in r.output
     # an inclusion proof of the erased decision still verifies offline
     vkey = run(home, store_url, "audit", "key").output.strip()
     out = tmp_path / "bundle"
-    r = run(home, store_url, "audit", "export", "--decision", "dec-0", "--out", str(out))
+    r = run(
+        home,
+        store_url,
+        "audit",
+        "export",
+        "--decision",
+        "0190a000-0000-7000-8000-000000000000",
+        "--out",
+        str(out),
+    )
     assert r.exit_code == 0, r.output
     capsys.readouterr()
     assert verify_main([str(out), "--key", vkey]) == 0
@@ -177,13 +193,15 @@ def test_retention_erases_old_inputs_and_keeps_outputs(home: Path, store_url: st
         # everything before T0 + 150 is past its retention: decisions 0, 1 and 2
         got = erasure.erase_older(cm, 1_000, "monitor:retention", now=T0 + 1_150)
         assert got.decisions == 3 and got.as_dict()["decisions"] == 3
-        rows = {i: D.get(store, f"dec-{i}") for i in range(5)}
+        rows = {i: D.get(store, f"0190a000-0000-7000-8000-{i:012d}") for i in range(5)}
         assert rows[0] is not None and rows[0].output == "0.5"  # the output stays
         assert all(r is not None and r.txt is None for i, r in rows.items() if i < 3)
         assert rows[3] is not None and rows[3].txt is not None  # newer inputs stay
         (ev,) = [e for e in SL.history(store, "churn") if e.kind == "erasure"]
         assert ev.payload["reason"] == "retention" and ev.actor == "monitor:retention"
-        assert (cm.decision("dec-1").inputs_erased or {})["reason"] == "retention"
+        assert (cm.decision("0190a000-0000-7000-8000-000000000001").inputs_erased or {})[
+            "reason"
+        ] == "retention"
     finally:
         store.close()
     assert run(home, store_url, "audit", "verify", "--decisions").exit_code == 0

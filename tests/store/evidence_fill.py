@@ -44,8 +44,8 @@ def _rows(n: int, start: int, seq: int) -> list[D.DecisionTuple]:
         num = json.dumps([i * 0.5, i]).encode()
         out.append(
             (
-                f"dec-{i:04d}", T0 + 1_000 + i, "churn", "a", "churn", "1", seq, False,
-                f"user-{i % 3}", f"req-{i}", "lay1", num, None, json.dumps(0.25), 0.25, 1.5,
+                f"0190a000-0000-7000-8000-{i:012d}", T0 + 1_000 + i, "churn", "a", "churn", "1", seq, False,
+                f"user-{i % 3}", f"0190a000-0000-7000-9000-{i:012d}", "lay1", num, None, json.dumps(0.25), 0.25, 1.5,
                 None, None,
             )
         )  # fmt: skip
@@ -75,13 +75,24 @@ def fill(store: Store, tmp: Path) -> Filled:
         app.append(rows, expl)
         ids += [r[0] for r in rows]
     app.close()
-    record(store, [Label("dec-0001", 1, None), Label("dec-0002", 0, T0)], actor="labeller")
+    record(
+        store,
+        [
+            Label("0190a000-0000-7000-8000-000000000001", 1, None),
+            Label("0190a000-0000-7000-8000-000000000002", 0, T0),
+        ],
+        actor="labeller",
+    )
     events.append(
         SL.append(store, L.Change("alert", "churn", "monitor", {"rule": "latency"}), now=T0 + 5)
     )
     with store.read() as conn:
-        fb = [int(r["id"]) for r in SE.feedback_rows_in(conn, "dec-0001")]
-        fb += [int(r["id"]) for r in SE.feedback_rows_in(conn, "dec-0002")]
+        fb = [
+            int(r["id"]) for r in SE.feedback_rows_in(conn, "0190a000-0000-7000-8000-000000000001")
+        ]
+        fb += [
+            int(r["id"]) for r in SE.feedback_rows_in(conn, "0190a000-0000-7000-8000-000000000002")
+        ]
     key = keys.create_key_file(tmp / "signing.key", "chronoml.test")
     issued = EC.issue(store, key)
     return Filled(events, ids, fb, key, issued.checkpoint)

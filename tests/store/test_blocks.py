@@ -55,7 +55,7 @@ def _log(
             1,
             shadow,
             None,
-            "r",
+            "0190a000-0000-7000-9000-0000000000ff",
             layout,
             nums[i],
             txts[i],

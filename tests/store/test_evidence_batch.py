@@ -23,8 +23,8 @@ from chronoml.store.decisions import COLUMNS as D_COLUMNS
 from chronoml.window import Window
 
 BASE = (
-    "0190-a", 1_767_225_600_000_000, "churn", "v1", "churn", "3", 7, False, "user-1",
-    "req-1", "lay1", b"\x00" * 16, None, '{"p":0.5}', 0.5, 1.25, None, None,
+    "0190a000-0000-4000-b000-000000000000", 1_767_225_600_000_000, "churn", "v1", "churn", "3", 7, False, "user-1",
+    "0190a000-0000-7000-9000-000000000001", "lay1", b"\x00" * 16, None, '{"p":0.5}', 0.5, 1.25, None, None,
 )  # fmt: skip
 VARIANTS = [
     {},
@@ -32,7 +32,12 @@ VARIANTS = [
     {14: None},
     {14: math.nan, 15: math.inf},
     {14: -math.inf, 15: 0.0},
-    {0: "décision-✓", 2: "", 13: "\u00e9", 9: "ré"},
+    {
+        0: "0190a000-0000-4000-b000-00000000abcd",
+        2: "",
+        13: "\u00e9",
+        8: "ré",
+    },  # ids: UUIDv4 text, no time to prune by
     {1: -5, 6: 2**62},
     {15: 3},  # an integer latency encodes as its float
     {16: b"\x01\x02" * 8, 17: '{"region":"nord"}'},
@@ -104,16 +109,30 @@ def test_verify_in_two_processes_agrees_with_one(store: Store, tmp_path: Path) -
     assert two.decisions == one.decisions == len(filled.decisions)
     drop_guards(store)
     # the last batch is the second process's range: its edits must come back named
-    sql(store, "UPDATE decisions SET output = :v WHERE id = :k", {"v": "0.99", "k": "dec-0008"})
-    sql(store, "DELETE FROM decisions WHERE id = :k", {"k": "dec-0010"})
-    sql(store, "UPDATE decisions SET latency_ms = :v WHERE id = :k", {"v": 9.0, "k": "dec-0002"})
+    sql(
+        store,
+        "UPDATE decisions SET output = :v WHERE id = :k",
+        {"v": "0.99", "k": "0190a000-0000-7000-8000-000000000008"},
+    )
+    sql(store, "DELETE FROM decisions WHERE id = :k", {"k": "0190a000-0000-7000-8000-000000000010"})
+    sql(
+        store,
+        "UPDATE decisions SET latency_ms = :v WHERE id = :k",
+        {"v": 9.0, "k": "0190a000-0000-7000-8000-000000000002"},
+    )
     one = EA.verify(store, decisions=True, workers=1)
     two = EA.verify(store, decisions=True, workers=2)
     assert not two.ok
     assert _problems(two) == _problems(one)
     named = [p.what for p in two.problems]
-    assert "decision dec-0002" in named and "decision dec-0008" in named
-    assert any("dec-0010" in p.what and "deleted" in p.reason for p in two.problems)
+    assert (
+        "decision 0190a000-0000-7000-8000-000000000002" in named
+        and "decision 0190a000-0000-7000-8000-000000000008" in named
+    )
+    assert any(
+        "0190a000-0000-7000-8000-000000000010" in p.what and "deleted" in p.reason
+        for p in two.problems
+    )
 
 
 def test_a_worker_process_reports_the_rows_of_its_range(store: Store, tmp_path: Path) -> None:
@@ -121,7 +140,11 @@ def test_a_worker_process_reports_the_rows_of_its_range(store: Store, tmp_path: 
     with store.read() as conn:
         last = max(int(e[0]) for e in SE.log_entries(conn) if e[1] == "decision")
     drop_guards(store)
-    sql(store, "UPDATE decisions SET unit = :v WHERE id = :k", {"v": "user-9", "k": "dec-0009"})
+    sql(
+        store,
+        "UPDATE decisions SET unit = :v WHERE id = :k",
+        {"v": "user-9", "k": "0190a000-0000-7000-8000-000000000009"},
+    )
     url = store.engine.url.render_as_string(hide_password=False)
     remote = DC._Remote.start(url, str(store.home))
     assert remote is not None, "the worker process did not start"
@@ -136,7 +159,10 @@ def test_a_worker_process_reports_the_rows_of_its_range(store: Store, tmp_path: 
     assert again is not None and again[:2] == (n, present)
     assert n == present == 6
     assert [(p.what, p.reason) for p in problems][:1] == [
-        ("decision dec-0009", "its stored row no longer matches its committed leaf")
+        (
+            "decision 0190a000-0000-7000-8000-000000000009",
+            "its stored row no longer matches its committed leaf",
+        )
     ]
 
 
@@ -199,13 +225,16 @@ def test_a_decision_added_outside_chronoml_is_named(
     cols = ", ".join(D_COLUMNS)
     sql(
         store,
-        f"INSERT INTO decisions ({cols}) SELECT 'dec-mallory', {cols.split(', ', 1)[1]} "
-        "FROM decisions WHERE id = 'dec-0003'",
+        f"INSERT INTO decisions ({cols}) SELECT '0190a000-0000-7000-8000-00000000bad0', {cols.split(', ', 1)[1]} "
+        "FROM decisions WHERE id = '0190a000-0000-7000-8000-000000000003'",
     )
     report = EA.verify(store, decisions=True, workers=workers)
     assert not report.ok
     assert [(p.what, p.reason) for p in report.problems] == [
-        ("decision dec-mallory", "it is not in the evidence log: added outside chronoml")
+        (
+            "decision 0190a000-0000-7000-8000-00000000bad0",
+            "it is not in the evidence log: added outside chronoml",
+        )
     ]
 
 
@@ -220,14 +249,17 @@ def test_leaf_bytes_moved_between_two_decisions_are_named(store: Store, tmp_path
     # the two stored leaves, joined, are what they were: a page compared joined must
     # still see that each leaf is a 32-byte hash and check the rows one by one
     fill(store, tmp_path)
-    a, b = _leaf_of(store, "dec-0005"), _leaf_of(store, "dec-0006")
+    a, b = (
+        _leaf_of(store, "0190a000-0000-7000-8000-000000000005"),
+        _leaf_of(store, "0190a000-0000-7000-8000-000000000006"),
+    )
     drop_guards(store)
     change = "UPDATE evidence_items SET leaf = :v WHERE kind = 'decision' AND ref = :k"
-    sql(store, change, {"v": a[:31], "k": "dec-0005"})
-    sql(store, change, {"v": a[31:] + b, "k": "dec-0006"})
+    sql(store, change, {"v": a[:31], "k": "0190a000-0000-7000-8000-000000000005"})
+    sql(store, change, {"v": a[31:] + b, "k": "0190a000-0000-7000-8000-000000000006"})
     report = EA.verify(store, decisions=True, workers=1)
     assert not report.ok
-    assert report.problems[0].what == "decision dec-0005"
+    assert report.problems[0].what == "decision 0190a000-0000-7000-8000-000000000005"
 
 
 def _varied_rows(seq: int) -> list[tuple[object, ...]]:
@@ -237,7 +269,7 @@ def _varied_rows(seq: int) -> list[tuple[object, ...]]:
         if 15 in change and not math.isfinite(float(change[15])):  # type: ignore[arg-type]
             continue
         row = list(_row(change))
-        row[0] = f"{row[0]}-{i}"
+        row[0] = f"{str(row[0])[:34]}{i + 1:02d}"
         row[6] = seq
         rows.append(tuple(row))
     return rows
@@ -253,7 +285,7 @@ def test_verify_hashes_whole_pages_of_varied_rows_without_the_row_by_row_path(
     try:
         rows = _varied_rows(ev.seq)
         app.append(rows)  # type: ignore[arg-type]
-        app.append([(f"x-{r[0]}", *r[1:]) for r in rows])  # type: ignore[arg-type]
+        app.append([(f"1{str(r[0])[1:]}", *r[1:]) for r in rows])  # type: ignore[arg-type]
     finally:
         app.close()
     with store.read() as conn:
@@ -273,7 +305,10 @@ def test_a_page_with_values_the_fast_path_leaves_out_still_verifies(store: Store
     # infinite outputs and latencies (SQLite keeps no NaN: it reads back as NULL)
     ev = SL.append(store, deploy("churn", "a"))
     kept = [c for c in VARIANTS if not any(v != v for v in c.values())]
-    rows = [(f"nf-{i}", *_row(c)[1:6], ev.seq, *_row(c)[7:]) for i, c in enumerate(kept)]
+    rows = [
+        (f"0190a000-0000-7000-a000-{i:012d}", *_row(c)[1:6], ev.seq, *_row(c)[7:])
+        for i, c in enumerate(kept)
+    ]
     assert any(r[14] is not None and not math.isfinite(float(r[14])) for r in rows)  # type: ignore[arg-type]
     app = D.Appender(store)
     try:
@@ -301,19 +336,29 @@ def test_a_window_checks_its_batches_and_names_a_row_added_outside_chronoml(
     cols = ", ".join(D_COLUMNS)
     sql(
         store,
-        f"INSERT INTO decisions ({cols}) SELECT 'dec-mallory', {cols.split(', ', 1)[1]} "
-        "FROM decisions WHERE id = 'dec-0003'",
+        f"INSERT INTO decisions ({cols}) SELECT '0190a000-0000-7000-8000-00000000bad0', {cols.split(', ', 1)[1]} "
+        "FROM decisions WHERE id = '0190a000-0000-7000-8000-000000000003'",
     )
     drop_guards(store)
-    sql(store, "UPDATE decisions SET output = :v WHERE id = :k", {"v": "0.99", "k": "dec-0010"})
+    sql(
+        store,
+        "UPDATE decisions SET output = :v WHERE id = :k",
+        {"v": "0.99", "k": "0190a000-0000-7000-8000-000000000010"},
+    )
     report = EA.verify(store, decisions=True, window=window)
     assert not report.ok
     named = [(p.what, p.reason) for p in report.problems if p.what.startswith("decision ")]
     assert named == [
-        ("decision dec-0010", "its stored row no longer matches its committed leaf"),
-        ("decision dec-mallory", "it is not in the evidence log: added outside chronoml"),
+        (
+            "decision 0190a000-0000-7000-8000-000000000010",
+            "its stored row no longer matches its committed leaf",
+        ),
+        (
+            "decision 0190a000-0000-7000-8000-00000000bad0",
+            "it is not in the evidence log: added outside chronoml",
+        ),
     ]
     # a window before the edited batch does not see the edit, and still sees the row
     earlier = Window(int(batches[0][5]), int(batches[0][5]) + 1)
     report = EA.verify(store, decisions=True, window=earlier)
-    assert [p.what for p in report.problems] == ["decision dec-mallory"]
+    assert [p.what for p in report.problems] == ["decision 0190a000-0000-7000-8000-00000000bad0"]

@@ -27,13 +27,25 @@ def _says(text: str) -> Named:
 
 ROWS: dict[str, tuple[str, Any, Named]] = {
     "ledger_events": ("seq", 2, _says("ledger event #")),
-    "decisions": ("id", "dec-0006", _says("decision dec-0006")),
+    "decisions": (
+        "id",
+        "0190a000-0000-7000-8000-000000000006",
+        _says("decision 0190a000-0000-7000-8000-000000000006"),
+    ),
     "feedback": ("id", "first feedback", _says("feedback ")),
-    "explanations": ("decision_id", "dec-0004", _says("explanation dec-0004")),
+    "explanations": (
+        "decision_id",
+        "0190a000-0000-7000-8000-000000000004",
+        _says("explanation 0190a000-0000-7000-8000-000000000004"),
+    ),
     "evidence_log": ("idx", 5, _at(5)),
     "evidence_nodes": ("idx", 5, _says("node")),
     "evidence_head": ("id", 1, lambda p: "head" in p.what or "checkpoint" in p.what),
-    "evidence_items": ("ref", "dec-0006", lambda p: p.log_index in (4, 7)),
+    "evidence_items": (
+        "ref",
+        "0190a000-0000-7000-8000-000000000006",
+        lambda p: p.log_index in (4, 7),
+    ),
     "checkpoints": ("id", 1, _says("checkpoint")),
 }
 # the ledger's JSON columns get other valid JSON; the rest a generic change of type
@@ -63,7 +75,7 @@ def changed(column: str, value: Any) -> Any:
     if isinstance(value, int):
         return value + 1000
     text = str(value)  # same length: columns have a maximum
-    return text[:-1] + ("Z" if text[-1] != "Z" else "Y")
+    return text[:-1] + ("e" if text[-1] != "e" else "f")  # hex: an id stays a uuid
 
 
 @pytest.fixture

@@ -148,10 +148,19 @@ def test_flipping_sets_state_changes_the_answer_and_is_named(store: Store, fille
 @pytest.mark.parametrize(
     ("statement", "reason"),
     [
-        ("UPDATE decisions SET num = :v WHERE id = 'dec-0005'", "inputs"),
-        ("UPDATE decisions SET ts = ts + 1 WHERE id = 'dec-0005'", "committed leaf"),
-        ("UPDATE decisions SET output = '0.75' WHERE id = 'dec-0005'", "committed leaf"),
-        ("DELETE FROM decisions WHERE id = 'dec-0005'", "deleted"),
+        (
+            "UPDATE decisions SET num = :v WHERE id = '0190a000-0000-7000-8000-000000000005'",
+            "inputs",
+        ),
+        (
+            "UPDATE decisions SET ts = ts + 1 WHERE id = '0190a000-0000-7000-8000-000000000005'",
+            "committed leaf",
+        ),
+        (
+            "UPDATE decisions SET output = '0.75' WHERE id = '0190a000-0000-7000-8000-000000000005'",
+            "committed leaf",
+        ),
+        ("DELETE FROM decisions WHERE id = '0190a000-0000-7000-8000-000000000005'", "deleted"),
     ],
 )
 def test_editing_moving_or_deleting_a_decision_is_named(
@@ -161,7 +170,7 @@ def test_editing_moving_or_deleting_a_decision_is_named(
     sql(store, statement, {"v": b"[9.0, 9]"} if ":v" in statement else None)
     assert EA.verify(store).ok  # decisions are checked only when asked
     report = check(store, filled)
-    assert not report.ok and report.first_bad == "decision dec-0005"
+    assert not report.ok and report.first_bad == "decision 0190a000-0000-7000-8000-000000000005"
     assert reason in (report.reason or "")
 
 
@@ -169,12 +178,12 @@ def test_deleting_a_decision_with_its_evidence_names_its_place(
     store: Store, filled: Filled
 ) -> None:
     drop_guards(store)
-    sql(store, "DELETE FROM decisions WHERE id = 'dec-0002'")
-    sql(store, "DELETE FROM evidence_items WHERE ref = 'dec-0002'")
+    sql(store, "DELETE FROM decisions WHERE id = '0190a000-0000-7000-8000-000000000002'")
+    sql(store, "DELETE FROM evidence_items WHERE ref = '0190a000-0000-7000-8000-000000000002'")
     report = check(store, filled)
     assert not report.ok
     assert report.first_bad == "decision at position 2 of log entry 4"
-    assert "dec-0001" in (report.reason or "")
+    assert "0190a000-0000-7000-8000-000000000001" in (report.reason or "")
 
 
 def test_editing_feedback_is_named(store: Store, filled: Filled) -> None:
@@ -189,7 +198,7 @@ def test_a_row_added_outside_chronoml_is_named(store: Store, filled: Filled) -> 
     sql(
         store,
         "INSERT INTO feedback (decision_id, label, recorded_at, actor) "
-        "VALUES ('dec-0003', '1', 5, 'mallory')",
+        "VALUES ('0190a000-0000-7000-8000-000000000003', '1', 5, 'mallory')",
     )
     report = EA.verify(store)
     assert not report.ok and (report.first_bad or "").startswith("feedback ")

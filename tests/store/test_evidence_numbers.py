@@ -37,7 +37,7 @@ def test_nan_and_negative_zero_outputs_verify_untouched(store: Store) -> None:
     outputs, nums = codec.encode_outputs(np.array([math.nan, -0.0, 2.5, -1.0]), 4)
     rows: list[D.DecisionTuple] = [
         (
-            f"dec-{i}", T0 + 10 + i, "reg", "a", "reg", "1", seq, False, None, f"req-{i}",
+            f"0190a000-0000-7000-8000-{i:012d}", T0 + 10 + i, "reg", "a", "reg", "1", seq, False, None, f"0190a000-0000-7000-9000-{i:012d}",
             "lay1", json.dumps([float(i)]).encode(), None, json.dumps(None if i == 0 else o),
             nums[i], 1.0, None, None,
         )
@@ -46,7 +46,7 @@ def test_nan_and_negative_zero_outputs_verify_untouched(store: Store) -> None:
     app = D.Appender(store)
     app.append(rows, [])
     app.close()
-    record(store, [Label("dec-3", -0.0, None)], actor="labeller")
+    record(store, [Label("0190a000-0000-7000-8000-000000000003", -0.0, None)], actor="labeller")
     report = EA.verify(store, decisions=True)
     assert report.ok, report.problems
     assert report.decisions == 4 and report.feedback == 1

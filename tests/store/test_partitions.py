@@ -46,7 +46,7 @@ def _rows(store: Store, times: list[int], ids: list[str] | None = None) -> list[
                 1,
                 False,
                 None,
-                "r",
+                "0190a000-0000-7000-9000-0000000000ff",
                 layout,
                 num.tobytes(),
                 None,
@@ -118,7 +118,7 @@ def test_a_lookup_by_id_and_a_window_read_touch_only_their_partitions(pg: Store)
         # the same statement as the driver prepares it (a generic plan) prunes at start-up
         conn.execute(text("SET LOCAL plan_cache_mode = force_generic_plan"))
         conn.exec_driver_sql(
-            "PREPARE by_id(text, bigint, bigint) AS SELECT * FROM decisions"
+            "PREPARE by_id(uuid, bigint, bigint) AS SELECT * FROM decisions"
             " WHERE id = $1 AND ts >= $2 AND ts < $3"
         )
         plan = conn.exec_driver_sql(
@@ -284,7 +284,7 @@ def test_the_appender_copies_into_partitions(pg: Store) -> None:
             1,
             False,
             None,
-            "r",
+            "0190a000-0000-7000-9000-0000000000ff",
             layout,
             num,
             None,

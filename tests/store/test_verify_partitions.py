@@ -93,14 +93,14 @@ def test_verify_reads_only_the_partitions_its_ids_point_to(pg: Store) -> None:
             first, last = conn.exec_driver_sql(EP.RANGE_REFS % (lo, hi)).one()
             span = partitions.ids_span([first, last])
             assert span is not None
-            stmt = EP.PREIMAGES[True, True] % (*span, f"'{first}'", f"'{last}'", lo, hi)
+            stmt = EP.PREIMAGES[True, True, True] % (*span, f"'{first}'", f"'{last}'", lo, hi)
             today = partitions.name_for(partitions.day_start(NOON + day * DAY_US))
             # the span reaches ten minutes before the first id: the day before at most
             assert today in partitions.explain(conn, stmt, {})
             assert len(partitions.explain(conn, stmt, {})) <= 2
-            assert len(partitions.explain(conn, EP.PREIMAGES[True, False] % (lo, hi), {})) == len(
-                every
-            )
+            assert len(
+                partitions.explain(conn, EP.PREIMAGES[True, False, True] % (lo, hi), {})
+            ) == len(every)
 
 
 def test_a_row_logged_far_from_its_ids_time_verifies_and_is_proven(

@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import orjson
-from sqlalchemy import Connection, delete, func, select, update
+from sqlalchemy import Connection, String, cast, delete, func, select, update
 
 from chronoml.domain.archive import (
     ArchiveError,
@@ -293,7 +293,7 @@ def _write_files(
 def _all_committed(conn: Connection, endpoint: str, lo: int, upto: int, n: int) -> None:
     """Refuse to archive a decision the evidence log does not commit (added outside chronoml):
     in a file it would look committed by the file's leaf."""
-    on = (ITEMS.c.kind == "decision") & (ITEMS.c.ref == D.c.id)
+    on = (ITEMS.c.kind == "decision") & (ITEMS.c.ref == cast(D.c.id, String(64)))  # uuid or text
     q = (
         select(func.count())
         .select_from(D.join(ITEMS, on))

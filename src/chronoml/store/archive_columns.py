@@ -168,7 +168,8 @@ def _aggregates() -> str:
     out = ["count(*)"]
     for name in AP.COLUMNS:
         if name in _TEXTS or name in _BYTES:
-            raw = f"convert_to({name}, 'UTF8')" if name in _TEXTS else name
+            # ::text: the ids' text whether stored as uuid (migration 0022) or text
+            raw = f"convert_to({name}::text, 'UTF8')" if name in _TEXTS else name
             out.append(f"string_agg(int4send(coalesce(octet_length({raw}), -1)), ''::bytea)")
             out.append(f"string_agg({raw}, ''::bytea)")
         elif name in ("ts", "event_seq"):

@@ -28,6 +28,7 @@ from chronoml.store import schema
 from chronoml.store.archive_objects import open_objects
 from chronoml.store.archive_schema import live
 from chronoml.store.database import Store
+from chronoml.store.id_types import held
 
 F = schema.archive_files
 M = schema.archive_marks
@@ -252,8 +253,9 @@ def label_texts(store: Store, ids: Sequence[str]) -> dict[str, str]:
     out: dict[str, str] = {}
     for i in range(0, len(ids), 500):
         part = list(ids[i : i + 500])
-        q = select(FB.c.decision_id, FB.c.label).where(FB.c.decision_id.in_(part)).order_by(FB.c.id)
         with store.read() as conn:
+            q = select(FB.c.decision_id, FB.c.label).where(FB.c.decision_id.in_(held(conn, part)))
+            q = q.order_by(FB.c.id)
             for did, label in conn.execute(q).all():
                 out[did] = label
     return out

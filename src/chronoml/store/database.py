@@ -21,10 +21,10 @@ from sqlalchemy.exc import IntegrityError, OperationalError, ProgrammingError
 
 from chronoml.domain.snapshot import Snapshot
 from chronoml.errors import StoreError
-from chronoml.store import schema
+from chronoml.store import id_types, schema
 
 # The Alembic revision this code expects; tests check it matches the scripts.
-HEAD_REVISION = "0021"
+HEAD_REVISION = "0022"
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 
@@ -75,7 +75,7 @@ class Store:
         for eng in {engine, self.lookup_engine}:
             event.listen(eng, "checkin", self._close_after_close)
             if not self.is_sqlite:
-                event.listen(eng, "connect", _custom_plans)
+                event.listen(eng, "connect", _on_connect)
 
     def _close_after_close(self, dbapi_conn: Any, record: Any) -> None:
         # A thread still busy when the store closed gives its connection back
@@ -201,6 +201,12 @@ class Store:
         with self.engine.begin() as conn:
             cfg.attributes["connection"] = conn
             command.upgrade(cfg, revision)
+        # pooled connections' prepared statements keep the parameter types of the old
+        # schema (an id compared as text): start from fresh connections
+        self.engine.dispose()
+        if self.lookup_engine is not self.engine:
+            self.lookup_engine.dispose()
+        id_types.forget(self.engine, self.lookup_engine)
         rev = self.revision()
         assert rev is not None
         return rev
@@ -301,7 +307,8 @@ def private_home(home: Path, *files: str | Path) -> None:
                 os.chmod(p, 0o600)
 
 
-def _custom_plans(dbapi_conn: Any, _record: Any) -> None:
+def _on_connect(dbapi_conn: Any, _record: Any) -> None:
+    id_types.register_loaders(dbapi_conn)
     # The driver prepares a statement run five times; PostgreSQL then may switch
     # to a generic plan, which over the decision log's day partitions locks and
     # prunes every partition on each run (3 ms with 370 partitions, against

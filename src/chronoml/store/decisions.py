@@ -16,6 +16,7 @@ from chronoml.domain.codec import NUMERIC_KINDS, Schema
 from chronoml.ids import block_of
 from chronoml.store import archive_reads, blocks, evidence, ingest, ingest_reads, partitions, schema
 from chronoml.store.database import Store
+from chronoml.store.id_types import may_hold
 
 D = schema.decisions
 IL = schema.input_layouts
@@ -138,12 +139,13 @@ def get_in(conn: Any, decision_id: str) -> DecisionRow | None:
         archived = archive_reads.find(conn, decision_id)
         return DecisionRow(*archived) if archived is not None else None
     row = None
-    span = None if conn.dialect.name == "sqlite" else partitions.id_span(decision_id)
-    if span is not None:
-        params = {"id": decision_id, "lo": span[0], "hi": span[1]}
-        row = conn.execute(_GET_SPAN, params).mappings().first()
-    if row is None:  # not where its id says (or not there at all): every partition
-        row = conn.execute(_GET, {"id": decision_id}).mappings().first()
+    if may_hold(conn, decision_id):  # text that is no uuid is in no uuid column
+        span = None if conn.dialect.name == "sqlite" else partitions.id_span(decision_id)
+        if span is not None:
+            params = {"id": decision_id, "lo": span[0], "hi": span[1]}
+            row = conn.execute(_GET_SPAN, params).mappings().first()
+        if row is None:  # not where its id says (or not there at all): every partition
+            row = conn.execute(_GET, {"id": decision_id}).mappings().first()
     if row is not None:
         return DecisionRow(**row)
     archived = archive_reads.find(conn, decision_id)

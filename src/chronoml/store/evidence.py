@@ -28,8 +28,8 @@ from chronoml.domain import leaves as LV
 from chronoml.domain import ledger as L
 from chronoml.domain import merkle
 from chronoml.store import evidence_batch as EB
+from chronoml.store import id_types, schema
 from chronoml.store import ingest_reads as IR
-from chronoml.store import schema
 from chronoml.store.evidence_batch import decision_leaf_hash as decision_leaf_hash
 from chronoml.timeutil import now_us
 
@@ -431,7 +431,7 @@ def explanation_items(conn: Connection) -> Iterator[Any]:
     X = schema.explanations
     q = (
         select(ITEMS.c.log_index, ITEMS.c.position, ITEMS.c.ref, ITEMS.c.leaf, *X.c)
-        .select_from(ITEMS.outerjoin(X, X.c.decision_id == ITEMS.c.ref))
+        .select_from(ITEMS.outerjoin(X, X.c.decision_id == id_types.ref_as_id(conn, ITEMS.c.ref)))
         .where(ITEMS.c.kind == "explanation")
         .order_by(ITEMS.c.log_index, ITEMS.c.position)
     )
@@ -446,10 +446,12 @@ def uncommitted(conn: Connection, kind: str, limit: int = 1) -> list[str]:
         ident = t.c.id
     elif kind == "explanation":
         t = schema.explanations
-        key = ident = t.c.decision_id
+        ident = t.c.decision_id
+        key = cast(ident, String(64))  # the id as its text: uuid or text, as the ref is
     else:
         t = schema.decisions
-        key = ident = t.c.id
+        ident = t.c.id
+        key = cast(ident, String(64))
     q = (
         select(ident)
         .select_from(t.outerjoin(ITEMS, (ITEMS.c.kind == kind) & (ITEMS.c.ref == key)))
@@ -472,5 +474,5 @@ def sets_state_in(conn: Connection, seqs: Sequence[int]) -> list[tuple[int, bool
 def feedback_rows_in(conn: Connection, decision_id: str) -> list[Any]:
     """Every feedback row of a decision (mappings), oldest first."""
     F = schema.feedback
-    q = select(F).where(F.c.decision_id == decision_id).order_by(F.c.id)
+    q = select(F).where(F.c.decision_id == id_types.bindable(conn, decision_id)).order_by(F.c.id)
     return list(conn.execute(q).mappings())

@@ -27,7 +27,7 @@ from sqlalchemy import Connection, func, select
 
 from chronoml.domain import leaves as LV
 from chronoml.domain import merkle
-from chronoml.store import ingest, ingest_reads, schema, spans
+from chronoml.store import id_types, ingest, ingest_reads, schema, spans
 
 _PACK_U32 = struct.Struct(">I").pack
 _PACK_I64 = struct.Struct(">q").pack
@@ -222,13 +222,19 @@ def batch_leaf_hash(items: str, size: int, root: bytes, committed_at: int) -> by
 
 # --- reading ----------------------------------------------------------------------
 
-JOIN = "LEFT JOIN decisions d ON d.id = i.ref"
+
+def join(uuid_ids: bool) -> str:
+    """The join of decision items to their rows: on the decisions' own key when ids are
+    ``uuid`` (an item's ref of these kinds always parses: migration 0022 checks)."""
+    return "LEFT JOIN decisions d ON d.id = " + ("i.ref::uuid" if uuid_ids else "i.ref")
+
+
 # decisions with their evidence, read on the driver's cursor: verify reads millions
 _DECISION_ITEMS = (
     "SELECT i.log_index, i.position, i.ref, i.leaf, i.salt, i.commitment, "
     "d.id, d.ts, d.endpoint, d.variant, d.model_name, d.model_version, d.event_seq, "
     "d.shadow, d.unit, d.request_id, d.layout, d.num, d.txt, d.output, d.output_num, "
-    "d.latency_ms, d.scores, d.context FROM evidence_items i " + JOIN + " "
+    "d.latency_ms, d.scores, d.context FROM evidence_items i {join} "
     "WHERE {kind} IN ('decision', 'decision_block') AND i.log_index >= {ph} AND i.log_index < {ph} "
     "ORDER BY i.log_index, i.position"
 )
@@ -246,7 +252,8 @@ def decision_items(
         # SQLite, without statistics, would take the (kind, ref) index and sort a
         # million rows; "+" keeps it on the (log_index, position) index
         kind = "+i.kind" if is_sqlite else "i.kind"
-        sql = _DECISION_ITEMS.format(ph="?" if is_sqlite else "%s", kind=kind)
+        on = join(id_types.engine_uuid_ids(engine))
+        sql = _DECISION_ITEMS.format(ph="?" if is_sqlite else "%s", kind=kind, join=on)
         db = raw.driver_connection
         cur = db.cursor() if is_sqlite else db.cursor(name="chronoml_verify")
         try:
@@ -290,7 +297,8 @@ def decision_items_span(
         f"AND (i.log_index > {ph} OR i.position >= {ph}) "
         f"AND (i.log_index < {ph} OR i.position <= {ph})"
     )
-    head = _DECISION_ITEMS.split(" WHERE ")[0]
+    on = join(id_types.engine_uuid_ids(engine))
+    head = _DECISION_ITEMS.split(" WHERE ")[0].format(join=on)
     order = " ORDER BY i.log_index, i.position"
     params: tuple[int, ...] = (first[0], last[0], first[0], first[1], last[0], last[1])
     raw = engine.raw_connection()
@@ -300,7 +308,7 @@ def decision_items_span(
         try:
             rows: list[tuple[Any, ...]] | None = None
             if span is not None and not is_sqlite:
-                pruned = head.replace(JOIN, JOIN + " AND d.ts >= %s AND d.ts < %s")
+                pruned = head.replace(on, on + " AND d.ts >= %s AND d.ts < %s")
                 # never prepared: a generic plan is blind to the span
                 cur.execute(pruned + " WHERE " + where + order, (*span, *params), prepare=False)
                 rows = list(cur.fetchall())

@@ -21,8 +21,8 @@ from __future__ import annotations
 from collections.abc import Iterator, Sequence
 from typing import Any
 
-from chronoml.store import partitions
-from chronoml.store.evidence_batch import INPUTS_TAG, INPUTS_TAG_CONTEXT, JOIN, LEAF_PREFIX
+from chronoml.store import id_types, partitions
+from chronoml.store.evidence_batch import INPUTS_TAG, INPUTS_TAG_CONTEXT, LEAF_PREFIX, join
 
 
 def _pg_bytes(b: bytes) -> str:
@@ -62,7 +62,8 @@ def _pg_leaf(utf8: bool) -> str:
     return " || ".join(
         (
             _pg_bytes(LEAF_PREFIX),
-            _pg_s("d.id", utf8),
+            # ids as the text the leaf committed to, whether stored as uuid or text
+            _pg_s("d.id::text", utf8),
             "pg_catalog.int8send(d.ts)",
             _pg_s("d.endpoint", utf8),
             _pg_s("d.variant", utf8),
@@ -71,7 +72,7 @@ def _pg_leaf(utf8: bool) -> str:
             "pg_catalog.int8send(d.event_seq)",
             f"CASE WHEN d.shadow THEN {_B1} ELSE {_B0} END",
             _pg_opt("d.unit", _pg_s("d.unit", utf8)),
-            _pg_s("d.request_id", utf8),
+            _pg_s("d.request_id::text", utf8),
             _pg_s("d.layout", utf8),
             "i.commitment",
             _pg_s("d.output", utf8),
@@ -120,21 +121,28 @@ RANGE_WHERE = (
 RANGE_REFS = f"SELECT min(i.ref), max(i.ref) FROM evidence_items i {RANGE_WHERE}"
 
 
-def _pg_preimages(utf8: bool, pruned: bool) -> str:
+def _pg_preimages(utf8: bool, pruned: bool, uuid_ids: bool) -> str:
     # pruned: the span of ts, and the range's first and last ref (every ref of the range
     # lies between them, so this bound drops nothing), which keeps the rows hashed for
     # the join to the range's own however busy the store
-    join = JOIN + (" AND d.ts >= %s AND d.ts < %s AND d.id >= %s AND d.id <= %s" if pruned else "")
+    on = join(uuid_ids) + (
+        " AND d.ts >= %s AND d.ts < %s AND d.id >= %s AND d.id <= %s" if pruned else ""
+    )
     return (
         "SELECT i.log_index, i.position, i.ref, i.leaf, i.commitment, "
         f"{_pg_leaf(utf8)}, {_pg_commitment(utf8)}, i.salt IS NULL FROM evidence_items i "
         # an ingest block's item has no decision row: its preimages are NULL, so its page
         # is read again in full (decision_items_span), where the block is decoded and checked
-        f"{join} {RANGE_WHERE} ORDER BY i.log_index, i.position"
+        f"{on} {RANGE_WHERE} ORDER BY i.log_index, i.position"
     )
 
 
-PREIMAGES = {(u, p): _pg_preimages(u, p) for u in (False, True) for p in (False, True)}
+PREIMAGES = {
+    (u, p, i): _pg_preimages(u, p, i)
+    for u in (False, True)
+    for p in (False, True)
+    for i in (False, True)
+}
 # what the server may use to sort a page in memory (a page's preimages are ~15 MB)
 _WORK_MEM = "64MB"
 
@@ -149,6 +157,7 @@ def decision_preimages(
     One statement per range rather than one cursor over all: the server then joins a
     range's items to their decisions through the index, without sorting the whole log,
     in the day partitions the range's ids point to."""
+    uuid_ids = id_types.engine_uuid_ids(engine)
     raw = engine.raw_connection()
     try:
         db = raw.driver_connection
@@ -179,10 +188,10 @@ def decision_preimages(
                         hashed = span is not None
                         cur.execute(f"SET LOCAL enable_nestloop = {'off' if hashed else 'on'}")
                     if span is None:
-                        cur.execute(PREIMAGES[utf8, False], (lo, hi), prepare=False)
+                        cur.execute(PREIMAGES[utf8, False, uuid_ids], (lo, hi), prepare=False)
                     else:
                         params = (*span, first, last, lo, hi)
-                        cur.execute(PREIMAGES[utf8, True], params, prepare=False)
+                        cur.execute(PREIMAGES[utf8, True, uuid_ids], params, prepare=False)
                     rows = cur.fetchall()
                 finally:
                     cur.close()

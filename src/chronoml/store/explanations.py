@@ -19,6 +19,7 @@ from sqlalchemy.exc import IntegrityError
 from chronoml.domain.explanation import Background, Explanation
 from chronoml.store import evidence, schema
 from chronoml.store.database import Store
+from chronoml.store.id_types import bindable
 from chronoml.timeutil import iso, now_us
 
 E = schema.explanations
@@ -103,13 +104,13 @@ def get(store: Store, decision_id: str) -> dict[str, Any] | None:
 
 def get_in(conn: Any, decision_id: str) -> dict[str, Any] | None:
     """:func:`get` on a connection the caller holds."""
-    row = conn.execute(_GET, {"id": decision_id}).mappings().first()
+    row = conn.execute(_GET, {"id": bindable(conn, decision_id)}).mappings().first()
     return to_dict(row) if row is not None else None
 
 
 def get_row_in(conn: Any, decision_id: str) -> tuple[Any, ...] | None:
     """The stored explanation row as a tuple in :data:`COLUMNS` order, or None."""
-    row = conn.execute(_GET, {"id": decision_id}).mappings().first()
+    row = conn.execute(_GET, {"id": bindable(conn, decision_id)}).mappings().first()
     return tuple(row[c] for c in COLUMNS) if row is not None else None
 
 

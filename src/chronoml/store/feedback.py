@@ -13,6 +13,7 @@ from chronoml.domain.feedback import FeedbackError, Label, check_label
 from chronoml.store import archive_reads as AR
 from chronoml.store import evidence, outcomes, partitions, schema
 from chronoml.store.database import Store
+from chronoml.store.id_types import may_hold
 from chronoml.timeutil import iso, now_us
 
 F = schema.feedback
@@ -94,11 +95,13 @@ def record(
                 }
             )
         if rows:
-            ids = (
-                conn.execute(F.insert().returning(F.c.id, sort_by_parameter_order=True), rows)
-                .scalars()
-                .all()
+            # ids matched by decision (each appears once): the form that returns them in
+            # parameter order casts each column to one type, and an id column's type (uuid
+            # or text) is the store's
+            got: dict[str, int] = dict(
+                conn.execute(F.insert().returning(F.c.decision_id, F.c.id), rows).all()
             )
+            ids = [got[str(r["decision_id"])] for r in rows]
             hashes = [
                 evidence.feedback_leaf({**r, "id": i}).leaf_hash()
                 for r, i in zip(rows, ids, strict=True)
@@ -126,6 +129,8 @@ def history(store: Store, decision_id: str) -> list[dict[str, Any]]:
 
 def history_in(conn: Any, decision_id: str) -> list[dict[str, Any]]:
     """:func:`history` on a connection the caller holds."""
+    if not may_hold(conn, decision_id):
+        return []
     rows = conn.execute(_HISTORY, {"id": decision_id}).all()
     return [
         {

@@ -37,6 +37,7 @@ from sqlalchemy.exc import OperationalError
 from chronoml.ids import block_of
 from chronoml.store import ingest, ingest_reads, schema
 from chronoml.store.database import Store
+from chronoml.store.id_types import held
 from chronoml.store.spans import ID_SPAN_AFTER_US as ID_SPAN_AFTER_US
 from chronoml.store.spans import ID_SPAN_BEFORE_US as ID_SPAN_BEFORE_US
 from chronoml.store.spans import id_span as id_span
@@ -107,6 +108,7 @@ def rows_by_ids(conn: Connection, columns: Sequence[Any], ids: Sequence[str]) ->
     # decisions logged in ingest blocks are read from their blocks, the others as rows
     in_blocks = [i for i in ids if block_of(i) is not None]
     ids = [i for i in ids if block_of(i) is None] if in_blocks else ids
+    ids = held(conn, list(ids))  # text that is no uuid is in no uuid column
     rows: list[Any] = []
     if in_blocks:
         at = [ingest.AT[c.name] for c in columns]

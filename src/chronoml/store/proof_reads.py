@@ -17,6 +17,7 @@ from typing import Any
 from sqlalchemy import Connection, bindparam, text
 
 from chronoml.domain.merkle import HASH_SIZE
+from chronoml.store import id_types
 from chronoml.store.decisions import COLUMNS, DecisionRow
 from chronoml.store.partitions import id_span
 
@@ -25,15 +26,19 @@ _DECISION_EVIDENCE_SQL = (
     + ", ".join(f"d.{col}" for col in COLUMNS)
     + " FROM (SELECT 1 AS one) AS o "
     "LEFT JOIN evidence_items i ON i.kind = 'decision' AND i.ref = :ref "
-    "LEFT JOIN decisions d ON d.id = :ref AND i.ref IS NOT NULL{span} "
+    "LEFT JOIN decisions d ON d.id = :id AND i.ref IS NOT NULL{span} "
     "LEFT JOIN (SELECT id, size, note FROM checkpoints ORDER BY id DESC LIMIT 1) AS c ON 1 = 1"
 )
-_DECISION_EVIDENCE = text(_DECISION_EVIDENCE_SQL.format(span="")).bindparams(bindparam("ref"))
+# :ref and :id are the same id, apart: one untyped parameter compared with the text ref
+# and with a uuid id would be typed by its first use and fail at the second
+_DECISION_EVIDENCE = text(_DECISION_EVIDENCE_SQL.format(span="")).bindparams(
+    bindparam("ref"), bindparam("id")
+)
 # PostgreSQL: only the day partitions the id's time points to (partitions.id_span); a
 # row outside them comes back missing and is looked up again everywhere
 _DECISION_EVIDENCE_IN_SPAN = text(
     _DECISION_EVIDENCE_SQL.format(span=" AND d.ts >= :lo AND d.ts < :hi")
-).bindparams(bindparam("ref"), bindparam("lo"), bindparam("hi"))
+).bindparams(bindparam("ref"), bindparam("id"), bindparam("lo"), bindparam("hi"))
 
 
 @dataclass(frozen=True)
@@ -53,10 +58,11 @@ def decision_evidence(conn: Connection, decision_id: str) -> DecisionEvidence:
     The row is None when it is not where its id's time says (the caller then looks it
     up by id alone, :func:`chronoml.store.decisions.get_in`)."""
     span = None if conn.dialect.name == "sqlite" else id_span(decision_id)
+    did = id_types.bindable(conn, decision_id)
     if span is None:
-        r = conn.execute(_DECISION_EVIDENCE, {"ref": decision_id}).one()
+        r = conn.execute(_DECISION_EVIDENCE, {"ref": decision_id, "id": did}).one()
     else:
-        params = {"ref": decision_id, "lo": span[0], "hi": span[1]}
+        params = {"ref": decision_id, "id": did, "lo": span[0], "hi": span[1]}
         r = conn.execute(_DECISION_EVIDENCE_IN_SPAN, params).one()
     item = None
     if r[0] is not None:

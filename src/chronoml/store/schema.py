@@ -17,6 +17,8 @@ from sqlalchemy import (
     Text,
 )
 
+from chronoml.store.id_types import DecisionId
+
 metadata = MetaData()
 
 # The ledger: one linear hash chain. UNIQUE(prev_hash) makes a fork impossible
@@ -85,7 +87,7 @@ input_layouts = Table(
 decisions = Table(
     "decisions",
     metadata,
-    Column("id", String(36), primary_key=True),
+    Column("id", DecisionId(), primary_key=True),
     Column("ts", BigInteger, nullable=False),
     Column("endpoint", String(200), nullable=False),
     Column("variant", String(200), nullable=False),
@@ -94,7 +96,7 @@ decisions = Table(
     Column("event_seq", BigInteger, nullable=False),
     Column("shadow", Boolean, nullable=False),
     Column("unit", String(200), nullable=True),
-    Column("request_id", String(36), nullable=False),
+    Column("request_id", DecisionId(), nullable=False),
     Column("layout", String(16), nullable=False),
     Column("num", LargeBinary, nullable=False),
     Column("txt", Text, nullable=True),
@@ -126,7 +128,7 @@ feedback = Table(
     "feedback",
     metadata,
     Column("id", Integer, primary_key=True, autoincrement=True),
-    Column("decision_id", String(36), nullable=False),
+    Column("decision_id", DecisionId(), nullable=False),
     Column("label", Text, nullable=False),
     Column("label_num", Float, nullable=True),
     Column("observed_at", BigInteger, nullable=True),
@@ -139,7 +141,7 @@ Index("ix_feedback_decision", feedback.c.decision_id, feedback.c.id)
 explanations = Table(
     "explanations",
     metadata,
-    Column("decision_id", String(36), primary_key=True),
+    Column("decision_id", DecisionId(), primary_key=True),
     Column("explainer", String(64), nullable=False),
     Column("output_scale", String(32), nullable=False),
     Column("base_value", Float, nullable=False),
@@ -445,7 +447,7 @@ decision_context = Table(
     "decision_context",
     metadata,
     Column("id", Integer, primary_key=True, autoincrement=True),
-    Column("decision_id", String(36), nullable=False),
+    Column("decision_id", DecisionId(), nullable=False),
     Column("context", Text, nullable=False),
     Column("recorded_at", BigInteger, nullable=False),
     Column("actor", String(200), nullable=False),
