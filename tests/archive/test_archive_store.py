@@ -151,3 +151,31 @@ def test_ingest_blocks_of_one_time_split_across_chunks_archive_whole(
     assert D.count(store, "e") == 120
     assert sorted(d.id for d in (D.get(store, i) for i in ids) if d is not None) == sorted(ids)
     assert audit.verify(store, decisions=True).ok
+
+
+def test_a_decision_logged_late_into_the_range_is_not_deleted_unarchived(
+    store: Store, tmp_path: Path
+) -> None:
+    """The commit deletes the archived range by time; decisions that landed in it after
+    the rows were read (in no file) make the count differ: nothing is deleted."""
+    layouts = D.Layouts(store)
+    ids = log(store, layouts, 300, 1_000_000, "a")
+    late: list[str] = []
+
+    class Late(Folder):
+        def put(self, key: str, data: bytes) -> None:  # decisions logged meanwhile
+            super().put(key, data)
+            if not late:
+                late.extend(log(store, layouts, 5, 1_000_005, "a"))
+
+    target = parse_target(f"file://{tmp_path / 'objects'}")
+    with pytest.raises(ArchiveError, match="decisions in the range at commit"):
+        SA.archive(store, layouts, 10**9, target, settle_us=0, objects=Late(target))
+    assert D.count(store, "e") == 305 and SA.status(store)["endpoints"][0]["files"] == 0
+    got = SA.archive(store, layouts, 10**9, target, settle_us=0)
+    assert got.rows == 305 and D.count(store, "e") == 305
+    assert {d.id for d in (D.get(store, i) for i in [*ids, *late]) if d is not None} == {
+        *ids,
+        *late,
+    }
+    assert audit.verify(store, decisions=True).ok
