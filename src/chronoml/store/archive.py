@@ -41,7 +41,7 @@ from chronoml.store import archive_columns as AC
 from chronoml.store import evidence, schema
 from chronoml.store.archive_objects import Objects, Unreachable, open_objects
 from chronoml.store.archive_schema import live
-from chronoml.store.archive_trim import trim_blocks
+from chronoml.store.archive_trim import deleting, trim_blocks
 from chronoml.store.archive_write import Written, write_file
 from chronoml.store.database import Store
 from chronoml.timeutil import now_us
@@ -67,7 +67,6 @@ WRITERS = min(2, os.cpu_count() or 1)  # files of one chunk written at once
 CHUNK_ROWS = 6 * FILE_ROWS
 SETTLE_US = 60_000_000  # decisions are stamped before they commit: archive only settled ones
 MIN_TS = -(2**62)
-COMMIT_CACHE_KIB = 64 * 1024  # SQLite's page cache while a chunk's rows are deleted
 
 
 def default_target(store: Store) -> Target:
@@ -336,15 +335,7 @@ def _commit(
         ).scalar()
         if now_mark != mark or last_erasure_in(conn, endpoint) != erasures:
             return False  # look again: the rows moved, or some lost their inputs
-        cache = None
-        if store.is_sqlite:  # the deleted rows' bytes are zeroed, not left in free pages
-            conn.exec_driver_sql("PRAGMA secure_delete=ON")
-            # the delete walks the table and its three indexes (the unit index in key
-            # order, not time order): with the default 2 MB of page cache most of its
-            # time went to evicting and reading back the same index pages
-            cache = conn.exec_driver_sql("PRAGMA cache_size").scalar()
-            conn.exec_driver_sql(f"PRAGMA cache_size=-{COMMIT_CACHE_KIB}")
-        try:
+        with deleting(conn, store.is_sqlite):
             fresh = [w for w in written if absent_in(conn, w.leaf.sha256)]
             if fresh:
                 conn.execute(
@@ -396,10 +387,6 @@ def _commit(
                 conn.execute(M.insert().values(endpoint=endpoint, archived_to=upto))
             else:
                 conn.execute(update(M).where(M.c.endpoint == endpoint).values(archived_to=upto))
-        finally:
-            if store.is_sqlite:
-                conn.exec_driver_sql("PRAGMA secure_delete=OFF")
-                conn.exec_driver_sql(f"PRAGMA cache_size={int(cache or -2000)}")
     return True
 
 

@@ -289,16 +289,22 @@ def read(
     data: bytes,
     columns: Sequence[str] | None = None,
     filters: list[tuple[str, str, Any]] | None = None,
+    dictionary: Sequence[str] = (),
 ) -> pa.Table:
     """The file's rows (those matching ``filters``; row groups outside them are skipped),
-    with the logical columns: ids as text, inputs as float64 (int64 for integer inputs)."""
+    with the logical columns: ids as text, inputs as float64 (int64 for integer inputs).
+    ``dictionary``: texts given back as the file stores them, dictionary encoded."""
     try:
-        f = pq.ParquetFile(pa.BufferReader(data))
-        schema = f.schema_arrow
-        expr = _expression(filters, schema) if filters else None
-        table = pq.read_table(
-            pa.BufferReader(data), columns=physical_names(schema, columns), filters=expr
-        )
+        f = pq.ParquetFile(pa.BufferReader(data), read_dictionary=list(dictionary) or None)
+        names = physical_names(f.schema_arrow, columns)
+        if filters:
+            expr = _expression(filters, f.schema_arrow)
+            table = pq.read_table(
+                pa.BufferReader(data), columns=names, filters=expr,
+                read_dictionary=list(dictionary) or None,
+            )  # fmt: skip
+        else:  # the file already opened, and no dataset to plan
+            table = f.read(columns=names, use_threads=False)
     except (pa.ArrowException, OSError) as exc:
         raise ArchiveError(f"an archive file cannot be read: {exc}", "archive") from exc
     return logical(table)
