@@ -25,14 +25,16 @@ def deleting(conn: Connection, is_sqlite: bool) -> Iterator[None]:
     if not is_sqlite:
         yield
         return
+    # both put back as they were (SQLite may be built with secure_delete on by default)
+    secure = int(conn.exec_driver_sql("PRAGMA secure_delete").scalar() or 0)
+    cache = int(conn.exec_driver_sql("PRAGMA cache_size").scalar() or -2000)
     conn.exec_driver_sql("PRAGMA secure_delete=ON")
-    cache = conn.exec_driver_sql("PRAGMA cache_size").scalar()
     conn.exec_driver_sql(f"PRAGMA cache_size=-{DELETE_CACHE_KIB}")
     try:
         yield
     finally:
-        conn.exec_driver_sql("PRAGMA secure_delete=OFF")
-        conn.exec_driver_sql(f"PRAGMA cache_size={int(cache or -2000)}")
+        conn.exec_driver_sql(f"PRAGMA secure_delete={secure}")
+        conn.exec_driver_sql(f"PRAGMA cache_size={cache}")
 
 
 def trim_blocks(conn: Connection, endpoint: str, upto: int) -> None:
