@@ -17,6 +17,11 @@ report over the archived window. The two drift reports must agree exactly.
     .venv/bin/python bench/archive/bench.py --rows 100000 --runs 3
     .venv/bin/python bench/archive/bench.py --pg postgresql+psycopg://127.0.0.1/test
     .venv/bin/python bench/archive/bench.py --inputs mixed   # amounts, counts, 5 floats
+    .venv/bin/python bench/archive/bench.py --before OLD_SRC  # and other code, same store
+
+``--before SRC`` (SQLite): the same store, copied once logged, is also archived by the
+code in SRC (another checkout's ``src``) in a child process, before this code archives
+it, and the drift over that archived window is timed there too.
 """
 
 from __future__ import annotations
@@ -25,7 +30,10 @@ import argparse
 import dataclasses
 import json
 import os
+import shutil
 import statistics
+import subprocess
+import sys
 import tempfile
 import time
 import uuid
@@ -216,7 +224,12 @@ def main() -> None:
         default=1,
         help="log requests of this many rows, each as one ingest block (default: rows)",
     )
+    ap.add_argument("--before", help="also archive a copy with the code in this src (SQLite)")
+    ap.add_argument("--archive-copy", help=argparse.SUPPRESS)  # the child of --before
     args = ap.parse_args()
+    if args.archive_copy:
+        print(json.dumps(_archive_copy(Path(args.archive_copy), args)))
+        return
     schema = f"bench_archive_{uuid.uuid4().hex[:8]}"
     admin = create_engine(args.pg) if args.pg else None
     if admin is not None:  # a schema of its own, dropped at the end: nothing else is touched
@@ -254,6 +267,7 @@ def _run(args: argparse.Namespace, schema: str) -> dict[str, Any]:
             anchor.append(time.perf_counter() - t)
         anchor_bytes = (home / "anchor.parquet").stat().st_size
         del table
+        before = _before(args, home) if args.before and store.is_sqlite else None
 
         target = parse_target(f"file://{home / 'archive'}")
         t = time.perf_counter()
@@ -306,7 +320,49 @@ def _run(args: argparse.Namespace, schema: str) -> dict[str, Any]:
             statistics.median(arch_times) / statistics.median(live_times), 3
         ),
     }
+    if before is not None:
+        out["before"] = {
+            **before,
+            "archive_vs_pyarrow": round(a_med / before["archive_s"], 3),
+            "drift_archived_vs_live": round(
+                statistics.median(before["drift_archived_s"]) / statistics.median(live_times), 3
+            ),
+        }
     return out
+
+
+def _before(args: argparse.Namespace, home: Path) -> dict[str, Any]:
+    """Archive a copy of the logged store with the code in ``args.before`` (a child
+    process), and time the drift over its archived window there."""
+    copy = home / "before"
+    copy.mkdir()
+    shutil.copy(home / "chronoml.db", copy / "chronoml.db")  # checkpointed by db_bytes
+    cmd = [sys.executable, __file__, "--archive-copy", str(copy), "--rows", str(args.rows)]
+    cmd += ["--runs", str(args.runs), "--file-rows", str(args.file_rows)]
+    env = {**os.environ, "PYTHONPATH": args.before}
+    done = subprocess.run(cmd, env=env, capture_output=True, text=True, check=True)
+    shutil.rmtree(copy)
+    got: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
+    return got
+
+
+def _archive_copy(home: Path, args: argparse.Namespace) -> dict[str, Any]:
+    store = Store.open(f"sqlite:///{home / 'chronoml.db'}", home)
+    target = parse_target(f"file://{home / 'archive'}")
+    t = time.perf_counter()
+    result = SA.archive(
+        store, D.Layouts(store), T0 + args.rows + 1, target, settle_us=0, file_rows=args.file_rows
+    )
+    archive_s = time.perf_counter() - t
+    assert result.rows == args.rows, result
+    times, _ = time_drift(store, args.rows, args.runs)
+    store.close()
+    return {
+        "archive_s": round(archive_s, 2),
+        "files": result.files,
+        "archived_file_bytes_per_decision": round(result.bytes / args.rows, 1),
+        "drift_archived_s": [round(x, 3) for x in times],
+    }
 
 
 if __name__ == "__main__":
