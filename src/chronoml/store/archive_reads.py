@@ -156,38 +156,66 @@ def _filters(
     return got
 
 
+Part = tuple[str, str, dict[str, np.ndarray[Any, Any]], np.ndarray[Any, Any]]
+
+
 def window_parts(
     store: Store, endpoint: str, start: int, end: int, *, variant: str | None, include_shadow: bool
-) -> tuple[list[tuple[str, str, dict[str, np.ndarray[Any, Any]], np.ndarray[Any, Any]]], int]:
+) -> tuple[list[Part], int]:
     """Archived decisions of a window as ``decisions.window`` parts; and where the database
     takes over. The files are read on ``READERS`` threads (pyarrow's decoding releases
-    the GIL), each with only the columns the window needs."""
+    the GIL), each with only the columns the window needs; then the numeric inputs of
+    each (variant, version) are decoded straight into one array per input, each file
+    into its own rows of it (no array per file joined after)."""
     got = span(store, endpoint, start, end)
     if got is None:
         return [], start
     lo, stop = got
 
-    def one(f: Any) -> list[Any]:
+    def one(f: Any) -> list[tuple[str, str, Schema, pa.Table]]:
         data = _cache.get(f.sha256, f.target)
         return _window_file(data, f, lo, stop, variant, include_shadow)
 
     files = _files(store, endpoint, lo, stop)
-    return [p for got in parallel(READERS)(one, files) for p in got], stop
+    pieces = [p for got in parallel(READERS)(one, files) for p in got]
+    groups: dict[tuple[str, str, Schema], list[pa.Table]] = {}
+    for vname, version, sch, sub in pieces:
+        groups.setdefault((vname, version, sch), []).append(sub)
+    parts: list[Part] = []
+    for (vname, version, sch), subs in groups.items():
+        if any(k not in NUMERIC_KINDS for _, k in sch):  # texts too: a part per file
+            for sub in subs:
+                outs = sub.column("output_num").to_numpy(zero_copy_only=False)
+                parts.append((vname, version, AP.columns(AP.logical(sub), sch), outs))
+            continue
+        at = np.cumsum([0] + [sub.num_rows for sub in subs]).tolist()
+        cols = {c: np.empty(at[-1], dtype=np.float64) for c, _ in AP.numeric_inputs(sch)}
+
+        def fill(i: int) -> None:
+            AP.fill_inputs(subs[i], sch, cols, at[i])  # noqa: B023 (run before the loop moves)
+
+        list(parallel(READERS)(fill, range(len(subs))))
+        outs = np.concatenate(
+            [sub.column("output_num").to_numpy(zero_copy_only=False) for sub in subs]
+        )
+        parts.append((vname, version, cols, outs.astype(np.float64)))
+    return parts, stop
 
 
 def _window_file(
     data: bytes, f: Any, lo: int, stop: int, variant: str | None, include_shadow: bool
-) -> list[tuple[str, str, dict[str, np.ndarray[Any, Any]], np.ndarray[Any, Any]]]:
+) -> list[tuple[str, str, Schema, pa.Table]]:
     """One file's decisions of ``[lo, stop)`` (no shadow ones unless ``include_shadow``;
-    of ``variant`` when given) as window parts. A file wholly inside the window is not
-    filtered on time, and the shadow flags only when one is set: no row is copied."""
+    of ``variant`` when given), per (variant, version), as stored. A file wholly inside
+    the window is not filtered on time, and the shadow flags only when one is set: no
+    row is copied."""
     sch = AP.layout(data)
     inside = int(f.ts_min) >= lo and int(f.ts_max) < stop
     wanted = ["variant", "model_version", "output_num", *AP.input_names(sch)]
     if any(k not in NUMERIC_KINDS for _, k in sch):
         wanted.append("txt")
     wanted += ([] if inside else ["ts"]) + ([] if include_shadow else ["shadow"])
-    table = AP.read(data, columns=wanted, dictionary=["variant", "model_version"])
+    table = AP.read_stored(data, wanted, dictionary=["variant", "model_version"])
     keep = None
     if not inside:
         ts = table.column("ts").to_numpy()
@@ -204,11 +232,7 @@ def _window_file(
         table = table.filter(pa.array(keep))
     if table.num_rows == 0:
         return []
-    out = []
-    for (vname, version), sub in _groups(table):
-        outs = sub.column("output_num").to_numpy(zero_copy_only=False).astype(np.float64)
-        out.append((vname, version, AP.columns(sub, sch), outs))
-    return out
+    return [(vname, version, sch, sub) for (vname, version), sub in _groups(table)]
 
 
 def _groups(table: pa.Table) -> list[tuple[tuple[str, str], pa.Table]]:
