@@ -235,6 +235,11 @@ def main() -> None:
         help="log requests of this many rows, each as one ingest block (default: rows)",
     )
     ap.add_argument("--before", help="also archive a copy with the code in this src (SQLite)")
+    ap.add_argument(
+        "--interleave",
+        action="store_true",
+        help="after archiving, time drift over a live copy and the archive in turn (SQLite)",
+    )
     ap.add_argument("--archive-copy", help=argparse.SUPPRESS)  # the child of --before
     args = ap.parse_args()
     if args.archive_copy:
@@ -278,6 +283,9 @@ def _run(args: argparse.Namespace, schema: str) -> dict[str, Any]:
         anchor_bytes = (home / "anchor.parquet").stat().st_size
         del table
         before = _before(args, home) if args.before and store.is_sqlite else None
+        if args.interleave and store.is_sqlite:  # a live copy, for drift runs side by side
+            (home / "live").mkdir()
+            shutil.copy(home / "chronoml.db", home / "live" / "chronoml.db")
 
         target = parse_target(f"file://{home / 'archive'}")
         t = time.perf_counter()
@@ -299,7 +307,9 @@ def _run(args: argparse.Namespace, schema: str) -> dict[str, Any]:
                 raw.close()
         after = db_bytes(store, url)
         arch_times, arch_report = time_drift(store, args.rows, args.runs)
+        arch_reads = WINDOW_S[-1]
         assert json.dumps(arch_report, default=str) == json.dumps(live_report, default=str)
+        side = _interleaved(store, home / "live", args) if args.interleave else None
         store.close()
 
     n = args.rows
@@ -330,8 +340,10 @@ def _run(args: argparse.Namespace, schema: str) -> dict[str, Any]:
             statistics.median(arch_times) / statistics.median(live_times), 3
         ),
         "window_read_live_s": WINDOW_S[0],
-        "window_read_archived_s": WINDOW_S[-1],
+        "window_read_archived_s": arch_reads,
     }
+    if side is not None:
+        out["interleaved"] = side
     if before is not None:
         out["before"] = {
             **before,
@@ -341,6 +353,25 @@ def _run(args: argparse.Namespace, schema: str) -> dict[str, Any]:
             ),
         }
     return out
+
+
+def _interleaved(store: Store, live_home: Path, args: argparse.Namespace) -> dict[str, Any]:
+    """Drift over the live copy and over the archived store, one run of each in turn:
+    the load of a shared machine moves between the two halves of a run, less so
+    between neighbours."""
+    live = Store.open(f"sqlite:///{live_home / 'chronoml.db'}", live_home)
+    pairs = [
+        (time_drift(live, args.rows, 1)[0][0], time_drift(store, args.rows, 1)[0][0])
+        for _ in range(args.runs)
+    ]
+    live.close()
+    ls, ar = [p[0] for p in pairs], [p[1] for p in pairs]
+    return {
+        "drift_live_s": [round(x, 3) for x in ls],
+        "drift_archived_s": [round(x, 3) for x in ar],
+        "drift_archived_vs_live": round(statistics.median(ar) / statistics.median(ls), 3),
+        "each_archived_vs_live": [round(a / b, 3) for b, a in pairs],
+    }
 
 
 def _before(args: argparse.Namespace, home: Path) -> dict[str, Any]:
