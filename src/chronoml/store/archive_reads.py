@@ -2,7 +2,8 @@
 
 Files are chosen by the database's index of them (endpoint and time range, or
 id range for a lookup), then read with pyarrow with the time (or id) filter
-pushed down to the row groups. Every decision of an endpoint below its
+pushed down to the row groups; a window's files are read on two threads and
+filtered only where the window's edges cut them. Every decision of an endpoint below its
 archive mark is in the files and none is left in the database, so readers
 take the archived part of a range from here and the rest from their query.
 """
