@@ -17,6 +17,11 @@ report over the archived window. The two drift reports must agree exactly.
     .venv/bin/python bench/archive/bench.py --rows 100000 --runs 3
     .venv/bin/python bench/archive/bench.py --pg postgresql+psycopg://127.0.0.1/test
     .venv/bin/python bench/archive/bench.py --inputs mixed   # amounts, counts, 5 floats
+    .venv/bin/python bench/archive/bench.py --before OLD_SRC  # and other code, same store
+
+``--before SRC`` (SQLite): the same store, copied once logged, is also archived by the
+code in SRC (another checkout's ``src``) in a child process, before this code archives
+it, and the drift over that archived window is timed there too.
 """
 
 from __future__ import annotations
@@ -25,7 +30,10 @@ import argparse
 import dataclasses
 import json
 import os
+import shutil
 import statistics
+import subprocess
+import sys
 import tempfile
 import time
 import uuid
@@ -184,14 +192,24 @@ def db_bytes(store: Store, url: str) -> dict[str, int]:
 
 
 def time_drift(store: Store, rows: int, runs: int) -> tuple[list[float], Any]:
+    """The drift report over the window, ``runs`` times (and, apart, the window's read
+    alone before each: see :data:`WINDOW_S`)."""
     layouts = D.Layouts(store)
     ref = ModelRef("bench-model", "1", None, DIGEST)
     times, report = [], None
+    reads = []
     for _ in range(runs):
+        t = time.perf_counter()
+        D.window(store, layouts, ENDPOINT, T0, T0 + rows)
+        reads.append(round(time.perf_counter() - t, 3))
         t = time.perf_counter()
         report = drift(store, layouts, ENDPOINT, T0, T0 + rows, {("a", "1"): ref})
         times.append(time.perf_counter() - t)
+    WINDOW_S.append(reads)
     return times, report
+
+
+WINDOW_S: list[list[float]] = []  # the window reads of each time_drift call, in order
 
 
 def main() -> None:
@@ -216,7 +234,17 @@ def main() -> None:
         default=1,
         help="log requests of this many rows, each as one ingest block (default: rows)",
     )
+    ap.add_argument("--before", help="also archive a copy with the code in this src (SQLite)")
+    ap.add_argument(
+        "--interleave",
+        action="store_true",
+        help="after archiving, time drift over a live copy and the archive in turn (SQLite)",
+    )
+    ap.add_argument("--archive-copy", help=argparse.SUPPRESS)  # the child of --before
     args = ap.parse_args()
+    if args.archive_copy:
+        print(json.dumps(_archive_copy(Path(args.archive_copy), args)))
+        return
     schema = f"bench_archive_{uuid.uuid4().hex[:8]}"
     admin = create_engine(args.pg) if args.pg else None
     if admin is not None:  # a schema of its own, dropped at the end: nothing else is touched
@@ -254,6 +282,10 @@ def _run(args: argparse.Namespace, schema: str) -> dict[str, Any]:
             anchor.append(time.perf_counter() - t)
         anchor_bytes = (home / "anchor.parquet").stat().st_size
         del table
+        before = _before(args, home) if args.before and store.is_sqlite else None
+        if args.interleave and store.is_sqlite:  # a live copy, for drift runs side by side
+            (home / "live").mkdir()
+            shutil.copy(home / "chronoml.db", home / "live" / "chronoml.db")
 
         target = parse_target(f"file://{home / 'archive'}")
         t = time.perf_counter()
@@ -275,7 +307,9 @@ def _run(args: argparse.Namespace, schema: str) -> dict[str, Any]:
                 raw.close()
         after = db_bytes(store, url)
         arch_times, arch_report = time_drift(store, args.rows, args.runs)
+        arch_reads = WINDOW_S[-1]
         assert json.dumps(arch_report, default=str) == json.dumps(live_report, default=str)
+        side = _interleaved(store, home / "live", args) if args.interleave else None
         store.close()
 
     n = args.rows
@@ -305,8 +339,74 @@ def _run(args: argparse.Namespace, schema: str) -> dict[str, Any]:
         "drift_archived_vs_live": round(
             statistics.median(arch_times) / statistics.median(live_times), 3
         ),
+        "window_read_live_s": WINDOW_S[0],
+        "window_read_archived_s": arch_reads,
     }
+    if side is not None:
+        out["interleaved"] = side
+    if before is not None:
+        out["before"] = {
+            **before,
+            "archive_vs_pyarrow": round(a_med / before["archive_s"], 3),
+            "drift_archived_vs_live": round(
+                statistics.median(before["drift_archived_s"]) / statistics.median(live_times), 3
+            ),
+        }
     return out
+
+
+def _interleaved(store: Store, live_home: Path, args: argparse.Namespace) -> dict[str, Any]:
+    """Drift over the live copy and over the archived store, one run of each in turn:
+    the load of a shared machine moves between the two halves of a run, less so
+    between neighbours."""
+    live = Store.open(f"sqlite:///{live_home / 'chronoml.db'}", live_home)
+    pairs = [
+        (time_drift(live, args.rows, 1)[0][0], time_drift(store, args.rows, 1)[0][0])
+        for _ in range(args.runs)
+    ]
+    live.close()
+    ls, ar = [p[0] for p in pairs], [p[1] for p in pairs]
+    return {
+        "drift_live_s": [round(x, 3) for x in ls],
+        "drift_archived_s": [round(x, 3) for x in ar],
+        "drift_archived_vs_live": round(statistics.median(ar) / statistics.median(ls), 3),
+        "each_archived_vs_live": [round(a / b, 3) for b, a in pairs],
+    }
+
+
+def _before(args: argparse.Namespace, home: Path) -> dict[str, Any]:
+    """Archive a copy of the logged store with the code in ``args.before`` (a child
+    process), and time the drift over its archived window there."""
+    copy = home / "before"
+    copy.mkdir()
+    shutil.copy(home / "chronoml.db", copy / "chronoml.db")  # checkpointed by db_bytes
+    cmd = [sys.executable, __file__, "--archive-copy", str(copy), "--rows", str(args.rows)]
+    cmd += ["--runs", str(args.runs), "--file-rows", str(args.file_rows)]
+    env = {**os.environ, "PYTHONPATH": args.before}
+    done = subprocess.run(cmd, env=env, capture_output=True, text=True, check=True)
+    shutil.rmtree(copy)
+    got: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
+    return got
+
+
+def _archive_copy(home: Path, args: argparse.Namespace) -> dict[str, Any]:
+    store = Store.open(f"sqlite:///{home / 'chronoml.db'}", home)
+    target = parse_target(f"file://{home / 'archive'}")
+    t = time.perf_counter()
+    result = SA.archive(
+        store, D.Layouts(store), T0 + args.rows + 1, target, settle_us=0, file_rows=args.file_rows
+    )
+    archive_s = time.perf_counter() - t
+    assert result.rows == args.rows, result
+    times, _ = time_drift(store, args.rows, args.runs)
+    store.close()
+    return {
+        "archive_s": round(archive_s, 2),
+        "files": result.files,
+        "archived_file_bytes_per_decision": round(result.bytes / args.rows, 1),
+        "drift_archived_s": [round(x, 3) for x in times],
+        "window_read_archived_s": WINDOW_S[-1],
+    }
 
 
 if __name__ == "__main__":

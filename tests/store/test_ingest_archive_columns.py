@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
+import orjson
 import pytest
 from ingest_support import fill
 from sqlalchemy import select
@@ -37,3 +39,19 @@ def test_blocks_read_as_columns_equal_their_decoded_rows(store: Store) -> None:
     ts = got.ts
     assert list(ts) == sorted(ts)
     store.close()
+
+
+@pytest.mark.parametrize(
+    "lists",
+    [
+        [["0", "1", ""], ["héllo", "x,y", "[0.25, 0.75]", "]["]],  # no escape: taken as is
+        [["0"], ['"cat"', "a\\b"]],  # escapes: parsed
+        [["0", None]],  # a null value: parsed
+    ],
+)
+def test_output_lists_read_as_the_json_parser_reads_them(lists: list[list[str | None]]) -> None:
+    texts = [orjson.dumps(v).decode() for v in lists]
+    rows = [(t,) for t in texts]
+    counts = np.array([len(v) for v in lists])
+    got = AC._texts(rows, "id", counts)  # the first column of these one-column rows
+    assert got.to_pylist() == [x for v in lists for x in v]

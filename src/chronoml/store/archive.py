@@ -41,7 +41,7 @@ from chronoml.store import archive_columns as AC
 from chronoml.store import evidence, schema
 from chronoml.store.archive_objects import Objects, Unreachable, open_objects
 from chronoml.store.archive_schema import live
-from chronoml.store.archive_trim import trim_blocks
+from chronoml.store.archive_trim import deleting, trim_blocks
 from chronoml.store.archive_write import Written, write_file
 from chronoml.store.database import Store
 from chronoml.timeutil import now_us
@@ -335,9 +335,7 @@ def _commit(
         ).scalar()
         if now_mark != mark or last_erasure_in(conn, endpoint) != erasures:
             return False  # look again: the rows moved, or some lost their inputs
-        if store.is_sqlite:  # the deleted rows' bytes are zeroed, not left in free pages
-            conn.exec_driver_sql("PRAGMA secure_delete=ON")
-        try:
+        with deleting(conn, store.is_sqlite):
             fresh = [w for w in written if absent_in(conn, w.leaf.sha256)]
             if fresh:
                 conn.execute(
@@ -389,9 +387,6 @@ def _commit(
                 conn.execute(M.insert().values(endpoint=endpoint, archived_to=upto))
             else:
                 conn.execute(update(M).where(M.c.endpoint == endpoint).values(archived_to=upto))
-        finally:
-            if store.is_sqlite:
-                conn.exec_driver_sql("PRAGMA secure_delete=OFF")
     return True
 
 

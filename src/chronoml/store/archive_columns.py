@@ -294,7 +294,9 @@ def held(
     if conn.dialect.name == "postgresql":
         got = _binary_blocks(conn, endpoint, lo, upto)
     else:
-        got = list(conn.execute(select(*[IB.c[c] for c in ingest.COLUMNS]).where(span)).all())
+        # the driver's own tuples: no per-row result processing
+        q = select(*[IB.c[c] for c in ingest.COLUMNS]).where(span)
+        got = list(conn.execute(q).cursor.fetchall())  # type: ignore[union-attr]
     stored = sorted(got, key=lambda r: (int(r[1]), str(r[0])))
     # the blocks read (one logged in the range since it was counted makes the commit's
     # count differ: then nothing moves)
@@ -353,9 +355,9 @@ def of_blocks(stored: Sequence[Sequence[Any]]) -> Chunk:
     num = _sliced([bytes(r[_AT["num"]]) for r in stored], counts)
     scores = [None if r[_AT["scores"]] is None else bytes(r[_AT["scores"]]) for r in stored]
     arrays["scores"] = _sliced(scores, counts)
-    arrays["txt"] = pa.array(_listed(stored, "txt", counts), type=pa.string())
-    arrays["context"] = pa.array(_listed(stored, "context", counts), type=pa.string())
-    arrays["output"] = pa.array(_listed(stored, "outputs", counts), type=pa.string())
+    arrays["txt"] = _texts(stored, "txt", counts)
+    arrays["context"] = _texts(stored, "context", counts)
+    arrays["output"] = _texts(stored, "outputs", counts)
     outs = np.frombuffer(b"".join(bytes(r[_AT["output_num"]]) for r in stored), dtype="<f8")
     nones = [
         np.zeros(c, dtype=bool) if r[_AT["output_none"]] is None
@@ -408,6 +410,49 @@ def _sliced(values: Sequence[bytes | None], counts: np.ndarray[Any, Any]) -> pa.
     valid = np.repeat(np.array([v is not None for v in values]), counts)
     data = b"".join(v for v in values if v is not None)
     return _varlen(pa.binary(), n, np.where(valid, lengths, -1).astype(np.int32), data)
+
+
+def _texts(stored: Sequence[Sequence[Any]], name: str, counts: np.ndarray[Any, Any]) -> pa.Array:
+    """A per-row text column kept as one JSON list per block, as one text array."""
+    n = int(counts.sum())
+    values = [r[_AT[name]] for r in stored]
+    if all(v is None for v in values):
+        return pa.nulls(n, pa.string())
+    if None not in values and (got := _plain_lists(values, counts)) is not None:
+        return got
+    return pa.array(_listed(stored, name, counts), type=pa.string())
+
+
+_QUOTE, _BACKSLASH = ord('"'), ord("\\")
+
+
+def _plain_lists(lists: Sequence[str], counts: np.ndarray[Any, Any]) -> pa.Array | None:
+    """JSON lists of texts (one per block, ``counts`` values each) as one array of their
+    values, without parsing each list: when no value holds an escape (no backslash
+    anywhere), every quote opens or closes a value and the bytes between two quotes are
+    the value itself. The bytes outside the values must then be exactly ``[``, a comma
+    between values, and ``]`` for each list; None when they are not, or on an escape
+    (the caller parses the lists then)."""
+    buf = np.frombuffer("".join(lists).encode(), dtype=np.uint8)
+    n = int(counts.sum())
+    quote = buf == _QUOTE
+    q = np.flatnonzero(quote)
+    if len(q) != 2 * n or (buf == _BACKSLASH).any():
+        return None
+    inside = (np.cumsum(quote) & 1).astype(bool) & ~quote
+    frame = b"".join(b"[" + b"," * (c - 1) + b"]" if c else b"[]" for c in counts.tolist())
+    if buf[~inside & ~quote].tobytes() != frame:
+        return None
+    offsets = np.zeros(n + 1, dtype=np.int64)
+    np.cumsum(q[1::2] - q[0::2] - 1, out=offsets[1:])
+    data = buf[inside]
+    if offsets[-1] >= 2**31:
+        return None
+    arr = pa.StringArray.from_buffers(
+        n, pa.py_buffer(offsets.astype(np.int32).tobytes()), pa.py_buffer(data.tobytes())
+    )
+    arr.validate(full=True)
+    return arr
 
 
 def _listed(stored: Sequence[Sequence[Any]], name: str, counts: np.ndarray[Any, Any]) -> list[Any]:

@@ -294,11 +294,12 @@ def read(
     with the logical columns: ids as text, inputs as float64 (int64 for integer inputs)."""
     try:
         f = pq.ParquetFile(pa.BufferReader(data))
-        schema = f.schema_arrow
-        expr = _expression(filters, schema) if filters else None
-        table = pq.read_table(
-            pa.BufferReader(data), columns=physical_names(schema, columns), filters=expr
-        )
+        names = physical_names(f.schema_arrow, columns)
+        if filters:
+            expr = _expression(filters, f.schema_arrow)
+            table = pq.read_table(pa.BufferReader(data), columns=names, filters=expr)
+        else:  # the file already opened, and no dataset to plan
+            table = f.read(columns=names, use_threads=False)
     except (pa.ArrowException, OSError) as exc:
         raise ArchiveError(f"an archive file cannot be read: {exc}", "archive") from exc
     return logical(table)
@@ -316,6 +317,17 @@ def read_physical(data: bytes, columns: Sequence[str] | None = None) -> pa.Table
     """The file's columns as stored (to compare with what was written)."""
     try:
         return pq.read_table(pa.BufferReader(data), columns=columns)
+    except (pa.ArrowException, OSError) as exc:
+        raise ArchiveError(f"an archive file cannot be read: {exc}", "archive") from exc
+
+
+def read_stored(data: bytes, columns: Sequence[str], dictionary: Sequence[str] = ()) -> pa.Table:
+    """The stored columns holding the logical ``columns`` (a split float gives its two),
+    as stored; ``dictionary``: texts given back dictionary encoded, as the file keeps
+    them. For :func:`fill_inputs`, or :func:`logical` then :func:`columns`."""
+    try:
+        f = pq.ParquetFile(pa.BufferReader(data), read_dictionary=list(dictionary) or None)
+        return f.read(columns=physical_names(f.schema_arrow, columns), use_threads=False)
     except (pa.ArrowException, OSError) as exc:
         raise ArchiveError(f"an archive file cannot be read: {exc}", "archive") from exc
 
@@ -386,6 +398,34 @@ def rows(table: pa.Table, sch: Schema) -> list[tuple[Any, ...]]:
         else:
             cols.append(table.column(name).to_pylist())
     return list(zip(*cols, strict=True))
+
+
+def fill_inputs(
+    table: pa.Table, sch: Schema, out: Mapping[str, np.ndarray[Any, Any]], at: int
+) -> None:
+    """The numeric inputs of a physical table (as :func:`read_physical` gives it) written
+    into rows ``at`` on of ``out``'s float64 arrays, as :func:`columns` reads them:
+    decoded in place, split floats joined, decimals scaled, erased integers missing."""
+    meta = table.schema.metadata or {}
+    decimals: dict[str, int] = orjson.loads(meta.get(_DECIMALS_KEY, b"{}"))
+    split = set(orjson.loads(meta.get(_SPLIT_KEY, b"[]")))
+    n = table.num_rows
+    for c, k in numeric_inputs(sch):
+        name = input_column(c)
+        dst = out[c][at : at + n]
+        col = table.column(name).to_numpy()
+        if k == "int":
+            dst[:] = col
+            dst[col == codec.ERASED_INT] = np.nan  # erased inputs read as missing
+        elif name in split:
+            bits = dst.view("<u8")
+            bits[:] = table.column(name + HI).to_numpy()
+            bits <<= np.uint64(48)
+            bits |= col.view("<u8")
+        elif name in decimals:
+            np.divide(col, 10.0 ** decimals[name], out=dst)
+        else:
+            dst[:] = col
 
 
 def columns(table: pa.Table, sch: Schema) -> dict[str, np.ndarray[Any, Any]]:

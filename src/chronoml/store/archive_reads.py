@@ -2,7 +2,8 @@
 
 Files are chosen by the database's index of them (endpoint and time range, or
 id range for a lookup), then read with pyarrow with the time (or id) filter
-pushed down to the row groups. Every decision of an endpoint below its
+pushed down to the row groups; a window's files are read on two threads and
+filtered only where the window's edges cut them. Every decision of an endpoint below its
 archive mark is in the files and none is left in the database, so readers
 take the archived part of a range from here and the rest from their query.
 """
@@ -10,6 +11,7 @@ take the archived part of a range from here and the rest from their query.
 from __future__ import annotations
 
 import hashlib
+import os
 import threading
 from collections import OrderedDict
 from collections.abc import Sequence
@@ -29,12 +31,14 @@ from chronoml.store.archive_objects import open_objects
 from chronoml.store.archive_schema import live
 from chronoml.store.database import Store
 from chronoml.store.id_types import held
+from chronoml.worker import parallel
 
 F = schema.archive_files
 M = schema.archive_marks
 FB = schema.feedback
 
 CACHE_BYTES = 256 * 1024 * 1024
+READERS = min(2, os.cpu_count() or 1)  # files of one window read at once
 
 
 class _Cache:
@@ -154,47 +158,102 @@ def _filters(
     return got
 
 
+Part = tuple[str, str, dict[str, np.ndarray[Any, Any]], np.ndarray[Any, Any]]
+
+
 def window_parts(
     store: Store, endpoint: str, start: int, end: int, *, variant: str | None, include_shadow: bool
-) -> tuple[list[tuple[str, str, dict[str, np.ndarray[Any, Any]], np.ndarray[Any, Any]]], int]:
+) -> tuple[list[Part], int]:
     """Archived decisions of a window as ``decisions.window`` parts; and where the database
-    takes over."""
+    takes over. The files are read on ``READERS`` threads (pyarrow's decoding releases
+    the GIL), each with only the columns the window needs; then the numeric inputs of
+    each (variant, version) are decoded straight into one array per input, each file
+    into its own rows of it (no array per file joined after)."""
     got = span(store, endpoint, start, end)
     if got is None:
         return [], start
     lo, stop = got
-    filters = _filters(
-        lo, stop, shadow=None if include_shadow else False, variant=variant, version=None
-    )
-    parts = []
-    for f in _files(store, endpoint, lo, stop):
+
+    def one(f: Any) -> list[tuple[str, str, Schema, pa.Table]]:
         data = _cache.get(f.sha256, f.target)
-        sch = AP.layout(data)
-        wanted = ["variant", "model_version", "output_num", *AP.input_names(sch)]
-        if any(k not in NUMERIC_KINDS for _, k in sch):
-            wanted.append("txt")
-        table = AP.read(data, columns=wanted, filters=filters)
-        if table.num_rows == 0:
+        return _window_file(data, f, lo, stop, variant, include_shadow)
+
+    files = _files(store, endpoint, lo, stop)
+    pieces = [p for got in parallel(READERS)(one, files) for p in got]
+    groups: dict[tuple[str, str, Schema], list[pa.Table]] = {}
+    for vname, version, sch, sub in pieces:
+        groups.setdefault((vname, version, sch), []).append(sub)
+    parts: list[Part] = []
+    for (vname, version, sch), subs in groups.items():
+        if any(k not in NUMERIC_KINDS for _, k in sch):  # texts too: a part per file
+            for sub in subs:
+                outs = sub.column("output_num").to_numpy(zero_copy_only=False)
+                parts.append((vname, version, AP.columns(AP.logical(sub), sch), outs))
             continue
-        for (vname, version), sub in _groups(table):
-            outs = sub.column("output_num").to_numpy(zero_copy_only=False).astype(np.float64)
-            parts.append((vname, version, AP.columns(sub, sch), outs))
+        at = np.cumsum([0] + [sub.num_rows for sub in subs]).tolist()
+        cols = {c: np.empty(at[-1], dtype=np.float64) for c, _ in AP.numeric_inputs(sch)}
+
+        def fill(i: int) -> None:
+            AP.fill_inputs(subs[i], sch, cols, at[i])  # noqa: B023 (run before the loop moves)
+
+        list(parallel(READERS)(fill, range(len(subs))))
+        outs = np.concatenate(
+            [sub.column("output_num").to_numpy(zero_copy_only=False) for sub in subs]
+        )
+        parts.append((vname, version, cols, outs.astype(np.float64)))
     return parts, stop
 
 
+def _window_file(
+    data: bytes, f: Any, lo: int, stop: int, variant: str | None, include_shadow: bool
+) -> list[tuple[str, str, Schema, pa.Table]]:
+    """One file's decisions of ``[lo, stop)`` (no shadow ones unless ``include_shadow``;
+    of ``variant`` when given), per (variant, version), as stored. A file wholly inside
+    the window is not filtered on time, and the shadow flags only when one is set: no
+    row is copied."""
+    sch = AP.layout(data)
+    inside = int(f.ts_min) >= lo and int(f.ts_max) < stop
+    wanted = ["variant", "model_version", "output_num", *AP.input_names(sch)]
+    if any(k not in NUMERIC_KINDS for _, k in sch):
+        wanted.append("txt")
+    wanted += ([] if inside else ["ts"]) + ([] if include_shadow else ["shadow"])
+    table = AP.read_stored(data, wanted, dictionary=["variant", "model_version"])
+    keep = None
+    if not inside:
+        ts = table.column("ts").to_numpy()
+        keep = (ts >= lo) & (ts < stop)
+    if not include_shadow:
+        shadow = table.column("shadow").to_numpy(zero_copy_only=False)
+        if shadow.any():
+            keep = ~shadow if keep is None else keep & ~shadow
+    if variant is not None:
+        same = pc.equal(table.column("variant").cast(pa.string()), variant)
+        mine = same.to_numpy(zero_copy_only=False)
+        keep = mine if keep is None else keep & mine
+    if keep is not None and not keep.all():
+        table = table.filter(pa.array(keep))
+    if table.num_rows == 0:
+        return []
+    return [(vname, version, sch, sub) for (vname, version), sub in _groups(table)]
+
+
 def _groups(table: pa.Table) -> list[tuple[tuple[str, str], pa.Table]]:
-    pairs = table.select(["variant", "model_version"]).group_by(["variant", "model_version"])
-    keys = pairs.aggregate([]).to_pylist()
+    """The rows of each (variant, version) (read as dictionaries: a file usually holds
+    one of each, and then no row is looked at)."""
+    cols = [table.column(c).combine_chunks() for c in ("variant", "model_version")]
+    if all(isinstance(c, pa.DictionaryArray) and len(c.dictionary) == 1 for c in cols):
+        return [((cols[0].dictionary[0].as_py(), cols[1].dictionary[0].as_py()), table)]
+    plain = pa.table({"variant": cols[0].cast(pa.string()), "v": cols[1].cast(pa.string())})
+    keys = plain.group_by(["variant", "v"]).aggregate([]).to_pylist()
     if len(keys) == 1:
         k = keys[0]
-        return [((k["variant"], k["model_version"]), table)]
+        return [((k["variant"], k["v"]), table)]
     out = []
     for k in keys:
         mask = pc.and_(
-            pc.equal(table.column("variant"), k["variant"]),
-            pc.equal(table.column("model_version"), k["model_version"]),
+            pc.equal(plain.column("variant"), k["variant"]), pc.equal(plain.column("v"), k["v"])
         )
-        out.append(((k["variant"], k["model_version"]), table.filter(mask)))
+        out.append(((k["variant"], k["v"]), table.filter(mask)))
     return out
 
 

@@ -1,6 +1,10 @@
-"""Trimming the columnar copies of decisions an archive run moved out of the database."""
+"""Deleting what an archive run moved out of the database, and trimming the columnar
+copies of those decisions."""
 
 from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import numpy as np
 from sqlalchemy import Connection, delete, select, update
@@ -8,6 +12,29 @@ from sqlalchemy import Connection, delete, select, update
 from chronoml.store import schema
 
 B = schema.decision_blocks
+DELETE_CACHE_KIB = 64 * 1024  # SQLite's page cache while a chunk's rows are deleted
+
+
+@contextmanager
+def deleting(conn: Connection, is_sqlite: bool) -> Iterator[None]:
+    """SQLite: the rest of the transaction zeroes the bytes it frees (the deleted rows'
+    inputs are not left in free pages), with a larger page cache: the delete walks the
+    table and its three indexes (the unit index in key order, not time order), and with
+    the default 2 MB of cache most of its time went to evicting and reading back the
+    same index pages (2.2 s against 1.1-1.3 s for 196,608 rows)."""
+    if not is_sqlite:
+        yield
+        return
+    # both put back as they were (SQLite may be built with secure_delete on by default)
+    secure = int(conn.exec_driver_sql("PRAGMA secure_delete").scalar() or 0)
+    cache = int(conn.exec_driver_sql("PRAGMA cache_size").scalar() or -2000)
+    conn.exec_driver_sql("PRAGMA secure_delete=ON")
+    conn.exec_driver_sql(f"PRAGMA cache_size=-{DELETE_CACHE_KIB}")
+    try:
+        yield
+    finally:
+        conn.exec_driver_sql(f"PRAGMA secure_delete={secure}")
+        conn.exec_driver_sql(f"PRAGMA cache_size={cache}")
 
 
 def trim_blocks(conn: Connection, endpoint: str, upto: int) -> None:

@@ -138,7 +138,8 @@ def few(arr: pa.Array | pa.ChunkedArray) -> bool:
 
 def joined(low: pa.Array, hi: pa.Array) -> np.ndarray[Any, Any]:
     """The floats of a split column, bit for bit."""
-    lo = low.to_numpy(zero_copy_only=False).astype("<u8")
-    top = hi.to_numpy(zero_copy_only=False).astype("<u8")
-    floats: np.ndarray[Any, Any] = ((top << np.uint64(48)) | lo).view("<f8")
-    return floats
+    floats = hi.to_numpy(zero_copy_only=False).astype("<u8")
+    floats <<= np.uint64(48)
+    floats |= low.to_numpy(zero_copy_only=False).view("<u8")
+    out: np.ndarray[Any, Any] = floats.view("<f8")
+    return out

@@ -210,7 +210,9 @@ def window(
         store, endpoint, start, end, variant=variant, include_shadow=include_shadow
     )
     # the archive's context is not read here: archived decisions count with none
-    contexts: list[dict[str, Any]] = [{} for p in parts for _ in range(len(p[3]))]
+    contexts: list[dict[str, Any]] = (
+        [{} for p in parts for _ in range(len(p[3]))] if with_context else []
+    )
     if with_context:
         raw_start = start
     else:
