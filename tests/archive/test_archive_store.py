@@ -196,6 +196,7 @@ def test_an_archived_window_of_numeric_inputs_is_the_live_one_bit_for_bit(
     layouts.ensure(layout, sch)
     rng = np.random.default_rng(3)
     rows = []
+    request = new_id()
     for i in range(3000):
         df = pd.DataFrame(
             {
@@ -210,7 +211,7 @@ def test_an_archived_window_of_numeric_inputs_is_the_live_one_bit_for_bit(
         rows.append(
             D.DecisionRow(
                 new_id(), 1_000_000 + 10 * i, "e", variant, "m", "1" if variant == "a" else "2",
-                1, i % 9 == 0, f"u{i % 7}", "r", layout, num[0], txt[0], "0", 0.0, 1.0,
+                1, i % 9 == 0, f"u{i % 7}", request, layout, num[0], txt[0], "0", 0.0, 1.0,
             )
         )  # fmt: skip
     D.insert_many(store, rows)
