@@ -81,7 +81,9 @@ def snapshot(pid: int) -> dict[str, dict[str, float]]:
                 row[key.split("_")[0]] = float(value)
         got[tid] = row
     io = dict(
-        line.split(": ") for line in Path(f"/proc/{pid}/io").read_text().splitlines() if ": " in line
+        line.split(": ")
+        for line in Path(f"/proc/{pid}/io").read_text().splitlines()
+        if ": " in line
     )
     got["io"] = {"write_bytes": float(io["write_bytes"]), "syscw": float(io["syscw"])}
     return got
