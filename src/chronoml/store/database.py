@@ -191,25 +191,30 @@ class Store:
 
     def upgrade(self, revision: str = "head") -> str:
         """Apply migrations up to ``revision``; returns the revision reached."""
+        self.home.mkdir(parents=True, exist_ok=True)
+        return self._migrate("upgrade", revision)
+
+    def downgrade(self, revision: str) -> str:
+        """Undo migrations down to ``revision``; returns the revision reached."""
+        return self._migrate("downgrade", revision)
+
+    def _migrate(self, direction: str, revision: str) -> str:
         # lazy: the migration machinery loads only for a schema change
         from alembic import command
         from alembic.config import Config
 
-        self.home.mkdir(parents=True, exist_ok=True)
         cfg = Config()
         cfg.set_main_option("script_location", str(MIGRATIONS))
         with self.engine.begin() as conn:
             cfg.attributes["connection"] = conn
-            command.upgrade(cfg, revision)
+            getattr(command, direction)(cfg, revision)
         # pooled connections' prepared statements keep the parameter types of the old
         # schema (an id compared as text): start from fresh connections
         self.engine.dispose()
         if self.lookup_engine is not self.engine:
             self.lookup_engine.dispose()
         id_types.forget(self.engine, self.lookup_engine)
-        rev = self.revision()
-        assert rev is not None
-        return rev
+        return self.revision() or "base"
 
     # --- snapshots ---------------------------------------------------------
 
