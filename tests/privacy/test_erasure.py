@@ -274,3 +274,34 @@ def test_erasure_removes_the_context_from_outcome_blocks(tmp_path: Path, store_u
         store.close()
     assert CTX_MARK.encode() not in _stored_bytes(home, store_url)
     assert run(home, store_url, "audit", "verify", "--decisions").exit_code == 0
+
+
+def test_an_erasure_puts_the_connections_secure_delete_back(tmp_path: Path) -> None:
+    """SQLite zeroes freed bytes only with ``secure_delete`` on (this build's default);
+    an erasure or a retention pass turns it on for its transaction and must leave the
+    pooled connection as it found it, not off for everything that frees pages next."""
+    from chronoml.privacy import erasure
+    from chronoml.service import Chronoml
+    from chronoml.settings import Settings
+
+    home = tmp_path / "home"
+    url = f"sqlite:///{home / 'chronoml.db'}"
+    assert run(home, url, "db", "upgrade").exit_code == 0
+    store = _open(home, url)
+    try:
+        _fill(store)
+        cm = Chronoml(Settings.from_env({}, home=home, store_url=None), store)
+
+        def secure_delete() -> int:
+            with store.write() as conn:
+                return int(conn.exec_driver_sql("PRAGMA secure_delete").scalar_one())
+
+        with store.write() as conn:
+            conn.exec_driver_sql("PRAGMA secure_delete=ON")
+        assert secure_delete() == 1
+        assert erasure.erase_unit(cm, "subject-7", "bob").decisions == 2
+        assert secure_delete() == 1
+        assert erasure.erase_older(cm, 1_000, "monitor:retention", now=T0 + 1_150).decisions
+        assert secure_delete() == 1
+    finally:
+        store.close()

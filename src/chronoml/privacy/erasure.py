@@ -63,8 +63,7 @@ def erase_unit(ctx: Context, unit: str, actor: str | None = None) -> R.Erasure:
     AE.sweep(ctx.store)  # replaced archive files a crash may have left behind
 
     def tx(conn: Any, plan: AE.Plan) -> dict[str, int]:
-        SP.secure_delete_on(conn, ctx.store.is_sqlite)
-        try:
+        with SP.zeroing_freed(conn, ctx.store.is_sqlite):
             AE.lock_in(conn)
             # the key as sent, and as stored by an endpoint that hashes unit keys
             targets = SP.by_units(conn, [unit, hashed])
@@ -76,8 +75,6 @@ def erase_unit(ctx: Context, unit: str, actor: str | None = None) -> R.Erasure:
                 payload = {"reason": "subject", "unit_hash": hashed, "decisions": n}
                 SL.append_in(conn, L.Change("erasure", endpoint, who, payload), now=at)
             return counts
-        finally:
-            SP.secure_delete_off(conn, ctx.store.is_sqlite)
 
     # archived decisions: their files are rewritten first, then committed with the rest
     counts = _with_archive(ctx, lambda: AE.plan_units(ctx.store, [unit, hashed]), tx, "the erasure")
@@ -102,8 +99,7 @@ def erase_older(
         while True:
 
             def tx(conn: Any, endpoint: str = endpoint, since: int = since) -> tuple[int, int, int]:
-                SP.secure_delete_on(conn, ctx.store.is_sqlite)
-                try:
+                with SP.zeroing_freed(conn, ctx.store.is_sqlite):
                     targets, read, last = SP.older_than(
                         conn, endpoint, since, before, RETENTION_BATCH
                     )
@@ -116,8 +112,6 @@ def erase_older(
                         }
                         SL.append_in(conn, L.Change("erasure", endpoint, who, payload), now=t)
                     return len(targets), read, last
-                finally:
-                    SP.secure_delete_off(conn, ctx.store.is_sqlite)
 
             n, read, last = ctx.store.write_retrying(tx, "the retention erasure")
             if n:

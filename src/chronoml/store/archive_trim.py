@@ -10,6 +10,7 @@ import numpy as np
 from sqlalchemy import Connection, delete, select, update
 
 from chronoml.store import schema
+from chronoml.store.privacy import zeroing_freed
 
 B = schema.decision_blocks
 DELETE_CACHE_KIB = 64 * 1024  # SQLite's page cache while a chunk's rows are deleted
@@ -25,16 +26,13 @@ def deleting(conn: Connection, is_sqlite: bool) -> Iterator[None]:
     if not is_sqlite:
         yield
         return
-    # both put back as they were (SQLite may be built with secure_delete on by default)
-    secure = int(conn.exec_driver_sql("PRAGMA secure_delete").scalar() or 0)
     cache = int(conn.exec_driver_sql("PRAGMA cache_size").scalar() or -2000)
-    conn.exec_driver_sql("PRAGMA secure_delete=ON")
     conn.exec_driver_sql(f"PRAGMA cache_size=-{DELETE_CACHE_KIB}")
     try:
-        yield
+        with zeroing_freed(conn, is_sqlite):
+            yield
     finally:
-        conn.exec_driver_sql(f"PRAGMA secure_delete={secure}")
-        conn.exec_driver_sql(f"PRAGMA cache_size={cache}")
+        conn.exec_driver_sql(f"PRAGMA cache_size={cache}")  # put back as it was
 
 
 def trim_blocks(conn: Connection, endpoint: str, upto: int) -> None:

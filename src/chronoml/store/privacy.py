@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -469,15 +470,19 @@ def scrub(store: Store, attempts: int = 40) -> bool:
         raw.invalidate() if not store.is_sqlite else raw.close()
 
 
-def secure_delete_on(conn: Connection, is_sqlite: bool) -> None:
-    """Zero freed bytes for the rest of this connection's transaction (SQLite)."""
-    if is_sqlite:
-        conn.exec_driver_sql("PRAGMA secure_delete=ON")
-
-
-def secure_delete_off(conn: Connection, is_sqlite: bool) -> None:
-    if is_sqlite:
-        conn.exec_driver_sql("PRAGMA secure_delete=OFF")
+@contextmanager
+def zeroing_freed(conn: Connection, is_sqlite: bool) -> Iterator[None]:
+    """SQLite: bytes freed inside the block are zeroed (``secure_delete``), not left in free
+    pages; the pooled connection's own setting (a build may default to on) is put back."""
+    if not is_sqlite:
+        yield
+        return
+    was = int(conn.exec_driver_sql("PRAGMA secure_delete").scalar() or 0)
+    conn.exec_driver_sql("PRAGMA secure_delete=ON")
+    try:
+        yield
+    finally:
+        conn.exec_driver_sql(f"PRAGMA secure_delete={was}")
 
 
 def check_inputs_whole(store: Store, decision_id: str, layout: str, model_schema: Any) -> None:
