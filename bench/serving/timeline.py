@@ -61,6 +61,7 @@ wrap(decisions, "decision_entry", "evidence entry (hashes)")
 wrap(decisions.Appender, "append", "durable append (entry, SQL, commit)")
 wrap(batching, "_settle", "answer settled on the loop")
 awrap(fast.GatewayApp, "_serve", "request")
+awrap(gateway.Gateway, "answer", "answer")
 started = {}
 def on_gc(phase, info):
     if phase == "start":
@@ -136,10 +137,41 @@ def run_one(work: Path, env: dict[str, str], body: bytes, requests: int) -> dict
                 statistics.median(1000 * (t[2] - t[1]) for t in inside),
                 statistics.median(1000 * t[3] for t in inside),
             )
+    got["gaps"] = _gaps(served, spans)
     gcs = [t for t in spans if t[0] == "gc"]
     per = [sum(g[2] - g[1] for g in gcs if s[1] <= g[1] <= s[2]) * 1000 for s in served]
     got["gc"] = (statistics.median(per), statistics.mean(per), max(per))
     return got
+
+
+# the time between the timed steps, each as (label, the span it starts after and which
+# end of it, the span it ends at and which end): the token check and the body's
+# arrival, hand-offs between threads, the answer's JSON, the response and access line
+GAPS = [
+    ("token check, headers, body received", ("request", 1), ("answer", 1)),
+    ("answer until the parse", ("answer", 1), ("parse", 1)),
+    ("parse to the model thread", ("parse", 2), ("batch (model call, ids, block)", 1)),
+    ("model thread to the log writer", ("batch (model call, ids, block)", 2),
+     ("durable append (entry, SQL, commit)", 1)),
+    ("log writer back to the loop", ("durable append (entry, SQL, commit)", 2),
+     ("answer settled on the loop", 1)),
+    ("the answer's JSON", ("answer settled on the loop", 2), ("answer", 2)),
+    ("response sent, access line", ("answer", 2), ("request", 2)),
+]  # fmt: skip
+
+
+def _gaps(served: list[Any], spans: list[Any]) -> dict[str, float]:
+    """Per gap of :data:`GAPS`, its median over the requests (ms)."""
+    out: dict[str, list[float]] = {g[0]: [] for g in GAPS}
+    for s in served:
+        inside: dict[str, Any] = {s[0]: s}
+        for t in spans:
+            if t[0] != "request" and s[1] <= t[1] <= s[2]:
+                inside.setdefault(t[0], t)  # the first of each in the request
+        for label, (a, ea), (b, eb) in GAPS:
+            if a in inside and b in inside:
+                out[label].append(1000 * (inside[b][eb] - inside[a][ea]))
+    return {k: statistics.median(v) for k, v in out.items() if v}
 
 
 def main() -> int:
@@ -170,6 +202,11 @@ def main() -> int:
                     wall = statistics.median(v[0] for v in vals)
                     cpu = statistics.median(v[1] for v in vals)
                     print(f"{step:<40} {wall:8.2f} wall {cpu:8.2f} CPU")
+            print("between the steps (wall):")
+            for label, *_ in GAPS:
+                gaps = [r["gaps"][label] for r in runs if label in r["gaps"]]
+                if gaps:
+                    print(f"  {label:<38} {statistics.median(gaps):8.2f}")
             g = [r["gc"] for r in runs]
             print(
                 f"{'collector inside a request':<40} median {statistics.median(x[0] for x in g):.2f}"
