@@ -34,8 +34,12 @@ def test_metrics_count_4xx_by_status(cm: Any, settings: Any, models: Any) -> Non
         )
         assert c.post("/v1/endpoints/cancer/predict", json={"oops": 1}).status_code >= 400
         assert c.get("/v1/decisions/nope").status_code == 404
-        with TestClient(app, base_url="http://127.0.0.1") as anonymous:
+        # no lifespan of its own: the app is already serving, through ``c``
+        anonymous = TestClient(app, base_url="http://127.0.0.1")
+        try:
             assert anonymous.get("/v1/endpoints").status_code == 401
+        finally:
+            anonymous.close()
         text = c.get("/metrics").text
     assert _count(text, 400) >= 1 and _count(text, 404) == 1 and _count(text, 401) == 1, text
     assert _count(text, 200) == 0  # successes are not errors

@@ -16,6 +16,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 from click.testing import CliRunner
 from starlette.testclient import TestClient
@@ -396,6 +397,29 @@ def test_a_failed_delivery_is_retried_with_backoff(store: Store, receiver: Recei
     assert all(signed_by(SECRET, h, b) for h, b in receiver.requests)
     st = ob.status(store)
     assert st["pending"] == 0 and st["delivered"] == 1 and st["errors"] == []
+
+
+def test_a_pass_that_breaks_gives_its_claimed_rows_back(store: Store, receiver: Receiver) -> None:
+    engine = AlertEngine(store)
+    engine.put(webhook_rule(receiver.url), "drift")
+    engine.evaluate("cancer", "v1", {"dataset_drift": 1}, T0 - H, T0)
+    engine.evaluate("cancer", "v2", {"dataset_drift": 1}, T0 - H, T0)
+    t = max(e.recorded_at for e in SL.history(store, "cancer"))
+
+    def broken(request: httpx.Request) -> httpx.Response:
+        raise RuntimeError("a bug below the deliverer")  # not an httpx.HTTPError
+
+    box = ob.Outbox(
+        store, client=httpx.Client(transport=httpx.MockTransport(broken)), allow_hosts=LOOPBACK
+    )
+    with pytest.raises(RuntimeError, match="a bug below"):
+        box.deliver_due(t)
+    box.stop()
+    # due again at once, not held for the claim's 40 s
+    again = ob.Outbox(store, allow_hosts=LOOPBACK)
+    assert [a.delivered for a in again.deliver_due(t)] == [True, True]
+    again.stop()
+    assert len(receiver.requests) == 2 and ob.status(store)["delivered"] == 2
 
 
 def test_the_outbox_survives_a_restart(store_url: str, tmp_path: Path) -> None:

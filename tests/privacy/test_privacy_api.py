@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import struct
 from collections.abc import Iterator
+from contextlib import closing
 from pathlib import Path
 from typing import Any
 
@@ -114,12 +115,13 @@ def test_hashed_and_dropped_inputs_never_reach_the_store(
     v = client.get("/v1/audit/verify?decisions=true").json()
     assert v["ok"] is True and v["evidence"]["ok"] is True
 
-    # erasure: auditor or admin only, found by the hashed unit key
+    # erasure: auditor or admin only, found by the hashed unit key (the other roles'
+    # clients have no lifespan of their own: the app is already serving)
     for role in ("viewer", "operator"):
-        with admin_client(app, role) as other:
+        with closing(admin_client(app, role)) as other:
             r = other.post("/v1/erasures", json={"unit": UNIT})
             assert r.status_code == 403, r.text
-    with admin_client(app, "auditor") as auditor:
+    with closing(admin_client(app, "auditor")) as auditor:
         r = auditor.post("/v1/erasures", json={"unit": UNIT})
         assert r.status_code == 200, r.text
         assert r.json()["decisions"] == 3
@@ -152,9 +154,9 @@ def test_bad_policies_get_a_4xx_naming_what(client: TestClient, app: Any, models
     assert client.get("/v1/endpoints/nowhere/privacy").status_code == 404
     r = client.post("/v1/erasures", json={"unit": ""})
     assert r.status_code == 422 and r.json()["error"]["field"] == "unit"
-    with admin_client(app, "operator") as op:  # changing the policy is for admins
+    with closing(admin_client(app, "operator")) as op:  # changing the policy is for admins
         r = op.put("/v1/endpoints/cancer/privacy", json={"features": {HASHED: "hash"}})
         assert r.status_code == 403
-    with admin_client(app, "viewer") as viewer:
+    with closing(admin_client(app, "viewer")) as viewer:
         got = viewer.get("/v1/endpoints/cancer/privacy").json()
     assert got["features"] == {} and got["unit_key"] == "keep"

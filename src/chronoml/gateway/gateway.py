@@ -80,10 +80,24 @@ class Gateway:
         self.on_start: list[Callable[[], None]] = []
         self.on_stop: list[Callable[[], None]] = []
         self.ui_warmer: Warmer | None = None  # builds the UI's charts after a start
+        self.serving = False  # between start() and stop()
 
     # --- lifecycle ---------------------------------------------------------
 
     def start(self) -> None:
+        # A second start would build a second set of workers over the first and
+        # lose them: stop() only reaches the newest, and the others would go on
+        # polling (and logging) after the store is gone.
+        if self.serving:
+            raise RuntimeError("this gateway is already serving: stop it before starting it again")
+        self.serving = True
+        try:
+            self._start()
+        except BaseException:  # what did start is stopped again: no thread outlives a failed start
+            self.stop()
+            raise
+
+    def _start(self) -> None:
         # import the model loaders now, not on the first deploy: a change made
         # elsewhere must go live here within a second
         warm_up()
@@ -171,6 +185,7 @@ class Gateway:
         if self.log is not None:
             self.log.close()
         access_log.flush()
+        self.serving = False
 
     # --- helpers -----------------------------------------------------------
 

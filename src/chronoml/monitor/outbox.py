@@ -148,7 +148,13 @@ class Outbox:
             if self._worker.stopping:
                 self._release(claimed[i:])  # due again at once, here or after a restart
                 break
-            done.append(self._send(row, t if now is not None else now_us()))
+            try:
+                done.append(self._send(row, t if now is not None else now_us()))
+            except BaseException:
+                # a failure _send does not record (a bug, the store going away): the
+                # rows left are due again at once, not held until their claim runs out
+                self._release(claimed[i:])
+                raise
         return done
 
     def _release(self, rows: list[Any]) -> None:
