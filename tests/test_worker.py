@@ -1,4 +1,5 @@
-"""``read_ahead``: pages made in a thread, in order, errors and early stops handed back."""
+"""The background workers: ``read_ahead`` pages in order, errors and early stops handed back; a
+``Worker`` whose stop timed out."""
 
 from __future__ import annotations
 
@@ -48,3 +49,39 @@ def test_a_consumer_that_stops_early_closes_the_reader_in_its_thread() -> None:
     pages.close()  # what a for loop that breaks does
     assert closed == ["reader"]
     assert not any(t.name == "reader" for t in threading.enumerate())
+
+
+def test_a_stop_that_times_out_leaves_the_pass_visible_and_never_doubles_it(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    from chronoml.worker import Worker
+
+    inside, release = threading.Event(), threading.Event()
+    passes: list[str] = []
+
+    def step() -> bool:
+        passes.append(threading.current_thread().name)
+        inside.set()
+        release.wait(10)
+        return False
+
+    w = Worker("chronoml-test-stuck", step, 0.01)
+    w.start()
+    w.wake()
+    assert inside.wait(5)
+    with caplog.at_level("WARNING", logger="chronoml.worker"):
+        w.stop(timeout_s=0.05)  # the pass is still in flight
+    assert w.running  # it still runs: a caller must not think it is gone
+    assert "still in a pass" in caplog.text
+    with pytest.raises(RuntimeError, match="has not ended yet"):
+        w.start()  # a second thread beside the stuck one is refused
+    assert sum(t.name == "chronoml-test-stuck" for t in threading.enumerate()) == 1
+    release.set()
+    w.stop(timeout_s=5)
+    assert not w.running
+    inside.clear()
+    w.start()  # once it has ended, the worker starts again
+    w.wake()
+    assert inside.wait(5) and w.running
+    w.stop(timeout_s=5)
+    assert not w.running and len(passes) >= 2

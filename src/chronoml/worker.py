@@ -43,9 +43,20 @@ class Worker:
         return self._thread is not None and self._thread.is_alive()
 
     def start(self) -> None:
-        """Start the thread (once); an interval of 0 or less never starts one."""
-        if self._thread is not None or self.interval_s <= 0:
+        """Start the thread (once); an interval of 0 or less never starts one.
+
+        A thread still finishing a pass from before a :meth:`stop` that timed out is
+        not doubled: the start is refused until that pass ends.
+        """
+        if self.interval_s <= 0:
             return
+        if self._thread is not None:
+            if not self._thread.is_alive():
+                self._thread = None  # it ended after its stop timed out
+            elif self._stop.is_set():
+                raise RuntimeError(f"{self.name}: the pass before its stop has not ended yet")
+            else:
+                return
         self._stop.clear()
         self.started = True
         self._thread = threading.Thread(target=self._loop, name=self.name, daemon=True)
@@ -61,7 +72,11 @@ class Worker:
         self._wake.set()
         if self._thread is not None:
             self._thread.join(timeout_s)
-            self._thread = None
+            if self._thread.is_alive():
+                # kept, so `running` stays true and a start cannot add a second thread
+                log.warning("%s: still in a pass %gs after its stop", self.name, timeout_s)
+            else:
+                self._thread = None
 
     @property
     def stopping(self) -> bool:
