@@ -8,7 +8,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from chronoml.worker import read_ahead
+from chronoml.worker import Worker, read_ahead
 
 
 def test_items_come_in_order_from_another_thread() -> None:
@@ -54,8 +54,6 @@ def test_a_consumer_that_stops_early_closes_the_reader_in_its_thread() -> None:
 def test_a_stop_that_times_out_leaves_the_pass_visible_and_never_doubles_it(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    from chronoml.worker import Worker
-
     inside, release = threading.Event(), threading.Event()
     passes: list[str] = []
 

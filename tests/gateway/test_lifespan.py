@@ -44,3 +44,22 @@ def test_a_stopped_app_starts_again_and_stops_everything(cm: Any, settings: Any)
         with admin_client(app) as c:
             assert c.get("/ping").status_code == 200
         assert _ours(before) == []
+
+
+def test_a_start_that_fails_half_way_stops_what_it_began(cm: Any, settings: Any) -> None:
+    before = set(threading.enumerate())
+    app = create_app(settings, cm)
+    gw = app.state.gateway
+
+    def broken() -> None:  # the last step of a start, after every worker is running
+        raise RuntimeError("a start hook failed")
+
+    gw.on_start.append(broken)
+    with pytest.raises(RuntimeError, match="a start hook failed"), TestClient(app):
+        pass
+    assert _ours(before) == []  # the workers it had started are stopped again
+    assert not gw.serving
+    gw.on_start.remove(broken)
+    with admin_client(app) as c:  # and it can start cleanly afterwards
+        assert c.get("/ping").status_code == 200
+    assert _ours(before) == []

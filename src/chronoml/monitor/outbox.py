@@ -143,18 +143,18 @@ class Outbox:
         """Send every row due at ``now`` (default: the clock); one attempt each."""
         t = now if now is not None else now_us()
         claimed = self._claim(t)
-        done = []
-        for i, row in enumerate(claimed):
-            if self._worker.stopping:
-                self._release(claimed[i:])  # due again at once, here or after a restart
-                break
-            try:
+        done: list[Attempt] = []
+        try:
+            for row in claimed:
+                if self._worker.stopping:
+                    break
                 done.append(self._send(row, t if now is not None else now_us()))
-            except BaseException:
-                # a failure _send does not record (a bug, the store going away): the
-                # rows left are due again at once, not held until their claim runs out
-                self._release(claimed[i:])
-                raise
+        finally:
+            # rows not attempted (a stop) or whose attempt broke in a way _send does not
+            # record (a bug, the store going away) are due again at once, here or after
+            # a restart, not held until their claim runs out
+            if len(done) < len(claimed):
+                self._release(claimed[len(done) :])
         return done
 
     def _release(self, rows: list[Any]) -> None:
