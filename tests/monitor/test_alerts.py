@@ -227,6 +227,19 @@ def receiver() -> Iterator[Receiver]:
     r.stop()
 
 
+def thread_stacks() -> str:
+    """Where each of the server's threads is: what a delivery that never came was waiting on."""
+    import sys
+    import traceback
+
+    names = {t.ident: t.name for t in threading.enumerate()}
+    return "\n".join(
+        f"--- {names.get(ident, ident)}\n" + "".join(traceback.format_stack(frame))
+        for ident, frame in sys._current_frames().items()
+        if str(names.get(ident, "")).startswith("chronoml")
+    )
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -593,7 +606,7 @@ def test_the_running_server_delivers_what_its_monitor_fires(
         while box["delivered"] == 0 and time.monotonic() < deadline:
             time.sleep(0.02)
             box = api.get("/v1/alerts/outbox").json()
-        assert box["pending"] == 0 and box["delivered"] == 1
+        assert box["pending"] == 0 and box["delivered"] == 1, (box, thread_stacks())
         assert len(receiver.requests) == 1 and signed_by(SECRET, *receiver.requests[0])
     assert not gw.outbox.running  # stopped with the server
 

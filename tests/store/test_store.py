@@ -61,3 +61,40 @@ def test_lookups_see_what_was_committed_after_their_connection_was_pooled(
             assert [(v.model.version, v.weight) for v in live] == [(version, 10_000)]
     finally:
         store.close()
+
+
+def test_a_read_sees_one_snapshot_while_others_commit(store_url: str, tmp_path: Path) -> None:
+    # Two statements of one read agree even when a write commits between them: the
+    # outbox's pending and delivered counts of one row could otherwise both be 1.
+    from chronoml.monitor import outbox
+
+    store = Store.open(store_url, tmp_path / "home")
+    try:
+        store.upgrade()
+        with store.write() as conn:
+            row = outbox.enqueue(conn, "https://hooks.example.com/x", b"{}")
+        with store.read() as conn:
+            pending = conn.execute(text("SELECT count(*) FROM outbox WHERE delivered_at IS NULL"))
+            assert pending.scalar_one() == 1
+            with store.write() as other:  # another connection, committed at once
+                other.execute(text("UPDATE outbox SET delivered_at = 1 WHERE id = :i"), {"i": row})
+            delivered = conn.execute(text("SELECT count(*) FROM outbox WHERE delivered_at > 0"))
+            assert delivered.scalar_one() == 0  # as of the read's snapshot
+        assert outbox.status(store)["delivered"] == 1  # a new read sees the commit
+    finally:
+        store.close()
+
+
+def test_a_read_cannot_write(pg_url: str, tmp_path: Path) -> None:
+    import pytest
+    from sqlalchemy.exc import InternalError
+
+    store = Store.open(pg_url, tmp_path)
+    try:
+        store.upgrade()
+        with pytest.raises(InternalError, match="read-only transaction"), store.read() as conn:
+            conn.execute(text("DELETE FROM outbox"))
+        with store.write() as conn:  # the connection goes back to the pool as it was
+            assert conn.execute(text("SHOW transaction_read_only")).scalar_one() == "off"
+    finally:
+        store.close()

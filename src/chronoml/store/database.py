@@ -145,9 +145,19 @@ class Store:
 
     @contextmanager
     def read(self) -> Iterator[Connection]:
-        """A read transaction: every statement in it sees the same snapshot."""
-        with self.engine.connect() as conn, conn.begin():
-            yield conn
+        """A read transaction: every statement in it sees the same snapshot.
+
+        PostgreSQL's default (READ COMMITTED) gives each statement a snapshot of its
+        own, so two counts in one transaction could straddle a commit (a webhook
+        neither pending nor delivered, or both; a window read twice across a
+        compaction): reads run REPEATABLE READ and READ ONLY there. SQLite's read
+        transaction holds one snapshot of the WAL from its first statement.
+        """
+        with self.engine.connect() as conn:
+            if not self.is_sqlite:
+                conn.execution_options(isolation_level="REPEATABLE READ", postgresql_readonly=True)
+            with conn.begin():
+                yield conn
 
     @contextmanager
     def lookup(self) -> Iterator[Connection]:
