@@ -13,7 +13,11 @@ once. Reported per replica count, medians of ``--repeats`` runs:
 - PostgreSQL CPU ms per request: the backends the replicas opened (found in
   ``pg_stat_activity`` by their ``application_name``);
 - decisions logged against 2xx answers counted by wrk (wrk stops without
-  reading the last answers in flight, so logged may exceed answered).
+  reading the last answers in flight, so logged may exceed answered);
+- commits/s: the decision log's commits (entries of the evidence log) a second.
+
+``--commit-wait-ms 0 3`` runs every replica count with each commit wait of the
+servers (``chronoml server --commit-wait-ms``).
 
 Everything (replicas, wrk, PostgreSQL) shares this machine's cores: on 2 cores
 more replicas cannot add throughput, they only show what one more process
@@ -81,14 +85,21 @@ def decisions(admin: Any, schema: str) -> int:
         return int(conn.execute(text(f"SELECT count(*) FROM {schema}.decisions")).scalar_one())
 
 
+def commits(admin: Any, schema: str) -> int:
+    with admin.connect() as conn:
+        q = f"SELECT count(*) FROM {schema}.evidence_log WHERE kind = 'decision'"
+        return int(conn.execute(text(q)).scalar_one())
+
+
 def run(
-    n: int, env: dict[str, str], work: Path, one: Path, a: argparse.Namespace, admin: Any,
-    schema: str,
+    n: int, wait_ms: float, env: dict[str, str], work: Path, one: Path, a: argparse.Namespace,
+    admin: Any, schema: str,
 ) -> dict[str, Any]:  # fmt: skip
     procs, urls = [], []
+    flags = ["--commit-wait-ms", f"{wait_ms:g}"]
     try:
         for i in range(n):
-            proc, url, _ = S.serve(f"chronoml-r{i}", S.free_port(), env, work, 1)
+            proc, url, _ = S.serve(f"chronoml-r{i}", S.free_port(), env, work, 1, flags)
             procs.append(proc)
             urls.append(url)
         auth = env["BENCH_AUTH"]
@@ -103,7 +114,7 @@ def run(
         got = []
         for _ in range(a.repeats):
             cpu0 = sum(S.tree_cpu_seconds(p.pid) for p in procs)
-            pg0, logged0 = pg_cpu(admin), decisions(admin, schema)
+            pg0, logged0, commits0 = pg_cpu(admin), decisions(admin, schema), commits(admin, schema)
             with ThreadPoolExecutor(n) as pool:
                 rs = list(
                     pool.map(
@@ -114,6 +125,7 @@ def run(
             pg = pg_cpu(admin) - pg0
             time.sleep(0.5)  # the last commits of requests wrk stopped waiting for
             logged = decisions(admin, schema) - logged0
+            made = commits(admin, schema) - commits0
             reqs = sum(r["requests"] for r in rs)
             got.append(
                 {
@@ -125,14 +137,17 @@ def run(
                     "errors": sum(r["errors"] for r in rs),
                     "answered": reqs,
                     "logged": logged,
+                    "commits": made / a.duration,
                 }
             )
     finally:
         for p in procs:
             S.stop(p)
-    med = {k: statistics.median(g[k] for g in got) for k in ("rps", "p50", "p99", "cpu", "pg")}
+    keys = ("rps", "p50", "p99", "cpu", "pg", "commits")
+    med = {k: statistics.median(g[k] for g in got) for k in keys}
     med.update(
         replicas=n,
+        wait=wait_ms,
         errors=sum(g["errors"] for g in got),
         answered=sum(g["answered"] for g in got),
         logged=sum(g["logged"] for g in got),
@@ -148,6 +163,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--duration", type=float, default=10, help="seconds per run [10]")
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--keep", action="store_true", help="keep the work folder and schema")
+    ap.add_argument(
+        "--commit-wait-ms", type=float, nargs="+", default=[0.0], help="the servers' [0]"
+    )
     a = ap.parse_args(argv)
     if shutil.which("wrk") is None:
         print("needs wrk: apt-get install wrk", file=sys.stderr)
@@ -168,20 +186,24 @@ def main(argv: list[str] | None = None) -> int:
         env = S.setup(work)
         one, _ = S.bodies(work)
         print(f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores", flush=True)
-        results = [run(n, env, work, one, a, admin, schema) for n in a.replicas]
+        results = [
+            run(n, w, env, work, one, a, admin, schema)
+            for w in a.commit_wait_ms
+            for n in a.replicas
+        ]
         print(f"load average {os.getloadavg()[0]:.1f}")
         print(
             f"\nsingle-row predict, durable log on PostgreSQL, {a.connections} connections in all,"
             f" {a.duration:g} s runs, median of {a.repeats}\n"
         )
-        print("| replicas | req/s | p50 ms | p99 ms | server CPU ms/req | PostgreSQL CPU ms/req "
-              "| errors | answered | logged |")  # fmt: skip
-        print("| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+        print("| commit wait ms | replicas | req/s | p50 ms | p99 ms | server CPU ms/req "
+              "| PostgreSQL CPU ms/req | commits/s | errors | answered | logged |")  # fmt: skip
+        print("| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
         for r in results:
             print(
-                f"| {r['replicas']} | {r['rps']:.0f} | {r['p50']:.1f} | {r['p99']:.1f} "
-                f"| {r['cpu']:.3f} | {r['pg']:.3f} | {r['errors']} | {r['answered']} "
-                f"| {r['logged']} |"
+                f"| {r['wait']:g} | {r['replicas']} | {r['rps']:.0f} | {r['p50']:.1f} "
+                f"| {r['p99']:.1f} | {r['cpu']:.3f} | {r['pg']:.3f} | {r['commits']:.0f} "
+                f"| {r['errors']} | {r['answered']} | {r['logged']} |"
             )
     finally:
         if not a.keep:

@@ -266,9 +266,15 @@ def bodies(work: Path) -> tuple[Path, Path]:
 
 
 def serve(
-    name: str, port: int, env: dict[str, str], work: Path, workers: int
+    name: str,
+    port: int,
+    env: dict[str, str],
+    work: Path,
+    workers: int,
+    extra: list[str] | None = None,
 ) -> tuple[subprocess.Popen[bytes], str, str]:
-    """Start one server; returns it, the scoring URL and a URL to poll for readiness."""
+    """Start one server (a chronoml one with ``extra`` flags); returns it, the scoring URL and
+    a URL to poll for readiness."""
     base = f"http://127.0.0.1:{port}"
     log = open(work / f"{name}.log", "wb")  # noqa: SIM115 - closed with the process
     if name == "mlflow":
@@ -307,6 +313,7 @@ def serve(
                 if name == "before" and not env.get("BENCH_GUARDED")
                 else []
             ),
+            *(extra or []),
         ]
         url, ready = f"{base}/v1/endpoints/bench/predict", f"{base}/health"
     else:

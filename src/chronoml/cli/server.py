@@ -42,6 +42,15 @@ if TYPE_CHECKING:
     help="Extra wait for a batch to fill; 0: batches form while the model is busy.",
 )
 @click.option(
+    "--commit-wait-ms",
+    default=0.0,
+    show_default=True,
+    type=click.FloatRange(0, 100),
+    help="How long the decision log holds a commit open for more decisions to join it; "
+    "0: commit what is queued at once. A few ms turns many small commits into fewer "
+    "large ones (replicas sharing one PostgreSQL), and adds up to that much to each answer.",
+)
+@click.option(
     "--predict-timeout",
     default=10.0,
     show_default=True,
@@ -196,6 +205,7 @@ def server(
     workers: int,
     max_batch: int,
     max_wait_ms: float,
+    commit_wait_ms: float,
     predict_timeout: float,
     default_endpoint: str | None,
     monitor_interval: float,
@@ -285,6 +295,7 @@ def server(
             cm.settings,
             max_batch_rows=max_batch,
             max_wait_ms=max_wait_ms,
+            commit_wait_ms=commit_wait_ms,
             predict_timeout_s=predict_timeout,
             default_endpoint=default_endpoint,
             monitor_interval_s=monitor_interval,

@@ -108,7 +108,11 @@ class Gateway:
         # than 2 ms costs more in forced switches than it saves in waiting
         # (measured with bench/serving: 0.5 ms gave 5-15% fewer requests a second).
         sys.setswitchinterval(0.002)
-        self.log = DecisionLog(self.cm.store, on_commit=self.metrics.observe_commit)
+        self.log = DecisionLog(
+            self.cm.store,
+            on_commit=self.metrics.observe_commit,
+            commit_wait_s=self.settings.commit_wait_ms / 1000,
+        )
         self.metrics.listener = Canaries(self.cm, self.live, self.metrics.observe_rollback)
         self.live.refresh()
         self.live.start(self.settings.poll_interval_s)

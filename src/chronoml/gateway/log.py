@@ -3,7 +3,9 @@
 Requests hand their rows to the writer and wait; the writer takes everything
 queued, writes it in one transaction and only then releases the waiters.
 A 2xx is therefore never sent for a decision that is not committed, and many
-concurrent requests share one fsync. On SQLite a second thread checkpoints
+concurrent requests share one fsync. With a commit wait (``--commit-wait-ms``)
+the writer holds a commit open that long for more rows to join it: fewer,
+larger commits on a store many replicas share, for that much more latency. On SQLite a second thread checkpoints
 the WAL now and then, so no commit pays for a checkpoint.
 """
 
@@ -37,9 +39,11 @@ class DecisionLog:
         store: Store,
         max_rows_per_commit: int = 4096,
         on_commit: Callable[[int, float], None] | None = None,
+        commit_wait_s: float = 0.0,
     ) -> None:
         self.store = store
         self.max_rows = max_rows_per_commit
+        self.commit_wait_s = commit_wait_s  # how long a commit waits for more rows to join
         self.on_commit = on_commit
         self._appender = D.Appender(store)
         self._q: queue.SimpleQueue[_Item | None] = queue.SimpleQueue()
@@ -95,9 +99,11 @@ class DecisionLog:
                 break
             batch: list[_Item] = [item]
             n = len(item[0]) + sum(b.rows for b in item[3])
+            until = time.monotonic() + self.commit_wait_s
             while n < self.max_rows:
                 try:
-                    nxt = self._q.get_nowait()
+                    wait = until - time.monotonic()
+                    nxt = self._q.get(timeout=wait) if wait > 0 else self._q.get_nowait()
                 except queue.Empty:
                     break
                 if nxt is None:
