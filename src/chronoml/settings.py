@@ -44,7 +44,7 @@ class Settings:
     max_wait_ms: float = (
         0.0  # extra wait for a batch to fill (0: batches form while the model is busy)
     )
-    # how long the decision log holds a commit open for more rows (0: commit what is queued)
+    # how long the decision log waits before a commit for more rows (0: commit what is queued)
     commit_wait_ms: float = 0.0
     max_queue_rows: int = 20_000  # rows waiting per variant before requests get 503
     # a request of at least this many rows is logged as one ingest block (None: always rows)

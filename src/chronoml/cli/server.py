@@ -46,7 +46,7 @@ if TYPE_CHECKING:
     default=0.0,
     show_default=True,
     type=click.FloatRange(0, 100),
-    help="How long the decision log holds a commit open for more decisions to join it; "
+    help="How long the decision log waits before each commit for more decisions to join it; "
     "0: commit what is queued at once. A few ms turns many small commits into fewer "
     "large ones (replicas sharing one PostgreSQL), and adds up to that much to each answer.",
 )

@@ -4,9 +4,10 @@ Requests hand their rows to the writer and wait; the writer takes everything
 queued, writes it in one transaction and only then releases the waiters.
 A 2xx is therefore never sent for a decision that is not committed, and many
 concurrent requests share one fsync. With a commit wait (``--commit-wait-ms``)
-the writer holds a commit open that long for more rows to join it: fewer,
-larger commits on a store many replicas share, for that much more latency. On SQLite a second thread checkpoints
-the WAL now and then, so no commit pays for a checkpoint.
+the writer waits that long before each commit for more rows to join it (no
+transaction is open while it waits): fewer, larger commits on a store many
+replicas share, for that much more latency. On SQLite a second thread
+checkpoints the WAL now and then, so no commit pays for a checkpoint.
 """
 
 from __future__ import annotations
