@@ -103,9 +103,11 @@ def deploy_first_version(cm: Any, tmp_path: Path) -> Synth:
     from mlflow.models import infer_signature
     from sklearn.linear_model import LogisticRegression
 
-    from chronoml.registry import log_snapshot
+    from chronoml.registry import configure, log_snapshot
     from chronoml.store import snapshots
 
+    # the process's MLflow client may point at another test's store by now
+    configure(cm.settings)
     tag = uuid.uuid4().hex[:8]
     model, endpoint = f"synth-{tag}", f"synth-{tag}"
     old = make_data(600, 1, drifted=False)

@@ -37,9 +37,10 @@ def endpoint(cm: Any, tmp_path: Path) -> str:
     from mlflow.models import infer_signature
     from sklearn.linear_model import LogisticRegression
 
-    from chronoml.registry import log_snapshot
+    from chronoml.registry import configure, log_snapshot
     from chronoml.store import snapshots
 
+    configure(cm.settings)  # the process's MLflow client may point at another test's store
     tag = uuid.uuid4().hex[:8]
     df = _data(4000, 1, joint=True)
     df["target"] = (df["a"] + df["c"] > 0).astype(int)
