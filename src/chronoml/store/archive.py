@@ -38,7 +38,7 @@ from chronoml.domain.archive import (
     file_name,
 )
 from chronoml.store import archive_columns as AC
-from chronoml.store import evidence, schema
+from chronoml.store import evidence, schema, window_lock
 from chronoml.store.archive_objects import Objects, Unreachable, open_objects
 from chronoml.store.archive_schema import live
 from chronoml.store.archive_trim import deleting, trim_blocks
@@ -226,10 +226,10 @@ def _pass(
 def _commit_chunk(store: Store, endpoint: str, chunk: _Chunk, target: Target) -> bool:
     r = chunk.read
     n = len(r.data)
-    return _commit(
+    return window_lock.excluding(store, endpoint, lambda: _commit(
         store, endpoint, r.mark, r.lo, r.upto, chunk.written, target, n - r.held, r.erasures,
         r.held,
-    )  # fmt: skip
+    ))  # fmt: skip
 
 
 def _reads(
@@ -327,6 +327,7 @@ def _commit(
     target_json = orjson.dumps(target.to_dict()).decode()
     t = now_us()
     with store.write() as conn:
+        window_lock.exclude_in(conn, endpoint)  # first: it waits holding no other lock
         # the lock an erasure takes first (PostgreSQL): it commits wholly before or after
         LH = schema.ledger_head
         conn.execute(select(LH.c.seq).where(LH.c.id == 1).with_for_update()).all()

@@ -23,7 +23,7 @@ from chronoml.domain import codec
 from chronoml.domain.codec import Schema
 from chronoml.store import archive_parquet as AP
 from chronoml.store import archive_reads as AR
-from chronoml.store import ingest_reads, partitions, schema
+from chronoml.store import ingest_reads, partitions, schema, window_lock
 from chronoml.store.database import Store
 from chronoml.store.decisions import Layouts
 
@@ -75,6 +75,7 @@ def _where(
     return w
 
 
+@window_lock.guarded(1)
 def count(store: Store, endpoint: str, start: int, end: int, *, include_shadow: bool) -> int:
     with store.read() as conn:
         q = select(func.count()).select_from(D).where(*_where(endpoint, start, end, include_shadow))
@@ -95,6 +96,7 @@ class Key:
     event_seq: int
 
 
+@window_lock.guarded(1)
 def keys(store: Store, endpoint: str, start: int, end: int, *, include_shadow: bool) -> list[Key]:
     """Every decision of the range, without its inputs, in time order."""
     cols = (D.c.id, D.c.variant, D.c.model_name, D.c.model_version, D.c.event_seq)
@@ -111,6 +113,7 @@ def keys(store: Store, endpoint: str, start: int, end: int, *, include_shadow: b
     return got + [Key(*r[:5]) for r in live]
 
 
+@window_lock.guarded_iter(2)
 def batches(
     store: Store,
     layouts: Layouts,
@@ -258,6 +261,7 @@ def _latest_label_ids() -> Any:
     )
 
 
+@window_lock.guarded(1)
 def outputs_and_labels(
     store: Store, endpoint: str, start: int, end: int, *, variant: str | None = None
 ) -> list[Any]:
@@ -282,6 +286,7 @@ def outputs_and_labels(
         return got + list(conn.execute(q).all())
 
 
+@window_lock.guarded(1)
 def arm_rows(
     store: Store,
     endpoint: str,
@@ -349,6 +354,7 @@ def arm_rows(
         return got + list(conn.execute(q).all())
 
 
+@window_lock.guarded(1)
 def latencies(store: Store, endpoint: str, start: int, end: int) -> list[Any]:
     """``(variant, model_version, latency_ms)`` of the served decisions in ``[start, end)``."""
     names = ("variant", "model_version", "latency_ms")

@@ -15,6 +15,7 @@ from chronoml.domain import codec, merkle
 from chronoml.domain.codec import NUMERIC_KINDS, Schema
 from chronoml.ids import block_of
 from chronoml.store import archive_reads, blocks, evidence, ingest, ingest_reads, partitions, schema
+from chronoml.store import window_lock as WL
 from chronoml.store.database import Store
 from chronoml.store.id_types import may_hold
 
@@ -185,6 +186,7 @@ class Window:
     context: list[dict[str, Any]] | None = None
 
 
+@WL.guarded(2)
 def window(
     store: Store,
     layouts: Layouts,
@@ -202,17 +204,15 @@ def window(
     and the numeric output; the packed rows are joined into one buffer and
     viewed as a matrix, with no per-value parsing. ``with_context`` also reads
     each row's context; the blocks do not hold it, so the rows are read then.
+    No archive commit of the endpoint runs meanwhile (``window_lock``).
     """
-
     # archived history comes from its Parquet files, then blocks below the
     # endpoint's compaction watermark (they hold no context), then raw rows
     parts, start = archive_reads.window_parts(
         store, endpoint, start, end, variant=variant, include_shadow=include_shadow
     )
     # the archive's context is not read here: archived decisions count with none
-    contexts: list[dict[str, Any]] = (
-        [{} for p in parts for _ in range(len(p[3]))] if with_context else []
-    )
+    contexts: list[dict[str, Any]] = [{} for p in parts for _ in p[3]] if with_context else []
     if with_context:
         raw_start = start
     else:

@@ -20,7 +20,7 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
 from chronoml.store import archive_reads as AR
-from chronoml.store import ingest, ingest_reads, schema
+from chronoml.store import ingest, ingest_reads, schema, window_lock
 from chronoml.store.database import Store
 from chronoml.timeutil import now_us
 
@@ -166,6 +166,7 @@ class Outcomes:
         return out
 
 
+@window_lock.guarded(1)
 def outcomes(
     store: Store,
     endpoint: str,
@@ -313,6 +314,7 @@ def _json_list(texts: Sequence[str | None]) -> list[Any]:
     return list(orjson.loads("[" + ",".join(["null" if t is None else t for t in texts]) + "]"))
 
 
+@window_lock.guarded(1)
 def shadow_outcomes(
     store: Store, endpoint: str, start: int, end: int, *, variant: str, version: str
 ) -> Outcomes:

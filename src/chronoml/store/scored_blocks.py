@@ -23,7 +23,7 @@ from sqlalchemy import select
 from chronoml.store import archive_reads as AR
 from chronoml.store import outcome_blocks as OBK
 from chronoml.store import outcomes as O
-from chronoml.store import schema
+from chronoml.store import schema, window_lock
 from chronoml.store.database import Store
 
 OB = schema.outcome_blocks
@@ -157,6 +157,7 @@ def _blocked(
     return got
 
 
+@window_lock.guarded(1)
 def scored(
     store: Store,
     endpoint: str,

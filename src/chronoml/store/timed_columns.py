@@ -18,7 +18,7 @@ from sqlalchemy import select
 
 from chronoml.domain import codec
 from chronoml.domain.codec import NUMERIC_KINDS
-from chronoml.store import blocks, ingest_reads, schema
+from chronoml.store import blocks, ingest_reads, schema, window_lock
 from chronoml.store.database import Store
 from chronoml.store.decisions import Layouts
 
@@ -37,6 +37,7 @@ class TimedPart:
     outputs: np.ndarray[Any, Any]
 
 
+@window_lock.guarded_iter(2)
 def parts(
     store: Store, layouts: Layouts, endpoint: str, start: int, end: int
 ) -> Iterator[TimedPart]:
