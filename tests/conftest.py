@@ -7,6 +7,7 @@ import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -64,6 +65,17 @@ def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     if request.param == "sqlite":
         return f"sqlite:///{tmp_path / 'home' / 'chronoml.db'}"
     return str(request.getfixturevalue("pg_url"))
+
+
+@pytest.fixture
+def store(store_url: str, tmp_path: Path) -> Iterator[Any]:
+    """A migrated store on ``store_url``, closed after the test."""
+    from chronoml.store import Store
+
+    s = Store.open(store_url, tmp_path / "home")
+    s.upgrade()
+    yield s
+    s.close()
 
 
 @dataclass(frozen=True)

@@ -5,11 +5,9 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import pytest
 from archive_support import log
 
 from chronoml.domain.archive import parse_target
@@ -19,14 +17,6 @@ from chronoml.store import decision_reads as DR
 from chronoml.store import decisions as D
 
 T0 = 1_000_000
-
-
-@pytest.fixture
-def store(store_url: str, tmp_path: Path) -> Iterator[Store]:
-    s = Store.open(store_url, tmp_path / "home")
-    s.upgrade()
-    yield s
-    s.close()
 
 
 def test_an_archive_pass_during_a_window_read_neither_hides_nor_doubles_decisions(

@@ -350,14 +350,6 @@ def migrated_sqlite(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return home / "chronoml.db"
 
 
-@pytest.fixture
-def store(store_url: str, tmp_path: Path) -> Iterator[Store]:
-    s = Store.open(store_url, tmp_path / "home")
-    s.upgrade()
-    yield s
-    s.close()
-
-
 @settings(max_examples=60, deadline=None)
 @given(draws=st.lists(DRAW, min_size=5, max_size=25), probes=PROBES)
 def test_store_records_the_same_chain_and_answers_the_same(

@@ -251,14 +251,6 @@ def signed_by(secret: str, headers: dict[str, str], body: bytes) -> bool:
     return headers.get("x-chronoml-signature") == expected
 
 
-@pytest.fixture
-def store(store_url: str, tmp_path: Path) -> Iterator[Store]:
-    s = Store.open(store_url, tmp_path / "home")
-    s.upgrade()
-    yield s
-    s.close()
-
-
 def webhook_rule(url: str, **kw: Any) -> dict[str, Any]:
     spec: dict[str, Any] = {
         "endpoint": "cancer",

@@ -4,7 +4,6 @@ and ``audit verify --decisions`` split across processes finds what one process f
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -87,14 +86,6 @@ def test_a_bad_commitment_or_salt_is_refused() -> None:
         EB.leaf_hashes([BASE], [b"short"])
     with pytest.raises(LV.LeafError):
         EB.commitments([BASE], [b"short"])
-
-
-@pytest.fixture
-def store(store_url: str, tmp_path: Path) -> Iterator[Store]:
-    s = Store.open(store_url, tmp_path / "home")
-    s.upgrade()
-    yield s
-    s.close()
 
 
 def _problems(report: EA.EvidenceReport) -> list[tuple[int | None, str, str]]:

@@ -3,7 +3,7 @@ report's first problem names the row that was edited."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -76,14 +76,6 @@ def changed(column: str, value: Any) -> Any:
         return value + 1000
     text = str(value)  # same length: columns have a maximum
     return text[:-1] + ("e" if text[-1] != "e" else "f")  # hex: an id stays a uuid
-
-
-@pytest.fixture
-def store(store_url: str, tmp_path: Path) -> Iterator[Store]:
-    s = Store.open(store_url, tmp_path / "home")
-    s.upgrade()
-    yield s
-    s.close()
 
 
 def test_the_cases_cover_every_column() -> None:

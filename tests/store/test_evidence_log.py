@@ -3,7 +3,6 @@ after dropping the triggers, is caught against a checkpoint taken before, and na
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -16,14 +15,6 @@ from chronoml.evidence import audit as EA
 from chronoml.store import Store
 from chronoml.store import evidence as SE
 from chronoml.store import ledger as SL
-
-
-@pytest.fixture
-def store(store_url: str, tmp_path: Path) -> Iterator[Store]:
-    s = Store.open(store_url, tmp_path / "home")
-    s.upgrade()
-    yield s
-    s.close()
 
 
 @pytest.fixture

@@ -8,11 +8,8 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Iterator
-from pathlib import Path
 
 import numpy as np
-import pytest
 from evidence_fill import T0, deploy
 
 from chronoml.domain import codec
@@ -22,14 +19,6 @@ from chronoml.store import Store
 from chronoml.store import decisions as D
 from chronoml.store import ledger as SL
 from chronoml.store.feedback import record
-
-
-@pytest.fixture
-def store(store_url: str, tmp_path: Path) -> Iterator[Store]:
-    s = Store.open(store_url, tmp_path / "home")
-    s.upgrade()
-    yield s
-    s.close()
 
 
 def test_nan_and_negative_zero_outputs_verify_untouched(store: Store) -> None:

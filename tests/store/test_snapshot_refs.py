@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import pandas as pd
@@ -14,14 +13,6 @@ from chronoml.errors import InvalidInput
 from chronoml.store import Store, schema
 from chronoml.store import snapshots as snapshot_store
 from chronoml.timeutil import parse_time
-
-
-@pytest.fixture
-def store(store_url: str, tmp_path: Path) -> Iterator[Store]:
-    s = Store.open(store_url, tmp_path / "home")
-    s.upgrade()
-    yield s
-    s.close()
 
 
 def _take(store: Store, name: str, value: int, at: str, actor: str = "ann") -> Snapshot:

@@ -8,7 +8,7 @@ import stat
 import struct
 import subprocess
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -55,14 +55,6 @@ def recipe_frame() -> pd.DataFrame:
 
 def sid(df: pd.DataFrame) -> str:
     return content_id(df)[0]
-
-
-@pytest.fixture
-def store(store_url: str, tmp_path: Path) -> Iterator[Store]:
-    s = Store.open(store_url, tmp_path / "home")
-    s.upgrade()
-    yield s
-    s.close()
 
 
 # --- the id ---------------------------------------------------------------------------
