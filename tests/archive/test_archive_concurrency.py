@@ -97,3 +97,11 @@ def test_the_lock_file_is_private(tmp_path: Path) -> None:
         assert window_lock.lock_file(s).stat().st_mode & 0o777 == 0o600
     finally:
         s.close()
+
+
+def test_a_held_window_read_leaves_the_lookup_connections_to_lookups(store: Store) -> None:
+    # a long drift read must not take a connection decision lookups wait for
+    before = store.lookup_engine.pool.checkedout()  # type: ignore[attr-defined]
+    with window_lock.reading(store, "e"):
+        assert store.lookup_engine.pool.checkedout() == before  # type: ignore[attr-defined]
+    assert store.lookup_engine.pool.checkedout() == before  # type: ignore[attr-defined]

@@ -72,7 +72,19 @@ class Store:
                 pool_recycle=1800,
                 pool_reset_on_return=None,
             )
-        for eng in {engine, self.lookup_engine}:
+        # Window reads hold a session advisory lock for their length (store.window_lock):
+        # on connections of their own, so long reads never leave lookups waiting for one.
+        self.lock_engine = self.lookup_engine
+        if not self.is_sqlite:
+            self.lock_engine = create_engine(
+                engine.url,
+                isolation_level="AUTOCOMMIT",
+                pool_size=2,
+                max_overflow=62,
+                pool_recycle=1800,
+                pool_reset_on_return=None,
+            )
+        for eng in {engine, self.lookup_engine, self.lock_engine}:
             event.listen(eng, "checkin", self._close_after_close)
             if not self.is_sqlite:
                 event.listen(eng, "connect", _on_connect)
@@ -107,8 +119,8 @@ class Store:
         """Close every pooled connection, and each busy one when it comes back."""
         self.closed = True
         self.engine.dispose()
-        if self.lookup_engine is not self.engine:
-            self.lookup_engine.dispose()
+        for eng in {self.lookup_engine, self.lock_engine} - {self.engine}:
+            eng.dispose()
 
     # --- transactions ------------------------------------------------------
 
@@ -221,8 +233,8 @@ class Store:
         # pooled connections' prepared statements keep the parameter types of the old
         # schema (an id compared as text): start from fresh connections
         self.engine.dispose()
-        if self.lookup_engine is not self.engine:
-            self.lookup_engine.dispose()
+        for eng in {self.lookup_engine, self.lock_engine} - {self.engine}:
+            eng.dispose()
         id_types.forget(self.engine, self.lookup_engine)
         return self.revision() or "base"
 

@@ -11,7 +11,8 @@ second). The lock spans processes and replicas, and the database or the
 operating system releases it when its holder dies:
 
 - PostgreSQL: an advisory lock keyed by the schema and the endpoint, shared on
-  a connection the read holds, exclusive inside the archive's transaction;
+  a connection of the store's lock pool that the read holds (not one lookups
+  need), exclusive inside the archive's transaction;
 - SQLite: ``flock`` on a file beside the database (one lock for all endpoints).
 
 A read inside another read of the same endpoint in the same thread shares the
@@ -95,7 +96,7 @@ def _shared(store: Store, endpoint: str) -> Iterator[None]:
         finally:
             os.close(fd)  # and with it the lock
         return
-    conn = store.lookup_engine.connect()  # autocommit: the lock is the session's
+    conn = store.lock_engine.connect()  # autocommit: the lock is the session's
     try:
         conn.execute(text(f"SELECT pg_advisory_lock_shared({_KEY})"), {"endpoint": endpoint})
     except BaseException:
