@@ -13,6 +13,9 @@ from chronoml.archive import run
 from chronoml.domain.archive import parse_target
 from chronoml.evidence import audit
 from chronoml.gateway.app import create_app
+from chronoml.gateway.views.ui_charts import compare, endpoint_charts
+from chronoml.monitor.drift_grid import DriftGrid
+from chronoml.monitor.timeline import Timeline
 from chronoml.store import archive as SA
 from chronoml.store import decisions as D
 from chronoml.timeutil import iso, now_us
@@ -41,6 +44,16 @@ def _answers(c: Any, ep: str, ids: list[str], span: dict[str, str], models: Any)
     for k in ("range replay", "backtest"):
         got[k].pop("seconds", None)  # how long it took
     return got
+
+
+def _charts(cm: Any, ep: str, start: int, end: int, versions: tuple[str, str]) -> dict[str, Any]:
+    """The endpoint page's charts and the version comparison, read afresh (no cache kept
+    from an earlier view, as after a restart)."""
+    tl, grid = Timeline(cm.store), DriftGrid(cm.store, cm.layouts)
+    return {
+        "charts": endpoint_charts(tl, grid, ep, [], start, end),
+        "compare": compare(tl, grid, ep, *versions, start, end),
+    }
 
 
 def test_answers_are_the_same_after_archiving_to_s3(
@@ -73,6 +86,11 @@ def test_answers_are_the_same_after_archiving_to_s3(
         picked = [ids[0], ids[77], ids[-1]]
         before = _answers(c, ep, picked, span, models)
         assert before["drift"]["window"]["rows"] == 200
+        t1 = now_us() + 1
+        versions = (models.linked_v1, models.linked_v2)
+        charts = _charts(cm, ep, t0 - 1, t1, versions)
+        series = charts["charts"]["series"]
+        assert sum(series["requests"]) == 200 and sum(series["labelled"]) == 100
 
         target = parse_target(
             f"s3://{s3_server.bucket}/{ep}",
@@ -99,6 +117,8 @@ def test_answers_are_the_same_after_archiving_to_s3(
         after = _answers(c, ep, picked, span, models)
         for k, v in before.items():
             assert after[k] == v, k
+        # the UI's charts of the archived span: traffic, latency, quality and drift
+        assert _charts(cm, ep, t0 - 1, t1, versions) == charts
         # a label for an archived decision is still accepted, and counts
         late = [{"decision_id": ids[1], "label": 1}]
         assert c.post("/v1/feedback", json={"labels": late}).status_code == 200

@@ -12,12 +12,16 @@ import pytest
 from archive_support import log
 
 from chronoml.domain.archive import ArchiveError, parse_target
+from chronoml.domain.feedback import Label
 from chronoml.evidence import audit
 from chronoml.ids import new_id
 from chronoml.store import Store, blocks
 from chronoml.store import archive as SA
 from chronoml.store import decision_reads as DR
 from chronoml.store import decisions as D
+from chronoml.store import feedback as FB
+from chronoml.store import timed_columns as TC
+from chronoml.store import timeline_reads as TR
 from chronoml.store.archive_objects import Folder
 
 
@@ -39,6 +43,27 @@ def canon(w: D.Window) -> pd.DataFrame:
 CASES = [(0, 10**9, None, False), (1_003_000, 1_012_000, "b", False), (0, 10**9, None, True)]
 
 
+def charts(store: Store, layouts: D.Layouts) -> Any:
+    """What the UI's charts read: served decisions, labels as they arrived, and the drift
+    grid's timed columns (each version's decisions in time order)."""
+    s = TR.served(store, "e", 0, 10**9)
+    versions = [s.versions[v] for v in s.version]
+    served = sorted(zip(s.ts.tolist(), versions, s.latency_ms.tolist(), strict=True))
+    labelled = TR.labels_since(store, "e", 0)
+    by_version: dict[tuple[str, str], list[TC.TimedPart]] = {}
+    for p in TC.parts(store, layouts, "e", 0, 10**9):
+        by_version.setdefault((p.variant, p.version), []).append(p)
+    timed = {}
+    for key, ps in sorted(by_version.items()):
+        ts = np.concatenate([p.ts for p in ps])
+        order = np.argsort(ts, kind="stable")
+        cols = {c: np.concatenate([p.columns[c] for p in ps])[order] for c in ps[0].columns}
+        outs = np.concatenate([p.outputs for p in ps])[order]
+        frame = pd.DataFrame({"ts": ts[order], **cols, "out": outs})
+        timed[key] = frame.astype({"city": object})
+    return served, labelled, timed
+
+
 def answers(store: Store, layouts: D.Layouts, ids: list[str]) -> Any:
     wins = [
         canon(D.window(store, layouts, "e", s, e, variant=v, include_shadow=sh))
@@ -48,8 +73,9 @@ def answers(store: Store, layouts: D.Layouts, ids: list[str]) -> Any:
     keys = DR.keys(store, "e", 0, 10**9, include_shadow=True)
     frames = [b.frame for b in DR.batches(store, layouts, "e", 0, 10**9, include_shadow=False)]
     some = [b.ids for b in DR.batches(store, layouts, "e", 0, 0, include_shadow=False, ids=ids[:7])]
-    lab = sorted(DR.outputs_and_labels(store, "e", 0, 10**9))
-    return wins, rows, keys, pd.concat(frames, ignore_index=True), some, lab, D.count(store, "e")
+    lab = sorted(map(tuple, DR.outputs_and_labels(store, "e", 0, 10**9)), key=repr)
+    frame = pd.concat(frames, ignore_index=True)
+    return wins, rows, keys, frame, some, lab, D.count(store, "e"), charts(store, layouts)
 
 
 def test_archived_windows_lookups_and_evidence_match(store: Store, tmp_path: Path) -> None:
@@ -58,7 +84,13 @@ def test_archived_windows_lookups_and_evidence_match(store: Store, tmp_path: Pat
     ids += log(store, layouts, 900, 1_004_000, "b")
     ids += log(store, layouts, 200, 1_002_000, "b", shadow=True)
     blocks.compact(store, upto=1_008_000)  # a block spans the cut below
+    labels = [Label(i, k % 2) for k, i in enumerate(ids[::11])]
+    FB.record(store, labels, actor="test")
     before = answers(store, layouts, ids)
+    served, labelled, timed = before[-1]
+    answered = [k for k in range(0, 2600, 11) if k < 2400]  # the last 200 are shadow
+    assert len(served) == 2400 and len(labelled) == len(answered)
+    assert sum(len(f) for f in timed.values()) == 2400
 
     target = parse_target(f"file://{tmp_path / 'objects'}")
     got = SA.archive(store, layouts, 1_006_000, target, settle_us=0, chunk_rows=700)
@@ -79,6 +111,11 @@ def test_archived_windows_lookups_and_evidence_match(store: Store, tmp_path: Pat
                     pd.testing.assert_frame_equal(fx, fy)
             elif isinstance(x, pd.DataFrame):
                 pd.testing.assert_frame_equal(x, y)
+            elif isinstance(x, tuple) and len(x) == 3 and isinstance(x[2], dict):  # charts
+                assert x[:2] == y[:2]
+                assert list(x[2]) == list(y[2])
+                for k in x[2]:
+                    pd.testing.assert_frame_equal(x[2][k], y[2][k])
             else:
                 assert x == y
     assert SA.status(store)["endpoints"][0]["live_decisions"] == 0

@@ -10,6 +10,7 @@ take the archived part of a range from here and the rest from their query.
 
 from __future__ import annotations
 
+import bisect
 import hashlib
 import os
 import threading
@@ -204,19 +205,56 @@ def window_parts(
     return parts, stop
 
 
+TimedPart = tuple[
+    str, str, np.ndarray[Any, Any], dict[str, np.ndarray[Any, Any]], np.ndarray[Any, Any]
+]
+
+
+def timed_parts(store: Store, endpoint: str, start: int, end: int) -> tuple[list[TimedPart], int]:
+    """Archived answered decisions of ``[start, end)`` as ``(variant, version, ts, inputs,
+    outputs)``, in time order, a file and a version at a time (the drift grid's reads);
+    and where the database takes over."""
+    got = span(store, endpoint, start, end)
+    if got is None:
+        return [], start
+    lo, stop = got
+
+    def one(f: Any) -> list[TimedPart]:
+        data = _cache.get(f.sha256, f.target)
+        out = []
+        for vname, version, sch, sub in _window_file(data, f, lo, stop, None, False, True):
+            ts = sub.column("ts").to_numpy()
+            order = np.argsort(ts, kind="stable")  # a file is in (ts, id) order: no change
+            cols = AP.columns(AP.logical(sub), sch)
+            outs = sub.column("output_num").to_numpy(zero_copy_only=False).astype(np.float64)
+            out.append(
+                (vname, version, ts[order], {c: v[order] for c, v in cols.items()}, outs[order])
+            )
+        return out
+
+    files = _files(store, endpoint, lo, stop)
+    return [p for got in parallel(READERS)(one, files) for p in got], stop
+
+
 def _window_file(
-    data: bytes, f: Any, lo: int, stop: int, variant: str | None, include_shadow: bool
+    data: bytes,
+    f: Any,
+    lo: int,
+    stop: int,
+    variant: str | None,
+    include_shadow: bool,
+    with_ts: bool = False,
 ) -> list[tuple[str, str, Schema, pa.Table]]:
     """One file's decisions of ``[lo, stop)`` (no shadow ones unless ``include_shadow``;
     of ``variant`` when given), per (variant, version), as stored. A file wholly inside
     the window is not filtered on time, and the shadow flags only when one is set: no
-    row is copied."""
+    row is copied. ``with_ts``: the times are read whether or not they are needed to cut."""
     sch = AP.layout(data)
     inside = int(f.ts_min) >= lo and int(f.ts_max) < stop
     wanted = ["variant", "model_version", "output_num", *AP.input_names(sch)]
     if any(k not in NUMERIC_KINDS for _, k in sch):
         wanted.append("txt")
-    wanted += ([] if inside else ["ts"]) + ([] if include_shadow else ["shadow"])
+    wanted += ([] if inside and not with_ts else ["ts"]) + ([] if include_shadow else ["shadow"])
     table = AP.read_stored(data, wanted, dictionary=["variant", "model_version"])
     keep = None
     if not inside:
@@ -293,6 +331,27 @@ def rows(
     if "ts" in names and "id" in names:
         ti, ii = names.index("ts"), names.index("id")
         out.sort(key=lambda r: (r[ti], r[ii]))
+    return out
+
+
+def of_endpoint(
+    store: Store, endpoint: str, ids: Sequence[str], names: Sequence[str]
+) -> dict[str, tuple[Any, ...]]:
+    """The columns ``names`` of the archived decisions of ``endpoint`` among ``ids``, by id:
+    each file that may hold some of them read once, for those ids only."""
+    if not ids:
+        return {}
+    with store.read() as conn:
+        files = list(conn.execute(select(F).where(F.c.endpoint == endpoint, live())).all())
+    want = sorted(ids)
+    out: dict[str, tuple[Any, ...]] = {}
+    for f in files:
+        a, b = bisect.bisect_left(want, str(f.min_id)), bisect.bisect_right(want, str(f.max_id))
+        if a >= b:
+            continue
+        table, _ = _table(f, ["id", *names], [("id", "in", want[a:b])])
+        cols = [table.column(n).to_pylist() for n in ("id", *names)]
+        out.update((r[0], r[1:]) for r in zip(*cols, strict=True))
     return out
 
 

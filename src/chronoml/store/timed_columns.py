@@ -18,7 +18,7 @@ from sqlalchemy import select
 
 from chronoml.domain import codec
 from chronoml.domain.codec import NUMERIC_KINDS
-from chronoml.store import blocks, ingest_reads, schema, window_lock
+from chronoml.store import archive_reads, blocks, ingest_reads, schema, window_lock
 from chronoml.store.database import Store
 from chronoml.store.decisions import Layouts
 
@@ -41,7 +41,13 @@ class TimedPart:
 def parts(
     store: Store, layouts: Layouts, endpoint: str, start: int, end: int
 ) -> Iterator[TimedPart]:
-    """Every answered decision of ``endpoint`` in ``[start, end)``, a block or a group at a time."""
+    """Every answered decision of ``endpoint`` in ``[start, end)``, a file, a block or a group
+    at a time: the archived ones first, from their files."""
+    archived, start = archive_reads.timed_parts(store, endpoint, start, end)
+    for variant, version, ts, cols, outs in archived:
+        yield TimedPart(variant, version, ts, cols, outs)
+    if start >= end:
+        return
     mark = blocks.watermark(store, endpoint)
     raw_start = start
     if mark is not None and start < mark:

@@ -16,7 +16,8 @@ import numpy.typing as npt
 import orjson
 from sqlalchemy import func, select
 
-from chronoml.store import ingest, ingest_reads, schema
+from chronoml.store import archive_reads as AR
+from chronoml.store import ingest, ingest_reads, schema, window_lock
 from chronoml.store.database import Store
 
 D = schema.decisions
@@ -36,17 +37,20 @@ class Served:
     versions: tuple[str, ...]
 
 
+@window_lock.guarded(1)
 def served(store: Store, endpoint: str, start: int, end: int) -> Served:
-    """Time, latency and model version of every answered decision in ``[start, end)``."""
+    """Time, latency and model version of every answered decision in ``[start, end)``,
+    archived ones included."""
     q = select(D.c.model_version, D.c.ts, D.c.latency_ms).where(
         D.c.endpoint == endpoint, D.c.ts >= start, D.c.ts < end, D.c.shadow.is_(False)
     )
     with store.engine.connect() as conn:
         rows = conn.execute(q).cursor.fetchall()  # type: ignore[union-attr]
     names_ = ("model_version", "ts", "latency_ms")
+    archived = AR.rows(store, endpoint, start, end, names_, shadow=False)
     blocked = ingest_reads.rows(store, endpoint, start, end, names_, shadow=False)
-    if blocked:
-        rows = sorted([*rows, *blocked], key=lambda r: r[1])
+    if archived or blocked:
+        rows = sorted([*archived, *rows, *blocked], key=lambda r: r[1])
     n = len(rows)
     if not n:
         empty = np.empty(0, dtype=np.int64)
@@ -76,6 +80,7 @@ def labels_since(
         new = conn.execute(q.order_by(FB.c.id)).cursor.fetchall()  # type: ignore[union-attr]
         ids = list({r[1] for r in new})
         known: dict[str, tuple[int, str, str]] = {}
+        found: set[str] = set()  # in the database, of any endpoint
         last: dict[str, Any] = {}  # each decision's label before this batch, if it had one
         for i in range(0, len(ids), 900):
             chunk = ids[i : i + 900]
@@ -88,6 +93,7 @@ def labels_since(
             blocked = ingest_reads.tuples_by_ids(conn, chunk)
             rows = [*rows, *(tuple(t[k] for k in at) for t in blocked)]
             for did, ts, version, output, ep, shadow in rows:
+                found.add(did)
                 if ep == endpoint and not shadow:
                     known[did] = (int(ts), str(version), output)
             if after:
@@ -98,6 +104,13 @@ def labels_since(
                 )
                 for did, label, label_num in conn.execute(pq).cursor.fetchall():  # type: ignore[union-attr]
                     last[did] = _json(label, label_num)
+    # a decision archived (before, or since the reads above) is in its endpoint's files
+    wanted = ("ts", "model_version", "output", "shadow")
+    for did, (ts, version, output, shadow) in AR.of_endpoint(
+        store, endpoint, [i for i in ids if i not in found], wanted
+    ).items():
+        if not shadow:
+            known[did] = (int(ts), str(version), output)
     out = []
     for fid, did, label, label_num, recorded_at in new:
         d = known.get(did)
