@@ -95,6 +95,7 @@ def test_the_lock_file_is_private(tmp_path: Path) -> None:
         with window_lock.reading(s, "e"):
             pass
         assert window_lock.lock_file(s).stat().st_mode & 0o777 == 0o600
+        assert window_lock.gate_file(s).stat().st_mode & 0o777 == 0o600
     finally:
         s.close()
 
@@ -105,3 +106,36 @@ def test_a_held_window_read_leaves_the_lookup_connections_to_lookups(store: Stor
     with window_lock.reading(store, "e"):
         assert store.lookup_engine.pool.checkedout() == before  # type: ignore[attr-defined]
     assert store.lookup_engine.pool.checkedout() == before  # type: ignore[attr-defined]
+
+
+def test_reads_that_start_while_an_archive_commit_waits_go_after_it(
+    store: Store, tmp_path: Path
+) -> None:
+    # overlapping reads must not keep an archive commit waiting until it gives up
+    layouts = D.Layouts(store)
+    log(store, layouts, 400, T0, "a")
+    objects = tmp_path / "objects"
+    target = parse_target(f"file://{objects}")
+    order: list[str] = []
+
+    def archive() -> None:
+        order.append(f"archived {SA.archive(store, layouts, T0 + 2_000, target, settle_us=0).rows}")
+
+    def read() -> None:
+        order.append(f"read {DR.count(store, 'e', 0, 10**9, include_shadow=False)}")
+
+    with window_lock.reading(store, "e"):  # a long read in flight
+        mover = threading.Thread(target=archive)
+        mover.start()
+        deadline = time.monotonic() + 60
+        while not (objects.exists() and any(objects.iterdir())) and time.monotonic() < deadline:
+            time.sleep(0.01)
+        time.sleep(0.5)  # its file is written and checked: the commit waits for the lock
+        assert mover.is_alive() and not order
+        reader = threading.Thread(target=read)  # a read that starts now
+        reader.start()
+        reader.join(0.5)
+        assert reader.is_alive(), "a new read went ahead of the waiting archive commit"
+    mover.join(60)
+    reader.join(60)
+    assert order == ["archived 200", "read 400"]

@@ -13,11 +13,16 @@ operating system releases it when its holder dies:
 - PostgreSQL: an advisory lock keyed by the schema and the endpoint, shared on
   a connection of the store's lock pool that the read holds (not one lookups
   need), exclusive inside the archive's transaction;
-- SQLite: ``flock`` on a file beside the database (one lock for all endpoints).
+- SQLite: ``flock`` on a file beside the database (one lock for all endpoints),
+  with a second file as a gate: a read passes the gate (shared, for a moment)
+  before it takes the lock, and a commit holds the gate exclusively while it
+  waits for the lock, so reads that start meanwhile queue behind it, as they do
+  behind PostgreSQL's waiting exclusive lock (plain ``flock`` would let
+  overlapping reads hold the commit off until it gives up).
 
-A read inside another read of the same endpoint in the same thread shares the
-outer one's lock: on PostgreSQL a second shared request would queue behind an
-archive commit waiting for the first.
+A read inside another read in the same thread shares the outer one's lock
+(on SQLite whatever its endpoint: the lock is one): a second shared request
+would queue behind an archive commit waiting for the first.
 """
 
 from __future__ import annotations
@@ -66,11 +71,20 @@ def lock_file(store: Store) -> Path:
     return Path(f"{store.engine.url.database}.windows")
 
 
+def gate_file(store: Store) -> Path:
+    """The SQLite store's gate: held by an archive commit waiting for the lock."""
+    return Path(f"{store.engine.url.database}.windows-gate")
+
+
+def _open(path: Path) -> int:
+    return os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+
+
 @contextlib.contextmanager
 def reading(store: Store, endpoint: str) -> Iterator[None]:
     """Hold ``endpoint`` for a window read: no archive commit of it until the block ends."""
     depths = _depths()
-    key = (id(store), endpoint)
+    key = (id(store), "" if store.is_sqlite else endpoint)
     if depths.get(key):
         depths[key] += 1
         try:
@@ -89,9 +103,14 @@ def reading(store: Store, endpoint: str) -> Iterator[None]:
 @contextlib.contextmanager
 def _shared(store: Store, endpoint: str) -> Iterator[None]:
     if store.is_sqlite:
-        fd = os.open(lock_file(store), os.O_RDWR | os.O_CREAT, 0o600)
+        fd = _open(lock_file(store))
         try:
-            fcntl.flock(fd, fcntl.LOCK_SH)
+            gate = _open(gate_file(store))
+            try:
+                fcntl.flock(gate, fcntl.LOCK_SH)  # waits while an archive commit waits
+                fcntl.flock(fd, fcntl.LOCK_SH)
+            finally:
+                os.close(gate)
             yield
         finally:
             os.close(fd)  # and with it the lock
@@ -125,20 +144,29 @@ def archiving(store: Store) -> Iterator[None]:
     if not store.is_sqlite:
         yield
         return
-    fd = os.open(lock_file(store), os.O_RDWR | os.O_CREAT, 0o600)
+    deadline = time.monotonic() + WAIT_S
+    gate = _open(gate_file(store))
     try:
-        deadline = time.monotonic() + WAIT_S
-        while True:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except BlockingIOError:
-                if time.monotonic() > deadline:
-                    raise Busy() from None
-                time.sleep(0.01)
-        yield
+        _exclusive(gate, deadline)  # new reads wait from here on
+        fd = _open(lock_file(store))
+        try:
+            _exclusive(fd, deadline)  # the reads in flight have ended
+            yield
+        finally:
+            os.close(fd)
     finally:
-        os.close(fd)
+        os.close(gate)
+
+
+def _exclusive(fd: int, deadline: float) -> None:
+    while True:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return
+        except BlockingIOError:
+            if time.monotonic() > deadline:
+                raise Busy() from None
+            time.sleep(0.01)
 
 
 def exclude_in(conn: Connection, endpoint: str) -> None:
