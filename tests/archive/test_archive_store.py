@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +38,8 @@ def canon(w: D.Window) -> pd.DataFrame:
     df = pd.DataFrame(
         {**{c: list(v) for c, v in w.columns.items()}, "out": w.outputs, "variant": w.variants}
     )
+    if w.context is not None:  # each row's context, as it came and as added since
+        df["context"] = [json.dumps(c, sort_keys=True) for c in w.context]
     return df.sort_values(["variant", "x", "k"], na_position="first").reset_index(drop=True)
 
 
@@ -66,8 +69,9 @@ def charts(store: Store, layouts: D.Layouts) -> Any:
 
 def answers(store: Store, layouts: D.Layouts, ids: list[str]) -> Any:
     wins = [
-        canon(D.window(store, layouts, "e", s, e, variant=v, include_shadow=sh))
+        canon(D.window(store, layouts, "e", s, e, variant=v, include_shadow=sh, with_context=c))
         for s, e, v, sh in CASES
+        for c in (False, True)
     ]
     rows = [D.get(store, i) for i in ids[::97]]
     keys = DR.keys(store, "e", 0, 10**9, include_shadow=True)
@@ -86,6 +90,8 @@ def test_archived_windows_lookups_and_evidence_match(store: Store, tmp_path: Pat
     blocks.compact(store, upto=1_008_000)  # a block spans the cut below
     labels = [Label(i, k % 2) for k, i in enumerate(ids[::11])]
     FB.record(store, labels, actor="test")
+    later = [Label(i, None, context={"region": f"r{k % 3}"}) for k, i in enumerate(ids[1::13])]
+    FB.record(store, later, actor="test")
     before = answers(store, layouts, ids)
     served, labelled, timed = before[-1]
     answered = [k for k in range(0, 2600, 11) if k < 2400]  # the last 200 are shadow

@@ -30,7 +30,7 @@ from chronoml.evidence.findings import Found as _Found
 from chronoml.evidence.findings import Problem, check_batches
 from chronoml.evidence.signatures import signature_problem
 from chronoml.store import Store
-from chronoml.store import archive_reads as AR
+from chronoml.store import archive_evidence as AE
 from chronoml.store import checkpoints as SC
 from chronoml.store import decisions as SD
 from chronoml.store import evidence as SE
@@ -186,7 +186,7 @@ def _explanation_leaf(r: Any) -> bytes | None:
 
 
 def _archive_leaf(r: Any) -> bytes | None:
-    leaf = AR.file_leaf(r)
+    leaf = AE.file_leaf(r)
     return None if leaf is None else leaf.leaf_hash()
 
 
@@ -310,12 +310,12 @@ def verify(
         for kind, rows, leaf_of in (
             ("feedback", SE.feedback_items(conn), _feedback_leaf),
             ("explanation", SE.explanation_items(conn), _explanation_leaf),
-            ("archive", AR.archive_items(conn), _archive_leaf),
+            ("archive", AE.archive_items(conn), _archive_leaf),
         ):
             wanted = {int(e[0]) for e in entries if e[1] == kind}
             n = check_batches(kind, _item_groups(rows, kind, leaf_of, f), by_index, f, wanted)
             if kind == "archive":
-                for what, why in AR.replacement_problems(conn):
+                for what, why in AE.replacement_problems(conn):
                     f.add(None, what, why)
                 continue
             setattr(report, kind if kind == "feedback" else "explanations", n)

@@ -47,7 +47,7 @@ from chronoml.domain import leaves as LV
 from chronoml.domain import merkle
 from chronoml.evidence.findings import Found, Problem, check_batches
 from chronoml.store import Store
-from chronoml.store import archive_reads as AR
+from chronoml.store import archive_evidence as AE
 from chronoml.store import evidence as SE
 from chronoml.store import evidence_batch as EB
 from chronoml.store import evidence_preimages as EP
@@ -75,7 +75,7 @@ _PRE_STORED_COM, _PRE_LEAF, _PRE_COM, _PRE_ERASED = (
 )
 
 
-def _page_slow(page: list[tuple[Any, ...]], f: Found, archived: AR.Archived) -> list[bytes | None]:
+def _page_slow(page: list[tuple[Any, ...]], f: Found, archived: AE.Archived) -> list[bytes | None]:
     """Row by row, naming each row that does not verify (and why) in log order.
 
     A decision moved to an archive file is read back from the file. Its context is
@@ -184,7 +184,7 @@ def _fast_preimages(page: list[tuple[Any, ...]]) -> list[bytes] | None:
     return hashes if b"".join(hashes) == b"".join(leaves) else None
 
 
-def _page(page: list[tuple[Any, ...]], f: Found, archived: AR.Archived) -> list[bytes | None]:
+def _page(page: list[tuple[Any, ...]], f: Found, archived: AE.Archived) -> list[bytes | None]:
     """The recomputed leaf of each row of a page (None where the decision is gone)."""
     got = _fast(page)
     return list(got) if got is not None else _page_slow(page, f, archived)
@@ -219,7 +219,7 @@ def _pages(
     Pages are read in a thread while the previous one is hashed. On PostgreSQL the
     server lays out the preimages; a page where anything differs is read again in
     full and checked row by row in Python."""
-    archived = AR.Archived(store)  # decisions moved to archive files are read back from them
+    archived = AE.Archived(store)  # decisions moved to archive files are read back from them
     engine, sqlite = store.engine, store.is_sqlite
     lo, hi = picked[0], picked[-1] + 1
 

@@ -35,6 +35,7 @@ from sqlalchemy import Connection, delete, select, update
 from chronoml.domain import leaves as LV
 from chronoml.domain.archive import ArchiveError, Target, file_name, may_hold
 from chronoml.store import archive as SA
+from chronoml.store import archive_evidence as AE
 from chronoml.store import archive_parquet as AP
 from chronoml.store import archive_reads as AR
 from chronoml.store import archive_write as AW
@@ -160,7 +161,7 @@ def _committed_index(store: Store, f: Any) -> bytes | None:
             return None
         q = select(I.c.leaf).where(I.c.kind == "archive", I.c.ref == f.sha256)
         leaves = {bytes(x) for x in conn.execute(q).scalars()}
-    leaf = AR.file_leaf({**f._mapping, "units": index})
+    leaf = AE.file_leaf({**f._mapping, "units": index})
     if leaf is None or leaf.leaf_hash() not in leaves:
         raise ArchiveError(
             f"archive file {f.sha256}: its unit index does not match its evidence leaf "

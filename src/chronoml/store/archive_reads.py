@@ -24,7 +24,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from sqlalchemy import Connection, select
 
-from chronoml.domain.archive import ArchiveError, FileLeaf, Target, file_name, index_digest
+from chronoml.domain.archive import ArchiveError, Target, file_name
 from chronoml.domain.codec import NUMERIC_KINDS, Schema
 from chronoml.store import archive_parquet as AP
 from chronoml.store import schema
@@ -162,22 +162,34 @@ def _filters(
 Part = tuple[str, str, dict[str, np.ndarray[Any, Any]], np.ndarray[Any, Any]]
 
 
+Contexts = list[tuple[list[str], list[str | None]]]
+
+
 def window_parts(
-    store: Store, endpoint: str, start: int, end: int, *, variant: str | None, include_shadow: bool
-) -> tuple[list[Part], int]:
-    """Archived decisions of a window as ``decisions.window`` parts; and where the database
-    takes over. The files are read on ``READERS`` threads (pyarrow's decoding releases
+    store: Store,
+    endpoint: str,
+    start: int,
+    end: int,
+    *,
+    variant: str | None,
+    include_shadow: bool,
+    with_context: bool = False,
+) -> tuple[list[Part], int, Contexts]:
+    """Archived decisions of a window as ``decisions.window`` parts; where the database
+    takes over; and with ``with_context`` each part's ids and contexts as stored (else
+    no list). The files are read on ``READERS`` threads (pyarrow's decoding releases
     the GIL), each with only the columns the window needs; then the numeric inputs of
     each (variant, version) are decoded straight into one array per input, each file
     into its own rows of it (no array per file joined after)."""
     got = span(store, endpoint, start, end)
     if got is None:
-        return [], start
+        return [], start, []
     lo, stop = got
+    extra = ("id", "context") if with_context else ()
 
     def one(f: Any) -> list[tuple[str, str, Schema, pa.Table]]:
         data = _cache.get(f.sha256, f.target)
-        return _window_file(data, f, lo, stop, variant, include_shadow)
+        return _window_file(data, f, lo, stop, variant, include_shadow, extra=extra)
 
     files = _files(store, endpoint, lo, stop)
     pieces = [p for got in parallel(READERS)(one, files) for p in got]
@@ -185,11 +197,17 @@ def window_parts(
     for vname, version, sch, sub in pieces:
         groups.setdefault((vname, version, sch), []).append(sub)
     parts: list[Part] = []
+    contexts: Contexts = []
     for (vname, version, sch), subs in groups.items():
+        if with_context:
+            tables = [AP.logical(sub.select(["id", "context"])) for sub in subs]
+            texts = [(t.column("id").to_pylist(), t.column("context").to_pylist()) for t in tables]
         if any(k not in NUMERIC_KINDS for _, k in sch):  # texts too: a part per file
             for sub in subs:
                 outs = sub.column("output_num").to_numpy(zero_copy_only=False)
                 parts.append((vname, version, AP.columns(AP.logical(sub), sch), outs))
+            if with_context:
+                contexts += texts
             continue
         at = np.cumsum([0] + [sub.num_rows for sub in subs]).tolist()
         cols = {c: np.empty(at[-1], dtype=np.float64) for c, _ in AP.numeric_inputs(sch)}
@@ -202,7 +220,9 @@ def window_parts(
             [sub.column("output_num").to_numpy(zero_copy_only=False) for sub in subs]
         )
         parts.append((vname, version, cols, outs.astype(np.float64)))
-    return parts, stop
+        if with_context:
+            contexts.append(([i for t in texts for i in t[0]], [c for t in texts for c in t[1]]))
+    return parts, stop, contexts
 
 
 TimedPart = tuple[
@@ -244,17 +264,20 @@ def _window_file(
     variant: str | None,
     include_shadow: bool,
     with_ts: bool = False,
+    extra: Sequence[str] = (),
 ) -> list[tuple[str, str, Schema, pa.Table]]:
     """One file's decisions of ``[lo, stop)`` (no shadow ones unless ``include_shadow``;
     of ``variant`` when given), per (variant, version), as stored. A file wholly inside
     the window is not filtered on time, and the shadow flags only when one is set: no
-    row is copied. ``with_ts``: the times are read whether or not they are needed to cut."""
+    row is copied. ``with_ts``: the times are read whether or not they are needed to cut;
+    ``extra``: more columns, as stored."""
     sch = AP.layout(data)
     inside = int(f.ts_min) >= lo and int(f.ts_max) < stop
     wanted = ["variant", "model_version", "output_num", *AP.input_names(sch)]
     if any(k not in NUMERIC_KINDS for _, k in sch):
         wanted.append("txt")
     wanted += ([] if inside and not with_ts else ["ts"]) + ([] if include_shadow else ["shadow"])
+    wanted += extra
     table = AP.read_stored(data, wanted, dictionary=["variant", "model_version"])
     keep = None
     if not inside:
@@ -392,104 +415,3 @@ def recent_ids(store: Store, endpoint: str, limit: int) -> list[str]:
         )
     got.sort(reverse=True)
     return [i for _, i in got[:limit]]
-
-
-def archive_items(conn: Connection) -> Any:
-    """Archive evidence rows joined to their file's row (absent: NULL columns)."""
-    ITEMS = schema.evidence_items
-    U = schema.archive_units
-    q = (
-        select(ITEMS.c.log_index, ITEMS.c.position, ITEMS.c.ref, ITEMS.c.leaf, *F.c, U.c.units)
-        .select_from(
-            ITEMS.outerjoin(F, F.c.sha256 == ITEMS.c.ref).outerjoin(U, U.c.sha256 == ITEMS.c.ref)
-        )
-        .where(ITEMS.c.kind == "archive")
-        .order_by(ITEMS.c.log_index, ITEMS.c.position)
-    )
-    yield from conn.execute(q).mappings()
-
-
-def replacement_problems(conn: Connection) -> list[tuple[str, str]]:
-    """Replacements whose new file is not recorded or does not hold the same decisions
-    (same endpoint, layout, time range, rows and ids): (what, why)."""
-    R = schema.archive_replacements
-    old, new = F.alias("old"), F.alias("new")
-    q = (
-        select(R.c.old_sha256, R.c.new_sha256, *old.c, *new.c)
-        .select_from(
-            R.outerjoin(old, old.c.sha256 == R.c.old_sha256).outerjoin(
-                new, new.c.sha256 == R.c.new_sha256
-            )
-        )
-        .order_by(R.c.replaced_at, R.c.old_sha256)
-    )
-    keys = ("endpoint", "layout", "ts_min", "ts_max", "rows", "min_id", "max_id")
-    out = []
-    n = len(F.c)
-    for r in conn.execute(q).all():
-        o, w = r[2 : 2 + n], r[2 + n :]
-        what = f"archive file {r[0]}"
-        if o[0] is None:
-            out.append((what, "it is recorded as replaced, but its own row is gone"))
-        elif w[0] is None:
-            out.append((what, f"it is replaced by {r[1]}, which is not recorded"))
-        else:
-            a, b = dict(zip(F.c.keys(), o, strict=True)), dict(zip(F.c.keys(), w, strict=True))
-            if any(a[k] != b[k] for k in keys):
-                out.append((what, f"it is replaced by {r[1]}, which holds other decisions"))
-    return out
-
-
-def file_leaf(r: Any) -> FileLeaf | None:
-    """The leaf of an archive file's row (a mapping of its columns), or None when gone."""
-    if r["sha256"] is None:
-        return None
-    units = r.get("units")  # its unit index, recorded with it (None: a file without one)
-    return FileLeaf(
-        r["sha256"], r["endpoint"], r["layout"], int(r["ts_min"]), int(r["ts_max"]),
-        int(r["rows"]), r["min_id"], r["max_id"],
-        None if units is None else index_digest(bytes(units)),
-    )  # fmt: skip
-
-
-class Archived:
-    """Archived decisions by id for a pass over the whole log (``audit verify --decisions``).
-
-    Each file is fetched once, its digest checked against its name, and its
-    rows kept while the pass is in its time range (log order is time order).
-    """
-
-    def __init__(self, store: Store) -> None:
-        with store.read() as conn:
-            # a replaced file's decisions are in the file that replaced it
-            self.files = list(conn.execute(select(F).where(live()).order_by(F.c.min_id)).all())
-        self.loaded: OrderedDict[str, dict[str, tuple[Any, ...]]] = OrderedDict()
-        self.problems: list[tuple[str, str]] = []  # (what, why)
-
-    def _load(self, f: Any) -> dict[str, tuple[Any, ...]]:
-        got = self.loaded.get(f.sha256)
-        if got is not None:
-            return got
-        got = {}
-        try:
-            table = AP.read(_cache.get(f.sha256, f.target))
-            got = {r[0]: r for r in AP.rows(table, layout_of(table))}
-        except ArchiveError as exc:
-            self.problems.append((f"archive file {f.sha256}", exc.message))
-        self.loaded[f.sha256] = got
-        while len(self.loaded) > 4:
-            self.loaded.popitem(last=False)
-        return got
-
-    def get(self, decision_id: str) -> tuple[Any, ...] | None:
-        # the files already loaded first: the pass reads decisions in time order
-        for rows in reversed(self.loaded.values()):
-            r = rows.get(decision_id)
-            if r is not None:
-                return r
-        for f in self.files:
-            if f.min_id <= decision_id <= f.max_id:
-                r = self._load(f).get(decision_id)
-                if r is not None:
-                    return r
-        return None

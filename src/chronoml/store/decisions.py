@@ -182,8 +182,7 @@ class Window:
     outputs: np.ndarray[Any, Any]
     variants: np.ndarray[Any, Any]
     versions: np.ndarray[Any, Any]
-    # with ``with_context``: each row's merged context ({} when none), else None
-    context: list[dict[str, Any]] | None = None
+    context: list[dict[str, Any]] | None = None  # with_context: each row's, merged ({}: none)
 
 
 @WL.guarded(2)
@@ -203,16 +202,17 @@ def window(
     One query per (variant, version, layout) fetches only the packed inputs
     and the numeric output; the packed rows are joined into one buffer and
     viewed as a matrix, with no per-value parsing. ``with_context`` also reads
-    each row's context; the blocks do not hold it, so the rows are read then.
-    No archive commit of the endpoint runs meanwhile (``window_lock``).
+    each row's context (the archive files' too); the blocks do not hold it, so the
+    rows are read then. No archive commit of the endpoint runs meanwhile.
     """
-    # archived history comes from its Parquet files, then blocks below the
-    # endpoint's compaction watermark (they hold no context), then raw rows
-    parts, start = archive_reads.window_parts(
-        store, endpoint, start, end, variant=variant, include_shadow=include_shadow
-    )
-    # the archive's context is not read here: archived decisions count with none
-    contexts: list[dict[str, Any]] = [{} for p in parts for _ in p[3]] if with_context else []
+    # archived history from its Parquet files, then blocks below the compaction mark
+    parts, start, stored = archive_reads.window_parts(
+        store, endpoint, start, end, variant=variant, include_shadow=include_shadow,
+        with_context=with_context,
+    )  # fmt: skip
+    contexts: list[dict[str, Any]] = []
+    for ids, texts in stored:  # the archived decisions' context, and any added since
+        contexts += _merged(ids, texts, _later_context_of(store, ids))
     if with_context:
         raw_start = start
     else:
