@@ -276,3 +276,24 @@ def test_an_archived_window_of_numeric_inputs_is_the_live_one_bit_for_bit(
     got = SA.archive(store, layouts, 10**9, target, settle_us=0, file_rows=700)
     assert got.rows == 3000 and got.files > 4
     assert [bits(w) for w in windows()] == live
+
+
+def test_fairness_over_archived_blocks_answers_as_before(store: Store, tmp_path: Path) -> None:
+    # the outcome blocks end where the archive starts: the archived part is read from its files
+    from chronoml.monitor.fairness import fairness
+
+    layouts = D.Layouts(store)
+    ids = log(store, layouts, 1500, 1_000_000, "a")
+    FB.record(store, [Label(i, k % 2) for k, i in enumerate(ids[::3])], actor="test")
+    blocks.compact(store, upto=1_008_000)
+
+    def report() -> Any:
+        return fairness(store, "e", "ch", 0, 10**9, min_group_size=1)
+
+    before = report()
+    assert before.report["rows"] == 500
+    target = parse_target(f"file://{tmp_path / 'objects'}")
+    SA.archive(store, layouts, 1_004_000, target, settle_us=0)  # a block spans the cut
+    assert report() == before
+    SA.archive(store, layouts, 10**9, target, settle_us=0)  # past the blocks' watermark
+    assert report() == before

@@ -26,8 +26,9 @@ import numpy as np
 import orjson
 from sqlalchemy import func, select
 
+from chronoml.store import archive_reads as AR
 from chronoml.store import outcomes as O
-from chronoml.store import schema
+from chronoml.store import schema, window_lock
 from chronoml.store.database import Store
 from chronoml.timeutil import now_us
 
@@ -241,17 +242,21 @@ def _cat(blocked: list[np.ndarray[Any, Any]], rest: Sequence[Any]) -> np.ndarray
     return out
 
 
+@window_lock.guarded(1)
 def columns(
     store: Store, endpoint: str, start: int, end: int, *, variant: str | None = None
 ) -> Columns | None:
     """The served decisions of ``[start, end)``: blocked history from the outcome blocks,
     the rest from the rows. None when a block in the window has no outcome block (built
-    before they existed: ``chronoml db compact --rebuild``); read the rows then."""
+    before they existed: ``chronoml db compact --rebuild``) or decisions of it are
+    archived; read the rows then."""
     # lazy: blocks imports this module to build the outcome blocks as it compacts
     from chronoml.store import blocks
 
     mark = blocks.watermark(store, endpoint)
     stop = start if mark is None or start >= mark else min(end, mark)
+    if AR.span(store, endpoint, start, end) is not None:
+        return None  # archived decisions are in the window: the rows' path reads their files
     got: list[Any] = []
     late_rows: list[Any] = []
     dc_rows: list[Any] = []
