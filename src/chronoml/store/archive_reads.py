@@ -340,8 +340,10 @@ def rows(
     if event_seqs is not None:
         filters.append(("event_seq", "in", list(event_seqs)))
     out: list[tuple[Any, ...]] = []
+    # every column when the packed inputs are rebuilt, else only those asked for
+    wanted = None if "num" in names else list(dict.fromkeys(names))
     for f in _files(store, endpoint, lo, stop):
-        table, sch = _table(f, None, filters)
+        table, sch = _table(f, wanted, filters)
         if table.num_rows == 0:
             continue
         if "num" in names:

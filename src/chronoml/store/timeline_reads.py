@@ -49,8 +49,9 @@ def served(store: Store, endpoint: str, start: int, end: int) -> Served:
     names_ = ("model_version", "ts", "latency_ms")
     archived = AR.rows(store, endpoint, start, end, names_, shadow=False)
     blocked = ingest_reads.rows(store, endpoint, start, end, names_, shadow=False)
-    if archived or blocked:
-        rows = sorted([*archived, *rows, *blocked], key=lambda r: r[1])
+    merged = bool(archived or blocked)
+    if merged:
+        rows = [*archived, *rows, *blocked]
     n = len(rows)
     if not n:
         empty = np.empty(0, dtype=np.int64)
@@ -61,6 +62,9 @@ def served(store: Store, endpoint: str, start: int, end: int) -> Served:
     )
     ts = np.fromiter((r[1] for r in rows), dtype=np.int64, count=n)
     lat = np.fromiter((r[2] for r in rows), dtype=np.float64, count=n)
+    if merged:  # in time order, as one query would give them
+        order = np.argsort(ts, kind="stable")
+        ts, lat, version = ts[order], lat[order], version[order]
     return Served(ts, lat, version, tuple(names))
 
 
