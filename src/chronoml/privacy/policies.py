@@ -18,6 +18,7 @@ from chronoml.domain import results as R
 from chronoml.domain.feedback import Label
 from chronoml.errors import InvalidInput, NotFound, Refused
 from chronoml.privacy import secret
+from chronoml.store import decision_reads as DR
 from chronoml.store import ledger as SL
 from chronoml.store import privacy as SP
 from chronoml.timeutil import now_us
@@ -104,7 +105,7 @@ def apply_to_labels(ctx: Context, items: list[Label]) -> list[Label]:
     stored = {e: p for e, p in SP.all_policies(ctx.store).items() if p.policy.context}
     if not stored:
         return items
-    endpoints = SP.endpoints_of(ctx.store, [it.decision_id for it in with_context])
+    endpoints = DR.endpoints_of(ctx.store, [it.decision_id for it in with_context])
     plans: dict[str, DP.StoragePlan] = {}
     out = []
     for it in items:

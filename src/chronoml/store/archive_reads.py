@@ -382,13 +382,24 @@ def of_endpoint(
 
 def by_ids(store: Store, ids: Sequence[str]) -> list[tuple[Any, ...]]:
     """Archived decisions among ``ids`` as tuples in ``decisions.COLUMNS`` order."""
-    out = []
     with store.read() as conn:
-        for did in ids:
-            r = find(conn, did)
-            if r is not None:
-                out.append(r)
-    return out
+        return found_in(conn, ids)
+
+
+def found_in(conn: Connection, ids: Sequence[str]) -> list[tuple[Any, ...]]:
+    """:func:`by_ids` on ``conn``: each file whose id range holds some of ``ids`` read
+    once, for those ids only (not once per id)."""
+    if not ids:
+        return []
+    want = sorted(set(ids))
+    q = select(F).where(F.c.min_id <= want[-1], F.c.max_id >= want[0], live())
+    got: dict[str, tuple[Any, ...]] = {}
+    for f in conn.execute(q).all():
+        a, b = bisect.bisect_left(want, str(f.min_id)), bisect.bisect_right(want, str(f.max_id))
+        if a < b:
+            table, sch = _table(f, None, [("id", "in", want[a:b])])
+            got.update((r[0], r) for r in AP.rows(table, sch))
+    return list(got.values())
 
 
 def label_texts(store: Store, ids: Sequence[str]) -> dict[str, str]:

@@ -378,3 +378,15 @@ def input_names(store: Store) -> set[str]:
     with store.read() as conn:
         texts = conn.execute(select(schema.input_layouts.c.columns)).scalars().all()
     return {c for text in texts for c, _ in orjson.loads(text)}
+
+
+def endpoints_of(store: Store, ids: Sequence[str]) -> dict[str, str]:
+    """The endpoint of each of these decisions, archived ones too (a privacy policy must
+    not be skipped because its decision moved to a file)."""
+    with store.read() as conn:
+        q = select(D.c.id, D.c.endpoint).where(D.c.id.in_(list(ids)))
+        got = {str(a): str(b) for a, b in conn.execute(q)}
+        got.update({str(t[0]): str(t[2]) for t in ingest_reads.tuples_by_ids(conn, ids)})
+        rest = [i for i in ids if i not in got]
+        got.update({str(t[0]): str(t[2]) for t in AR.found_in(conn, rest)})
+        return got

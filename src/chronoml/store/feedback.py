@@ -52,10 +52,9 @@ def record(
     now = now_us()
     with store.write() as conn:
         outputs = dict(partitions.rows_by_ids(conn, [D.c.id, D.c.output], list(seen)))
-        for i in [i for i in seen if i not in outputs]:
-            archived = AR.find(conn, i)  # a label may arrive after its decision was archived
-            if archived is not None:
-                outputs[i] = archived[13]
+        # a label may arrive after its decision was archived
+        for r in AR.found_in(conn, [i for i in seen if i not in outputs]):
+            outputs[r[0]] = r[13]
         missing = [i for i in seen if i not in outputs]
         if missing:
             raise FeedbackError(f"unknown decision {missing[0]!r}", status=404, field="decision_id")

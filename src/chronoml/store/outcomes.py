@@ -118,6 +118,10 @@ def contexts(store: Store, ids: Sequence[str]) -> dict[str, dict[str, Any]]:
         for t in ingest_reads.tuples_by_ids(conn, ids):
             if t[ingest.AT["context"]] is not None:
                 out[t[0]] = dict(orjson.loads(t[ingest.AT["context"]]))
+        # an archived decision's, from its file (COLUMNS order: the context is last)
+        for r in AR.found_in(conn, [i for i in ids if i not in out]):
+            if r[-1] is not None:
+                out[r[0]] = dict(orjson.loads(r[-1]))
         for did, ctx in _later_context(conn, ids).items():
             out.setdefault(did, {}).update(ctx)
     return out

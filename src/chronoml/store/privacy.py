@@ -30,7 +30,6 @@ from chronoml.domain.privacy import Policy
 from chronoml.errors import Refused
 from chronoml.ids import block_of
 from chronoml.store import ingest_erase as IE
-from chronoml.store import ingest_reads as IR
 from chronoml.store import ledger as SL
 from chronoml.store import schema
 from chronoml.store.database import Store
@@ -91,15 +90,6 @@ def put(store: Store, change: L.Change, policy: Policy) -> tuple[L.LedgerEvent, 
         return ev, StoredPolicy(change.endpoint, policy, ev.seq, ev.recorded_at, change.actor)
 
     return store.write_retrying(tx, "the privacy policy")
-
-
-def endpoints_of(store: Store, ids: Sequence[str]) -> dict[str, str]:
-    """The endpoint of each of these decisions."""
-    with store.read() as conn:
-        q = select(D.c.id, D.c.endpoint).where(D.c.id.in_(list(ids)))
-        got = {str(a): str(b) for a, b in conn.execute(q)}
-        got.update({str(t[0]): str(t[2]) for t in IR.tuples_by_ids(conn, ids)})
-        return got
 
 
 def leaf_row(r: Sequence[Any], salt: bytes | None, commitment: bytes) -> Sequence[Any]:
