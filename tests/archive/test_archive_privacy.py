@@ -6,12 +6,14 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
+from archive_support import log
 from sklearn.datasets import load_breast_cancer
 
 from access_support import admin_client
 from chronoml.archive import run
 from chronoml.domain.archive import parse_target
 from chronoml.gateway.app import create_app
+from chronoml.store import archive as SA
 from chronoml.store import decisions as D
 from chronoml.store import outcomes as O
 from chronoml.timeutil import now_us
@@ -50,3 +52,17 @@ def test_context_sent_for_an_archived_decision_is_under_the_endpoint_policy(
     assert stored[old] == stored[new]
     w = D.window(cm.store, cm.layouts, ep, 0, 10**18, with_context=True)
     assert w.context is not None and all("ssn" not in x for x in w.context)
+
+
+def test_the_newest_decisions_are_listed_from_every_file_that_holds_them(
+    store: Any, tmp_path: Any
+) -> None:
+    layouts = D.Layouts(store)
+    log(store, layouts, 300, 1_000_000, "a")
+    log(store, layouts, 100, 1_000_005, "b")  # interleaved in time with the first
+    before = [D.recent_ids(store, "e", n) for n in (10, 300, 400, 500)]
+    assert [len(b) for b in before] == [10, 300, 400, 400]
+    target = parse_target(f"file://{tmp_path / 'objects'}")
+    got = SA.archive(store, layouts, 10**9, target, settle_us=0, chunk_rows=50)
+    assert got.files >= 8
+    assert [D.recent_ids(store, "e", n) for n in (10, 300, 400, 500)] == before

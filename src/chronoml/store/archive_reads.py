@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import bisect
 import hashlib
+import heapq
 import os
 import threading
 from collections import OrderedDict
@@ -416,15 +417,19 @@ def label_texts(store: Store, ids: Sequence[str]) -> dict[str, str]:
 
 
 def recent_ids(store: Store, endpoint: str, limit: int) -> list[str]:
-    """The newest archived decision ids of ``endpoint``, newest first."""
-    q = select(F).where(F.c.endpoint == endpoint, live()).order_by(F.c.ts_max.desc()).limit(4)
+    """The newest archived decision ids of ``endpoint``, newest first: files are read from
+    the newest down until none left can hold a decision newer than the ``limit``-th."""
+    if limit <= 0:
+        return []
+    q = select(F).where(F.c.endpoint == endpoint, live()).order_by(F.c.ts_max.desc())
     with store.read() as conn:
         files = list(conn.execute(q).all())
     got: list[tuple[int, str]] = []
     for f in files:
+        if len(got) >= limit and int(f.ts_max) < heapq.nlargest(limit, got)[-1][0]:
+            break
         table, _ = _table(f, ["id", "ts"], [])
         got += list(
             zip(table.column("ts").to_pylist(), table.column("id").to_pylist(), strict=True)
         )
-    got.sort(reverse=True)
-    return [i for _, i in got[:limit]]
+    return [i for _, i in heapq.nlargest(limit, got)]

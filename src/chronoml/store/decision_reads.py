@@ -324,7 +324,8 @@ def arm_rows(
             D.c.event_seq.in_(list(seqs)),
         )
     )
-    names = ["id", "ts", "event_seq", "output", "latency_ms"] + (["num", "txt"] if inputs else [])
+    extra = ["num", "txt"] if inputs else []
+    names = ["id", "ts", "event_seq", "output", "latency_ms", *extra, *(["layout"] if ids else [])]
     archived = AR.rows(
         store,
         endpoint,
@@ -348,8 +349,11 @@ def arm_rows(
         event_seqs=list(seqs),
     )
     labels = AR.label_texts(store, [r[0] for r in archived])
-    fields = (*names[1:5], "label", *names[5:])
-    got = _named(fields, [(*r[1:5], labels.get(r[0]), *r[5:]) for r in archived])
+    # in the query's order: ... label, [num, txt], [id, layout]
+    fields = (*names[1:5], "label", *extra, *(["id", "layout"] if ids else []))
+    k = 5 + len(extra)
+    tail = (lambda r: (r[0], r[k])) if ids else (lambda r: ())
+    got = _named(fields, [(*r[1:5], labels.get(r[0]), *r[5:k], *tail(r)) for r in archived])
     with store.read() as conn:
         return got + list(conn.execute(q).all())
 

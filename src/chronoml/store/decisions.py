@@ -16,6 +16,7 @@ from chronoml.domain.codec import NUMERIC_KINDS, Schema
 from chronoml.ids import block_of
 from chronoml.store import archive_reads, blocks, evidence, ingest, ingest_reads, partitions, schema
 from chronoml.store import window_lock as WL
+from chronoml.store.archive_schema import live
 from chronoml.store.database import Store
 from chronoml.store.id_types import may_hold
 
@@ -156,8 +157,8 @@ def get_in(conn: Any, decision_id: str) -> DecisionRow | None:
 def count(store: Store, endpoint: str | None = None) -> int:
     """Decisions logged (archived ones included)."""
     q = select(func.count()).select_from(D)
-    A = schema.archive_files
-    qa = select(func.coalesce(func.sum(A.c.rows), 0))
+    A = schema.archive_files  # files a rewrite replaced hold the same decisions again
+    qa = select(func.coalesce(func.sum(A.c.rows), 0)).where(live())
     if endpoint is not None:
         q = q.where(D.c.endpoint == endpoint)
         qa = qa.where(A.c.endpoint == endpoint)
@@ -171,11 +172,8 @@ def count(store: Store, endpoint: str | None = None) -> int:
 
 @dataclass
 class Window:
-    """A window of decisions read column by column.
-
-    ``variants`` and ``versions`` give, per row, who decided it; rows are
-    grouped by variant and version (in time order within a group).
-    """
+    """A window of decisions read column by column; ``variants`` and ``versions`` give, per
+    row, who decided it (a version's rows may come in several runs: archived, blocks, rows)."""
 
     rows: int
     columns: dict[str, np.ndarray[Any, Any]]
