@@ -13,9 +13,9 @@ import pytest
 from sqlalchemy import func, select
 
 from chronoml.domain import codec
-from chronoml.ids import new_ids
+from chronoml.ids import new_block_ids, new_ids
 from chronoml.monitor.estimated import estimated_quality
-from chronoml.store import blocks, schema
+from chronoml.store import blocks, ingest, schema
 from chronoml.store import decisions as D
 from chronoml.store import outcome_blocks as OB
 from chronoml.store import outcomes as O
@@ -131,3 +131,26 @@ def test_blocks_without_scores_fall_back_to_the_rows(cm: Any) -> None:
         conn.execute(OBT.update().values(scores=None, score_lengths=None))
     _same(SB.scored(cm.store, "e", 0, 10**6), _rows(cm, 0, 10**6))
     assert _estimate(cm) == before
+
+
+def test_ingest_blocks_inside_the_compacted_span_come_in_time_order(cm: Any) -> None:
+    # a request of many rows logged as one ingest block, amid single-row decisions that
+    # are then compacted: the blocks' path merges it in where the rows' path has it
+    _populate(cm)
+    per = 40
+    block_id, held = new_block_ids(per)
+    s = np.random.default_rng(5).random(per)
+    scores = codec.pack_rows(np.column_stack([1 - s, s]))
+    layout = codec.layout_id(SCHEMA)
+    block = ingest.Block(
+        block_id, held, 1000 + N // 3, "e", "a", "m", "1", 1, False, None, new_ids(1)[0],
+        layout, 2.0, codec.pack_rows(np.zeros((per, 1))), [None] * per,
+        [str(int(p > 0.5)) for p in s], [float(p > 0.5) for p in s], scores, None,
+    )  # fmt: skip
+    app = D.Appender(cm.store)
+    app.append([], (), [block])
+    app.close()
+    rows = _rows(cm, 0, 10**6)
+    blocks.compact(cm.store, ["e"], upto=10**6)
+    assert blocks.watermark(cm.store, "e") == 10**6
+    _same(SB.scored(cm.store, "e", 0, 10**6), rows)

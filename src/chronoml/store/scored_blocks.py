@@ -256,14 +256,16 @@ def _decode(
         score_lengths=np.concatenate(lengths) if lengths else np.empty(0, np.int64),
         score_bytes=b"".join(blobs),
     )
-    head = _in_row_order(store, head, times, kept)
+    order = _row_order(store, times, kept)
+    head_ts = np.concatenate(times) if times else np.empty(0, np.int64)
+    if order is not None:
+        head, head_ts = head.take(order), head_ts[order]
     if shaped:
         _label_score_outputs(store, head)
-    tail = from_outcomes(
-        O.outcomes(store, endpoint, max(start, stop), end, variant=variant, version=version,
-                   with_context=False, held_from=start)
-    )  # fmt: skip
-    return Scored(
+    rest = O.outcomes(store, endpoint, max(start, stop), end, variant=variant, version=version,
+                      with_context=False, held_from=start)  # fmt: skip
+    tail = from_outcomes(rest)
+    both = Scored(
         variants=_cat([head.variants, tail.variants]),
         model_names=_cat([head.model_names, tail.model_names]),
         versions=_cat([head.versions, tail.versions]),
@@ -272,28 +274,44 @@ def _decode(
         score_lengths=np.concatenate([head.score_lengths, tail.score_lengths]),
         score_bytes=head.score_bytes + tail.score_bytes,
     )
-
-
-def _in_row_order(
-    store: Store, head: Scored, times: list[np.ndarray[Any, Any]], kept: list[tuple[int, Any]]
-) -> Scored:
-    """``head`` in (time, id) order, the rows' order (blocks of several variants or layouts
-    interleave in time; ids are read only when times tie)."""
-    if not times:
-        return head
-    ts = np.concatenate(times)
-    d = np.diff(ts)
-    if not (d <= 0).any():
-        return head
+    if not len(head_ts) or not len(rest.ts) or rest.ts.min() > head_ts[-1]:
+        return both
+    # decisions of ingest blocks inside the blocks' span come in the tail: merged into
+    # (time, id) order, as the rows' path gives them
+    ts = np.concatenate([head_ts, rest.ts])
     if not (np.diff(np.sort(ts)) == 0).any():
-        return head.take(np.argsort(ts, kind="stable"))
+        return both.take(np.argsort(ts, kind="stable"))
+    head_ids = _block_ids(store, kept)
+    if order is not None:
+        head_ids = head_ids[order]
+    ids = np.concatenate([head_ids, np.array(rest.ids, dtype=f"S{OBK.ID_WIDTH}")])
+    return both.take(np.lexsort((ids, ts)))
+
+
+def _row_order(
+    store: Store, times: list[np.ndarray[Any, Any]], kept: list[tuple[int, Any]]
+) -> np.ndarray[Any, Any] | None:
+    """The order that puts the blocks' decisions in (time, id) order, the rows' order
+    (blocks of several variants or layouts interleave in time; ids are read only when
+    times tie); None when they are in it."""
+    if not times:
+        return None
+    ts = np.concatenate(times)
+    if not (np.diff(ts) <= 0).any():
+        return None
+    if not (np.diff(np.sort(ts)) == 0).any():
+        return np.argsort(ts, kind="stable")
+    return np.lexsort((_block_ids(store, kept), ts))
+
+
+def _block_ids(store: Store, kept: list[tuple[int, Any]]) -> np.ndarray[Any, Any]:
+    """The ids of the blocks' kept decisions, block after block."""
     with store.engine.connect() as conn:
         q = select(OB.c.block_id, OB.c.ids).where(OB.c.block_id.in_([b for b, _ in kept]))
         ids_of = dict(conn.execute(q).all())
-    ids = np.concatenate(
+    return np.concatenate(
         [np.frombuffer(ids_of[b], dtype=f"S{OBK.ID_WIDTH}")[sel] for b, sel in kept]
     )
-    return head.take(np.lexsort((ids, ts)))
 
 
 def _cat(parts: list[np.ndarray[Any, Any]]) -> np.ndarray[Any, Any]:
