@@ -16,7 +16,7 @@ import heapq
 import os
 import threading
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import numpy as np
@@ -231,13 +231,16 @@ TimedPart = tuple[
 ]
 
 
-def timed_parts(store: Store, endpoint: str, start: int, end: int) -> tuple[list[TimedPart], int]:
+def timed_parts(
+    store: Store, endpoint: str, start: int, end: int
+) -> tuple[Iterator[TimedPart], int]:
     """Archived answered decisions of ``[start, end)`` as ``(variant, version, ts, inputs,
-    outputs)``, in time order, a file and a version at a time (the drift grid's reads);
-    and where the database takes over."""
+    outputs)``, in time order, a file and a version at a time (the drift grid's reads;
+    ``READERS`` files decoded at once, so a long span is never all in memory); and where
+    the database takes over."""
     got = span(store, endpoint, start, end)
     if got is None:
-        return [], start
+        return iter(()), start
     lo, stop = got
 
     def one(f: Any) -> list[TimedPart]:
@@ -253,8 +256,12 @@ def timed_parts(store: Store, endpoint: str, start: int, end: int) -> tuple[list
             )
         return out
 
-    files = _files(store, endpoint, lo, stop)
-    return [p for got in parallel(READERS)(one, files) for p in got], stop
+    def each(files: list[Any]) -> Iterator[TimedPart]:
+        for i in range(0, len(files), READERS):
+            for parts in parallel(READERS)(one, files[i : i + READERS]):
+                yield from parts
+
+    return each(_files(store, endpoint, lo, stop)), stop
 
 
 def _window_file(
