@@ -367,22 +367,32 @@ def rows(
     return out
 
 
+def _holding(
+    conn: Connection, ids: Sequence[str], endpoint: str | None = None
+) -> Iterator[tuple[Any, list[str]]]:
+    """Each live file whose id range holds some of ``ids`` (of ``endpoint`` when given),
+    with those ids: a file is then read once for all of them, not once per id."""
+    want = sorted(set(ids))
+    if not want:
+        return
+    q = select(F).where(F.c.min_id <= want[-1], F.c.max_id >= want[0], live())
+    if endpoint is not None:
+        q = q.where(F.c.endpoint == endpoint)
+    for f in conn.execute(q).all():
+        a, b = bisect.bisect_left(want, str(f.min_id)), bisect.bisect_right(want, str(f.max_id))
+        if a < b:
+            yield f, want[a:b]
+
+
 def of_endpoint(
     store: Store, endpoint: str, ids: Sequence[str], names: Sequence[str]
 ) -> dict[str, tuple[Any, ...]]:
-    """The columns ``names`` of the archived decisions of ``endpoint`` among ``ids``, by id:
-    each file that may hold some of them read once, for those ids only."""
-    if not ids:
-        return {}
-    with store.read() as conn:
-        files = list(conn.execute(select(F).where(F.c.endpoint == endpoint, live())).all())
-    want = sorted(ids)
+    """The columns ``names`` of the archived decisions of ``endpoint`` among ``ids``, by id."""
     out: dict[str, tuple[Any, ...]] = {}
-    for f in files:
-        a, b = bisect.bisect_left(want, str(f.min_id)), bisect.bisect_right(want, str(f.max_id))
-        if a >= b:
-            continue
-        table, _ = _table(f, ["id", *names], [("id", "in", want[a:b])])
+    with store.read() as conn:
+        holding = list(_holding(conn, ids, endpoint))
+    for f, mine in holding:
+        table, _ = _table(f, ["id", *names], [("id", "in", mine)])
         cols = [table.column(n).to_pylist() for n in ("id", *names)]
         out.update((r[0], r[1:]) for r in zip(*cols, strict=True))
     return out
@@ -395,18 +405,11 @@ def by_ids(store: Store, ids: Sequence[str]) -> list[tuple[Any, ...]]:
 
 
 def found_in(conn: Connection, ids: Sequence[str]) -> list[tuple[Any, ...]]:
-    """:func:`by_ids` on ``conn``: each file whose id range holds some of ``ids`` read
-    once, for those ids only (not once per id)."""
-    if not ids:
-        return []
-    want = sorted(set(ids))
-    q = select(F).where(F.c.min_id <= want[-1], F.c.max_id >= want[0], live())
+    """:func:`by_ids` on ``conn``."""
     got: dict[str, tuple[Any, ...]] = {}
-    for f in conn.execute(q).all():
-        a, b = bisect.bisect_left(want, str(f.min_id)), bisect.bisect_right(want, str(f.max_id))
-        if a < b:
-            table, sch = _table(f, None, [("id", "in", want[a:b])])
-            got.update((r[0], r) for r in AP.rows(table, sch))
+    for f, mine in list(_holding(conn, ids)):
+        table, sch = _table(f, None, [("id", "in", mine)])
+        got.update((r[0], r) for r in AP.rows(table, sch))
     return list(got.values())
 
 

@@ -62,28 +62,10 @@ class Store:
         self.closed = False
         # PostgreSQL lookups get a pool of their own, in autocommit from the
         # start: no isolation switch and no reset when a connection returns.
-        self.lookup_engine = engine
-        if not self.is_sqlite:
-            self.lookup_engine = create_engine(
-                engine.url,
-                isolation_level="AUTOCOMMIT",
-                pool_size=4,
-                max_overflow=8,
-                pool_recycle=1800,
-                pool_reset_on_return=None,
-            )
+        self.lookup_engine = engine if self.is_sqlite else _autocommit(engine, 4, 8)
         # Window reads hold a session advisory lock for their length (store.window_lock):
         # on connections of their own, so long reads never leave lookups waiting for one.
-        self.lock_engine = self.lookup_engine
-        if not self.is_sqlite:
-            self.lock_engine = create_engine(
-                engine.url,
-                isolation_level="AUTOCOMMIT",
-                pool_size=2,
-                max_overflow=62,
-                pool_recycle=1800,
-                pool_reset_on_return=None,
-            )
+        self.lock_engine = engine if self.is_sqlite else _autocommit(engine, 2, 62)
         for eng in {engine, self.lookup_engine, self.lock_engine}:
             event.listen(eng, "checkin", self._close_after_close)
             if not self.is_sqlite:
@@ -372,3 +354,16 @@ def reachable(url: str) -> tuple[bool, str]:
         return True, ""
     except (OperationalError, ProgrammingError, ImportError) as exc:
         return False, str(exc).splitlines()[0]
+
+
+def _autocommit(engine: Engine, pool_size: int, max_overflow: int) -> Engine:
+    """A pool of its own on ``engine``'s database, in autocommit from the start (no
+    isolation switch and no reset when a connection returns)."""
+    return create_engine(
+        engine.url,
+        isolation_level="AUTOCOMMIT",
+        pool_size=pool_size,
+        max_overflow=max_overflow,
+        pool_recycle=1800,
+        pool_reset_on_return=None,
+    )
