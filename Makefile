@@ -11,7 +11,7 @@ $(BIN)/python:
 	$(PY) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 
-$(BASE): $(BIN)/python pyproject.toml
+$(BASE): $(BIN)/python pyproject.toml setup.py src/chronoml/_digests.c
 	$(BIN)/pip install --quiet -e .
 	touch $(BASE)
 

@@ -43,6 +43,7 @@ import hashlib
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 
+from chronoml import digests
 from chronoml.errors import InvalidInput
 
 HASH_SIZE = 32
@@ -81,16 +82,12 @@ def _check_hash(h: bytes, field: str) -> None:
 
 def _pair_level(level: bytes | bytearray) -> bytearray:
     """Hash adjacent pairs of a level (packed 32-byte hashes); an odd last one is left out."""
-    out = bytearray()
-    view = memoryview(level)
-    # copying a hasher already fed the prefix is about twice as fast as hashing prefix + slice
-    copy = hashlib.sha256(_NODE).copy
-    pairs = len(level) // (2 * HASH_SIZE)
-    for j in range(0, pairs * 2 * HASH_SIZE, 2 * HASH_SIZE):
-        h = copy()
-        h.update(view[j : j + 2 * HASH_SIZE])
-        out += h.digest()
-    return out
+    whole = len(level) // (2 * HASH_SIZE) * 2 * HASH_SIZE
+    return (
+        bytearray(digests.rows(memoryview(level)[:whole], 2 * HASH_SIZE, _NODE))
+        if whole
+        else bytearray()
+    )
 
 
 def root_of(leaf_hashes: Iterable[bytes]) -> bytes:

@@ -21,7 +21,6 @@ through :func:`tuples_where` and :func:`tuples_by_ids`.
 
 from __future__ import annotations
 
-import hashlib
 import math
 import os
 import struct
@@ -32,6 +31,7 @@ from typing import Any
 import numpy as np
 import orjson
 
+from chronoml import digests
 from chronoml.domain import leaves as LV
 from chronoml.store import schema
 
@@ -266,9 +266,7 @@ def commit(block: Block) -> tuple[bytes, bytes, bytes]:
     tail = b"\x01" + _PF(lat) if math.isfinite(lat) else _f(lat)
     # each row's class scores digest, marked present: 0x01 then 32 bytes
     digests: list[Piece] = (
-        [b"\x00"]
-        if block.scores is None
-        else [b"\x01", _matrix(b"".join(map(_DIGEST, map(_SHA, block.scores))), n)]
+        [b"\x00"] if block.scores is None else [b"\x01", _matrix(_digest_each(block.scores), n)]
     )
     pieces = [_LEAF_TAG + _P32(36), _matrix("".join(block.ids).encode("ascii"), n), shared,
               _matrix(coms, n), _texts(block.outputs, n), _numbers(block.output_num, n),
@@ -279,8 +277,6 @@ def commit(block: Block) -> tuple[bytes, bytes, bytes]:
 # one piece of every row's preimage: the same bytes in each row, one row of a matrix
 # each, or (rows of differing widths) one value each
 Piece = bytes | np.ndarray[Any, Any] | list[bytes]
-_SHA = hashlib.sha256
-_DIGEST = type(hashlib.sha256()).digest
 
 
 def _matrix(raw: bytes, n: int) -> np.ndarray[Any, Any]:
@@ -338,7 +334,7 @@ def _hash_rows(n: int, pieces: Sequence[Piece]) -> bytes:
             else [r.tobytes() for r in p]
             for p in pieces
         ]
-        return b"".join(map(_DIGEST, map(_SHA, map(b"".join, zip(*cols, strict=True)))))
+        return digests.each(list(map(b"".join, zip(*cols, strict=True))))
     parts = [
         np.frombuffer(p, dtype=np.uint8) if isinstance(p, bytes) else np.asarray(p, dtype=np.uint8)
         for p in pieces
@@ -349,8 +345,14 @@ def _hash_rows(n: int, pieces: Sequence[Piece]) -> bytes:
     for p in parts:
         mat[:, at : at + p.shape[-1]] = p
         at += p.shape[-1]
-    raw = mat.tobytes()
-    return b"".join(map(_DIGEST, map(_SHA, [raw[i : i + w] for i in range(0, len(raw), w)])))
+    return digests.rows(mat.data, w)
+
+
+def _digest_each(values: list[bytes]) -> bytes:
+    """The digest of each value, end to end (one call when they share a width)."""
+    if _one_width(values) and len(values[0]):
+        return digests.rows(b"".join(values), len(values[0]))
+    return digests.each(values)
 
 
 def _leaf_of(r: Sequence[Any], commitment: bytes) -> bytes:
