@@ -11,6 +11,7 @@ from sklearn.datasets import load_breast_cancer
 from starlette.testclient import TestClient
 
 from access_support import admin_client
+from chronoml import digests
 from chronoml.gateway.app import create_app
 from chronoml.store import decisions as D
 from chronoml.store import ledger as SL
@@ -273,5 +274,7 @@ def test_metrics_and_dashboard(deployed: TestClient) -> None:
     text = deployed.get("/metrics").text
     assert 'chronoml_requests_total{endpoint="cancer"' in text
     assert "chronoml_log_commit_rows_bucket" in text
+    # whether the evidence log's hashes come from the compiled module (built under CI)
+    assert f"chronoml_compiled_hasher {1.0 if digests.ACCELERATED else 0.0}" in text
     html = deployed.get("/").text
     assert "cancer" in html and "verified" in html

@@ -8,6 +8,8 @@ from typing import Any, Protocol
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
+from chronoml import digests
+
 _LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
 
 
@@ -107,6 +109,13 @@ class Metrics:
             ("endpoint", "variant", "version", "call"),
             registry=self.registry,
         )
+        self.compiled_hasher = Gauge(
+            "chronoml_compiled_hasher",
+            "1 when the evidence log hashes many rows in one call to chronoml._digests, "
+            "0 when through hashlib (the same bytes, slower: the module was not built)",
+            registry=self.registry,
+        )
+        self.compiled_hasher.set(1 if digests.ACCELERATED else 0)
         # who else wants each request's outcome (the canary guardrails)
         self.listener: Outcomes | None = None
         # labelled children by their labels: labels() takes a lock and checks
