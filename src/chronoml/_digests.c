@@ -129,7 +129,7 @@ static PyMethodDef digests_methods[] = {
 
 static struct PyModuleDef digests_module = {
     PyModuleDef_HEAD_INIT, "_digests", "SHA-256 of many short messages in one call.", -1,
-    digests_methods,
+    digests_methods, NULL, NULL, NULL, NULL,
 };
 
 PyMODINIT_FUNC
