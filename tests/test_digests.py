@@ -35,7 +35,18 @@ def test_rows_take_a_numpy_matrix_without_copying_it_first() -> None:
 
 def test_no_rows_give_no_digests() -> None:
     assert digests.rows(b"", 64, b"\x01") == b""
+    assert digests.rows(np.empty((0, 64), dtype=np.uint8).data, 64) == b""
     assert digests.each([]) == b""
+
+
+@pytest.mark.parametrize("each", [digests.each, digests.each_hashlib])
+def test_each_takes_any_iterable_of_bytes_and_their_subclasses(each: object) -> None:
+    class Raw(bytes):
+        pass
+
+    assert callable(each)
+    messages = [b"a", Raw(b"b"), b""]
+    assert each(iter(messages)) == _expected([bytes(m) for m in messages])
 
 
 @pytest.mark.parametrize("bad", [0, -1, 7])

@@ -10,6 +10,7 @@
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
+#include <openssl/err.h>
 #include <openssl/evp.h>
 
 #define DIGEST_SIZE 32
@@ -66,6 +67,7 @@ digests_rows(PyObject *self, PyObject *args)
     EVP_MD_CTX_free(ctx);
     if (!ok) {
         Py_CLEAR(result);
+        ERR_clear_error();
         PyErr_SetString(PyExc_RuntimeError, "OpenSSL's SHA-256 failed");
     }
 done:
@@ -112,6 +114,7 @@ digests_each(PyObject *self, PyObject *arg)
     Py_DECREF(seq);
     if (!ok) {
         Py_DECREF(result);
+        ERR_clear_error();
         PyErr_SetString(PyExc_RuntimeError, "OpenSSL's SHA-256 failed");
         return NULL;
     }
@@ -143,8 +146,16 @@ PyInit__digests(void)
     sha256_md = EVP_sha256();
 #endif
     if (sha256_md == NULL) {
+        ERR_clear_error();
         PyErr_SetString(PyExc_ImportError, "OpenSSL has no SHA-256");
         return NULL;
     }
-    return PyModule_Create(&digests_module);
+    PyObject *module = PyModule_Create(&digests_module);
+#if OPENSSL_VERSION_NUMBER >= 0x30000000L
+    if (module == NULL) {
+        EVP_MD_free(md);
+        sha256_md = NULL;
+    }
+#endif
+    return module;
 }

@@ -10,7 +10,7 @@ these functions give the same bytes through hashlib.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Sequence
+from collections.abc import Iterable
 
 try:
     from chronoml import _digests
@@ -27,15 +27,20 @@ _DIGEST = type(hashlib.sha256()).digest
 
 def rows(data: bytes | bytearray | memoryview, width: int, prefix: bytes = b"") -> bytes:
     """SHA-256 of ``prefix`` + each ``width``-byte row of ``data``, end to end."""
-    view = memoryview(data).cast("B")
-    if width <= 0 or len(view) % width:
+    if width <= 0:
+        raise ValueError("the data is not whole rows of the given width")
+    whole = memoryview(data)
+    if whole.nbytes == 0:
+        return b""  # (a view with a zero in its shape cannot be cast)
+    view = whole.cast("B")
+    if len(view) % width:
         raise ValueError("the data is not whole rows of the given width")
     if _digests is not None:
         return _digests.rows(view, width, prefix)
     return rows_hashlib(view, width, prefix)
 
 
-def each(messages: Sequence[bytes]) -> bytes:
+def each(messages: Iterable[bytes]) -> bytes:
     """SHA-256 of each message (bytes), end to end."""
     if _digests is not None:
         return _digests.each(messages)
@@ -57,9 +62,10 @@ def rows_hashlib(view: memoryview, width: int, prefix: bytes = b"") -> bytes:
     )
 
 
-def each_hashlib(messages: Sequence[bytes]) -> bytes:
+def each_hashlib(messages: Iterable[bytes]) -> bytes:
     """:func:`each` through hashlib."""
-    for i, m in enumerate(messages):
-        if type(m) is not bytes:
+    items = list(messages)
+    for i, m in enumerate(items):
+        if not isinstance(m, bytes):
             raise TypeError(f"item {i} is {type(m).__name__}, not bytes")
-    return b"".join(map(_DIGEST, map(_SHA, messages)))
+    return b"".join(map(_DIGEST, map(_SHA, items)))

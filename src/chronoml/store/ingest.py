@@ -265,12 +265,12 @@ def commit(block: Block) -> tuple[bytes, bytes, bytes]:
     )  # fmt: skip
     tail = b"\x01" + _PF(lat) if math.isfinite(lat) else _f(lat)
     # each row's class scores digest, marked present: 0x01 then 32 bytes
-    digests: list[Piece] = (
+    score_digests: list[Piece] = (
         [b"\x00"] if block.scores is None else [b"\x01", _matrix(_digest_each(block.scores), n)]
     )
     pieces = [_LEAF_TAG + _P32(36), _matrix("".join(block.ids).encode("ascii"), n), shared,
               _matrix(coms, n), _texts(block.outputs, n), _numbers(block.output_num, n),
-              tail, *digests, b"\x00"]  # fmt: skip
+              tail, *score_digests, b"\x00"]  # fmt: skip
     return pool, coms, _hash_rows(n, pieces)
 
 
