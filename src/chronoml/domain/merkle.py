@@ -83,11 +83,7 @@ def _check_hash(h: bytes, field: str) -> None:
 def _pair_level(level: bytes | bytearray) -> bytearray:
     """Hash adjacent pairs of a level (packed 32-byte hashes); an odd last one is left out."""
     whole = len(level) // (2 * HASH_SIZE) * 2 * HASH_SIZE
-    return (
-        bytearray(digests.rows(memoryview(level)[:whole], 2 * HASH_SIZE, _NODE))
-        if whole
-        else bytearray()
-    )
+    return bytearray(digests.rows(memoryview(level)[:whole], 2 * HASH_SIZE, _NODE))
 
 
 def root_of(leaf_hashes: Iterable[bytes]) -> bytes:

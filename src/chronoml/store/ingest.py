@@ -230,9 +230,9 @@ def commit(block: Block) -> tuple[bytes, bytes, bytes]:
     The bytes are those of :func:`~chronoml.domain.leaves.inputs_commitment` and
     :class:`~chronoml.domain.leaves.DecisionLeaf` for each decision (a test pins
     them): what the block's rows share is encoded once, each row's preimage is a
-    row of one matrix, and each row costs two or three SHA-256 calls made from C
-    (``map``), not from a Python loop. Rows with text inputs or a context take the
-    row-by-row encoders.
+    row of one matrix, and the rows' two or three SHA-256 hashes each are made by
+    one :func:`chronoml.digests.rows` call per kind, not a Python call a hash. Rows
+    with text inputs or a context take the row-by-row encoders.
     """
     n = block.rows
     pool = os.urandom(SALT * n)
