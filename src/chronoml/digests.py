@@ -17,7 +17,6 @@ try:
 except ImportError:  # not built here (no compiler or OpenSSL headers at install)
     _digests = None  # type: ignore[assignment]
 
-SIZE = 32
 ACCELERATED = _digests is not None
 """Whether the compiled hasher is in use (required under CI, so the tests run it)."""
 
